@@ -120,7 +120,8 @@ def arrange(spec: ClipSpec) -> Arrangement:
         tune = melody_by_id(spec.melody_source)
         line = fit_corpus_melody(tune, spec.key, n_bars, register, rng)
         candidates = diatonic_chords(spec.key, genre.sevenths)
-        bar_chords = [[c] for c in harmonize(line, spec.key, n_bars, genre.meter, candidates)]
+        forbidden = held_out_sequences(spec.key) if spec.split == "train" else []
+        bar_chords = [[c] for c in harmonize(line, spec.key, n_bars, genre.meter, candidates, forbidden)]
     else:
         bar_chords = _progression_bars(spec.progression, spec.key, n_bars)
         first = [cs[0] for cs in bar_chords]
@@ -181,6 +182,20 @@ def _sections(rng: np.random.Generator, n_bars: int, phrase: int) -> list[tuple[
         out.append((name, length))
         bars += length
         i += 1
+    return out
+
+
+def held_out_sequences(key: Key) -> list[list[Chord]]:
+    """Every rotation of every held-out one-chord-per-bar progression, spelled in ``key``.
+
+    Progressions loop, so a rotation of a held-out progression is the same progression."""
+    out = []
+    for name in HELD_OUT_PROGRESSIONS:
+        mode, bars = PROGRESSIONS[name]
+        if mode != key.mode or "," in bars:
+            continue
+        chords = [roman(s, key) for s in bars.split()]
+        out.extend(chords[i:] + chords[:i] for i in range(len(chords)))
     return out
 
 

@@ -60,12 +60,12 @@ def instrument_name(program: int, is_drum: bool) -> str:
 
 
 def melody_rendition(arr: Arrangement, rng: np.random.Generator) -> tuple[Part, int]:
-    """The lead line alone on a hum-like patch, moved by octaves into that patch's range."""
+    """The lead line alone on a hum-like patch, moved by octaves into that patch's range.
+
+    Test clips use patches never heard in training, so hum evaluation meets new timbres."""
     patches = RENDITION_PATCHES[arr.spec.split]
     program = int(patches[rng.integers(len(patches))])
     lo, hi = RENDITION_REGISTERS[program]
-    if not arr.melody:
-        return Part("melody", program, False), 0
     median = float(np.median([n.pitch for n in arr.melody]))
     shift = 12 * int(round(((lo + hi) / 2 - median) / 12))
     part = Part("melody", program, False, volume=110, reverb=20)
@@ -145,14 +145,15 @@ def build_clip(job: tuple[Path, int, int, float, str]) -> dict:
     out, corpus_seed, index, seconds, soundfont = job
     clip_id = f"clip{index:06d}"
     meta_path = out / "meta" / f"{clip_id}.json"
-    if meta_path.exists():  # resume: clips are deterministic, so a finished one is final
-        return json.loads(meta_path.read_text())
+    seed = clip_seed(corpus_seed, index)
+    if meta_path.exists():  # resume: a finished clip of the same seed and length is final
+        record = json.loads(meta_path.read_text())
+        if record["seed"] == seed and record["seconds"] == seconds:
+            return record
     t0 = time.perf_counter()
-    spec = sample_spec(clip_seed(corpus_seed, index), clip_split(index), seconds)
+    spec = sample_spec(seed, clip_split(index), seconds)
     arr = arrange(spec)
     audio, lufs = render(arr, Path(soundfont))
-    rendition, shift = melody_rendition(arr, np.random.default_rng([spec.seed, 3]))
-    melody_audio, _ = normalize_loudness(synthesize([rendition], seconds, Path(soundfont)))
     record = {
         "id": clip_id,
         "audio": f"audio/{clip_id}.flac",
@@ -161,15 +162,19 @@ def build_clip(job: tuple[Path, int, int, float, str]) -> dict:
         **ground_truth(arr),
         "loudness_lufs": round(lufs, 2),
         "peak": round(float(np.max(np.abs(audio))), 4),
-        "rendition": {
+        "rendition": None,  # a clip cropped inside the intro has no lead line to hum
+    }
+    _write_audio(out / record["audio"], audio)
+    if arr.melody:
+        rendition, shift = melody_rendition(arr, np.random.default_rng([spec.seed, 3]))
+        melody_audio, _ = normalize_loudness(synthesize([rendition], seconds, Path(soundfont)))
+        record["rendition"] = {
             "audio": f"melody/{clip_id}.flac",
             "program": rendition.program,
             "name": instrument_name(rendition.program, False),
             "octave_shift": shift,
-        },
-    }
-    _write_audio(out / record["audio"], audio)
-    _write_audio(out / record["rendition"]["audio"], melody_audio)
+        }
+        _write_audio(out / record["rendition"]["audio"], melody_audio)
     write_midi(arr, out / record["midi"])
     record["render_s"] = round(time.perf_counter() - t0, 3)
     _atomic(meta_path, lambda tmp: tmp.write_text(json.dumps(record)))
@@ -229,5 +234,6 @@ def corpus_manifest(records: list[dict], cfg: BuildConfig, soundfont: str, wall_
         "tempo_histogram": dict(sorted(tempi.items())),
         "mood_histogram": dict(Counter(r["mood"] for r in records).most_common()),
         "melody_sources": dict(Counter("music21" if r["melody_source"] != "generated" else "generated" for r in records)),
-        "rendition_patches": dict(Counter(r["rendition"]["name"] for r in records)),
+        "rendition_patches": dict(Counter(r["rendition"]["name"] for r in records if r["rendition"])),
+        "clips_without_melody": sum(r["rendition"] is None for r in records),
     }

@@ -25,7 +25,7 @@ PROGRESSIONS: dict[str, tuple[str, str]] = {
     "rock_mixo": ("major", "I bVII IV I"),
     "jazz_251": ("major", "ii7 V7 Imaj7 Imaj7"),
     "jazz_turnaround": ("major", "Imaj7 vi7 ii7 V7"),
-    "jazz_rhythm": ("major", "Imaj7,vi7 ii7,V7 iii7,vi7 ii7,V7"),
+    "jazz_rhythm": ("major", "Imaj7,vi7 ii7,V7 Imaj7,IVmaj7 ii7,V7"),
     "blues_12": ("major", "I7 I7 I7 I7 IV7 IV7 I7 I7 V7 IV7 I7 V7"),
     "bossa_ipanema": ("major", "Imaj7 Imaj7 II7 II7 ii7 V7 Imaj7 Imaj7"),
     "reggae_one": ("major", "I I IV IV"),
@@ -59,7 +59,7 @@ PROGRESSIONS: dict[str, tuple[str, str]] = {
     # held out for the test split (never in training clips)
     "pop_plagal": ("major", "I IV vi V"),
     "canon": ("major", "I V vi iii IV I IV V"),
-    "rock_anthem": ("major", "IV I V vi"),
+    "rock_anthem": ("major", "I V bVII IV"),
     "jazz_long251": ("major", "iii7 vi7 ii7 V7"),
     "blues_quick": ("major", "I7 IV7 I7 I7 IV7 IV7 I7 I7 V7 IV7 I7 V7"),
     "bossa_turn": ("major", "Imaj7 VI7 ii7 V7"),

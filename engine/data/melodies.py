@@ -216,10 +216,18 @@ def fit_corpus_melody(
 
 
 def harmonize(
-    notes: list[tuple[float, float, int]], key: Key, bars: int, meter: int, candidates: list[Chord]
+    notes: list[tuple[float, float, int]],
+    key: Key,
+    bars: int,
+    meter: int,
+    candidates: list[Chord],
+    forbidden: list[list[Chord]] = (),
 ) -> list[Chord]:
     """One chord per bar for a given tune: the diatonic chord that covers most of the bar's
-    melody (weighted by duration and strong beats), with a cadence on the final bar."""
+    melody (weighted by duration and strong beats), with a cadence on the final bar.
+
+    ``forbidden`` chord sequences are never completed (a training clip must not reproduce a
+    held-out progression by chance); the next-best chord is taken instead."""
     chords = []
     for b in range(bars):
         lo, hi = b * meter, (b + 1) * meter
@@ -238,8 +246,18 @@ def harmonize(
             if chords and c == chords[-1]:
                 s -= 0.3  # prefer harmonic motion
             scores.append(s)
-        chords.append(candidates[int(np.argmax(scores))])
+        for i in np.argsort(scores)[::-1]:
+            if not _completes_any(chords, candidates[i], forbidden):
+                chords.append(candidates[i])
+                break
+        else:
+            chords.append(candidates[int(np.argmax(scores))])
     return chords
+
+
+def _completes_any(chords: list[Chord], nxt: Chord, sequences: list[list[Chord]]) -> bool:
+    tail = chords + [nxt]
+    return any(len(tail) >= len(seq) and tail[-len(seq):] == seq for seq in sequences)
 
 
 def generate_melody(

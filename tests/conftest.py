@@ -1,0 +1,33 @@
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from engine.data.arranger import ClipSpec  # noqa: E402
+from engine.data.genres import GENRES, HELD_OUT_PROGRESSIONS, PROGRESSIONS  # noqa: E402
+from engine.data.theory import Key  # noqa: E402
+
+
+def make_spec(genre: str, mode: str = "major", seed: int = 7, seconds: float = 8.0, split: str = "train") -> ClipSpec:
+    """A clip of ``genre`` with a generated melody over one of its progressions in ``mode``."""
+    names = [
+        p for p in GENRES[genre].progressions
+        if (p in HELD_OUT_PROGRESSIONS) == (split == "test") and PROGRESSIONS[p][0] == mode
+    ]
+    names = names or [p for p in GENRES[genre].progressions if (p in HELD_OUT_PROGRESSIONS) == (split == "test")]
+    progression = names[0]
+    key = Key(seed % 12, PROGRESSIONS[progression][0])
+    lo, hi = GENRES[genre].tempo
+    return ClipSpec(seed, split, genre, GENRES[genre].moods[0], key, (lo + hi) // 2, progression, "generated", seconds)
+
+
+@pytest.fixture(scope="session")
+def rng():
+    return np.random.default_rng(0)

@@ -1,0 +1,103 @@
+"""The two doors a user walks through first: the corpus CLI and the studio launcher."""
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from .conftest import ROOT
+
+
+def run_engine(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_data_build_smoke_corpus(tmp_path):
+    """The CI-sized corpus: 10 clips of 4 s, so both splits exist; every file is where the JSONL says."""
+    out = tmp_path / "corpus"
+    proc = run_engine("data", "build", "--out", str(out), "--hours", str(40 / 3600), "--clip-seconds", "4", "--seed", "1", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["clips"] == 10 and manifest["splits"] == {"train": 9, "test": 1}
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["clips"] == 10
+    records = [json.loads(line) for split in ("train", "test") for line in (out / f"{split}.jsonl").read_text().splitlines()]
+    assert len(records) == 10
+    for r in records:
+        audio, sr = sf.read(out / r["audio"])
+        assert sr == 24000 and audio.ndim == 1 and len(audio) == 4 * 24000
+        assert np.max(np.abs(audio)) < 0.9
+        assert (out / r["midi"]).exists()
+        assert r["caption"] and r["aspects"] and r["beats"] and r["key"]["name"]
+        assert (r["rendition"] is None) == (not r["melody"])
+        if r["melody"]:
+            assert {"onset", "pitch", "duration", "velocity"} == set(r["melody"][0])
+            melody, _ = sf.read(out / r["rendition"]["audio"])
+            assert np.max(np.abs(melody)) > 0.05
+    assert sum(r["rendition"] is not None for r in records) >= 5
+    assert not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["data", "build", "--out", "x", "--hours", "-1"], "positive"),
+        (["data", "build", "--out", "x", "--hours", "nan"], "positive"),
+        (["data", "build", "--out", "x", "--hours", "lots"], "not a number"),
+        (["data"], "required"),
+    ],
+)
+def test_cli_bad_input_gets_one_clear_line_and_exit_2(args, message):
+    proc = run_engine(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_models_command_lists_every_stage_with_its_train_command():
+    proc = run_engine("models")
+    assert proc.returncode == 0
+    rows = json.loads(proc.stdout)["models"]
+    assert [r["name"] for r in rows] == ["codec", "mulan", "semantic", "stage1", "stage2", "stage3"]
+    assert all(r["train_command"].startswith("python -m engine train ") for r in rows)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_launch_serves_the_studio_and_names_missing_models():
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "launch.py", "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.time() < deadline, "studio did not answer within 60 s"
+                time.sleep(0.5)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5) as r:
+            config = r.read().decode()
+        assert "models are missing" in config or "All models are ready" in config
+        assert "python -m engine train codec" in config
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_launch_rejects_bad_flags():
+    proc = subprocess.run([sys.executable, "launch.py", "--auth", "nocolon"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "user:password" in proc.stderr
