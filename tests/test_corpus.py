@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from engine.data.arranger import arrange, held_out_sequences, sample_spec
-from engine.data.build import build_clip, caption_for, clip_split, write_midi
+from engine.data.build import build_clip, caption_for, clip_split, corpus_version, write_midi
 from engine.data.captions import GENRE_NAMES, INSTRUMENT_NAMES, KIT_NAMES, TEMPO_WORDS, all_synonyms, tempo_bucket
 from engine.data.genres import GENRES, HELD_OUT_PROGRESSIONS
 from engine.data.melodies import load_index
@@ -46,22 +46,25 @@ def test_every_genre_yields_valid_midi(genre, tmp_path):
 
 
 def test_rendering_is_deterministic_for_a_seed(tmp_path):
-    soundfont = str(find_soundfont())
+    soundfont, version = str(find_soundfont()), corpus_version()
     records = []
     for run in ("a", "b"):
         out = tmp_path / run
         for sub in ("audio", "melody", "midi", "meta"):
             (out / sub).mkdir(parents=True)
-        records.append(build_clip((out, 3, 5, 6.0, soundfont)))
+        records.append(build_clip((out, 3, 5, 6.0, soundfont, version)))
     a, _ = sf.read(tmp_path / "a" / records[0]["audio"])
     b, _ = sf.read(tmp_path / "b" / records[1]["audio"])
     assert np.array_equal(a, b)
     strip = lambda r: {k: v for k, v in r.items() if k != "render_s"}  # noqa: E731
     assert strip(records[0]) == strip(records[1])
     # Rebuilding the same folder with another corpus seed re-renders instead of resuming.
-    other = build_clip((tmp_path / "a", 4, 5, 6.0, soundfont))
+    other = build_clip((tmp_path / "a", 4, 5, 6.0, soundfont, version))
     c, _ = sf.read(tmp_path / "a" / other["audio"])
     assert other["seed"] != records[0]["seed"] and not np.array_equal(a, c)
+    # ... and so does a change of the corpus code (another version fingerprint).
+    stale = build_clip((tmp_path / "a", 4, 5, 6.0, soundfont, "other-code"))
+    assert stale["corpus_version"] == "other-code"
 
 
 def test_rendered_audio_is_24k_mono_normalized_and_never_clipped():
@@ -191,3 +194,14 @@ def test_mood_steers_velocity_density_register_and_mode():
     minor = {m: np.mean([sample_spec(s, "train", 10).key.mode == "minor" for s in range(400)
                          if sample_spec(s, "train", 10).mood == m]) for m in ("sad", "happy")}
     assert minor["sad"] > 0.6 > 0.3 > minor["happy"]
+
+
+def test_no_clip_falls_silent(arrangements):
+    """Something always sounds: no gap over 0.75 s between notes (fills, intros, breaks)."""
+    for arr in arrangements:
+        spans = sorted((n.start, n.end) for p in arr.parts for n in p.notes if n.start < arr.spec.seconds)
+        covered = 0.0
+        for start, end in spans:
+            assert start - covered <= 0.75, (arr.spec.genre, arr.spec.seed, covered, start)
+            covered = max(covered, end)
+        assert arr.spec.seconds - covered <= 0.75

@@ -152,7 +152,7 @@ def arrange(spec: ClipSpec) -> Arrangement:
     parts.append(lead)
 
     parts.append(_bass_part(rng, spec, genre, mood, grid, chords, bar_section))
-    parts.append(_comp_part(rng, spec, genre, mood, grid, chords, bar_section, reverb))
+    parts.append(_comp_part(rng, spec, genre, mood, grid, chords, bar_section, reverb, avoid=lead_program))
     if genre.pad_programs:
         pad = _pad_part(rng, spec, genre, mood, grid, chords, bar_section, reverb)
         if pad.notes:
@@ -295,8 +295,9 @@ def _walking_note(rng, chord: Chord, nxt: Chord, root: int, step: int, genre: Ge
     return int(near[rng.integers(min(3, len(near)))])
 
 
-def _comp_part(rng, spec, genre: Genre, mood: Mood, grid: _Grid, chords, bar_section, reverb: int) -> Part:
-    part = Part("chords", int(rng.choice(genre.chord_programs)), False, volume=MIX_VOLUME["chords"], reverb=reverb)
+def _comp_part(rng, spec, genre: Genre, mood: Mood, grid: _Grid, chords, bar_section, reverb: int, avoid: int) -> Part:
+    programs = [p for p in genre.chord_programs if p != avoid] or list(genre.chord_programs)  # lead ≠ comping
+    part = Part("chords", int(rng.choice(programs)), False, volume=MIX_VOLUME["chords"], reverb=reverb)
     pattern = genre.comp_patterns[rng.integers(len(genre.comp_patterns))]
     centre = genre.chord_centre + mood.register // 2
     voicing = None
@@ -344,6 +345,8 @@ def _drum_parts(rng, spec: ClipSpec, genre: Genre, mood: Mood, grid: _Grid, n_ba
         last_of_section = bar + 1 < n_bars and bounds[bar + 1] != bounds[bar]
         first_of_section = bar == 0 or bounds[bar] != bounds[bar - 1]
         voices = dict(groove.steps)
+        if section == "intro":  # thinner: keep the time-keeping voices only
+            voices = {k: v for k, v in voices.items() if k in ("hat", "ride", "kick", "shaker", "pedal", "side")}
         if last_of_section:
             cut = genre.steps_per_bar // 2
             for name in voices:
@@ -351,8 +354,6 @@ def _drum_parts(rng, spec: ClipSpec, genre: Genre, mood: Mood, grid: _Grid, n_ba
             for name, steps in groove.fill.items():
                 merged = voices.get(name, "." * genre.steps_per_bar)
                 voices[name] = "".join(f if f != "." else m for f, m in zip(steps, merged))
-        if section == "intro":  # thinner: keep time-keeping voices only
-            voices = {k: v for k, v in voices.items() if k in ("hat", "ride", "kick", "shaker", "pedal", "side")}
         if "crash" not in groove.steps and first_of_section and section == "chorus" and bar > 0:
             voices["crash"] = "X" + "." * (genre.steps_per_bar - 1)
         if "crash" in voices and not first_of_section:

@@ -47,6 +47,18 @@ class BuildConfig:
         return max(1, int(np.ceil(self.hours * 3600 / self.clip_seconds)))
 
 
+def corpus_version() -> str:
+    """Fingerprint of the code and melody index that make clips: resume never mixes versions."""
+    import hashlib
+
+    from .melodies import INDEX_PATH
+
+    h = hashlib.sha1()
+    for path in sorted(Path(__file__).parent.glob("*.py")) + [INDEX_PATH]:
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def clip_split(index: int) -> str:
     return "test" if index % TEST_EVERY == TEST_EVERY - 1 else "train"
 
@@ -141,14 +153,14 @@ def _write_audio(path: Path, audio: np.ndarray) -> None:
     _atomic(path, lambda tmp: sf.write(str(tmp), audio, SAMPLE_RATE, subtype="PCM_16", format="FLAC"))
 
 
-def build_clip(job: tuple[Path, int, int, float, str]) -> dict:
-    out, corpus_seed, index, seconds, soundfont = job
+def build_clip(job: tuple[Path, int, int, float, str, str]) -> dict:
+    out, corpus_seed, index, seconds, soundfont, version = job
     clip_id = f"clip{index:06d}"
     meta_path = out / "meta" / f"{clip_id}.json"
     seed = clip_seed(corpus_seed, index)
     if meta_path.exists():  # resume: a finished clip of the same seed and length is final
         record = json.loads(meta_path.read_text())
-        if record["seed"] == seed and record["seconds"] == seconds:
+        if (record["seed"], record["seconds"], record["corpus_version"]) == (seed, seconds, version):
             return record
     t0 = time.perf_counter()
     spec = sample_spec(seed, clip_split(index), seconds)
@@ -156,6 +168,7 @@ def build_clip(job: tuple[Path, int, int, float, str]) -> dict:
     audio, lufs = render(arr, Path(soundfont))
     record = {
         "id": clip_id,
+        "corpus_version": version,
         "audio": f"audio/{clip_id}.flac",
         "midi": f"midi/{clip_id}.mid",
         **caption_for(arr),
@@ -187,7 +200,8 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     for sub in ("audio", "melody", "midi", "meta"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     soundfont = str(find_soundfont())
-    jobs = [(out, cfg.seed, i, cfg.clip_seconds, soundfont) for i in range(cfg.n_clips)]
+    version = corpus_version()
+    jobs = [(out, cfg.seed, i, cfg.clip_seconds, soundfont, version) for i in range(cfg.n_clips)]
     t0 = time.perf_counter()
     records: list[dict] = []
     with Pool(cfg.workers) as pool:
@@ -212,11 +226,12 @@ def corpus_manifest(records: list[dict], cfg: BuildConfig, soundfont: str, wall_
     for r in records:
         hours[r["genre"]] += r["seconds"] / 3600
         for inst in r["instruments"]:
-            (kits if inst["is_drum"] else programs)[inst["name"]] += 1
+            (kits if inst["is_drum"] else programs)[f"{inst['program']:03d} {inst['name']}"] += 1
     audio_s = sum(r["seconds"] for r in records)
     tempi = Counter(f"{10 * (r['tempo'] // 10)}-{10 * (r['tempo'] // 10) + 9}" for r in records)
     return {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "corpus_version": records[0]["corpus_version"] if records else None,
         "soundfont": Path(soundfont).name,
         "sample_rate": SAMPLE_RATE,
         "clips": len(records),

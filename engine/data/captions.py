@@ -6,6 +6,7 @@ robustness) measure generalization to unseen phrasing rather than memorized sent
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -279,7 +280,15 @@ def write_caption(
         f"{texture} texture",
         descriptor,
     )
-    return Caption(" ".join(sentences), tuple(dict.fromkeys(aspects)))
+    return Caption(_articles(" ".join(sentences)), tuple(dict.fromkeys(aspects)))
+
+
+_ARTICLE = re.compile(r"\b([Aa]) (?=[aeiouAEIOU8](?!ne\b|ne-))")
+
+
+def _articles(text: str) -> str:
+    """'a organ' → 'an organ', 'a 808' → 'an 808' (templates cannot know the word that follows)."""
+    return _ARTICLE.sub(lambda m: m.group(1) + "n ", text)
 
 
 def _choose(rng: np.random.Generator, section: str, split: str, fields: dict[str, str]) -> str | None:

@@ -149,7 +149,7 @@ class Genre:
     humanize_ms: float = 8.0
     sevenths: bool = False  # harmonize corpus melodies with seventh chords
     reverb: int = 40
-    texture: str = "band"  # caption word for the texture
+    texture: str = "full"  # caption adjective for the texture
     descriptors: tuple[str, ...] = field(default=())
 
     @property
@@ -169,7 +169,7 @@ GENRES: dict[str, Genre] = {g.name: g for g in (
         (29, 30, 27, 81),
         (Groove({"kick": "X.....x.X.x.....", "snare": "....X.......X...", "hat": "x.x.x.x.x.x.x.x.", "crash": "X..............."}, TOM_FILL),
          Groove({"kick": "X.x...x.X.x...x.", "snare": "....X.......X..o", "hat": "x.x.x.x.x.x.x.x."}, FILL_4x4)),
-        kits=(0, 16, 8), voicing="power", chord_centre=55, bass_octave=28, reverb=30,
+        kits=(0, 16, 8), voicing="power", chord_centre=55, bass_octave=28, reverb=30, texture="dense",
         descriptors=("driving", "guitar-heavy", "anthemic"),
     ),
     Genre(
@@ -180,7 +180,7 @@ GENRES: dict[str, Genre] = {g.name: g for g in (
         (80, 73, 65, 11, 53), 
         (Groove({"kick": "X.......X.x.....", "snare": "....X.......X...", "hat": "x.x.x.x.x.x.x.x.", "clap": "....x.......x..."}, FILL_4x4),
          Groove({"kick": "X..x..x.X.......", "snare": "....X.......X...", "hat": "xxxxxxxxxxxxxxxx"}, FILL_4x4)),
-        kits=(0, 8, 24), pad_programs=(89, 48, 50), reverb=45,
+        kits=(0, 8, 24), pad_programs=(89, 48, 50), reverb=45, texture="polished",
         descriptors=("catchy", "radio-friendly", "polished"),
     ),
     Genre(
@@ -192,7 +192,7 @@ GENRES: dict[str, Genre] = {g.name: g for g in (
         (Groove({"ride": "x..x.xx..x.x", "pedal": "...x.....x..", "kick": "o.....o.....", "snare": "........o..."},
                 {"snare": "x.xx.xx.xX.X", "ride": "x..........."}),),
         kits=(32, 40), voicing="shell", chord_centre=58, swing=0.0, humanize_ms=10, sevenths=True, reverb=35,
-        texture="combo", descriptors=("swinging", "improvised-sounding", "smoky"),
+        texture="open", descriptors=("swinging", "improvised-sounding", "smoky"),
     ),
     Genre(
         "blues", 4, 3, (60, 120), ("sad", "calm", "energetic", "dark"),
@@ -202,7 +202,7 @@ GENRES: dict[str, Genre] = {g.name: g for g in (
         (22, 27, 29, 65),
         (Groove({"kick": "x.....x.....", "snare": "...x.....x..", "hat": "x.xx.xx.xx.x"}, {"snare": "......x.xxXX", "tom_lo": "..........xx"}),
          Groove({"kick": "x..x..x..x..", "snare": "...X.....X..", "ride": "x.xx.xx.xx.x"}, {"snare": "......xxxXXX"})),
-        kits=(0, 8), chord_centre=57, humanize_ms=12, sevenths=True, reverb=40,
+        kits=(0, 8), chord_centre=57, humanize_ms=12, sevenths=True, reverb=40, texture="raw",
         descriptors=("soulful", "gritty", "shuffling"),
     ),
     Genre(
@@ -223,7 +223,7 @@ GENRES: dict[str, Genre] = {g.name: g for g in (
         (27, 16), ("....C.......C...", "..C...C...C...C."),
         (56, 22, 81, 16),
         (Groove({"kick": "........X.......", "side": "........x.......", "hat": "x.x.x.x.x.x.x.xo"}, {"snare": "........x.x.xxxx", "kick": "X..............."}),),
-        kits=(0,), chord_centre=62, swing=0.15, reverb=55, descriptors=("one-drop", "laid-back", "offbeat"),
+        kits=(0,), chord_centre=62, swing=0.15, reverb=55, texture="roomy", descriptors=("one-drop", "laid-back", "offbeat"),
     ),
     Genre(
         "funk", 4, 4, (92, 118), ("energetic", "happy", "playful"),
@@ -232,7 +232,7 @@ GENRES: dict[str, Genre] = {g.name: g for g in (
         (27, 4, 7), ("C.C..C.C..C..C.C", ".C.C.C..C.CC..C."),
         (61, 65, 62, 30),
         (Groove({"kick": "X.x...x...X..x..", "snare": "....X..o.o..X..o", "hat": "xxxxxxxxxxxxxxxx"}, FILL_4x4),),
-        kits=(0, 8), chord_centre=64, humanize_ms=5, sevenths=True, reverb=20,
+        kits=(0, 8), chord_centre=64, humanize_ms=5, sevenths=True, reverb=20, texture="tight",
         descriptors=("groovy", "tight", "syncopated"),
     ),
     Genre(
@@ -265,7 +265,7 @@ GENRES: dict[str, Genre] = {g.name: g for g in (
         (11, 73, 53, 0),
         (Groove({"kick": "X......xX.x.....", "snare": "....X.......X...", "hat": "x.x.x.x.x.x.x.xx"}, {"snare": "....X.......X.XX", "kick": "X......xX.x....."}),
          Groove({"kick": "X..x......x..x..", "snare": "....X.......X...", "hat": "x.xxx.x.x.xxx.x."}, {"snare": "....X.......XxXX"})),
-        kits=(25, 0), swing=0.2, humanize_ms=6, sevenths=True, reverb=25, texture="beat-driven",
+        kits=(25, 0), swing=0.2, humanize_ms=6, sevenths=True, reverb=25, texture="sparse",
         descriptors=("boom-bap", "head-nodding", "sample-like"),
     ),
     Genre(
@@ -294,7 +294,7 @@ GENRES: dict[str, Genre] = {g.name: g for g in (
         (41, 40), ("C---------------", "1-2-3-2-1-2-3-2-", "C-------C-------"),
         (40,),
         (), kits=(), voicing="open", chord_centre=60, bass_octave=36, humanize_ms=14, reverb=55,
-        texture="chamber", descriptors=("elegant", "classical", "expressive"),
+        texture="intimate", descriptors=("elegant", "classical", "expressive"),
     ),
     Genre(
         "orchestral", 4, 4, (64, 120), ("epic", "tense", "sad", "dark", "happy"),
@@ -305,7 +305,7 @@ GENRES: dict[str, Genre] = {g.name: g for g in (
         (Groove({"timpani": "X.......x.......", "crash": "X..............."}, {"timpani": "x.x.x.x.xxxxXXXX"}),
          Groove({"kick": "X.......X.......", "snare": "....X.......X...", "crash": "X..............."}, TOM_FILL)),
         kits=(48,), pad_programs=(52, 49), voicing="open", chord_centre=58, humanize_ms=12, reverb=70,
-        texture="cinematic", descriptors=("cinematic", "sweeping", "grand"),
+        texture="lush", descriptors=("cinematic", "sweeping", "grand"),
     ),
     Genre(
         "folk", 4, 4, (70, 120), ("calm", "happy", "sad", "romantic"),
