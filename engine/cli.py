@@ -40,6 +40,80 @@ def _data(args: argparse.Namespace) -> dict:
     raise UsageError(f"unknown data command {args.data_command!r}")
 
 
+def _train(args: argparse.Namespace) -> dict:
+    from .training import train_codec
+
+    trainers = {"codec": train_codec}
+    if args.stage not in trainers:
+        raise UsageError(f"training {args.stage!r} is not available yet; available: {', '.join(trainers)}")
+    corpus = Path(args.corpus)
+    if not (corpus / "train.jsonl").exists():
+        raise UsageError(f"no corpus at {corpus}: build one with python -m engine data build --out {corpus} --hours 4")
+    overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("max_minutes", args.max_minutes)) if v is not None}
+    run_dir = Path(args.run_dir or f"runs/{args.stage}-{args.preset}")
+    result = trainers[args.stage](corpus, args.preset, run_dir, overrides, progress=not args.quiet)
+    if args.export:
+        result["exported"] = str(_export(args.stage, run_dir))
+    return {"run_dir": str(run_dir), **result}
+
+
+def _export(stage: str, run_dir: Path) -> Path:
+    """Copy a run's weights to assets/checkpoints/<stage>.safetensors with its config."""
+    from .models import CHECKPOINT_DIR
+    from .training import export_checkpoint
+
+    target = CHECKPOINT_DIR / f"{stage}.safetensors"
+    export_checkpoint(run_dir, target)
+    return target
+
+
+def _codec(args: argparse.Namespace) -> dict:
+    import time
+
+    import torch
+
+    from .audio import AudioError, load_audio, save_audio
+    from .codec import HOP, load_codec
+
+    try:
+        audio = load_audio(args.input)
+    except AudioError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        model = load_codec(args.checkpoint)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    levels = args.levels or model.cfg.levels
+    if not 1 <= levels <= model.cfg.levels:
+        raise UsageError(f"--levels must be between 1 and {model.cfg.levels}")
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        codes = model.encode(torch.from_numpy(audio)[None], levels)
+        out = model.decode(codes)[0, : len(audio)].numpy()
+    wall = time.perf_counter() - t0
+    save_audio(args.output, out)
+    seconds = len(audio) / 24_000
+    return {
+        "input": str(args.input), "output": str(args.output), "seconds": round(seconds, 3), "sample_rate": 24_000,
+        "levels": levels, "tokens": int(codes.shape[-1]), "frame_rate_hz": 24_000 / HOP,
+        "kbps": levels * 10 * 50 / 1000, "wall_s": round(wall, 4), "rtf": round(wall / seconds, 4),
+    }
+
+
+def _eval(args: argparse.Namespace) -> dict:
+    from .evaluation import eval_codec
+
+    if args.what != "codec":
+        raise UsageError(f"eval {args.what!r} is not available yet; available: codec")
+    corpus = Path(args.corpus)
+    if not (corpus / "test.jsonl").exists():
+        raise UsageError(f"no corpus at {corpus}")
+    try:
+        return eval_codec(corpus, Path(args.checkpoint) if args.checkpoint else None, args.clips)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _models(args: argparse.Namespace) -> dict:
     from .models import model_status
 
@@ -62,6 +136,36 @@ def parser() -> argparse.ArgumentParser:
     m = data_sub.add_parser("melodies", help="re-extract the music21 melody index into assets/")
     m.add_argument("--workers", type=int, default=2)
     data.set_defaults(run=_data)
+
+    t = sub.add_parser("train", help="train a model from the corpus (resumable; works under torchrun)")
+    t.add_argument("stage", choices=("codec", "mulan", "semantic", "stage1", "stage2", "stage3"))
+    t.add_argument("--preset", choices=("cpu-small", "gpu-base"), default="cpu-small")
+    t.add_argument("--corpus", default="corpus")
+    t.add_argument("--run-dir", help="checkpoints and resume state (default runs/<stage>-<preset>)")
+    t.add_argument("--steps", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--max-minutes", type=_positive_float, help="stop with a checkpoint after this long")
+    t.add_argument("--export", action="store_true", help="copy the result to assets/checkpoints/")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(run=_train)
+
+    c = sub.add_parser("codec", help="neural codec tools")
+    c_sub = c.add_subparsers(dest="codec_command", required=True)
+    rt = c_sub.add_parser("roundtrip", help="encode + decode a file through the codec")
+    rt.add_argument("input")
+    rt.add_argument("output")
+    rt.add_argument("--levels", type=int, help="RVQ levels to keep (bitrate = levels × 0.5 kbps)")
+    rt.add_argument("--checkpoint", help="codec .safetensors or a training run folder")
+    rt.add_argument("--json", action="store_true", help="print the result as JSON (the default)")
+    c.set_defaults(run=_codec)
+
+    e = sub.add_parser("eval", help="quality metrics as JSON")
+    e.add_argument("what", choices=("codec", "mulan", "semantic", "generation", "melody", "story", "all"))
+    e.add_argument("--corpus", default="corpus")
+    e.add_argument("--checkpoint")
+    e.add_argument("--clips", type=int, help="evaluate only the first N test clips")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(run=_eval)
 
     models = sub.add_parser("models", help="which checkpoints are present and how to train the rest")
     models.set_defaults(run=_models)

@@ -1,0 +1,106 @@
+"""Audio in and out, and the signal metrics of DESIGN §5.
+
+Reading goes through soundfile (torchaudio's I/O would need torchcodec); resampling and mel
+spectrograms through torchaudio. Everything internal is 24 kHz mono float32.
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+SAMPLE_RATE = 24_000
+MAX_INPUT_SECONDS = 600.0
+
+
+class AudioError(ValueError):
+    """Input audio we cannot use, with a message meant for the user."""
+
+
+def to_mono_24k(audio: np.ndarray, sr: int) -> np.ndarray:
+    """Downmix (frames, channels) or (frames,) to mono and resample to 24 kHz; rejects bad signals."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)
+    if audio.ndim != 1:
+        raise AudioError(f"expected mono or multi-channel audio, got an array of shape {audio.shape}")
+    if audio.size == 0:
+        raise AudioError("the audio is empty")
+    if not np.isfinite(audio).all():
+        raise AudioError("the audio contains NaN or infinite samples")
+    if audio.size / sr > MAX_INPUT_SECONDS:
+        raise AudioError(f"the audio is {audio.size / sr:.0f} s long; the limit is {MAX_INPUT_SECONDS:.0f} s")
+    if sr != SAMPLE_RATE:
+        audio = torchaudio.functional.resample(torch.from_numpy(audio), sr, SAMPLE_RATE).numpy()
+    return audio.astype(np.float32)
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """Any file soundfile reads (WAV, FLAC, OGG, MP3 …), any rate and channel count → 24 kHz mono."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"no such file: {path}")
+    try:
+        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises several types for non-audio or truncated files
+        raise AudioError(f"cannot read {path.name} as audio ({exc})") from None
+    return to_mono_24k(audio, sr)
+
+
+def save_audio(path: str | Path, audio: np.ndarray, sr: int = SAMPLE_RATE) -> None:
+    """Write 16-bit PCM through a temp file and rename: never a half-written file. Never clips."""
+    path = Path(path)
+    audio = np.asarray(audio, dtype=np.float32)
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak > 1.0:
+        audio = audio / peak
+    tmp = path.with_name(f".{path.name}.tmp")
+    sf.write(str(tmp), audio, sr, subtype="PCM_16", format=path.suffix.lstrip(".").upper() or "WAV")
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- metrics (DESIGN §5)
+@lru_cache(maxsize=8)
+def _mel(n_fft: int, hop: int, n_mels: int) -> torchaudio.transforms.MelSpectrogram:
+    return torchaudio.transforms.MelSpectrogram(
+        SAMPLE_RATE, n_fft=n_fft, hop_length=hop, n_mels=n_mels, power=1.0, center=True
+    )
+
+
+def log_mel(x: torch.Tensor, n_fft: int = 1024, hop: int = 256, n_mels: int = 80) -> torch.Tensor:
+    return torch.log10(_mel(n_fft, hop, n_mels).to(x.device)(x).clamp(min=1e-5))
+
+
+def log_mel_l1(ref: torch.Tensor, est: torch.Tensor) -> float:
+    """DESIGN §5: 80 mel bands, n_fft 1024, hop 256, log10 with floor 1e-5, mean absolute difference."""
+    n = min(ref.shape[-1], est.shape[-1])
+    return float((log_mel(ref[..., :n]) - log_mel(est[..., :n])).abs().mean())
+
+
+def multires_stft_distance(ref: torch.Tensor, est: torch.Tensor, resolutions=((512, 128), (1024, 256), (2048, 512))) -> float:
+    """Mean over resolutions of spectral convergence + log-magnitude L1."""
+    n = min(ref.shape[-1], est.shape[-1])
+    ref, est = ref[..., :n], est[..., :n]
+    total = 0.0
+    for n_fft, hop in resolutions:
+        window = torch.hann_window(n_fft)
+        r = torch.stft(ref, n_fft, hop, window=window, return_complex=True).abs()
+        e = torch.stft(est, n_fft, hop, window=window, return_complex=True).abs()
+        sc = torch.linalg.norm(r - e) / torch.linalg.norm(r).clamp(min=1e-8)
+        mag = (torch.log(r.clamp(min=1e-5)) - torch.log(e.clamp(min=1e-5))).abs().mean()
+        total += float(sc + mag)
+    return total / len(resolutions)
+
+
+def si_snr(ref: torch.Tensor, est: torch.Tensor) -> float:
+    """Scale-invariant signal-to-noise ratio in dB (higher is better)."""
+    n = min(ref.shape[-1], est.shape[-1])
+    ref, est = ref[..., :n] - ref[..., :n].mean(), est[..., :n] - est[..., :n].mean()
+    target = (est * ref).sum() / ref.pow(2).sum().clamp(min=1e-8) * ref
+    noise = est - target
+    return float(10 * torch.log10(target.pow(2).sum().clamp(min=1e-8) / noise.pow(2).sum().clamp(min=1e-8)))

@@ -1,0 +1,261 @@
+"""The neural audio codec: 24 kHz waveform ↔ acoustic tokens A (50 Hz, Q RVQ levels × 1024).
+
+SoundStream's job, built for a 2-core CPU. Both sides work at the token rate: the encoder reads a
+power-compressed complex STFT (hop 240, two frames stacked per token) through ConvNeXt blocks,
+and the decoder is a *causal* ConvNeXt stack with a Vocos-style head that predicts two STFT frames
+per token (magnitude and phase) and overlap-adds them back to audio. No layer runs at 24 kHz,
+which is what makes encode + decode many times faster than real time.
+
+Causality makes streaming exact: a chunk of tokens decoded with its receptive field of past
+tokens gives the same frames as whole decoding, and one overlap-add class serves both paths.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .quantization import ResidualVQ
+
+SAMPLE_RATE = 24_000
+HOP = 480  # samples per token: 50 Hz
+FRAMES_PER_TOKEN = 2
+STFT_HOP = HOP // FRAMES_PER_TOKEN  # 240
+N_FFT = 4 * STFT_HOP  # 960: 40 ms window, 75 % overlap
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    dim: int = 192
+    encoder_blocks: int = 6
+    decoder_blocks: int = 8
+    kernel: int = 7
+    latent_dim: int = 64
+    levels: int = 12
+    codebook_size: int = 1024
+    coarse_levels: int = 4
+    quantizer_dropout: float = 0.5
+    compress: float = 0.3  # power-law compression of STFT magnitudes fed to the encoder
+
+    @property
+    def bits_per_second(self) -> float:
+        return self.levels * (self.codebook_size - 1).bit_length() * SAMPLE_RATE / HOP
+
+
+CODEC_PRESETS = {
+    "cpu-small": CodecConfig(),
+    "gpu-base": CodecConfig(dim=384, encoder_blocks=8, decoder_blocks=12, latent_dim=128),
+}
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise conv → LayerNorm → pointwise MLP, residual. ``causal`` pads on the left only."""
+
+    def __init__(self, dim: int, kernel: int, causal: bool):
+        super().__init__()
+        self.causal, self.kernel = causal, kernel
+        self.dwconv = nn.Conv1d(dim, dim, kernel, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pw1 = nn.Linear(dim, 3 * dim)
+        self.pw2 = nn.Linear(3 * dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), 0.1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = (self.kernel - 1, 0) if self.causal else ((self.kernel - 1) // 2, self.kernel // 2)
+        y = self.dwconv(F.pad(x, pad)).transpose(1, 2)
+        y = self.pw2(F.gelu(self.pw1(self.norm(y))))
+        return x + (self.gamma * y).transpose(1, 2)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        self.cfg = cfg
+        bins = N_FFT // 2 + 1
+        self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
+        self.proj_in = nn.Conv1d(2 * bins * FRAMES_PER_TOKEN, cfg.dim, 1)
+        self.blocks = nn.Sequential(*(ConvNeXtBlock(cfg.dim, cfg.kernel, causal=False) for _ in range(cfg.encoder_blocks)))
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.proj_out = nn.Conv1d(cfg.dim, cfg.latent_dim, 1)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        """(B, samples) with samples a multiple of 480 → latents (B, latent_dim, samples / 480)."""
+        tokens = wav.shape[-1] // HOP
+        spec = torch.stft(wav, N_FFT, STFT_HOP, window=self.window, return_complex=True)[..., : tokens * FRAMES_PER_TOKEN]
+        mag = spec.abs().clamp(min=1e-7)
+        spec = spec / mag * mag.pow(self.cfg.compress)
+        feats = torch.cat([spec.real, spec.imag], 1)  # (B, 2·bins, frames)
+        b, c, f = feats.shape
+        feats = feats.reshape(b, c, tokens, FRAMES_PER_TOKEN).permute(0, 1, 3, 2).reshape(b, c * FRAMES_PER_TOKEN, tokens)
+        x = self.blocks(self.proj_in(feats))
+        return self.proj_out(self.norm(x.transpose(1, 2)).transpose(1, 2))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.bins = N_FFT // 2 + 1
+        self.proj_in = nn.Conv1d(cfg.latent_dim, cfg.dim, 1)
+        self.blocks = nn.Sequential(*(ConvNeXtBlock(cfg.dim, cfg.kernel, causal=True) for _ in range(cfg.decoder_blocks)))
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.head = nn.Linear(cfg.dim, 2 * self.bins * FRAMES_PER_TOKEN)
+
+    @property
+    def receptive_field(self) -> int:
+        """How many past tokens influence a token's frames (for exact streaming)."""
+        return (self.cfg.kernel - 1) * self.cfg.decoder_blocks
+
+    def frames(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (B, D, T) → windowed time-domain STFT frames (B, 2T, N_FFT)."""
+        x = self.blocks(self.proj_in(latents))
+        x = self.head(self.norm(x.transpose(1, 2)))  # (B, T, 2·bins·2)
+        b, t, _ = x.shape
+        x = x.reshape(b, t * FRAMES_PER_TOKEN, 2, self.bins)
+        mag = torch.exp(x[:, :, 0].clamp(max=6.0))
+        phase = x[:, :, 1]
+        spec = torch.polar(mag, phase)
+        return torch.fft.irfft(spec, n=N_FFT) * torch.hann_window(N_FFT, device=latents.device)
+
+
+def _fold(frames: torch.Tensor) -> torch.Tensor:
+    """Sum frames (B, n, N_FFT) hopped by 240 → (B, (n-1)·240 + N_FFT)."""
+    b, n, _ = frames.shape
+    length = (n - 1) * STFT_HOP + N_FFT
+    return F.fold(frames.transpose(1, 2), (1, length), (1, N_FFT), stride=(1, STFT_HOP)).reshape(b, length)
+
+
+def overlap_add(frames: torch.Tensor) -> torch.Tensor:
+    """Inverse STFT of windowed frames (B, n, N_FFT), frame k centred on sample k·240 (like
+    ``torch.istft(center=True)``) → (B, n·240) samples."""
+    n = frames.shape[1]
+    window_sq = torch.hann_window(N_FFT, device=frames.device).pow(2)
+    envelope = _fold(window_sq.expand(1, n, N_FFT))
+    audio = _fold(frames) / envelope.clamp(min=1e-8)
+    return audio[:, N_FFT // 2: N_FFT // 2 + n * STFT_HOP]
+
+
+class OverlapAdd:
+    """Streaming ``overlap_add``: push frames, get back every sample no later frame can change.
+
+    Frame k covers padded samples [k·240, k·240 + 960); output sample s is padded sample s + 480.
+    A sample is final once every frame that overlaps it has arrived; ``flush`` returns the rest.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.window_sq = torch.hann_window(N_FFT, device=device).pow(2)
+        self.buffer = torch.zeros(0, device=device)
+        self.envelope = torch.zeros(0, device=device)
+        self.offset = 0  # padded index of buffer[0]
+        self.frames_in = 0
+        self.emitted = 0  # output samples returned so far
+
+    def push(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (n, N_FFT) of one stream → newly final output samples (1-D)."""
+        n = frames.shape[0]
+        if n:
+            start = self.frames_in * STFT_HOP - self.offset
+            end = start + (n - 1) * STFT_HOP + N_FFT
+            if end > self.buffer.shape[0]:
+                grow = end - self.buffer.shape[0]
+                self.buffer = torch.cat([self.buffer, frames.new_zeros(grow)])
+                self.envelope = torch.cat([self.envelope, frames.new_zeros(grow)])
+            self.buffer[start:end] += _fold(frames[None])[0]
+            self.envelope[start:end] += _fold(self.window_sq.expand(1, n, N_FFT))[0]
+            self.frames_in += n
+        # padded samples before frames_in·240 receive no more frames
+        return self._emit(self.frames_in * STFT_HOP - N_FFT // 2)
+
+    def flush(self, total_samples: int) -> torch.Tensor:
+        return self._emit(total_samples)
+
+    def _emit(self, upto: int) -> torch.Tensor:
+        """Return output samples [emitted, upto) and drop them from the buffer."""
+        lo = self.emitted + N_FFT // 2 - self.offset
+        hi = min(upto + N_FFT // 2 - self.offset, self.buffer.shape[0])
+        if hi <= lo:
+            return self.buffer.new_zeros(0)
+        out = self.buffer[lo:hi] / self.envelope[lo:hi].clamp(min=1e-8)
+        self.buffer, self.envelope = self.buffer[hi:], self.envelope[hi:]
+        self.offset += hi
+        self.emitted += hi - lo
+        return out
+
+
+class Codec(nn.Module):
+    def __init__(self, cfg: CodecConfig = CodecConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.quantizer = ResidualVQ(cfg.levels, cfg.codebook_size, cfg.latent_dim, dropout=cfg.quantizer_dropout)
+        self.decoder = Decoder(cfg)
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)
+
+    @staticmethod
+    def pad(wav: torch.Tensor) -> torch.Tensor:
+        """Right-pad to a whole number of tokens."""
+        return F.pad(wav, (0, (-wav.shape[-1]) % HOP))
+
+    def forward(self, wav: torch.Tensor):
+        """Training pass: (B, samples) → reconstruction, codes, commitment loss."""
+        latents = self.encoder(wav)
+        quantized, codes, commit = self.quantizer(latents)
+        return self.decode_latents(quantized, wav.shape[-1]), codes, commit
+
+    @torch.no_grad()
+    def encode(self, wav: torch.Tensor, levels: int | None = None) -> torch.Tensor:
+        """(B, samples) → codes (B, Q, T), T = ceil(samples / 480)."""
+        return self.quantizer.encode(self.encoder(self.pad(wav)), levels)
+
+    def decode_latents(self, latents: torch.Tensor, samples: int | None = None) -> torch.Tensor:
+        wav = overlap_add(self.decoder.frames(latents))
+        return wav[..., :samples] if samples else wav
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, q, T), any prefix q of the levels → waveform (B, T·480)."""
+        return self.decode_latents(self.quantizer.decode(codes))
+
+    @torch.no_grad()
+    def stream_decode(self, codes: torch.Tensor, chunk_tokens: int = 10):
+        """Yield audio for one stream of codes (q, T) chunk by chunk, as tokens become available."""
+        ctx = self.decoder.receptive_field
+        ola = OverlapAdd(codes.device)
+        total = codes.shape[-1]
+        for start in range(0, total, chunk_tokens):
+            end = min(total, start + chunk_tokens)
+            left = max(0, start - ctx)
+            latents = self.quantizer.decode(codes[None, :, left:end])
+            frames = self.decoder.frames(latents)[0, (start - left) * FRAMES_PER_TOKEN:]
+            piece = ola.push(frames)
+            if end == total:
+                piece = torch.cat([piece, ola.flush(total * HOP)])
+            yield piece
+
+
+def load_codec(path=None, device: str = "cpu") -> Codec:
+    """Load a trained codec: ``assets/checkpoints/codec.safetensors`` by default, or a run folder."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from .models import CHECKPOINT_DIR
+
+    path = Path(path) if path else CHECKPOINT_DIR / "codec.safetensors"
+    if path.is_dir():  # a training run
+        config = json.loads((path / "state.json").read_text())["config"]
+        weights = path / "model.safetensors"
+    else:
+        if not path.exists():
+            raise FileNotFoundError(f"no codec checkpoint at {path}; train one with: python -m engine train codec --preset cpu-small")
+        config = json.loads(path.with_suffix(".json").read_text())["config"]
+        weights = path
+    fields = {k: v for k, v in config.items() if k in CodecConfig.__dataclass_fields__}
+    model = Codec(CodecConfig(**fields))
+    model.load_state_dict(load_file(str(weights), device=device))
+    return model.to(device).eval()

@@ -1,0 +1,239 @@
+"""Training: one loop that every model uses, and the codec's losses and step.
+
+The loop is nanoGPT-shaped: sample a batch, step, log, checkpoint. It is resumable (model,
+optimizer and step live in ``runs/<name>/`` as safetensors + JSON, written atomically) and runs
+unchanged under ``torchrun`` (DistributedDataParallel over gloo on CPU, nccl on GPU).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .audio import SAMPLE_RATE, log_mel
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 20_000
+    batch_size: int = 8
+    crop_seconds: float = 1.0
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup: int = 300
+    checkpoint_every: int = 250
+    log_every: int = 25
+    max_minutes: float = float("inf")  # stop (with a checkpoint) after this much wall time
+    seed: int = 0
+
+
+TRAIN_PRESETS = {
+    "codec": {
+        "cpu-small": TrainConfig(steps=14_000, batch_size=8, crop_seconds=1.0, lr=1e-3),
+        "gpu-base": TrainConfig(steps=200_000, batch_size=32, crop_seconds=2.0, lr=5e-4),
+    },
+}
+
+
+# ----------------------------------------------------------------------------- distributed
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Dist:
+    """Join the process group when launched by torchrun; a plain process is rank 0 of 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Dist(int(os.environ.get("RANK", "0")), world)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def _atomic_json(obj: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def save_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, info: dict) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_save(model.state_dict(), run_dir / "model.safetensors")
+    flat, layout = {}, {}
+    for pid, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            flat[f"{pid}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    layout["param_groups"] = optimizer.state_dict()["param_groups"]
+    _atomic_save(flat, run_dir / "optimizer.safetensors")
+    _atomic_json({"step": step, "optimizer": layout, **info}, run_dir / "state.json")
+
+
+def load_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
+    """Restore a run; returns the step to continue from (0 when there is nothing to resume)."""
+    state_path = run_dir / "state.json"
+    if not state_path.exists():
+        return 0
+    state = json.loads(state_path.read_text())
+    model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+    if optimizer is not None:
+        flat = load_file(str(run_dir / "optimizer.safetensors"))
+        per_param: dict[int, dict] = {}
+        for name, value in flat.items():
+            pid, key = name.split(".", 1)
+            per_param.setdefault(int(pid), {})[key] = value
+        optimizer.load_state_dict({"state": per_param, "param_groups": state["optimizer"]["param_groups"]})
+    return int(state["step"])
+
+
+def export_checkpoint(run_dir: Path, path: Path) -> dict:
+    """Ship a run's weights to assets/checkpoints: safetensors + a JSON config beside it."""
+    state = json.loads((run_dir / "state.json").read_text())
+    info = {"step": state["step"], "train": state["train"], "metrics": state["metrics"]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_save(load_file(str(run_dir / "model.safetensors")), path, metadata={"config": json.dumps(state["config"])})
+    _atomic_json({"config": state["config"], **info}, path.with_suffix(".json"))
+    return info
+
+
+# ----------------------------------------------------------------------------- the loop
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 10 %."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_loop(
+    name: str,
+    model: nn.Module,
+    config: dict,
+    batches: Iterator[torch.Tensor],
+    loss_fn: Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, dict]],
+    cfg: TrainConfig,
+    run_dir: Path,
+    ddp: Dist,
+    progress: bool = True,
+) -> dict:
+    """Train until ``cfg.steps`` or ``cfg.max_minutes``; returns the last logged metrics."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.8, 0.99))
+    step = load_checkpoint(run_dir, model, optimizer)
+    wrapped = model
+    if ddp.world > 1:
+        wrapped = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
+    bar = None
+    if progress and ddp.main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc=f"train {name}", unit="step")
+    t0, logged, running = time.perf_counter(), {}, {}
+    model.train()
+    while step < cfg.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        loss, metrics = loss_fn(wrapped, next(batches))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        for k, v in metrics.items():
+            running[k] = running.get(k, 0.0) + float(v)
+        if step % cfg.log_every == 0:
+            logged = {k: round(v / cfg.log_every, 5) for k, v in running.items()}
+            running = {}
+            if bar is not None:
+                bar.set_postfix(logged)
+        if bar is not None:
+            bar.update(1)
+        out_of_time = (time.perf_counter() - t0) / 60 > cfg.max_minutes
+        if ddp.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time):
+            save_checkpoint(run_dir, model, optimizer, step, {"name": name, "config": config, "train": asdict(cfg), "metrics": logged})
+        if out_of_time:
+            break
+    if bar is not None:
+        bar.close()
+    return {"step": step, "wall_s": round(time.perf_counter() - t0, 1), **logged}
+
+
+# ----------------------------------------------------------------------------- codec
+MEL_RESOLUTIONS = ((512, 128, 64), (1024, 256, 80), (2048, 512, 128))
+STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
+
+
+def codec_loss(model: nn.Module, wav: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Multi-resolution log-mel L1 + log-STFT L1 and spectral convergence + RVQ commitment."""
+    recon, _, commit = model(wav)
+    mel = sum((log_mel(wav, n, h, m) - log_mel(recon, n, h, m)).abs().mean() for n, h, m in MEL_RESOLUTIONS) / len(MEL_RESOLUTIONS)
+    stft = 0.0
+    for n_fft, hop in STFT_RESOLUTIONS:
+        window = torch.hann_window(n_fft, device=wav.device)
+        r = torch.stft(wav, n_fft, hop, window=window, return_complex=True).abs()
+        e = torch.stft(recon, n_fft, hop, window=window, return_complex=True).abs()
+        sc = torch.linalg.norm(r - e) / torch.linalg.norm(r).clamp(min=1e-7)
+        stft = stft + sc + (torch.log(r.clamp(min=1e-5)) - torch.log(e.clamp(min=1e-5))).abs().mean()
+    stft = stft / len(STFT_RESOLUTIONS)
+    loss = 4.0 * mel + stft + 0.25 * commit
+    return loss, {"loss": loss.detach(), "mel": mel.detach(), "stft": stft.detach(), "commit": commit.detach()}
+
+
+class CorpusAudio:
+    """Every clip of one corpus split held in memory (int16), for random training crops."""
+
+    def __init__(self, corpus: Path, split: str = "train", limit: int | None = None):
+        import soundfile as sf
+
+        records = [json.loads(line) for line in (Path(corpus) / f"{split}.jsonl").read_text().splitlines()]
+        if not records:
+            raise ValueError(f"{corpus}/{split}.jsonl has no clips; build the corpus first")
+        self.records = records[:limit] if limit else records
+        self.clips = [sf.read(str(Path(corpus) / r["audio"]), dtype="int16")[0] for r in self.records]
+
+    def crops(self, batch: int, samples: int, seed: int) -> Iterator[torch.Tensor]:
+        rng = np.random.default_rng(seed)
+        while True:
+            out = np.empty((batch, samples), dtype=np.float32)
+            for i in range(batch):
+                clip = self.clips[rng.integers(len(self.clips))]
+                start = rng.integers(0, max(1, len(clip) - samples))
+                piece = clip[start:start + samples].astype(np.float32) / 32768
+                out[i, : len(piece)] = piece
+                out[i, len(piece):] = 0
+            gain = 10 ** (rng.uniform(-6, 3, size=(batch, 1)) / 20)  # loudness augmentation
+            yield torch.from_numpy(out * gain.astype(np.float32))
+
+
+def train_codec(corpus: Path, preset: str, run_dir: Path, overrides: dict | None = None, progress: bool = True) -> dict:
+    from .codec import CODEC_PRESETS, HOP, Codec
+
+    ddp = setup_distributed()
+    cfg = replace(TRAIN_PRESETS["codec"][preset], **(overrides or {}))
+    torch.manual_seed(cfg.seed)
+    model = Codec(CODEC_PRESETS[preset])
+    samples = int(cfg.crop_seconds * SAMPLE_RATE) // HOP * HOP
+    batches = CorpusAudio(corpus).crops(cfg.batch_size, samples, seed=cfg.seed * 1000 + ddp.rank)
+    result = train_loop("codec", model, {"preset": preset, **model.config_dict()}, batches, codec_loss, cfg, run_dir, ddp, progress)
+    if ddp.world > 1:
+        dist.destroy_process_group()
+    return result

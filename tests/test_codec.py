@@ -1,0 +1,203 @@
+"""Codec, RVQ and audio input: shapes and rates, exact streaming, scalable bitrate, bad input."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from engine.audio import AudioError, load_audio, log_mel_l1, si_snr, to_mono_24k
+from engine.codec import HOP, Codec, CodecConfig, OverlapAdd, load_codec, overlap_add
+from engine.models import CHECKPOINT_DIR
+from engine.quantization import ResidualVQ
+
+from .conftest import ROOT
+
+TINY = CodecConfig(dim=32, encoder_blocks=1, decoder_blocks=2, latent_dim=8, levels=4, codebook_size=64)
+
+
+@pytest.fixture(scope="module")
+def codec():
+    torch.manual_seed(0)
+    model = Codec(TINY)
+    model.train()
+    model(torch.randn(4, 24_000) * 0.1)  # k-means-initialize the codebooks
+    return model.eval()
+
+
+def test_rates_and_shapes(codec):
+    assert CodecConfig().bits_per_second == 6000  # 12 levels × 10 bits × 50 Hz, the paper's 6 kbps
+    wav = torch.randn(2, 24_000 + 100) * 0.1  # not a whole number of tokens
+    codes = codec.encode(wav)
+    assert codes.shape == (2, TINY.levels, 51) and codes.dtype == torch.int64
+    assert int(codes.max()) < TINY.codebook_size
+    for q in range(1, TINY.levels + 1):
+        assert codec.decode(codes[:, :q]).shape == (2, 51 * HOP)
+
+
+def test_streaming_decode_equals_whole_decoding(codec):
+    codes = codec.encode(torch.randn(1, 3 * 24_000) * 0.1)[0]
+    whole = codec.decode(codes[None])[0]
+    for chunk in (1, 3, 7, 50):
+        pieces = list(codec.stream_decode(codes, chunk_tokens=chunk))
+        streamed = torch.cat(pieces)
+        assert streamed.shape == whole.shape
+        assert float((streamed - whole).abs().max()) < 1e-4
+        # no click at seams: the jump across each seam is no larger than the signal's own steps
+        step = (whole[1:] - whole[:-1]).abs().max()
+        assert float((streamed[1:] - streamed[:-1]).abs().max()) <= float(step) + 1e-4
+
+
+def test_overlap_add_inverts_stft_frames():
+    x = torch.randn(1, 24_000)
+    window = torch.hann_window(960)
+    spec = torch.stft(x, 960, 240, window=window, return_complex=True)
+    frames = torch.fft.irfft(spec.transpose(1, 2), n=960) * window
+    y = overlap_add(frames[:, :100])
+    assert y.shape == (1, 24_000)
+    assert float((y[0, :23_000] - x[0, :23_000]).abs().max()) < 1e-4
+    ola = OverlapAdd()
+    streamed = torch.cat([ola.push(frames[0, i:i + 7]) for i in range(0, 100, 7)] + [ola.flush(24_000)])
+    assert float((streamed - y[0]).abs().max()) < 1e-5
+
+
+def test_rvq_error_falls_with_levels_and_codes_stay_alive():
+    torch.manual_seed(0)
+    rvq = ResidualVQ(levels=6, size=64, dim=8, dropout=0.0)
+    centres = torch.randn(200, 8) * 2
+    for _ in range(60):
+        x = centres[torch.randint(0, 200, (1024,))] + 0.3 * torch.randn(1024, 8)
+        rvq.train()
+        rvq(x.t().reshape(1, 8, 1024))
+    rvq.eval()
+    x = centres[torch.randint(0, 200, (4096,))] + 0.3 * torch.randn(4096, 8)
+    z = x.t().reshape(1, 8, 4096)
+    codes = rvq.encode(z)
+    errors = [float((rvq.decode(codes[:, :q]) - z).pow(2).mean()) for q in range(1, 7)]
+    assert all(b < a for a, b in zip(errors, errors[1:])), errors
+    usage = [(torch.bincount(codes[0, q], minlength=64) > 0).float().mean() for q in range(6)]
+    assert min(usage) >= 0.5, usage
+
+
+def test_quantizer_dropout_trains_prefixes():
+    torch.manual_seed(0)
+    rvq = ResidualVQ(levels=4, size=16, dim=4, decay=1.0, dropout=1.0).train()  # frozen EMA: codes stay put
+    z = torch.randn(64, 4, 10)
+    q, codes, _ = rvq(z)
+    # some examples kept fewer levels: their quantized latents equal a prefix sum
+    prefix_used = 0
+    for b in range(64):
+        sums = [rvq.decode(codes[b:b + 1, :k])[0] for k in range(1, 5)]
+        match = [k for k, s in enumerate(sums, 1) if torch.allclose(s, q[b], atol=1e-5)]
+        assert match
+        prefix_used += match[0] < 4
+    assert prefix_used > 10
+
+
+@pytest.mark.parametrize("sr, channels", [(8_000, 1), (96_000, 1), (44_100, 2), (24_000, 2)])
+def test_any_rate_and_channel_count_becomes_24k_mono(tmp_path, sr, channels):
+    t = np.arange(sr) / sr
+    tone = 0.5 * np.sin(2 * np.pi * 440 * t)
+    data = np.stack([tone] * channels, 1) if channels > 1 else tone
+    path = tmp_path / "in.wav"
+    sf.write(path, data, sr)
+    audio = load_audio(path)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert abs(len(audio) - 24_000) <= 1
+    peak_hz = np.argmax(np.abs(np.fft.rfft(audio))) * 24_000 / len(audio)
+    assert abs(peak_hz - 440) < 3
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: sf.write(p, np.zeros((0,)), 24_000), "empty"),
+        (lambda p: sf.write(p, np.array([0.1, np.nan, 0.2] * 100), 24_000, subtype="FLOAT"), "NaN"),
+        (lambda p: p.write_bytes(b"not audio at all"), "cannot read"),
+    ],
+)
+def test_bad_audio_is_rejected_clearly(tmp_path, make, message):
+    path = tmp_path / "bad.wav"
+    make(path)
+    with pytest.raises(AudioError, match=message):
+        load_audio(path)
+
+
+def test_metrics_behave():
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal(24_000).astype(np.float32)) * 0.1
+    assert log_mel_l1(x, x) == 0
+    assert log_mel_l1(x, x + 0.05 * torch.randn_like(x)) > 0
+    assert si_snr(x, x + 0.001 * torch.randn_like(x)) > si_snr(x, x + 0.1 * torch.randn_like(x))
+    with pytest.raises(AudioError):
+        to_mono_24k(np.zeros((2, 2, 2)), 24_000)
+
+
+def _tiny_corpus(tmp_path):
+    out = tmp_path / "corpus"
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "data", "build", "--out", str(out), "--hours", str(40 / 3600), "--clip-seconds", "4", "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_training_resumes_exports_and_runs_under_torchrun_ddp(tmp_path):
+    corpus = _tiny_corpus(tmp_path)
+    run = tmp_path / "run"
+    base = [sys.executable, "-m", "engine", "train", "codec", "--corpus", str(corpus), "--run-dir", str(run), "--batch-size", "2", "--quiet"]
+    first = subprocess.run(base + ["--steps", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert json.loads((run / "state.json").read_text())["step"] == 2
+    resumed = subprocess.run(base + ["--steps", "3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["step"] == 3
+    model = load_codec(run)
+    assert model.encode(torch.zeros(1, 4800)).shape == (1, 12, 10)
+
+    ddp_run = tmp_path / "ddp"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+                "-m", "engine", "train", "codec", "--corpus", str(corpus), "--run-dir", str(ddp_run),
+                "--batch-size", "2", "--steps", "2", "--quiet"]
+    ddp = subprocess.run(torchrun, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    assert json.loads((ddp_run / "state.json").read_text())["step"] == 2
+
+
+def test_cli_roundtrip_reports_json_and_rejects_bad_input(tmp_path):
+    checkpoint = CHECKPOINT_DIR / "codec.safetensors"
+    if not checkpoint.exists():
+        pytest.skip("no shipped codec checkpoint yet")
+    src = tmp_path / "in.flac"
+    sf.write(src, np.stack([np.sin(np.arange(48_000) / 20)] * 2, 1) * 0.3, 48_000)
+    out = tmp_path / "out.wav"
+    proc = subprocess.run([sys.executable, "-m", "engine", "codec", "roundtrip", str(src), str(out), "--levels", "4", "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["levels"] == 4 and info["kbps"] == 2.0 and info["seconds"] == 1.0
+    audio, sr = sf.read(out)
+    assert sr == 24_000 and audio.ndim == 1 and len(audio) >= 24_000
+    bad = subprocess.run([sys.executable, "-m", "engine", "codec", "roundtrip", str(tmp_path / "missing.wav"), str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_shipped_codec_improves_with_every_level():
+    checkpoint = CHECKPOINT_DIR / "codec.safetensors"
+    if not checkpoint.exists():
+        pytest.skip("no shipped codec checkpoint yet")
+    from engine.data.arranger import arrange
+    from engine.data.render import render
+
+    from .conftest import make_spec
+
+    model = load_codec()
+    audio, _ = render(arrange(make_spec("pop", seconds=4.0)))
+    x = torch.from_numpy(audio)[None]
+    codes = model.encode(x)
+    errors = [log_mel_l1(x[0], model.decode(codes[:, :q])[0]) for q in range(1, model.cfg.levels + 1)]
+    assert errors[-1] < errors[3] < errors[0]
+    assert sum(b < a for a, b in zip(errors, errors[1:])) >= model.cfg.levels - 3  # (near-)monotone
