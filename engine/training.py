@@ -106,14 +106,44 @@ def load_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Opti
     return int(state["step"])
 
 
+TRAINING_ONLY_BUFFERS = ("embed_avg", "cluster_size")  # RVQ EMA statistics: not needed to infer
+SHARD_BYTES = 14_000_000  # assets/checkpoints keeps every file under 15 MB
+
+
 def export_checkpoint(run_dir: Path, path: Path) -> dict:
-    """Ship a run's weights to assets/checkpoints: safetensors + a JSON config beside it."""
+    """Ship a run's weights to assets/checkpoints as float32 safetensors shards + a JSON config.
+
+    float16 storage would halve the size but moves the RVQ codes (the LMs' tokens): measured on
+    the codec, 98 % of codes changed. So weights stay float32 and large models are sharded:
+    ``name.safetensors``, ``name-1.safetensors`` …, listed in ``name.json``.
+    """
     state = json.loads((run_dir / "state.json").read_text())
-    info = {"step": state["step"], "train": state["train"], "metrics": state["metrics"]}
+    weights = {k: v for k, v in load_file(str(run_dir / "model.safetensors")).items() if not k.endswith(TRAINING_ONLY_BUFFERS)}
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in weights.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > SHARD_BYTES:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor
+        size += nbytes
+    names = [path.name if i == 0 else f"{path.stem}-{i}{path.suffix}" for i in range(len(shards))]
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_save(load_file(str(run_dir / "model.safetensors")), path, metadata={"config": json.dumps(state["config"])})
+    for name, shard in zip(names, shards):
+        _atomic_save(shard, path.with_name(name), metadata={"config": json.dumps(state["config"])})
+    info = {"step": state["step"], "train": state["train"], "metrics": state["metrics"], "shards": names}
     _atomic_json({"config": state["config"], **info}, path.with_suffix(".json"))
     return info
+
+
+def load_exported(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Read an exported checkpoint: its config and all its shards' tensors."""
+    meta = json.loads(path.with_suffix(".json").read_text())
+    weights: dict[str, torch.Tensor] = {}
+    for name in meta.get("shards", [path.name]):
+        weights.update(load_file(str(path.with_name(name))))
+    return meta["config"], weights
 
 
 # ----------------------------------------------------------------------------- the loop

@@ -185,7 +185,9 @@ def test_cli_roundtrip_reports_json_and_rejects_bad_input(tmp_path):
     assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_shipped_codec_improves_with_every_level():
+def test_shipped_codec_error_falls_as_levels_are_added():
+    """Averaged over three genres: each coarse level (1→2→4) improves the log-mel error, no level
+    makes it worse (0.2 % tolerance: levels 5–12 add < 0.2 % today) and 12 levels beat 4."""
     checkpoint = CHECKPOINT_DIR / "codec.safetensors"
     if not checkpoint.exists():
         pytest.skip("no shipped codec checkpoint yet")
@@ -195,9 +197,12 @@ def test_shipped_codec_improves_with_every_level():
     from .conftest import make_spec
 
     model = load_codec()
-    audio, _ = render(arrange(make_spec("pop", seconds=4.0)))
-    x = torch.from_numpy(audio)[None]
-    codes = model.encode(x)
-    errors = [log_mel_l1(x[0], model.decode(codes[:, :q])[0]) for q in range(1, model.cfg.levels + 1)]
-    assert errors[-1] < errors[3] < errors[0]
-    assert sum(b < a for a, b in zip(errors, errors[1:])) >= model.cfg.levels - 3  # (near-)monotone
+    errors = np.zeros(model.cfg.levels)
+    for genre in ("pop", "jazz swing", "metal"):
+        audio, _ = render(arrange(make_spec(genre, seconds=4.0)))
+        x = torch.from_numpy(audio)[None]
+        codes = model.encode(x)
+        errors += [log_mel_l1(x[0], model.decode(codes[:, :q])[0]) for q in range(1, model.cfg.levels + 1)]
+    assert errors[0] > errors[1] > errors[3], errors
+    assert all(b <= a * 1.002 for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < errors[3], errors
