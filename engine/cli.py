@@ -114,6 +114,17 @@ def _eval(args: argparse.Namespace) -> dict:
         raise UsageError(str(exc)) from None
 
 
+def _bench(args: argparse.Namespace) -> dict:
+    from .bench import bench_codec
+
+    if args.what != "codec":
+        raise UsageError(f"bench {args.what!r} is not available yet; available: codec")
+    try:
+        return bench_codec(args.seconds)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _models(args: argparse.Namespace) -> dict:
     from .models import model_status
 
@@ -166,6 +177,12 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--clips", type=int, help="evaluate only the first N test clips")
     e.add_argument("--json", action="store_true")
     e.set_defaults(run=_eval)
+
+    bn = sub.add_parser("bench", help="speed and memory as JSON")
+    bn.add_argument("what", choices=("codec", "generate"), nargs="?", default="codec")
+    bn.add_argument("--seconds", type=_positive_float, default=10.0)
+    bn.add_argument("--json", action="store_true")
+    bn.set_defaults(run=_bench)
 
     models = sub.add_parser("models", help="which checkpoints are present and how to train the rest")
     models.set_defaults(run=_models)

@@ -206,3 +206,10 @@ def test_shipped_codec_error_falls_as_levels_are_added():
     assert errors[0] > errors[1] > errors[3], errors
     assert all(b <= a * 1.002 for a, b in zip(errors, errors[1:])), errors
     assert errors[-1] < errors[3], errors
+
+
+def test_reference_soundstream_decoder_upsamples_tokens_to_24k():
+    from engine.bench import soundstream_decoder
+
+    out = soundstream_decoder(8, 4)(torch.randn(1, 8, 7))
+    assert out.shape == (1, 1, 7 * HOP)

@@ -1,0 +1,74 @@
+"""``python -m engine bench …``: speed and memory as JSON (DESIGN §5), measured on this machine.
+
+``bench codec`` times the shipped codec and, for the architecture choice, a SoundStream-style
+waveform-domain decoder (transposed convolutions up to 24 kHz, residual units with dilations
+1/3/9, as in SoundStream §3.1) with random weights: what it would cost to decode the same tokens.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from .codec import HOP
+
+
+class _ResidualUnit(nn.Module):
+    def __init__(self, channels: int, dilation: int):
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, 7, dilation=dilation, padding=3 * dilation)
+        self.proj = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, x):
+        return x + self.proj(torch.nn.functional.elu(self.conv(torch.nn.functional.elu(x))))
+
+
+def soundstream_decoder(latent_dim: int, base_channels: int, strides=(8, 5, 4, 3)) -> nn.Module:
+    """SoundStream's decoder shape for a 480-sample hop: channels halve at each upsampling."""
+    assert int(np.prod(strides)) == HOP
+    channels = base_channels * 2 ** len(strides)
+    layers: list[nn.Module] = [nn.Conv1d(latent_dim, channels, 7, padding=3)]
+    for stride in strides:
+        layers += [
+            nn.ELU(),
+            nn.ConvTranspose1d(channels, channels // 2, 2 * stride, stride=stride, padding=stride // 2 + stride % 2, output_padding=stride % 2),
+            *(_ResidualUnit(channels // 2, d) for d in (1, 3, 9)),
+        ]
+        channels //= 2
+    layers += [nn.ELU(), nn.Conv1d(channels, 1, 7, padding=3)]
+    return nn.Sequential(*layers)
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def bench_codec(seconds: float = 10.0, repeats: int = 3) -> dict:
+    from .codec import load_codec
+    from .evaluation import codec_speed
+
+    model = load_codec()
+    tokens = int(seconds * 24_000 / HOP)
+    latents = torch.randn(1, model.cfg.latent_dim, tokens)
+    ours_params = sum(p.numel() for p in model.decoder.parameters())
+    result = {"ours": {**codec_speed(model, seconds, repeats), "decoder_params_m": round(ours_params / 1e6, 2)}}
+    with torch.inference_mode():
+        result["ours"]["decode_only_s"] = round(_median_time(lambda: model.decode_latents(latents), repeats), 4)
+        for base in (16, 32):
+            ref = soundstream_decoder(model.cfg.latent_dim, base).eval()
+            wall = _median_time(lambda: ref(latents), repeats)
+            result[f"soundstream_decoder_C{base}"] = {
+                "decoder_params_m": round(sum(p.numel() for p in ref.parameters()) / 1e6, 2),
+                "decode_only_s": round(wall, 4),
+                "realtime_x": round(seconds / wall, 1),
+            }
+    result["threads"] = torch.get_num_threads()
+    return result
