@@ -96,7 +96,7 @@ def _codec(args: argparse.Namespace) -> dict:
     return {
         "input": str(args.input), "output": str(args.output), "seconds": round(seconds, 3), "sample_rate": 24_000,
         "levels": levels, "tokens": int(codes.shape[-1]), "frame_rate_hz": 24_000 / HOP,
-        "kbps": levels * 10 * 50 / 1000, "wall_s": round(wall, 4), "rtf": round(wall / seconds, 4),
+        "kbps": model.cfg.bits_per_second * levels / model.cfg.levels / 1000, "wall_s": round(wall, 4), "rtf": round(wall / seconds, 4),
     }
 
 

@@ -23,7 +23,7 @@ def opus_roundtrip(audio: np.ndarray, kbps: float) -> np.ndarray:
         src, enc, dec = Path(tmp, "in.wav"), Path(tmp, "x.opus"), Path(tmp, "out.wav")
         sf.write(src, audio, SAMPLE_RATE, subtype="PCM_16")
         subprocess.run(["opusenc", "--quiet", "--bitrate", f"{kbps:g}", "--hard-cbr", str(src), str(enc)], check=True)
-        subprocess.run(["opusdec", "--quiet", "--rate", str(SAMPLE_RATE), str(dec.parent / "x.opus"), str(dec)], check=True)
+        subprocess.run(["opusdec", "--quiet", "--rate", str(SAMPLE_RATE), str(enc), str(dec)], check=True)
         out, _ = sf.read(dec, dtype="float32")
     out = out.mean(1) if out.ndim == 2 else out
     out = np.pad(out, (0, max(0, len(audio) - len(out))))[: len(audio)]

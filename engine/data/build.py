@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .arranger import Arrangement, Part, arrange, sample_spec
+from .arranger import Arrangement, Note, Part, arrange, sample_spec
 from .captions import INSTRUMENT_NAMES, KIT_NAMES, write_caption
 from .genres import GENRES, RENDITION_PATCHES
 from .render import SAMPLE_RATE, find_soundfont, normalize_loudness, render, synthesize
@@ -81,7 +81,7 @@ def melody_rendition(arr: Arrangement, rng: np.random.Generator) -> tuple[Part, 
     median = float(np.median([n.pitch for n in arr.melody]))
     shift = 12 * int(round(((lo + hi) / 2 - median) / 12))
     part = Part("melody", program, False, volume=110, reverb=20)
-    part.notes = [type(n)(n.start, n.end, n.pitch + shift, n.velocity) for n in arr.melody]
+    part.notes = [Note(n.start, n.end, n.pitch + shift, n.velocity) for n in arr.melody]
     return part, shift
 
 
