@@ -5,7 +5,6 @@ spectrograms through torchaudio. Everything internal is 24 kHz mono float32.
 """
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -13,6 +12,8 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio
+
+from .files import atomic_write
 
 SAMPLE_RATE = 24_000
 MAX_INPUT_SECONDS = 600.0
@@ -59,9 +60,8 @@ def save_audio(path: str | Path, audio: np.ndarray, sr: int = SAMPLE_RATE) -> No
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     if peak > 1.0:
         audio = audio / peak
-    tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(str(tmp), audio, sr, subtype="PCM_16", format=path.suffix.lstrip(".").upper() or "WAV")
-    os.replace(tmp, path)
+    fmt = path.suffix.lstrip(".").upper() or "WAV"
+    atomic_write(path, lambda tmp: sf.write(str(tmp), audio, sr, subtype="PCM_16", format=fmt))
 
 
 # ----------------------------------------------------------------------------- metrics (DESIGN §5)
@@ -82,19 +82,26 @@ def log_mel_l1(ref: torch.Tensor, est: torch.Tensor) -> float:
     return float((log_mel(ref[..., :n]) - log_mel(est[..., :n])).abs().mean())
 
 
-def multires_stft_distance(ref: torch.Tensor, est: torch.Tensor, resolutions=((512, 128), (1024, 256), (2048, 512))) -> float:
-    """Mean over resolutions of spectral convergence + log-magnitude L1."""
+STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
+
+
+def stft_distance(ref: torch.Tensor, est: torch.Tensor, resolutions=STFT_RESOLUTIONS) -> torch.Tensor:
+    """Mean over resolutions of spectral convergence + log-magnitude L1 (differentiable: the
+    codec trains on it and reports it)."""
     n = min(ref.shape[-1], est.shape[-1])
     ref, est = ref[..., :n], est[..., :n]
-    total = 0.0
+    total = ref.new_zeros(())
     for n_fft, hop in resolutions:
-        window = torch.hann_window(n_fft)
+        window = torch.hann_window(n_fft, device=ref.device)
         r = torch.stft(ref, n_fft, hop, window=window, return_complex=True).abs()
         e = torch.stft(est, n_fft, hop, window=window, return_complex=True).abs()
-        sc = torch.linalg.norm(r - e) / torch.linalg.norm(r).clamp(min=1e-8)
-        mag = (torch.log(r.clamp(min=1e-5)) - torch.log(e.clamp(min=1e-5))).abs().mean()
-        total += float(sc + mag)
+        sc = torch.linalg.norm(r - e) / torch.linalg.norm(r).clamp(min=1e-7)
+        total = total + sc + (torch.log(r.clamp(min=1e-5)) - torch.log(e.clamp(min=1e-5))).abs().mean()
     return total / len(resolutions)
+
+
+def multires_stft_distance(ref: torch.Tensor, est: torch.Tensor) -> float:
+    return float(stft_distance(ref, est))
 
 
 def si_snr(ref: torch.Tensor, est: torch.Tensor) -> float:

@@ -20,7 +20,8 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .audio import SAMPLE_RATE, log_mel
+from .audio import SAMPLE_RATE, log_mel, stft_distance
+from .files import atomic_write
 
 
 @dataclass(frozen=True)
@@ -66,15 +67,12 @@ def setup_distributed() -> Dist:
 
 # ----------------------------------------------------------------------------- checkpoints
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def _atomic_json(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2)))
 
 
 def save_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, info: dict) -> None:
@@ -209,21 +207,13 @@ def train_loop(
 
 # ----------------------------------------------------------------------------- codec
 MEL_RESOLUTIONS = ((512, 128, 64), (1024, 256, 80), (2048, 512, 128))
-STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
 
 
 def codec_loss(model: nn.Module, wav: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """Multi-resolution log-mel L1 + log-STFT L1 and spectral convergence + RVQ commitment."""
     recon, _, commit = model(wav)
     mel = sum((log_mel(wav, n, h, m) - log_mel(recon, n, h, m)).abs().mean() for n, h, m in MEL_RESOLUTIONS) / len(MEL_RESOLUTIONS)
-    stft = 0.0
-    for n_fft, hop in STFT_RESOLUTIONS:
-        window = torch.hann_window(n_fft, device=wav.device)
-        r = torch.stft(wav, n_fft, hop, window=window, return_complex=True).abs()
-        e = torch.stft(recon, n_fft, hop, window=window, return_complex=True).abs()
-        sc = torch.linalg.norm(r - e) / torch.linalg.norm(r).clamp(min=1e-7)
-        stft = stft + sc + (torch.log(r.clamp(min=1e-5)) - torch.log(e.clamp(min=1e-5))).abs().mean()
-    stft = stft / len(STFT_RESOLUTIONS)
+    stft = stft_distance(wav, recon)
     loss = 4.0 * mel + stft + 0.25 * commit
     return loss, {"loss": loss.detach(), "mel": mel.detach(), "stft": stft.detach(), "commit": commit.detach()}
 

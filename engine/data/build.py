@@ -15,7 +15,6 @@ clips render in any order on any number of worker processes.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from ..files import atomic_write
 from .arranger import Arrangement, Note, Part, arrange, sample_spec
 from .captions import INSTRUMENT_NAMES, KIT_NAMES, write_caption
 from .genres import GENRES, RENDITION_PATCHES
@@ -139,18 +139,11 @@ def write_midi(arr: Arrangement, path: Path) -> None:
         inst = pretty_midi.Instrument(program=part.program, is_drum=part.is_drum, name=part.role)
         inst.notes = [pretty_midi.Note(n.velocity, n.pitch, n.start, n.end) for n in part.notes]
         pm.instruments.append(inst)
-    _atomic(path, lambda tmp: pm.write(str(tmp)))
-
-
-def _atomic(path: Path, write) -> None:
-    """Write through a temp file and rename, so an interrupted build never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: pm.write(str(tmp)))
 
 
 def _write_audio(path: Path, audio: np.ndarray) -> None:
-    _atomic(path, lambda tmp: sf.write(str(tmp), audio, SAMPLE_RATE, subtype="PCM_16", format="FLAC"))
+    atomic_write(path, lambda tmp: sf.write(str(tmp), audio, SAMPLE_RATE, subtype="PCM_16", format="FLAC"))
 
 
 def build_clip(job: tuple[Path, int, int, float, str, str]) -> dict:
@@ -190,7 +183,7 @@ def build_clip(job: tuple[Path, int, int, float, str, str]) -> dict:
         _write_audio(out / record["rendition"]["audio"], melody_audio)
     write_midi(arr, out / record["midi"])
     record["render_s"] = round(time.perf_counter() - t0, 3)
-    _atomic(meta_path, lambda tmp: tmp.write_text(json.dumps(record)))
+    atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(record)))
     return record
 
 
@@ -214,9 +207,9 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     wall = time.perf_counter() - t0
     for split in ("train", "test"):
         lines = "".join(json.dumps(r) + "\n" for r in records if r["split"] == split)
-        _atomic(out / f"{split}.jsonl", lambda tmp: tmp.write_text(lines))
+        atomic_write(out / f"{split}.jsonl", lambda tmp: tmp.write_text(lines))
     manifest = corpus_manifest(records, cfg, soundfont, wall)
-    _atomic(out / "manifest.json", lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
+    atomic_write(out / "manifest.json", lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
     return manifest
 
 

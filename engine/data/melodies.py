@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_write
 from .theory import Chord, Key, scale_pitch_classes
 
 INDEX_PATH = Path(__file__).resolve().parents[2] / "assets" / "melodies" / "music21_melodies.json.gz"
@@ -152,10 +153,11 @@ def build_index(path: Path = INDEX_PATH, workers: int = 2) -> dict:
             seen.add(sig)
             unique.append(rec)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with gzip.open(tmp, "wt") as f:
-        json.dump({"version": 1, "melodies": unique}, f)
-    tmp.replace(path)
+    def write(tmp: Path) -> None:
+        with gzip.open(tmp, "wt") as f:
+            json.dump({"version": 1, "melodies": unique}, f)
+
+    atomic_write(path, write)
     return {"melodies": len(unique), "by_source": {s: len(r) for s, r in zip(sources, results)}}
 
 
