@@ -41,17 +41,16 @@ def _data(args: argparse.Namespace) -> dict:
 
 
 def _train(args: argparse.Namespace) -> dict:
-    from .training import train_codec
+    from .training import TRAINERS
 
-    trainers = {"codec": train_codec}
-    if args.stage not in trainers:
-        raise UsageError(f"training {args.stage!r} is not available yet; available: {', '.join(trainers)}")
+    if args.stage not in TRAINERS:
+        raise UsageError(f"training {args.stage!r} is not available yet; available: {', '.join(TRAINERS)}")
     corpus = Path(args.corpus)
     if not (corpus / "train.jsonl").exists():
         raise UsageError(f"no corpus at {corpus}: build one with python -m engine data build --out {corpus} --hours 4")
     overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("max_minutes", args.max_minutes)) if v is not None}
     run_dir = Path(args.run_dir or f"runs/{args.stage}-{args.preset}")
-    result = trainers[args.stage](corpus, args.preset, run_dir, overrides, progress=not args.quiet)
+    result = TRAINERS[args.stage](corpus, args.preset, run_dir, overrides, progress=not args.quiet)
     if args.export:
         result["exported"] = str(_export(args.stage, run_dir))
     return {"run_dir": str(run_dir), **result}

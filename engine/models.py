@@ -32,9 +32,13 @@ MODELS = (
 
 
 def model_status(root: Path = CHECKPOINT_DIR) -> list[dict]:
-    """One row per model: name, role, whether its checkpoint is present, how to train it."""
+    """One row per model: name, role, whether its checkpoint is present, how to train it, and
+    whether that trainer exists in this version."""
+    from .training import TRAINERS
+
     return [
-        {"name": m.name, "role": m.role, "present": m.path(root).exists(), "train_command": m.train_command}
+        {"name": m.name, "role": m.role, "present": m.path(root).exists(), "train_command": m.train_command,
+         "trainable": m.name in TRAINERS}
         for m in MODELS
     ]
 

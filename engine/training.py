@@ -257,3 +257,7 @@ def train_codec(corpus: Path, preset: str, run_dir: Path, overrides: dict | None
     if ddp.world > 1:
         dist.destroy_process_group()
     return result
+
+
+# Stage name → trainer; `python -m engine train` and the studio's model table read this.
+TRAINERS = {"codec": train_codec}

@@ -22,11 +22,13 @@ def status_markdown() -> str:
     lines = ["| model | role | status | train with |", "|---|---|---|---|"]
     for r in rows:
         state = "✅ ready" if r["present"] else "❌ missing"
-        lines.append(f"| **{r['name']}** | {r['role']} | {state} | `{r['train_command']}` |")
+        command = f"`{r['train_command']}`" if r["trainable"] else "trainer not built yet"
+        role = r["role"].replace("|", "\\|")  # a literal bar would split the table cell
+        lines.append(f"| **{r['name']}** | {role} | {state} | {command} |")
     if missing:
         head = (
             f"### {len(missing)} of {len(rows)} models are missing\n"
-            f"Generation needs every checkpoint in `{CHECKPOINT_DIR.name}/`. Build the corpus first "
+            f"Generation needs every checkpoint in `{CHECKPOINT_DIR.parent.name}/{CHECKPOINT_DIR.name}/`. Build the corpus first "
             "(`python -m engine data build --out corpus --hours 1`), then train each missing model "
             "with the command in its row."
         )

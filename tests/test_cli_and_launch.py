@@ -101,3 +101,19 @@ def test_launch_serves_the_studio_and_names_missing_models():
 def test_launch_rejects_bad_flags():
     proc = subprocess.run([sys.executable, "launch.py", "--auth", "nocolon"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "user:password" in proc.stderr
+
+
+def test_model_table_rows_keep_four_cells_and_only_offer_real_trainers():
+    import re
+
+    from studio.app import status_markdown
+
+    rows = [line for line in status_markdown().splitlines() if line.startswith("| **")]
+    assert len(rows) == 6
+    for row in rows:
+        assert len(re.split(r"(?<!\\)\|", row)) == 6, row  # 4 cells between 5 unescaped bars
+    from engine.training import TRAINERS
+
+    for row in rows:
+        name = row.split("**")[1]
+        assert ("python -m engine train" in row) == (name in TRAINERS), row
