@@ -134,8 +134,9 @@ def test_metrics_behave():
         to_mono_24k(np.zeros((2, 2, 2)), 24_000)
 
 
-def _tiny_corpus(tmp_path):
-    out = tmp_path / "corpus"
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny") / "corpus"
     proc = subprocess.run(
         [sys.executable, "-m", "engine", "data", "build", "--out", str(out), "--hours", str(40 / 3600), "--clip-seconds", "4", "--quiet"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -144,8 +145,8 @@ def _tiny_corpus(tmp_path):
     return out
 
 
-def test_training_resumes_exports_and_runs_under_torchrun_ddp(tmp_path):
-    corpus = _tiny_corpus(tmp_path)
+def test_training_resumes_exports_and_runs_under_torchrun_ddp(tmp_path, tiny_corpus):
+    corpus = tiny_corpus
     run = tmp_path / "run"
     base = [sys.executable, "-m", "engine", "train", "codec", "--corpus", str(corpus), "--run-dir", str(run), "--batch-size", "2", "--quiet"]
     first = subprocess.run(base + ["--steps", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -213,3 +214,19 @@ def test_reference_soundstream_decoder_upsamples_tokens_to_24k():
 
     out = soundstream_decoder(8, 4)(torch.randn(1, 8, 7))
     assert out.shape == (1, 1, 7 * HOP)
+
+
+def test_eval_codec_reports_levels_usage_opus_and_speed(tiny_corpus):
+    checkpoint = CHECKPOINT_DIR / "codec.safetensors"
+    if not checkpoint.exists():
+        pytest.skip("no shipped codec checkpoint yet")
+    proc = subprocess.run([sys.executable, "-m", "engine", "eval", "codec", "--corpus", str(tiny_corpus), "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["clips"] == 1 and report["kbps"] == 6.0
+    assert sorted(report["codec"], key=int) == [str(q) for q in range(1, 13)]
+    assert set(report["opus"]) == {"6kbps"} and report["opus"]["6kbps"]["log_mel_l1"] > 0
+    assert 0 < report["log_mel_l1_ratio_vs_opus"] < 10
+    assert len(report["code_usage"]) == 12 and all(0 < u <= 1 for u in report["code_usage"])
+    assert report["speed"]["encode_decode_s"] > 0 and report["speed"]["first_chunk_s"] > 0
