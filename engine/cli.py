@@ -71,7 +71,7 @@ def _codec(args: argparse.Namespace) -> dict:
 
     import torch
 
-    from .audio import AudioError, load_audio, save_audio
+    from .audio import SAMPLE_RATE, AudioError, load_audio, save_audio
     from .codec import HOP, load_codec
 
     try:
@@ -91,10 +91,10 @@ def _codec(args: argparse.Namespace) -> dict:
         out = model.decode(codes)[0, : len(audio)].numpy()
     wall = time.perf_counter() - t0
     save_audio(args.output, out)
-    seconds = len(audio) / 24_000
+    seconds = len(audio) / SAMPLE_RATE
     return {
-        "input": str(args.input), "output": str(args.output), "seconds": round(seconds, 3), "sample_rate": 24_000,
-        "levels": levels, "tokens": int(codes.shape[-1]), "frame_rate_hz": 24_000 / HOP,
+        "input": str(args.input), "output": str(args.output), "seconds": round(seconds, 3), "sample_rate": SAMPLE_RATE,
+        "levels": levels, "tokens": int(codes.shape[-1]), "frame_rate_hz": SAMPLE_RATE / HOP,
         "kbps": model.cfg.bits_per_second * levels / model.cfg.levels / 1000, "wall_s": round(wall, 4), "rtf": round(wall / seconds, 4),
     }
 

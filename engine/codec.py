@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .audio import SAMPLE_RATE
 from .quantization import ResidualVQ
 
-SAMPLE_RATE = 24_000
 HOP = 480  # samples per token: 50 Hz
 FRAMES_PER_TOKEN = 2
 STFT_HOP = HOP // FRAMES_PER_TOKEN  # 240

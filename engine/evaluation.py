@@ -1,7 +1,6 @@
 """``python -m engine eval …``: quality metrics as JSON (DESIGN §5)."""
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import tempfile
@@ -42,9 +41,10 @@ def _mean(rows: list[dict]) -> dict:
 def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, opus_kbps: tuple[float, ...] = ()) -> dict:
     """Codec quality on the corpus test split for 1…Q levels, code usage, the Opus baseline, speed."""
     from .codec import HOP, load_codec
+    from .data.build import read_records
 
     model = load_codec(checkpoint)
-    records = [json.loads(line) for line in (Path(corpus) / "test.jsonl").read_text().splitlines()][:clips]
+    records = read_records(corpus, "test")[:clips]
     levels = model.cfg.levels
     per_level: dict[int, list[dict]] = {q: [] for q in range(1, levels + 1)}
     opus_rates = tuple(opus_kbps) or (model.cfg.bits_per_second / 1000,)

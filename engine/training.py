@@ -224,7 +224,9 @@ class CorpusAudio:
     def __init__(self, corpus: Path, split: str = "train", limit: int | None = None):
         import soundfile as sf
 
-        records = [json.loads(line) for line in (Path(corpus) / f"{split}.jsonl").read_text().splitlines()]
+        from .data.build import read_records
+
+        records = read_records(corpus, split)
         if not records:
             raise ValueError(f"{corpus}/{split}.jsonl has no clips; build the corpus first")
         self.records = records[:limit] if limit else records

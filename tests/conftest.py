@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,3 +32,16 @@ def make_spec(genre: str, mode: str = "major", seed: int = 7, seconds: float = 8
 @pytest.fixture(scope="session")
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def smoke_corpus(tmp_path_factory):
+    """The CI-sized corpus, built once through the CLI: 10 clips of 4 s (9 train, 1 test).
+    Returns the folder and the finished build process (its exit code, stdout and stderr)."""
+    out = tmp_path_factory.mktemp("smoke") / "corpus"
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "data", "build", "--out", str(out), "--hours", str(40 / 3600),
+         "--clip-seconds", "4", "--seed", "1", "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    return out, proc

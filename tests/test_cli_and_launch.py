@@ -19,10 +19,9 @@ def run_engine(*args, timeout=300):
     )
 
 
-def test_data_build_smoke_corpus(tmp_path):
+def test_data_build_smoke_corpus(smoke_corpus):
     """The CI-sized corpus: 10 clips of 4 s, so both splits exist; every file is where the JSONL says."""
-    out = tmp_path / "corpus"
-    proc = run_engine("data", "build", "--out", str(out), "--hours", str(40 / 3600), "--clip-seconds", "4", "--seed", "1", "--quiet")
+    out, proc = smoke_corpus
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["clips"] == 10 and manifest["splits"] == {"train": 9, "test": 1}

@@ -135,12 +135,8 @@ def test_metrics_behave():
 
 
 @pytest.fixture(scope="module")
-def tiny_corpus(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny") / "corpus"
-    proc = subprocess.run(
-        [sys.executable, "-m", "engine", "data", "build", "--out", str(out), "--hours", str(40 / 3600), "--clip-seconds", "4", "--quiet"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+def tiny_corpus(smoke_corpus):
+    out, proc = smoke_corpus
     assert proc.returncode == 0, proc.stderr
     return out
 

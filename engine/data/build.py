@@ -59,6 +59,14 @@ def corpus_version() -> str:
     return h.hexdigest()[:12]
 
 
+def read_records(corpus: Path, split: str) -> list[dict]:
+    """The clip records of one split of a built corpus."""
+    path = Path(corpus) / f"{split}.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"no corpus split at {path}; build one with: python -m engine data build --out {corpus}")
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def clip_split(index: int) -> str:
     return "test" if index % TEST_EVERY == TEST_EVERY - 1 else "train"
 
