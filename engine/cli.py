@@ -49,6 +49,10 @@ def _train(args: argparse.Namespace) -> dict:
     if not (corpus / "train.jsonl").exists():
         raise UsageError(f"no corpus at {corpus}: build one with python -m engine data build --out {corpus} --hours 4")
     overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("max_minutes", args.max_minutes)) if v is not None}
+    if args.no_handcrafted:
+        if args.stage != "mulan":
+            raise UsageError("--no-handcrafted applies to mulan only")
+        overrides["handcrafted"] = False
     run_dir = Path(args.run_dir or f"runs/{args.stage}-{args.preset}")
     result = TRAINERS[args.stage](corpus, args.preset, run_dir, overrides, progress=not args.quiet)
     if args.export:
@@ -100,15 +104,16 @@ def _codec(args: argparse.Namespace) -> dict:
 
 
 def _eval(args: argparse.Namespace) -> dict:
-    from .evaluation import eval_codec
+    from .evaluation import eval_codec, eval_mulan, eval_semantic
 
-    if args.what != "codec":
-        raise UsageError(f"eval {args.what!r} is not available yet; available: codec")
+    evaluators = {"codec": eval_codec, "mulan": eval_mulan, "semantic": eval_semantic}
+    if args.what not in evaluators:
+        raise UsageError(f"eval {args.what!r} is not available yet; available: {', '.join(evaluators)}")
     corpus = Path(args.corpus)
     if not (corpus / "test.jsonl").exists():
         raise UsageError(f"no corpus at {corpus}")
     try:
-        return eval_codec(corpus, Path(args.checkpoint) if args.checkpoint else None, args.clips)
+        return evaluators[args.what](corpus, Path(args.checkpoint) if args.checkpoint else None, args.clips)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
 
@@ -156,6 +161,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int)
     t.add_argument("--max-minutes", type=_positive_float, help="stop with a checkpoint after this long")
     t.add_argument("--export", action="store_true", help="copy the result to assets/checkpoints/")
+    t.add_argument("--no-handcrafted", action="store_true", help="mulan: audio tower without the handcrafted descriptors (ablation)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(run=_train)
 

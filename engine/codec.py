@@ -240,25 +240,6 @@ class Codec(nn.Module):
 def load_codec(path=None, device: str = "cpu") -> Codec:
     """Load a trained codec: ``assets/checkpoints/codec.safetensors`` (with its shards) by
     default, or a training run folder."""
-    import json
-    from pathlib import Path
+    from .training import load_trained
 
-    from safetensors.torch import load_file
-
-    from .models import CHECKPOINT_DIR
-    from .training import TRAINING_ONLY_BUFFERS, load_exported
-
-    path = Path(path) if path else CHECKPOINT_DIR / "codec.safetensors"
-    if path.is_dir():  # a training run
-        config = json.loads((path / "state.json").read_text())["config"]
-        state = load_file(str(path / "model.safetensors"))
-    elif path.exists():
-        config, state = load_exported(path)
-    else:
-        raise FileNotFoundError(f"no codec checkpoint at {path}; train one with: python -m engine train codec --preset cpu-small")
-    fields = {k: v for k, v in config.items() if k in CodecConfig.__dataclass_fields__}
-    model = Codec(CodecConfig(**fields))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not k.endswith(TRAINING_ONLY_BUFFERS) for k in missing):
-        raise ValueError(f"{path} does not match the codec config (missing {missing}, unexpected {unexpected})")
-    return model.to(device).eval()
+    return load_trained("codec", path, lambda config: Codec(CodecConfig(**{k: v for k, v in config.items() if k in CodecConfig.__dataclass_fields__})), device)

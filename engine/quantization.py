@@ -129,6 +129,20 @@ class ResidualVQ(nn.Module):
         return out, torch.stack(codes, 1).reshape(b, t, levels).permute(0, 2, 1), commit
 
     @torch.no_grad()
+    def fit(self, x: torch.Tensor, iters: int = 20, seed: int = 0) -> None:
+        """Fit every level offline by k-means on the residual the levels before it leave, for
+        embeddings that are not trained jointly with the quantizer (MuLan's RVQ, paper §3.1)."""
+        generator = torch.Generator().manual_seed(seed)
+        residual = x.float()
+        for book in self.codebooks:
+            centroids = kmeans(residual, book.size, iters, generator)
+            book.embed.copy_(centroids)
+            book.embed_avg.copy_(centroids)
+            book.cluster_size.fill_(1.0)
+            book.initialized.fill_(True)
+            residual = residual - book.decode(book.encode(residual))
+
+    @torch.no_grad()
     def encode(self, z: torch.Tensor, levels: int | None = None) -> torch.Tensor:
         """(B, D, T) → codes (B, Q, T)."""
         b, d, t = z.shape

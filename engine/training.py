@@ -43,6 +43,14 @@ TRAIN_PRESETS = {
         "cpu-small": TrainConfig(steps=14_000, batch_size=8, crop_seconds=1.0, lr=1e-3),
         "gpu-base": TrainConfig(steps=200_000, batch_size=32, crop_seconds=2.0, lr=5e-4),
     },
+    "mulan": {
+        "cpu-small": TrainConfig(steps=1500, batch_size=128, lr=1e-3, warmup=100, checkpoint_every=100),
+        "gpu-base": TrainConfig(steps=20_000, batch_size=256, lr=5e-4, warmup=500),
+    },
+    "semantic": {
+        "cpu-small": TrainConfig(steps=3000, batch_size=24, crop_seconds=6.0, lr=1e-3, warmup=200, checkpoint_every=200),
+        "gpu-base": TrainConfig(steps=100_000, batch_size=64, crop_seconds=10.0, lr=5e-4, warmup=2000),
+    },
 }
 
 
@@ -142,6 +150,34 @@ def load_exported(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     for name in meta.get("shards", [path.name]):
         weights.update(load_file(str(path.with_name(name))))
     return meta["config"], weights
+
+
+def load_trained(name: str, path: Path | str | None, build: Callable[[dict], nn.Module], device: str = "cpu") -> nn.Module:
+    """Load a model from ``assets/checkpoints/<name>.safetensors`` (default), another exported
+    file, or a training run folder; ``build`` makes the module from the stored config."""
+    from .models import CHECKPOINT_DIR, MODELS
+
+    path = Path(path) if path else CHECKPOINT_DIR / f"{name}.safetensors"
+    if path.is_dir():  # a training run
+        config = json.loads((path / "state.json").read_text())["config"]
+        state = load_file(str(path / "model.safetensors"))
+    elif path.exists():
+        config, state = load_exported(path)
+    else:
+        command = next((m.train_command for m in MODELS if m.name == name), f"python -m engine train {name}")
+        raise FileNotFoundError(f"no {name} checkpoint at {path}; train one with: {command}")
+    model = build(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.endswith(TRAINING_ONLY_BUFFERS) for k in missing):
+        raise ValueError(f"{path} does not match the {name} config (missing {missing}, unexpected {unexpected})")
+    return model.to(device).eval()
+
+
+def rewrite_weights(run_dir: Path, model: nn.Module, info: dict) -> None:
+    """Replace a run's weights after a post-training step (e.g. fitting an RVQ) and record it."""
+    _atomic_save(model.state_dict(), run_dir / "model.safetensors")
+    state = json.loads((run_dir / "state.json").read_text())
+    _atomic_json({**state, **info}, run_dir / "state.json")
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -262,4 +298,7 @@ def train_codec(corpus: Path, preset: str, run_dir: Path, overrides: dict | None
 
 
 # Stage name → trainer; `python -m engine train` and the studio's model table read this.
-TRAINERS = {"codec": train_codec}
+from .mulan import train_mulan  # noqa: E402  (the stage modules import this one lazily)
+from .semantic import train_semantic  # noqa: E402
+
+TRAINERS = {"codec": train_codec, "mulan": train_mulan, "semantic": train_semantic}

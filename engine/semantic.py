@@ -1,0 +1,232 @@
+"""Semantic tokens S (25 Hz): the role of w2v-BERT + k-means in MusicLM (§3.1).
+
+A bidirectional Transformer trained here by masked prediction, HuBERT-style: spans of 25 Hz
+frames are hidden and the model predicts, from the context around them, the cluster ids of two
+handcrafted views of the hidden frames (harmony: chroma; timbre and rhythm: MFCC + onset) and
+regresses their chroma (MERT's "musical teacher" in spirit). The targets are local, but a
+prediction from context has to model harmony, melody and metre, which is what stage 1 needs.
+k-means with ``vocab`` clusters on an intermediate layer turns the features into tokens.
+
+The baseline that the learned tokens must beat is k-means with the same vocabulary directly on
+the handcrafted frames (``BaselineTokenizer``).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .features import CHANNELS, FRAMES_PER_TOKEN, N_MELS, SEMANTIC_RATE, analyze, corpus_frames, token_frames
+from .quantization import kmeans
+from .transformer import Transformer, TransformerConfig
+
+HANDCRAFTED_VIEWS = {"harmony": slice(0, 12), "timbre": slice(12, 33)}  # columns of token_frames()
+
+
+@dataclass(frozen=True)
+class SemanticConfig:
+    encoder: TransformerConfig = field(default_factory=lambda: TransformerConfig(dim=192, layers=6, heads=4, causal=False))
+    target_clusters: int = 128  # per handcrafted view
+    mask_start: float = 0.08  # HuBERT: p(span starts here); spans of mask_span frames
+    mask_span: int = 5
+    token_layer: int = 4  # the intermediate layer that is clustered (w2v-BERT: layer 7 of 24)
+    vocab: int = 1024
+    context_seconds: float = 10.0  # tokenizing long audio: windows this long, overlapped
+
+    @staticmethod
+    def from_dict(d: dict) -> "SemanticConfig":
+        return SemanticConfig(**{**d, "encoder": TransformerConfig(**d["encoder"])})
+
+
+SEMANTIC_PRESETS = {
+    "cpu-small": SemanticConfig(),
+    "gpu-base": SemanticConfig(encoder=TransformerConfig(dim=512, layers=12, heads=8, causal=False), token_layer=8),
+}
+
+
+class HandcraftedClusters(nn.Module):
+    """k-means on standardized handcrafted 25 Hz frames: the training targets (one codebook per
+    view) and, with the full vocabulary on all columns, the baseline tokenizer."""
+
+    def __init__(self, sizes: dict[str, int], dim: int = 33):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.views = {name: HANDCRAFTED_VIEWS.get(name, slice(0, dim)) for name in sizes}
+        self.centroids = nn.ParameterDict({
+            name: nn.Parameter(torch.zeros(k, self.views[name].stop - self.views[name].start), requires_grad=False)
+            for name, k in sizes.items()})
+
+    def fit(self, frames: torch.Tensor, seed: int = 0) -> None:
+        self.mean.copy_(frames.mean(0))
+        self.std.copy_(frames.std(0) + 1e-4)
+        x = (frames - self.mean) / self.std
+        generator = torch.Generator().manual_seed(seed)
+        for name, view in self.views.items():
+            self.centroids[name].data.copy_(kmeans(x[:, view], self.centroids[name].shape[0], iters=15, generator=generator))
+
+    @torch.no_grad()
+    def assign(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(..., 33) handcrafted frames → cluster ids per view (...)."""
+        x = (frames - self.mean) / self.std
+        return {name: torch.cdist(x[..., view].reshape(-1, view.stop - view.start), self.centroids[name]).argmin(1).view(x.shape[:-1])
+                for name, view in self.views.items()}
+
+
+class BaselineTokenizer(HandcraftedClusters):
+    def __init__(self, vocab: int):
+        super().__init__({"all": vocab})
+
+    def tokenize_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, C, T@100 Hz) analysis frames → (B, T/4) tokens."""
+        return self.assign(token_frames(frames))["all"]
+
+
+class SemanticModel(nn.Module):
+    def __init__(self, cfg: SemanticConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.encoder.dim
+        self.register_buffer("mel_mean", torch.zeros(N_MELS, 1))
+        self.register_buffer("mel_std", torch.ones(N_MELS, 1))
+        self.stem = nn.Sequential(nn.Conv1d(N_MELS, d, 2 * FRAMES_PER_TOKEN, FRAMES_PER_TOKEN, padding=FRAMES_PER_TOKEN // 2), nn.GELU())
+        self.mask_embedding = nn.Parameter(torch.randn(d) * 0.02)
+        self.encoder = Transformer(cfg.encoder)
+        self.targets = HandcraftedClusters({name: cfg.target_clusters for name in HANDCRAFTED_VIEWS})
+        self.heads = nn.ModuleDict({name: nn.Linear(d, cfg.target_clusters) for name in HANDCRAFTED_VIEWS})
+        self.chroma_head = nn.Linear(d, 12)
+        self.register_buffer("centroids", torch.zeros(cfg.vocab, d))
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)
+
+    def embed(self, mel: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.stem((mel - self.mel_mean) / self.mel_std).transpose(1, 2)
+        if mask is not None:
+            x = torch.where(mask[..., None], self.mask_embedding.to(x.dtype), x)
+        return x
+
+    def span_mask(self, batch: int, length: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        starts = torch.rand(batch, length, generator=generator) < self.cfg.mask_start
+        mask = torch.zeros(batch, length + self.cfg.mask_span, dtype=torch.bool)
+        for offset in range(self.cfg.mask_span):
+            mask[:, offset:offset + length] |= starts
+        return mask[:, :length]
+
+    def loss(self, frames: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Masked prediction on (B, C, T@100 Hz) analysis frames."""
+        hand = token_frames(frames)  # (B, T/4, 33)
+        targets = self.targets.assign(hand)
+        mask = self.span_mask(hand.shape[0], hand.shape[1]).to(frames.device)
+        hidden = self.encoder(self.embed(frames[:, CHANNELS["mel"]], mask))[mask]
+        losses = {name: F.cross_entropy(self.heads[name](hidden), targets[name][mask]) for name in HANDCRAFTED_VIEWS}
+        losses["chroma"] = F.mse_loss(torch.sigmoid(self.chroma_head(hidden)), hand[..., :12][mask])
+        total = sum(losses.values())
+        metrics = {f"{k}_loss": v.detach() for k, v in losses.items()}
+        metrics["harmony_acc"] = (self.heads["harmony"](hidden).argmax(-1) == targets["harmony"][mask]).float().mean().detach()
+        return total, {"loss": total.detach(), **metrics}
+
+    @torch.inference_mode()
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, C, T@100 Hz) → (B, T/4, dim) features of the token layer, computed in overlapping
+        windows of ``context_seconds`` so minutes of audio cost linear time and match training."""
+        mel = frames[:, CHANNELS["mel"]]
+        total = mel.shape[2] // FRAMES_PER_TOKEN
+        window = int(self.cfg.context_seconds * SEMANTIC_RATE)
+        if total <= window:
+            return self.encoder(self.embed(mel[:, :, : total * FRAMES_PER_TOKEN]), upto=self.cfg.token_layer)
+        margin = window // 5  # context each side that is computed but not kept
+        hop = window - 2 * margin
+        out = []
+        for start in range(0, total, hop):
+            lo, hi = max(0, start - margin), min(total, start + hop + margin)
+            x = self.encoder(self.embed(mel[:, :, lo * FRAMES_PER_TOKEN: hi * FRAMES_PER_TOKEN]), upto=self.cfg.token_layer)
+            out.append(x[:, start - lo: min(start + hop, total) - lo])
+        return torch.cat(out, 1)
+
+    @torch.inference_mode()
+    def tokenize_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        feats = self.features(frames)
+        return torch.cdist(feats.reshape(-1, feats.shape[-1]), self.centroids).argmin(1).view(feats.shape[:2])
+
+    @torch.inference_mode()
+    def tokenize(self, audio: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """24 kHz mono waveform → (T,) semantic tokens at 25 Hz."""
+        return self.tokenize_frames(analyze(torch.as_tensor(audio, dtype=torch.float32)))[0]
+
+
+def load_semantic(path: Path | None = None) -> SemanticModel:
+    from .training import load_trained
+
+    return load_trained("semantic", path, lambda config: SemanticModel(SemanticConfig.from_dict({k: v for k, v in config.items() if k != "preset"})))
+
+
+# ----------------------------------------------------------------------------- training
+def sample_token_frames(frames: list[np.ndarray], per_clip: int, seed: int = 0) -> torch.Tensor:
+    """Random handcrafted 25 Hz frames from many clips, for fitting k-means."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for f in frames:
+        hand = token_frames(torch.from_numpy(f.astype(np.float32))[None])[0]
+        rows.append(hand[rng.choice(len(hand), size=min(per_clip, len(hand)), replace=False)])
+    return torch.cat(rows)
+
+
+def frame_crops(frames: list[np.ndarray], batch: int, crop: int, seed: int) -> Iterator[torch.Tensor]:
+    """Random (B, C, crop) windows of analysis frames; crop is a multiple of 4 (one token)."""
+    rng = np.random.default_rng(seed)
+    while True:
+        out = np.empty((batch, frames[0].shape[0], crop), np.float32)
+        for i in range(batch):
+            f = frames[rng.integers(len(frames))]
+            start = rng.integers(0, max(1, f.shape[1] - crop)) // FRAMES_PER_TOKEN * FRAMES_PER_TOKEN
+            piece = f[:, start:start + crop]
+            out[i, :, : piece.shape[1]] = piece
+            out[i, :, piece.shape[1]:] = piece[:, -1:]
+        yield torch.from_numpy(out)
+
+
+def semantic_loss(model: nn.Module, frames: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    core = model.module if hasattr(model, "module") else model
+    return core.loss(frames)
+
+
+@torch.inference_mode()
+def fit_token_centroids(model: SemanticModel, frames: list[np.ndarray], per_clip: int = 100, seed: int = 0) -> dict:
+    """k-means with ``vocab`` clusters on the token layer's features of training frames."""
+    model.eval()
+    rng = np.random.default_rng(seed)
+    rows = []
+    for f in frames:
+        feats = model.features(torch.from_numpy(f.astype(np.float32))[None])[0]
+        rows.append(feats[rng.choice(len(feats), size=min(per_clip, len(feats)), replace=False)])
+    x = torch.cat(rows)
+    model.centroids.copy_(kmeans(x, model.cfg.vocab, iters=20, generator=torch.Generator().manual_seed(seed)))
+    return {"kmeans_frames": len(x)}
+
+
+def train_semantic(corpus: Path, preset: str, run_dir: Path, overrides: dict | None = None, progress: bool = True) -> dict:
+    from .data.build import read_records
+    from .training import TRAIN_PRESETS, rewrite_weights, setup_distributed, train_loop
+
+    ddp = setup_distributed()
+    cfg = replace(TRAIN_PRESETS["semantic"][preset], **(overrides or {}))
+    torch.manual_seed(cfg.seed)
+    model = SemanticModel(SEMANTIC_PRESETS[preset])
+    frames = corpus_frames(corpus, read_records(corpus, "train"))
+    mel = np.concatenate([f[CHANNELS["mel"], ::50].astype(np.float32) for f in frames], axis=1)
+    model.mel_mean.copy_(torch.from_numpy(mel.mean(1, keepdims=True)))
+    model.mel_std.copy_(torch.from_numpy(mel.std(1, keepdims=True) + 1e-3))
+    model.targets.fit(sample_token_frames(frames, per_clip=100, seed=cfg.seed), seed=cfg.seed)
+    crop = int(cfg.crop_seconds * SEMANTIC_RATE) * FRAMES_PER_TOKEN
+    batches = frame_crops(frames, cfg.batch_size, crop, seed=cfg.seed * 1000 + ddp.rank)
+    result = train_loop("semantic", model, {"preset": preset, **model.config_dict()}, batches, semantic_loss, cfg, run_dir, ddp, progress)
+    if ddp.main:
+        result.update(fit_token_centroids(model, frames, seed=cfg.seed))
+        rewrite_weights(run_dir, model, {"tokens": result})
+    return result

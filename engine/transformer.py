@@ -1,0 +1,129 @@
+"""One Transformer for the whole project, nanoGPT-shaped.
+
+Pre-norm blocks, attention through ``scaled_dot_product_attention``, rotary positions (so a
+model trained on short crops still runs on longer windows), and a KV cache for incremental
+decoding. ``causal=True`` makes it the decoder-only LM of all three MusicLM stages;
+``causal=False`` makes it the bidirectional encoder of MuLan's audio tower and of the semantic
+tokenizer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    dim: int = 256
+    layers: int = 4
+    heads: int = 4
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    causal: bool = True
+    rope_base: float = 10_000.0
+
+
+def rotary(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
+    """Rotate pairs of channels of (B, H, T, Dh) by angles that grow with the position."""
+    half = x.shape[-1] // 2
+    freqs = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    angles = positions.to(torch.float32)[:, None] * freqs[None]  # (T, half)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class KVCache:
+    """Keys and values of every layer for the positions seen so far (one sequence batch)."""
+
+    def __init__(self, layers: int):
+        self.keys: list[torch.Tensor | None] = [None] * layers
+        self.values: list[torch.Tensor | None] = [None] * layers
+        self.length = 0
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.keys[layer] is not None:
+            k = torch.cat([self.keys[layer], k], dim=2)
+            v = torch.cat([self.values[layer], v], dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+    def crop(self, length: int) -> None:
+        """Forget everything after ``length`` positions (windowed generation slides the context)."""
+        self.keys = [None if k is None else k[:, :, :length] for k in self.keys]
+        self.values = [None if v is None else v[:, :, :length] for v in self.values]
+        self.length = min(self.length, length)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
+        self.out = nn.Linear(cfg.dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None,
+                cache: KVCache | None, layer: int) -> torch.Tensor:
+        b, t, d = x.shape
+        h = self.cfg.heads
+        q, k, v = self.qkv(x).view(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        q, k = rotary(q, positions, self.cfg.rope_base), rotary(k, positions, self.cfg.rope_base)
+        if cache is not None:
+            k, v = cache.append(layer, k, v)
+        causal = self.cfg.causal and mask is None and (cache is None or t > 1)
+        if causal and k.shape[2] != t:  # new queries attend to the whole cache and causally to each other
+            past = k.shape[2] - t
+            mask = torch.ones(t, k.shape[2], dtype=torch.bool, device=x.device).tril(past)
+            causal = False
+        drop = self.cfg.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=causal)
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.dim)
+        self.attn = Attention(cfg)
+        self.norm2 = nn.LayerNorm(cfg.dim)
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.mlp_ratio * cfg.dim), nn.GELU(), nn.Linear(cfg.mlp_ratio * cfg.dim, cfg.dim))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, positions, mask, cache, layer):
+        x = x + self.drop(self.attn(self.norm1(x), positions, mask, cache, layer))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class Transformer(nn.Module):
+    """A stack of blocks over already-embedded inputs (B, T, dim) → (B, T, dim).
+
+    Embeddings and heads belong to the model that uses it (a stage declares its token layout;
+    an encoder its input projection). ``return_layers`` gives every block's output, which the
+    semantic tokenizer clusters.
+    """
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(cfg.dim)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, mask: torch.Tensor | None = None,
+                return_layers: bool = False, upto: int | None = None):
+        start = cache.length if cache is not None else 0
+        positions = torch.arange(start, start + x.shape[1], device=x.device)
+        layers = []
+        for i, block in enumerate(self.blocks[:upto]):
+            x = block(x, positions, mask, cache, i)
+            layers.append(x)
+        if cache is not None:
+            cache.length += x.shape[1]
+        if upto is None:
+            x = self.norm(x)
+        return (x, layers) if return_layers else x
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.cfg.layers)

@@ -1,0 +1,94 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from engine.features import N_CHANNELS, analyze
+from engine.mulan import MuLan, MuLanConfig, caption_variants, load_mulan
+from engine.quantization import ResidualVQ
+from engine.transformer import TransformerConfig
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+TINY = MuLanConfig(audio=TransformerConfig(dim=32, layers=1, heads=2, causal=False), rvq_levels=3, rvq_size=16, text_hidden=32)
+RECORD = {
+    "seed": 5, "caption": "A calm piano ballad.", "genre": "folk", "mood": "calm", "tempo": 90, "key": {"name": "D major"},
+    "aspects": ["folk", "calm", "slow tempo", "90 bpm", "D major", "piano"],
+    "instruments": [{"role": "lead", "program": 0, "is_drum": False}, {"role": "bass", "program": 32, "is_drum": False}],
+}
+
+
+def test_caption_variants_keep_the_original_and_vary_the_wording():
+    variants = caption_variants(RECORD, 8)
+    assert variants[0] == RECORD["caption"] and len(variants) == 8
+    assert len(set(variants)) >= 5
+    assert variants == caption_variants(RECORD, 8)  # deterministic
+    assert variants != caption_variants(RECORD, 8, seed=1)
+
+
+@pytest.mark.parametrize("seconds, windows", [(4.0, 1), (10.0, 1), (25.0, 16)])
+def test_audio_embedding_is_a_unit_vector_over_10s_windows_at_1s_stride(seconds, windows):
+    torch.manual_seed(0)
+    model = MuLan(TINY).eval()
+    audio = np.random.default_rng(0).normal(0, 0.1, int(seconds * 24_000)).astype(np.float32)
+    frames = analyze(torch.from_numpy(audio))[0].numpy()
+    assert frames.shape[0] == N_CHANNELS
+    per_window = model.embed_frames(frames, per_window=True)
+    assert per_window.shape == (windows, TINY.embed_dim)
+    emb = model.embed_audio(audio)
+    assert emb.shape == (TINY.embed_dim,) and abs(float(emb.norm()) - 1) < 1e-5
+    assert torch.equal(emb, model.embed_audio(audio))
+
+
+def test_rvq_fitted_offline_round_trips_embeddings():
+    torch.manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(3000, 16) @ torch.randn(16, 16), dim=-1)
+    rvq = ResidualVQ(levels=6, size=64, dim=16, dropout=0.0)
+    rvq.fit(x, iters=10)
+    codes = rvq.encode(x[:, :, None])
+    assert codes.shape == (3000, 6, 1) and int(codes.max()) < 64
+    recon = rvq.decode(codes)[:, :, 0]
+    cosine = torch.nn.functional.cosine_similarity(x, recon, dim=-1).mean()
+    coarse = torch.nn.functional.cosine_similarity(x, rvq.decode(codes[:, :1])[:, :, 0], dim=-1).mean()
+    assert cosine > 0.95 and cosine > coarse
+
+
+def test_conditioning_tokens_are_12_ids_per_embedding():
+    model = MuLan(MuLanConfig()).eval()
+    model.rvq.fit(torch.nn.functional.normalize(torch.randn(2048, 128), dim=-1), iters=2)
+    tokens = model.tokens(torch.nn.functional.normalize(torch.randn(3, 128), dim=-1))
+    assert tokens.shape == (3, 12) and tokens.dtype == torch.long and int(tokens.max()) < 1024
+
+
+def test_missing_checkpoint_names_the_training_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m engine train mulan"):
+        load_mulan(tmp_path / "none.safetensors")
+
+
+def _engine(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_train_then_eval_mulan_on_the_smoke_corpus(smoke_corpus, tmp_path):
+    corpus, _ = smoke_corpus
+    run = tmp_path / "mulan"
+    proc = _engine("train", "mulan", "--corpus", corpus, "--run-dir", run, "--steps", 2, "--batch-size", 4, "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.splitlines()[-1])["step"] == 2
+    proc = _engine("eval", "mulan", "--corpus", corpus, "--checkpoint", run, "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.splitlines()[-1])
+    assert report["clips"] == 1 and 0 <= report["text_to_audio"]["recall@10"] <= 1
+    assert set(report["rvq_cosine"]) == {"audio_clip", "audio_window", "text"}
+    model = load_mulan(run)
+    text = model.embed_text(["a calm piano ballad", "metal with distorted guitars"])
+    assert text.shape == (2, 128) and model.tokens(text).shape == (2, 12)
+
+
+def test_eval_mulan_without_a_checkpoint_is_one_clear_line(smoke_corpus, tmp_path):
+    corpus, _ = smoke_corpus
+    proc = _engine("eval", "mulan", "--corpus", corpus, "--checkpoint", tmp_path / "missing.safetensors")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "train mulan" in proc.stderr
