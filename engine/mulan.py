@@ -36,8 +36,8 @@ CAPTIONED_ROLES = ("lead", "chords", "bass", "drums", "pad")
 @dataclass(frozen=True)
 class MuLanConfig:
     embed_dim: int = 128
-    audio: TransformerConfig = field(default_factory=lambda: TransformerConfig(dim=192, layers=3, heads=4, dropout=0.1, causal=False))
-    stem_stride: int = 4  # 100 Hz frames → 25 Hz tokens inside the tower
+    audio: TransformerConfig = field(default_factory=lambda: TransformerConfig(dim=128, layers=2, heads=4, dropout=0.1, causal=False))
+    stem_stride: int = 8  # 100 Hz frames → 12.5 Hz inside the tower: 125 positions per 10 s window
     handcrafted: bool = True
     text_hidden: int = 512
     window_seconds: float = 10.0
@@ -60,7 +60,7 @@ class MuLanConfig:
 
 MULAN_PRESETS = {
     "cpu-small": MuLanConfig(),
-    "gpu-base": MuLanConfig(audio=TransformerConfig(dim=384, layers=6, heads=6, dropout=0.1, causal=False)),
+    "gpu-base": MuLanConfig(audio=TransformerConfig(dim=384, layers=6, heads=6, dropout=0.1, causal=False), stem_stride=4),
 }
 
 

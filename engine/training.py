@@ -44,11 +44,11 @@ TRAIN_PRESETS = {
         "gpu-base": TrainConfig(steps=200_000, batch_size=32, crop_seconds=2.0, lr=5e-4),
     },
     "mulan": {
-        "cpu-small": TrainConfig(steps=1500, batch_size=128, lr=1e-3, warmup=100, checkpoint_every=100),
+        "cpu-small": TrainConfig(steps=1000, batch_size=128, lr=1e-3, warmup=100, checkpoint_every=100),
         "gpu-base": TrainConfig(steps=20_000, batch_size=256, lr=5e-4, warmup=500),
     },
     "semantic": {
-        "cpu-small": TrainConfig(steps=3000, batch_size=24, crop_seconds=6.0, lr=1e-3, warmup=200, checkpoint_every=200),
+        "cpu-small": TrainConfig(steps=2000, batch_size=24, crop_seconds=6.0, lr=1e-3, warmup=200, checkpoint_every=200),
         "gpu-base": TrainConfig(steps=100_000, batch_size=64, crop_seconds=10.0, lr=5e-4, warmup=2000),
     },
 }

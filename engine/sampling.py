@@ -1,0 +1,50 @@
+"""Choosing the next token: temperature, top-k, top-p and classifier-free guidance.
+
+One module for all three stages, so that a seed means the same thing everywhere: every draw goes
+through a ``torch.Generator`` owned by the caller.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    guidance: float = 1.0  # classifier-free guidance scale; 1 = the conditional model alone
+
+
+def guide(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float) -> torch.Tensor:
+    """CFG on log-probabilities (AudioGen): uncond + scale · (cond − uncond). ``unconditional``
+    may come from dropped conditioning or from a negative prompt."""
+    if scale == 1.0:
+        return conditional
+    cond, uncond = conditional.log_softmax(-1), unconditional.log_softmax(-1)
+    return uncond + scale * (cond - uncond)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Set everything outside the top-k and outside the smallest set with mass ≥ top_p to −inf."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        outside = probs.cumsum(-1) - probs > top_p  # keep the token that crosses top_p
+        logits = logits.masked_fill(outside.scatter(-1, order, outside), float("-inf"))
+    return logits
+
+
+def sample(logits: torch.Tensor, cfg: Sampling, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(..., V) logits → (...) token ids."""
+    if cfg.temperature <= 0:
+        return logits.argmax(-1)
+    logits = filter_logits(logits.float() / cfg.temperature, cfg.top_k, cfg.top_p)
+    probs = logits.softmax(-1)
+    flat = probs.reshape(-1, probs.shape[-1])
+    return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
