@@ -1,0 +1,237 @@
+"""The three MusicLM stages as one token LM over declared token layouts (paper §3.2, Figure 2).
+
+Every stage is the same decoder-only Transformer (``engine.transformer``); what differs is a
+small declaration of its token layout:
+
+- an optional **prefix** stream placed before the sequence, one token per position (the 12
+  MuLan tokens M), which classifier-free guidance can replace by learned "null" tokens;
+- **aligned** conditioning streams whose frames are added to each generated position, read a few
+  frames ahead (S for stage 2, the coarse acoustic levels for stage 3). The paper prepends them
+  as a prefix; aligning them in time gives the same conditional model with a sequence half as
+  long, and lets every stage run as soon as its inputs exist, which is what makes streaming
+  possible on a CPU;
+- the **target** stream it generates: ``levels`` codebooks per position, with MusicGen's delay
+  pattern (level k lags k positions) so each level still sees the coarser levels of its frame.
+
+Stage 1 p(S | M), stage 2 p(A_coarse | S, M), stage 3 p(A_fine | A_coarse) are three
+``StageLayout`` values at the bottom of this file.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .sampling import Sampling, guide, sample
+from .transformer import Transformer, TransformerConfig
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str
+    vocab: int = 1024
+    levels: int = 1
+    frames_per_position: float = 1.0  # an aligned stream at 25 Hz under a 50 Hz target: 0.5
+    lookahead: int = 0  # aligned streams: how many positions ahead each position reads
+
+
+@dataclass(frozen=True)
+class StageLayout:
+    name: str
+    target: Stream
+    rate: float  # target positions per second
+    prefix: Stream | None = None
+    aligned: tuple[Stream, ...] = ()
+    delay: bool = True  # delay pattern across target levels
+    crop_seconds: float = 10.0
+    sampling: Sampling = field(default_factory=Sampling)
+
+    @property
+    def positions(self) -> int:
+        return int(self.crop_seconds * self.rate)
+
+    @property
+    def max_delay(self) -> int:
+        return self.target.levels - 1 if self.delay else 0
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    layout: StageLayout
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    cond_dropout: float = 0.1  # training: drop M for classifier-free guidance
+
+    @staticmethod
+    def from_dict(d: dict) -> "LMConfig":
+        lay = d["layout"]
+        layout = StageLayout(
+            name=lay["name"], target=Stream(**lay["target"]), rate=lay["rate"],
+            prefix=Stream(**lay["prefix"]) if lay["prefix"] else None, aligned=tuple(Stream(**s) for s in lay["aligned"]),
+            delay=lay["delay"], crop_seconds=lay["crop_seconds"], sampling=Sampling(**lay["sampling"]))
+        return LMConfig(layout, TransformerConfig(**d["transformer"]), d["cond_dropout"])
+
+
+class TokenLM(nn.Module):
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.cfg, lay, d = cfg, cfg.layout, cfg.transformer.dim
+        self.transformer = Transformer(cfg.transformer)
+        self.bos = nn.Parameter(torch.randn(d) * 0.02)  # the first position's "previous token"
+        self.target_embed = nn.ModuleList(nn.Embedding(lay.target.vocab + 1, d) for _ in range(lay.target.levels))  # +1: delay pad
+        self.heads = nn.ModuleList(nn.Linear(d, lay.target.vocab, bias=False) for _ in range(lay.target.levels))
+        self.aligned_embed = nn.ModuleDict({s.name: nn.ModuleList(nn.Embedding(s.vocab + 1, d) for _ in range(s.levels)) for s in lay.aligned})
+        if lay.prefix is not None:
+            self.prefix_embed = nn.ModuleList(nn.Embedding(lay.prefix.vocab, d) for _ in range(lay.prefix.levels))
+            self.null_prefix = nn.Parameter(torch.randn(lay.prefix.levels, d) * 0.02)
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)
+
+    # -- layout ------------------------------------------------------------------------------
+    def delayed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L, T) target tokens → (B, L, T + max_delay) with level k shifted right by k; the
+        holes hold the pad id (= vocab)."""
+        lay = self.cfg.layout
+        b, levels, t = tokens.shape
+        out = torch.full((b, levels, t + lay.max_delay), lay.target.vocab, dtype=tokens.dtype, device=tokens.device)
+        for k in range(levels):
+            shift = k if lay.delay else 0
+            out[:, k, shift:shift + t] = tokens[:, k]
+        return out
+
+    def undelayed(self, tokens: torch.Tensor, length: int) -> torch.Tensor:
+        lay = self.cfg.layout
+        return torch.stack([tokens[:, k, (k if lay.delay else 0):(k if lay.delay else 0) + length] for k in range(tokens.shape[1])], 1)
+
+    def embed_prefix(self, prefix: torch.Tensor | None, batch: int, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, levels) prefix ids (or None = unconditional) → (B, levels, d)."""
+        lay = self.cfg.layout
+        if lay.prefix is None:
+            return self.bos.new_zeros(batch, 0, self.bos.shape[0])
+        null = self.null_prefix[None].expand(batch, -1, -1)
+        if prefix is None:
+            return null
+        x = torch.stack([self.prefix_embed[k](prefix[:, k]) for k in range(lay.prefix.levels)], 1)
+        if drop is not None:
+            x = torch.where(drop[:, None, None], null, x)
+        return x
+
+    def embed_positions(self, previous: torch.Tensor, aligned: dict[str, torch.Tensor], start: int) -> torch.Tensor:
+        """Inputs of target positions start … start+n−1.
+
+        ``previous``: (B, L, n) delayed target ids of the positions before them (the pad id where a
+        level has nothing yet); ``aligned``: whole aligned streams (B, levels, frames), read at
+        frame ⌊(position + lookahead) · frames_per_position⌋ (past the end: pad).
+        """
+        x = sum(self.target_embed[k](previous[:, k]) for k in range(previous.shape[1]))
+        n = previous.shape[2]
+        for s in self.cfg.layout.aligned:
+            frames = aligned[s.name]
+            idx = ((torch.arange(start, start + n, device=frames.device) + s.lookahead) * s.frames_per_position).long()
+            valid = idx < frames.shape[2]
+            ids = torch.where(valid, frames[:, :, idx.clamp(max=frames.shape[2] - 1)], s.vocab)
+            x = x + sum(self.aligned_embed[s.name][k](ids[:, k]) for k in range(s.levels))
+        return x
+
+    def shifted_inputs(self, delayed: torch.Tensor) -> torch.Tensor:
+        """Position t sees the delayed targets of t−1 (position 0 sees BOS: pad ids + the bos vector)."""
+        pad = torch.full_like(delayed[:, :, :1], self.cfg.layout.target.vocab)
+        return torch.cat([pad, delayed[:, :, :-1]], dim=2)
+
+    # -- training ----------------------------------------------------------------------------
+    def forward(self, target: torch.Tensor, prefix: torch.Tensor | None = None, aligned: dict[str, torch.Tensor] | None = None,
+                drop: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits (B, L, T + max_delay, V) for target tokens (B, L, T)."""
+        delayed = self.delayed(target)
+        x = self.embed_positions(self.shifted_inputs(delayed), aligned or {}, 0)
+        x[:, 0] = x[:, 0] + self.bos
+        p = self.embed_prefix(prefix, target.shape[0], drop)
+        h = self.transformer(torch.cat([p, x], 1))[:, p.shape[1]:]
+        return torch.stack([head(h) for head in self.heads], 1)
+
+    def loss(self, target: torch.Tensor, prefix: torch.Tensor | None = None, aligned: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
+        drop = None
+        if self.cfg.layout.prefix is not None and self.training:
+            drop = torch.rand(target.shape[0], device=target.device) < self.cfg.cond_dropout
+        logits = self(target, prefix, aligned, drop)
+        delayed = self.delayed(target)
+        mask = delayed != self.cfg.layout.target.vocab  # delay holes are not predicted
+        loss = F.cross_entropy(logits[mask], delayed[mask])
+        per_level = [F.cross_entropy(logits[:, k][mask[:, k]], delayed[:, k][mask[:, k]]).detach() for k in range(target.shape[1])]
+        return loss, {"loss": loss.detach(), **{f"level{k + 1}": v for k, v in enumerate(per_level[:4])}}
+
+    # -- generation --------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, length: int, prefix: torch.Tensor | None = None, aligned: dict[str, torch.Tensor] | None = None,
+                 sampling: Sampling | None = None, generator: torch.Generator | None = None,
+                 negative: torch.Tensor | None = None, prompt: torch.Tensor | None = None) -> torch.Tensor:
+        """Sample ``length`` target positions (B, L, length) with a KV cache.
+
+        ``prompt`` (B, L, P) continues given tokens; ``negative`` (B, levels) prefix ids replace the
+        null prefix as the unconditional branch of classifier-free guidance (a negative prompt).
+        """
+        steps = list(self.stream(length, prefix, aligned, sampling, generator, negative, prompt))
+        return torch.cat(steps, 2) if steps else torch.zeros(1, self.cfg.layout.target.levels, 0, dtype=torch.long)
+
+    @torch.inference_mode()
+    def stream(self, length: int, prefix: torch.Tensor | None = None, aligned: dict[str, torch.Tensor] | None = None,
+               sampling: Sampling | None = None, generator: torch.Generator | None = None,
+               negative: torch.Tensor | None = None, prompt: torch.Tensor | None = None):
+        """Yield each finished target frame (B, L, 1) as soon as all its levels are sampled."""
+        lay, aligned = self.cfg.layout, aligned or {}
+        sampling = sampling or lay.sampling
+        batch = prefix.shape[0] if prefix is not None else next(iter(aligned.values())).shape[0] if aligned else 1
+        guided = lay.prefix is not None and sampling.guidance != 1.0
+        pad = lay.target.vocab
+        given = prompt.shape[2] if prompt is not None else 0
+        total = given + length
+        delayed = torch.full((batch, lay.target.levels, total + lay.max_delay), pad, dtype=torch.long)
+        if given:
+            delayed[:, :, : given + lay.max_delay] = self.delayed(prompt)
+        p = self.embed_prefix(prefix, batch)
+        if guided:
+            p = torch.cat([p, self.embed_prefix(negative, batch)])
+        cond = {k: torch.cat([v, v]) if guided else v for k, v in aligned.items()}
+        cache = self.transformer.new_cache()
+        if p.shape[1]:
+            self.transformer(p, cache=cache)
+        if given:  # prefill: positions whose targets the prompt fixes
+            previous = self.shifted_inputs(delayed[:, :, :given])
+            x = self.embed_positions(torch.cat([previous, previous]) if guided else previous, cond, 0)
+            x[:, 0] = x[:, 0] + self.bos
+            self.transformer(x, cache=cache)
+        emitted = given
+        for t in range(given, total + lay.max_delay):
+            prev = delayed[:, :, t - 1:t] if t > 0 else torch.full((batch, lay.target.levels, 1), pad, dtype=torch.long)
+            x = self.embed_positions(torch.cat([prev, prev]) if guided else prev, cond, t)
+            if t == 0:
+                x = x + self.bos
+            h = self.transformer(x, cache=cache)[:, -1]
+            for k in range(lay.target.levels):
+                frame = t - (k if lay.delay else 0)
+                if not 0 <= frame < total or frame < given:
+                    continue
+                logits = self.heads[k](h)
+                if guided:
+                    logits = guide(logits[:batch], logits[batch:], sampling.guidance)
+                delayed[:, k, t] = sample(logits, sampling, generator)
+            while emitted <= t - lay.max_delay and emitted < total:  # every level of frame `emitted` is sampled
+                yield self.undelayed(delayed[:, :, emitted:emitted + lay.max_delay + 1], 1)
+                emitted += 1
+
+
+def stage_layouts(crop_scale: float = 1.0) -> dict[str, StageLayout]:
+    """The paper's three stages (§3.2, §4): crops 30 / 10 / 3 s scaled by ``crop_scale``,
+    temperatures 1.0 / 0.95 / 0.4, coarse = codec levels 1–4, fine = 5–12."""
+    return {
+        "stage1": StageLayout("stage1", target=Stream("S", 1024, 1), rate=25, prefix=Stream("M", 1024, 12),
+                              crop_seconds=30 * crop_scale, sampling=Sampling(temperature=1.0, top_k=0, guidance=3.0)),
+        "stage2": StageLayout("stage2", target=Stream("A_coarse", 1024, 4), rate=50, prefix=Stream("M", 1024, 12),
+                              aligned=(Stream("S", 1024, 1, frames_per_position=0.5, lookahead=4),),
+                              crop_seconds=10 * crop_scale, sampling=Sampling(temperature=0.95, guidance=1.0)),
+        "stage3": StageLayout("stage3", target=Stream("A_fine", 1024, 8), rate=50,
+                              aligned=(Stream("A_coarse", 1024, 4, lookahead=2),),
+                              crop_seconds=3 * crop_scale, sampling=Sampling(temperature=0.4)),
+    }
