@@ -60,6 +60,19 @@ def _train(args: argparse.Namespace) -> dict:
     return {"run_dir": str(run_dir), **result}
 
 
+def _tokenize(args: argparse.Namespace) -> dict:
+    from .tokens import build_token_cache
+
+    corpus = Path(args.corpus)
+    if not (corpus / "train.jsonl").exists():
+        raise UsageError(f"no corpus at {corpus}: build one with python -m engine data build --out {corpus} --hours 4")
+    checkpoints = {k: getattr(args, k) for k in ("mulan", "semantic", "codec") if getattr(args, k)}
+    try:
+        return {split: str(build_token_cache(corpus, split, checkpoints, progress=not args.quiet)) for split in ("train", "test")}
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _export(stage: str, run_dir: Path) -> Path:
     """Copy a run's weights to assets/checkpoints/<stage>.safetensors with its config."""
     from .models import CHECKPOINT_DIR
@@ -164,6 +177,13 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--no-handcrafted", action="store_true", help="mulan: audio tower without the handcrafted descriptors (ablation)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(run=_train)
+
+    tk = sub.add_parser("tokenize", help="cache M_A, S and A of every corpus clip for the stage LMs")
+    tk.add_argument("--corpus", default="corpus")
+    for name in ("mulan", "semantic", "codec"):
+        tk.add_argument(f"--{name}", help=f"{name} checkpoint or run folder (default: assets/checkpoints)")
+    tk.add_argument("--quiet", action="store_true")
+    tk.set_defaults(run=_tokenize)
 
     c = sub.add_parser("codec", help="neural codec tools")
     c_sub = c.add_subparsers(dest="codec_command", required=True)

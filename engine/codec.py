@@ -223,18 +223,32 @@ class Codec(nn.Module):
     @torch.no_grad()
     def stream_decode(self, codes: torch.Tensor, chunk_tokens: int = 10):
         """Yield audio for one stream of codes (q, T) chunk by chunk, as tokens become available."""
-        ctx = self.decoder.receptive_field
-        ola = OverlapAdd(codes.device)
+        streamer = CodecStreamer(self)
         total = codes.shape[-1]
         for start in range(0, total, chunk_tokens):
-            end = min(total, start + chunk_tokens)
-            left = max(0, start - ctx)
-            latents = self.quantizer.decode(codes[None, :, left:end])
-            frames = self.decoder.frames(latents)[0, (start - left) * FRAMES_PER_TOKEN:]
-            piece = ola.push(frames)
-            if end == total:
-                piece = torch.cat([piece, ola.flush(total * HOP)])
-            yield piece
+            yield streamer.push(codes[:, start:start + chunk_tokens], final=start + chunk_tokens >= total)
+
+
+class CodecStreamer:
+    """Incremental decoding: push the next tokens (q, n) of one stream, get the audio that is now
+    final. Each push decodes only its tokens plus the causal decoder's receptive field of past
+    tokens, so the result equals whole decoding."""
+
+    def __init__(self, codec: Codec):
+        self.codec = codec
+        self.codes: torch.Tensor | None = None
+        self.ola = OverlapAdd(next(codec.parameters()).device)
+
+    @torch.no_grad()
+    def push(self, codes: torch.Tensor, final: bool = False) -> torch.Tensor:
+        start = 0 if self.codes is None else self.codes.shape[-1]
+        self.codes = codes if self.codes is None else torch.cat([self.codes, codes], -1)
+        left = max(0, start - self.codec.decoder.receptive_field)
+        latents = self.codec.quantizer.decode(self.codes[None, :, left:])
+        piece = self.ola.push(self.codec.decoder.frames(latents)[0, (start - left) * FRAMES_PER_TOKEN:])
+        if final:
+            piece = torch.cat([piece, self.ola.flush(self.codes.shape[-1] * HOP)])
+        return piece
 
 
 def load_codec(path=None, device: str = "cpu") -> Codec:

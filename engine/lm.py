@@ -18,8 +18,10 @@ Stage 1 p(S | M), stage 2 p(A_coarse | S, M), stage 3 p(A_fine | A_coarse) are t
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -193,22 +195,20 @@ class TokenLM(nn.Module):
         p = self.embed_prefix(prefix, batch)
         if guided:
             p = torch.cat([p, self.embed_prefix(negative, batch)])
-        cond = {k: torch.cat([v, v]) if guided else v for k, v in aligned.items()}
         cache = self.transformer.new_cache()
         if p.shape[1]:
             self.transformer(p, cache=cache)
         if given:  # prefill: positions whose targets the prompt fixes
-            previous = self.shifted_inputs(delayed[:, :, :given])
-            x = self.embed_positions(torch.cat([previous, previous]) if guided else previous, cond, 0)
+            x = self.embed_positions(self.shifted_inputs(delayed[:, :, :given]), aligned, 0)
             x[:, 0] = x[:, 0] + self.bos
-            self.transformer(x, cache=cache)
+            self.transformer(torch.cat([x, x]) if guided else x, cache=cache)
         emitted = given
         for t in range(given, total + lay.max_delay):
             prev = delayed[:, :, t - 1:t] if t > 0 else torch.full((batch, lay.target.levels, 1), pad, dtype=torch.long)
-            x = self.embed_positions(torch.cat([prev, prev]) if guided else prev, cond, t)
+            x = self.embed_positions(prev, aligned, t)  # aligned streams are read now, so a caller may fill them as it goes
             if t == 0:
                 x = x + self.bos
-            h = self.transformer(x, cache=cache)[:, -1]
+            h = self.transformer(torch.cat([x, x]) if guided else x, cache=cache)[:, -1]
             for k in range(lay.target.levels):
                 frame = t - (k if lay.delay else 0)
                 if not 0 <= frame < total or frame < given:
@@ -235,3 +235,93 @@ def stage_layouts(crop_scale: float = 1.0) -> dict[str, StageLayout]:
                               aligned=(Stream("A_coarse", 1024, 4, lookahead=2),),
                               crop_seconds=3 * crop_scale, sampling=Sampling(temperature=0.4)),
     }
+
+
+STAGE_PRESETS = {
+    "cpu-small": {
+        "stage1": LMConfig(replace(stage_layouts()["stage1"], crop_seconds=10.0), TransformerConfig(dim=256, layers=4, heads=4, dropout=0.1)),
+        "stage2": LMConfig(replace(stage_layouts()["stage2"], crop_seconds=4.0), TransformerConfig(dim=256, layers=4, heads=4, dropout=0.1)),
+        "stage3": LMConfig(replace(stage_layouts()["stage3"], crop_seconds=2.0), TransformerConfig(dim=192, layers=3, heads=4, dropout=0.1)),
+    },
+    "gpu-base": {
+        "stage1": LMConfig(stage_layouts()["stage1"], TransformerConfig(dim=768, layers=12, heads=12, dropout=0.1)),
+        "stage2": LMConfig(stage_layouts()["stage2"], TransformerConfig(dim=768, layers=12, heads=12, dropout=0.1)),
+        "stage3": LMConfig(stage_layouts()["stage3"], TransformerConfig(dim=512, layers=8, heads=8, dropout=0.1)),
+    },
+}
+COARSE_LEVELS = 4
+
+
+def stage_inputs(layout: StageLayout, tokens: dict[str, torch.Tensor], clip: int, start: int, length: int) -> dict:
+    """One training example of a stage from the token cache: a crop of ``length`` target
+    positions beginning at target frame ``start`` of clip ``clip``."""
+    a, s = tokens["A"][clip], tokens["S"][clip]
+    per_second = layout.rate
+    window = min(int(start / per_second), tokens["M"].shape[1] - 1)  # the 10 s MuLan window the crop starts in
+    if layout.name == "stage1":
+        return {"target": s[None, start:start + length], "prefix": tokens["M"][clip, window], "aligned": {}}
+    extra = length + layout.max_delay + 8  # aligned frames the delayed positions and lookahead read
+    if layout.name == "stage2":
+        return {"target": a[:COARSE_LEVELS, start:start + length], "prefix": tokens["M"][clip, window],
+                "aligned": {"S": s[None, start // 2: start // 2 + extra // 2 + 1]}}
+    return {"target": a[COARSE_LEVELS:, start:start + length], "prefix": None,
+            "aligned": {"A_coarse": a[:COARSE_LEVELS, start:start + extra]}}
+
+
+def stage_batches(layout: StageLayout, tokens: dict[str, torch.Tensor], batch: int, seed: int):
+    """Random crops, collated; crops of stage 2 start on even frames so S stays aligned."""
+    rng = np.random.default_rng(seed)
+    frames = tokens["S"].shape[1] if layout.name == "stage1" else tokens["A"].shape[2]
+    length = min(layout.positions, frames)
+    while True:
+        rows = []
+        for _ in range(batch):
+            start = int(rng.integers(0, frames - length + 1))
+            rows.append(stage_inputs(layout, tokens, int(rng.integers(len(tokens["S"]))), start - start % 2, length))
+        shortest = {k: min(r["aligned"][k].shape[-1] for r in rows) for k in rows[0]["aligned"]}
+        yield {
+            "target": torch.stack([r["target"] for r in rows]),
+            "prefix": torch.stack([r["prefix"] for r in rows]) if rows[0]["prefix"] is not None else None,
+            "aligned": {k: torch.stack([r["aligned"][k][..., :n] for r in rows]) for k, n in shortest.items()},
+        }
+
+
+def stage_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+    core = model.module if hasattr(model, "module") else model
+    return core.loss(batch["target"], batch["prefix"], batch["aligned"])
+
+
+@torch.no_grad()
+def held_out_loss(model: TokenLM, tokens: dict[str, torch.Tensor], batches: int = 8, seed: int = 123) -> float:
+    model.eval()
+    it = stage_batches(model.cfg.layout, tokens, 16, seed)
+    losses = [float(stage_loss(model, next(it))[0]) for _ in range(batches)]
+    model.train()
+    return round(float(np.mean(losses)), 4)
+
+
+def train_stage(stage: str):
+    def train(corpus: Path, preset: str, run_dir: Path, overrides: dict | None = None, progress: bool = True) -> dict:
+        from .tokens import load_token_cache
+        from .training import TRAIN_PRESETS, rewrite_weights, setup_distributed, train_loop
+
+        ddp = setup_distributed()
+        cfg = replace(TRAIN_PRESETS[stage][preset], **(overrides or {}))
+        torch.manual_seed(cfg.seed)
+        model = TokenLM(STAGE_PRESETS[preset][stage])
+        train_tokens, test_tokens = load_token_cache(corpus, "train"), load_token_cache(corpus, "test")
+        batches = stage_batches(model.cfg.layout, train_tokens, cfg.batch_size, seed=cfg.seed * 1000 + ddp.rank)
+        result = train_loop(stage, model, {"preset": preset, **model.config_dict()}, batches, stage_loss, cfg, run_dir, ddp, progress)
+        if ddp.main:
+            result["held_out_loss"] = held_out_loss(model, test_tokens)
+            rewrite_weights(run_dir, model, {"held_out": result})
+        return result
+
+    train.__name__ = f"train_{stage}"
+    return train
+
+
+def load_stage(stage: str, path: Path | None = None) -> TokenLM:
+    from .training import load_trained
+
+    return load_trained(stage, path, lambda config: TokenLM(LMConfig.from_dict({k: v for k, v in config.items() if k != "preset"})))

@@ -47,6 +47,10 @@ TRAIN_PRESETS = {
         "cpu-small": TrainConfig(steps=1000, batch_size=128, lr=1e-3, warmup=100, checkpoint_every=100),
         "gpu-base": TrainConfig(steps=20_000, batch_size=256, lr=5e-4, warmup=500),
     },
+    **{stage: {
+        "cpu-small": TrainConfig(steps=4000, batch_size=16, lr=1e-3, warmup=200, checkpoint_every=200),
+        "gpu-base": TrainConfig(steps=100_000, batch_size=64, lr=3e-4, warmup=2000),
+    } for stage in ("stage1", "stage2", "stage3")},
     "semantic": {
         "cpu-small": TrainConfig(steps=2000, batch_size=24, crop_seconds=6.0, lr=1e-3, warmup=200, checkpoint_every=200),
         "gpu-base": TrainConfig(steps=100_000, batch_size=64, crop_seconds=10.0, lr=5e-4, warmup=2000),
@@ -300,5 +304,7 @@ def train_codec(corpus: Path, preset: str, run_dir: Path, overrides: dict | None
 # Stage name → trainer; `python -m engine train` and the studio's model table read this.
 from .mulan import train_mulan  # noqa: E402  (the stage modules import this one lazily)
 from .semantic import train_semantic  # noqa: E402
+from .lm import train_stage  # noqa: E402
 
-TRAINERS = {"codec": train_codec, "mulan": train_mulan, "semantic": train_semantic}
+TRAINERS = {"codec": train_codec, "mulan": train_mulan, "semantic": train_semantic,
+            **{stage: train_stage(stage) for stage in ("stage1", "stage2", "stage3")}}

@@ -1,0 +1,180 @@
+"""MusicLM inference, as in the paper's Figure 2, streamed.
+
+    text ──MuLan──► M ──stage 1──► S ──stage 2 (+M)──► A coarse ──stage 3──► A fine ──codec──► audio
+
+The three stages run interleaved in time: stage 2 reads S a few frames ahead of the frame it
+makes, stage 3 reads the coarse levels a few frames ahead, and the codec decodes each block of
+finished frames at once, so the first audio exists long before the last S token. Minutes of
+music come from windows that overlap on every stage: each new window is a continuation whose
+prompt is the end of the previous one.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE
+from .codec import HOP, CodecStreamer
+from .lm import COARSE_LEVELS, TokenLM
+from .sampling import Sampling
+
+MAX_SECONDS = 300.0
+
+
+@dataclass
+class Chunk:
+    """A piece of streamed audio and where generation stands."""
+    audio: np.ndarray  # float32, 24 kHz mono
+    seconds_done: float
+    stages: dict[str, float] = field(default_factory=dict)  # wall seconds spent per stage so far
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    seconds: float = 10.0
+    seed: int = 0
+    temperatures: tuple[float, float, float] = (1.0, 0.95, 0.4)  # paper §4
+    top_k: int = 0
+    guidance: float = 3.0  # classifier-free guidance on stage 1
+    negative_prompt: str = ""
+    chunk_seconds: float = 0.5
+
+
+def windowed(model: TokenLM, total: int, prefix, aligned: dict[str, torch.Tensor], sampling: Sampling, generator,
+             negative=None, prompt: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    """Yield ``total`` target frames (B, L, 1), in windows of the stage's crop length that
+    overlap by half: each window continues the previous one's last half-crop of frames."""
+    lay = model.cfg.layout
+    window = lay.positions - lay.positions % 2
+    context = window // 2
+    produced = prompt if prompt is not None else torch.zeros(1, lay.target.levels, 0, dtype=torch.long)
+    made = 0
+    while made < total:
+        ctx = min(produced.shape[2], context)
+        start = produced.shape[2] - ctx  # target frame where this window begins
+        length = min(window - ctx, total - made)
+        views = {s.name: aligned[s.name][..., int(start * s.frames_per_position):] for s in lay.aligned}
+        for frame in model.stream(length, prefix, views, sampling, generator, negative, produced[:, :, start:] if ctx else None):
+            produced = torch.cat([produced, frame], 2)
+            made += 1
+            yield frame
+
+
+class MusicLM:
+    """The studio's and the CLI's one door into generation."""
+
+    def __init__(self, mulan, codec, stage1: TokenLM, stage2: TokenLM, stage3: TokenLM, semantic=None):
+        self.mulan, self.codec, self.semantic = mulan, codec, semantic
+        self.stages = {"stage1": stage1, "stage2": stage2, "stage3": stage3}
+
+    @classmethod
+    def load(cls, root: Path | None = None, device: str = "cpu", paths: dict[str, Path] | None = None) -> "MusicLM":
+        """Every model from ``assets/checkpoints/`` (or ``root``); ``paths`` overrides single models
+        (a run folder or an exported file)."""
+        from .codec import load_codec
+        from .lm import load_stage
+        from .models import CHECKPOINT_DIR
+        from .mulan import load_mulan
+        from .semantic import load_semantic
+
+        root = Path(root) if root else CHECKPOINT_DIR
+        where = {name: (paths or {}).get(name, root / f"{name}.safetensors") for name in ("mulan", "semantic", "codec", "stage1", "stage2", "stage3")}
+        return cls(load_mulan(where["mulan"]), load_codec(where["codec"], device),
+                   *(load_stage(s, where[s]) for s in ("stage1", "stage2", "stage3")), semantic=load_semantic(where["semantic"]))
+
+    def conditioning(self, prompt: str) -> torch.Tensor:
+        """Text → the 12 MuLan tokens M (1, 12)."""
+        return self.mulan.tokens(self.mulan.embed_text([prompt]))
+
+    def stream(self, prompt: str, settings: GenerationSettings = GenerationSettings(), prefix: torch.Tensor | None = None,
+               prompt_tokens: dict[str, torch.Tensor] | None = None) -> Iterator[Chunk]:
+        """Yield audio chunks of about ``chunk_seconds`` as soon as they are decoded.
+
+        ``prefix`` overrides M (e.g. MuLan audio tokens for continuation); ``prompt_tokens`` holds
+        S (1, 1, Ts) and A (1, 12, Ta) of audio to continue from."""
+        if not 0 < settings.seconds <= MAX_SECONDS:
+            raise ValueError(f"seconds must be in (0, {MAX_SECONDS:.0f}], got {settings.seconds}")
+        generator = torch.Generator().manual_seed(settings.seed)
+        timings = {"mulan": 0.0, "stage1": 0.0, "stage2": 0.0, "stage3": 0.0, "codec": 0.0}
+        t0 = time.perf_counter()
+        m = prefix if prefix is not None else self.conditioning(prompt)
+        negative = self.conditioning(settings.negative_prompt) if settings.negative_prompt.strip() else None
+        timings["mulan"] = time.perf_counter() - t0
+        s1, s2, s3 = (self.stages[n] for n in ("stage1", "stage2", "stage3"))
+        frames = int(np.ceil(settings.seconds * SAMPLE_RATE / HOP))  # 50 Hz acoustic frames
+        semantic_total = (frames + 1) // 2
+        prompt_tokens = prompt_tokens or {}
+        given_s = prompt_tokens.get("S")
+        given_a = prompt_tokens.get("A")
+        # buffers the later stages read from while the earlier ones fill them
+        s_buf = torch.full((1, 1, semantic_total + (given_s.shape[2] if given_s is not None else 0)), s2.cfg.layout.aligned[0].vocab, dtype=torch.long)
+        offset_s = 0
+        if given_s is not None:
+            s_buf[:, :, : given_s.shape[2]] = given_s
+            offset_s = given_s.shape[2]
+        offset_a = given_a.shape[2] if given_a is not None else 0
+        c_buf = torch.full((1, COARSE_LEVELS, frames + offset_a), s3.cfg.layout.aligned[0].vocab, dtype=torch.long)
+        if given_a is not None:
+            c_buf[:, :, :offset_a] = given_a[:, :COARSE_LEVELS]
+        temps = settings.temperatures
+        sampling = [replace(s.cfg.layout.sampling, temperature=t, top_k=settings.top_k) for s, t in zip((s1, s2, s3), temps)]
+        sampling[0] = replace(sampling[0], guidance=settings.guidance)
+        gen1 = windowed(s1, semantic_total, m, {}, sampling[0], generator, negative, given_s)
+        gen2 = windowed(s2, frames, m, {"S": s_buf}, sampling[1], generator, None,
+                        given_a[:, :COARSE_LEVELS] if given_a is not None else None)
+        gen3 = windowed(s3, frames, None, {"A_coarse": c_buf}, sampling[2], generator, None,
+                        given_a[:, COARSE_LEVELS:] if given_a is not None else None)
+        streamer = CodecStreamer(self.codec)
+        if given_a is not None:  # decoder context: the prompt's tokens, whose audio the caller has
+            streamer.push(given_a[0])
+        chunk = max(1, int(settings.chunk_seconds * SAMPLE_RATE / HOP))
+        n_s = n_c = 0
+        pending: list[torch.Tensor] = []
+        lookahead2 = s2.cfg.layout.aligned[0].lookahead + s2.cfg.layout.max_delay
+        lookahead3 = s3.cfg.layout.aligned[0].lookahead + s3.cfg.layout.max_delay
+        done = 0
+        for f in range(frames):
+            need_c = min(frames, f + lookahead3 + 1)
+            while n_c < need_c:  # stage 2 runs ahead of stage 3 …
+                need_s = min(semantic_total, (n_c + lookahead2) // 2 + 1)
+                while n_s < need_s:  # … and stage 1 ahead of stage 2
+                    t = time.perf_counter()
+                    s_buf[:, :, offset_s + n_s] = next(gen1)[:, :, 0]
+                    timings["stage1"] += time.perf_counter() - t
+                    n_s += 1
+                t = time.perf_counter()
+                c_buf[:, :, offset_a + n_c] = next(gen2)[:, :, 0]
+                timings["stage2"] += time.perf_counter() - t
+                n_c += 1
+            t = time.perf_counter()
+            fine = next(gen3)
+            timings["stage3"] += time.perf_counter() - t
+            pending.append(torch.cat([c_buf[:, :, offset_a + f:offset_a + f + 1], fine], 1)[0])
+            if len(pending) == chunk or f == frames - 1:
+                t = time.perf_counter()
+                audio = streamer.push(torch.cat(pending, 1), final=f == frames - 1)
+                timings["codec"] += time.perf_counter() - t
+                pending = []
+                keep = min(len(audio), int(settings.seconds * SAMPLE_RATE) - done)
+                done += keep
+                yield Chunk(audio[:keep].numpy(), done / SAMPLE_RATE, {k: round(v, 4) for k, v in timings.items()})
+
+    def generate(self, prompt: str, settings: GenerationSettings = GenerationSettings(), **kwargs) -> tuple[np.ndarray, dict]:
+        """The whole piece at once: (audio, info with per-stage seconds and first-chunk latency)."""
+        t0 = time.perf_counter()
+        pieces, first, stages = [], None, {}
+        for chunk in self.stream(prompt, settings, **kwargs):
+            if first is None:
+                first = time.perf_counter() - t0
+            pieces.append(chunk.audio)
+            stages = chunk.stages
+        wall = time.perf_counter() - t0
+        audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        return audio, {"seconds": round(len(audio) / SAMPLE_RATE, 3), "sample_rate": SAMPLE_RATE, "wall_s": round(wall, 3),
+                       "rtf": round(wall / max(settings.seconds, 1e-9), 4), "first_chunk_s": round(first or wall, 3),
+                       "stages": stages, "seed": settings.seed}
