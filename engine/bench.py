@@ -72,3 +72,26 @@ def bench_codec(seconds: float = 10.0, repeats: int = 3) -> dict:
             }
     result["threads"] = torch.get_num_threads()
     return result
+
+
+def bench_generate(lengths: tuple[float, ...] = (10.0, 60.0), prompt: str = "calm violin melody over a distorted guitar riff, 90 bpm",
+                   seed: int = 0) -> dict:
+    """Text → audio with the shipped checkpoints: RTF, first-chunk latency, per-stage seconds
+    and tokens/s, peak RSS — for each length, in this one process."""
+    import resource
+
+    from .pipeline import GenerationSettings, MusicLM
+
+    t0 = time.perf_counter()
+    model = MusicLM.load()
+    load_s = time.perf_counter() - t0
+    model.generate(prompt, GenerationSettings(seconds=1.0, seed=seed))  # warm-up: first calls allocate
+    runs = {}
+    for seconds in lengths:
+        _, info = model.generate(prompt, GenerationSettings(seconds=seconds, seed=seed))
+        tokens = {"stage1": seconds * 25, "stage2": seconds * 50 * 4, "stage3": seconds * 50 * 8}
+        info["tokens_per_s"] = {k: round(tokens[k] / max(info["stages"][k], 1e-9), 1) for k in tokens}
+        runs[f"{seconds:g}s"] = info
+    rtfs = [runs[k]["rtf"] for k in runs]
+    return {"prompt": prompt, "load_s": round(load_s, 2), "runs": runs, "rtf_ratio_longest_to_shortest": round(rtfs[-1] / rtfs[0], 3),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "threads": torch.get_num_threads()}

@@ -73,6 +73,42 @@ def _tokenize(args: argparse.Namespace) -> dict:
         raise UsageError(str(exc)) from None
 
 
+def _peak_rss_mb() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _generate(args: argparse.Namespace) -> dict:
+    import numpy as np
+
+    from .audio import save_audio
+    from .pipeline import MAX_SECONDS, GenerationSettings, MusicLM
+
+    prompt = (args.prompt or "").strip()
+    if not prompt:
+        raise UsageError("the prompt is empty; describe the music, e.g. \"calm violin melody over a guitar riff, 90 bpm\"")
+    if len(prompt) > 500:
+        raise UsageError(f"the prompt is {len(prompt)} characters long; the limit is 500")
+    if not args.seconds <= MAX_SECONDS:
+        raise UsageError(f"--seconds must be at most {MAX_SECONDS:.0f}")
+    for flag in ("melody", "continue_", "story"):
+        if getattr(args, flag):
+            raise UsageError(f"--{flag.rstrip('_')} is not available in this version yet")
+    if args.device == "cuda":
+        raise UsageError("--device cuda: generation runs on the CPU in this version")
+    try:
+        model = MusicLM.load()
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    settings = GenerationSettings(seconds=args.seconds, seed=args.seed, top_k=args.top_k, guidance=args.guidance,
+                                  negative_prompt=args.negative or "", temperatures=tuple(args.temperatures))
+    audio, info = model.generate(prompt, settings)
+    save_audio(args.out, audio)
+    return {"prompt": prompt, "out": str(args.out), **info, "peak_rss_mb": _peak_rss_mb(),
+            "peak_abs": round(float(np.max(np.abs(audio))) if audio.size else 0.0, 4)}
+
+
 def _export(stage: str, run_dir: Path) -> Path:
     """Copy a run's weights to assets/checkpoints/<stage>.safetensors with its config."""
     from .models import CHECKPOINT_DIR
@@ -132,12 +168,12 @@ def _eval(args: argparse.Namespace) -> dict:
 
 
 def _bench(args: argparse.Namespace) -> dict:
-    from .bench import bench_codec
+    from .bench import bench_codec, bench_generate
 
-    if args.what != "codec":
-        raise UsageError(f"bench {args.what!r} is not available yet; available: codec")
     try:
-        return bench_codec(args.seconds)
+        if args.what == "codec":
+            return bench_codec(args.seconds)
+        return bench_generate(tuple(args.lengths))
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
 
@@ -178,6 +214,22 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(run=_train)
 
+    g = sub.add_parser("generate", help="text → music (DESIGN §4)")
+    g.add_argument("prompt")
+    g.add_argument("--seconds", type=_positive_float, default=10.0)
+    g.add_argument("--out", default="out.wav")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--negative", help="negative prompt: steer away from this description")
+    g.add_argument("--guidance", type=_positive_float, default=3.0, help="classifier-free guidance scale on stage 1")
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--temperatures", type=_positive_float, nargs=3, default=(1.0, 0.95, 0.4), metavar=("T1", "T2", "T3"))
+    g.add_argument("--melody", help="hum or whistle to follow (not yet)")
+    g.add_argument("--continue", dest="continue_", help="clip to continue (not yet)")
+    g.add_argument("--story", help="story JSON (not yet)")
+    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    g.add_argument("--json", action="store_true", help="print the result as JSON (the default)")
+    g.set_defaults(run=_generate)
+
     tk = sub.add_parser("tokenize", help="cache M_A, S and A of every corpus clip for the stage LMs")
     tk.add_argument("--corpus", default="corpus")
     for name in ("mulan", "semantic", "codec"):
@@ -205,7 +257,8 @@ def parser() -> argparse.ArgumentParser:
 
     bn = sub.add_parser("bench", help="speed and memory as JSON")
     bn.add_argument("what", choices=("codec", "generate"), nargs="?", default="codec")
-    bn.add_argument("--seconds", type=_positive_float, default=10.0)
+    bn.add_argument("--seconds", type=_positive_float, default=10.0, help="codec: audio length")
+    bn.add_argument("--lengths", type=_positive_float, nargs="+", default=[10.0, 60.0], help="generate: the lengths to time")
     bn.add_argument("--json", action="store_true")
     bn.set_defaults(run=_bench)
 
