@@ -115,7 +115,7 @@ def _export(stage: str, run_dir: Path) -> Path:
     from .training import export_checkpoint
 
     target = CHECKPOINT_DIR / f"{stage}.safetensors"
-    export_checkpoint(run_dir, target)
+    export_checkpoint(run_dir, target, half=stage.startswith("stage"))
     return target
 
 

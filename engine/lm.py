@@ -81,11 +81,12 @@ class TokenLM(nn.Module):
         self.cfg, lay, d = cfg, cfg.layout, cfg.transformer.dim
         self.transformer = Transformer(cfg.transformer)
         self.bos = nn.Parameter(torch.randn(d) * 0.02)  # the first position's "previous token"
-        self.target_embed = nn.ModuleList(nn.Embedding(lay.target.vocab + 1, d) for _ in range(lay.target.levels))  # +1: delay pad
-        self.heads = nn.ModuleList(nn.Linear(d, lay.target.vocab, bias=False) for _ in range(lay.target.levels))
+        # one table per target level (+1 row: the delay pad); the output heads share them (nanoGPT's weight tying)
+        self.target_embed = nn.ModuleList(nn.Embedding(lay.target.vocab + 1, d) for _ in range(lay.target.levels))
         self.aligned_embed = nn.ModuleDict({s.name: nn.ModuleList(nn.Embedding(s.vocab + 1, d) for _ in range(s.levels)) for s in lay.aligned})
         if lay.prefix is not None:
-            self.prefix_embed = nn.ModuleList(nn.Embedding(lay.prefix.vocab, d) for _ in range(lay.prefix.levels))
+            self.prefix_embed = nn.Embedding(lay.prefix.vocab, d)  # shared by the 12 M levels …
+            self.prefix_level = nn.Parameter(torch.randn(lay.prefix.levels, d) * 0.02)  # … told apart by a level vector
             self.null_prefix = nn.Parameter(torch.randn(lay.prefix.levels, d) * 0.02)
 
     def config_dict(self) -> dict:
@@ -115,7 +116,7 @@ class TokenLM(nn.Module):
         null = self.null_prefix[None].expand(batch, -1, -1)
         if prefix is None:
             return null
-        x = torch.stack([self.prefix_embed[k](prefix[:, k]) for k in range(lay.prefix.levels)], 1)
+        x = self.prefix_embed(prefix) + self.prefix_level
         if drop is not None:
             x = torch.where(drop[:, None, None], null, x)
         return x
@@ -151,7 +152,11 @@ class TokenLM(nn.Module):
         x[:, 0] = x[:, 0] + self.bos
         p = self.embed_prefix(prefix, target.shape[0], drop)
         h = self.transformer(torch.cat([p, x], 1))[:, p.shape[1]:]
-        return torch.stack([head(h) for head in self.heads], 1)
+        return torch.stack([self.head(h, k) for k in range(target.shape[1])], 1)
+
+    def head(self, h: torch.Tensor, level: int) -> torch.Tensor:
+        """Logits of one target level from hidden states, through that level's embedding table."""
+        return h @ self.target_embed[level].weight[: self.cfg.layout.target.vocab].t()
 
     def loss(self, target: torch.Tensor, prefix: torch.Tensor | None = None, aligned: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
         drop = None
@@ -213,7 +218,7 @@ class TokenLM(nn.Module):
                 frame = t - (k if lay.delay else 0)
                 if not 0 <= frame < total or frame < given:
                     continue
-                logits = self.heads[k](h)
+                logits = self.head(h, k)
                 if guided:
                     logits = guide(logits[:batch], logits[batch:], sampling.guidance)
                 delayed[:, k, t] = sample(logits, sampling, generator)

@@ -120,15 +120,18 @@ TRAINING_ONLY_BUFFERS = ("embed_avg", "cluster_size")  # RVQ EMA statistics: not
 SHARD_BYTES = 14_000_000  # assets/checkpoints keeps every file under 15 MB
 
 
-def export_checkpoint(run_dir: Path, path: Path) -> dict:
+def export_checkpoint(run_dir: Path, path: Path, half: bool = False) -> dict:
     """Ship a run's weights to assets/checkpoints as float32 safetensors shards + a JSON config.
 
     float16 storage would halve the size but moves the RVQ codes (the LMs' tokens): measured on
-    the codec, 98 % of codes changed. So weights stay float32 and large models are sharded:
-    ``name.safetensors``, ``name-1.safetensors`` …, listed in ``name.json``.
+    the codec, 98 % of codes changed. So the tokenizers stay float32 and large models are sharded:
+    ``name.safetensors``, ``name-1.safetensors`` …, listed in ``name.json``. The stage LMs only
+    produce logits to sample from, so they ship as float16 (``half``) and load back as float32.
     """
     state = json.loads((run_dir / "state.json").read_text())
     weights = {k: v for k, v in load_file(str(run_dir / "model.safetensors")).items() if not k.endswith(TRAINING_ONLY_BUFFERS)}
+    if half:
+        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for key, tensor in weights.items():
@@ -153,7 +156,7 @@ def load_exported(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     weights: dict[str, torch.Tensor] = {}
     for name in meta.get("shards", [path.name]):
         weights.update(load_file(str(path.with_name(name))))
-    return meta["config"], weights
+    return meta["config"], {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}
 
 
 def load_trained(name: str, path: Path | str | None, build: Callable[[dict], nn.Module], device: str = "cpu") -> nn.Module:
