@@ -99,7 +99,8 @@ class MusicLM:
         S (1, 1, Ts) and A (1, 12, Ta) of audio to continue from."""
         if not 0 < settings.seconds <= MAX_SECONDS:
             raise ValueError(f"seconds must be in (0, {MAX_SECONDS:.0f}], got {settings.seconds}")
-        generator = torch.Generator().manual_seed(settings.seed)
+        # one generator per stage: a stage's draws never depend on how the stages interleave
+        generators = [torch.Generator().manual_seed(settings.seed * 3 + i) for i in range(3)]
         timings = {"mulan": 0.0, "stage1": 0.0, "stage2": 0.0, "stage3": 0.0, "codec": 0.0}
         t0 = time.perf_counter()
         m = prefix if prefix is not None else self.conditioning(prompt)
@@ -124,10 +125,10 @@ class MusicLM:
         temps = settings.temperatures
         sampling = [replace(s.cfg.layout.sampling, temperature=t, top_k=settings.top_k) for s, t in zip((s1, s2, s3), temps)]
         sampling[0] = replace(sampling[0], guidance=settings.guidance)
-        gen1 = windowed(s1, semantic_total, m, {}, sampling[0], generator, negative, given_s)
-        gen2 = windowed(s2, frames, m, {"S": s_buf}, sampling[1], generator, None,
+        gen1 = windowed(s1, semantic_total, m, {}, sampling[0], generators[0], negative, given_s)
+        gen2 = windowed(s2, frames, m, {"S": s_buf}, sampling[1], generators[1], None,
                         given_a[:, :COARSE_LEVELS] if given_a is not None else None)
-        gen3 = windowed(s3, frames, None, {"A_coarse": c_buf}, sampling[2], generator, None,
+        gen3 = windowed(s3, frames, None, {"A_coarse": c_buf}, sampling[2], generators[2], None,
                         given_a[:, COARSE_LEVELS:] if given_a is not None else None)
         streamer = CodecStreamer(self.codec)
         if given_a is not None:  # decoder context: the prompt's tokens, whose audio the caller has
