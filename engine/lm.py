@@ -88,6 +88,9 @@ class TokenLM(nn.Module):
             self.prefix_embed = nn.Embedding(lay.prefix.vocab, d)  # shared by the 12 M levels …
             self.prefix_level = nn.Parameter(torch.randn(lay.prefix.levels, d) * 0.02)  # … told apart by a level vector
             self.null_prefix = nn.Parameter(torch.randn(lay.prefix.levels, d) * 0.02)
+        for module in self.modules():  # GPT-2 init: unit-variance tables would give tied logits of std √d
+            if isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
 
     def config_dict(self) -> dict:
         return asdict(self.cfg)
