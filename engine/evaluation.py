@@ -214,23 +214,21 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
         vocab = int(max(train_x.max(), test_x.max())) + 1
         layer = torch.nn.Embedding(vocab, classes)
         torch.nn.init.zeros_(layer.weight)
-        forward = layer
     else:
         mean, std = train_x.mean(0), train_x.std(0) + 1e-5
         train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
         layer = torch.nn.Linear(train_x.shape[1], classes)
-        forward = layer
     optimizer = torch.optim.LBFGS(layer.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure():
         optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(forward(train_x), train_y) + 1e-4 * sum(p.pow(2).sum() for p in layer.parameters())
+        loss = torch.nn.functional.cross_entropy(layer(train_x), train_y) + 1e-4 * sum(p.pow(2).sum() for p in layer.parameters())
         loss.backward()
         return loss
 
     optimizer.step(closure)
     with torch.no_grad():
-        return round(float((forward(test_x).argmax(1) == test_y).float().mean()), 4)
+        return round(float((layer(test_x).argmax(1) == test_y).float().mean()), 4)
 
 
 def _perplexity(tokens: torch.Tensor, vocab: int) -> dict:

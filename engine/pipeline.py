@@ -52,16 +52,19 @@ def windowed(model: TokenLM, total: int, prefix, aligned: dict[str, torch.Tensor
     lay = model.cfg.layout
     window = lay.positions - lay.positions % 2
     context = window // 2
-    produced = prompt if prompt is not None else torch.zeros(1, lay.target.levels, 0, dtype=torch.long)
-    made = 0
-    while made < total:
-        ctx = min(produced.shape[2], context)
-        start = produced.shape[2] - ctx  # target frame where this window begins
-        length = min(window - ctx, total - made)
+    given = prompt.shape[2] if prompt is not None else 0
+    produced = torch.zeros(1 if prompt is None else prompt.shape[0], lay.target.levels, given + total, dtype=torch.long)
+    if given:
+        produced[:, :, :given] = prompt
+    end = given  # frames in ``produced`` so far; preallocated, so minutes of music are not re-copied every frame
+    while end < given + total:
+        ctx = min(end, context)
+        start = end - ctx  # target frame where this window begins
+        length = min(window - ctx, given + total - end)
         views = {s.name: aligned[s.name][..., int(start * s.frames_per_position):] for s in lay.aligned}
-        for frame in model.stream(length, prefix, views, sampling, generator, negative, produced[:, :, start:] if ctx else None):
-            produced = torch.cat([produced, frame], 2)
-            made += 1
+        for frame in model.stream(length, prefix, views, sampling, generator, negative, produced[:, :, start:end] if ctx else None):
+            produced[:, :, end] = frame[:, :, 0]
+            end += 1
             yield frame
 
 
