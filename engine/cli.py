@@ -14,6 +14,13 @@ class UsageError(Exception):
     """A problem with what the user asked for; reported as one line, exit code 2."""
 
 
+def _positive_int(text: str) -> int:
+    value = _positive_float(text)
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text}")
+    return int(value)
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -153,16 +160,17 @@ def _codec(args: argparse.Namespace) -> dict:
 
 
 def _eval(args: argparse.Namespace) -> dict:
-    from .evaluation import eval_codec, eval_mulan, eval_semantic
+    from .evaluation import eval_codec, eval_generation, eval_mulan, eval_semantic
 
-    evaluators = {"codec": eval_codec, "mulan": eval_mulan, "semantic": eval_semantic}
+    evaluators = {"codec": eval_codec, "mulan": eval_mulan, "semantic": eval_semantic, "generation": eval_generation}
     if args.what not in evaluators:
         raise UsageError(f"eval {args.what!r} is not available yet; available: {', '.join(evaluators)}")
     corpus = Path(args.corpus)
     if not (corpus / "test.jsonl").exists():
         raise UsageError(f"no corpus at {corpus}")
     try:
-        return evaluators[args.what](corpus, Path(args.checkpoint) if args.checkpoint else None, args.clips)
+        extra = {"seconds": args.seconds, "seeds": args.seeds} if args.what == "generation" else {}
+        return evaluators[args.what](corpus, Path(args.checkpoint) if args.checkpoint else None, args.clips, **extra)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
 
@@ -250,8 +258,10 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="quality metrics as JSON")
     e.add_argument("what", choices=("codec", "mulan", "semantic", "generation", "melody", "story", "all"))
     e.add_argument("--corpus", default="corpus")
-    e.add_argument("--checkpoint")
-    e.add_argument("--clips", type=int, help="evaluate only the first N test clips")
+    e.add_argument("--checkpoint", help="a checkpoint file or run folder (generation: a folder holding all six models)")
+    e.add_argument("--clips", type=int, help="evaluate only the first N test clips (generation: N test captions, default 30)")
+    e.add_argument("--seconds", type=_positive_float, default=10.0, help="generation: seconds per generated clip")
+    e.add_argument("--seeds", type=_positive_int, default=3, help="generation: seeds per contrasting prompt pair")
     e.add_argument("--json", action="store_true")
     e.set_defaults(run=_eval)
 

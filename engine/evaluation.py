@@ -297,3 +297,101 @@ def eval_semantic(corpus: Path, checkpoint: Path | None = None, clips: int | Non
         "semantic_codes": _perplexity(test_x["semantic_tokens"], vocab), "baseline_codes": _perplexity(test_x["baseline_tokens"], vocab),
         "tokenize_10s_s": round(float(np.median(times)), 4), "torch_threads": torch.get_num_threads(),
     }
+
+
+# ----------------------------------------------------------------------------- generation
+CONTRAST_PAIRS = (  # (A, B): B asks for more percussive, busier and brighter music than A
+    ("tender solo piano, slow tempo, calm", "heavy metal with distorted guitar and powerful drums, fast tempo"),
+    ("calm ambient music with a warm synth pad, slow tempo", "techno with an 808 drum machine and synth bass, fast tempo"),
+    ("melancholic string quartet with violin and cello, slow tempo", "energetic rock with crunchy guitar and a drum kit, fast tempo"),
+    ("peaceful folk with nylon-string guitar and flute, unhurried tempo", "chiptune with a square lead and electronic drums, quick tempo"),
+    ("dreamy vocal pad, sparse texture, slow tempo", "high-energy house with a drum machine, fast tempo"),
+)
+
+
+def _generation_set(records: list[dict], n: int) -> list[dict]:
+    """``n`` test captions, two thirds of them stating a bpm so tempo adherence has enough prompts."""
+    from .metrics import stated_bpm
+
+    timed = [r for r in records if stated_bpm(r["caption"])][: (2 * n) // 3]
+    return timed + [r for r in records if not stated_bpm(r["caption"])][: n - len(timed)]
+
+
+def _contrast(model, seconds: float, seeds: int) -> dict:
+    from .metrics import descriptors
+    from .pipeline import GenerationSettings
+
+    pairs = []
+    for a, b in CONTRAST_PAIRS:
+        deltas = []
+        for seed in range(seeds):
+            settings = GenerationSettings(seconds=seconds, seed=seed)
+            da, db = (descriptors(model.generate(p, settings)[0]) for p in (a, b))
+            deltas.append({k: db[k] - da[k] for k in da})
+        mean = {k: round(float(np.mean([d[k] for d in deltas])), 4) for k in deltas[0]}
+        pairs.append({"a": a, "b": b, "mean_b_minus_a": mean, "moved": all(v > 0 for v in mean.values()),
+                      "seeds_all_moved": sum(all(v > 0 for v in d.values()) for d in deltas)})
+    per_feature = {k: sum(p["mean_b_minus_a"][k] > 0 for p in pairs) for k in pairs[0]["mean_b_minus_a"]}
+    return {"seeds": seeds, "pairs_moved": sum(p["moved"] for p in pairs), "of": len(pairs), "per_feature": per_feature, "pairs": pairs}
+
+
+def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0,
+                    seeds: int = 3) -> dict:
+    """Issue 5's adherence metrics on test captions never seen in training: MuLan cycle
+    consistency (MCC) against reference renders of the same captions, tempo adherence, contrasting
+    prompt pairs, and Fréchet distances to the test renders — each also for the unconditioned
+    generator (null M), the baseline that shows what the text adds."""
+    from .data.build import read_records
+    from .features import FRAME_RATE, analyze, corpus_frames, window_descriptor
+    from .metrics import TEMPO_TOLERANCE, estimated_bpm, frechet_distance, stated_bpm, tempo_error
+    from .pipeline import GenerationSettings, MusicLM
+
+    t0 = time.perf_counter()
+    model = MusicLM.load(checkpoint)
+    mulan = model.mulan
+    records = read_records(corpus, "test")
+    window = int(seconds * FRAME_RATE)
+    reference_frames = [f[:, :window].astype(np.float32) for f in corpus_frames(corpus, records)]  # first `seconds` of each test render (cached as float16)
+    reference = {"mulan": np.stack([mulan.embed_frames(f).numpy() for f in reference_frames]),
+                 "handcrafted": np.stack([window_descriptor(f) for f in reference_frames])}
+    index = {r["id"]: i for i, r in enumerate(records)}
+    chosen = _generation_set(records, clips or 30)
+    kinds = ("generated", "unconditional", "reference")
+    mcc = {k: [] for k in kinds}
+    tempo = {k: [] for k in kinds}
+    embeddings = {k: {"mulan": [], "handcrafted": []} for k in kinds[:2]}
+    rtf = []
+    for seed, record in enumerate(chosen):
+        settings = GenerationSettings(seconds=seconds, seed=seed)
+        generated, info = model.generate(record["caption"], settings)
+        blank, _ = model.generate(record["caption"], settings, unconditional=True)
+        rtf.append(info["rtf"])
+        rendered, _ = sf.read(str(Path(corpus) / record["audio"]), dtype="float32", frames=int(seconds * SAMPLE_RATE))
+        text = mulan.embed_text([record["caption"]])[0].numpy()
+        bpm = stated_bpm(record["caption"])
+        for kind, audio in (("generated", generated), ("unconditional", blank), ("reference", rendered)):
+            if kind == "reference":
+                emb = reference["mulan"][index[record["id"]]]
+            else:
+                frames = analyze(torch.from_numpy(audio))[0].numpy()
+                emb = mulan.embed_frames(frames).numpy()
+                embeddings[kind]["mulan"].append(emb)
+                embeddings[kind]["handcrafted"].append(window_descriptor(frames))
+            mcc[kind].append(float(text @ emb))
+            if bpm:
+                tempo[kind].append(tempo_error(estimated_bpm(audio), bpm))
+    scale = {"mulan": 1.0, "handcrafted": reference["handcrafted"].std(0) + 1e-6}  # descriptors mix units: standardize by the renders
+    frechet = {space: {kind: round(frechet_distance(np.stack(embeddings[kind][space]) / scale[space], reference[space] / scale[space]), 4)
+                       for kind in embeddings} for space in scale}
+    mean_mcc = {k: round(float(np.mean(v)), 4) for k, v in mcc.items()}
+    return {
+        "captions": len(chosen), "seconds": seconds, "reference_renders": len(records),
+        "mcc": {**mean_mcc, "generated_over_reference": round(mean_mcc["generated"] / mean_mcc["reference"], 4)},
+        "tempo": {"prompts_with_bpm": len(tempo["generated"]),
+                  **{f"{k}_within_8pct": round(float(np.mean([e <= TEMPO_TOLERANCE for e in v])), 4) if v else None for k, v in tempo.items()},
+                  **{f"{k}_median_error": round(float(np.median(v)), 4) if v else None for k, v in tempo.items()}},
+        "contrast": _contrast(model, seconds, seeds),
+        "frechet": frechet,
+        "generation_rtf_mean": round(float(np.mean(rtf)), 4),
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }

@@ -211,20 +211,21 @@ class TokenLM(nn.Module):
             x[:, 0] = x[:, 0] + self.bos
             self.transformer(torch.cat([x, x]) if guided else x, cache=cache)
         emitted = given
+        heads = torch.stack([e.weight[:pad] for e in self.target_embed]).transpose(1, 2).contiguous()  # (L, d, V): every level in one matmul
+        levels = torch.arange(lay.target.levels)
         for t in range(given, total + lay.max_delay):
             prev = delayed[:, :, t - 1:t] if t > 0 else torch.full((batch, lay.target.levels, 1), pad, dtype=torch.long)
             x = self.embed_positions(prev, aligned, t)  # aligned streams are read now, so a caller may fill them as it goes
             if t == 0:
                 x = x + self.bos
             h = self.transformer(torch.cat([x, x]) if guided else x, cache=cache)[:, -1]
-            for k in range(lay.target.levels):
-                frame = t - (k if lay.delay else 0)
-                if not 0 <= frame < total or frame < given:
-                    continue
-                logits = self.head(h, k)
-                if guided:
-                    logits = guide(logits[:batch], logits[batch:], sampling.guidance)
-                delayed[:, k, t] = sample(logits, sampling, generator)
+            logits = (h[None] @ heads).transpose(0, 1)  # (B, L, V)
+            if guided:
+                logits = guide(logits[:batch], logits[batch:], sampling.guidance)
+            ids = sample(logits, sampling, generator)  # one draw for all levels; the delay pattern keeps those it needs
+            frames = t - levels * lay.delay
+            active = (frames >= given) & (frames < total)
+            delayed[:, active, t] = ids[:, active]
             while emitted <= t - lay.max_delay and emitted < total:  # every level of frame `emitted` is sampled
                 yield self.undelayed(delayed[:, :, emitted:emitted + lay.max_delay + 1], 1)
                 emitted += 1

@@ -95,19 +95,20 @@ class MusicLM:
         return self.mulan.tokens(self.mulan.embed_text([prompt]))
 
     def stream(self, prompt: str, settings: GenerationSettings = GenerationSettings(), prefix: torch.Tensor | None = None,
-               prompt_tokens: dict[str, torch.Tensor] | None = None) -> Iterator[Chunk]:
+               prompt_tokens: dict[str, torch.Tensor] | None = None, unconditional: bool = False) -> Iterator[Chunk]:
         """Yield audio chunks of about ``chunk_seconds`` as soon as they are decoded.
 
         ``prefix`` overrides M (e.g. MuLan audio tokens for continuation); ``prompt_tokens`` holds
-        S (1, 1, Ts) and A (1, 12, Ta) of audio to continue from."""
+        S (1, 1, Ts) and A (1, 12, Ta) of audio to continue from; ``unconditional`` ignores the text
+        (the learned null M of conditioning dropout): the baseline the evaluation compares against."""
         if not 0 < settings.seconds <= MAX_SECONDS:
             raise ValueError(f"seconds must be in (0, {MAX_SECONDS:.0f}], got {settings.seconds}")
         # one generator per stage: a stage's draws never depend on how the stages interleave
         generators = [torch.Generator().manual_seed(settings.seed * 3 + i) for i in range(3)]
         timings = {"mulan": 0.0, "stage1": 0.0, "stage2": 0.0, "stage3": 0.0, "codec": 0.0}
         t0 = time.perf_counter()
-        m = prefix if prefix is not None else self.conditioning(prompt)
-        negative = self.conditioning(settings.negative_prompt) if settings.negative_prompt.strip() else None
+        m = None if unconditional else prefix if prefix is not None else self.conditioning(prompt)
+        negative = self.conditioning(settings.negative_prompt) if settings.negative_prompt.strip() and not unconditional else None
         timings["mulan"] = time.perf_counter() - t0
         s1, s2, s3 = (self.stages[n] for n in ("stage1", "stage2", "stage3"))
         frames = int(np.ceil(settings.seconds * SAMPLE_RATE / HOP))  # 50 Hz acoustic frames
@@ -127,7 +128,7 @@ class MusicLM:
             c_buf[:, :, :offset_a] = given_a[:, :COARSE_LEVELS]
         temps = settings.temperatures
         sampling = [replace(s.cfg.layout.sampling, temperature=t, top_k=settings.top_k) for s, t in zip((s1, s2, s3), temps)]
-        sampling[0] = replace(sampling[0], guidance=settings.guidance)
+        sampling[0] = replace(sampling[0], guidance=1.0 if unconditional else settings.guidance)
         gen1 = windowed(s1, semantic_total, m, {}, sampling[0], generators[0], negative, given_s)
         gen2 = windowed(s2, frames, m, {"S": s_buf}, sampling[1], generators[1], None,
                         given_a[:, :COARSE_LEVELS] if given_a is not None else None)

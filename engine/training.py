@@ -218,7 +218,7 @@ def train_loop(
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=step, desc=f"train {name}", unit="step")
-    t0, logged, running = time.perf_counter(), {}, {}
+    t0, logged, running, counted = time.perf_counter(), {}, {}, 0
     model.train()
     while step < cfg.steps:
         for group in optimizer.param_groups:
@@ -231,9 +231,10 @@ def train_loop(
         step += 1
         for k, v in metrics.items():
             running[k] = running.get(k, 0.0) + float(v)
-        if step % cfg.log_every == 0:
-            logged = {k: round(v / cfg.log_every, 5) for k, v in running.items()}
-            running = {}
+        counted += 1
+        if step % cfg.log_every == 0:  # a resumed run's first average covers fewer steps
+            logged = {k: round(v / counted, 5) for k, v in running.items()}
+            running, counted = {}, 0
             if bar is not None:
                 bar.set_postfix(logged)
         if bar is not None:

@@ -26,35 +26,49 @@ class TransformerConfig:
     rope_base: float = 10_000.0
 
 
-def rotary(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
+def rotary_tables(positions: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (T, head_dim/2) of the angles rotary embedding turns each channel pair by."""
+    half = head_dim // 2
+    freqs = base ** (-torch.arange(half, device=positions.device, dtype=torch.float32) / half)
+    angles = positions.to(torch.float32)[:, None] * freqs[None]
+    return angles.cos(), angles.sin()
+
+
+def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate pairs of channels of (B, H, T, Dh) by angles that grow with the position."""
     half = x.shape[-1] // 2
-    freqs = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
-    angles = positions.to(torch.float32)[:, None] * freqs[None]  # (T, half)
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
 class KVCache:
-    """Keys and values of every layer for the positions seen so far (one sequence batch)."""
+    """Keys and values of every layer for the positions seen so far (one sequence batch).
+
+    Preallocated and grown by doubling, so decoding one token writes into place instead of
+    re-concatenating the whole history at every step."""
 
     def __init__(self, layers: int):
         self.keys: list[torch.Tensor | None] = [None] * layers
         self.values: list[torch.Tensor | None] = [None] * layers
-        self.length = 0
+        self.length = 0  # positions stored; the Transformer advances it after its last layer
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.keys[layer] is not None:
-            k = torch.cat([self.keys[layer], k], dim=2)
-            v = torch.cat([self.values[layer], v], dim=2)
-        self.keys[layer], self.values[layer] = k, v
-        return k, v
+        start, end = self.length, self.length + k.shape[2]
+        buffer = self.keys[layer]
+        if buffer is None or buffer.shape[2] < end or buffer.shape[:2] != k.shape[:2]:
+            capacity = max(64, 2 * end)
+            grown = [x.new_empty(*x.shape[:2], capacity, x.shape[3]) for x in (k, v)]
+            if buffer is not None:
+                grown[0][:, :, :start] = self.keys[layer][:, :, :start]
+                grown[1][:, :, :start] = self.values[layer][:, :, :start]
+            self.keys[layer], self.values[layer] = grown
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
     def crop(self, length: int) -> None:
         """Forget everything after ``length`` positions (windowed generation slides the context)."""
-        self.keys = [None if k is None else k[:, :, :length] for k in self.keys]
-        self.values = [None if v is None else v[:, :, :length] for v in self.values]
         self.length = min(self.length, length)
 
 
@@ -65,12 +79,12 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
         self.out = nn.Linear(cfg.dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None,
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None,
                 cache: KVCache | None, layer: int) -> torch.Tensor:
         b, t, d = x.shape
         h = self.cfg.heads
         q, k, v = self.qkv(x).view(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
-        q, k = rotary(q, positions, self.cfg.rope_base), rotary(k, positions, self.cfg.rope_base)
+        q, k = rotary(q, *rope), rotary(k, *rope)
         if cache is not None:
             k, v = cache.append(layer, k, v)
         causal = self.cfg.causal and mask is None and (cache is None or t > 1)
@@ -92,8 +106,8 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.mlp_ratio * cfg.dim), nn.GELU(), nn.Linear(cfg.mlp_ratio * cfg.dim, cfg.dim))
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, positions, mask, cache, layer):
-        x = x + self.drop(self.attn(self.norm1(x), positions, mask, cache, layer))
+    def forward(self, x, rope, mask, cache, layer):
+        x = x + self.drop(self.attn(self.norm1(x), rope, mask, cache, layer))
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
@@ -114,16 +128,27 @@ class Transformer(nn.Module):
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, mask: torch.Tensor | None = None,
                 return_layers: bool = False, upto: int | None = None):
         start = cache.length if cache is not None else 0
-        positions = torch.arange(start, start + x.shape[1], device=x.device)
+        rope = self.rope(start, x.shape[1], x.device)
         layers = []
         for i, block in enumerate(self.blocks[:upto]):
-            x = block(x, positions, mask, cache, i)
+            x = block(x, rope, mask, cache, i)
             layers.append(x)
         if cache is not None:
             cache.length += x.shape[1]
         if upto is None:
             x = self.norm(x)
         return (x, layers) if return_layers else x
+
+    def rope(self, start: int, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary tables for positions start … start+length−1, computed once and grown by doubling
+        (token-by-token decoding would otherwise spend a sixth of its time on trigonometry)."""
+        end = start + length
+        table = getattr(self, "_rope", None)
+        if table is None or table[0].shape[0] < end or table[0].device != device:
+            with torch.inference_mode(False):  # a table made while generating must still serve training
+                positions = torch.arange(max(256, 2 * end), device=device)
+                table = self._rope = rotary_tables(positions, self.cfg.dim // self.cfg.heads, self.cfg.rope_base)
+        return table[0][start:end], table[1][start:end]
 
     def new_cache(self) -> KVCache:
         return KVCache(self.cfg.layers)

@@ -48,3 +48,17 @@ def test_trained_checkpoints_generate_from_text(tiny_runs):
     audio, info = model.generate("a calm piano ballad", GenerationSettings(seconds=1.5, seed=0))
     assert len(audio) == 36_000 and np.isfinite(audio).all()
     assert info["first_chunk_s"] <= info["wall_s"]
+
+
+def test_generation_eval_runs_through_the_cli(tiny_runs, tmp_path):
+    """The adherence metrics (MCC, tempo, contrast pairs, Fréchet) on exported tiny checkpoints."""
+    from engine.training import export_checkpoint
+
+    corpus, runs, _ = tiny_runs
+    for name in ("codec", "mulan", "semantic", "stage1", "stage2", "stage3"):
+        export_checkpoint(runs / name, tmp_path / f"{name}.safetensors", half=name.startswith("stage"))
+    result = _engine("eval", "generation", "--corpus", corpus, "--checkpoint", tmp_path, "--clips", 2, "--seconds", 1, "--seeds", 1)
+    assert result["captions"] == 2 and set(result["mcc"]) >= {"generated", "unconditional", "reference"}
+    assert -1 <= result["mcc"]["generated"] <= 1
+    assert result["contrast"]["of"] == 5 and 0 <= result["contrast"]["pairs_moved"] <= 5
+    assert all(np.isfinite(v) for space in result["frechet"].values() for v in space.values())

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from engine.audio import SAMPLE_RATE
+from engine.metrics import descriptors, estimated_bpm, frechet_distance, stated_bpm, tempo_error
+
+
+def test_stated_bpm_reads_the_prompt():
+    assert stated_bpm("The pulse sits at 76 bpm; tonal center C# minor.") == 76
+    assert stated_bpm("calm violin melody, 90 BPM") == 90
+    assert stated_bpm("a slow ballad") is None
+
+
+def test_tempo_error_forgives_half_and_double_time():
+    assert tempo_error(120, 120) == 0
+    assert tempo_error(60, 120) == 0 and tempo_error(240, 120) == 0
+    assert tempo_error(100, 120) == pytest.approx(20 / 120)
+
+
+def _clicks(bpm: float, seconds: float = 8.0) -> np.ndarray:
+    audio = np.zeros(int(seconds * SAMPLE_RATE), np.float32)
+    rng = np.random.default_rng(0)
+    for t in np.arange(0, seconds, 60 / bpm):
+        start = int(t * SAMPLE_RATE)
+        audio[start:start + 600] += rng.normal(0, 0.5, len(audio[start:start + 600])) * np.exp(-np.arange(len(audio[start:start + 600])) / 100)
+    return audio
+
+
+def test_beat_tracker_finds_a_click_track():
+    assert tempo_error(estimated_bpm(_clicks(100)), 100) <= 0.08
+
+
+def test_descriptors_tell_drums_from_a_sustained_tone():
+    t = np.arange(8 * SAMPLE_RATE) / SAMPLE_RATE
+    tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    drums = descriptors(_clicks(140))
+    pad = descriptors(tone)
+    assert drums["percussive_ratio"] > pad["percussive_ratio"]
+    assert drums["onset_rate"] > pad["onset_rate"]
+    assert drums["spectral_centroid"] > pad["spectral_centroid"]
+
+
+def test_frechet_distance_matches_the_closed_form():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 3))
+    y = rng.normal(size=(4000, 3)) * 2 + 1  # N(1, 4I): |Δμ|² = 3, tr(Σx + Σy − 2√(ΣxΣy)) = 3·(1 + 4 − 4) = 3
+    assert frechet_distance(x, x) == pytest.approx(0, abs=1e-6)
+    assert frechet_distance(x, y) == pytest.approx(6, rel=0.05)
+    assert np.isfinite(frechet_distance(x[:3], y))  # fewer samples than dimensions: still defined
