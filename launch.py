@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from studio.app import build_app
 
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
-    app = build_app()
+    app = build_app(warm_up=True)
     try:
         app.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth)
     except Exception as exc:  # share links need the internet; say so and keep serving locally

@@ -90,15 +90,15 @@ def _generate(args: argparse.Namespace) -> dict:
     import numpy as np
 
     from .audio import save_audio
-    from .pipeline import MAX_SECONDS, GenerationSettings, MusicLM
+    from .pipeline import GenerationSettings, MusicLM, clean_prompt
 
-    prompt = (args.prompt or "").strip()
-    if not prompt:
-        raise UsageError("the prompt is empty; describe the music, e.g. \"calm violin melody over a guitar riff, 90 bpm\"")
-    if len(prompt) > 500:
-        raise UsageError(f"the prompt is {len(prompt)} characters long; the limit is 500")
-    if not args.seconds <= MAX_SECONDS:
-        raise UsageError(f"--seconds must be at most {MAX_SECONDS:.0f}")
+    try:
+        prompt = clean_prompt(args.prompt)
+        settings = GenerationSettings(seconds=args.seconds, seed=args.seed, top_k=args.top_k, guidance=args.guidance,
+                                      negative_prompt=args.negative or "", temperatures=tuple(args.temperatures))
+        settings.check()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     for flag in ("melody", "continue_", "story"):
         if getattr(args, flag):
             raise UsageError(f"--{flag.rstrip('_')} is not available in this version yet")
@@ -108,8 +108,6 @@ def _generate(args: argparse.Namespace) -> dict:
         model = MusicLM.load()
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
-    settings = GenerationSettings(seconds=args.seconds, seed=args.seed, top_k=args.top_k, guidance=args.guidance,
-                                  negative_prompt=args.negative or "", temperatures=tuple(args.temperatures))
     audio, info = model.generate(prompt, settings)
     save_audio(args.out, audio)
     return {"prompt": prompt, "out": str(args.out), **info, "peak_rss_mb": _peak_rss_mb(),

@@ -24,6 +24,17 @@ from .lm import COARSE_LEVELS, TokenLM
 from .sampling import Sampling
 
 MAX_SECONDS = 300.0
+MAX_PROMPT_CHARS = 500
+
+
+def clean_prompt(prompt: str | None) -> str:
+    """The prompt with its whitespace tidied, or a ValueError that says what to write instead."""
+    text = " ".join((prompt or "").split())
+    if not text:
+        raise ValueError('the prompt is empty; describe the music, e.g. "calm violin melody over a guitar riff, 90 bpm"')
+    if len(text) > MAX_PROMPT_CHARS:
+        raise ValueError(f"the prompt is {len(text)} characters long; the limit is {MAX_PROMPT_CHARS}")
+    return text
 
 
 @dataclass
@@ -43,6 +54,19 @@ class GenerationSettings:
     guidance: float = 3.0  # classifier-free guidance on stage 1
     negative_prompt: str = ""
     chunk_seconds: float = 0.5
+
+    def check(self) -> None:
+        """A ValueError naming the first setting out of range (NaN fails every comparison)."""
+        if not 0 < self.seconds <= MAX_SECONDS:
+            raise ValueError(f"duration must be in (0, {MAX_SECONDS:.0f}] seconds, got {self.seconds}")
+        if len(self.temperatures) != 3 or not all(0 <= t <= 5 for t in self.temperatures):
+            raise ValueError(f"temperatures must be three numbers in [0, 5], got {self.temperatures}")
+        if not 0 <= self.top_k <= 1024:
+            raise ValueError(f"top-k must be in [0, 1024] (0 = off), got {self.top_k}")
+        if not 0 <= self.guidance <= 20:
+            raise ValueError(f"guidance must be in [0, 20], got {self.guidance}")
+        if len(self.negative_prompt) > MAX_PROMPT_CHARS:
+            raise ValueError(f"the negative prompt is longer than {MAX_PROMPT_CHARS} characters")
 
 
 def windowed(model: TokenLM, total: int, prefix, aligned: dict[str, torch.Tensor], sampling: Sampling, generator,
@@ -90,6 +114,12 @@ class MusicLM:
         return cls(load_mulan(where["mulan"]), load_codec(where["codec"], device),
                    *(load_stage(s, where[s]) for s in ("stage1", "stage2", "stage3")), semantic=load_semantic(where["semantic"]))
 
+    def warm_up(self) -> "MusicLM":
+        """Load the text encoder and run every stage once, so a user's first click does not pay
+        for lazy initialisation (the MiniLM load alone takes seconds)."""
+        self.generate("warm-up", GenerationSettings(seconds=0.5))
+        return self
+
     def conditioning(self, prompt: str) -> torch.Tensor:
         """Text → the 12 MuLan tokens M (1, 12)."""
         return self.mulan.tokens(self.mulan.embed_text([prompt]))
@@ -101,8 +131,7 @@ class MusicLM:
         ``prefix`` overrides M (e.g. MuLan audio tokens for continuation); ``prompt_tokens`` holds
         S (1, 1, Ts) and A (1, 12, Ta) of audio to continue from; ``unconditional`` ignores the text
         (the learned null M of conditioning dropout): the baseline the evaluation compares against."""
-        if not 0 < settings.seconds <= MAX_SECONDS:
-            raise ValueError(f"seconds must be in (0, {MAX_SECONDS:.0f}], got {settings.seconds}")
+        settings.check()
         # one generator per stage: a stage's draws never depend on how the stages interleave
         generators = [torch.Generator().manual_seed(settings.seed * 3 + i) for i in range(3)]
         timings = {"mulan": 0.0, "stage1": 0.0, "stage2": 0.0, "stage3": 0.0, "codec": 0.0}

@@ -1,19 +1,44 @@
-"""The studio page. It only arranges components and calls the engine's public API.
+"""The studio page. It only arranges components and calls the engine's public API
+(``MusicLM.load`` / ``MusicLM.stream``); history and plots live beside it in plain Python.
 
 Until the models are trained the page still opens and says which checkpoints are missing and
-the command that trains each one; the generation tabs appear as the models land.
+the command that trains each one.
 """
 from __future__ import annotations
 
-import gradio as gr
+import json
+import random
+import shutil
+import threading
+from dataclasses import asdict
 
-from engine.models import CHECKPOINT_DIR, model_status
+import gradio as gr
+import numpy as np
+
+from engine.audio import SAMPLE_RATE
+from engine.models import CHECKPOINT_DIR, missing_models, model_status
+from engine.pipeline import MAX_SECONDS, GenerationSettings, MusicLM, clean_prompt
+
+from .history import History
+from .plots import spectrogram_figure, waveform_figure
 
 TITLE = "hummingbird studio"
 INTRO = (
     "Text → music at 24 kHz through MusicLM's three-stage token generator "
     "(MuLan → semantic LM → coarse and fine acoustic LMs → codec), trained from scratch, offline."
 )
+EXAMPLES = [
+    ["calm violin melody over a distorted guitar riff, 90 bpm"],
+    ["tender solo piano, slow tempo, melancholic"],
+    ["techno with an 808 drum machine and synth bass, 128 bpm"],
+    ["laid-back bossa nova with nylon-string guitar and brushes"],
+    ["chiptune with a square lead and electronic drums, quick tempo"],
+]
+PRESETS = {  # name → (temperatures, top-k, guidance)
+    "quality": ((1.0, 0.95, 0.4), 0, 3.0),  # the paper's temperatures, guided stage 1
+    "fast preview": ((1.0, 0.95, 0.4), 50, 1.0),  # no guidance: stage 1 runs one branch instead of two
+}
+PLOT_EVERY_SECONDS = 2.0  # redraw the previews this often while streaming (each redraw costs CPU the generator needs)
 
 
 def status_markdown() -> str:
@@ -37,10 +62,135 @@ def status_markdown() -> str:
     return head + "\n\n" + "\n".join(lines)
 
 
-def build_app() -> gr.Blocks:
+class Studio:
+    """What the page's callbacks share: one loaded generator (loaded on first use) and the history."""
+
+    def __init__(self, model: MusicLM | None = None, history: History | None = None, streaming: bool = True):
+        self._model, self.history, self.streaming = model, history or History(), streaming
+        self._lock = threading.Lock()
+
+    def model(self) -> MusicLM:
+        with self._lock:
+            if self._model is None:
+                missing = missing_models()
+                if missing:
+                    raise gr.Error(f"missing checkpoints: {', '.join(m['name'] for m in missing)} — see the Models tab")
+                self._model = MusicLM.load().warm_up()
+            return self._model
+
+    def warm_up_in_background(self) -> None:
+        """Load and warm the generator while the page opens, so the first click plays within seconds."""
+        if not missing_models():
+            threading.Thread(target=self.model, daemon=True).start()
+
+    def text_to_music(self, prompt, negative, seconds, seed, t1, t2, t3, top_k, guidance):
+        """Stream a generation: audio chunks as they are decoded, progress, growing previews; the
+        finished (or stopped) piece goes to the history with the settings that reproduce it."""
+        try:
+            prompt = clean_prompt(prompt)
+            settings = GenerationSettings(seconds=float(seconds), seed=int(seed), temperatures=(float(t1), float(t2), float(t3)),
+                                          top_k=int(top_k), guidance=float(guidance), negative_prompt=" ".join((negative or "").split()))
+            settings.check()
+        except (TypeError, ValueError) as exc:
+            raise gr.Error(str(exc)) from None
+        model = self.model()
+        pieces: list[np.ndarray] = []
+        record = {"mode": "text", "prompt": prompt, **asdict(settings)}
+        drawn = 0.0
+        try:
+            for chunk in model.stream(prompt, settings):
+                pieces.append(chunk.audio)
+                progress = f"**{chunk.seconds_done:.1f} / {settings.seconds:g} s** · " + " · ".join(f"{k} {v:.1f} s" for k, v in chunk.stages.items())
+                plots = (gr.skip(), gr.skip())
+                if chunk.seconds_done - drawn >= PLOT_EVERY_SECONDS:
+                    so_far = np.concatenate(pieces)
+                    plots = (waveform_figure(so_far, settings.seconds), spectrogram_figure(so_far, settings.seconds))
+                    drawn = chunk.seconds_done
+                sound = (SAMPLE_RATE, _pcm16(chunk.audio)) if self.streaming else gr.skip()
+                yield sound, progress, *plots, gr.skip(), gr.skip()
+        except Exception as exc:  # a fault inside generation: say what happened, keep serving
+            raise gr.Error(f"generation failed: {exc}") from None
+        finally:  # also on Stop (the generator is closed): keep what was made
+            audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+            entry = self.history.add(audio, record) if len(audio) else None
+        whole = gr.skip() if self.streaming else (SAMPLE_RATE, _pcm16(audio))
+        yield (whole, f"**done** · {len(audio) / SAMPLE_RATE:.1f} s", waveform_figure(audio), spectrogram_figure(audio),
+               json.dumps(record, indent=1), str(self.history.path(entry)) if entry else None)
+
+    def history_rows(self) -> list[list]:
+        return [[e["created"], e["settings"].get("prompt", ""), e["seconds"], e["settings"].get("seed", ""), e["audio"]]
+                for e in self.history.entries()]
+
+    def history_entry(self, evt: gr.SelectData):
+        entries = self.history.entries()
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        if not 0 <= row < len(entries):
+            raise gr.Error("that history entry is gone; refresh the list")
+        entry = entries[row]
+        path = str(self.history.path(entry))
+        return path, json.dumps(entry["settings"], indent=1), path
+
+
+def _pcm16(audio: np.ndarray) -> np.ndarray:
+    return (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
+
+
+def build_app(model: MusicLM | None = None, history: History | None = None, warm_up: bool = False) -> gr.Blocks:
+    streaming = shutil.which("ffmpeg") is not None  # gradio encodes streamed audio with ffmpeg; without it: the whole piece at the end
+    studio = Studio(model, history, streaming)
+    if warm_up:
+        studio.warm_up_in_background()
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"# 🐦 {TITLE}\n{INTRO}")
-        status = gr.Markdown(status_markdown(), elem_id="model-status")
-        refresh = gr.Button("Check models again", size="sm")
+        with gr.Tab("Text"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    prompt = gr.Textbox(label="prompt", placeholder="describe the music: genre, instruments, mood, tempo …", lines=2,
+                                        max_length=500, elem_id="prompt")
+                    negative = gr.Textbox(label="negative prompt (optional)", placeholder="what to steer away from", max_length=500)
+                    gr.Examples(EXAMPLES, inputs=prompt, label="try")
+                with gr.Column(scale=2):
+                    seconds = gr.Slider(1, MAX_SECONDS, value=10, step=0.5, label="duration (s)", elem_id="duration")
+                    with gr.Row():
+                        seed = gr.Number(value=0, precision=0, label="seed", minimum=0)
+                        dice = gr.Button("🎲", size="sm", scale=0)
+                    preset = gr.Radio(list(PRESETS), value="quality", label="preset")
+                    with gr.Accordion("sampling", open=False):
+                        temps = [gr.Slider(0, 2, value=v, step=0.05, label=f"stage {i + 1} temperature")
+                                 for i, v in enumerate(PRESETS["quality"][0])]
+                        top_k = gr.Slider(0, 1024, value=0, step=1, label="top-k (0 = off)")
+                        guidance = gr.Slider(0, 10, value=3.0, step=0.5, label="guidance scale (stage 1)")
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary", elem_id="generate")
+                stop = gr.Button("Stop", variant="stop")
+            progress = gr.Markdown("", elem_id="progress")
+            audio = gr.Audio(label="music", streaming=streaming, autoplay=True, interactive=False, elem_id="output-audio")
+            waveform = gr.Plot(label="waveform")
+            spectrogram = gr.Plot(label="spectrogram")
+            with gr.Row():
+                settings_json = gr.Code(label="settings (reproduce with these)", language="json")
+                download = gr.File(label="download")
+        with gr.Tab("History"):
+            refresh_history = gr.Button("Refresh", size="sm")
+            table = gr.Dataframe(headers=["created", "prompt", "seconds", "seed", "file"], value=studio.history_rows,
+                                 interactive=False, wrap=True)
+            with gr.Row():
+                past_audio = gr.Audio(label="listen", interactive=False)
+                with gr.Column():
+                    past_settings = gr.Code(label="settings", language="json")
+                    past_file = gr.File(label="download")
+        with gr.Tab("Models"):
+            status = gr.Markdown(status_markdown(), elem_id="model-status")
+            refresh = gr.Button("Check models again", size="sm")
+
+        dice.click(lambda: random.randrange(2**31), outputs=seed, api_name=False)
+        preset.change(lambda name: (*PRESETS[name][0], PRESETS[name][1], PRESETS[name][2]), preset, [*temps, top_k, guidance], api_name=False)
+        event = run.click(studio.text_to_music, [prompt, negative, seconds, seed, *temps, top_k, guidance],
+                          [audio, progress, waveform, spectrogram, settings_json, download], api_name="text", concurrency_limit=1)
+        event.then(studio.history_rows, outputs=table, api_name=False)
+        stop.click(None, cancels=[event], api_name=False)
+        refresh_history.click(studio.history_rows, outputs=table, api_name="history")
+        table.select(studio.history_entry, outputs=[past_audio, past_settings, past_file], api_name=False)
         refresh.click(status_markdown, outputs=status, api_name="model_status")
+    app.queue(max_size=16)
     return app

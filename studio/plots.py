@@ -1,0 +1,44 @@
+"""The previews under every output: a waveform envelope and a log-mel spectrogram (plotly),
+drawn from whatever audio exists so far, so they grow while the music streams in."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+
+from engine.audio import SAMPLE_RATE, log_mel
+
+WAVEFORM_POINTS = 2000  # min/max pairs: enough for a sharp envelope, small enough to send every chunk
+SPECTROGRAM_COLUMNS = 1200
+
+
+def _layout(fig: go.Figure, title: str, seconds: float, y_title: str) -> go.Figure:
+    fig.update_layout(title=title, height=220, margin=dict(l=50, r=10, t=35, b=35), showlegend=False,
+                      xaxis=dict(title="seconds", range=[0, max(seconds, 1e-3)]), yaxis=dict(title=y_title))
+    return fig
+
+
+def waveform_figure(audio: np.ndarray, seconds: float | None = None) -> go.Figure:
+    """Min/max envelope of the audio so far; ``seconds`` fixes the x-axis to the whole request."""
+    total = seconds or len(audio) / SAMPLE_RATE
+    fig = go.Figure()
+    if len(audio):
+        bins = max(1, len(audio) // WAVEFORM_POINTS)
+        usable = audio[: len(audio) // bins * bins].reshape(-1, bins)
+        t = np.arange(len(usable)) * bins / SAMPLE_RATE
+        fig.add_trace(go.Scatter(x=np.concatenate([t, t[::-1]]), y=np.concatenate([usable.max(1), usable.min(1)[::-1]]),
+                                 fill="toself", mode="lines", line=dict(width=0.5, color="#3a7bd5")))
+    return _layout(fig, "waveform", total, "amplitude")
+
+
+def spectrogram_figure(audio: np.ndarray, seconds: float | None = None) -> go.Figure:
+    """80-band log-mel (the codec metric's own settings), thinned to at most 1200 columns."""
+    total = seconds or len(audio) / SAMPLE_RATE
+    fig = go.Figure()
+    if len(audio) >= 1024:
+        mel = log_mel(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))).numpy()
+        step = max(1, mel.shape[1] // SPECTROGRAM_COLUMNS)
+        mel = mel[:, ::step]
+        fig.add_trace(go.Heatmap(z=mel, x=np.arange(mel.shape[1]) * step * 256 / SAMPLE_RATE, colorscale="Magma",
+                                 showscale=False, zmin=-5, zmax=max(float(mel.max()), -4)))
+    return _layout(fig, "log-mel spectrogram", total, "mel band")

@@ -1,0 +1,115 @@
+"""The studio from the outside: its history on disk, every named endpoint through gradio_client,
+and a real browser (Debian's chromium driven by Playwright) clicking through the page."""
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.pipeline import MusicLM
+from studio.app import build_app
+from studio.history import History
+
+from .conftest import ROOT
+
+ARTIFACTS = Path(os.environ.get("HUMMINGBIRD_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+
+
+def test_history_survives_a_restart_and_never_lists_a_lost_file(tmp_path):
+    history = History(tmp_path)
+    first = history.add(np.zeros(2400, np.float32), {"prompt": "a", "seed": 1})
+    second = history.add(np.full(4800, 0.1, np.float32), {"prompt": "b", "seed": 2})
+    again = History(tmp_path)  # a restart: only what is on disk
+    assert [e["settings"]["prompt"] for e in again.entries()] == ["b", "a"]
+    assert again.entries()[0]["seconds"] == 0.2
+    again.path(first).unlink()
+    assert [e["audio"] for e in again.entries()] == [second["audio"]]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_corrupt_history_index_is_set_aside_not_fatal(tmp_path):
+    (tmp_path / "index.json").write_text("{not json")
+    history = History(tmp_path)
+    assert history.entries() == []
+    assert list(tmp_path.glob("index.broken-*.json"))
+    history.add(np.zeros(240, np.float32), {"prompt": "after"})
+    assert len(history.entries()) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def studio_url(tmp_path_factory):
+    """The studio on the shipped checkpoints, with its history in a temp folder."""
+    app = build_app(MusicLM.load().warm_up(), History(tmp_path_factory.mktemp("history")))
+    port = _free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+def test_every_endpoint_answers_through_gradio_client(studio_url):
+    from gradio_client import Client
+
+    client = Client(studio_url, verbose=False)
+    assert {"/text", "/history", "/model_status"} <= set(client.view_api(return_format="dict")["named_endpoints"])
+    job = client.submit("calm violin melody over a distorted guitar riff, 90 bpm", "", 2, 7, 1.0, 0.95, 0.4, 0, 3.0, api_name="/text")
+    updates = list(job)
+    assert len(updates) >= 4  # streamed: one update per half-second chunk, then the finished piece
+    _, progress, _, _, settings, download = updates[-1]
+    assert progress.startswith("**done** · 2.0 s")
+    assert json.loads(settings)["seed"] == 7 and Path(download).stat().st_size > 2 * 24_000 * 2
+    rows = client.predict(api_name="/history")["data"]
+    assert rows and rows[0][1] == "calm violin melody over a distorted guitar riff, 90 bpm"
+    assert "All models are ready" in client.predict(api_name="/model_status")
+
+
+@pytest.mark.parametrize("prompt, seconds, message", [
+    ("   ", 2, "prompt is empty"),
+    ("x" * 501, 2, "limit is 500"),
+    ("calm piano", 0, "less than minimum value 1"),  # the slider's own bound check
+    ("calm piano", 301, "greater than maximum value 300"),
+])
+def test_bad_input_gets_one_clear_message_and_the_server_keeps_serving(studio_url, prompt, seconds, message):
+    from gradio_client import Client
+
+    client = Client(studio_url, verbose=False)
+    with pytest.raises(Exception, match=message):
+        client.predict(prompt, "", seconds, 0, 1.0, 0.95, 0.4, 0, 3.0, api_name="/text")
+    assert "models" in client.predict(api_name="/model_status")
+
+
+def test_a_real_browser_generates_music_in_the_text_tab(studio_url):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.fail("the browser test needs Debian's chromium: apt-get install chromium chromium-driver")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--autoplay-policy=no-user-gesture-required"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        page.goto(studio_url)
+        for tab in ("History", "Models", "Text"):  # every tab renders
+            page.get_by_role("tab", name=tab).click()
+            page.screenshot(path=str(ARTIFACTS / f"studio-{tab.lower()}.png"))
+        assert "All models are ready" in page.content()
+        page.locator("#prompt textarea").fill("tender solo piano, slow tempo, calm")
+        duration = page.locator("#duration input[type=number]")
+        duration.fill("2")
+        duration.press("Enter")
+        started = time.perf_counter()
+        page.locator("#generate").click()
+        page.get_by_text("done ·").wait_for(timeout=60_000)
+        wall = time.perf_counter() - started
+        audio = page.locator("#output-audio audio")
+        audio.wait_for(state="attached", timeout=10_000)
+        assert audio.evaluate("a => a.readyState") >= 1 or audio.get_attribute("src")
+        page.screenshot(path=str(ARTIFACTS / "studio-text-generated.png"), full_page=True)
+        browser.close()
+    assert wall < 60
