@@ -108,7 +108,7 @@ def _generate(args: argparse.Namespace) -> dict:
         model = MusicLM.load()
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
-    audio, info = model.generate(prompt, settings)
+    audio, info = model.generate(prompt, settings, candidates=args.candidates)
     save_audio(args.out, audio)
     return {"prompt": prompt, "out": str(args.out), **info, "peak_rss_mb": _peak_rss_mb(),
             "peak_abs": round(float(np.max(np.abs(audio))) if audio.size else 0.0, 4)}
@@ -229,6 +229,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--guidance", type=_positive_float, default=3.0, help="classifier-free guidance scale on stage 1")
     g.add_argument("--top-k", type=int, default=0)
     g.add_argument("--temperatures", type=_positive_float, nargs=3, default=(1.0, 0.95, 0.4), metavar=("T1", "T2", "T3"))
+    g.add_argument("--candidates", type=_positive_int, default=1, help="generate N (seeds seed…seed+N−1), keep the best MuLan match")
     g.add_argument("--melody", help="hum or whistle to follow (not yet)")
     g.add_argument("--continue", dest="continue_", help="clip to continue (not yet)")
     g.add_argument("--story", help="story JSON (not yet)")

@@ -381,8 +381,9 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
             if bpm:
                 tempo[kind].append(tempo_error(estimated_bpm(audio), bpm))
     scale = {"mulan": 1.0, "handcrafted": reference["handcrafted"].std(0) + 1e-6}  # descriptors mix units: standardize by the renders
+    enough = len(chosen) >= 2 and len(records) >= 2  # a covariance needs two samples (the smoke corpus has one test clip)
     frechet = {space: {kind: round(frechet_distance(np.stack(embeddings[kind][space]) / scale[space], reference[space] / scale[space]), 4)
-                       for kind in embeddings} for space in scale}
+                       if enough else None for kind in embeddings} for space in scale}
     mean_mcc = {k: round(float(np.mean(v)), 4) for k, v in mcc.items()}
     return {
         "captions": len(chosen), "seconds": seconds, "reference_renders": len(records),

@@ -60,6 +60,8 @@ def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
 
     tr √(Σx Σy) is taken as Σ √eig(√Σx Σy √Σx) of a symmetric matrix, which stays exact when a
     covariance is singular (fewer samples than dimensions), where ``sqrtm`` fails."""
+    if min(len(x), len(y)) < 2:
+        raise ValueError("a Fréchet distance needs at least two embeddings on each side")
     mu_x, mu_y = x.mean(0), y.mean(0)
     cov_x, cov_y = np.atleast_2d(np.cov(x, rowvar=False)), np.atleast_2d(np.cov(y, rowvar=False))
     values, vectors = np.linalg.eigh(cov_x)

@@ -10,6 +10,7 @@ prompt is the end of the previous one.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -92,12 +93,69 @@ def windowed(model: TokenLM, total: int, prefix, aligned: dict[str, torch.Tensor
             yield frame
 
 
+class InLine:
+    """Advance the upstream stages on the caller's thread, only as far as asked."""
+
+    def __init__(self, progress: Iterator[int]):
+        self.progress, self.count = progress, 0
+
+    def wait_for(self, count: int) -> None:
+        while self.count < count:
+            self.count = next(self.progress)
+
+    def close(self) -> None:
+        pass
+
+
+class RunAhead:
+    """Advance the upstream stages (semantic + coarse) on a worker thread while the caller runs the
+    fine stage and the codec: the two halves of the work on the two cores. Every stage draws from
+    its own seeded generator, so the music does not depend on how the threads interleave."""
+
+    def __init__(self, progress: Iterator[int]):
+        self.progress, self.count = progress, 0
+        self.error: BaseException | None = None
+        self.finished = self.stopping = False
+        self.condition = threading.Condition()
+        self.thread = threading.Thread(target=self._run, name="upstream-stages", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for count in self.progress:
+                with self.condition:
+                    if self.stopping:
+                        return
+                    self.count = count
+                    self.condition.notify_all()
+        except BaseException as exc:  # handed to the caller's thread by wait_for
+            self.error = exc
+        finally:
+            with self.condition:
+                self.finished = True
+                self.condition.notify_all()
+
+    def wait_for(self, count: int) -> None:
+        with self.condition:
+            self.condition.wait_for(lambda: self.count >= count or self.finished)
+        if self.error is not None:
+            raise self.error
+        if self.count < count:
+            raise RuntimeError("the upstream stages stopped early")
+
+    def close(self) -> None:
+        with self.condition:
+            self.stopping = True
+        self.thread.join()
+
+
 class MusicLM:
     """The studio's and the CLI's one door into generation."""
 
-    def __init__(self, mulan, codec, stage1: TokenLM, stage2: TokenLM, stage3: TokenLM, semantic=None):
+    def __init__(self, mulan, codec, stage1: TokenLM, stage2: TokenLM, stage3: TokenLM, semantic=None, parallel: bool = False):
         self.mulan, self.codec, self.semantic = mulan, codec, semantic
         self.stages = {"stage1": stage1, "stage2": stage2, "stage3": stage3}
+        self.parallel = parallel  # run the upstream stages on their own thread (RunAhead)
 
     @classmethod
     def load(cls, root: Path | None = None, device: str = "cpu", paths: dict[str, Path] | None = None) -> "MusicLM":
@@ -167,16 +225,15 @@ class MusicLM:
         if given_a is not None:  # decoder context: the prompt's tokens, whose audio the caller has
             streamer.push(given_a[0])
         chunk = max(1, int(settings.chunk_seconds * SAMPLE_RATE / HOP))
-        n_s = n_c = 0
-        pending: list[torch.Tensor] = []
         lookahead2 = s2.cfg.layout.aligned[0].lookahead + s2.cfg.layout.max_delay
         lookahead3 = s3.cfg.layout.aligned[0].lookahead + s3.cfg.layout.max_delay
-        done = 0
-        for f in range(frames):
-            need_c = min(frames, f + lookahead3 + 1)
-            while n_c < need_c:  # stage 2 runs ahead of stage 3 …
+
+        def coarse_frames() -> Iterator[int]:
+            """Stage 2 frame by frame, stage 1 just ahead of it; yields how many coarse frames exist."""
+            n_s = 0
+            for n_c in range(frames):
                 need_s = min(semantic_total, (n_c + lookahead2) // 2 + 1)
-                while n_s < need_s:  # … and stage 1 ahead of stage 2
+                while n_s < need_s:
                     t = time.perf_counter()
                     s_buf[:, :, offset_s + n_s] = next(gen1)[:, :, 0]
                     timings["stage1"] += time.perf_counter() - t
@@ -184,22 +241,50 @@ class MusicLM:
                 t = time.perf_counter()
                 c_buf[:, :, offset_a + n_c] = next(gen2)[:, :, 0]
                 timings["stage2"] += time.perf_counter() - t
-                n_c += 1
-            t = time.perf_counter()
-            fine = next(gen3)
-            timings["stage3"] += time.perf_counter() - t
-            pending.append(torch.cat([c_buf[:, :, offset_a + f:offset_a + f + 1], fine], 1)[0])
-            if len(pending) == chunk or f == frames - 1:
-                t = time.perf_counter()
-                audio = streamer.push(torch.cat(pending, 1), final=f == frames - 1)
-                timings["codec"] += time.perf_counter() - t
-                pending = []
-                keep = min(len(audio), int(settings.seconds * SAMPLE_RATE) - done)
-                done += keep
-                yield Chunk(audio[:keep].numpy(), done / SAMPLE_RATE, {k: round(v, 4) for k, v in timings.items()})
+                yield n_c + 1
 
-    def generate(self, prompt: str, settings: GenerationSettings = GenerationSettings(), **kwargs) -> tuple[np.ndarray, dict]:
-        """The whole piece at once: (audio, info with per-stage seconds and first-chunk latency)."""
+        upstream = (RunAhead if self.parallel else InLine)(coarse_frames())
+        pending: list[torch.Tensor] = []
+        done = 0
+        try:
+            for f in range(frames):
+                upstream.wait_for(min(frames, f + lookahead3 + 1))  # stage 3 reads the coarse frames a little ahead
+                t = time.perf_counter()
+                fine = next(gen3)
+                timings["stage3"] += time.perf_counter() - t
+                pending.append(torch.cat([c_buf[:, :, offset_a + f:offset_a + f + 1], fine], 1)[0])
+                if len(pending) == chunk or f == frames - 1:
+                    t = time.perf_counter()
+                    audio = streamer.push(torch.cat(pending, 1), final=f == frames - 1)
+                    timings["codec"] += time.perf_counter() - t
+                    pending = []
+                    keep = min(len(audio), int(settings.seconds * SAMPLE_RATE) - done)
+                    done += keep
+                    yield Chunk(audio[:keep].numpy(), done / SAMPLE_RATE, {k: round(v, 4) for k, v in timings.items()})
+        finally:  # a consumer that stops early (the studio's Stop) also stops the upstream stages
+            upstream.close()
+
+    def generate(self, prompt: str, settings: GenerationSettings = GenerationSettings(), candidates: int = 1,
+                 **kwargs) -> tuple[np.ndarray, dict]:
+        """The whole piece at once: (audio, info with per-stage seconds and first-chunk latency).
+
+        ``candidates`` > 1 generates that many pieces (seeds seed, seed+1, …) and keeps the one whose
+        MuLan audio embedding is closest to the prompt's text embedding (re-ranking, as in the
+        paper's MuLan-based selection); ``info["candidates"]`` lists every seed and its score."""
+        if candidates < 1:
+            raise ValueError(f"candidates must be at least 1, got {candidates}")
+        if candidates == 1:
+            return self._generate_one(prompt, settings, **kwargs)
+        text = self.mulan.embed_text([prompt])[0]
+        scored = []
+        for seed in range(settings.seed, settings.seed + candidates):
+            audio, info = self._generate_one(prompt, replace(settings, seed=seed), **kwargs)
+            scored.append((float(text @ self.mulan.embed_audio(audio)), seed, audio, info))
+        best = max(scored, key=lambda row: row[0])
+        return best[2], {**best[3], "candidates": [{"seed": seed, "mulan_score": round(score, 4)} for score, seed, _, _ in scored],
+                         "wall_s": round(sum(row[3]["wall_s"] for row in scored), 3)}
+
+    def _generate_one(self, prompt: str, settings: GenerationSettings, **kwargs) -> tuple[np.ndarray, dict]:
         t0 = time.perf_counter()
         pieces, first, stages = [], None, {}
         for chunk in self.stream(prompt, settings, **kwargs):

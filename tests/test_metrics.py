@@ -47,3 +47,5 @@ def test_frechet_distance_matches_the_closed_form():
     assert frechet_distance(x, x) == pytest.approx(0, abs=1e-6)
     assert frechet_distance(x, y) == pytest.approx(6, rel=0.05)
     assert np.isfinite(frechet_distance(x[:3], y))  # fewer samples than dimensions: still defined
+    with pytest.raises(ValueError, match="at least two"):
+        frechet_distance(x[:1], y)

@@ -49,3 +49,20 @@ def test_same_seed_same_audio_and_another_seed_differs(tiny_pipeline):
 def test_bad_lengths_are_refused(tiny_pipeline, seconds):
     with pytest.raises(ValueError, match="seconds"):
         next(tiny_pipeline.stream("", GenerationSettings(seconds=seconds), prefix=M))
+
+
+def test_running_the_upstream_stages_on_a_thread_changes_nothing_but_speed(tiny_pipeline):
+    import threading
+
+    settings = GenerationSettings(seconds=2.0, seed=3)
+    inline, _ = tiny_pipeline.generate("", settings, prefix=M)
+    tiny_pipeline.parallel = True
+    try:
+        threaded, _ = tiny_pipeline.generate("", settings, prefix=M)
+        stream = tiny_pipeline.stream("", settings, prefix=M)
+        next(stream)
+        stream.close()  # a listener pressing Stop: the worker thread must end too
+    finally:
+        tiny_pipeline.parallel = False
+    assert np.array_equal(inline, threaded)
+    assert not [t for t in threading.enumerate() if t.name == "upstream-stages"]

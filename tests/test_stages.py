@@ -57,8 +57,18 @@ def test_generation_eval_runs_through_the_cli(tiny_runs, tmp_path):
     corpus, runs, _ = tiny_runs
     for name in ("codec", "mulan", "semantic", "stage1", "stage2", "stage3"):
         export_checkpoint(runs / name, tmp_path / f"{name}.safetensors", half=name.startswith("stage"))
-    result = _engine("eval", "generation", "--corpus", corpus, "--checkpoint", tmp_path, "--clips", 2, "--seconds", 1, "--seeds", 1)
-    assert result["captions"] == 2 and set(result["mcc"]) >= {"generated", "unconditional", "reference"}
+    result = _engine("eval", "generation", "--corpus", corpus, "--checkpoint", tmp_path, "--clips", 2, "--seconds", 1, "--seeds", 1)  # the smoke corpus has one test clip
+    assert result["captions"] == 1 and set(result["mcc"]) >= {"generated", "unconditional", "reference"}
     assert -1 <= result["mcc"]["generated"] <= 1
     assert result["contrast"]["of"] == 5 and 0 <= result["contrast"]["pairs_moved"] <= 5
-    assert all(np.isfinite(v) for space in result["frechet"].values() for v in space.values())
+    assert set(result["frechet"]) == {"mulan", "handcrafted"}  # None here: the smoke corpus has one test render
+
+
+def test_reranking_keeps_the_candidate_mulan_scores_best(tiny_runs):
+    _, runs, _ = tiny_runs
+    model = MusicLM.load(paths={name: runs / name for name in ("codec", "mulan", "semantic", "stage1", "stage2", "stage3")})
+    audio, info = model.generate("a calm piano ballad", GenerationSettings(seconds=1.0, seed=4), candidates=3)
+    scores = {c["seed"]: c["mulan_score"] for c in info["candidates"]}
+    assert sorted(scores) == [4, 5, 6] and info["seed"] == max(scores, key=scores.get)
+    alone, _ = model.generate("a calm piano ballad", GenerationSettings(seconds=1.0, seed=info["seed"]))
+    assert np.array_equal(audio, alone)
