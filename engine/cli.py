@@ -89,29 +89,58 @@ def _peak_rss_mb() -> float:
 def _generate(args: argparse.Namespace) -> dict:
     import numpy as np
 
-    from .audio import save_audio
-    from .pipeline import GenerationSettings, MusicLM, clean_prompt
+    from dataclasses import replace
 
+    from .audio import SAMPLE_RATE, AudioError, load_audio, save_audio
+    from .pipeline import GenerationSettings, MusicLM, clean_prompt, collect, parse_story
+
+    if args.melody:
+        raise UsageError("--melody is not available in this version yet")
+    if args.story and args.continue_:
+        raise UsageError("--story and --continue do not combine; choose one")
+    if args.device == "cuda":
+        raise UsageError("--device cuda: generation runs on the CPU in this version")
     try:
-        prompt = clean_prompt(args.prompt)
+        prompt = clean_prompt(args.prompt) if not (args.story or args.continue_) or (args.prompt or "").strip() else ""
         settings = GenerationSettings(seconds=args.seconds, seed=args.seed, top_k=args.top_k, guidance=args.guidance,
                                       negative_prompt=args.negative or "", temperatures=tuple(args.temperatures))
         settings.check()
-    except ValueError as exc:
+        story = parse_story(_read_text(args.story)) if args.story else None
+        clip = load_audio(args.continue_) if args.continue_ else None
+    except (ValueError, AudioError) as exc:
         raise UsageError(str(exc)) from None
-    for flag in ("melody", "continue_", "story"):
-        if getattr(args, flag):
-            raise UsageError(f"--{flag.rstrip('_')} is not available in this version yet")
-    if args.device == "cuda":
-        raise UsageError("--device cuda: generation runs on the CPU in this version")
     try:
         model = MusicLM.load()
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
-    audio, info = model.generate(prompt, settings, candidates=args.candidates)
+    if story:
+        settings = replace(settings, seconds=sum(seconds for _, seconds in story))
+        audio, info = collect(model.story(story, settings), settings)
+        info["segments"] = len(story)
+    elif clip is not None:
+        try:
+            audio, info = collect(model.continuation(clip, prompt or None, settings), settings)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        info["continued_from_s"] = round(len(audio) / SAMPLE_RATE - args.seconds, 3)
+    else:
+        audio, info = model.generate(prompt, settings, candidates=args.candidates)
     save_audio(args.out, audio)
     return {"prompt": prompt, "out": str(args.out), **info, "peak_rss_mb": _peak_rss_mb(),
             "peak_abs": round(float(np.max(np.abs(audio))) if audio.size else 0.0, 4)}
+
+
+def _read_text(path: str, limit: int = 1_000_000) -> str:
+    """A small text file (a story JSON), or a ValueError that says why not."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"no such file: {path}")
+    if file.stat().st_size > limit:
+        raise ValueError(f"{file.name} is larger than {limit // 1000} kB; a story is a small JSON file")
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{file.name} is not UTF-8 text") from None
 
 
 def _export(stage: str, run_dir: Path) -> Path:
@@ -221,7 +250,7 @@ def parser() -> argparse.ArgumentParser:
     t.set_defaults(run=_train)
 
     g = sub.add_parser("generate", help="text → music (DESIGN §4)")
-    g.add_argument("prompt")
+    g.add_argument("prompt", nargs="?", default="", help="the music to make (optional with --story; with --continue, a new direction)")
     g.add_argument("--seconds", type=_positive_float, default=10.0)
     g.add_argument("--out", default="out.wav")
     g.add_argument("--seed", type=int, default=0)
@@ -231,8 +260,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--temperatures", type=_positive_float, nargs=3, default=(1.0, 0.95, 0.4), metavar=("T1", "T2", "T3"))
     g.add_argument("--candidates", type=_positive_int, default=1, help="generate N (seeds seed…seed+N−1), keep the best MuLan match")
     g.add_argument("--melody", help="hum or whistle to follow (not yet)")
-    g.add_argument("--continue", dest="continue_", help="clip to continue (not yet)")
-    g.add_argument("--story", help="story JSON (not yet)")
+    g.add_argument("--continue", dest="continue_", metavar="CLIP", help="continue this clip (any format soundfile reads); --seconds of new music")
+    g.add_argument("--story", metavar="JSON", help='a timeline: {"segments": [{"prompt": …, "seconds": …}, …]}; --seconds is ignored')
     g.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     g.add_argument("--json", action="store_true", help="print the result as JSON (the default)")
     g.set_defaults(run=_generate)

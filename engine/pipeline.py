@@ -21,11 +21,15 @@ import torch
 
 from .audio import SAMPLE_RATE
 from .codec import HOP, CodecStreamer
+from .features import SEMANTIC_RATE
 from .lm import COARSE_LEVELS, TokenLM
 from .sampling import Sampling
 
 MAX_SECONDS = 300.0
 MAX_PROMPT_CHARS = 500
+MAX_SEGMENTS = 50
+CONTEXT_SECONDS = 10.0  # how much of a clip to continue the stages read (no crop is longer)
+FRAME_PAIR = 2 * HOP  # samples of one 25 Hz semantic frame = two 50 Hz acoustic frames
 
 
 def clean_prompt(prompt: str | None) -> str:
@@ -36,6 +40,47 @@ def clean_prompt(prompt: str | None) -> str:
     if len(text) > MAX_PROMPT_CHARS:
         raise ValueError(f"the prompt is {len(text)} characters long; the limit is {MAX_PROMPT_CHARS}")
     return text
+
+
+def check_story(segments) -> list[tuple[str, float]]:
+    """A story's (prompt, seconds) segments, tidied, or a ValueError naming the first problem."""
+    if not isinstance(segments, (list, tuple)) or not segments:
+        raise ValueError("the story has no segments; give at least one (prompt, seconds)")
+    if len(segments) > MAX_SEGMENTS:
+        raise ValueError(f"the story has {len(segments)} segments; the limit is {MAX_SEGMENTS}")
+    tidy = []
+    for i, segment in enumerate(segments, 1):
+        try:
+            text, seconds = segment
+            seconds = float(seconds)
+        except (TypeError, ValueError):
+            raise ValueError(f"segment {i} must be a prompt and a number of seconds") from None
+        if not 0 < seconds <= MAX_SECONDS:  # NaN fails too
+            raise ValueError(f"segment {i} lasts {seconds} s; each segment needs (0, {MAX_SECONDS:.0f}] seconds")
+        try:
+            tidy.append((clean_prompt(text if isinstance(text, str) else ""), seconds))
+        except ValueError as exc:
+            raise ValueError(f"segment {i}: {exc}") from None
+    total = sum(seconds for _, seconds in tidy)
+    if total > MAX_SECONDS:
+        raise ValueError(f"the story lasts {total:g} s; the limit is {MAX_SECONDS:.0f} s")
+    return tidy
+
+
+def parse_story(text: str) -> list[tuple[str, float]]:
+    """DESIGN §4 story JSON, ``{"segments": [{"prompt": …, "seconds": …}, …]}``, read as data only."""
+    import json
+
+    try:
+        story = json.loads(text)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ValueError(f"the story is not valid JSON ({exc})") from None
+    if not isinstance(story, dict) or not isinstance(story.get("segments"), list):
+        raise ValueError('a story is {"segments": [{"prompt": "…", "seconds": 12.0}, …]}')
+    rows = story["segments"]
+    if not all(isinstance(r, dict) for r in rows):
+        raise ValueError('each segment is {"prompt": "…", "seconds": 12.0}')
+    return check_story([(r.get("prompt"), r.get("seconds")) for r in rows])
 
 
 @dataclass
@@ -70,10 +115,17 @@ class GenerationSettings:
             raise ValueError(f"the negative prompt is longer than {MAX_PROMPT_CHARS} characters")
 
 
-def windowed(model: TokenLM, total: int, prefix, aligned: dict[str, torch.Tensor], sampling: Sampling, generator,
+Schedule = list[tuple[int, "torch.Tensor | None"]]  # (first target frame, M from there on)
+
+
+def windowed(model: TokenLM, total: int, schedule: Schedule, aligned: dict[str, torch.Tensor], sampling: Sampling, generator,
              negative=None, prompt: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """Yield ``total`` target frames (B, L, 1), in windows of the stage's crop length that
-    overlap by half: each window continues the previous one's last half-crop of frames."""
+    overlap by half: each window continues the previous one's last half-crop of frames.
+
+    ``schedule`` says which M conditions which frames (counted after the prompt); a window ends
+    where M changes, and the next one starts from the same context under the new M — the paper's
+    time-varying text (story mode) without a seam."""
     lay = model.cfg.layout
     window = lay.positions - lay.positions % 2
     context = window // 2
@@ -81,12 +133,15 @@ def windowed(model: TokenLM, total: int, prefix, aligned: dict[str, torch.Tensor
     produced = torch.zeros(1 if prompt is None else prompt.shape[0], lay.target.levels, given + total, dtype=torch.long)
     if given:
         produced[:, :, :given] = prompt
+    changes = [given + frame for frame, _ in schedule[1:]] + [given + total]
     end = given  # frames in ``produced`` so far; preallocated, so minutes of music are not re-copied every frame
     while end < given + total:
         ctx = min(end, context)
         start = end - ctx  # target frame where this window begins
-        length = min(window - ctx, given + total - end)
+        segment = next(i for i, change in enumerate(changes) if change > end)
+        length = min(window - ctx, changes[segment] - end)
         views = {s.name: aligned[s.name][..., int(start * s.frames_per_position):] for s in lay.aligned}
+        prefix = schedule[segment][1]
         for frame in model.stream(length, prefix, views, sampling, generator, negative, produced[:, :, start:end] if ctx else None):
             produced[:, :, end] = frame[:, :, 0]
             end += 1
@@ -183,18 +238,22 @@ class MusicLM:
         return self.mulan.tokens(self.mulan.embed_text([prompt]))
 
     def stream(self, prompt: str, settings: GenerationSettings = GenerationSettings(), prefix: torch.Tensor | None = None,
-               prompt_tokens: dict[str, torch.Tensor] | None = None, unconditional: bool = False) -> Iterator[Chunk]:
+               prompt_tokens: dict[str, torch.Tensor] | None = None, unconditional: bool = False,
+               schedule: list[tuple[float, torch.Tensor]] | None = None, tokens_out: dict | None = None) -> Iterator[Chunk]:
         """Yield audio chunks of about ``chunk_seconds`` as soon as they are decoded.
 
-        ``prefix`` overrides M (e.g. MuLan audio tokens for continuation); ``prompt_tokens`` holds
-        S (1, 1, Ts) and A (1, 12, Ta) of audio to continue from; ``unconditional`` ignores the text
-        (the learned null M of conditioning dropout): the baseline the evaluation compares against."""
+        ``prefix`` overrides M (e.g. MuLan audio tokens for continuation); ``schedule`` gives M per
+        time instead, as (start second, M) pairs (story mode); ``prompt_tokens`` holds S (1, 1, Ts)
+        and A (1, 12, Ta) of audio to continue from; ``unconditional`` ignores the text (the learned
+        null M of conditioning dropout): the baseline the evaluation compares against;
+        ``tokens_out``, if given, receives the S and A of the whole piece, prompt included."""
         settings.check()
         # one generator per stage: a stage's draws never depend on how the stages interleave
         generators = [torch.Generator().manual_seed(settings.seed * 3 + i) for i in range(3)]
         timings = {"mulan": 0.0, "stage1": 0.0, "stage2": 0.0, "stage3": 0.0, "codec": 0.0}
         t0 = time.perf_counter()
-        m = None if unconditional else prefix if prefix is not None else self.conditioning(prompt)
+        if schedule is None:
+            schedule = [(0.0, None if unconditional else prefix if prefix is not None else self.conditioning(prompt))]
         negative = self.conditioning(settings.negative_prompt) if settings.negative_prompt.strip() and not unconditional else None
         timings["mulan"] = time.perf_counter() - t0
         s1, s2, s3 = (self.stages[n] for n in ("stage1", "stage2", "stage3"))
@@ -216,11 +275,17 @@ class MusicLM:
         temps = settings.temperatures
         sampling = [replace(s.cfg.layout.sampling, temperature=t, top_k=settings.top_k) for s, t in zip((s1, s2, s3), temps)]
         sampling[0] = replace(sampling[0], guidance=1.0 if unconditional else settings.guidance)
-        gen1 = windowed(s1, semantic_total, m, {}, sampling[0], generators[0], negative, given_s)
-        gen2 = windowed(s2, frames, m, {"S": s_buf}, sampling[1], generators[1], None,
+        def at_rate(rate: float) -> Schedule:  # the schedule in one stage's frames
+            return [(int(round(start * rate)), m) for start, m in schedule]
+
+        gen1 = windowed(s1, semantic_total, at_rate(s1.cfg.layout.rate), {}, sampling[0], generators[0], negative, given_s)
+        gen2 = windowed(s2, frames, at_rate(s2.cfg.layout.rate), {"S": s_buf}, sampling[1], generators[1], None,
                         given_a[:, :COARSE_LEVELS] if given_a is not None else None)
-        gen3 = windowed(s3, frames, None, {"A_coarse": c_buf}, sampling[2], generators[2], None,
+        gen3 = windowed(s3, frames, [(0, None)], {"A_coarse": c_buf}, sampling[2], generators[2], None,
                         given_a[:, COARSE_LEVELS:] if given_a is not None else None)
+        a_buf = torch.zeros(1, self.codec.cfg.levels, frames + offset_a, dtype=torch.long)  # the whole piece, for tokens_out
+        if given_a is not None:
+            a_buf[:, :, :offset_a] = given_a
         streamer = CodecStreamer(self.codec)
         if given_a is not None:  # decoder context: the prompt's tokens, whose audio the caller has
             streamer.push(given_a[0])
@@ -252,7 +317,8 @@ class MusicLM:
                 t = time.perf_counter()
                 fine = next(gen3)
                 timings["stage3"] += time.perf_counter() - t
-                pending.append(torch.cat([c_buf[:, :, offset_a + f:offset_a + f + 1], fine], 1)[0])
+                a_buf[:, :, offset_a + f] = torch.cat([c_buf[:, :, offset_a + f], fine[:, :, 0]], 1)
+                pending.append(a_buf[0, :, offset_a + f:offset_a + f + 1])
                 if len(pending) == chunk or f == frames - 1:
                     t = time.perf_counter()
                     audio = streamer.push(torch.cat(pending, 1), final=f == frames - 1)
@@ -263,6 +329,42 @@ class MusicLM:
                     yield Chunk(audio[:keep].numpy(), done / SAMPLE_RATE, {k: round(v, 4) for k, v in timings.items()})
         finally:  # a consumer that stops early (the studio's Stop) also stops the upstream stages
             upstream.close()
+        if tokens_out is not None:
+            tokens_out.update(S=s_buf, A=a_buf)
+
+    def story(self, segments: list[tuple[str, float]], settings: GenerationSettings = GenerationSettings(),
+              tokens_out: dict | None = None) -> Iterator[Chunk]:
+        """One continuous piece through a timeline of (prompt, seconds) segments (paper §5,
+        time-varying text): M changes at each boundary, every stage keeps its context, one codec
+        stream decodes it all, so there is no gap and no click. Boundaries snap to the 25 Hz
+        semantic grid, which keeps the total exact to one frame."""
+        segments = check_story(segments)
+        grid = 1 / SEMANTIC_RATE
+        edges = np.round(np.cumsum([0.0] + [seconds for _, seconds in segments]) / grid) * grid
+        schedule = [(float(start), self.conditioning(text)) for (text, _), start in zip(segments, edges[:-1])]
+        yield from self.stream(segments[0][0], replace(settings, seconds=float(edges[-1])), schedule=schedule, tokens_out=tokens_out)
+
+    def continuation(self, audio: np.ndarray, prompt: str | None = None, settings: GenerationSettings = GenerationSettings(),
+                     tokens_out: dict | None = None) -> Iterator[Chunk]:
+        """Continue a clip (24 kHz mono): the semantic and acoustic tokens of its last
+        ``CONTEXT_SECONDS`` are every stage's prompt; M comes from ``prompt``, or, without one, from
+        the clip's own MuLan audio embedding. Yields the clip first (cut to whole token frames),
+        then ``settings.seconds`` of new music: the stream is the whole output."""
+        audio = np.asarray(audio, np.float32)
+        audio = audio[: len(audio) // FRAME_PAIR * FRAME_PAIR]
+        if len(audio) < SAMPLE_RATE // 2:
+            raise ValueError("the clip is too short to continue: give at least half a second")
+        m = self.conditioning(clean_prompt(prompt)) if prompt and prompt.strip() else self.mulan.tokens(self.mulan.embed_audio(audio)[None])
+        context = audio[-(int(CONTEXT_SECONDS * SAMPLE_RATE) // FRAME_PAIR * FRAME_PAIR):]
+        with torch.inference_mode():
+            a = self.codec.encode(torch.from_numpy(context)[None])
+            s = self.semantic.tokenize(context)[None, None]
+        pairs = min(s.shape[2], a.shape[2] // 2)  # stage 2 reads S at half the acoustic rate: keep them aligned
+        cut = len(audio) - len(context) + pairs * FRAME_PAIR  # the clip samples the prompt tokens cover
+        yield Chunk(audio[:cut], cut / SAMPLE_RATE)
+        for chunk in self.stream(prompt or "", settings, prefix=m, prompt_tokens={"S": s[:, :, :pairs], "A": a[:, :, :2 * pairs]},
+                                 tokens_out=tokens_out):
+            yield Chunk(chunk.audio, cut / SAMPLE_RATE + chunk.seconds_done, chunk.stages)
 
     def generate(self, prompt: str, settings: GenerationSettings = GenerationSettings(), candidates: int = 1,
                  **kwargs) -> tuple[np.ndarray, dict]:
@@ -285,15 +387,21 @@ class MusicLM:
                          "wall_s": round(sum(row[3]["wall_s"] for row in scored), 3)}
 
     def _generate_one(self, prompt: str, settings: GenerationSettings, **kwargs) -> tuple[np.ndarray, dict]:
-        t0 = time.perf_counter()
-        pieces, first, stages = [], None, {}
-        for chunk in self.stream(prompt, settings, **kwargs):
-            if first is None:
-                first = time.perf_counter() - t0
-            pieces.append(chunk.audio)
-            stages = chunk.stages
-        wall = time.perf_counter() - t0
-        audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-        return audio, {"seconds": round(len(audio) / SAMPLE_RATE, 3), "sample_rate": SAMPLE_RATE, "wall_s": round(wall, 3),
-                       "rtf": round(wall / max(settings.seconds, 1e-9), 4), "first_chunk_s": round(first or wall, 3),
-                       "stages": stages, "seed": settings.seed}
+        return collect(self.stream(prompt, settings, **kwargs), settings)
+
+
+def collect(chunks: Iterator[Chunk], settings: GenerationSettings) -> tuple[np.ndarray, dict]:
+    """Drain any of the streams (text, story, continuation) into (audio, info): the DESIGN §4
+    JSON fields — wall time, RTF over the generated seconds, first-chunk latency, per-stage seconds."""
+    t0 = time.perf_counter()
+    pieces, first, stages = [], None, {}
+    for chunk in chunks:
+        if first is None and chunk.stages:  # a continuation's first chunk is the given clip, not generated audio
+            first = time.perf_counter() - t0
+        pieces.append(chunk.audio)
+        stages = chunk.stages or stages
+    wall = time.perf_counter() - t0
+    audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+    return audio, {"seconds": round(len(audio) / SAMPLE_RATE, 3), "sample_rate": SAMPLE_RATE, "wall_s": round(wall, 3),
+                   "rtf": round(wall / max(settings.seconds, 1e-9), 4), "first_chunk_s": round(first or wall, 3),
+                   "stages": stages, "seed": settings.seed}

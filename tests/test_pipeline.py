@@ -66,3 +66,46 @@ def test_running_the_upstream_stages_on_a_thread_changes_nothing_but_speed(tiny_
         tiny_pipeline.parallel = False
     assert np.array_equal(inline, threaded)
     assert not [t for t in threading.enumerate() if t.name == "upstream-stages"]
+
+
+def test_a_conditioning_schedule_changes_m_without_disturbing_what_came_before(tiny_pipeline):
+    """Story mode's mechanism: up to the first change the piece equals the plain one; the total
+    length is exact."""
+    settings = GenerationSettings(seconds=2.0, seed=2)
+    plain, _ = tiny_pipeline.generate("", settings, prefix=M)
+    other = (M + 5) % 1024
+    story, _ = tiny_pipeline.generate("", settings, schedule=[(0.0, M), (1.2, other), (1.6, M)])
+    assert len(story) == len(plain) == 48_000
+    assert np.array_equal(story[:24_000], plain[:24_000])  # well before the first change (1.2 s)
+    assert not np.array_equal(story, plain)
+
+
+@pytest.mark.parametrize("segments, message", [
+    ([], "no segments"),
+    ([("calm piano", 0)], "segment 1 lasts 0"),
+    ([("calm piano", float("nan"))], "segment 1 lasts nan"),
+    ([("calm piano", -3)], "segment 1 lasts -3"),
+    ([("   ", 4)], "segment 1: the prompt is empty"),
+    ([("calm piano", "soon")], "segment 1 must be a prompt and a number"),
+    ([("calm piano", 200), ("metal", 200)], "the story lasts 400"),
+    ([("calm piano", 1)] * 51, "limit is 50"),
+])
+def test_bad_stories_get_one_clear_message(segments, message):
+    from engine.pipeline import check_story
+
+    with pytest.raises(ValueError, match=message):
+        check_story(segments)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "not valid JSON"),
+    ('["calm", 3]', "segments"),
+    ('{"segments": ["calm"]}', "each segment is"),
+    ('{"segments": []}', "no segments"),
+])
+def test_malformed_story_json_is_refused(text, message):
+    from engine.pipeline import parse_story
+
+    with pytest.raises(ValueError, match=message):
+        parse_story(text)
+    assert parse_story('{"segments": [{"prompt": " calm  piano ", "seconds": 4}]}') == [("calm piano", 4.0)]

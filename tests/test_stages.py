@@ -72,3 +72,32 @@ def test_reranking_keeps_the_candidate_mulan_scores_best(tiny_runs):
     assert sorted(scores) == [4, 5, 6] and info["seed"] == max(scores, key=scores.get)
     alone, _ = model.generate("a calm piano ballad", GenerationSettings(seconds=1.0, seed=info["seed"]))
     assert np.array_equal(audio, alone)
+
+
+def _tiny_model(runs):
+    return MusicLM.load(paths={name: runs / name for name in ("codec", "mulan", "semantic", "stage1", "stage2", "stage3")})
+
+
+def test_story_is_one_piece_of_exact_length(tiny_runs):
+    from engine.pipeline import collect
+
+    _, runs, _ = tiny_runs
+    model = _tiny_model(runs)
+    segments = [("a calm piano ballad", 0.5), ("metal with distorted guitars", 0.73), ("a flute lullaby", 0.5)]
+    tokens = {}
+    audio, _ = collect(model.story(segments, GenerationSettings(seed=1), tokens_out=tokens), GenerationSettings(seconds=1.73))
+    assert len(audio) == round(1.72 * 24_000)  # 0.73 s snaps to the 25 Hz grid: 1.72 s in all
+    assert tokens["A"].shape[2] == 86 and tokens["S"].shape[2] == 43
+
+
+def test_continuation_returns_the_clip_then_new_music(tiny_runs):
+    _, runs, _ = tiny_runs
+    model = _tiny_model(runs)
+    clip = (0.3 * np.sin(2 * np.pi * 220 * np.arange(30_000) / 24_000)).astype(np.float32)
+    for prompt in (None, "a flute lullaby"):
+        chunks = list(model.continuation(clip, prompt, GenerationSettings(seconds=1.0, seed=0)))
+        first = chunks[0].audio
+        assert len(first) == 29_760 and np.array_equal(first, clip[:29_760])  # cut to whole 40 ms token frames
+        assert sum(len(c.audio) for c in chunks) == 29_760 + 24_000
+    with pytest.raises(ValueError, match="too short"):
+        next(model.continuation(clip[:5000], None, GenerationSettings(seconds=1.0)))
