@@ -187,16 +187,17 @@ def _codec(args: argparse.Namespace) -> dict:
 
 
 def _eval(args: argparse.Namespace) -> dict:
-    from .evaluation import eval_codec, eval_generation, eval_mulan, eval_semantic
+    from .evaluation import eval_codec, eval_continuation, eval_generation, eval_mulan, eval_semantic, eval_story
 
-    evaluators = {"codec": eval_codec, "mulan": eval_mulan, "semantic": eval_semantic, "generation": eval_generation}
+    evaluators = {"codec": eval_codec, "mulan": eval_mulan, "semantic": eval_semantic, "generation": eval_generation,
+                  "story": eval_story, "continuation": eval_continuation}
     if args.what not in evaluators:
         raise UsageError(f"eval {args.what!r} is not available yet; available: {', '.join(evaluators)}")
     corpus = Path(args.corpus)
     if not (corpus / "test.jsonl").exists():
         raise UsageError(f"no corpus at {corpus}")
     try:
-        extra = {"seconds": args.seconds, "seeds": args.seeds} if args.what == "generation" else {}
+        extra = {"seconds": args.seconds, "seeds": args.seeds} if args.what in ("generation", "story", "continuation") else {}
         return evaluators[args.what](corpus, Path(args.checkpoint) if args.checkpoint else None, args.clips, **extra)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
@@ -284,11 +285,11 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(run=_codec)
 
     e = sub.add_parser("eval", help="quality metrics as JSON")
-    e.add_argument("what", choices=("codec", "mulan", "semantic", "generation", "melody", "story", "all"))
+    e.add_argument("what", choices=("codec", "mulan", "semantic", "generation", "story", "continuation", "melody", "all"))
     e.add_argument("--corpus", default="corpus")
     e.add_argument("--checkpoint", help="a checkpoint file or run folder (generation: a folder holding all six models)")
     e.add_argument("--clips", type=int, help="evaluate only the first N test clips (generation: N test captions, default 30)")
-    e.add_argument("--seconds", type=_positive_float, default=10.0, help="generation: seconds per generated clip")
+    e.add_argument("--seconds", type=_positive_float, default=10.0, help="generation, story, continuation: seconds per generated clip / segment")
     e.add_argument("--seeds", type=_positive_int, default=3, help="generation: seeds per contrasting prompt pair")
     e.add_argument("--json", action="store_true")
     e.set_defaults(run=_eval)

@@ -68,3 +68,17 @@ def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
     root_x = (vectors * np.sqrt(values.clip(min=0))) @ vectors.T
     cross = np.sqrt(np.linalg.eigvalsh(root_x @ cov_y @ root_x).clip(min=0)).sum()
     return float(((mu_x - mu_y) ** 2).sum() + np.trace(cov_x) + np.trace(cov_y) - 2 * cross)
+
+
+def seam_jump(audio: np.ndarray, at: int, hop: int = 256) -> float:
+    """How abruptly the sound changes across sample ``at``: the log-mel change between the two
+    frames around it over the median change between neighbouring frames of the whole piece
+    (≈ 1: the seam is as smooth as the music around it; a hard cut between unrelated clips is far above)."""
+    import torch
+
+    from .audio import log_mel
+
+    mel = log_mel(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), hop=hop).numpy()
+    change = np.abs(np.diff(mel, axis=1)).mean(0)
+    k = min(max(at // hop, 1), len(change) - 1)
+    return float(change[k - 1:k + 1].max() / max(np.median(change), 1e-9))

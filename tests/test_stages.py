@@ -50,14 +50,21 @@ def test_trained_checkpoints_generate_from_text(tiny_runs):
     assert info["first_chunk_s"] <= info["wall_s"]
 
 
-def test_generation_eval_runs_through_the_cli(tiny_runs, tmp_path):
-    """The adherence metrics (MCC, tempo, contrast pairs, Fréchet) on exported tiny checkpoints."""
+@pytest.fixture(scope="module")
+def exported(tiny_runs, tmp_path_factory):
+    """The tiny runs exported the way assets/checkpoints/ holds them."""
     from engine.training import export_checkpoint
 
-    corpus, runs, _ = tiny_runs
+    folder = tmp_path_factory.mktemp("checkpoints")
     for name in ("codec", "mulan", "semantic", "stage1", "stage2", "stage3"):
-        export_checkpoint(runs / name, tmp_path / f"{name}.safetensors", half=name.startswith("stage"))
-    result = _engine("eval", "generation", "--corpus", corpus, "--checkpoint", tmp_path, "--clips", 2, "--seconds", 1, "--seeds", 1)  # the smoke corpus has one test clip
+        export_checkpoint(tiny_runs[1] / name, folder / f"{name}.safetensors", half=name.startswith("stage"))
+    return folder
+
+
+def test_generation_eval_runs_through_the_cli(tiny_runs, exported):
+    """The adherence metrics (MCC, tempo, contrast pairs, Fréchet) on exported tiny checkpoints."""
+    corpus = tiny_runs[0]
+    result = _engine("eval", "generation", "--corpus", corpus, "--checkpoint", exported, "--clips", 2, "--seconds", 1, "--seeds", 1)  # the smoke corpus has one test clip
     assert result["captions"] == 1 and set(result["mcc"]) >= {"generated", "unconditional", "reference"}
     assert -1 <= result["mcc"]["generated"] <= 1
     assert result["contrast"]["of"] == 5 and 0 <= result["contrast"]["pairs_moved"] <= 5
@@ -101,3 +108,11 @@ def test_continuation_returns_the_clip_then_new_music(tiny_runs):
         assert sum(len(c.audio) for c in chunks) == 29_760 + 24_000
     with pytest.raises(ValueError, match="too short"):
         next(model.continuation(clip[:5000], None, GenerationSettings(seconds=1.0)))
+
+
+def test_story_and_continuation_evals_run_through_the_cli(tiny_runs, exported):
+    corpus = tiny_runs[0]
+    story = _engine("eval", "story", "--corpus", corpus, "--checkpoint", exported, "--clips", 1, "--seconds", 1)
+    assert story["segments"] == 4 and 0 <= story["margin_positive_fraction"] <= 1 and story["seam_jump_hard_cut_median"] > 0
+    cont = _engine("eval", "continuation", "--corpus", corpus, "--checkpoint", exported, "--seconds", 1)
+    assert cont["clips"] == 1 and 0 <= cont["closer_to_own_clip_fraction"] <= 1 and cont["seam_jump_median"] > 0
