@@ -9,15 +9,18 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import tempfile
 import threading
 from dataclasses import asdict
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import plotly.graph_objects as go
 
-from engine.audio import SAMPLE_RATE
+from engine.audio import SAMPLE_RATE, AudioError, load_audio
 from engine.models import CHECKPOINT_DIR, missing_models, model_status
-from engine.pipeline import MAX_SECONDS, GenerationSettings, MusicLM, clean_prompt
+from engine.pipeline import MAX_SECONDS, GenerationSettings, MusicLM, check_story, clean_prompt, parse_story
 
 from .history import History
 from .plots import spectrogram_figure, waveform_figure
@@ -67,6 +70,7 @@ class Studio:
 
     def __init__(self, model: MusicLM | None = None, history: History | None = None, streaming: bool = True):
         self._model, self.history, self.streaming = model, history or History(), streaming
+        self.last: Path | None = None  # the latest output, for "continue the last output"
         self._lock = threading.Lock()
 
     def model(self) -> MusicLM:
@@ -83,39 +87,75 @@ class Studio:
         if not missing_models():
             threading.Thread(target=self.model, daemon=True).start()
 
-    def text_to_music(self, prompt, negative, seconds, seed, t1, t2, t3, top_k, guidance):
-        """Stream a generation: audio chunks as they are decoded, progress, growing previews; the
-        finished (or stopped) piece goes to the history with the settings that reproduce it."""
+    def _settings(self, seconds, seed, t1, t2, t3, top_k, guidance, negative="") -> GenerationSettings:
         try:
-            prompt = clean_prompt(prompt)
             settings = GenerationSettings(seconds=float(seconds), seed=int(seed), temperatures=(float(t1), float(t2), float(t3)),
                                           top_k=int(top_k), guidance=float(guidance), negative_prompt=" ".join((negative or "").split()))
             settings.check()
         except (TypeError, ValueError) as exc:
             raise gr.Error(str(exc)) from None
-        model = self.model()
+        return settings
+
+    def _play(self, chunks, record: dict, total: float):
+        """Stream any generation to the page: audio chunks as they are decoded, progress, growing
+        previews; the finished (or stopped) piece goes to the history with the settings that
+        reproduce it."""
         pieces: list[np.ndarray] = []
-        record = {"mode": "text", "prompt": prompt, **asdict(settings)}
-        drawn = 0.0
+        drawn, entry = 0.0, None
         try:
-            for chunk in model.stream(prompt, settings):
+            for chunk in chunks:
                 pieces.append(chunk.audio)
-                progress = f"**{chunk.seconds_done:.1f} / {settings.seconds:g} s** · " + " · ".join(f"{k} {v:.1f} s" for k, v in chunk.stages.items())
+                stages = " · ".join(f"{k} {v:.1f} s" for k, v in chunk.stages.items())
+                progress = f"**{chunk.seconds_done:.1f} / {total:g} s**" + (f" · {stages}" if stages else "")
                 plots = (gr.skip(), gr.skip())
                 if chunk.seconds_done - drawn >= PLOT_EVERY_SECONDS:
                     so_far = np.concatenate(pieces)
-                    plots = (waveform_figure(so_far, settings.seconds), spectrogram_figure(so_far, settings.seconds))
+                    plots = (waveform_figure(so_far, total), spectrogram_figure(so_far, total))
                     drawn = chunk.seconds_done
                 sound = (SAMPLE_RATE, _pcm16(chunk.audio)) if self.streaming else gr.skip()
                 yield sound, progress, *plots, gr.skip(), gr.skip()
+        except ValueError as exc:  # input only the engine can judge (e.g. a clip too short to continue)
+            raise gr.Error(str(exc)) from None
         except Exception as exc:  # a fault inside generation: say what happened, keep serving
             raise gr.Error(f"generation failed: {exc}") from None
         finally:  # also on Stop (the generator is closed): keep what was made
             audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-            entry = self.history.add(audio, record) if len(audio) else None
+            if len(audio):
+                entry = self.history.add(audio, record)
+                self.last = self.history.path(entry)
         whole = gr.skip() if self.streaming else (SAMPLE_RATE, _pcm16(audio))
         yield (whole, f"**done** · {len(audio) / SAMPLE_RATE:.1f} s", waveform_figure(audio), spectrogram_figure(audio),
                json.dumps(record, indent=1), str(self.history.path(entry)) if entry else None)
+
+    def text_to_music(self, prompt, negative, seconds, seed, t1, t2, t3, top_k, guidance):
+        try:
+            prompt = clean_prompt(prompt)
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from None
+        settings = self._settings(seconds, seed, t1, t2, t3, top_k, guidance, negative)
+        model = self.model()
+        yield from self._play(model.stream(prompt, settings), {"mode": "text", "prompt": prompt, **asdict(settings)}, settings.seconds)
+
+    def story_to_music(self, table, seed, t1, t2, t3, top_k, guidance):
+        segments = _story_rows(table)
+        settings = self._settings(sum(s for _, s in segments), seed, t1, t2, t3, top_k, guidance)
+        model = self.model()
+        record = {"mode": "story", "segments": [{"prompt": p, "seconds": s} for p, s in segments], **asdict(settings)}
+        yield from self._play(model.story(segments, settings), record, settings.seconds)
+
+    def continue_music(self, clip, use_last, prompt, seconds, seed, t1, t2, t3, top_k, guidance):
+        source = self.last if use_last else clip
+        if not source:
+            raise gr.Error("nothing to continue yet: generate something first" if use_last else "upload or record a clip to continue")
+        try:
+            audio = load_audio(source)
+            prompt = clean_prompt(prompt) if (prompt or "").strip() else None
+        except (AudioError, ValueError) as exc:
+            raise gr.Error(str(exc)) from None
+        settings = self._settings(seconds, seed, t1, t2, t3, top_k, guidance)
+        model = self.model()
+        record = {"mode": "continue", "prompt": prompt, "clip_seconds": round(len(audio) / SAMPLE_RATE, 2), **asdict(settings)}
+        yield from self._play(model.continuation(audio, prompt, settings), record, len(audio) / SAMPLE_RATE + settings.seconds)
 
     def history_rows(self) -> list[list]:
         return [[e["created"], e["settings"].get("prompt", ""), e["seconds"], e["settings"].get("seed", ""), e["audio"]]
@@ -131,8 +171,59 @@ class Studio:
         return path, json.dumps(entry["settings"], indent=1), path
 
 
+def _story_rows(table) -> list[tuple[str, float]]:
+    """The story editor's rows (prompt, seconds), blank rows skipped, checked by the engine."""
+    rows = table.values.tolist() if hasattr(table, "values") else list(table or [])
+    rows = [r for r in rows if any(str(c).strip() for c in r if c is not None)]
+    try:
+        return check_story([(r[0], r[1]) for r in rows])
+    except (ValueError, IndexError) as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def story_json(table) -> str:
+    """The editor as DESIGN §4 story JSON, written to a file to download."""
+    segments = _story_rows(table)
+    path = Path(tempfile.mkdtemp(prefix="hummingbird-story-")) / "story.json"
+    path.write_text(json.dumps({"segments": [{"prompt": p, "seconds": s} for p, s in segments]}, indent=1, ensure_ascii=False))
+    return str(path)
+
+
+def story_table(path) -> list[list]:
+    """A story JSON file → editor rows; data only, checked like any story."""
+    if not path:
+        raise gr.Error("choose a story JSON file")
+    try:
+        if Path(path).stat().st_size > 1_000_000:
+            raise ValueError("a story file is small JSON; this one is over 1 MB")
+        segments = parse_story(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise gr.Error(str(exc)) from None
+    return [[p, s] for p, s in segments]
+
+
+def timeline_figure(table) -> go.Figure:
+    """The story as a strip of segments along time."""
+    try:
+        segments = _story_rows(table)
+    except gr.Error:
+        segments = []
+    fig = go.Figure()
+    start = 0.0
+    for i, (prompt, seconds) in enumerate(segments):
+        fig.add_trace(go.Bar(x=[seconds], y=["story"], base=[start], orientation="h", name=prompt, text=f"{i + 1}. {prompt}",
+                             textposition="inside", insidetextanchor="middle", hovertemplate=f"{prompt}<br>%{{base:.1f}} s + %{{x:.1f}} s"))
+        start += seconds
+    fig.update_layout(barmode="stack", height=140, showlegend=False, margin=dict(l=10, r=10, t=10, b=30), xaxis_title="seconds")
+    return fig
+
+
 def _pcm16(audio: np.ndarray) -> np.ndarray:
     return (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
+
+
+STORY_EXAMPLE = [["tender solo piano, slow tempo", 10.0], ["energetic rock with crunchy guitar and drums", 10.0],
+                 ["calm ambient music with a warm synth pad", 10.0]]
 
 
 def build_app(model: MusicLM | None = None, history: History | None = None, warm_up: bool = False) -> gr.Blocks:
@@ -142,53 +233,78 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
         studio.warm_up_in_background()
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"# 🐦 {TITLE}\n{INTRO}")
-        with gr.Tab("Text"):
-            with gr.Row():
-                with gr.Column(scale=3):
+        with gr.Row():
+            with gr.Column(scale=3):
+                with gr.Tab("Text"):
                     prompt = gr.Textbox(label="prompt", placeholder="describe the music: genre, instruments, mood, tempo …", lines=2,
                                         max_length=500, elem_id="prompt")
                     negative = gr.Textbox(label="negative prompt (optional)", placeholder="what to steer away from", max_length=500)
                     gr.Examples(EXAMPLES, inputs=prompt, label="try")
-                with gr.Column(scale=2):
-                    seconds = gr.Slider(1, MAX_SECONDS, value=10, step=0.5, label="duration (s)", elem_id="duration")
+                    run_text = gr.Button("Generate", variant="primary", elem_id="generate")
+                with gr.Tab("Story"):
+                    gr.Markdown("One continuous piece whose description changes over time: one row per segment.")
+                    story = gr.Dataframe(value=STORY_EXAMPLE, headers=["prompt", "seconds"], datatype=["str", "number"],
+                                         column_count=(2, "fixed"), interactive=True, elem_id="story-table")
+                    timeline = gr.Plot(timeline_figure(STORY_EXAMPLE), label="timeline")
                     with gr.Row():
-                        seed = gr.Number(value=0, precision=0, label="seed", minimum=0)
-                        dice = gr.Button("🎲", size="sm", scale=0)
-                    preset = gr.Radio(list(PRESETS), value="quality", label="preset")
-                    with gr.Accordion("sampling", open=False):
-                        temps = [gr.Slider(0, 2, value=v, step=0.05, label=f"stage {i + 1} temperature")
-                                 for i, v in enumerate(PRESETS["quality"][0])]
-                        top_k = gr.Slider(0, 1024, value=0, step=1, label="top-k (0 = off)")
-                        guidance = gr.Slider(0, 10, value=3.0, step=0.5, label="guidance scale (stage 1)")
-            with gr.Row():
-                run = gr.Button("Generate", variant="primary", elem_id="generate")
+                        story_in = gr.File(label="import story JSON", file_types=[".json"], height=80)
+                        story_out = gr.File(label="export", height=80)
+                    with gr.Row():
+                        export_story = gr.Button("Export JSON", size="sm")
+                        run_story = gr.Button("Generate story", variant="primary", elem_id="generate-story")
+                with gr.Tab("Continue"):
+                    clip = gr.Audio(label="clip to continue", sources=["upload", "microphone"], type="filepath")
+                    use_last = gr.Checkbox(label="continue the last output instead", value=False)
+                    new_prompt = gr.Textbox(label="new prompt (optional: otherwise the clip's own style)", max_length=500)
+                    run_continue = gr.Button("Continue", variant="primary", elem_id="generate-continue")
+                with gr.Tab("History"):
+                    refresh_history = gr.Button("Refresh", size="sm")
+                    table = gr.Dataframe(headers=["created", "prompt", "seconds", "seed", "file"], value=studio.history_rows,
+                                         interactive=False, wrap=True)
+                    with gr.Row():
+                        past_audio = gr.Audio(label="listen", interactive=False)
+                        with gr.Column():
+                            past_settings = gr.Code(label="settings", language="json")
+                            past_file = gr.File(label="download")
+                with gr.Tab("Models"):
+                    status = gr.Markdown(status_markdown(), elem_id="model-status")
+                    refresh = gr.Button("Check models again", size="sm")
+            with gr.Column(scale=2):
+                seconds = gr.Slider(1, MAX_SECONDS, value=10, step=0.5, label="duration (s) · text and continuation", elem_id="duration")
+                with gr.Row():
+                    seed = gr.Number(value=0, precision=0, label="seed", minimum=0)
+                    dice = gr.Button("🎲 random", size="sm", scale=0)
+                preset = gr.Radio(list(PRESETS), value="quality", label="preset")
+                with gr.Accordion("sampling", open=False):
+                    temps = [gr.Slider(0, 2, value=v, step=0.05, label=f"stage {i + 1} temperature")
+                             for i, v in enumerate(PRESETS["quality"][0])]
+                    top_k = gr.Slider(0, 1024, value=0, step=1, label="top-k (0 = off)")
+                    guidance = gr.Slider(0, 10, value=3.0, step=0.5, label="guidance scale (stage 1)")
                 stop = gr.Button("Stop", variant="stop")
-            progress = gr.Markdown("", elem_id="progress")
-            audio = gr.Audio(label="music", streaming=streaming, autoplay=True, interactive=False, elem_id="output-audio")
-            waveform = gr.Plot(label="waveform")
-            spectrogram = gr.Plot(label="spectrogram")
-            with gr.Row():
-                settings_json = gr.Code(label="settings (reproduce with these)", language="json")
-                download = gr.File(label="download")
-        with gr.Tab("History"):
-            refresh_history = gr.Button("Refresh", size="sm")
-            table = gr.Dataframe(headers=["created", "prompt", "seconds", "seed", "file"], value=studio.history_rows,
-                                 interactive=False, wrap=True)
-            with gr.Row():
-                past_audio = gr.Audio(label="listen", interactive=False)
-                with gr.Column():
-                    past_settings = gr.Code(label="settings", language="json")
-                    past_file = gr.File(label="download")
-        with gr.Tab("Models"):
-            status = gr.Markdown(status_markdown(), elem_id="model-status")
-            refresh = gr.Button("Check models again", size="sm")
+                progress = gr.Markdown("", elem_id="progress")
+        audio = gr.Audio(label="music", streaming=streaming, autoplay=True, interactive=False, elem_id="output-audio")
+        waveform = gr.Plot(label="waveform")
+        spectrogram = gr.Plot(label="spectrogram")
+        with gr.Row():
+            settings_json = gr.Code(label="settings (reproduce with these)", language="json")
+            download = gr.File(label="download")
 
+        sampling = [*temps, top_k, guidance]
+        outputs = [audio, progress, waveform, spectrogram, settings_json, download]
+        events = [
+            run_text.click(studio.text_to_music, [prompt, negative, seconds, seed, *sampling], outputs, api_name="text", concurrency_limit=1),
+            run_story.click(studio.story_to_music, [story, seed, *sampling], outputs, api_name="story", concurrency_limit=1),
+            run_continue.click(studio.continue_music, [clip, use_last, new_prompt, seconds, seed, *sampling], outputs,
+                               api_name="continue", concurrency_limit=1),
+        ]
+        for event in events:
+            event.then(studio.history_rows, outputs=table, api_name=False)
+        stop.click(None, cancels=events, api_name=False)
         dice.click(lambda: random.randrange(2**31), outputs=seed, api_name=False)
-        preset.change(lambda name: (*PRESETS[name][0], PRESETS[name][1], PRESETS[name][2]), preset, [*temps, top_k, guidance], api_name=False)
-        event = run.click(studio.text_to_music, [prompt, negative, seconds, seed, *temps, top_k, guidance],
-                          [audio, progress, waveform, spectrogram, settings_json, download], api_name="text", concurrency_limit=1)
-        event.then(studio.history_rows, outputs=table, api_name=False)
-        stop.click(None, cancels=[event], api_name=False)
+        preset.change(lambda name: (*PRESETS[name][0], PRESETS[name][1], PRESETS[name][2]), preset, sampling, api_name=False)
+        story.change(timeline_figure, story, timeline, api_name=False)
+        story_in.upload(story_table, story_in, story, api_name=False)
+        export_story.click(story_json, story, story_out, api_name=False)
         refresh_history.click(studio.history_rows, outputs=table, api_name="history")
         table.select(studio.history_entry, outputs=[past_audio, past_settings, past_file], api_name=False)
         refresh.click(status_markdown, outputs=status, api_name="model_status")

@@ -60,6 +60,8 @@ def test_every_endpoint_answers_through_gradio_client(studio_url):
 
     client = Client(studio_url, verbose=False)
     assert {"/text", "/history", "/model_status"} <= set(client.view_api(return_format="dict")["named_endpoints"])
+    from gradio_client import handle_file
+
     job = client.submit("calm violin melody over a distorted guitar riff, 90 bpm", "", 2, 7, 1.0, 0.95, 0.4, 0, 3.0, api_name="/text")
     updates = list(job)
     assert len(updates) >= 4  # streamed: one update per half-second chunk, then the finished piece
@@ -69,6 +71,16 @@ def test_every_endpoint_answers_through_gradio_client(studio_url):
     rows = client.predict(api_name="/history")["data"]
     assert rows and rows[0][1] == "calm violin melody over a distorted guitar riff, 90 bpm"
     assert "All models are ready" in client.predict(api_name="/model_status")
+
+    story = {"headers": ["prompt", "seconds"], "data": [["tender solo piano", 1.0], ["metal with distorted guitars", 1.5]]}
+    *_, (_, progress, _, _, settings, download) = client.submit(story, 3, 1.0, 0.95, 0.4, 0, 3.0, api_name="/story")
+    assert progress.startswith("**done** · 2.5 s") and json.loads(settings)["mode"] == "story"
+
+    clip = handle_file(download)
+    *_, (_, progress, _, _, settings, _) = client.submit(clip, False, "", 1, 0, 1.0, 0.95, 0.4, 0, 3.0, api_name="/continue")
+    assert progress.startswith("**done** · 3.5 s") and json.loads(settings)["clip_seconds"] == 2.48  # the story snapped to the 25 Hz grid
+    *_, (_, progress, _, _, _, _) = client.submit(None, True, "a flute lullaby", 1, 0, 1.0, 0.95, 0.4, 0, 3.0, api_name="/continue")
+    assert progress.startswith("**done** · 4.5 s")  # the last output (3.5 s) continued by 1 s
 
 
 @pytest.mark.parametrize("prompt, seconds, message", [
@@ -86,6 +98,28 @@ def test_bad_input_gets_one_clear_message_and_the_server_keeps_serving(studio_ur
     assert "models" in client.predict(api_name="/model_status")
 
 
+@pytest.mark.parametrize("endpoint, args, message", [
+    ("/story", ({"headers": ["prompt", "seconds"], "data": []}, 0, 1.0, 0.95, 0.4, 0, 3.0), "no segments"),
+    ("/story", ({"headers": ["prompt", "seconds"], "data": [["calm", -2]]}, 0, 1.0, 0.95, 0.4, 0, 3.0), "segment 1 lasts -2"),
+    ("/story", ({"headers": ["prompt", "seconds"], "data": [["", 4]]}, 0, 1.0, 0.95, 0.4, 0, 3.0), "segment 1: the prompt is empty"),
+    ("/continue", (None, False, "", 2, 0, 1.0, 0.95, 0.4, 0, 3.0), "upload or record a clip"),
+])
+def test_story_and_continue_refuse_bad_input_clearly(studio_url, endpoint, args, message):
+    from gradio_client import Client
+
+    with pytest.raises(Exception, match=message):
+        Client(studio_url, verbose=False).predict(*args, api_name=endpoint)
+
+
+def test_continue_refuses_a_file_that_is_not_audio(studio_url, tmp_path):
+    from gradio_client import Client, handle_file
+
+    fake = tmp_path / "notes.wav"
+    fake.write_text("this is not audio")
+    with pytest.raises(Exception, match="cannot read notes.wav as audio"):
+        Client(studio_url, verbose=False).predict(handle_file(fake), False, "", 2, 0, 1.0, 0.95, 0.4, 0, 3.0, api_name="/continue")
+
+
 def test_a_real_browser_generates_music_in_the_text_tab(studio_url):
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path("/usr/bin/chromium").exists():
@@ -95,8 +129,9 @@ def test_a_real_browser_generates_music_in_the_text_tab(studio_url):
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--autoplay-policy=no-user-gesture-required"])
         page = browser.new_page(viewport={"width": 1280, "height": 1400})
         page.goto(studio_url)
-        for tab in ("History", "Models", "Text"):  # every tab renders
-            page.get_by_role("tab", name=tab).click()
+        for tab in ("Story", "Continue", "History", "Models", "Text"):  # every tab renders
+            page.get_by_role("tab", name=tab, exact=True).click()
+            page.wait_for_timeout(700)  # let plots draw
             page.screenshot(path=str(ARTIFACTS / f"studio-{tab.lower()}.png"))
         assert "All models are ready" in page.content()
         page.locator("#prompt textarea").fill("tender solo piano, slow tempo, calm")
