@@ -1,4 +1,4 @@
-"""Start the hummingbird studio: ``python launch.py [--host 127.0.0.1] [--port 7860] [--device auto|cpu|cuda] [--share]``."""
+"""Start the hummingbird studio: ``python launch.py [--host 127.0.0.1] [--port 7860] [--device auto|cpu|cuda] [--share] [--desktop]``."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +17,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--share", action="store_true", help="ask Gradio for a public link (needs the internet)")
     p.add_argument("--auth", metavar="USER:PASS", help="require a login (recommended with --host 0.0.0.0 or --share)")
+    p.add_argument("--desktop", action="store_true", help="record and play on this computer's sound card (sounddevice)")
     args = p.parse_args(argv)
     if args.auth and ":" not in args.auth:
         p.error("--auth must look like user:password")
@@ -38,8 +39,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     from studio.app import build_app
 
+    desktop = args.desktop
+    if desktop:
+        from studio.desktop import available
+
+        reason = available()
+        if reason:
+            print(f"--desktop: {reason}; recording and playing here are off, the browser still plays everything", file=sys.stderr)
+            desktop = False
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
-    app = build_app(warm_up=True)
+    app = build_app(warm_up=True, desktop=desktop)
     try:
         app.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth)
     except Exception as exc:  # share links need the internet; say so and keep serving locally

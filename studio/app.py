@@ -18,10 +18,11 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
-from engine.audio import SAMPLE_RATE, AudioError, load_audio
+from engine.audio import SAMPLE_RATE, AudioError, load_audio, save_audio
 from engine.models import CHECKPOINT_DIR, missing_models, model_status
 from engine.pipeline import MAX_SECONDS, GenerationSettings, MusicLM, check_story, clean_prompt, parse_story
 
+from . import desktop
 from .history import History
 from .plots import spectrogram_figure, waveform_figure
 
@@ -157,6 +158,24 @@ class Studio:
         record = {"mode": "continue", "prompt": prompt, "clip_seconds": round(len(audio) / SAMPLE_RATE, 2), **asdict(settings)}
         yield from self._play(model.continuation(audio, prompt, settings), record, len(audio) / SAMPLE_RATE + settings.seconds)
 
+    def record_here(self) -> str:
+        """Desktop mode: a clip from this computer's microphone, saved like an upload."""
+        try:
+            audio = desktop.record(8.0)
+        except desktop.DesktopAudioError as exc:
+            raise gr.Error(str(exc)) from None
+        path = Path(tempfile.mkdtemp(prefix="hummingbird-rec-")) / "recording.wav"
+        save_audio(path, audio)
+        return str(path)
+
+    def play_here(self) -> None:
+        if self.last is None:
+            raise gr.Error("nothing to play yet: generate something first")
+        try:
+            desktop.play(load_audio(self.last))
+        except desktop.DesktopAudioError as exc:
+            raise gr.Error(str(exc)) from None
+
     def history_rows(self) -> list[list]:
         return [[e["created"], e["settings"].get("prompt", ""), e["seconds"], e["settings"].get("seed", ""), e["audio"]]
                 for e in self.history.entries()]
@@ -226,7 +245,7 @@ STORY_EXAMPLE = [["tender solo piano, slow tempo", 10.0], ["energetic rock with 
                  ["calm ambient music with a warm synth pad", 10.0]]
 
 
-def build_app(model: MusicLM | None = None, history: History | None = None, warm_up: bool = False) -> gr.Blocks:
+def build_app(model: MusicLM | None = None, history: History | None = None, warm_up: bool = False, desktop: bool = False) -> gr.Blocks:
     streaming = shutil.which("ffmpeg") is not None  # gradio encodes streamed audio with ffmpeg; without it: the whole piece at the end
     studio = Studio(model, history, streaming)
     if warm_up:
@@ -255,6 +274,8 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
                 with gr.Tab("Continue"):
                     clip = gr.Audio(label="clip to continue", sources=["upload", "microphone"], type="filepath")
                     use_last = gr.Checkbox(label="continue the last output instead", value=False)
+                    if desktop:
+                        record_here = gr.Button("🎙 record 8 s from this computer's microphone", size="sm")
                     new_prompt = gr.Textbox(label="new prompt (optional: otherwise the clip's own style)", max_length=500)
                     run_continue = gr.Button("Continue", variant="primary", elem_id="generate-continue")
                 with gr.Tab("History"):
@@ -281,6 +302,8 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
                     top_k = gr.Slider(0, 1024, value=0, step=1, label="top-k (0 = off)")
                     guidance = gr.Slider(0, 10, value=3.0, step=0.5, label="guidance scale (stage 1)")
                 stop = gr.Button("Stop", variant="stop")
+                if desktop:
+                    play_here = gr.Button("🔊 play the last output on this computer", size="sm")
                 progress = gr.Markdown("", elem_id="progress")
         audio = gr.Audio(label="music", streaming=streaming, autoplay=True, interactive=False, elem_id="output-audio")
         waveform = gr.Plot(label="waveform")
@@ -308,5 +331,8 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
         refresh_history.click(studio.history_rows, outputs=table, api_name="history")
         table.select(studio.history_entry, outputs=[past_audio, past_settings, past_file], api_name=False)
         refresh.click(status_markdown, outputs=status, api_name="model_status")
+        if desktop:
+            record_here.click(studio.record_here, outputs=clip, api_name=False)
+            play_here.click(studio.play_here, api_name=False)
     app.queue(max_size=16)
     return app

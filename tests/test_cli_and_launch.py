@@ -73,9 +73,12 @@ def _free_port() -> int:
 
 
 def test_launch_serves_the_studio_and_names_missing_models():
+    """Also with --desktop: without a sound card it says so and serves anyway."""
+    from studio.desktop import available
+
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "launch.py", "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, "launch.py", "--port", str(port), "--desktop"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
         deadline = time.time() + 60
@@ -95,6 +98,8 @@ def test_launch_serves_the_studio_and_names_missing_models():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+    reason = available()
+    assert reason is None or f"--desktop: {reason}" in proc.stdout.read()
 
 
 def test_launch_rejects_bad_flags():

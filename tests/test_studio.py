@@ -148,3 +148,21 @@ def test_a_real_browser_generates_music_in_the_text_tab(studio_url):
         page.screenshot(path=str(ARTIFACTS / "studio-text-generated.png"), full_page=True)
         browser.close()
     assert wall < 60
+
+
+def test_desktop_audio_without_a_sound_card_says_so_in_one_sentence(monkeypatch):
+    from studio import desktop
+
+    sd = pytest.importorskip("sounddevice")
+
+    def no_device(*args, **kwargs):
+        raise sd.PortAudioError("Error querying device -1")
+
+    monkeypatch.setattr(sd, "query_devices", no_device)
+    assert desktop.available() == "no default audio input device on this computer"
+    with pytest.raises(desktop.DesktopAudioError, match="no default audio input device"):
+        desktop.record(1.0)
+    with pytest.raises(desktop.DesktopAudioError, match="no default audio output device"):
+        desktop.play(np.zeros(10, np.float32))
+    with pytest.raises(desktop.DesktopAudioError, match="between 0 and 60"):
+        desktop.record(120)
