@@ -335,6 +335,28 @@ def _contrast(model, seconds: float, seeds: int) -> dict:
     return {"seeds": seeds, "pairs_moved": sum(p["moved"] for p in pairs), "of": len(pairs), "per_feature": per_feature, "pairs": pairs}
 
 
+def _fine_stage_fidelity(model, corpus: Path, records: list[dict], seconds: float) -> dict:
+    """Does stage 3 help? On test renders: the codec's own coarse levels (1–4) completed by stage 3,
+    against the coarse levels alone and against all 12 true levels (the codec's ceiling), as
+    log-mel L1 to the render (lower is better)."""
+    from .lm import COARSE_LEVELS
+    from .pipeline import windowed
+
+    stage3 = model.stages["stage3"]
+    rows = []
+    for i, record in enumerate(records):
+        audio, _ = sf.read(str(Path(corpus) / record["audio"]), dtype="float32", frames=int(seconds * SAMPLE_RATE))
+        with torch.inference_mode():
+            codes = model.codec.encode(torch.from_numpy(audio)[None])
+            coarse = codes[:, :COARSE_LEVELS]
+            fine = torch.cat(list(windowed(stage3, coarse.shape[2], [(0, None)], {"A_coarse": coarse}, stage3.cfg.layout.sampling,
+                                           torch.Generator().manual_seed(i))), 2)
+            decoded = {"coarse_plus_stage3": torch.cat([coarse, fine], 1), "coarse_only": coarse, "all_true_levels": codes}
+            reference = torch.from_numpy(audio)
+            rows.append({k: log_mel_l1(reference, model.codec.decode(v)[0, : len(audio)]) for k, v in decoded.items()})
+    return {"clips": len(rows), **_mean(rows)}
+
+
 def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0,
                     seeds: int = 3) -> dict:
     """Issue 5's adherence metrics on test captions never seen in training: MuLan cycle
@@ -392,6 +414,7 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
                   **{f"{k}_within_8pct": round(float(np.mean([e <= TEMPO_TOLERANCE for e in v])), 4) if v else None for k, v in tempo.items()},
                   **{f"{k}_median_error": round(float(np.median(v)), 4) if v else None for k, v in tempo.items()}},
         "contrast": _contrast(model, seconds, seeds),
+        "fine_stage_log_mel_l1": _fine_stage_fidelity(model, corpus, records[:10], seconds),
         "frechet": frechet,
         "generation_rtf_mean": round(float(np.mean(rtf)), 4),
         "wall_s": round(time.perf_counter() - t0, 1),
@@ -476,3 +499,20 @@ def eval_continuation(corpus: Path, checkpoint: Path | None = None, clips: int |
         "similarity_own_mean": round(float(np.mean(own)), 4), "similarity_unrelated_mean": round(float(np.mean(other)), 4),
         "seam_jump_median": round(float(np.median(seams)), 3), "wall_s": round(time.perf_counter() - t0, 1),
     }
+
+
+# ----------------------------------------------------------------------------- stage LMs
+def eval_stages(corpus: Path, checkpoint: Path | None = None, clips: int | None = None) -> dict:
+    """Held-out loss of each stage LM on test-split token crops (nats per token; uniform = ln 1024
+    = 6.93), with its own M, the null M and a shuffled M: what the text conditioning is worth."""
+    from .lm import held_out_loss, load_stage
+    from .models import CHECKPOINT_DIR
+    from .tokens import load_token_cache
+
+    tokens = load_token_cache(corpus, "test")
+    result = {}
+    for stage in ("stage1", "stage2", "stage3"):
+        model = load_stage(stage, (Path(checkpoint) if checkpoint else CHECKPOINT_DIR) / f"{stage}.safetensors")
+        row = {k: held_out_loss(model, tokens, batches=clips or 16, prefix=k) for k in ("own", "null", "shuffled")}
+        result[stage] = row if model.cfg.layout.prefix is not None else {"own": row["own"]}
+    return {"uniform": round(float(np.log(1024)), 4), **result}

@@ -301,10 +301,18 @@ def stage_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
 
 
 @torch.no_grad()
-def held_out_loss(model: TokenLM, tokens: dict[str, torch.Tensor], batches: int = 8, seed: int = 123) -> float:
+def held_out_loss(model: TokenLM, tokens: dict[str, torch.Tensor], batches: int = 8, seed: int = 123, prefix: str = "own") -> float:
+    """Mean loss on test-split crops. ``prefix``: "own" (the crop's M), "null" (the learned
+    unconditional M) or "shuffled" (another crop's M) — the gaps show how much a stage uses M."""
     model.eval()
     it = stage_batches(model.cfg.layout, tokens, 16, seed)
-    losses = [float(stage_loss(model, next(it))[0]) for _ in range(batches)]
+    losses = []
+    for _ in range(batches):
+        batch = next(it)
+        m = batch["prefix"]
+        if m is not None and prefix != "own":
+            m = None if prefix == "null" else m.roll(1, dims=0)
+        losses.append(float(model.loss(batch["target"], m, batch["aligned"])[0]))
     model.train()
     return round(float(np.mean(losses)), 4)
 

@@ -116,3 +116,9 @@ def test_story_and_continuation_evals_run_through_the_cli(tiny_runs, exported):
     assert story["segments"] == 4 and 0 <= story["margin_positive_fraction"] <= 1 and story["seam_jump_hard_cut_median"] > 0
     cont = _engine("eval", "continuation", "--corpus", corpus, "--checkpoint", exported, "--seconds", 1)
     assert cont["clips"] == 1 and 0 <= cont["closer_to_own_clip_fraction"] <= 1 and cont["seam_jump_median"] > 0
+
+
+def test_stage_eval_reports_what_m_is_worth(tiny_runs, exported):
+    result = _engine("eval", "stages", "--corpus", tiny_runs[0], "--checkpoint", exported, "--clips", 1)
+    assert set(result["stage1"]) == {"own", "null", "shuffled"} and set(result["stage3"]) == {"own"}
+    assert all(0 < v < 20 for stage in ("stage1", "stage2", "stage3") for v in result[stage].values())
