@@ -74,8 +74,8 @@ def bench_codec(seconds: float = 10.0, repeats: int = 3) -> dict:
     return result
 
 
-def bench_generate(lengths: tuple[float, ...] = (10.0, 60.0), prompt: str = "calm violin melody over a distorted guitar riff, 90 bpm",
-                   seed: int = 0) -> dict:
+def bench_generate(lengths: tuple[float, ...] = (10.0, 60.0, 300.0), prompt: str = "calm violin melody over a distorted guitar riff, 90 bpm",
+                   seed: int = 0, parallel: bool | None = None) -> dict:
     """Text → audio with the shipped checkpoints: RTF, first-chunk latency, per-stage seconds
     and tokens/s, peak RSS — for each length, in this one process."""
     import resource
@@ -83,7 +83,7 @@ def bench_generate(lengths: tuple[float, ...] = (10.0, 60.0), prompt: str = "cal
     from .pipeline import GenerationSettings, MusicLM
 
     t0 = time.perf_counter()
-    model = MusicLM.load()
+    model = MusicLM.load(parallel=parallel)
     load_s = time.perf_counter() - t0
     model.generate(prompt, GenerationSettings(seconds=1.0, seed=seed))  # warm-up: first calls allocate
     runs = {}
@@ -94,4 +94,40 @@ def bench_generate(lengths: tuple[float, ...] = (10.0, 60.0), prompt: str = "cal
         runs[f"{seconds:g}s"] = info
     rtfs = [runs[k]["rtf"] for k in runs]
     return {"prompt": prompt, "load_s": round(load_s, 2), "runs": runs, "rtf_ratio_longest_to_shortest": round(rtfs[-1] / rtfs[0], 3),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "threads": torch.get_num_threads()}
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "threads": torch.get_num_threads(),
+            "parallel_stages": model.parallel}
+
+
+def musicgen_small(seed: int = 0):
+    """MusicGen-small's architecture (Copet et al. 2023) from its published configuration, with
+    random weights: nothing is downloaded. T5-base text encoder, a 24-layer 1024-wide decoder over
+    4 EnCodec codebooks of 2048 with the delay pattern, EnCodec 32 kHz."""
+    from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration, T5Config
+
+    torch.manual_seed(seed)
+    text = T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12)
+    audio = EncodecConfig(sampling_rate=32000, audio_channels=1, num_filters=64, upsampling_ratios=[8, 5, 4, 4], codebook_size=2048,
+                          codebook_dim=128, hidden_size=128, num_lstm_layers=2, normalize=False, target_bandwidths=[2.2],
+                          use_causal_conv=False, compress=2, norm_type="weight_norm", pad_mode="reflect", trim_right_ratio=1.0)
+    decoder = MusicgenDecoderConfig(vocab_size=2048, max_position_embeddings=2048, num_hidden_layers=24, ffn_dim=4096,
+                                    num_attention_heads=16, hidden_size=1024, num_codebooks=4, audio_channels=1,
+                                    activation_function="gelu", dropout=0.1, layerdrop=0.0, scale_embedding=False,
+                                    pad_token_id=2048, bos_token_id=2048)
+    config = MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder)
+    return MusicgenForConditionalGeneration(config).eval()
+
+
+def bench_peer(seconds: float = 10.0) -> dict:
+    """Wall time of MusicGen-small's architecture generating ``seconds`` (sampling, guidance 3,
+    KV cache, as its own generate() does) on this machine."""
+    model = musicgen_small()
+    tokens = int(seconds * 50)  # EnCodec 32 kHz: 50 frames per second
+    input_ids = torch.randint(0, 32128, (1, 12))
+    with torch.inference_mode():
+        model.generate(input_ids=input_ids, max_new_tokens=8, do_sample=True, guidance_scale=3.0)  # warm-up
+        t0 = time.perf_counter()
+        model.generate(input_ids=input_ids, max_new_tokens=tokens, do_sample=True, guidance_scale=3.0)
+        wall = time.perf_counter() - t0
+    params = sum(p.numel() for p in model.parameters())
+    return {"model": "MusicGen-small architecture, random weights", "params_m": round(params / 1e6, 1), "seconds": seconds,
+            "wall_s": round(wall, 2), "rtf": round(wall / seconds, 3)}

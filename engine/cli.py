@@ -204,12 +204,20 @@ def _eval(args: argparse.Namespace) -> dict:
 
 
 def _bench(args: argparse.Namespace) -> dict:
-    from .bench import bench_codec, bench_generate
+    from .bench import bench_codec, bench_generate, bench_peer
 
     try:
         if args.what == "codec":
             return bench_codec(args.seconds)
-        return bench_generate(tuple(args.lengths))
+        if args.what == "peer":
+            return bench_peer(args.seconds)
+        parallel = {"auto": None, "on": True, "off": False}[args.parallel]
+        result = bench_generate(tuple(args.lengths), parallel=parallel)
+        if args.what == "all":  # ours and the peer architecture, same machine, same run
+            peer = bench_peer(args.seconds)
+            ours = result["runs"].get(f"{args.seconds:g}s") or bench_generate((args.seconds,), parallel=parallel)["runs"][f"{args.seconds:g}s"]
+            result["peer"] = {**peer, "our_speedup_x": round(peer["wall_s"] / ours["wall_s"], 1)}
+        return result
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
 
@@ -295,9 +303,12 @@ def parser() -> argparse.ArgumentParser:
     e.set_defaults(run=_eval)
 
     bn = sub.add_parser("bench", help="speed and memory as JSON")
-    bn.add_argument("what", choices=("codec", "generate"), nargs="?", default="codec")
-    bn.add_argument("--seconds", type=_positive_float, default=10.0, help="codec: audio length")
-    bn.add_argument("--lengths", type=_positive_float, nargs="+", default=[10.0, 60.0], help="generate: the lengths to time")
+    bn.add_argument("what", choices=("all", "generate", "peer", "codec"), nargs="?", default="all",
+                    help="all = generate at every length + the MusicGen-small architecture at --seconds (default)")
+    bn.add_argument("--seconds", type=_positive_float, default=10.0, help="codec / peer: audio length")
+    bn.add_argument("--lengths", type=_positive_float, nargs="+", default=[10.0, 60.0, 300.0], help="generate: the lengths to time")
+    bn.add_argument("--parallel", choices=("auto", "on", "off"), default="auto",
+                    help="run the semantic and coarse stages on their own thread (auto: with two or more cores)")
     bn.add_argument("--json", action="store_true")
     bn.set_defaults(run=_bench)
 

@@ -213,9 +213,11 @@ class MusicLM:
         self.parallel = parallel  # run the upstream stages on their own thread (RunAhead)
 
     @classmethod
-    def load(cls, root: Path | None = None, device: str = "cpu", paths: dict[str, Path] | None = None) -> "MusicLM":
+    def load(cls, root: Path | None = None, device: str = "cpu", paths: dict[str, Path] | None = None,
+             parallel: bool | None = None) -> "MusicLM":
         """Every model from ``assets/checkpoints/`` (or ``root``); ``paths`` overrides single models
-        (a run folder or an exported file)."""
+        (a run folder or an exported file); ``parallel`` runs the upstream stages on their own
+        thread (default: when this process may use two or more cores)."""
         from .codec import load_codec
         from .lm import load_stage
         from .models import CHECKPOINT_DIR
@@ -224,8 +226,11 @@ class MusicLM:
 
         root = Path(root) if root else CHECKPOINT_DIR
         where = {name: (paths or {}).get(name, root / f"{name}.safetensors") for name in ("mulan", "semantic", "codec", "stage1", "stage2", "stage3")}
+        if parallel is None:
+            parallel = torch.get_num_threads() >= 2
         return cls(load_mulan(where["mulan"]), load_codec(where["codec"], device),
-                   *(load_stage(s, where[s]) for s in ("stage1", "stage2", "stage3")), semantic=load_semantic(where["semantic"]))
+                   *(load_stage(s, where[s]) for s in ("stage1", "stage2", "stage3")), semantic=load_semantic(where["semantic"]),
+                   parallel=parallel)
 
     def warm_up(self) -> "MusicLM":
         """Load the text encoder and run every stage once, so a user's first click does not pay
