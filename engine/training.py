@@ -6,6 +6,7 @@ unchanged under ``torchrun`` (DistributedDataParallel over gloo on CPU, nccl on 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -147,14 +148,47 @@ def export_checkpoint(run_dir: Path, path: Path, half: bool = False) -> dict:
         _atomic_save(shard, path.with_name(name), metadata={"config": json.dumps(state["config"])})
     info = {"step": state["step"], "train": state["train"], "metrics": state["metrics"], "shards": names}
     _atomic_json({"config": state["config"], **info}, path.with_suffix(".json"))
+    record_hashes(path.parent, [path.with_suffix(".json").name, *names])
     return info
 
 
+MANIFEST = "MANIFEST.json"  # SHA-256 of every file in a checkpoint folder, written by export_checkpoint
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def record_hashes(folder: Path, names: list[str]) -> None:
+    """Add (or refresh) ``names`` in the folder's manifest."""
+    manifest = folder / MANIFEST
+    hashes = json.loads(manifest.read_text()) if manifest.exists() else {}
+    hashes.update({name: _sha256(folder / name) for name in names})
+    _atomic_json(dict(sorted(hashes.items())), manifest)
+
+
+def verify_hashes(folder: Path, names: list[str]) -> None:
+    """Where a folder has a manifest, every file loaded from it must be listed with its hash: a
+    swapped or corrupted checkpoint is refused before a byte of it is used."""
+    manifest = folder / MANIFEST
+    if not manifest.exists():
+        return
+    hashes = json.loads(manifest.read_text())
+    for name in names:
+        if name not in hashes:
+            raise ValueError(f"{folder / name} is not listed in {manifest}; export checkpoints with `python -m engine train … --export`")
+        if _sha256(folder / name) != hashes[name]:
+            raise ValueError(f"{folder / name} does not match its SHA-256 in {manifest}: the file was changed or damaged")
+
+
 def load_exported(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Read an exported checkpoint: its config and all its shards' tensors."""
-    meta = json.loads(path.with_suffix(".json").read_text())
+    """Read an exported checkpoint: its config and all its shards' tensors (hash-checked)."""
+    meta_path = path.with_suffix(".json")
+    shards = json.loads(meta_path.read_text()).get("shards", [path.name])
+    verify_hashes(path.parent, [meta_path.name, *shards])
+    meta = json.loads(meta_path.read_text())
     weights: dict[str, torch.Tensor] = {}
-    for name in meta.get("shards", [path.name]):
+    for name in shards:
         weights.update(load_file(str(path.with_name(name))))
     return meta["config"], {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}
 

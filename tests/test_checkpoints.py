@@ -1,0 +1,32 @@
+"""Shipped checkpoints load only as safetensors listed, with their SHA-256, in the folder's manifest."""
+import json
+import shutil
+
+import pytest
+
+from engine.models import CHECKPOINT_DIR
+from engine.training import MANIFEST, load_exported
+
+
+def test_every_shipped_file_is_in_the_manifest_with_its_hash():
+    hashes = json.loads((CHECKPOINT_DIR / MANIFEST).read_text())
+    shipped = {p.name for p in CHECKPOINT_DIR.iterdir() if p.suffix in (".json", ".safetensors") and p.name != MANIFEST}
+    assert shipped == set(hashes)
+    for name in ("codec", "mulan", "semantic", "stage1", "stage2", "stage3"):
+        load_exported(CHECKPOINT_DIR / f"{name}.safetensors")  # verifies every shard's hash
+
+
+def test_a_changed_or_unlisted_checkpoint_is_refused(tmp_path):
+    for name in ("semantic.safetensors", "semantic.json", MANIFEST):
+        shutil.copy(CHECKPOINT_DIR / name, tmp_path / name)
+    load_exported(tmp_path / "semantic.safetensors")
+    data = bytearray((tmp_path / "semantic.safetensors").read_bytes())
+    data[-1] ^= 1  # one flipped bit in the weights
+    (tmp_path / "semantic.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="does not match its SHA-256"):
+        load_exported(tmp_path / "semantic.safetensors")
+    hashes = json.loads((tmp_path / MANIFEST).read_text())
+    del hashes["semantic.json"]
+    (tmp_path / MANIFEST).write_text(json.dumps(hashes))
+    with pytest.raises(ValueError, match="not listed"):
+        load_exported(tmp_path / "semantic.safetensors")
