@@ -166,3 +166,11 @@ def test_desktop_audio_without_a_sound_card_says_so_in_one_sentence(monkeypatch)
         desktop.play(np.zeros(10, np.float32))
     with pytest.raises(desktop.DesktopAudioError, match="between 0 and 60"):
         desktop.record(120)
+
+
+def test_stress_script_small_run_all_answered_and_still_serving():
+    from studio.stress import run
+
+    result = run(users=3, seconds=1.0, sequential=2)
+    assert result["concurrent"]["ok"] + result["concurrent"]["busy"] == 3 and not result["concurrent"]["failures"]
+    assert result["sequential"]["failures"] == 0 and result["still_serving"]
