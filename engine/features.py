@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torchaudio
+from torch import nn
 
 from .audio import SAMPLE_RATE
 
@@ -144,3 +146,23 @@ def corpus_frames(corpus: Path, records: list[dict], workers: int = 2) -> list[n
                 pass
     return [clip_frames(corpus, r) for r in records]
 
+
+
+class MelStem(nn.Module):
+    """The learned input of MuLan's audio tower and of the semantic model: 100 Hz log-mel,
+    standardized per band with statistics fitted on training audio, then a strided convolution
+    down to the encoder's frame rate. (B, 64, T) → (B, T / stride, dim)."""
+
+    def __init__(self, dim: int, stride: int):
+        super().__init__()
+        self.register_buffer("mel_mean", torch.zeros(N_MELS, 1))
+        self.register_buffer("mel_std", torch.ones(N_MELS, 1))
+        self.conv = nn.Conv1d(N_MELS, dim, 2 * stride, stride, padding=stride // 2)
+
+    def fit(self, mel: np.ndarray) -> None:
+        """Per-band mean and std from (64, frames) of training log-mel."""
+        self.mel_mean.copy_(torch.from_numpy(mel.mean(1, keepdims=True).astype(np.float32)))
+        self.mel_std.copy_(torch.from_numpy(mel.std(1, keepdims=True).astype(np.float32) + 1e-3))
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.conv((mel - self.mel_mean) / self.mel_std)).transpose(1, 2)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .features import CHANNELS, DESCRIPTOR_DIM, FRAME_RATE, N_MELS, analyze, corpus_frames, window_descriptor, windows
+from .features import CHANNELS, DESCRIPTOR_DIM, FRAME_RATE, MelStem, analyze, corpus_frames, window_descriptor, windows
 from .quantization import ResidualVQ
 from .transformer import Transformer, TransformerConfig
 
@@ -148,19 +148,16 @@ class AudioTower(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.audio.dim
-        # input standardization, fitted on training windows before the first step
-        self.register_buffer("mel_mean", torch.zeros(N_MELS, 1))
-        self.register_buffer("mel_std", torch.ones(N_MELS, 1))
+        self.stem = MelStem(d, cfg.stem_stride)
+        # descriptor standardization, fitted on training windows before the first step (like the stem's)
         self.register_buffer("desc_mean", torch.zeros(DESCRIPTOR_DIM))
         self.register_buffer("desc_std", torch.ones(DESCRIPTOR_DIM))
-        self.stem = nn.Sequential(nn.Conv1d(N_MELS, d, 2 * cfg.stem_stride, cfg.stem_stride, padding=cfg.stem_stride // 2), nn.GELU())
         self.encoder = Transformer(cfg.audio)
         self.descriptor = nn.Sequential(nn.Linear(DESCRIPTOR_DIM, 256), nn.GELU(), nn.Linear(256, d)) if cfg.handcrafted else None
         self.head = nn.Linear(d * (2 if cfg.handcrafted else 1), cfg.embed_dim)
 
     def forward(self, mel: torch.Tensor, descriptor: torch.Tensor) -> torch.Tensor:
-        x = self.stem((mel - self.mel_mean) / self.mel_std).transpose(1, 2)
-        pooled = self.encoder(x).mean(1)
+        pooled = self.encoder(self.stem(mel)).mean(1)
         if self.descriptor is not None:
             pooled = torch.cat([pooled, self.descriptor((descriptor - self.desc_mean) / self.desc_std)], dim=1)
         return F.normalize(self.head(pooled), dim=-1)
@@ -265,14 +262,14 @@ class MuLanData:
             chunk = np.pad(chunk, ((0, 0), (0, w - chunk.shape[1])), constant_values=np.log(1e-6))
         return chunk
 
-    def statistics(self, samples: int = 512, seed: int = 0) -> dict[str, torch.Tensor]:
-        """Per-band log-mel and per-descriptor mean/std over random training windows."""
+    def fit_standardization(self, tower: "AudioTower", samples: int = 512, seed: int = 0) -> None:
+        """The tower's per-band log-mel and per-descriptor mean/std, over random training windows."""
         rng = np.random.default_rng(seed)
         chunks = [self.window(rng, int(rng.integers(len(self.frames)))) for _ in range(samples)]
-        mel = np.concatenate([c[CHANNELS["mel"]] for c in chunks], axis=1)
+        tower.stem.fit(np.concatenate([c[CHANNELS["mel"]] for c in chunks], axis=1))
         desc = np.stack([window_descriptor(c) for c in chunks])
-        return {"mel_mean": torch.from_numpy(mel.mean(1, keepdims=True)), "mel_std": torch.from_numpy(mel.std(1, keepdims=True) + 1e-3),
-                "desc_mean": torch.from_numpy(desc.mean(0)), "desc_std": torch.from_numpy(desc.std(0) + 1e-3)}
+        tower.desc_mean.copy_(torch.from_numpy(desc.mean(0)))
+        tower.desc_std.copy_(torch.from_numpy(desc.std(0) + 1e-3))
 
     def batches(self, batch: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
         rng = np.random.default_rng(seed)
@@ -331,8 +328,7 @@ def train_mulan(corpus: Path, preset: str, run_dir: Path, overrides: dict | None
     model_cfg = replace(MULAN_PRESETS[preset], handcrafted=handcrafted)
     model = MuLan(model_cfg)
     data = MuLanData(corpus, model_cfg)
-    for name, value in data.statistics(seed=cfg.seed).items():
-        getattr(model.audio_tower, name).copy_(value)
+    data.fit_standardization(model.audio_tower, seed=cfg.seed)
     batches = data.batches(cfg.batch_size, seed=cfg.seed * 1000 + ddp.rank)
     result = train_loop("mulan", model, {"preset": preset, **model.config_dict()}, batches, mulan_loss, cfg, run_dir, ddp, progress)
     if ddp.main:

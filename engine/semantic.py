@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .features import CHANNELS, FRAMES_PER_TOKEN, N_MELS, SEMANTIC_RATE, analyze, corpus_frames, token_frames
+from .features import CHANNELS, FRAMES_PER_TOKEN, SEMANTIC_RATE, MelStem, analyze, corpus_frames, token_frames
 from .quantization import kmeans
 from .transformer import Transformer, TransformerConfig
 
@@ -92,9 +92,7 @@ class SemanticModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.encoder.dim
-        self.register_buffer("mel_mean", torch.zeros(N_MELS, 1))
-        self.register_buffer("mel_std", torch.ones(N_MELS, 1))
-        self.stem = nn.Sequential(nn.Conv1d(N_MELS, d, 2 * FRAMES_PER_TOKEN, FRAMES_PER_TOKEN, padding=FRAMES_PER_TOKEN // 2), nn.GELU())
+        self.stem = MelStem(d, FRAMES_PER_TOKEN)
         self.mask_embedding = nn.Parameter(torch.randn(d) * 0.02)
         self.encoder = Transformer(cfg.encoder)
         self.targets = HandcraftedClusters({name: cfg.target_clusters for name in HANDCRAFTED_VIEWS})
@@ -106,7 +104,7 @@ class SemanticModel(nn.Module):
         return asdict(self.cfg)
 
     def embed(self, mel: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.stem((mel - self.mel_mean) / self.mel_std).transpose(1, 2)
+        x = self.stem(mel)
         if mask is not None:
             x = torch.where(mask[..., None], self.mask_embedding.to(x.dtype), x)
         return x
@@ -219,9 +217,7 @@ def train_semantic(corpus: Path, preset: str, run_dir: Path, overrides: dict | N
     torch.manual_seed(cfg.seed)
     model = SemanticModel(SEMANTIC_PRESETS[preset])
     frames = corpus_frames(corpus, read_records(corpus, "train"))
-    mel = np.concatenate([f[CHANNELS["mel"], ::50].astype(np.float32) for f in frames], axis=1)
-    model.mel_mean.copy_(torch.from_numpy(mel.mean(1, keepdims=True)))
-    model.mel_std.copy_(torch.from_numpy(mel.std(1, keepdims=True) + 1e-3))
+    model.stem.fit(np.concatenate([f[CHANNELS["mel"], ::50].astype(np.float32) for f in frames], axis=1))
     model.targets.fit(sample_token_frames(frames, per_clip=100, seed=cfg.seed), seed=cfg.seed)
     crop = int(cfg.crop_seconds * SEMANTIC_RATE) * FRAMES_PER_TOKEN
     batches = frame_crops(frames, cfg.batch_size, crop, seed=cfg.seed * 1000 + ddp.rank)
