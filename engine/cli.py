@@ -187,10 +187,11 @@ def _codec(args: argparse.Namespace) -> dict:
 
 
 def _eval(args: argparse.Namespace) -> dict:
-    from .evaluation import eval_codec, eval_continuation, eval_generation, eval_mulan, eval_semantic, eval_stages, eval_story
+    from .evaluation import (eval_codec, eval_continuation, eval_generation, eval_memorization, eval_mulan, eval_semantic, eval_stages,
+                             eval_story)
 
     evaluators = {"codec": eval_codec, "mulan": eval_mulan, "semantic": eval_semantic, "stages": eval_stages,
-                  "generation": eval_generation, "story": eval_story, "continuation": eval_continuation}
+                  "generation": eval_generation, "story": eval_story, "continuation": eval_continuation, "memorization": eval_memorization}
     if args.what not in evaluators:
         raise UsageError(f"eval {args.what!r} is not available yet; available: {', '.join(evaluators)}")
     corpus = Path(args.corpus)
@@ -293,7 +294,8 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(run=_codec)
 
     e = sub.add_parser("eval", help="quality metrics as JSON")
-    e.add_argument("what", choices=("codec", "mulan", "semantic", "stages", "generation", "story", "continuation", "melody", "all"))
+    e.add_argument("what", choices=("codec", "mulan", "semantic", "stages", "generation", "story", "continuation", "memorization",
+                                    "melody", "all"))
     e.add_argument("--corpus", default="corpus")
     e.add_argument("--checkpoint", help="a checkpoint file or run folder (generation: a folder holding all six models)")
     e.add_argument("--clips", type=int, help="evaluate only the first N test clips (generation: N test captions, default 30)")

@@ -122,3 +122,17 @@ def test_stage_eval_reports_what_m_is_worth(tiny_runs, exported):
     result = _engine("eval", "stages", "--corpus", tiny_runs[0], "--checkpoint", exported, "--clips", 1)
     assert set(result["stage1"]) == {"own", "null", "shuffled"} and set(result["stage3"]) == {"own"}
     assert all(0 < v < 20 for stage in ("stage1", "stage2", "stage3") for v in result[stage].values())
+
+
+def test_memorization_eval_runs_and_calibrates_on_permuted_pairs(tiny_runs, exported):
+    result = _engine("eval", "memorization", "--corpus", tiny_runs[0], "--checkpoint", exported, "--clips", 4)
+    assert result["clips"] == 4 and result["permuted_pairs"] == 12  # every ordered pair of different clips
+    assert 0 <= result["exact_match_rate"] <= result["approximate_match_rate"] <= 1
+
+
+def test_sinkhorn_distance_is_zero_on_itself_and_grows_with_the_cost():
+    from engine.evaluation import sinkhorn_distance
+
+    cost = np.array([[0.0, 1.0], [1.0, 0.0]])
+    assert sinkhorn_distance(np.array([0.5, 0.5]), np.array([0.5, 0.5]), cost) < 0.01
+    assert sinkhorn_distance(np.array([1.0, 0.0]), np.array([0.0, 1.0]), cost) > 0.99
