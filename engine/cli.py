@@ -205,6 +205,8 @@ def _eval(args: argparse.Namespace) -> dict:
 
 
 def _bench(args: argparse.Namespace) -> dict:
+    import torch
+
     from .bench import bench_codec, bench_generate, bench_peer
 
     try:
@@ -213,6 +215,8 @@ def _bench(args: argparse.Namespace) -> dict:
         if args.what == "peer":
             return bench_peer(args.seconds)
         parallel = {"auto": None, "on": True, "off": False}[args.parallel]
+        if args.threads:
+            torch.set_num_threads(args.threads)
         result = bench_generate(tuple(args.lengths), parallel=parallel)
         if args.what == "all":  # ours and the peer architecture, same machine, same run
             peer = bench_peer(args.seconds)
@@ -309,6 +313,7 @@ def parser() -> argparse.ArgumentParser:
                     help="all = generate at every length + the MusicGen-small architecture at --seconds (default)")
     bn.add_argument("--seconds", type=_positive_float, default=10.0, help="codec / peer: audio length")
     bn.add_argument("--lengths", type=_positive_float, nargs="+", default=[10.0, 60.0, 300.0], help="generate: the lengths to time")
+    bn.add_argument("--threads", type=_positive_int, help="torch intra-op threads (default: torch's choice)")
     bn.add_argument("--parallel", choices=("auto", "on", "off"), default="auto",
                     help="run the semantic and coarse stages on their own thread (auto: with two or more cores)")
     bn.add_argument("--json", action="store_true")
