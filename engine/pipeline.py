@@ -381,18 +381,16 @@ class MusicLM:
         if candidates < 1:
             raise ValueError(f"candidates must be at least 1, got {candidates}")
         if candidates == 1:
-            return self._generate_one(prompt, settings, **kwargs)
+            return collect(self.stream(prompt, settings, **kwargs), settings)
         text = self.mulan.embed_text([prompt])[0]
         scored = []
         for seed in range(settings.seed, settings.seed + candidates):
-            audio, info = self._generate_one(prompt, replace(settings, seed=seed), **kwargs)
+            one = replace(settings, seed=seed)
+            audio, info = collect(self.stream(prompt, one, **kwargs), one)
             scored.append((float(text @ self.mulan.embed_audio(audio)), seed, audio, info))
         best = max(scored, key=lambda row: row[0])
         return best[2], {**best[3], "candidates": [{"seed": seed, "mulan_score": round(score, 4)} for score, seed, _, _ in scored],
                          "wall_s": round(sum(row[3]["wall_s"] for row in scored), 3)}
-
-    def _generate_one(self, prompt: str, settings: GenerationSettings, **kwargs) -> tuple[np.ndarray, dict]:
-        return collect(self.stream(prompt, settings, **kwargs), settings)
 
 
 def collect(chunks: Iterator[Chunk], settings: GenerationSettings) -> tuple[np.ndarray, dict]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from engine.pipeline import MusicLM
 
 from .app import build_app
 from .history import History
+from .ports import free_port
 
 ARM = """el => {  // flag the first 'playing' event of the output's audio element, even one created later
   window.__playing = false;
@@ -31,9 +31,7 @@ ARM = """el => {  // flag the first 'playing' event of the output's audio elemen
 def measure(repeats: int = 3, seconds: float = 10.0, screenshot: Path | None = None) -> dict:
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     t0 = time.perf_counter()
     app = build_app(MusicLM.load().warm_up(), History(Path(tempfile.mkdtemp(prefix="hummingbird-bench-"))))
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)

@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from .ports import free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLING = (1.0, 0.95, 0.4, 0, 3.0)
@@ -35,23 +35,14 @@ def _start(port: int, history: str) -> subprocess.Popen:
     env = {**os.environ, "HUMMINGBIRD_HISTORY": history}
     proc = subprocess.Popen([sys.executable, "launch.py", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
-            return proc
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("the studio did not start within 120 s")
+    wait_until_serving(port, proc)
+    return proc
 
 
 def run(users: int = 8, seconds: float = 5.0, sequential: int = 50) -> dict:
     from gradio_client import Client
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = _start(port, tempfile.mkdtemp(prefix="hummingbird-stress-"))
     url = f"http://127.0.0.1:{port}/"
     try:

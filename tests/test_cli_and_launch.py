@@ -1,6 +1,5 @@
 """The two doors a user walks through first: the corpus CLI and the studio launcher."""
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -66,17 +65,13 @@ def test_models_command_lists_every_stage_with_its_train_command():
     assert all(r["train_command"].startswith("python -m engine train ") for r in rows)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_launch_serves_the_studio_and_names_missing_models():
     """Also with --desktop: without a sound card it says so and serves anyway."""
     from studio.desktop import available
 
-    port = _free_port()
+    from studio.ports import free_port
+
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "launch.py", "--port", str(port), "--desktop"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

@@ -2,7 +2,6 @@
 and a real browser (Debian's chromium driven by Playwright) clicking through the page."""
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from engine.pipeline import MusicLM
 from studio.app import build_app
 from studio.history import History
+from studio.ports import free_port
 
 from .conftest import ROOT
 
@@ -39,17 +39,11 @@ def test_a_corrupt_history_index_is_set_aside_not_fatal(tmp_path):
     assert len(history.entries()) == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def studio_url(tmp_path_factory):
     """The studio on the shipped checkpoints, with its history in a temp folder."""
     app = build_app(MusicLM.load().warm_up(), History(tmp_path_factory.mktemp("history")))
-    port = _free_port()
+    port = free_port()
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     app.close()
