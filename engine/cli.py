@@ -55,7 +55,9 @@ def _train(args: argparse.Namespace) -> dict:
     corpus = Path(args.corpus)
     if not (corpus / "train.jsonl").exists():
         raise UsageError(f"no corpus at {corpus}: build one with python -m engine data build --out {corpus} --hours 4")
-    overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("max_minutes", args.max_minutes)) if v is not None}
+    overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("max_minutes", args.max_minutes), ("init", args.init)) if v is not None}
+    if args.init and not Path(args.init).exists():
+        raise UsageError(f"--init {args.init}: no such checkpoint")
     if args.no_handcrafted:
         if args.stage != "mulan":
             raise UsageError("--no-handcrafted applies to mulan only")
@@ -68,14 +70,21 @@ def _train(args: argparse.Namespace) -> dict:
 
 
 def _tokenize(args: argparse.Namespace) -> dict:
+    from .melody import build_melody_cache
     from .tokens import build_token_cache
 
     corpus = Path(args.corpus)
     if not (corpus / "train.jsonl").exists():
         raise UsageError(f"no corpus at {corpus}: build one with python -m engine data build --out {corpus} --hours 4")
     checkpoints = {k: getattr(args, k) for k in ("mulan", "semantic", "codec") if getattr(args, k)}
+    built = {}
     try:
-        return {split: str(build_token_cache(corpus, split, checkpoints, progress=not args.quiet)) for split in ("train", "test")}
+        for split in ("train", "test"):
+            if args.only in (None, "tokens"):
+                built[split] = str(build_token_cache(corpus, split, checkpoints, progress=not args.quiet))
+            if args.only in (None, "melody"):
+                built[f"melody-{split}"] = str(build_melody_cache(corpus, split, progress=not args.quiet))
+        return built
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
 
@@ -94,8 +103,10 @@ def _generate(args: argparse.Namespace) -> dict:
     from .audio import SAMPLE_RATE, AudioError, load_audio, save_audio
     from .pipeline import GenerationSettings, MusicLM, clean_prompt, collect, parse_story
 
-    if args.melody:
-        raise UsageError("--melody is not available in this version yet")
+    from .melody import melody_tokens
+
+    if args.melody and (args.story or args.continue_):
+        raise UsageError("--melody follows a hum with a text style; it does not combine with --story or --continue")
     if args.story and args.continue_:
         raise UsageError("--story and --continue do not combine; choose one")
     if args.device == "cuda":
@@ -107,6 +118,7 @@ def _generate(args: argparse.Namespace) -> dict:
         settings.check()
         story = parse_story(_read_text(args.story)) if args.story else None
         clip = load_audio(args.continue_) if args.continue_ else None
+        hum = melody_tokens(load_audio(args.melody)) if args.melody else None
     except (ValueError, AudioError) as exc:
         raise UsageError(str(exc)) from None
     try:
@@ -124,7 +136,12 @@ def _generate(args: argparse.Namespace) -> dict:
             raise UsageError(str(exc)) from None
         info["continued_from_s"] = round(len(audio) / SAMPLE_RATE - args.seconds, 3)
     else:
-        audio, info = model.generate(prompt, settings, candidates=args.candidates)
+        try:
+            audio, info = model.generate(prompt, settings, candidates=args.candidates, melody=hum)
+        except ValueError as exc:  # e.g. a stage 1 trained without melody conditioning
+            raise UsageError(str(exc)) from None
+        if hum is not None:
+            info["melody_frames"] = int(hum.size)
     save_audio(args.out, audio)
     return {"prompt": prompt, "out": str(args.out), **info, "peak_rss_mb": _peak_rss_mb(),
             "peak_abs": round(float(np.max(np.abs(audio))) if audio.size else 0.0, 4)}
@@ -187,11 +204,12 @@ def _codec(args: argparse.Namespace) -> dict:
 
 
 def _eval(args: argparse.Namespace) -> dict:
-    from .evaluation import (eval_codec, eval_continuation, eval_generation, eval_memorization, eval_mulan, eval_semantic, eval_stages,
-                             eval_story)
+    from .evaluation import (eval_codec, eval_continuation, eval_generation, eval_melody, eval_memorization, eval_mulan, eval_semantic,
+                             eval_stages, eval_story)
 
     evaluators = {"codec": eval_codec, "mulan": eval_mulan, "semantic": eval_semantic, "stages": eval_stages,
-                  "generation": eval_generation, "story": eval_story, "continuation": eval_continuation, "memorization": eval_memorization}
+                  "generation": eval_generation, "story": eval_story, "continuation": eval_continuation, "memorization": eval_memorization,
+                  "melody": eval_melody}
     if args.what not in evaluators:
         raise UsageError(f"eval {args.what!r} is not available yet; available: {', '.join(evaluators)}")
     corpus = Path(args.corpus)
@@ -199,6 +217,8 @@ def _eval(args: argparse.Namespace) -> dict:
         raise UsageError(f"no corpus at {corpus}")
     try:
         extra = {"seconds": args.seconds, "seeds": args.seeds} if args.what in ("generation", "story", "continuation") else {}
+        if args.what == "melody":
+            extra = {"seconds": args.seconds}
         return evaluators[args.what](corpus, Path(args.checkpoint) if args.checkpoint else None, args.clips, **extra)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
@@ -258,6 +278,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--max-minutes", type=_positive_float, help="stop with a checkpoint after this long")
+    t.add_argument("--init", help="fine-tune from this trained checkpoint (an exported .safetensors or a run folder)")
     t.add_argument("--export", action="store_true", help="copy the result to assets/checkpoints/")
     t.add_argument("--no-handcrafted", action="store_true", help="mulan: audio tower without the handcrafted descriptors (ablation)")
     t.add_argument("--quiet", action="store_true")
@@ -273,17 +294,18 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=int, default=0)
     g.add_argument("--temperatures", type=_positive_float, nargs=3, default=(1.0, 0.95, 0.4), metavar=("T1", "T2", "T3"))
     g.add_argument("--candidates", type=_positive_int, default=1, help="generate N (seeds seed…seed+N−1), keep the best MuLan match")
-    g.add_argument("--melody", help="hum or whistle to follow (not yet)")
+    g.add_argument("--melody", metavar="HUM", help="a hum or whistle (1–60 s, any format soundfile reads) for the music to follow; the prompt sets the style")
     g.add_argument("--continue", dest="continue_", metavar="CLIP", help="continue this clip (any format soundfile reads); --seconds of new music")
     g.add_argument("--story", metavar="JSON", help='a timeline: {"segments": [{"prompt": …, "seconds": …}, …]}; --seconds is ignored')
     g.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     g.add_argument("--json", action="store_true", help="print the result as JSON (the default)")
     g.set_defaults(run=_generate)
 
-    tk = sub.add_parser("tokenize", help="cache M_A, S and A of every corpus clip for the stage LMs")
+    tk = sub.add_parser("tokenize", help="cache M_A, S, A and the melody tokens of every corpus clip for the stage LMs")
     tk.add_argument("--corpus", default="corpus")
     for name in ("mulan", "semantic", "codec"):
         tk.add_argument(f"--{name}", help=f"{name} checkpoint or run folder (default: assets/checkpoints)")
+    tk.add_argument("--only", choices=("tokens", "melody"), help="build one cache: M/S/A tokens, or the tracked melody tokens (stage 1's hum input)")
     tk.add_argument("--quiet", action="store_true")
     tk.set_defaults(run=_tokenize)
 

@@ -10,6 +10,8 @@ small declaration of its token layout:
   as a prefix; aligning them in time gives the same conditional model with a sequence half as
   long, and lets every stage run as soon as its inputs exist, which is what makes streaming
   possible on a CPU;
+  An aligned stream may be optional (the melody of stage 1): trained with dropout, it is all pad
+  ids when absent;
 - the **target** stream it generates: ``levels`` codebooks per position, with MusicGen's delay
   pattern (level k lags k positions) so each level still sees the coarser levels of its frame.
 
@@ -26,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .melody import VOCAB as MELODY_VOCAB
 from .sampling import Sampling, guide, sample
 from .transformer import Transformer, TransformerConfig
 
@@ -37,6 +40,7 @@ class Stream:
     levels: int = 1
     frames_per_position: float = 1.0  # an aligned stream at 25 Hz under a 50 Hz target: 0.5
     lookahead: int = 0  # aligned streams: how many positions ahead each position reads
+    dropout: float = 0.0  # training: the whole stream becomes pad ids this often (conditioning a user may not give)
 
 
 @dataclass(frozen=True)
@@ -134,10 +138,12 @@ class TokenLM(nn.Module):
         x = sum(self.target_embed[k](previous[:, k]) for k in range(previous.shape[1]))
         n = previous.shape[2]
         for s in self.cfg.layout.aligned:
-            frames = aligned[s.name]
-            idx = ((torch.arange(start, start + n, device=frames.device) + s.lookahead) * s.frames_per_position).long()
-            valid = idx < frames.shape[2]
-            ids = torch.where(valid, frames[:, :, idx.clamp(max=frames.shape[2] - 1)], s.vocab)
+            frames = aligned.get(s.name)
+            if frames is None:  # an optional stream not given (text without a hum): all pad
+                ids = previous.new_full((previous.shape[0], s.levels, n), s.vocab)
+            else:
+                idx = ((torch.arange(start, start + n, device=frames.device) + s.lookahead) * s.frames_per_position).long()
+                ids = torch.where(idx < frames.shape[2], frames[:, :, idx.clamp(max=frames.shape[2] - 1)], s.vocab)
             x = x + sum(self.aligned_embed[s.name][k](ids[:, k]) for k in range(s.levels))
         return x
 
@@ -157,6 +163,11 @@ class TokenLM(nn.Module):
         h = self.transformer(torch.cat([p, x], 1))[:, p.shape[1]:]
         return torch.stack([self.head(h, k) for k in range(target.shape[1])], 1)
 
+    def without(self, stream: Stream, frames: torch.Tensor) -> torch.Tensor:
+        """Optional-stream dropout: whole examples' frames become pad ids."""
+        drop = torch.rand(frames.shape[0], device=frames.device) < stream.dropout
+        return torch.where(drop[:, None, None], stream.vocab, frames)
+
     def head(self, h: torch.Tensor, level: int) -> torch.Tensor:
         """Logits of one target level from hidden states, through that level's embedding table."""
         return h @ self.target_embed[level].weight[: self.cfg.layout.target.vocab].t()
@@ -165,6 +176,8 @@ class TokenLM(nn.Module):
         drop = None
         if self.cfg.layout.prefix is not None and self.training:
             drop = torch.rand(target.shape[0], device=target.device) < self.cfg.cond_dropout
+        if self.training and aligned:
+            aligned = {**aligned, **{s.name: self.without(s, aligned[s.name]) for s in self.cfg.layout.aligned if s.dropout > 0}}
         logits = self(target, prefix, aligned, drop)
         delayed = self.delayed(target)
         mask = delayed != self.cfg.layout.target.vocab  # delay holes are not predicted
@@ -233,9 +246,11 @@ class TokenLM(nn.Module):
 
 def stage_layouts(crop_scale: float = 1.0) -> dict[str, StageLayout]:
     """The paper's three stages (§3.2, §4): crops 30 / 10 / 3 s scaled by ``crop_scale``,
-    temperatures 1.0 / 0.95 / 0.4, coarse = codec levels 1–4, fine = 5–12."""
+    temperatures 1.0 / 0.95 / 0.4, coarse = codec levels 1–4, fine = 5–12. Stage 1 also reads the
+    optional 25 Hz melody tokens of a hum (§3.4), one frame ahead."""
     return {
         "stage1": StageLayout("stage1", target=Stream("S", 1024, 1), rate=25, prefix=Stream("M", 1024, 12),
+                              aligned=(Stream("melody", MELODY_VOCAB, 1, lookahead=1, dropout=0.5),),
                               crop_seconds=30 * crop_scale, sampling=Sampling(temperature=1.0, top_k=0, guidance=3.0)),
         "stage2": StageLayout("stage2", target=Stream("A_coarse", 1024, 4), rate=50, prefix=Stream("M", 1024, 12),
                               aligned=(Stream("S", 1024, 1, frames_per_position=0.5, lookahead=4),),
@@ -268,7 +283,8 @@ def stage_inputs(layout: StageLayout, tokens: dict[str, torch.Tensor], clip: int
     per_second = layout.rate
     window = min(int(start / per_second), tokens["M"].shape[1] - 1)  # the 10 s MuLan window the crop starts in
     if layout.name == "stage1":
-        return {"target": s[None, start:start + length], "prefix": tokens["M"][clip, window], "aligned": {}}
+        melody = {"melody": tokens["melody"][clip][None, start:start + length + 2]} if "melody" in tokens else {}
+        return {"target": s[None, start:start + length], "prefix": tokens["M"][clip, window], "aligned": melody}
     extra = length + layout.max_delay + 8  # aligned frames the delayed positions and lookahead read
     if layout.name == "stage2":
         return {"target": a[:COARSE_LEVELS, start:start + length], "prefix": tokens["M"][clip, window],
@@ -301,18 +317,22 @@ def stage_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
 
 
 @torch.no_grad()
-def held_out_loss(model: TokenLM, tokens: dict[str, torch.Tensor], batches: int = 8, seed: int = 123, prefix: str = "own") -> float:
+def held_out_loss(model: TokenLM, tokens: dict[str, torch.Tensor], batches: int = 8, seed: int = 123, prefix: str = "own",
+                  melody: str = "own") -> float:
     """Mean loss on test-split crops. ``prefix``: "own" (the crop's M), "null" (the learned
-    unconditional M) or "shuffled" (another crop's M) — the gaps show how much a stage uses M."""
+    unconditional M) or "shuffled" (another crop's M) — the gaps show how much a stage uses M;
+    ``melody`` (stage 1): "own", "none" or "shuffled", the same question for the hum."""
     model.eval()
     it = stage_batches(model.cfg.layout, tokens, 16, seed)
     losses = []
     for _ in range(batches):
         batch = next(it)
-        m = batch["prefix"]
+        m, aligned = batch["prefix"], dict(batch["aligned"])
         if m is not None and prefix != "own":
             m = None if prefix == "null" else m.roll(1, dims=0)
-        losses.append(float(model.loss(batch["target"], m, batch["aligned"])[0]))
+        if "melody" in aligned and melody != "own":
+            aligned = {k: v for k, v in aligned.items() if k != "melody"} if melody == "none" else {**aligned, "melody": aligned["melody"].roll(1, dims=0)}
+        losses.append(float(model.loss(batch["target"], m, aligned)[0]))
     model.train()
     return round(float(np.mean(losses)), 4)
 
@@ -327,6 +347,10 @@ def train_stage(stage: str):
         torch.manual_seed(cfg.seed)
         model = TokenLM(STAGE_PRESETS[preset][stage])
         train_tokens, test_tokens = load_token_cache(corpus, "train"), load_token_cache(corpus, "test")
+        if any(s.name == "melody" for s in model.cfg.layout.aligned):
+            train_tokens, test_tokens = with_melody(corpus, "train", train_tokens), with_melody(corpus, "test", test_tokens)
+        if cfg.init:
+            start_from(model, Path(cfg.init))
         batches = stage_batches(model.cfg.layout, train_tokens, cfg.batch_size, seed=cfg.seed * 1000 + ddp.rank)
         result = train_loop(stage, model, {"preset": preset, **model.config_dict()}, batches, stage_loss, cfg, run_dir, ddp, progress)
         if ddp.main:
@@ -336,6 +360,28 @@ def train_stage(stage: str):
 
     train.__name__ = f"train_{stage}"
     return train
+
+
+def with_melody(corpus: Path, split: str, tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The token cache plus the tracked melody tokens of each clip's melody rendition."""
+    from .melody import load_melody_cache
+    from .tokens import token_cache_ids
+
+    return {**tokens, "melody": load_melody_cache(corpus, split, token_cache_ids(corpus, split))}
+
+
+def start_from(model: TokenLM, path: Path) -> None:
+    """Fine-tuning: copy every weight a trained stage has; parameters it lacks (a new
+    conditioning stream) keep their fresh initialisation."""
+    from safetensors.torch import load_file
+
+    from .training import load_exported
+
+    weights = load_exported(path)[1] if path.suffix == ".safetensors" else load_file(path / "model.safetensors")
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
+    if unexpected:
+        raise ValueError(f"{path} does not fit this stage layout: unexpected weights {unexpected[:3]}")
+    print(f"fine-tuning from {path}; new parameters: {missing}")
 
 
 def load_stage(stage: str, path: Path | None = None) -> TokenLM:

@@ -82,3 +82,16 @@ def seam_jump(audio: np.ndarray, at: int, hop: int = 256) -> float:
     change = np.abs(np.diff(mel, axis=1)).mean(0)
     k = min(max(at // hop, 1), len(change) - 1)
     return float(change[k - 1:k + 1].max() / max(np.median(change), 1e-9))
+
+
+def melody_chroma_cosine(hum: np.ndarray, output: np.ndarray) -> float:
+    """Issue 6's melody metric on 25 Hz frames: the cosine between the hum's chroma (one-hot pitch
+    class of each voiced frame) and the output's dominant-pitch chroma (one-hot pitch class of its
+    tracked pitch), averaged over the hum's voiced frames. Both one-hot, so the per-frame cosine is
+    1 where the pitch classes agree and 0 elsewhere. Ids ≥ 12 are unvoiced."""
+    n = min(hum.size, output.size)
+    hum, output = np.asarray(hum[:n]), np.asarray(output[:n])
+    voiced = hum < 12
+    if not voiced.any():
+        raise ValueError("the hum has no voiced frames")
+    return float(np.mean(hum[voiced] == output[voiced]))

@@ -140,7 +140,7 @@ def windowed(model: TokenLM, total: int, schedule: Schedule, aligned: dict[str, 
         start = end - ctx  # target frame where this window begins
         segment = next(i for i, change in enumerate(changes) if change > end)
         length = min(window - ctx, changes[segment] - end)
-        views = {s.name: aligned[s.name][..., int(start * s.frames_per_position):] for s in lay.aligned}
+        views = {s.name: aligned[s.name][..., int(start * s.frames_per_position):] for s in lay.aligned if s.name in aligned}
         prefix = schedule[segment][1]
         for frame in model.stream(length, prefix, views, sampling, generator, negative, produced[:, :, start:end] if ctx else None):
             produced[:, :, end] = frame[:, :, 0]
@@ -244,14 +244,17 @@ class MusicLM:
 
     def stream(self, prompt: str, settings: GenerationSettings = GenerationSettings(), prefix: torch.Tensor | None = None,
                prompt_tokens: dict[str, torch.Tensor] | None = None, unconditional: bool = False,
-               schedule: list[tuple[float, torch.Tensor]] | None = None, tokens_out: dict | None = None) -> Iterator[Chunk]:
+               schedule: list[tuple[float, torch.Tensor]] | None = None, tokens_out: dict | None = None,
+               melody: np.ndarray | None = None) -> Iterator[Chunk]:
         """Yield audio chunks of about ``chunk_seconds`` as soon as they are decoded.
 
         ``prefix`` overrides M (e.g. MuLan audio tokens for continuation); ``schedule`` gives M per
         time instead, as (start second, M) pairs (story mode); ``prompt_tokens`` holds S (1, 1, Ts)
         and A (1, 12, Ta) of audio to continue from; ``unconditional`` ignores the text (the learned
         null M of conditioning dropout): the baseline the evaluation compares against;
-        ``tokens_out``, if given, receives the S and A of the whole piece, prompt included."""
+        ``tokens_out``, if given, receives the S and A of the whole piece, prompt included;
+        ``melody``: 25 Hz melody tokens of a hum (``engine.melody.melody_tokens``) for stage 1 to
+        follow, repeated if the piece is longer than the hum."""
         settings.check()
         # one generator per stage: a stage's draws never depend on how the stages interleave
         generators = [torch.Generator().manual_seed(settings.seed * 3 + i) for i in range(3)]
@@ -283,7 +286,8 @@ class MusicLM:
         def at_rate(rate: float) -> Schedule:  # the schedule in one stage's frames
             return [(int(round(start * rate)), m) for start, m in schedule]
 
-        gen1 = windowed(s1, semantic_total, at_rate(s1.cfg.layout.rate), {}, sampling[0], generators[0], negative, given_s)
+        gen1 = windowed(s1, semantic_total, at_rate(s1.cfg.layout.rate), self.melody_stream(melody, offset_s, semantic_total),
+                        sampling[0], generators[0], negative, given_s)
         gen2 = windowed(s2, frames, at_rate(s2.cfg.layout.rate), {"S": s_buf}, sampling[1], generators[1], None,
                         given_a[:, :COARSE_LEVELS] if given_a is not None else None)
         gen3 = windowed(s3, frames, [(0, None)], {"A_coarse": c_buf}, sampling[2], generators[2], None,
@@ -336,6 +340,22 @@ class MusicLM:
             upstream.close()
         if tokens_out is not None:
             tokens_out.update(S=s_buf, A=a_buf)
+
+    def melody_stream(self, melody: np.ndarray | None, offset: int, frames: int) -> dict[str, torch.Tensor]:
+        """Stage 1's aligned melody input: the hum's tokens tiled over ``frames`` after ``offset``
+        prompt frames (pad there: a continuation's prompt has no hum)."""
+        if melody is None:
+            return {}
+        stream = next((s for s in self.stages["stage1"].cfg.layout.aligned if s.name == "melody"), None)
+        if stream is None:
+            raise ValueError("this stage-1 checkpoint was trained without melody conditioning; train one with "
+                             "python -m engine train stage1 --init assets/checkpoints/stage1.safetensors")
+        melody = np.asarray(melody, dtype=np.int64)
+        if melody.ndim != 1 or melody.size == 0 or melody.min() < 0 or melody.max() >= stream.vocab:
+            raise ValueError(f"melody tokens must be a non-empty 1-D array of ids in [0, {stream.vocab})")
+        out = torch.full((1, 1, offset + frames), stream.vocab, dtype=torch.long)
+        out[0, 0, offset:] = torch.from_numpy(np.resize(melody, frames))
+        return {"melody": out}
 
     def story(self, segments: list[tuple[str, float]], settings: GenerationSettings = GenerationSettings(),
               tokens_out: dict | None = None) -> Iterator[Chunk]:

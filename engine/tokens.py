@@ -95,6 +95,11 @@ def build_token_cache(corpus: Path, split: str, checkpoints: dict[str, Path | No
     return path
 
 
+def token_cache_ids(corpus: Path, split: str) -> list[str]:
+    """Clip ids in the token cache's row order."""
+    return json.loads(str(np.load(token_cache_path(corpus, split))["meta"]))["ids"]
+
+
 def load_token_cache(corpus: Path, split: str) -> dict[str, torch.Tensor]:
     path = token_cache_path(corpus, split)
     if not path.exists():

@@ -37,6 +37,7 @@ class TrainConfig:
     log_every: int = 25
     max_minutes: float = float("inf")  # stop (with a checkpoint) after this much wall time
     seed: int = 0
+    init: str = ""  # fine-tune: start from this trained checkpoint (file or run folder) instead of random weights
 
 
 TRAIN_PRESETS = {

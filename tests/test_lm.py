@@ -11,7 +11,7 @@ def tiny(name: str) -> TokenLM:
     layout = stage_layouts(0.1)[name]
     small = StageLayout(layout.name, Stream(layout.target.name, 32, layout.target.levels), layout.rate,
                         Stream("M", 16, 12) if layout.prefix else None,
-                        tuple(Stream(s.name, 32, s.levels, s.frames_per_position, s.lookahead) for s in layout.aligned),
+                        tuple(Stream(s.name, 32, s.levels, s.frames_per_position, s.lookahead, s.dropout) for s in layout.aligned),
                         layout.delay, layout.crop_seconds, layout.sampling)
     torch.manual_seed(0)
     return TokenLM(LMConfig(small, TransformerConfig(dim=32, layers=2, heads=2))).eval()
@@ -87,3 +87,18 @@ def test_training_loss_drops_prefix_for_guidance_and_is_finite():
     loss.backward()
     assert torch.isfinite(loss) and model.null_prefix.grad is not None or model.prefix_embed.weight.grad is not None
     assert "level1" in metrics
+
+
+def test_the_optional_melody_stream_conditions_stage1_and_drops_out_in_training():
+    model = tiny("stage1")
+    melody = next(st for st in model.cfg.layout.aligned if st.name == "melody")
+    assert melody.dropout > 0 and melody.lookahead == 1
+    prefix, aligned = conditions(model)
+    target = torch.randint(0, 32, (2, 1, 40))
+    with_hum, without = model(target, prefix, aligned), model(target, prefix, {})
+    assert not torch.allclose(with_hum, without)  # the hum reaches the logits …
+    padded = {"melody": torch.full_like(aligned["melody"], melody.vocab)}
+    assert torch.allclose(without, model(target, prefix, padded))  # … and "no hum" is the pad id everywhere
+    frames = torch.randint(0, 32, (4000, 1, 5))
+    dropped = (model.without(melody, frames) == melody.vocab).all(-1).all(-1).float().mean()
+    assert abs(float(dropped) - melody.dropout) < 0.05

@@ -42,6 +42,32 @@ def test_token_cache_holds_m_s_and_a_for_every_clip(tiny_runs):
     assert abs(data["A"].shape[2] - 2 * data["S"].shape[1]) <= 1  # 50 Hz vs 25 Hz
 
 
+def test_melody_cache_tracks_every_clip_rendition(tiny_runs):
+    corpus, _, caches = tiny_runs
+    data = np.load(caches["melody-train"])
+    assert data["melody"].shape == (9, 100)  # 9 train clips × 4 s at 25 Hz
+    records = [json.loads(line) for line in (corpus / "train.jsonl").read_text().splitlines()]
+    with_lead = [r["rendition"] is not None for r in records]
+    assert (data["melody"][with_lead] < 12).mean() > 0.2  # renditions are mostly voiced
+    assert (data["melody"][~np.array(with_lead)] == 13).all()  # no lead line: the melody is absent (pad)
+
+
+def test_stage1_follows_a_hum_through_the_api_and_the_eval(tiny_runs, exported):
+    from engine.melody import melody_tokens, synthetic_hum
+
+    _, runs, _ = tiny_runs
+    model = _tiny_model(runs)
+    hum = melody_tokens(synthetic_hum([(0.1, 0.5, 60), (0.7, 0.5, 64)], 1.3))
+    audio, _ = model.generate("a calm piano ballad", GenerationSettings(seconds=2.0, seed=0), melody=hum)  # hum tiled over 2 s
+    assert len(audio) == 48_000 and np.isfinite(audio).all()
+    with pytest.raises(ValueError, match="melody tokens"):
+        model.generate("a calm piano ballad", GenerationSettings(seconds=1.0), melody=np.array([40]))
+    result = _engine("eval", "melody", "--corpus", tiny_runs[0], "--checkpoint", exported, "--seconds", 2)
+    for kind in ("rendition", "synthetic"):
+        assert set(result[kind]) >= {"chroma_cosine", "shuffled", "text_only", "ratio_to_shuffled"}
+        assert all(0 <= result[kind][k] <= 1 for k in ("chroma_cosine", "shuffled", "text_only"))
+
+
 def test_trained_checkpoints_generate_from_text(tiny_runs):
     _, runs, _ = tiny_runs
     model = MusicLM.load(paths={name: runs / name for name in ("codec", "mulan", "semantic", "stage1", "stage2", "stage3")})
@@ -120,7 +146,7 @@ def test_story_and_continuation_evals_run_through_the_cli(tiny_runs, exported):
 
 def test_stage_eval_reports_what_m_is_worth(tiny_runs, exported):
     result = _engine("eval", "stages", "--corpus", tiny_runs[0], "--checkpoint", exported, "--clips", 1)
-    assert set(result["stage1"]) == {"own", "null", "shuffled"} and set(result["stage3"]) == {"own"}
+    assert set(result["stage1"]) == {"own", "null", "shuffled", "melody_none", "melody_shuffled"} and set(result["stage3"]) == {"own"}
     assert all(0 < v < 20 for stage in ("stage1", "stage2", "stage3") for v in result[stage].values())
 
 

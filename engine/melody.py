@@ -1,0 +1,203 @@
+"""Hum / whistle → 25 Hz melody tokens (MusicLM §3.4, melody conditioning).
+
+The paper learns a melody embedding; with a small corpus we keep the part that matters for
+following a tune and make it robust by construction: a pitch tracker (CREPE "tiny", whose weights
+ship inside the ``torchcrepe`` package) gives one pitch per 40 ms frame, and each frame becomes
+its **pitch class** (12 tokens) or **unvoiced** (token 12). Pitch classes make octave errors and a
+hummer's register harmless; median filters absorb vibrato and breath noise; short gaps between
+notes are bridged. Corpus melody renditions (the lead line on voice / whistle-like patches) are
+tracked exactly the same way to train stage 1, so training and use see the same token errors.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchaudio
+
+from .audio import SAMPLE_RATE, AudioError
+from .files import atomic_write
+
+FRAME_RATE = 25  # melody tokens share the semantic tokens' clock
+UNVOICED = 12
+VOCAB = 13
+TRACKER_RATE = 16_000  # CREPE's input rate
+HOP = TRACKER_RATE // FRAME_RATE
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    model: str = "tiny"
+    fmin: float = 65.0  # C2: low hums
+    fmax: float = 1400.0  # F6: whistles
+    voicing: float = 0.45  # periodicity above which a frame is a note
+    silence_db: float = -55.0  # frames quieter than this are unvoiced whatever the periodicity
+    smooth_frames: int = 3  # median filter on pitch and periodicity: vibrato, breath
+    bridge_frames: int = 2  # unvoiced gaps this short between notes are filled (breaths, consonants)
+
+
+# hum checks (issue 6): what a user may hand the hum tab
+MIN_HUM_SECONDS = 1.0
+MAX_HUM_SECONDS = 60.0
+CLIPPED_SHARE = 0.01  # more than 1 % of samples at full scale: the input level was too high
+SILENT_PEAK = 1e-3
+
+
+def check_hum(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Raise ``AudioError`` with one clear message for a recording we cannot follow."""
+    seconds = audio.size / sample_rate
+    if seconds < MIN_HUM_SECONDS:
+        raise AudioError(f"the recording is {seconds:.2f} s long; hum or whistle for at least {MIN_HUM_SECONDS:.0f} s")
+    if seconds > MAX_HUM_SECONDS:
+        raise AudioError(f"the recording is {seconds:.0f} s long; the limit for a melody is {MAX_HUM_SECONDS:.0f} s")
+    peak = float(np.abs(audio).max())
+    if peak < SILENT_PEAK:
+        raise AudioError("the recording is silent; check the microphone and hum a little louder")
+    clipped = float(np.mean(np.abs(audio) >= 0.999))
+    if clipped > CLIPPED_SHARE:
+        raise AudioError(f"the recording is clipped ({clipped:.0%} of samples at full scale); lower the input level and record again")
+
+
+@dataclass(frozen=True)
+class PitchTrack:
+    """Per-frame (25 Hz) MIDI pitch (NaN where unvoiced) and the tracker's periodicity."""
+    midi: np.ndarray
+    periodicity: np.ndarray
+
+    @property
+    def voiced(self) -> np.ndarray:
+        return np.isfinite(self.midi)
+
+    @property
+    def times(self) -> np.ndarray:
+        return np.arange(self.midi.size) / FRAME_RATE
+
+
+def track(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, cfg: TrackerConfig = TrackerConfig()) -> PitchTrack:
+    """Pitch-track mono audio into 25 Hz frames (frame k centred at k / 25 s)."""
+    import torchcrepe
+
+    frames = int(round(audio.size / sample_rate * FRAME_RATE))
+    x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
+    if sample_rate != TRACKER_RATE:
+        x = torchaudio.functional.resample(x, sample_rate, TRACKER_RATE)
+    with torch.inference_mode():
+        pitch, periodicity = torchcrepe.predict(x, TRACKER_RATE, HOP, cfg.fmin, cfg.fmax, cfg.model, return_periodicity=True,
+                                                batch_size=1024, device="cpu", decoder=torchcrepe.decode.weighted_argmax)
+        periodicity = torchcrepe.filter.median(periodicity, cfg.smooth_frames)
+        periodicity = torchcrepe.threshold.Silence(cfg.silence_db)(periodicity, x, TRACKER_RATE, HOP)
+        pitch = torchcrepe.filter.median(pitch, cfg.smooth_frames)
+    midi = 69 + 12 * np.log2(pitch[0].numpy()[:frames] / 440.0)
+    p = np.nan_to_num(periodicity[0].numpy()[:frames])
+    midi[p < cfg.voicing] = np.nan
+    return PitchTrack(_bridge(midi, cfg.bridge_frames), p)
+
+
+def _bridge(midi: np.ndarray, longest: int) -> np.ndarray:
+    """Fill unvoiced runs of ≤ ``longest`` frames that sit between two voiced frames."""
+    out, voiced = midi.copy(), np.isfinite(midi)
+    t = 0
+    while t < midi.size:
+        if voiced[t]:
+            t += 1
+            continue
+        end = t
+        while end < midi.size and not voiced[end]:
+            end += 1
+        if 0 < t and end < midi.size and end - t <= longest:
+            out[t:end] = midi[t - 1]
+        t = end
+    return out
+
+
+def tokens(track_: PitchTrack) -> np.ndarray:
+    """Pitch track → int64 melody tokens: pitch class 0–11 (C = 0) or ``UNVOICED``."""
+    out = np.full(track_.midi.size, UNVOICED, dtype=np.int64)
+    v = track_.voiced
+    out[v] = np.round(track_.midi[v]).astype(np.int64) % 12
+    return out
+
+
+def melody_tokens(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A user's hum → melody tokens, after the checks a recording must pass."""
+    check_hum(audio, sample_rate)
+    out = tokens(track(audio, sample_rate))
+    if (out == UNVOICED).all():
+        raise AudioError("no melody found in the recording; hum or whistle a clear tune")
+    return out
+
+
+def synthetic_hum(midi_notes: list[tuple[float, float, int]], seconds: float, seed: int = 0,
+                  vibrato_cents: float = 40.0, breath: float = 0.02) -> np.ndarray:
+    """A test hum: sine notes (onset s, duration s, MIDI pitch) with 5.5 Hz vibrato, a soft
+    attack, and breath noise — the things a tracker must survive."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    out = np.zeros_like(t)
+    for onset, duration, pitch in midi_notes:
+        idx = (t >= onset) & (t < onset + duration)
+        local = t[idx] - onset
+        freq = 440.0 * 2 ** ((pitch - 69 + vibrato_cents / 100 * np.sin(2 * np.pi * 5.5 * local)) / 12)
+        phase = 2 * np.pi * np.cumsum(freq) / SAMPLE_RATE
+        envelope = np.minimum(1.0, local / 0.03) * np.minimum(1.0, (duration - local) / 0.03)
+        out[idx] += 0.3 * envelope * (np.sin(phase) + 0.3 * np.sin(2 * phase))
+    return (out + breath * rng.standard_normal(t.size)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- corpus cache
+def melody_cache_path(corpus: Path, split: str) -> Path:
+    return Path(corpus) / "cache" / f"melody-{split}.npz"
+
+
+def build_melody_cache(corpus: Path, split: str, progress: bool = True, save_every: int = 50) -> Path:
+    """Track every clip's melody rendition (``melody/<id>.flac``) into (clips, frames) tokens
+    (``VOCAB``, the pad id, where a clip has none). Resumable: partial results are saved as it goes, since this is the slow step (≈ 2 s a clip)."""
+    from .audio import load_audio
+    from .data.build import read_records
+
+    records = read_records(corpus, split)
+    path = melody_cache_path(corpus, split)
+    done: dict[str, np.ndarray] = {}
+    if path.exists():
+        data = np.load(path)
+        done = dict(zip(json.loads(str(data["ids"])), data["melody"]))
+    frames = int(records[0]["seconds"] * FRAME_RATE)
+
+    def save() -> None:
+        ids = [r["id"] for r in records if r["id"] in done]
+        stack = np.stack([np.pad(done[i][:frames], (0, max(0, frames - done[i].size)), constant_values=UNVOICED) for i in ids])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), ids=np.array(json.dumps(ids)), melody=stack.astype(np.int8)))
+
+    todo = [r for r in records if r["id"] not in done]
+    iterator = todo
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(todo, desc=f"track melodies {split}", unit="clip")
+    for n, record in enumerate(iterator, 1):
+        if record.get("rendition"):
+            done[record["id"]] = tokens(track(load_audio(Path(corpus) / record["rendition"]["audio"])))
+        else:  # a crop inside the intro has no lead line: the melody is absent, as in text-only use
+            done[record["id"]] = np.full(frames, VOCAB)
+        if n % save_every == 0:
+            save()
+    if todo or not path.exists():
+        save()
+    return path
+
+
+def load_melody_cache(corpus: Path, split: str, ids: list[str]) -> torch.Tensor:
+    """Melody tokens in the token cache's clip order (``ids``)."""
+    path = melody_cache_path(corpus, split)
+    if not path.exists():
+        raise FileNotFoundError(f"no melody cache at {path}; run: python -m engine tokenize --melody --corpus {corpus}")
+    data = np.load(path)
+    row = {i: k for k, i in enumerate(json.loads(str(data["ids"])))}
+    missing = [i for i in ids if i not in row]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} clips have no melody tokens yet; run: python -m engine tokenize --melody --corpus {corpus}")
+    return torch.from_numpy(data["melody"][[row[i] for i in ids]].astype(np.int64))
