@@ -506,7 +506,7 @@ def eval_stages(corpus: Path, checkpoint: Path | None = None, clips: int | None 
     """Held-out loss of each stage LM on test-split token crops (nats per token; uniform = ln 1024
     = 6.93), with its own M, the null M and a shuffled M: what the text conditioning is worth (and,
     for a melody-conditioned stage 1, the same with no or a shuffled melody)."""
-    from .lm import held_out_loss, load_stage, with_melody
+    from .lm import hears_melody, held_out_loss, load_stage, with_melody
     from .models import CHECKPOINT_DIR
     from .tokens import load_token_cache
 
@@ -514,7 +514,7 @@ def eval_stages(corpus: Path, checkpoint: Path | None = None, clips: int | None 
     result = {}
     for stage in ("stage1", "stage2", "stage3"):
         model = load_stage(stage, (Path(checkpoint) if checkpoint else CHECKPOINT_DIR) / f"{stage}.safetensors")
-        hums = any(s.name == "melody" for s in model.cfg.layout.aligned)
+        hums = hears_melody(model.cfg.layout)
         crops = with_melody(corpus, "test", tokens) if hums else tokens
         row = {k: held_out_loss(model, crops, batches=clips or 16, prefix=k) for k in ("own", "null", "shuffled")}
         result[stage] = row if model.cfg.layout.prefix is not None else {"own": row["own"]}

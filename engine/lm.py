@@ -247,13 +247,16 @@ class TokenLM(nn.Module):
 def stage_layouts(crop_scale: float = 1.0) -> dict[str, StageLayout]:
     """The paper's three stages (§3.2, §4): crops 30 / 10 / 3 s scaled by ``crop_scale``,
     temperatures 1.0 / 0.95 / 0.4, coarse = codec levels 1–4, fine = 5–12. Stage 1 also reads the
-    optional 25 Hz melody tokens of a hum (§3.4), one frame ahead."""
+    optional 25 Hz melody tokens of a hum (§3.4), one frame ahead. Beyond the paper, stage 2 reads
+    them too: our small semantic tokens carry little pitch (melody pitch-class probe 0.31), so the
+    acoustic stage needs the tune to put it in the sound."""
     return {
         "stage1": StageLayout("stage1", target=Stream("S", 1024, 1), rate=25, prefix=Stream("M", 1024, 12),
                               aligned=(Stream("melody", MELODY_VOCAB, 1, lookahead=1, dropout=0.5),),
                               crop_seconds=30 * crop_scale, sampling=Sampling(temperature=1.0, top_k=0, guidance=3.0)),
         "stage2": StageLayout("stage2", target=Stream("A_coarse", 1024, 4), rate=50, prefix=Stream("M", 1024, 12),
-                              aligned=(Stream("S", 1024, 1, frames_per_position=0.5, lookahead=4),),
+                              aligned=(Stream("S", 1024, 1, frames_per_position=0.5, lookahead=4),
+                                       Stream("melody", MELODY_VOCAB, 1, frames_per_position=0.5, lookahead=4, dropout=0.5)),
                               crop_seconds=10 * crop_scale, sampling=Sampling(temperature=0.95, guidance=1.0)),
         "stage3": StageLayout("stage3", target=Stream("A_fine", 1024, 8), rate=50,
                               aligned=(Stream("A_coarse", 1024, 4, lookahead=2),),
@@ -287,8 +290,10 @@ def stage_inputs(layout: StageLayout, tokens: dict[str, torch.Tensor], clip: int
         return {"target": s[None, start:start + length], "prefix": tokens["M"][clip, window], "aligned": melody}
     extra = length + layout.max_delay + 8  # aligned frames the delayed positions and lookahead read
     if layout.name == "stage2":
+        semantic_frames = slice(start // 2, start // 2 + extra // 2 + 1)
+        melody = {"melody": tokens["melody"][clip][None, semantic_frames]} if "melody" in tokens else {}
         return {"target": a[:COARSE_LEVELS, start:start + length], "prefix": tokens["M"][clip, window],
-                "aligned": {"S": s[None, start // 2: start // 2 + extra // 2 + 1]}}
+                "aligned": {"S": s[None, semantic_frames], **melody}}
     return {"target": a[COARSE_LEVELS:, start:start + length], "prefix": None,
             "aligned": {"A_coarse": a[:COARSE_LEVELS, start:start + extra]}}
 
@@ -347,7 +352,7 @@ def train_stage(stage: str):
         torch.manual_seed(cfg.seed)
         model = TokenLM(STAGE_PRESETS[preset][stage])
         train_tokens, test_tokens = load_token_cache(corpus, "train"), load_token_cache(corpus, "test")
-        if any(s.name == "melody" for s in model.cfg.layout.aligned):
+        if hears_melody(model.cfg.layout):
             train_tokens, test_tokens = with_melody(corpus, "train", train_tokens), with_melody(corpus, "test", test_tokens)
         if cfg.init:
             start_from(model, Path(cfg.init))
@@ -360,6 +365,10 @@ def train_stage(stage: str):
 
     train.__name__ = f"train_{stage}"
     return train
+
+
+def hears_melody(layout: StageLayout) -> bool:
+    return any(s.name == "melody" for s in layout.aligned)
 
 
 def with_melody(corpus: Path, split: str, tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

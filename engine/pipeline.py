@@ -286,9 +286,9 @@ class MusicLM:
         def at_rate(rate: float) -> Schedule:  # the schedule in one stage's frames
             return [(int(round(start * rate)), m) for start, m in schedule]
 
-        gen1 = windowed(s1, semantic_total, at_rate(s1.cfg.layout.rate), self.melody_stream(melody, offset_s, semantic_total),
-                        sampling[0], generators[0], negative, given_s)
-        gen2 = windowed(s2, frames, at_rate(s2.cfg.layout.rate), {"S": s_buf}, sampling[1], generators[1], None,
+        hum = self.melody_stream(melody, offset_s, semantic_total)  # stage 1 follows it; stage 2 too if it was trained to
+        gen1 = windowed(s1, semantic_total, at_rate(s1.cfg.layout.rate), hum, sampling[0], generators[0], negative, given_s)
+        gen2 = windowed(s2, frames, at_rate(s2.cfg.layout.rate), {"S": s_buf, **hum}, sampling[1], generators[1], None,
                         given_a[:, :COARSE_LEVELS] if given_a is not None else None)
         gen3 = windowed(s3, frames, [(0, None)], {"A_coarse": c_buf}, sampling[2], generators[2], None,
                         given_a[:, COARSE_LEVELS:] if given_a is not None else None)
@@ -342,8 +342,8 @@ class MusicLM:
             tokens_out.update(S=s_buf, A=a_buf)
 
     def melody_stream(self, melody: np.ndarray | None, offset: int, frames: int) -> dict[str, torch.Tensor]:
-        """Stage 1's aligned melody input: the hum's tokens tiled over ``frames`` after ``offset``
-        prompt frames (pad there: a continuation's prompt has no hum)."""
+        """The aligned melody input of stages 1 and 2 (25 Hz): the hum's tokens tiled over
+        ``frames`` after ``offset`` prompt frames (pad there: a continuation's prompt has no hum)."""
         if melody is None:
             return {}
         stream = next((s for s in self.stages["stage1"].cfg.layout.aligned if s.name == "melody"), None)
