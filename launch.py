@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
+import signal
 import sys
+import tempfile
 
 # Offline by design: no telemetry, no hub look-ups.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+MAX_UPLOAD = "50mb"  # the engine refuses larger audio anyway; gradio then never stores it
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,6 +34,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def private_uploads() -> str:
+    """Uploads and recordings go to a folder only this user can read (mkdtemp: mode 0700), removed
+    when the studio stops — also on SIGTERM, which would otherwise skip the clean-up."""
+    folder = tempfile.mkdtemp(prefix="hummingbird-uploads-")
+    os.environ["GRADIO_TEMP_DIR"] = folder  # read by gradio at import, so before it is imported
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"uploads are kept in {folder} and removed on exit", file=sys.stderr)
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1") or args.share:
@@ -37,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             + ("" if args.auth else "; consider --auth user:password"),
             file=sys.stderr,
         )
+    private_uploads()
     from studio.app import build_app
 
     desktop = args.desktop
@@ -50,12 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     app = build_app(warm_up=True, desktop=desktop)
     try:
-        app.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth)
+        app.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth, max_file_size=MAX_UPLOAD)
     except Exception as exc:  # share links need the internet; say so and keep serving locally
         if not args.share:
             raise
         print(f"could not create a share link ({exc}); serving locally only", file=sys.stderr)
-        app.launch(server_name=args.host, server_port=args.port, share=False, auth=auth)
+        app.launch(server_name=args.host, server_port=args.port, share=False, auth=auth, max_file_size=MAX_UPLOAD)
     return 0
 
 

@@ -17,6 +17,8 @@ from .files import atomic_write
 
 SAMPLE_RATE = 24_000
 MAX_INPUT_SECONDS = 600.0
+MAX_INPUT_BYTES = 50_000_000
+SILENT_PEAK = 1e-3  # quieter than this everywhere: nothing to follow or continue
 
 
 class AudioError(ValueError):
@@ -44,8 +46,10 @@ def to_mono_24k(audio: np.ndarray, sr: int) -> np.ndarray:
 def load_audio(path: str | Path) -> np.ndarray:
     """Any file soundfile reads (WAV, FLAC, OGG, MP3 …), any rate and channel count → 24 kHz mono."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise AudioError(f"no such file: {path}")
+    if path.stat().st_size > MAX_INPUT_BYTES:
+        raise AudioError(f"{path.name} is {path.stat().st_size / 1e6:.0f} MB; the limit is {MAX_INPUT_BYTES / 1e6:.0f} MB")
     try:
         audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for non-audio or truncated files

@@ -33,6 +33,10 @@ from .sampling import Sampling, guide, sample
 from .transformer import Transformer, TransformerConfig
 
 
+class GenerationError(RuntimeError):
+    """Generation failed in a way the user should hear about in one sentence."""
+
+
 @dataclass(frozen=True)
 class Stream:
     name: str
@@ -233,6 +237,9 @@ class TokenLM(nn.Module):
                 x = x + self.bos
             h = self.transformer(torch.cat([x, x]) if guided else x, cache=cache)[:, -1]
             logits = (h[None] @ heads).transpose(0, 1)  # (B, L, V)
+            if not torch.isfinite(logits).all():  # a damaged checkpoint or an overflow: say so, do not sample garbage
+                raise GenerationError(f"{lay.name} produced invalid (NaN or infinite) scores at frame {t}; "
+                                      "the checkpoint may be damaged: run python -m engine models")
             if guided:
                 logits = guide(logits[:batch], logits[batch:], sampling.guidance)
             ids = sample(logits, sampling, generator)  # one draw for all levels; the delay pattern keeps those it needs

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from .audio import SAMPLE_RATE, AudioError
+from .audio import SAMPLE_RATE, SILENT_PEAK, AudioError
 from .files import atomic_write
 
 FRAME_RATE = 25  # melody tokens share the semantic tokens' clock
@@ -43,7 +43,6 @@ class TrackerConfig:
 MIN_HUM_SECONDS = 1.0
 MAX_HUM_SECONDS = 60.0
 CLIPPED_SHARE = 0.01  # more than 1 % of samples at full scale: the input level was too high
-SILENT_PEAK = 1e-3
 
 
 def check_hum(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:

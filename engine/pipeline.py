@@ -19,10 +19,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE
+from .audio import SAMPLE_RATE, SILENT_PEAK
 from .codec import HOP, CodecStreamer
 from .features import SEMANTIC_RATE
-from .lm import COARSE_LEVELS, TokenLM
+from .lm import COARSE_LEVELS, GenerationError, TokenLM
 from .sampling import Sampling
 
 MAX_SECONDS = 300.0
@@ -336,6 +336,8 @@ class MusicLM:
                     keep = min(len(audio), int(settings.seconds * SAMPLE_RATE) - done)
                     done += keep
                     yield Chunk(audio[:keep].numpy(), done / SAMPLE_RATE, {k: round(v, 4) for k, v in timings.items()})
+        except (MemoryError, torch.OutOfMemoryError):
+            raise GenerationError(f"out of memory while generating {settings.seconds:g} s; try a shorter piece") from None
         finally:  # a consumer that stops early (the studio's Stop) also stops the upstream stages
             upstream.close()
         if tokens_out is not None:
@@ -379,6 +381,8 @@ class MusicLM:
         audio = audio[: len(audio) // FRAME_PAIR * FRAME_PAIR]
         if len(audio) < SAMPLE_RATE // 2:
             raise ValueError("the clip is too short to continue: give at least half a second")
+        if np.abs(audio).max() < SILENT_PEAK:
+            raise ValueError("the clip is silent: there is nothing to continue")
         m = self.conditioning(clean_prompt(prompt)) if prompt and prompt.strip() else self.mulan.tokens(self.mulan.embed_audio(audio)[None])
         context = audio[-(int(CONTEXT_SECONDS * SAMPLE_RATE) // FRAME_PAIR * FRAME_PAIR):]
         with torch.inference_mode():

@@ -7,6 +7,7 @@ the command that trains each one.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -164,7 +165,7 @@ class Studio:
             audio = desktop.record(8.0)
         except desktop.DesktopAudioError as exc:
             raise gr.Error(str(exc)) from None
-        path = Path(tempfile.mkdtemp(prefix="hummingbird-rec-")) / "recording.wav"
+        path = scratch_folder("rec") / "recording.wav"
         save_audio(path, audio)
         return str(path)
 
@@ -190,6 +191,12 @@ class Studio:
         return path, json.dumps(entry["settings"], indent=1), path
 
 
+def scratch_folder(kind: str) -> Path:
+    """A fresh private folder (mode 0700) inside the studio's upload folder, which launch.py
+    removes on exit; our own file names only, never a user's."""
+    return Path(tempfile.mkdtemp(prefix=f"hummingbird-{kind}-", dir=os.environ.get("GRADIO_TEMP_DIR")))
+
+
 def _story_rows(table) -> list[tuple[str, float]]:
     """The story editor's rows (prompt, seconds), blank rows skipped, checked by the engine."""
     rows = table.values.tolist() if hasattr(table, "values") else list(table or [])
@@ -203,7 +210,7 @@ def _story_rows(table) -> list[tuple[str, float]]:
 def story_json(table) -> str:
     """The editor as DESIGN §4 story JSON, written to a file to download."""
     segments = _story_rows(table)
-    path = Path(tempfile.mkdtemp(prefix="hummingbird-story-")) / "story.json"
+    path = scratch_folder("story") / "story.json"
     path.write_text(json.dumps({"segments": [{"prompt": p, "seconds": s} for p, s in segments]}, indent=1, ensure_ascii=False))
     return str(path)
 

@@ -23,6 +23,8 @@ class History:
     def __init__(self, root: Path = DEFAULT_ROOT):
         self.root = Path(root)
         self.index = self.root / "index.json"
+        for leftover in self.root.glob(".*.tmp"):  # a write that a kill interrupted: never part of the history
+            leftover.unlink(missing_ok=True)
 
     def entries(self) -> list[dict]:
         """Newest first; entries whose audio has gone are left out."""

@@ -1,5 +1,6 @@
 """The two doors a user walks through first: the corpus CLI and the studio launcher."""
 import json
+from pathlib import Path
 import subprocess
 import sys
 import time
@@ -116,3 +117,41 @@ def test_model_table_rows_keep_four_cells_and_only_offer_real_trainers():
     for row in rows:
         name = row.split("**")[1]
         assert ("python -m engine train" in row) == (name in TRAINERS), row
+
+
+def test_open_host_warns_requires_the_login_and_keeps_uploads_private_until_exit(tmp_path):
+    """--host 0.0.0.0 --auth: a warning on start; no answer without the login; an upload lands in
+    a folder only this user can read, which is gone once the studio stops (SIGTERM)."""
+    import os
+    import re
+    import signal
+
+    from gradio_client import Client, handle_file
+
+    from studio.ports import free_port, wait_until_serving
+
+    port = free_port()
+    log = tmp_path / "launch.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "launch.py", "--host", "0.0.0.0", "--port", str(port), "--auth", "ada:lovelace"],
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until_serving(port, proc, timeout=180)
+        text = log.read_text()
+        assert "warning: the studio will be reachable from other machines" in text
+        uploads = re.search(r"uploads are kept in (\S+) and removed on exit", text).group(1)
+        assert os.stat(uploads).st_mode & 0o777 == 0o700
+        url = f"http://127.0.0.1:{port}/"
+        with pytest.raises(Exception):
+            Client(url, verbose=False).predict(api_name="/model_status")
+        client = Client(url, auth=("ada", "lovelace"), verbose=False)
+        assert "models" in client.predict(api_name="/model_status")
+        fake = tmp_path / "my notes.wav"
+        fake.write_text("not audio")
+        with pytest.raises(Exception, match="cannot read my notes.wav as audio"):
+            client.predict(handle_file(fake), False, "", 2, 0, 1.0, 0.95, 0.4, 0, 3.0, api_name="/continue")
+        assert any(p.name == "my notes.wav" for p in Path(uploads).rglob("*"))  # gradio's own copy, in the private folder
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert not Path(uploads).exists()

@@ -13,6 +13,7 @@ from studio.app import build_app
 from studio.history import History
 from studio.ports import free_port
 
+from .audio_cases import BAD, make
 from .conftest import ROOT
 
 ARTIFACTS = Path(os.environ.get("HUMMINGBIRD_TEST_ARTIFACTS", ROOT / "test-artifacts"))
@@ -40,9 +41,14 @@ def test_a_corrupt_history_index_is_set_aside_not_fatal(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def studio_url(tmp_path_factory):
+def shipped():
+    return MusicLM.load().warm_up()
+
+
+@pytest.fixture(scope="module")
+def studio_url(shipped, tmp_path_factory):
     """The studio on the shipped checkpoints, with its history in a temp folder."""
-    app = build_app(MusicLM.load().warm_up(), History(tmp_path_factory.mktemp("history")))
+    app = build_app(shipped, History(tmp_path_factory.mktemp("history")))
     port = free_port()
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
@@ -112,6 +118,64 @@ def test_continue_refuses_a_file_that_is_not_audio(studio_url, tmp_path):
     fake.write_text("this is not audio")
     with pytest.raises(Exception, match="cannot read notes.wav as audio"):
         Client(studio_url, verbose=False).predict(handle_file(fake), False, "", 2, 0, 1.0, 0.95, 0.4, 0, 3.0, api_name="/continue")
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_continue_tab_refuses_every_bad_audio_file_clearly(studio_url, tmp_path, name):
+    from gradio_client import Client, handle_file
+
+    path, message = make(name, tmp_path)
+    client = Client(studio_url, verbose=False)
+    with pytest.raises(Exception, match=message):
+        client.predict(handle_file(path), False, "", 2, 0, 1.0, 0.95, 0.4, 0, 3.0, api_name="/continue")
+    assert "models" in client.predict(api_name="/model_status")
+
+
+def test_a_fault_inside_generation_is_reported_and_the_next_request_works(shipped, studio_url):
+    """NaN scores (a damaged checkpoint) mid-generation: one clear message, and the worker recovers."""
+    import torch
+    from gradio_client import Client
+
+    client = Client(studio_url, verbose=False)
+    weight = shipped.stages["stage2"].target_embed[0].weight
+    saved = weight.detach().clone()
+    with torch.no_grad():
+        weight.fill_(float("nan"))
+    try:
+        with pytest.raises(Exception, match="stage2 produced invalid"):
+            client.predict("calm piano", "", 1, 0, 1.0, 0.95, 0.4, 0, 3.0, api_name="/text")
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+    *_, (_, progress, _, _, _, _) = client.submit("calm piano", "", 1, 0, 1.0, 0.95, 0.4, 0, 3.0, api_name="/text")
+    assert progress.startswith("**done** · 1.0 s")
+
+
+def test_kill_9_while_saving_never_leaves_a_corrupt_history(tmp_path):
+    """A writer saving entries in a loop is killed at random moments; what is on disk after each
+    kill is a readable history whose every entry plays in full."""
+    import signal
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    writer = ("import numpy as np, sys; from studio.history import History\n"
+              "h = History(sys.argv[1])\n"
+              "h.add(np.zeros(48_000, np.float32), {}); print('saving', flush=True)\n"
+              "while True: h.add(np.full(48_000, 0.1, np.float32), {'prompt': 'kill test'})")
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", writer, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "saving"
+        time.sleep(rng.uniform(0.05, 0.5))  # somewhere in the middle of a save
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        entries = History(tmp_path).entries()
+        for entry in entries:
+            audio, rate = sf.read(tmp_path / entry["audio"])
+            assert rate == 24_000 and len(audio) == 48_000
+    assert len(entries) > 0 and not list(tmp_path.glob(".*.tmp"))
 
 
 def test_a_real_browser_generates_music_in_the_text_tab(studio_url):

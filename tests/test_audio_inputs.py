@@ -1,0 +1,58 @@
+"""Every kind of audio a user may hand us, through the Python API and the CLI: usable audio loads
+as 24 kHz mono, anything else gets one clear message (exit code 2 on the command line)."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from engine.audio import AudioError, load_audio
+from engine.melody import melody_tokens
+
+from .audio_cases import BAD, CASES, make
+from .conftest import ROOT
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_load_audio_reads_what_it_can_and_names_what_it_cannot(name, tmp_path):
+    path, expect = make(name, tmp_path)
+    if isinstance(expect, str):
+        with pytest.raises(AudioError, match=expect):
+            load_audio(path)
+    else:
+        audio = load_audio(path)
+        assert audio.ndim == 1 and audio.dtype == np.float32 and np.isfinite(audio).all()
+        assert abs(len(audio) / 24_000 - expect) < 0.01
+
+
+def test_silent_clips_are_refused_where_there_is_nothing_to_follow(tmp_path):
+    from engine.pipeline import GenerationSettings, MusicLM
+
+    silent = load_audio(make("silent", tmp_path)[0])
+    with pytest.raises(AudioError, match="silent"):
+        melody_tokens(silent)
+    model = MusicLM.load()
+    with pytest.raises(ValueError, match="the clip is silent"):
+        next(model.continuation(silent, None, GenerationSettings(seconds=1.0)))
+
+
+def _generate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", "generate", "calm piano", "--seconds", "1", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_cli_refuses_bad_audio_with_one_line_and_exit_2(name, tmp_path):
+    path, message = make(name, tmp_path)
+    flag = "--continue" if name != "not audio" else "--melody"  # both flags go through the same loader
+    proc = _generate(flag, str(path), "--out", str(tmp_path / "out.wav"))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out.wav").exists()  # nothing half-written
+
+
+def test_cli_refuses_a_silent_hum_and_a_silent_clip(tmp_path):
+    path, _ = make("silent", tmp_path)
+    for flag, message in (("--melody", "the recording is silent"), ("--continue", "the clip is silent")):
+        proc = _generate(flag, str(path), "--out", str(tmp_path / "out.wav"))
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
