@@ -120,13 +120,19 @@ def tokens(track_: PitchTrack) -> np.ndarray:
     return out
 
 
-def melody_tokens(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """A user's hum → melody tokens, after the checks a recording must pass."""
+def analyse_hum(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> tuple[PitchTrack, np.ndarray]:
+    """A user's hum → (pitch track to show, melody tokens to condition on), after the checks a
+    recording must pass."""
     check_hum(audio, sample_rate)
-    out = tokens(track(audio, sample_rate))
+    pitch = track(audio, sample_rate)
+    out = tokens(pitch)
     if (out == UNVOICED).all():
         raise AudioError("no melody found in the recording; hum or whistle a clear tune")
-    return out
+    return pitch, out
+
+
+def melody_tokens(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    return analyse_hum(audio, sample_rate)[1]
 
 
 def synthetic_hum(midi_notes: list[tuple[float, float, int]], seconds: float, seed: int = 0,

@@ -20,12 +20,14 @@ import numpy as np
 import plotly.graph_objects as go
 
 from engine.audio import SAMPLE_RATE, AudioError, load_audio, save_audio
+from engine.melody import analyse_hum
 from engine.models import CHECKPOINT_DIR, missing_models, model_status
 from engine.pipeline import MAX_SECONDS, GenerationSettings, MusicLM, check_story, clean_prompt, parse_story
 
 from . import desktop
 from .history import History
-from .plots import spectrogram_figure, waveform_figure
+from .plots import pitch_figure, spectrogram_figure, waveform_figure
+from .timeline import story_rows, story_timeline, story_value
 
 TITLE = "hummingbird studio"
 INTRO = (
@@ -98,7 +100,7 @@ class Studio:
             raise gr.Error(str(exc)) from None
         return settings
 
-    def _play(self, chunks, record: dict, total: float):
+    def _play(self, chunks, record: dict, total: float, segments=()):
         """Stream any generation to the page: audio chunks as they are decoded, progress, growing
         previews; the finished (or stopped) piece goes to the history with the settings that
         reproduce it."""
@@ -112,7 +114,7 @@ class Studio:
                 plots = (gr.skip(), gr.skip())
                 if chunk.seconds_done - drawn >= PLOT_EVERY_SECONDS:
                     so_far = np.concatenate(pieces)
-                    plots = (waveform_figure(so_far, total), spectrogram_figure(so_far, total))
+                    plots = (waveform_figure(so_far, total, segments), spectrogram_figure(so_far, total, segments))
                     drawn = chunk.seconds_done
                 sound = (SAMPLE_RATE, _pcm16(chunk.audio)) if self.streaming else gr.skip()
                 yield sound, progress, *plots, gr.skip(), gr.skip()
@@ -126,7 +128,7 @@ class Studio:
                 entry = self.history.add(audio, record)
                 self.last = self.history.path(entry)
         whole = gr.skip() if self.streaming else (SAMPLE_RATE, _pcm16(audio))
-        yield (whole, f"**done** · {len(audio) / SAMPLE_RATE:.1f} s", waveform_figure(audio), spectrogram_figure(audio),
+        yield (whole, f"**done** · {len(audio) / SAMPLE_RATE:.1f} s", waveform_figure(audio, None, segments), spectrogram_figure(audio, None, segments),
                json.dumps(record, indent=1), str(self.history.path(entry)) if entry else None)
 
     def text_to_music(self, prompt, negative, seconds, seed, t1, t2, t3, top_k, guidance):
@@ -143,7 +145,32 @@ class Studio:
         settings = self._settings(sum(s for _, s in segments), seed, t1, t2, t3, top_k, guidance)
         model = self.model()
         record = {"mode": "story", "segments": [{"prompt": p, "seconds": s} for p, s in segments], **asdict(settings)}
-        yield from self._play(model.story(segments, settings), record, settings.seconds)
+        edges = np.cumsum([0.0] + [s for _, s in segments])
+        shading = [(float(a), float(b), p) for (p, _), a, b in zip(segments, edges[:-1], edges[1:])]
+        yield from self._play(model.story(segments, settings), record, settings.seconds, shading)
+
+    def track_hum(self, path):
+        """The Hum tab's preview: the tracked pitch contour and the notes heard, before generating."""
+        if not path:
+            return None, ""
+        try:
+            pitch, _ = analyse_hum(load_audio(path))
+        except AudioError as exc:
+            raise gr.Error(str(exc)) from None
+        return pitch_figure(pitch.times, pitch.midi), _note_summary(pitch.midi)
+
+    def hum_to_music(self, hum, style, seconds, seed, t1, t2, t3, top_k, guidance):
+        if not hum:
+            raise gr.Error("record or upload a hum or whistle first")
+        try:
+            _, melody = analyse_hum(load_audio(hum))
+            style = clean_prompt(style)
+        except (AudioError, ValueError) as exc:
+            raise gr.Error(str(exc)) from None
+        settings = self._settings(seconds, seed, t1, t2, t3, top_k, guidance)
+        model = self.model()
+        record = {"mode": "hum", "prompt": style, "melody_frames": int(melody.size), **asdict(settings)}
+        yield from self._play(model.stream(style, settings, melody=melody), record, settings.seconds)
 
     def continue_music(self, clip, use_last, prompt, seconds, seed, t1, t2, t3, top_k, guidance):
         source = self.last if use_last else clip
@@ -228,20 +255,40 @@ def story_table(path) -> list[list]:
     return [[p, s] for p, s in segments]
 
 
-def timeline_figure(table) -> go.Figure:
-    """The story as a strip of segments along time."""
+def story_from_table(table):
+    """Table edits → the timeline (left as it is while the table is mid-edit and not yet valid)."""
     try:
-        segments = _story_rows(table)
+        return story_value(_story_rows(table))
     except gr.Error:
-        segments = []
-    fig = go.Figure()
-    start = 0.0
-    for i, (prompt, seconds) in enumerate(segments):
-        fig.add_trace(go.Bar(x=[seconds], y=["story"], base=[start], orientation="h", name=prompt, text=f"{i + 1}. {prompt}",
-                             textposition="inside", insidetextanchor="middle", hovertemplate=f"{prompt}<br>%{{base:.1f}} s + %{{x:.1f}} s"))
-        start += seconds
-    fig.update_layout(barmode="stack", height=140, showlegend=False, margin=dict(l=10, r=10, t=10, b=30), xaxis_title="seconds")
-    return fig
+        return gr.skip()
+
+
+SHORTEST_NOTE_FRAMES = 2  # 80 ms: shorter pitch excursions are a glide, not a note
+HOLD_SEMITONES = 0.7  # vibrato around a held note does not start a new one
+
+
+def _note_summary(midi: np.ndarray) -> str:
+    """The notes heard (C4 = MIDI 60), each named by its median pitch: a note ends at a silence
+    or where the pitch leaves it by more than 0.7 semitones for at least 80 ms."""
+    names = ["C", "C♯", "D", "D♯", "E", "F", "F♯", "G", "G♯", "A", "A♯", "B"]
+    runs: list[list[float]] = []
+    current: list[float] = []
+    leaving: list[float] = []
+    for m in list(midi) + [np.nan]:
+        if not np.isfinite(m):
+            runs.append(current)
+            current, leaving = [], []
+        elif not current or abs(m - np.median(current)) <= HOLD_SEMITONES:
+            current.append(m)
+            leaving = []
+        else:
+            leaving.append(m)
+            if len(leaving) >= SHORTEST_NOTE_FRAMES:
+                runs.append(current)
+                current, leaving = leaving, []
+    pitches = [int(round(np.median(r))) for r in runs if len(r) >= SHORTEST_NOTE_FRAMES]
+    notes = [f"{names[p % 12]}{p // 12 - 1}" for p in pitches]
+    return f"**{len(notes)} notes:** " + " ".join(notes[:64]) + (" …" if len(notes) > 64 else "")
 
 
 def _pcm16(audio: np.ndarray) -> np.ndarray:
@@ -267,11 +314,20 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
                     negative = gr.Textbox(label="negative prompt (optional)", placeholder="what to steer away from", max_length=500)
                     gr.Examples(EXAMPLES, inputs=prompt, label="try")
                     run_text = gr.Button("Generate", variant="primary", elem_id="generate")
+                with gr.Tab("Hum"):
+                    gr.Markdown("Hum or whistle a tune (1–60 s); the music follows it in the style you describe.")
+                    hum = gr.Audio(label="hum or whistle", sources=["microphone", "upload"], type="filepath", elem_id="hum")
+                    contour = gr.Plot(label="tracked melody")
+                    notes = gr.Markdown("")
+                    style = gr.Textbox(label="style", placeholder="e.g. jazz piano trio with brushes, 100 bpm", lines=1, max_length=500,
+                                       value="warm piano and strings", elem_id="hum-style")
+                    run_hum = gr.Button("Generate from the hum", variant="primary", elem_id="generate-hum")
                 with gr.Tab("Story"):
-                    gr.Markdown("One continuous piece whose description changes over time: one row per segment.")
+                    gr.Markdown("One continuous piece whose description changes over time. Arrange the segments on the "
+                                "timeline; write each one's prompt in the table.")
+                    timeline = story_timeline(STORY_EXAMPLE, elem_id="timeline")
                     story = gr.Dataframe(value=STORY_EXAMPLE, headers=["prompt", "seconds"], datatype=["str", "number"],
                                          column_count=(2, "fixed"), interactive=True, elem_id="story-table")
-                    timeline = gr.Plot(timeline_figure(STORY_EXAMPLE), label="timeline")
                     with gr.Row():
                         story_in = gr.File(label="import story JSON", file_types=[".json"], height=80)
                         story_out = gr.File(label="export", height=80)
@@ -298,7 +354,7 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
                     status = gr.Markdown(status_markdown(), elem_id="model-status")
                     refresh = gr.Button("Check models again", size="sm")
             with gr.Column(scale=2):
-                seconds = gr.Slider(1, MAX_SECONDS, value=10, step=0.5, label="duration (s) · text and continuation", elem_id="duration")
+                seconds = gr.Slider(1, MAX_SECONDS, value=10, step=0.5, label="duration (s) · text, hum and continuation", elem_id="duration")
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, label="seed", minimum=0)
                     dice = gr.Button("🎲 random", size="sm", scale=0)
@@ -323,6 +379,7 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
         outputs = [audio, progress, waveform, spectrogram, settings_json, download]
         events = [
             run_text.click(studio.text_to_music, [prompt, negative, seconds, seed, *sampling], outputs, api_name="text", concurrency_limit=1),
+            run_hum.click(studio.hum_to_music, [hum, style, seconds, seed, *sampling], outputs, api_name="hum", concurrency_limit=1),
             run_story.click(studio.story_to_music, [story, seed, *sampling], outputs, api_name="story", concurrency_limit=1),
             run_continue.click(studio.continue_music, [clip, use_last, new_prompt, seconds, seed, *sampling], outputs,
                                api_name="continue", concurrency_limit=1),
@@ -330,10 +387,13 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
         for event in events:
             event.then(studio.history_rows, outputs=table, api_name=False)
         stop.click(None, cancels=events, api_name=False)
+        for heard in (hum.stop_recording, hum.upload):
+            heard(studio.track_hum, hum, [contour, notes], api_name=False)
         dice.click(lambda: random.randrange(2**31), outputs=seed, api_name=False)
         preset.change(lambda name: (*PRESETS[name][0], PRESETS[name][1], PRESETS[name][2]), preset, sampling, api_name=False)
-        story.change(timeline_figure, story, timeline, api_name=False)
-        story_in.upload(story_table, story_in, story, api_name=False)
+        timeline.input(story_rows, timeline, story, api_name=False)  # user edits only: no ping-pong between the two
+        story.input(story_from_table, story, timeline, api_name=False)
+        story_in.upload(story_table, story_in, story, api_name=False).then(story_from_table, story, timeline, api_name=False)
         export_story.click(story_json, story, story_out, api_name=False)
         refresh_history.click(studio.history_rows, outputs=table, api_name="history")
         table.select(studio.history_entry, outputs=[past_audio, past_settings, past_file], api_name=False)

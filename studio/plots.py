@@ -12,13 +12,19 @@ WAVEFORM_POINTS = 2000  # min/max pairs: enough for a sharp envelope, small enou
 SPECTROGRAM_COLUMNS = 1200
 
 
-def _layout(fig: go.Figure, title: str, seconds: float, y_title: str) -> go.Figure:
+Segments = list[tuple[float, float, str]]  # story mode: (start s, end s, prompt), shaded on both previews
+
+
+def _layout(fig: go.Figure, title: str, seconds: float, y_title: str, segments: Segments = ()) -> go.Figure:
     fig.update_layout(title=title, height=220, margin=dict(l=50, r=10, t=35, b=35), showlegend=False,
                       xaxis=dict(title="seconds", range=[0, max(seconds, 1e-3)]), yaxis=dict(title=y_title))
+    for i, (start, end, prompt) in enumerate(segments):
+        fig.add_vrect(x0=start, x1=end, fillcolor=f"hsl({i * 67 % 360}, 60%, 60%)", opacity=0.15, line_width=0,
+                      annotation_text=f"{i + 1}. {prompt[:30]}", annotation_position="top left", annotation_font_size=10)
     return fig
 
 
-def waveform_figure(audio: np.ndarray, seconds: float | None = None) -> go.Figure:
+def waveform_figure(audio: np.ndarray, seconds: float | None = None, segments: Segments = ()) -> go.Figure:
     """Min/max envelope of the audio so far; ``seconds`` fixes the x-axis to the whole request."""
     total = seconds or len(audio) / SAMPLE_RATE
     fig = go.Figure()
@@ -28,10 +34,10 @@ def waveform_figure(audio: np.ndarray, seconds: float | None = None) -> go.Figur
         t = np.arange(len(usable)) * bins / SAMPLE_RATE
         fig.add_trace(go.Scatter(x=np.concatenate([t, t[::-1]]), y=np.concatenate([usable.max(1), usable.min(1)[::-1]]),
                                  fill="toself", mode="lines", line=dict(width=0.5, color="#3a7bd5")))
-    return _layout(fig, "waveform", total, "amplitude")
+    return _layout(fig, "waveform", total, "amplitude", segments)
 
 
-def spectrogram_figure(audio: np.ndarray, seconds: float | None = None) -> go.Figure:
+def spectrogram_figure(audio: np.ndarray, seconds: float | None = None, segments: Segments = ()) -> go.Figure:
     """80-band log-mel (the codec metric's own settings), thinned to at most 1200 columns."""
     total = seconds or len(audio) / SAMPLE_RATE
     fig = go.Figure()
@@ -41,4 +47,18 @@ def spectrogram_figure(audio: np.ndarray, seconds: float | None = None) -> go.Fi
         mel = mel[:, ::step]
         fig.add_trace(go.Heatmap(z=mel, x=np.arange(mel.shape[1]) * step * 256 / SAMPLE_RATE, colorscale="Magma",
                                  showscale=False, zmin=-5, zmax=max(float(mel.max()), -4)))
-    return _layout(fig, "log-mel spectrogram", total, "mel band")
+    return _layout(fig, "log-mel spectrogram", total, "mel band", segments)
+
+
+def pitch_figure(times: np.ndarray, midi: np.ndarray) -> go.Figure:
+    """A hum's tracked pitch contour with note names on the y-axis (NaN = unvoiced, left blank)."""
+    names = ["C", "C♯", "D", "D♯", "E", "F", "F♯", "G", "G♯", "A", "A♯", "B"]
+    fig = go.Figure(go.Scatter(x=times, y=midi, mode="lines", line=dict(width=2, color="#d5533a"), connectgaps=False,
+                               hovertemplate="%{x:.2f} s · MIDI %{y:.1f}<extra></extra>"))
+    voiced = midi[np.isfinite(midi)]
+    lo, hi = (int(np.floor(voiced.min())) - 2, int(np.ceil(voiced.max())) + 2) if voiced.size else (55, 79)
+    ticks = list(range(lo, hi + 1))
+    fig.update_layout(title="tracked melody", height=240, margin=dict(l=50, r=10, t=35, b=35), showlegend=False,
+                      xaxis=dict(title="seconds"), yaxis=dict(title="note", tickvals=ticks, range=[lo, hi],
+                                                              ticktext=[f"{names[t % 12]}{t // 12 - 1}" for t in ticks]))
+    return fig

@@ -131,6 +131,39 @@ def test_continue_tab_refuses_every_bad_audio_file_clearly(studio_url, tmp_path,
     assert "models" in client.predict(api_name="/model_status")
 
 
+def _hum_file(folder: Path) -> Path:
+    from engine.audio import save_audio
+    from engine.melody import synthetic_hum
+
+    path = folder / "hum.wav"
+    save_audio(path, synthetic_hum([(0.2 + 0.5 * i, 0.45, p) for i, p in enumerate([57, 60, 64, 62, 60, 59, 57, 57])], 4.5))
+    return path
+
+
+def test_hum_tab_shows_the_tracked_notes_and_music_follows_through_the_api(studio_url, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from studio.app import Studio
+
+    figure, notes = Studio().track_hum(str(_hum_file(tmp_path)))
+    assert notes.startswith("**7 notes:** A3 C4 E4 D4 C4 B3 A3")  # the last two A3s are one held note once the breath is bridged
+    assert len(figure.data[0].x) == 112
+    client = Client(studio_url, verbose=False)
+    *_, (_, progress, _, _, settings, _) = client.submit(handle_file(_hum_file(tmp_path)), "jazz piano trio", 2, 0, 1.0, 0.95, 0.4, 0, 3.0,
+                                                         api_name="/hum")
+    assert progress.startswith("**done** · 2.0 s") and json.loads(settings)["mode"] == "hum"
+
+
+@pytest.mark.parametrize("name, message", [("silent", "the recording is silent"), ("not audio", "cannot read notes.wav"),
+                                           ("over 10 minutes", "the limit is 600 s")])
+def test_hum_tab_refuses_bad_recordings_clearly(studio_url, tmp_path, name, message):
+    from gradio_client import Client, handle_file
+
+    path, _ = make(name, tmp_path)
+    with pytest.raises(Exception, match=message):
+        Client(studio_url, verbose=False).predict(handle_file(path), "jazz", 2, 0, 1.0, 0.95, 0.4, 0, 3.0, api_name="/hum")
+
+
 def test_a_fault_inside_generation_is_reported_and_the_next_request_works(shipped, studio_url):
     """NaN scores (a damaged checkpoint) mid-generation: one clear message, and the worker recovers."""
     import torch
@@ -187,11 +220,13 @@ def test_a_real_browser_generates_music_in_the_text_tab(studio_url):
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--autoplay-policy=no-user-gesture-required"])
         page = browser.new_page(viewport={"width": 1280, "height": 1400})
         page.goto(studio_url)
-        for tab in ("Story", "Continue", "History", "Models", "Text"):  # every tab renders
+        for tab in ("Hum", "Story", "Continue", "History", "Models"):  # every tab renders
             page.get_by_role("tab", name=tab, exact=True).click()
             page.wait_for_timeout(700)  # let plots draw
             page.screenshot(path=str(ARTIFACTS / f"studio-{tab.lower()}.png"))
         assert "All models are ready" in page.content()
+        _drag_the_story_timeline(page)
+        page.get_by_role("tab", name="Text", exact=True).click()
         page.locator("#prompt textarea").fill("tender solo piano, slow tempo, calm")
         duration = page.locator("#duration input[type=number]")
         duration.fill("2")
@@ -206,6 +241,31 @@ def test_a_real_browser_generates_music_in_the_text_tab(studio_url):
         page.screenshot(path=str(ARTIFACTS / "studio-text-generated.png"), full_page=True)
         browser.close()
     assert wall < 60
+
+
+def _drag_the_story_timeline(page):
+    """Drag the first block's right edge 5 s to the right (16 px a second), then drag that block
+    behind the second: the table follows both, in 0.5 s steps."""
+    page.get_by_role("tab", name="Story", exact=True).click()
+    table = page.locator("#story-table")
+    edge = page.locator("#timeline .edge").first.bounding_box()
+    page.mouse.move(edge["x"] + 5, edge["y"] + 20)
+    page.mouse.down()
+    page.mouse.move(edge["x"] + 5 + 5 * 16 + 3, edge["y"] + 20, steps=12)  # 5.2 s → snaps to 5.0
+    page.mouse.up()
+    page.wait_for_function("() => document.querySelector('#story-table').innerText.includes('15')", timeout=10_000)
+    assert page.locator("#timeline .segment .seconds").all_inner_texts() == ["15.0 s", "10.0 s", "10.0 s"]
+    first, second = (page.locator("#timeline .segment").nth(i).bounding_box() for i in (0, 1))
+    page.mouse.move(first["x"] + 30, first["y"] + 20)
+    page.mouse.down()
+    page.mouse.move(second["x"] + second["width"] - 5, second["y"] + 20, steps=10)
+    page.mouse.up()
+    page.wait_for_timeout(1000)
+    names = page.locator("#timeline .segment .name").all_inner_texts()
+    assert names[0].startswith("1. energetic rock") and names[1].startswith("2. tender solo piano")
+    rows = table.inner_text()
+    assert rows.index("energetic rock") < rows.index("tender solo piano")
+    page.screenshot(path=str(ARTIFACTS / "studio-story-dragged.png"))
 
 
 def test_desktop_audio_without_a_sound_card_says_so_in_one_sentence(monkeypatch):
