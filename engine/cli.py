@@ -55,7 +55,7 @@ def _train(args: argparse.Namespace) -> dict:
     corpus = Path(args.corpus)
     if not (corpus / "train.jsonl").exists():
         raise UsageError(f"no corpus at {corpus}: build one with python -m engine data build --out {corpus} --hours 4")
-    overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("max_minutes", args.max_minutes), ("init", args.init)) if v is not None}
+    overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("max_minutes", args.max_minutes), ("init", args.init), ("lr", args.lr), ("warmup", args.warmup)) if v is not None}
     if args.init and not Path(args.init).exists():
         raise UsageError(f"--init {args.init}: no such checkpoint")
     if args.no_handcrafted:
@@ -278,6 +278,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--max-minutes", type=_positive_float, help="stop with a checkpoint after this long")
+    t.add_argument("--lr", type=_positive_float, help="peak learning rate (default: the preset's)")
+    t.add_argument("--warmup", type=int, help="warm-up steps (default: the preset's)")
     t.add_argument("--init", help="fine-tune from this trained checkpoint (an exported .safetensors or a run folder)")
     t.add_argument("--export", action="store_true", help="copy the result to assets/checkpoints/")
     t.add_argument("--no-handcrafted", action="store_true", help="mulan: audio tower without the handcrafted descriptors (ablation)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
@@ -33,8 +34,12 @@ FRAME_PAIR = 2 * HOP  # samples of one 25 Hz semantic frame = two 50 Hz acoustic
 
 
 def clean_prompt(prompt: str | None) -> str:
-    """The prompt with its whitespace tidied, or a ValueError that says what to write instead."""
-    text = " ".join((prompt or "").split())
+    """The prompt tidied, or a ValueError that says what to write instead. Odd Unicode is made
+    plain: NFKC (full-width letters, ligatures), no control or invisible format characters (NUL,
+    zero-width spaces, bidi overrides), no lone surrogates; emoji and every script stay."""
+    text = unicodedata.normalize("NFKC", (prompt or "").encode("utf-8", "ignore").decode("utf-8"))
+    text = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text if unicodedata.category(c) != "Cf")
+    text = " ".join(text.split())
     if not text:
         raise ValueError('the prompt is empty; describe the music, e.g. "calm violin melody over a guitar riff, 90 bpm"')
     if len(text) > MAX_PROMPT_CHARS:

@@ -102,3 +102,25 @@ def test_the_optional_melody_stream_conditions_stage1_and_drops_out_in_training(
     frames = torch.randint(0, 32, (4000, 1, 5))
     dropped = (model.without(melody, frames) == melody.vocab).all(-1).all(-1).float().mean()
     assert abs(float(dropped) - melody.dropout) < 0.05
+
+
+def test_fine_tuning_starts_from_a_text_only_stage1_and_adds_the_melody_table(tmp_path):
+    """``train stage1 --init``: every weight of a stage 1 trained before melody conditioning
+    existed is copied; only the new melody table starts fresh."""
+    from dataclasses import replace
+
+    from safetensors.torch import save_file
+
+    from engine.lm import start_from
+
+    hums = tiny("stage1")
+    text_only = TokenLM(replace(hums.cfg, layout=replace(hums.cfg.layout, aligned=())))
+    (tmp_path / "run").mkdir()
+    save_file({k: v.contiguous() for k, v in text_only.state_dict().items()}, str(tmp_path / "run" / "model.safetensors"))
+    start_from(hums, tmp_path / "run")
+    theirs = text_only.state_dict()
+    for name, value in hums.state_dict().items():
+        if name.startswith("aligned_embed.melody"):
+            assert name not in theirs
+        else:
+            assert torch.equal(value, theirs[name]), name

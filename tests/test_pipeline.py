@@ -109,3 +109,28 @@ def test_malformed_story_json_is_refused(text, message):
     with pytest.raises(ValueError, match=message):
         parse_story(text)
     assert parse_story('{"segments": [{"prompt": " calm  piano ", "seconds": 4}]}') == [("calm piano", 4.0)]
+
+
+@pytest.mark.parametrize("raw, clean", [
+    ("  calm \t piano\n trio ", "calm piano trio"),
+    ("\x00calm\u200b piano\u202e", "calm piano"),  # NUL, zero-width space, bidi override
+    ("ｃａｌｍ ｐｉａｎｏ", "calm piano"),  # full-width letters
+    ("ﬁddle reel", "fiddle reel"),  # ligature
+    ("🎻 calm violin", "🎻 calm violin"),
+    ("平静的钢琴", "平静的钢琴"),
+])
+def test_prompts_with_odd_unicode_are_made_plain(raw, clean):
+    from engine.pipeline import clean_prompt
+
+    assert clean_prompt(raw) == clean
+
+
+@pytest.mark.parametrize("raw, message", [
+    ("", "empty"), ("   \n\t", "empty"), ("\u200b\u200b", "empty"), ("\ud800", "empty"), ("\x00\x01", "empty"),
+    ("x" * 501, "the limit is 500"), (None, "empty"),
+])
+def test_prompts_that_say_nothing_or_too_much_are_refused(raw, message):
+    from engine.pipeline import clean_prompt
+
+    with pytest.raises(ValueError, match=message):
+        clean_prompt(raw)

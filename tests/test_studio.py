@@ -85,6 +85,7 @@ def test_every_endpoint_answers_through_gradio_client(studio_url):
 
 @pytest.mark.parametrize("prompt, seconds, message", [
     ("   ", 2, "prompt is empty"),
+    ("\u200b\x00\u202e", 2, "prompt is empty"),  # only invisible and control characters
     ("x" * 501, 2, "limit is 500"),
     ("calm piano", 0, "less than minimum value 1"),  # the slider's own bound check
     ("calm piano", 301, "greater than maximum value 300"),
@@ -180,6 +181,21 @@ def test_a_fault_inside_generation_is_reported_and_the_next_request_works(shippe
     finally:
         with torch.no_grad():
             weight.copy_(saved)
+    *_, (_, progress, _, _, _, _) = client.submit("calm piano", "", 1, 0, 1.0, 0.95, 0.4, 0, 3.0, api_name="/text")
+    assert progress.startswith("**done** · 1.0 s")
+
+
+def test_out_of_memory_mid_generation_is_one_clear_message(shipped, studio_url, monkeypatch):
+    from gradio_client import Client
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(shipped.codec.decoder, "frames", exhausted)  # the codec runs out of memory mid-stream
+    client = Client(studio_url, verbose=False)
+    with pytest.raises(Exception, match="out of memory while generating 1 s; try a shorter piece"):
+        client.predict("calm piano", "", 1, 0, 1.0, 0.95, 0.4, 0, 3.0, api_name="/text")
+    monkeypatch.undo()
     *_, (_, progress, _, _, _, _) = client.submit("calm piano", "", 1, 0, 1.0, 0.95, 0.4, 0, 3.0, api_name="/text")
     assert progress.startswith("**done** · 1.0 s")
 
