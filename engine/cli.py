@@ -105,19 +105,25 @@ def _generate(args: argparse.Namespace) -> dict:
 
     from .melody import melody_tokens
 
-    if args.melody and (args.story or args.continue_):
-        raise UsageError("--melody follows a hum with a text style; it does not combine with --story or --continue")
+    if args.melody and (args.story or args.continue_ or args.inpaint):
+        raise UsageError("--melody follows a hum with a text style; it does not combine with --story, --continue or --inpaint")
+    if args.between and not args.inpaint:
+        raise UsageError("--between START END goes with --inpaint CLIP")
+    if args.inpaint and not args.between:
+        raise UsageError("--inpaint CLIP needs the range to regenerate: --between START END (seconds)")
+    if sum(map(bool, (args.story, args.continue_, args.inpaint))) > 1:
+        raise UsageError("--story, --continue and --inpaint do not combine; choose one")
     if args.story and args.continue_:
         raise UsageError("--story and --continue do not combine; choose one")
     if args.device == "cuda":
         raise UsageError("--device cuda: generation runs on the CPU in this version")
     try:
-        prompt = clean_prompt(args.prompt) if not (args.story or args.continue_) or (args.prompt or "").strip() else ""
+        prompt = clean_prompt(args.prompt) if not (args.story or args.continue_ or args.inpaint) or (args.prompt or "").strip() else ""
         settings = GenerationSettings(seconds=args.seconds, seed=args.seed, top_k=args.top_k, guidance=args.guidance,
                                       negative_prompt=args.negative or "", temperatures=tuple(args.temperatures))
         settings.check()
         story = parse_story(_read_text(args.story)) if args.story else None
-        clip = load_audio(args.continue_) if args.continue_ else None
+        clip = load_audio(args.continue_ or args.inpaint) if (args.continue_ or args.inpaint) else None
         hum = melody_tokens(load_audio(args.melody)) if args.melody else None
     except (ValueError, AudioError) as exc:
         raise UsageError(str(exc)) from None
@@ -129,6 +135,13 @@ def _generate(args: argparse.Namespace) -> dict:
         settings = replace(settings, seconds=sum(seconds for _, seconds in story))
         audio, info = collect(model.story(story, settings), settings)
         info["segments"] = len(story)
+    elif args.inpaint:
+        try:
+            gap = replace(settings, seconds=max(args.between[1] - args.between[0], 1e-3))  # RTF over the regenerated range
+            audio, info = collect(model.inpaint(clip, args.between[0], args.between[1], prompt or None, settings), gap)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        info["inpainted_s"] = [args.between[0], args.between[1]]
     elif clip is not None:
         try:
             audio, info = collect(model.continuation(clip, prompt or None, settings), settings)
@@ -298,6 +311,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--candidates", type=_positive_int, default=1, help="generate N (seeds seed…seed+N−1), keep the best MuLan match")
     g.add_argument("--melody", metavar="HUM", help="a hum or whistle (1–60 s, any format soundfile reads) for the music to follow; the prompt sets the style")
     g.add_argument("--continue", dest="continue_", metavar="CLIP", help="continue this clip (any format soundfile reads); --seconds of new music")
+    g.add_argument("--inpaint", metavar="CLIP", help="regenerate a time range of this clip (with --between); the prompt, if any, sets its style")
+    g.add_argument("--between", type=float, nargs=2, metavar=("START", "END"), help="--inpaint: the range in seconds")
     g.add_argument("--story", metavar="JSON", help='a timeline: {"segments": [{"prompt": …, "seconds": …}, …]}; --seconds is ignored')
     g.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     g.add_argument("--json", action="store_true", help="print the result as JSON (the default)")

@@ -31,6 +31,7 @@ MAX_PROMPT_CHARS = 500
 MAX_SEGMENTS = 50
 CONTEXT_SECONDS = 10.0  # how much of a clip to continue the stages read (no crop is longer)
 FRAME_PAIR = 2 * HOP  # samples of one 25 Hz semantic frame = two 50 Hz acoustic frames
+INPAINT_FADE = 0.25  # seconds of cross-fade from the regenerated range into the kept remainder
 
 
 def clean_prompt(prompt: str | None) -> str:
@@ -382,23 +383,73 @@ class MusicLM:
         ``CONTEXT_SECONDS`` are every stage's prompt; M comes from ``prompt``, or, without one, from
         the clip's own MuLan audio embedding. Yields the clip first (cut to whole token frames),
         then ``settings.seconds`` of new music: the stream is the whole output."""
+        audio = self._usable_clip(audio, "continue")
+        m = self._clip_conditioning(audio, prompt)
+        cut, context = self._context_tokens(audio)
+        yield Chunk(audio[:cut], cut / SAMPLE_RATE)
+        for chunk in self.stream(prompt or "", settings, prefix=m, prompt_tokens=context, tokens_out=tokens_out):
+            yield Chunk(chunk.audio, cut / SAMPLE_RATE + chunk.seconds_done, chunk.stages)
+
+    def inpaint(self, audio: np.ndarray, start: float, end: float, prompt: str | None = None,
+                settings: GenerationSettings = GenerationSettings()) -> Iterator[Chunk]:
+        """Regenerate the time range [start, end) s of a clip (JEN-1's inpainting task) and keep
+        the rest. Everything before ``start`` is every stage's prompt, as in continuation, so the
+        new music grows out of it without a seam; an autoregressive model cannot read the music
+        after ``end``, so the new part runs ``INPAINT_FADE`` s past it and is cross-faded into the
+        kept remainder. M: ``prompt``, or the clip's own style. ``settings.seconds`` is ignored."""
+        audio = self._usable_clip(audio, "inpaint")
+        length = len(audio) / SAMPLE_RATE
+        if not (np.isfinite(start) and np.isfinite(end) and 0 <= start < end <= length):
+            raise ValueError(f"the range to inpaint must satisfy 0 ≤ start < end ≤ {length:.2f} s (the clip's length); got {start}–{end}")
+        grid = FRAME_PAIR / SAMPLE_RATE
+        start, end = round(start / grid) * grid, max(round(end / grid) * grid, round(start / grid) * grid + grid)
+        if end - start > MAX_SECONDS:
+            raise ValueError(f"the range is {end - start:.0f} s long; the limit is {MAX_SECONDS:.0f} s")
+        m = self._clip_conditioning(audio, prompt)
+        first = int(round(start * SAMPLE_RATE))
+        cut, context = self._context_tokens(audio[:first]) if first >= SAMPLE_RATE // 2 else (first, None)
+        fade = min(INPAINT_FADE, length - end)
+        yield Chunk(audio[:cut], cut / SAMPLE_RATE)
+        new = replace(settings, seconds=end - cut / SAMPLE_RATE + fade)
+        pieces, done = [], cut
+        last = int(round(end * SAMPLE_RATE))
+        for chunk in self.stream(prompt or "", new, prefix=m, prompt_tokens=context):
+            keep = chunk.audio[: max(0, last - done)]  # up to `end` it streams; the fade is mixed below
+            pieces.append(chunk.audio[len(keep):])
+            done += len(chunk.audio)
+            if len(keep):
+                yield Chunk(keep, min(done, last) / SAMPLE_RATE, chunk.stages)
+        tail = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        n = min(len(tail), int(round(fade * SAMPLE_RATE)))
+        ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
+        mixed = tail[:n] * (1 - ramp) + audio[last:last + n] * ramp
+        yield Chunk(np.concatenate([mixed, audio[last + n:]]), length)
+
+    def _usable_clip(self, audio: np.ndarray, verb: str) -> np.ndarray:
         audio = np.asarray(audio, np.float32)
         audio = audio[: len(audio) // FRAME_PAIR * FRAME_PAIR]
         if len(audio) < SAMPLE_RATE // 2:
-            raise ValueError("the clip is too short to continue: give at least half a second")
+            raise ValueError(f"the clip is too short to {verb}: give at least half a second")
         if np.abs(audio).max() < SILENT_PEAK:
-            raise ValueError("the clip is silent: there is nothing to continue")
-        m = self.conditioning(clean_prompt(prompt)) if prompt and prompt.strip() else self.mulan.tokens(self.mulan.embed_audio(audio)[None])
+            raise ValueError(f"the clip is silent: there is nothing to {verb}")
+        return audio
+
+    def _clip_conditioning(self, audio: np.ndarray, prompt: str | None) -> torch.Tensor:
+        """M from a new prompt, or from the clip's own MuLan audio embedding (its style)."""
+        if prompt and prompt.strip():
+            return self.conditioning(clean_prompt(prompt))
+        return self.mulan.tokens(self.mulan.embed_audio(audio)[None])
+
+    def _context_tokens(self, audio: np.ndarray) -> tuple[int, dict[str, torch.Tensor]]:
+        """S and A of the last ``CONTEXT_SECONDS`` of ``audio`` as every stage's prompt, and how
+        many samples of ``audio`` those tokens end at (whole 40 ms frame pairs)."""
         context = audio[-(int(CONTEXT_SECONDS * SAMPLE_RATE) // FRAME_PAIR * FRAME_PAIR):]
         with torch.inference_mode():
-            a = self.codec.encode(torch.from_numpy(context)[None])
+            a = self.codec.encode(torch.from_numpy(np.ascontiguousarray(context))[None])
             s = self.semantic.tokenize(context)[None, None]
         pairs = min(s.shape[2], a.shape[2] // 2)  # stage 2 reads S at half the acoustic rate: keep them aligned
-        cut = len(audio) - len(context) + pairs * FRAME_PAIR  # the clip samples the prompt tokens cover
-        yield Chunk(audio[:cut], cut / SAMPLE_RATE)
-        for chunk in self.stream(prompt or "", settings, prefix=m, prompt_tokens={"S": s[:, :, :pairs], "A": a[:, :, :2 * pairs]},
-                                 tokens_out=tokens_out):
-            yield Chunk(chunk.audio, cut / SAMPLE_RATE + chunk.seconds_done, chunk.stages)
+        cut = len(audio) - len(context) + pairs * FRAME_PAIR
+        return cut, {"S": s[:, :, :pairs], "A": a[:, :, :2 * pairs]}
 
     def generate(self, prompt: str, settings: GenerationSettings = GenerationSettings(), candidates: int = 1,
                  **kwargs) -> tuple[np.ndarray, dict]:

@@ -186,6 +186,23 @@ class Studio:
         record = {"mode": "continue", "prompt": prompt, "clip_seconds": round(len(audio) / SAMPLE_RATE, 2), **asdict(settings)}
         yield from self._play(model.continuation(audio, prompt, settings), record, len(audio) / SAMPLE_RATE + settings.seconds)
 
+    def inpaint_music(self, clip, use_last, prompt, start, end, seed, t1, t2, t3, top_k, guidance):
+        source = self.last if use_last else clip
+        if not source:
+            raise gr.Error("nothing to inpaint yet: generate something first" if use_last else "upload or record a clip to inpaint")
+        try:
+            audio = load_audio(source)
+            prompt = clean_prompt(prompt) if (prompt or "").strip() else None
+            start, end = float(start), float(end)
+        except (AudioError, TypeError, ValueError) as exc:
+            raise gr.Error(str(exc)) from None
+        settings = self._settings(max(end - start, 1.0), seed, t1, t2, t3, top_k, guidance)
+        model = self.model()
+        record = {"mode": "inpaint", "prompt": prompt, "range_s": [start, end], "clip_seconds": round(len(audio) / SAMPLE_RATE, 2),
+                  **asdict(settings)}
+        yield from self._play(model.inpaint(audio, start, end, prompt, settings), record, len(audio) / SAMPLE_RATE,
+                              [(start, end, "inpainted")])
+
     def record_here(self) -> str:
         """Desktop mode: a clip from this computer's microphone, saved like an upload."""
         try:
@@ -341,6 +358,10 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
                         record_here = gr.Button("🎙 record 8 s from this computer's microphone", size="sm")
                     new_prompt = gr.Textbox(label="new prompt (optional: otherwise the clip's own style)", max_length=500)
                     run_continue = gr.Button("Continue", variant="primary", elem_id="generate-continue")
+                    with gr.Row():
+                        inpaint_start = gr.Number(value=2.0, label="inpaint from (s)", minimum=0)
+                        inpaint_end = gr.Number(value=4.0, label="to (s)", minimum=0)
+                        run_inpaint = gr.Button("Regenerate this range", elem_id="generate-inpaint")
                 with gr.Tab("History"):
                     refresh_history = gr.Button("Refresh", size="sm")
                     table = gr.Dataframe(headers=["created", "prompt", "seconds", "seed", "file"], value=studio.history_rows,
@@ -383,6 +404,8 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
             run_story.click(studio.story_to_music, [story, seed, *sampling], outputs, api_name="story", concurrency_limit=1),
             run_continue.click(studio.continue_music, [clip, use_last, new_prompt, seconds, seed, *sampling], outputs,
                                api_name="continue", concurrency_limit=1),
+            run_inpaint.click(studio.inpaint_music, [clip, use_last, new_prompt, inpaint_start, inpaint_end, seed, *sampling], outputs,
+                              api_name="inpaint", concurrency_limit=1),
         ]
         for event in events:
             event.then(studio.history_rows, outputs=table, api_name=False)

@@ -56,3 +56,13 @@ def test_cli_refuses_a_silent_hum_and_a_silent_clip(tmp_path):
     for flag, message in (("--melody", "the recording is silent"), ("--continue", "the clip is silent")):
         proc = _generate(flag, str(path), "--out", str(tmp_path / "out.wav"))
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--inpaint", "x.wav"], "--between START END"),
+    (["--between", "1", "2"], "goes with --inpaint"),
+    (["--story", "s.json", "--continue", "c.wav"], "do not combine"),
+])
+def test_cli_refuses_mode_flags_that_do_not_fit_together(args, message):
+    proc = _generate(*args)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr

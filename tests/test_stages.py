@@ -136,6 +136,23 @@ def test_continuation_returns_the_clip_then_new_music(tiny_runs):
         next(model.continuation(clip[:5000], None, GenerationSettings(seconds=1.0)))
 
 
+def test_inpainting_regenerates_only_the_range_and_fades_back(tiny_runs):
+    from engine.pipeline import INPAINT_FADE
+
+    _, runs, _ = tiny_runs
+    model = _tiny_model(runs)
+    t = np.arange(72_000) / 24_000
+    clip = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    out = np.concatenate([c.audio for c in model.inpaint(clip, 1.0, 1.5, "a flute lullaby", GenerationSettings(seed=0))])
+    assert len(out) == len(clip)
+    changed = np.flatnonzero(np.abs(out - clip) > 1e-6)
+    assert changed[0] >= 24_000 and changed[-1] < int((1.52 + INPAINT_FADE) * 24_000)  # 1.5 s snaps to the 40 ms grid: 1.52
+    assert np.array_equal(out[:24_000], clip[:24_000]) and np.array_equal(out[-20_000:], clip[-20_000:])
+    for start, end in ((1.5, 1.0), (-1, 1), (0, 4.0), (float("nan"), 1)):
+        with pytest.raises(ValueError, match="range to inpaint"):
+            next(model.inpaint(clip, start, end))
+
+
 def test_story_and_continuation_evals_run_through_the_cli(tiny_runs, exported):
     corpus = tiny_runs[0]
     story = _engine("eval", "story", "--corpus", corpus, "--checkpoint", exported, "--clips", 1, "--seconds", 1)

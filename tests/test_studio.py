@@ -81,6 +81,10 @@ def test_every_endpoint_answers_through_gradio_client(studio_url):
     assert progress.startswith("**done** · 3.5 s") and json.loads(settings)["clip_seconds"] == 2.48  # the story snapped to the 25 Hz grid
     *_, (_, progress, _, _, _, _) = client.submit(None, True, "a flute lullaby", 1, 0, 1.0, 0.95, 0.4, 0, 3.0, api_name="/continue")
     assert progress.startswith("**done** · 4.5 s")  # the last output (3.5 s) continued by 1 s
+    *_, (_, progress, _, _, settings, _) = client.submit(None, True, "", 1.0, 2.0, 0, 1.0, 0.95, 0.4, 0, 3.0, api_name="/inpaint")
+    assert progress.startswith("**done** · 4.5 s") and json.loads(settings)["range_s"] == [1.0, 2.0]  # same length, range regenerated
+    with pytest.raises(Exception, match="range to inpaint"):
+        client.predict(None, True, "", 3.0, 9.0, 0, 1.0, 0.95, 0.4, 0, 3.0, api_name="/inpaint")
 
 
 @pytest.mark.parametrize("prompt, seconds, message", [
