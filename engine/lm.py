@@ -9,13 +9,12 @@ small declaration of its token layout:
   frames ahead (S for stage 2, the coarse acoustic levels for stage 3). The paper prepends them
   as a prefix; aligning them in time gives the same conditional model with a sequence half as
   long, and lets every stage run as soon as its inputs exist, which is what makes streaming
-  possible on a CPU;
-  An aligned stream may be optional (the melody of stage 1): trained with dropout, it is all pad
-  ids when absent;
+  possible on a CPU. An aligned stream may be optional (a hum's melody tokens for stages 1 and
+  2): trained with dropout, it is all pad ids when absent;
 - the **target** stream it generates: ``levels`` codebooks per position, with MusicGen's delay
   pattern (level k lags k positions) so each level still sees the coarser levels of its frame.
 
-Stage 1 p(S | M), stage 2 p(A_coarse | S, M), stage 3 p(A_fine | A_coarse) are three
+Stage 1 p(S | M, melody), stage 2 p(A_coarse | S, M, melody), stage 3 p(A_fine | A_coarse) are three
 ``StageLayout`` values at the bottom of this file.
 """
 from __future__ import annotations
@@ -333,7 +332,7 @@ def held_out_loss(model: TokenLM, tokens: dict[str, torch.Tensor], batches: int 
                   melody: str = "own") -> float:
     """Mean loss on test-split crops. ``prefix``: "own" (the crop's M), "null" (the learned
     unconditional M) or "shuffled" (another crop's M) — the gaps show how much a stage uses M;
-    ``melody`` (stage 1): "own", "none" or "shuffled", the same question for the hum."""
+    ``melody`` (stages that read a hum): "own", "none" or "shuffled", the same question for the tune."""
     model.eval()
     it = stage_batches(model.cfg.layout, tokens, 16, seed)
     losses = []

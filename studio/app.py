@@ -172,30 +172,29 @@ class Studio:
         record = {"mode": "hum", "prompt": style, "melody_frames": int(melody.size), **asdict(settings)}
         yield from self._play(model.stream(style, settings, melody=melody), record, settings.seconds)
 
-    def continue_music(self, clip, use_last, prompt, seconds, seed, t1, t2, t3, top_k, guidance):
+    def _clip_and_prompt(self, clip, use_last: bool, prompt, verb: str) -> tuple[np.ndarray, str | None]:
+        """The Continue tab's clip (an upload, a recording or the last output) and optional prompt."""
         source = self.last if use_last else clip
         if not source:
-            raise gr.Error("nothing to continue yet: generate something first" if use_last else "upload or record a clip to continue")
+            raise gr.Error(f"nothing to {verb} yet: generate something first" if use_last else f"upload or record a clip to {verb}")
         try:
-            audio = load_audio(source)
-            prompt = clean_prompt(prompt) if (prompt or "").strip() else None
+            return load_audio(source), clean_prompt(prompt) if (prompt or "").strip() else None
         except (AudioError, ValueError) as exc:
             raise gr.Error(str(exc)) from None
+
+    def continue_music(self, clip, use_last, prompt, seconds, seed, t1, t2, t3, top_k, guidance):
+        audio, prompt = self._clip_and_prompt(clip, use_last, prompt, "continue")
         settings = self._settings(seconds, seed, t1, t2, t3, top_k, guidance)
         model = self.model()
         record = {"mode": "continue", "prompt": prompt, "clip_seconds": round(len(audio) / SAMPLE_RATE, 2), **asdict(settings)}
         yield from self._play(model.continuation(audio, prompt, settings), record, len(audio) / SAMPLE_RATE + settings.seconds)
 
     def inpaint_music(self, clip, use_last, prompt, start, end, seed, t1, t2, t3, top_k, guidance):
-        source = self.last if use_last else clip
-        if not source:
-            raise gr.Error("nothing to inpaint yet: generate something first" if use_last else "upload or record a clip to inpaint")
+        audio, prompt = self._clip_and_prompt(clip, use_last, prompt, "inpaint")
         try:
-            audio = load_audio(source)
-            prompt = clean_prompt(prompt) if (prompt or "").strip() else None
             start, end = float(start), float(end)
-        except (AudioError, TypeError, ValueError) as exc:
-            raise gr.Error(str(exc)) from None
+        except (TypeError, ValueError):
+            raise gr.Error("give the range to inpaint as two numbers of seconds") from None
         settings = self._settings(max(end - start, 1.0), seed, t1, t2, t3, top_k, guidance)
         model = self.model()
         record = {"mode": "inpaint", "prompt": prompt, "range_s": [start, end], "clip_seconds": round(len(audio) / SAMPLE_RATE, 2),

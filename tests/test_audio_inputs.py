@@ -66,3 +66,17 @@ def test_cli_refuses_a_silent_hum_and_a_silent_clip(tmp_path):
 def test_cli_refuses_mode_flags_that_do_not_fit_together(args, message):
     proc = _generate(*args)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_follows_a_hum_with_the_shipped_models(tmp_path):
+    import json
+
+    from engine.audio import save_audio
+    from engine.melody import synthetic_hum
+
+    hum = tmp_path / "hum.wav"
+    save_audio(hum, synthetic_hum([(0.2 + 0.5 * i, 0.45, p) for i, p in enumerate([57, 60, 64, 62])], 2.5))
+    proc = _generate("--melody", str(hum), "--out", str(tmp_path / "tune.wav"), "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads(proc.stdout.splitlines()[-1])
+    assert info["melody_frames"] == 62 and info["seconds"] == 1.0
