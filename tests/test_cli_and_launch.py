@@ -155,3 +155,25 @@ def test_open_host_warns_requires_the_login_and_keeps_uploads_private_until_exit
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     assert not Path(uploads).exists()
+
+
+@pytest.mark.parametrize("args, story, message", [
+    (["   "], None, "the prompt is empty"),
+    (["\u200b\x01"], None, "the prompt is empty"),
+    (["x" * 501], None, "the limit is 500"),
+    (["calm", "--seconds", "nan"], None, "must be a positive number"),
+    (["calm", "--seconds", "0"], None, "must be a positive number"),
+    (["calm", "--seconds", "301"], None, "duration must be in (0, 300]"),
+    (["--story"], '{"segments": []}', "no segments"),
+    (["--story"], '{"segments": [{"prompt": "calm", "seconds": -3}]}', "segment 1 lasts -3"),
+    (["--story"], '{"segments": [' + ", ".join(['{"prompt": "calm", "seconds": 1}'] * 51) + "]}", "the limit is 50"),
+    (["--story"], "{not json", "not valid JSON"),
+])
+def test_generate_refuses_bad_prompts_durations_and_stories_with_exit_2(tmp_path, args, story, message):
+    if story is not None:
+        (tmp_path / "story.json").write_text(story)
+        args = [*args, str(tmp_path / "story.json")]
+    proc = run_engine("generate", *args, "--out", str(tmp_path / "out.wav"))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out.wav").exists()
