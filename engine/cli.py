@@ -113,8 +113,6 @@ def _generate(args: argparse.Namespace) -> dict:
         raise UsageError("--inpaint CLIP needs the range to regenerate: --between START END (seconds)")
     if sum(map(bool, (args.story, args.continue_, args.inpaint))) > 1:
         raise UsageError("--story, --continue and --inpaint do not combine; choose one")
-    if args.story and args.continue_:
-        raise UsageError("--story and --continue do not combine; choose one")
     if args.device == "cuda":
         raise UsageError("--device cuda: generation runs on the CPU in this version")
     try:

@@ -505,7 +505,7 @@ def eval_continuation(corpus: Path, checkpoint: Path | None = None, clips: int |
 def eval_stages(corpus: Path, checkpoint: Path | None = None, clips: int | None = None) -> dict:
     """Held-out loss of each stage LM on test-split token crops (nats per token; uniform = ln 1024
     = 6.93), with its own M, the null M and a shuffled M: what the text conditioning is worth (and,
-    for a melody-conditioned stage 1, the same with no or a shuffled melody)."""
+    for the melody-conditioned stages, the same with no or a shuffled melody)."""
     from .lm import hears_melody, held_out_loss, load_stage, with_melody
     from .models import CHECKPOINT_DIR
     from .tokens import load_token_cache
@@ -526,7 +526,17 @@ def eval_stages(corpus: Path, checkpoint: Path | None = None, clips: int | None 
 # ----------------------------------------------------------------------------- melody
 def _melody_start(record: dict) -> float:
     """Where the lead line begins, on the 40 ms frame grid: hums are cut from there."""
-    return float(np.floor(min(n["onset"] for n in record["melody"]) * 25) / 25)
+    from .melody import FRAME_RATE
+
+    return float(np.floor(min(n["onset"] for n in record["melody"]) * FRAME_RATE) / FRAME_RATE)
+
+
+def _lead_window(path: Path, record: dict, seconds: float) -> np.ndarray:
+    """``seconds`` of a clip's audio (its render or its melody rendition) from where the lead starts."""
+    from .audio import SAMPLE_RATE, load_audio
+
+    start = int(_melody_start(record) * SAMPLE_RATE)
+    return load_audio(path)[start:start + int(seconds * SAMPLE_RATE)]
 
 
 def _notes_hum(record: dict, seconds: float, seed: int) -> np.ndarray:
@@ -549,9 +559,8 @@ def eval_melody(corpus: Path, checkpoint: Path | None = None, clips: int | None 
     own render, which holds that very melody among its other parts, scored the same way
     ("reference_render"), shows what a perfect follower reaches under this metric. Hums start
     where the lead line does."""
-    from .audio import load_audio
     from .data.build import read_records
-    from .melody import TrackerConfig, melody_tokens, tokens, track
+    from .melody import FRAME_RATE, TrackerConfig, melody_tokens, tokens, track
     from .metrics import melody_chroma_cosine
     from .pipeline import GenerationSettings, MusicLM
 
@@ -559,15 +568,14 @@ def eval_melody(corpus: Path, checkpoint: Path | None = None, clips: int | None 
     model = MusicLM.load(checkpoint)
     records = [r for r in read_records(corpus, "test") if r.get("rendition")][: clips or 20]
     dominant = TrackerConfig(voicing=0.0)  # the output's dominant pitch on every audible frame
-    length = int(seconds * 25)
+    length = int(seconds * FRAME_RATE)
     result = {}
     text_only, reference = {}, {}
     for kind in ("rendition", "synthetic"):
         hums, outputs = [], []
         for seed, record in enumerate(records):
             if kind == "rendition":
-                start = int(_melody_start(record) * 24_000)
-                audio = load_audio(Path(corpus) / record["rendition"]["audio"])[start:start + int(seconds * 24_000)]
+                audio = _lead_window(Path(corpus) / record["rendition"]["audio"], record, seconds)
             else:
                 audio = _notes_hum(record, seconds, seed)
             hum = melody_tokens(audio)
@@ -578,9 +586,7 @@ def eval_melody(corpus: Path, checkpoint: Path | None = None, clips: int | None 
             if seed not in text_only:
                 plain, _ = model.generate(record["caption"], settings)
                 text_only[seed] = tokens(track(plain, cfg=dominant))
-                start = int(_melody_start(record) * 24_000)
-                render = load_audio(Path(corpus) / record["audio"])[start:start + int(seconds * 24_000)]
-                reference[seed] = tokens(track(render, cfg=dominant))
+                reference[seed] = tokens(track(_lead_window(Path(corpus) / record["audio"], record, seconds), cfg=dominant))
         own = [melody_chroma_cosine(h, o) for h, o in zip(hums, outputs)]
         shuffled = [melody_chroma_cosine(hums[(i + 1) % len(hums)], o) for i, o in enumerate(outputs)]
         plain = [melody_chroma_cosine(h, text_only[i]) for i, h in enumerate(hums)]

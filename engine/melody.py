@@ -26,6 +26,12 @@ UNVOICED = 12
 VOCAB = 13
 TRACKER_RATE = 16_000  # CREPE's input rate
 HOP = TRACKER_RATE // FRAME_RATE
+PITCH_CLASSES = ("C", "C♯", "D", "D♯", "E", "F", "F♯", "G", "G♯", "A", "A♯", "B")
+
+
+def note_name(midi: int) -> str:
+    """MIDI number → scientific pitch name (60 → C4)."""
+    return f"{PITCH_CLASSES[midi % 12]}{midi // 12 - 1}"
 
 
 @dataclass(frozen=True)
@@ -199,10 +205,10 @@ def load_melody_cache(corpus: Path, split: str, ids: list[str]) -> torch.Tensor:
     """Melody tokens in the token cache's clip order (``ids``)."""
     path = melody_cache_path(corpus, split)
     if not path.exists():
-        raise FileNotFoundError(f"no melody cache at {path}; run: python -m engine tokenize --melody --corpus {corpus}")
+        raise FileNotFoundError(f"no melody cache at {path}; run: python -m engine tokenize --only melody --corpus {corpus}")
     data = np.load(path)
     row = {i: k for k, i in enumerate(json.loads(str(data["ids"])))}
     missing = [i for i in ids if i not in row]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} clips have no melody tokens yet; run: python -m engine tokenize --melody --corpus {corpus}")
+        raise FileNotFoundError(f"{len(missing)} clips have no melody tokens yet; run: python -m engine tokenize --only melody --corpus {corpus}")
     return torch.from_numpy(data["melody"][[row[i] for i in ids]].astype(np.int64))

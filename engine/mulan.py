@@ -13,7 +13,6 @@ inference.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache

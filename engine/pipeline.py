@@ -401,8 +401,8 @@ class MusicLM:
         length = len(audio) / SAMPLE_RATE
         if not (np.isfinite(start) and np.isfinite(end) and 0 <= start < end <= length):
             raise ValueError(f"the range to inpaint must satisfy 0 ≤ start < end ≤ {length:.2f} s (the clip's length); got {start}–{end}")
-        grid = FRAME_PAIR / SAMPLE_RATE
-        start, end = round(start / grid) * grid, max(round(end / grid) * grid, round(start / grid) * grid + grid)
+        grid = FRAME_PAIR / SAMPLE_RATE  # snap outward to whole 40 ms frames; the clip already ends on one
+        start, end = np.floor(start / grid + 1e-6) * grid, min(np.ceil(end / grid - 1e-6) * grid, length)
         if end - start > MAX_SECONDS:
             raise ValueError(f"the range is {end - start:.0f} s long; the limit is {MAX_SECONDS:.0f} s")
         m = self._clip_conditioning(audio, prompt)

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
-import plotly.graph_objects as go
 
 from engine.audio import SAMPLE_RATE, AudioError, load_audio, save_audio
-from engine.melody import analyse_hum
+from engine.melody import analyse_hum, note_name
 from engine.models import CHECKPOINT_DIR, missing_models, model_status
 from engine.pipeline import MAX_SECONDS, GenerationSettings, MusicLM, check_story, clean_prompt, parse_story
 
@@ -162,12 +161,12 @@ class Studio:
     def hum_to_music(self, hum, style, seconds, seed, t1, t2, t3, top_k, guidance):
         if not hum:
             raise gr.Error("record or upload a hum or whistle first")
+        settings = self._settings(seconds, seed, t1, t2, t3, top_k, guidance)
         try:
-            _, melody = analyse_hum(load_audio(hum))
             style = clean_prompt(style)
+            _, melody = analyse_hum(load_audio(hum))
         except (AudioError, ValueError) as exc:
             raise gr.Error(str(exc)) from None
-        settings = self._settings(seconds, seed, t1, t2, t3, top_k, guidance)
         model = self.model()
         record = {"mode": "hum", "prompt": style, "melody_frames": int(melody.size), **asdict(settings)}
         yield from self._play(model.stream(style, settings, melody=melody), record, settings.seconds)
@@ -286,7 +285,6 @@ HOLD_SEMITONES = 0.7  # vibrato around a held note does not start a new one
 def _note_summary(midi: np.ndarray) -> str:
     """The notes heard (C4 = MIDI 60), each named by its median pitch: a note ends at a silence
     or where the pitch leaves it by more than 0.7 semitones for at least 80 ms."""
-    names = ["C", "C♯", "D", "D♯", "E", "F", "F♯", "G", "G♯", "A", "A♯", "B"]
     runs: list[list[float]] = []
     current: list[float] = []
     leaving: list[float] = []
@@ -303,7 +301,7 @@ def _note_summary(midi: np.ndarray) -> str:
                 runs.append(current)
                 current, leaving = leaving, []
     pitches = [int(round(np.median(r))) for r in runs if len(r) >= SHORTEST_NOTE_FRAMES]
-    notes = [f"{names[p % 12]}{p // 12 - 1}" for p in pitches]
+    notes = [note_name(p) for p in pitches]
     return f"**{len(notes)} notes:** " + " ".join(notes[:64]) + (" …" if len(notes) > 64 else "")
 
 

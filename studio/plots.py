@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 import torch
 
 from engine.audio import SAMPLE_RATE, log_mel
+from engine.melody import note_name
 
 WAVEFORM_POINTS = 2000  # min/max pairs: enough for a sharp envelope, small enough to send every chunk
 SPECTROGRAM_COLUMNS = 1200
@@ -52,7 +53,6 @@ def spectrogram_figure(audio: np.ndarray, seconds: float | None = None, segments
 
 def pitch_figure(times: np.ndarray, midi: np.ndarray) -> go.Figure:
     """A hum's tracked pitch contour with note names on the y-axis (NaN = unvoiced, left blank)."""
-    names = ["C", "C♯", "D", "D♯", "E", "F", "F♯", "G", "G♯", "A", "A♯", "B"]
     fig = go.Figure(go.Scatter(x=times, y=midi, mode="lines", line=dict(width=2, color="#d5533a"), connectgaps=False,
                                hovertemplate="%{x:.2f} s · MIDI %{y:.1f}<extra></extra>"))
     voiced = midi[np.isfinite(midi)]
@@ -60,5 +60,5 @@ def pitch_figure(times: np.ndarray, midi: np.ndarray) -> go.Figure:
     ticks = list(range(lo, hi + 1))
     fig.update_layout(title="tracked melody", height=240, margin=dict(l=50, r=10, t=35, b=35), showlegend=False,
                       xaxis=dict(title="seconds"), yaxis=dict(title="note", tickvals=ticks, range=[lo, hi],
-                                                              ticktext=[f"{names[t % 12]}{t // 12 - 1}" for t in ticks]))
+                                                              ticktext=[note_name(t) for t in ticks]))
     return fig
