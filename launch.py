@@ -26,11 +26,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.auth and ":" not in args.auth:
         p.error("--auth must look like user:password")
-    if args.device == "cuda":
-        import torch
+    from engine.pipeline import resolve_device
 
-        if not torch.cuda.is_available():
-            p.error("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
+    try:
+        resolve_device(args.device)
+    except ValueError as exc:
+        p.error(f"--device {args.device}: {exc}")
     return args
 
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--desktop: {reason}; recording and playing here are off, the browser still plays everything", file=sys.stderr)
             desktop = False
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
-    app = build_app(warm_up=True, desktop=desktop)
+    app = build_app(warm_up=True, desktop=desktop, device=args.device)
     try:
         app.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth, max_file_size=MAX_UPLOAD)
     except Exception as exc:  # share links need the internet; say so and keep serving locally

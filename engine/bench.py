@@ -75,15 +75,16 @@ def bench_codec(seconds: float = 10.0, repeats: int = 3) -> dict:
 
 
 def bench_generate(lengths: tuple[float, ...] = (10.0, 60.0, 300.0), prompt: str = "calm violin melody over a distorted guitar riff, 90 bpm",
-                   seed: int = 0, parallel: bool | None = None) -> dict:
-    """Text → audio with the shipped checkpoints: RTF, first-chunk latency, per-stage seconds
-    and tokens/s, peak RSS — for each length, in this one process."""
+                   seed: int = 0, parallel: bool | None = None, device: str = "cpu") -> dict:
+    """Text → audio with the shipped checkpoints on ``device``: RTF, first-chunk latency,
+    per-stage seconds and tokens/s, peak RSS (and peak GPU memory) — for each length, in this
+    one process."""
     import resource
 
     from .pipeline import GenerationSettings, MusicLM
 
     t0 = time.perf_counter()
-    model = MusicLM.load(parallel=parallel)
+    model = MusicLM.load(device=device, parallel=parallel)
     load_s = time.perf_counter() - t0
     model.generate(prompt, GenerationSettings(seconds=1.0, seed=seed))  # warm-up: first calls allocate
     runs = {}
@@ -95,7 +96,8 @@ def bench_generate(lengths: tuple[float, ...] = (10.0, 60.0, 300.0), prompt: str
     rtfs = [runs[k]["rtf"] for k in runs]
     return {"prompt": prompt, "load_s": round(load_s, 2), "runs": runs, "rtf_ratio_longest_to_shortest": round(rtfs[-1] / rtfs[0], 3),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "threads": torch.get_num_threads(),
-            "parallel_stages": model.parallel}
+            "parallel_stages": model.parallel, "device": model.device.type,
+            **({"peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)} if model.device.type == "cuda" else {})}
 
 
 def musicgen_small(seed: int = 0):

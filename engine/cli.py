@@ -113,8 +113,6 @@ def _generate(args: argparse.Namespace) -> dict:
         raise UsageError("--inpaint CLIP needs the range to regenerate: --between START END (seconds)")
     if sum(map(bool, (args.story, args.continue_, args.inpaint))) > 1:
         raise UsageError("--story, --continue and --inpaint do not combine; choose one")
-    if args.device == "cuda":
-        raise UsageError("--device cuda: generation runs on the CPU in this version")
     try:
         prompt = clean_prompt(args.prompt) if not (args.story or args.continue_ or args.inpaint) or (args.prompt or "").strip() else ""
         settings = GenerationSettings(seconds=args.seconds, seed=args.seed, top_k=args.top_k, guidance=args.guidance,
@@ -126,8 +124,8 @@ def _generate(args: argparse.Namespace) -> dict:
     except (ValueError, AudioError) as exc:
         raise UsageError(str(exc)) from None
     try:
-        model = MusicLM.load()
-    except FileNotFoundError as exc:
+        model = MusicLM.load(device=args.device)
+    except (FileNotFoundError, ValueError) as exc:  # a missing checkpoint, or --device cuda without a GPU
         raise UsageError(str(exc)) from None
     if story:
         settings = replace(settings, seconds=sum(seconds for _, seconds in story))
@@ -154,7 +152,7 @@ def _generate(args: argparse.Namespace) -> dict:
         if hum is not None:
             info["melody_frames"] = int(hum.size)
     save_audio(args.out, audio)
-    return {"prompt": prompt, "out": str(args.out), **info, "peak_rss_mb": _peak_rss_mb(),
+    return {"prompt": prompt, "out": str(args.out), **info, "device": model.device.type, "peak_rss_mb": _peak_rss_mb(),
             "peak_abs": round(float(np.max(np.abs(audio))) if audio.size else 0.0, 4)}
 
 
@@ -239,6 +237,7 @@ def _bench(args: argparse.Namespace) -> dict:
     import torch
 
     from .bench import bench_codec, bench_generate, bench_peer
+    from .pipeline import available_devices
 
     try:
         if args.what == "codec":
@@ -248,13 +247,15 @@ def _bench(args: argparse.Namespace) -> dict:
         parallel = {"auto": None, "on": True, "off": False}[args.parallel]
         if args.threads:
             torch.set_num_threads(args.threads)
-        result = bench_generate(tuple(args.lengths), parallel=parallel)
+        result = bench_generate(tuple(args.lengths), parallel=parallel, device=args.device)
         if args.what == "all":  # ours and the peer architecture, same machine, same run
             peer = bench_peer(args.seconds)
             ours = result["runs"].get(f"{args.seconds:g}s") or bench_generate((args.seconds,), parallel=parallel)["runs"][f"{args.seconds:g}s"]
             result["peer"] = {**peer, "our_speedup_x": round(peer["wall_s"] / ours["wall_s"], 1)}
+            if args.device == "cpu" and "cuda" in available_devices():  # the GPU too, where this machine has one
+                result["cuda"] = bench_generate(tuple(args.lengths), parallel=False, device="cuda")
         return result
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from None
 
 
@@ -312,7 +313,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--inpaint", metavar="CLIP", help="regenerate a time range of this clip (with --between); the prompt, if any, sets its style")
     g.add_argument("--between", type=float, nargs=2, metavar=("START", "END"), help="--inpaint: the range in seconds")
     g.add_argument("--story", metavar="JSON", help='a timeline: {"segments": [{"prompt": …, "seconds": …}, …]}; --seconds is ignored')
-    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: the GPU when one is visible, else the CPU")
     g.add_argument("--json", action="store_true", help="print the result as JSON (the default)")
     g.set_defaults(run=_generate)
 
@@ -353,6 +354,7 @@ def parser() -> argparse.ArgumentParser:
     bn.add_argument("--threads", type=_positive_int, help="torch intra-op threads (default: torch's choice)")
     bn.add_argument("--parallel", choices=("auto", "on", "off"), default="auto",
                     help="run the semantic and coarse stages on their own thread (auto: with two or more cores)")
+    bn.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="generate: where to run (all: CUDA is added when present)")
     bn.add_argument("--json", action="store_true")
     bn.set_defaults(run=_bench)
 

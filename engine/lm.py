@@ -102,6 +102,10 @@ class TokenLM(nn.Module):
     def config_dict(self) -> dict:
         return asdict(self.cfg)
 
+    @property
+    def device(self) -> torch.device:
+        return self.bos.device
+
     # -- layout ------------------------------------------------------------------------------
     def delayed(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, L, T) target tokens → (B, L, T + max_delay) with level k shifted right by k; the
@@ -199,7 +203,7 @@ class TokenLM(nn.Module):
         null prefix as the unconditional branch of classifier-free guidance (a negative prompt).
         """
         steps = list(self.stream(length, prefix, aligned, sampling, generator, negative, prompt))
-        return torch.cat(steps, 2) if steps else torch.zeros(1, self.cfg.layout.target.levels, 0, dtype=torch.long)
+        return torch.cat(steps, 2) if steps else torch.zeros(1, self.cfg.layout.target.levels, 0, dtype=torch.long, device=self.device)
 
     @torch.inference_mode()
     def stream(self, length: int, prefix: torch.Tensor | None = None, aligned: dict[str, torch.Tensor] | None = None,
@@ -213,7 +217,7 @@ class TokenLM(nn.Module):
         pad = lay.target.vocab
         given = prompt.shape[2] if prompt is not None else 0
         total = given + length
-        delayed = torch.full((batch, lay.target.levels, total + lay.max_delay), pad, dtype=torch.long)
+        delayed = torch.full((batch, lay.target.levels, total + lay.max_delay), pad, dtype=torch.long, device=self.device)
         if given:
             delayed[:, :, : given + lay.max_delay] = self.delayed(prompt)
         p = self.embed_prefix(prefix, batch)
@@ -228,15 +232,15 @@ class TokenLM(nn.Module):
             self.transformer(torch.cat([x, x]) if guided else x, cache=cache)
         emitted = given
         heads = torch.stack([e.weight[:pad] for e in self.target_embed]).transpose(1, 2).contiguous()  # (L, d, V): every level in one matmul
-        levels = torch.arange(lay.target.levels)
+        levels = torch.arange(lay.target.levels, device=self.device)
         for t in range(given, total + lay.max_delay):
-            prev = delayed[:, :, t - 1:t] if t > 0 else torch.full((batch, lay.target.levels, 1), pad, dtype=torch.long)
+            prev = delayed[:, :, t - 1:t] if t > 0 else torch.full_like(delayed[:, :, :1], pad)
             x = self.embed_positions(prev, aligned, t)  # aligned streams are read now, so a caller may fill them as it goes
             if t == 0:
                 x = x + self.bos
             h = self.transformer(torch.cat([x, x]) if guided else x, cache=cache)[:, -1]
             logits = (h[None] @ heads).transpose(0, 1)  # (B, L, V)
-            if not torch.isfinite(logits).all():  # a damaged checkpoint or an overflow: say so, do not sample garbage
+            if not torch.isfinite(logits.sum()):  # one NaN/Inf anywhere poisons the sum: a damaged checkpoint or an overflow
                 raise GenerationError(f"{lay.name} produced invalid (NaN or infinite) scores at frame {t}; "
                                       "the checkpoint may be damaged: run python -m engine models")
             if guided:

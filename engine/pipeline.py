@@ -34,6 +34,22 @@ FRAME_PAIR = 2 * HOP  # samples of one 25 Hz semantic frame = two 50 Hz acoustic
 INPAINT_FADE = 0.25  # seconds of cross-fade from the regenerated range into the kept remainder
 
 
+def available_devices() -> list[str]:
+    """Where generation can run on this machine: always the CPU, and CUDA when a GPU is visible."""
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA when a GPU is visible, else the CPU; a ValueError for a device this machine lacks."""
+    if name == "auto":
+        name = available_devices()[-1]
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    if name not in available_devices():
+        raise ValueError("no CUDA GPU is visible to PyTorch; use the cpu device (or auto)")
+    return torch.device(name)
+
+
 def clean_prompt(prompt: str | None) -> str:
     """The prompt tidied, or a ValueError that says what to write instead. Odd Unicode is made
     plain: NFKC (full-width letters, ligatures), no control or invisible format characters (NUL,
@@ -136,7 +152,7 @@ def windowed(model: TokenLM, total: int, schedule: Schedule, aligned: dict[str, 
     window = lay.positions - lay.positions % 2
     context = window // 2
     given = prompt.shape[2] if prompt is not None else 0
-    produced = torch.zeros(1 if prompt is None else prompt.shape[0], lay.target.levels, given + total, dtype=torch.long)
+    produced = torch.zeros(1 if prompt is None else prompt.shape[0], lay.target.levels, given + total, dtype=torch.long, device=model.device)
     if given:
         produced[:, :, :given] = prompt
     changes = [given + frame for frame, _ in schedule[1:]] + [given + total]
@@ -211,19 +227,38 @@ class RunAhead:
 
 
 class MusicLM:
-    """The studio's and the CLI's one door into generation."""
+    """The studio's and the CLI's one door into generation.
+
+    The token loop (three stage LMs) and the codec run on ``device``; MuLan and the semantic
+    tokenizer stay on the CPU: they run once per request, on a prompt or a clip, and hand over a
+    few tokens."""
 
     def __init__(self, mulan, codec, stage1: TokenLM, stage2: TokenLM, stage3: TokenLM, semantic=None, parallel: bool = False):
         self.mulan, self.codec, self.semantic = mulan, codec, semantic
         self.stages = {"stage1": stage1, "stage2": stage2, "stage3": stage3}
         self.parallel = parallel  # run the upstream stages on their own thread (RunAhead)
 
+    @property
+    def device(self) -> torch.device:
+        return self.stages["stage1"].device
+
+    def to(self, device: str | torch.device = "auto") -> "MusicLM":
+        """Move generation to another device (``auto``, ``cpu`` or ``cuda``); a ValueError if this
+        machine lacks it. Upstream stages share the GPU with the caller, so they run in line there."""
+        device = resolve_device(device) if isinstance(device, str) else device
+        for model in (self.codec, *self.stages.values()):
+            model.to(device)
+        if device.type == "cuda":
+            self.parallel = False
+        return self
+
     @classmethod
     def load(cls, root: Path | None = None, device: str = "cpu", paths: dict[str, Path] | None = None,
              parallel: bool | None = None) -> "MusicLM":
-        """Every model from ``assets/checkpoints/`` (or ``root``); ``paths`` overrides single models
-        (a run folder or an exported file); ``parallel`` runs the upstream stages on their own
-        thread (default: when this process may use two or more cores)."""
+        """Every model from ``assets/checkpoints/`` (or ``root``) on ``device`` (auto, cpu, cuda);
+        ``paths`` overrides single models (a run folder or an exported file); ``parallel`` runs the
+        upstream stages on their own thread (default: on a CPU this process may use two or more
+        cores of)."""
         from .codec import load_codec
         from .lm import load_stage
         from .models import CHECKPOINT_DIR
@@ -234,9 +269,11 @@ class MusicLM:
         where = {name: (paths or {}).get(name, root / f"{name}.safetensors") for name in ("mulan", "semantic", "codec", "stage1", "stage2", "stage3")}
         if parallel is None:
             parallel = torch.get_num_threads() >= 2
-        return cls(load_mulan(where["mulan"]), load_codec(where["codec"], device),
-                   *(load_stage(s, where[s]) for s in ("stage1", "stage2", "stage3")), semantic=load_semantic(where["semantic"]),
-                   parallel=parallel)
+        target = resolve_device(device)
+        model = cls(load_mulan(where["mulan"]), load_codec(where["codec"]),
+                    *(load_stage(s, where[s]) for s in ("stage1", "stage2", "stage3")), semantic=load_semantic(where["semantic"]),
+                    parallel=parallel)
+        return model.to(target)
 
     def warm_up(self) -> "MusicLM":
         """Load the text encoder and run every stage once, so a user's first click does not pay
@@ -263,27 +300,29 @@ class MusicLM:
         follow, repeated if the piece is longer than the hum."""
         settings.check()
         # one generator per stage: a stage's draws never depend on how the stages interleave
-        generators = [torch.Generator().manual_seed(settings.seed * 3 + i) for i in range(3)]
+        device = self.device
+        generators = [torch.Generator(device=device).manual_seed(settings.seed * 3 + i) for i in range(3)]
         timings = {"mulan": 0.0, "stage1": 0.0, "stage2": 0.0, "stage3": 0.0, "codec": 0.0}
         t0 = time.perf_counter()
         if schedule is None:
             schedule = [(0.0, None if unconditional else prefix if prefix is not None else self.conditioning(prompt))]
-        negative = self.conditioning(settings.negative_prompt) if settings.negative_prompt.strip() and not unconditional else None
+        schedule = [(start, m if m is None else m.to(device)) for start, m in schedule]
+        negative = self.conditioning(settings.negative_prompt).to(device) if settings.negative_prompt.strip() and not unconditional else None
         timings["mulan"] = time.perf_counter() - t0
         s1, s2, s3 = (self.stages[n] for n in ("stage1", "stage2", "stage3"))
         frames = int(np.ceil(settings.seconds * SAMPLE_RATE / HOP))  # 50 Hz acoustic frames
         semantic_total = (frames + 1) // 2
-        prompt_tokens = prompt_tokens or {}
+        prompt_tokens = {name: tokens.to(device) for name, tokens in (prompt_tokens or {}).items()}
         given_s = prompt_tokens.get("S")
         given_a = prompt_tokens.get("A")
         # buffers the later stages read from while the earlier ones fill them
-        s_buf = torch.full((1, 1, semantic_total + (given_s.shape[2] if given_s is not None else 0)), s2.cfg.layout.aligned[0].vocab, dtype=torch.long)
+        s_buf = torch.full((1, 1, semantic_total + (given_s.shape[2] if given_s is not None else 0)), s2.cfg.layout.aligned[0].vocab, dtype=torch.long, device=device)
         offset_s = 0
         if given_s is not None:
             s_buf[:, :, : given_s.shape[2]] = given_s
             offset_s = given_s.shape[2]
         offset_a = given_a.shape[2] if given_a is not None else 0
-        c_buf = torch.full((1, COARSE_LEVELS, frames + offset_a), s3.cfg.layout.aligned[0].vocab, dtype=torch.long)
+        c_buf = torch.full((1, COARSE_LEVELS, frames + offset_a), s3.cfg.layout.aligned[0].vocab, dtype=torch.long, device=device)
         if given_a is not None:
             c_buf[:, :, :offset_a] = given_a[:, :COARSE_LEVELS]
         temps = settings.temperatures
@@ -298,7 +337,7 @@ class MusicLM:
                         given_a[:, :COARSE_LEVELS] if given_a is not None else None)
         gen3 = windowed(s3, frames, [(0, None)], {"A_coarse": c_buf}, sampling[2], generators[2], None,
                         given_a[:, COARSE_LEVELS:] if given_a is not None else None)
-        a_buf = torch.zeros(1, self.codec.cfg.levels, frames + offset_a, dtype=torch.long)  # the whole piece, for tokens_out
+        a_buf = torch.zeros(1, self.codec.cfg.levels, frames + offset_a, dtype=torch.long, device=device)  # the whole piece, for tokens_out
         if given_a is not None:
             a_buf[:, :, :offset_a] = given_a
         streamer = CodecStreamer(self.codec)
@@ -341,7 +380,7 @@ class MusicLM:
                     pending = []
                     keep = min(len(audio), int(settings.seconds * SAMPLE_RATE) - done)
                     done += keep
-                    yield Chunk(audio[:keep].numpy(), done / SAMPLE_RATE, {k: round(v, 4) for k, v in timings.items()})
+                    yield Chunk(audio[:keep].cpu().numpy(), done / SAMPLE_RATE, {k: round(v, 4) for k, v in timings.items()})
         except (MemoryError, torch.OutOfMemoryError):
             raise GenerationError(f"out of memory while generating {settings.seconds:g} s; try a shorter piece") from None
         finally:  # a consumer that stops early (the studio's Stop) also stops the upstream stages
@@ -361,7 +400,7 @@ class MusicLM:
         melody = np.asarray(melody, dtype=np.int64)
         if melody.ndim != 1 or melody.size == 0 or melody.min() < 0 or melody.max() >= stream.vocab:
             raise ValueError(f"melody tokens must be a non-empty 1-D array of ids in [0, {stream.vocab})")
-        out = torch.full((1, 1, offset + frames), stream.vocab, dtype=torch.long)
+        out = torch.full((1, 1, offset + frames), stream.vocab, dtype=torch.long, device=self.device)
         out[0, 0, offset:] = torch.from_numpy(np.resize(melody, frames))
         return {"melody": out}
 
@@ -445,8 +484,8 @@ class MusicLM:
         many samples of ``audio`` those tokens end at (whole 40 ms frame pairs)."""
         context = audio[-(int(CONTEXT_SECONDS * SAMPLE_RATE) // FRAME_PAIR * FRAME_PAIR):]
         with torch.inference_mode():
-            a = self.codec.encode(torch.from_numpy(np.ascontiguousarray(context))[None])
-            s = self.semantic.tokenize(context)[None, None]
+            a = self.codec.encode(torch.from_numpy(np.ascontiguousarray(context))[None].to(self.device))
+            s = self.semantic.tokenize(context)[None, None].to(self.device)
         pairs = min(s.shape[2], a.shape[2] // 2)  # stage 2 reads S at half the acoustic rate: keep them aligned
         cut = len(audio) - len(context) + pairs * FRAME_PAIR
         return cut, {"S": s[:, :, :pairs], "A": a[:, :, :2 * pairs]}

@@ -21,7 +21,8 @@ import numpy as np
 from engine.audio import SAMPLE_RATE, AudioError, load_audio, save_audio
 from engine.melody import analyse_hum, note_name
 from engine.models import CHECKPOINT_DIR, missing_models, model_status
-from engine.pipeline import MAX_SECONDS, GenerationSettings, MusicLM, check_story, clean_prompt, parse_story
+from engine.pipeline import (MAX_SECONDS, GenerationSettings, MusicLM, available_devices, check_story, clean_prompt, parse_story,
+                             resolve_device)
 
 from . import desktop
 from .history import History
@@ -71,10 +72,12 @@ def status_markdown() -> str:
 class Studio:
     """What the page's callbacks share: one loaded generator (loaded on first use) and the history."""
 
-    def __init__(self, model: MusicLM | None = None, history: History | None = None, streaming: bool = True):
+    def __init__(self, model: MusicLM | None = None, history: History | None = None, streaming: bool = True, device: str = "auto"):
         self._model, self.history, self.streaming = model, history or History(), streaming
+        self.device = resolve_device(device).type if model is None else model.device.type
         self.last: Path | None = None  # the latest output, for "continue the last output"
         self._lock = threading.Lock()
+        self._generating = 0  # streams in flight: the device may not change under them
 
     def model(self) -> MusicLM:
         with self._lock:
@@ -82,8 +85,22 @@ class Studio:
                 missing = missing_models()
                 if missing:
                     raise gr.Error(f"missing checkpoints: {', '.join(m['name'] for m in missing)} — see the Models tab")
-                self._model = MusicLM.load().warm_up()
+                self._model = MusicLM.load(device=self.device).warm_up()
             return self._model
+
+    def use_device(self, name: str) -> str:
+        """The shared device control: move generation to the CPU or the GPU between pieces."""
+        try:
+            device = resolve_device(name)
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from None
+        with self._lock:
+            if self._generating:
+                raise gr.Error("a piece is being generated; stop it or let it finish, then switch the device")
+            self.device = device.type
+            if self._model is not None:
+                self._model.to(device)
+        return f"generating on **{device.type}**"
 
     def warm_up_in_background(self) -> None:
         """Load and warm the generator while the page opens, so the first click plays within seconds."""
@@ -105,6 +122,9 @@ class Studio:
         reproduce it."""
         pieces: list[np.ndarray] = []
         drawn, entry = 0.0, None
+        record = {**record, "device": self.device}  # the same seed draws differently on a GPU
+        with self._lock:
+            self._generating += 1
         try:
             for chunk in chunks:
                 pieces.append(chunk.audio)
@@ -122,6 +142,8 @@ class Studio:
         except Exception as exc:  # a fault inside generation: say what happened, keep serving
             raise gr.Error(f"generation failed: {exc}") from None
         finally:  # also on Stop (the generator is closed): keep what was made
+            with self._lock:
+                self._generating -= 1
             audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
             if len(audio):
                 entry = self.history.add(audio, record)
@@ -313,9 +335,10 @@ STORY_EXAMPLE = [["tender solo piano, slow tempo", 10.0], ["energetic rock with 
                  ["calm ambient music with a warm synth pad", 10.0]]
 
 
-def build_app(model: MusicLM | None = None, history: History | None = None, warm_up: bool = False, desktop: bool = False) -> gr.Blocks:
+def build_app(model: MusicLM | None = None, history: History | None = None, warm_up: bool = False, desktop: bool = False,
+              device: str = "auto") -> gr.Blocks:
     streaming = shutil.which("ffmpeg") is not None  # gradio encodes streamed audio with ffmpeg; without it: the whole piece at the end
-    studio = Studio(model, history, streaming)
+    studio = Studio(model, history, streaming, device)
     if warm_up:
         studio.warm_up_in_background()
     with gr.Blocks(title=TITLE) as app:
@@ -376,7 +399,10 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, label="seed", minimum=0)
                     dice = gr.Button("🎲 random", size="sm", scale=0)
-                preset = gr.Radio(list(PRESETS), value="quality", label="preset")
+                with gr.Row():
+                    preset = gr.Radio(list(PRESETS), value="quality", label="preset", scale=2)
+                    device = gr.Dropdown(available_devices(), value=studio.device, label="device", scale=1, elem_id="device",
+                                         info="cuda appears when PyTorch sees a GPU")
                 with gr.Accordion("sampling", open=False):
                     temps = [gr.Slider(0, 2, value=v, step=0.05, label=f"stage {i + 1} temperature")
                              for i, v in enumerate(PRESETS["quality"][0])]
@@ -410,6 +436,7 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
         for heard in (hum.stop_recording, hum.upload):
             heard(studio.track_hum, hum, [contour, notes], api_name=False)
         dice.click(lambda: random.randrange(2**31), outputs=seed, api_name=False)
+        device.change(studio.use_device, device, progress, api_name="device")
         preset.change(lambda name: (*PRESETS[name][0], PRESETS[name][1], PRESETS[name][2]), preset, sampling, api_name=False)
         timeline.input(story_rows, timeline, story, api_name=False)  # user edits only: no ping-pong between the two
         story.input(story_from_table, story, timeline, api_name=False)

@@ -9,6 +9,7 @@ import urllib.request
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from .conftest import ROOT
 
@@ -168,6 +169,7 @@ def test_open_host_warns_requires_the_login_and_keeps_uploads_private_until_exit
     (["--story"], '{"segments": [{"prompt": "calm", "seconds": -3}]}', "segment 1 lasts -3"),
     (["--story"], '{"segments": [' + ", ".join(['{"prompt": "calm", "seconds": 1}'] * 51) + "]}", "the limit is 50"),
     (["--story"], "{not json", "not valid JSON"),
+    *([(["calm", "--device", "cuda"], None, "no CUDA GPU is visible")] if not torch.cuda.is_available() else []),
 ])
 def test_generate_refuses_bad_prompts_durations_and_stories_with_exit_2(tmp_path, args, story, message):
     if story is not None:

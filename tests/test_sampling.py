@@ -1,6 +1,6 @@
 import torch
 
-from engine.sampling import Sampling, filter_logits, guide, sample
+from engine.sampling import Sampling, draw, filter_logits, guide, sample
 
 
 def test_guidance_scale_one_is_the_conditional_model():
@@ -28,3 +28,14 @@ def test_low_temperature_concentrates_on_the_mode():
     logits = torch.tensor([[2.0, 1.0, 0.0]]).repeat(2000, 1)
     tokens = sample(logits, Sampling(temperature=0.2), torch.Generator().manual_seed(0))
     assert float((tokens == 0).float().mean()) > 0.99
+
+
+def test_draws_follow_the_distribution_and_never_pick_excluded_tokens():
+    probs = torch.tensor([0.5, 0.0, 0.3, 0.2, 0.0]).repeat(20_000, 1)
+    tokens = draw(probs, torch.Generator().manual_seed(0))
+    counts = torch.bincount(tokens, minlength=5).float() / len(tokens)
+    assert counts[1] == 0 and counts[4] == 0
+    assert torch.allclose(counts, probs[0], atol=0.015)
+    logits = torch.randn(500, 30)
+    picked = sample(logits, Sampling(top_k=3), torch.Generator().manual_seed(1))
+    assert (picked[:, None] == logits.topk(3, dim=-1).indices).any(-1).all()

@@ -5,11 +5,13 @@ import os
 import time
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
+import torch
 
 from engine.pipeline import MusicLM
-from studio.app import build_app
+from studio.app import Studio, build_app
 from studio.history import History
 from studio.ports import free_port
 
@@ -85,6 +87,22 @@ def test_every_endpoint_answers_through_gradio_client(studio_url):
     assert progress.startswith("**done** · 4.5 s") and json.loads(settings)["range_s"] == [1.0, 2.0]  # same length, range regenerated
     with pytest.raises(Exception, match="range to inpaint"):
         client.predict(None, True, "", 3.0, 9.0, 0, 1.0, 0.95, 0.4, 0, 3.0, api_name="/inpaint")
+    assert json.loads(settings)["device"] == "cpu"  # the same seed draws differently on a GPU: the record says where
+
+
+def test_the_device_control_moves_generation_or_says_why_not(studio_url, shipped):
+    from gradio_client import Client
+
+    client = Client(studio_url, verbose=False)
+    assert client.predict("cpu", api_name="/device") == "generating on **cpu**"
+    if not torch.cuda.is_available():
+        with pytest.raises(Exception, match="not in the list of choices: \\['cpu'\\]"):  # only what this machine has is offered
+            client.predict("cuda", api_name="/device")
+        with pytest.raises(gr.Error, match="no CUDA GPU is visible"):
+            Studio(shipped).use_device("cuda")
+    assert shipped.device == torch.device("cpu")
+    *_, (_, progress, _, _, _, _) = client.submit("calm piano", "", 1, 0, 1.0, 0.95, 0.4, 0, 3.0, api_name="/text")
+    assert progress.startswith("**done** · 1.0 s")
 
 
 @pytest.mark.parametrize("prompt, seconds, message", [
@@ -247,6 +265,7 @@ def test_a_real_browser_generates_music_in_the_text_tab(studio_url):
         assert "All models are ready" in page.content()
         _drag_the_story_timeline(page)
         page.get_by_role("tab", name="Text", exact=True).click()
+        assert page.locator("#device input").input_value() == "cpu"  # where the served model runs
         page.locator("#prompt textarea").fill("tender solo piano, slow tempo, calm")
         duration = page.locator("#duration input[type=number]")
         duration.fill("2")
