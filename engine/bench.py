@@ -133,3 +133,41 @@ def bench_peer(seconds: float = 10.0) -> dict:
     params = sum(p.numel() for p in model.parameters())
     return {"model": "MusicGen-small architecture, random weights", "params_m": round(params / 1e6, 1), "seconds": seconds,
             "wall_s": round(wall, 2), "rtf": round(wall / seconds, 3)}
+
+
+def bench_stage_steps(frames: int = 200, top_ops: int = 6, seed: int = 0) -> dict:
+    """Each shipped stage LM alone on one thread: milliseconds to decode one frame (every level,
+    guidance as in generation) and the operators that take the time — the profile the decode
+    loop is tuned against. Inputs are random tokens: speed does not depend on their values."""
+    from torch.profiler import profile
+
+    from .lm import load_stage
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    result = {}
+    try:
+        for name in ("stage1", "stage2", "stage3"):
+            model = load_stage(name).eval()
+            lay = model.cfg.layout
+            generator = torch.Generator().manual_seed(seed)
+            aligned = {s.name: torch.randint(0, s.vocab, (1, s.levels, frames + 8), generator=generator) for s in lay.aligned}
+            prefix = torch.randint(0, lay.prefix.vocab, (1, lay.prefix.levels), generator=generator) if lay.prefix else None
+            steps = model.stream(frames + 20, prefix, aligned, generator=generator)
+            for _ in range(20):  # warm-up: caches and buffers grow to size
+                next(steps)
+            t0 = time.perf_counter()
+            for _ in range(frames):
+                next(steps)
+            ms = (time.perf_counter() - t0) / frames * 1000
+            with profile() as prof:
+                for _ in range(min(frames, 50)):
+                    next(steps)
+            ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top_ops]
+            total = sum(e.self_cpu_time_total for e in prof.key_averages())
+            result[name] = {"ms_per_frame": round(ms, 3), "levels": lay.target.levels, "guided": lay.sampling.guidance != 1.0,
+                            "top_ops": [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3), "calls_per_frame": e.count / min(frames, 50)}
+                                        for e in ops]}
+    finally:
+        torch.set_num_threads(threads)
+    return {"frames": frames, "threads": 1, **result}

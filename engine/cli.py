@@ -213,22 +213,22 @@ def _codec(args: argparse.Namespace) -> dict:
 
 
 def _eval(args: argparse.Namespace) -> dict:
-    from .evaluation import (eval_codec, eval_continuation, eval_generation, eval_melody, eval_memorization, eval_mulan, eval_semantic,
-                             eval_stages, eval_story)
+    from .report import EVALUATORS, run_all, write_report
 
-    evaluators = {"codec": eval_codec, "mulan": eval_mulan, "semantic": eval_semantic, "stages": eval_stages,
-                  "generation": eval_generation, "story": eval_story, "continuation": eval_continuation, "memorization": eval_memorization,
-                  "melody": eval_melody}
-    if args.what not in evaluators:
-        raise UsageError(f"eval {args.what!r} is not available yet; available: {', '.join(evaluators)}")
     corpus = Path(args.corpus)
     if not (corpus / "test.jsonl").exists():
         raise UsageError(f"no corpus at {corpus}")
+    checkpoint = Path(args.checkpoint) if args.checkpoint else None
+    if args.what == "all":
+        results = run_all(corpus, checkpoint, args.plan, tuple(args.only or ()), progress=lambda line: print(line, file=sys.stderr))
+        report = write_report(results, Path(args.out))
+        print(f"report: {report}", file=sys.stderr)
+        return results
     try:
         extra = {"seconds": args.seconds, "seeds": args.seeds} if args.what in ("generation", "story", "continuation") else {}
         if args.what == "melody":
             extra = {"seconds": args.seconds}
-        return evaluators[args.what](corpus, Path(args.checkpoint) if args.checkpoint else None, args.clips, **extra)
+        return EVALUATORS[args.what](corpus, checkpoint, args.clips, **extra)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
 
@@ -236,7 +236,7 @@ def _eval(args: argparse.Namespace) -> dict:
 def _bench(args: argparse.Namespace) -> dict:
     import torch
 
-    from .bench import bench_codec, bench_generate, bench_peer
+    from .bench import bench_codec, bench_generate, bench_peer, bench_stage_steps
     from .pipeline import available_devices
 
     try:
@@ -244,6 +244,8 @@ def _bench(args: argparse.Namespace) -> dict:
             return bench_codec(args.seconds)
         if args.what == "peer":
             return bench_peer(args.seconds)
+        if args.what == "stages":
+            return bench_stage_steps()
         parallel = {"auto": None, "on": True, "off": False}[args.parallel]
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -283,7 +285,7 @@ def parser() -> argparse.ArgumentParser:
     data.set_defaults(run=_data)
 
     t = sub.add_parser("train", help="train a model from the corpus (resumable; works under torchrun)")
-    t.add_argument("stage", choices=("codec", "mulan", "semantic", "stage1", "stage2", "stage3"))
+    t.add_argument("stage", choices=("codec", "mulan", "prior", "semantic", "stage1", "stage2", "stage3"))
     t.add_argument("--preset", choices=("cpu-small", "gpu-base"), default="cpu-small")
     t.add_argument("--corpus", default="corpus")
     t.add_argument("--run-dir", help="checkpoints and resume state (default runs/<stage>-<preset>)")
@@ -343,12 +345,18 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--clips", type=int, help="evaluate only the first N test clips (generation: N test captions, default 30)")
     e.add_argument("--seconds", type=_positive_float, default=10.0, help="generation, story, continuation: seconds per generated clip / segment")
     e.add_argument("--seeds", type=_positive_int, default=3, help="generation: seeds per contrasting prompt pair")
+    e.add_argument("--plan", choices=("quick", "full"), default="quick",
+                   help="all: quick (about 20 min on a 2-core CPU: fewer clips and seconds) or full (every command's defaults)")
+    e.add_argument("--only", nargs="+", choices=("codec", "mulan", "semantic", "stages", "generation", "story", "continuation",
+                                                 "memorization", "melody"), help="all: run only these evaluations")
+    e.add_argument("--out", default="docs", help="all: where RESULTS.md, results.json and the plots go")
     e.add_argument("--json", action="store_true")
     e.set_defaults(run=_eval)
 
     bn = sub.add_parser("bench", help="speed and memory as JSON")
-    bn.add_argument("what", choices=("all", "generate", "peer", "codec"), nargs="?", default="all",
-                    help="all = generate at every length + the MusicGen-small architecture at --seconds (default)")
+    bn.add_argument("what", choices=("all", "generate", "peer", "codec", "stages"), nargs="?", default="all",
+                    help="all = generate at every length + the MusicGen-small architecture at --seconds (default); "
+                         "stages = each stage LM's decode step alone, with its profile")
     bn.add_argument("--seconds", type=_positive_float, default=10.0, help="codec / peer: audio length")
     bn.add_argument("--lengths", type=_positive_float, nargs="+", default=[10.0, 60.0, 300.0], help="generate: the lengths to time")
     bn.add_argument("--threads", type=_positive_int, help="torch intra-op threads (default: torch's choice)")

@@ -660,13 +660,18 @@ def eval_memorization(corpus: Path, checkpoint: Path | None = None, clips: int |
     pairs = [(int(k // (n - 1)), int(k % (n - 1) + (k % (n - 1) >= k // (n - 1)))) for k in picks]
     unrelated = np.array([_histogram_distance(generated[i], targets[j], cost) for i, j in pairs])
     threshold = float(np.quantile(unrelated, 1e-4))
+    exact = np.array([np.array_equal(g, t) for g, t in zip(generated, targets)])
+    held = np.array([len(np.unique(t)) == 1 for t in targets])  # one token throughout: silence or a held sound, nothing to memorize
     return {
         "clips": len(rows), "prompt_seconds": p / SEMANTIC_RATE, "continuation_seconds": c / SEMANTIC_RATE,
-        "exact_match_rate": round(float(np.mean([np.array_equal(g, t) for g, t in zip(generated, targets)])), 4),
+        "exact_match_rate": round(float(exact.mean()), 4),
+        "held_sound_targets": int(held.sum()), "exact_matches_on_held_sound": int((exact & held).sum()),
+        "exact_match_rate_excluding_held_sound": round(float(exact[~held].mean()), 4) if (~held).any() else None,
         "approximate_match_rate": round(float(np.mean(own <= threshold)), 4),
         "threshold": round(threshold, 5), "permuted_pairs": len(pairs),
         "permuted_false_positive_rate": round(float(np.mean(unrelated <= threshold)), 6),
         "own_distance_median": round(float(np.median(own)), 4), "unrelated_distance_median": round(float(np.median(unrelated)), 4),
         "token_accuracy_mean": round(float(np.mean([np.mean(g == t) for g, t in zip(generated, targets)])), 4),
+        "own_distances": [round(float(d), 4) for d in own],
         "wall_s": round(time.perf_counter() - t0, 1),
     }

@@ -24,6 +24,8 @@ class ModelEntry:
 MODELS = (
     ModelEntry("codec", "SoundStream-style codec: waveform ↔ acoustic tokens A (50 Hz RVQ)", "python -m engine train codec --preset cpu-small"),
     ModelEntry("mulan", "MuLan text/music embedding → conditioning tokens M", "python -m engine train mulan --preset cpu-small"),
+    ModelEntry("prior", "MuLan prior: a prompt's embedding → the audio embeddings the stages learned from",
+               "python -m engine train prior (after tokenize)"),
     ModelEntry("semantic", "self-supervised semantic tokenizer → tokens S (25 Hz)", "python -m engine train semantic --preset cpu-small"),
     ModelEntry("stage1", "semantic LM p(S | M)", "python -m engine train stage1 --preset cpu-small"),
     ModelEntry("stage2", "coarse acoustic LM p(A_coarse | S, M)", "python -m engine train stage2 --preset cpu-small"),

@@ -233,8 +233,9 @@ class MusicLM:
     tokenizer stay on the CPU: they run once per request, on a prompt or a clip, and hand over a
     few tokens."""
 
-    def __init__(self, mulan, codec, stage1: TokenLM, stage2: TokenLM, stage3: TokenLM, semantic=None, parallel: bool = False):
-        self.mulan, self.codec, self.semantic = mulan, codec, semantic
+    def __init__(self, mulan, codec, stage1: TokenLM, stage2: TokenLM, stage3: TokenLM, semantic=None, parallel: bool = False,
+                 prior=None):
+        self.mulan, self.codec, self.semantic, self.prior = mulan, codec, semantic, prior
         self.stages = {"stage1": stage1, "stage2": stage2, "stage3": stage3}
         self.parallel = parallel  # run the upstream stages on their own thread (RunAhead)
 
@@ -262,17 +263,18 @@ class MusicLM:
         from .codec import load_codec
         from .lm import load_stage
         from .models import CHECKPOINT_DIR
-        from .mulan import load_mulan
+        from .mulan import load_mulan, load_prior
         from .semantic import load_semantic
 
         root = Path(root) if root else CHECKPOINT_DIR
-        where = {name: (paths or {}).get(name, root / f"{name}.safetensors") for name in ("mulan", "semantic", "codec", "stage1", "stage2", "stage3")}
+        where = {name: (paths or {}).get(name, root / f"{name}.safetensors")
+                 for name in ("mulan", "prior", "semantic", "codec", "stage1", "stage2", "stage3")}
         if parallel is None:
             parallel = torch.get_num_threads() >= 2
         target = resolve_device(device)
         model = cls(load_mulan(where["mulan"]), load_codec(where["codec"]),
                     *(load_stage(s, where[s]) for s in ("stage1", "stage2", "stage3")), semantic=load_semantic(where["semantic"]),
-                    parallel=parallel)
+                    parallel=parallel, prior=load_prior(where["prior"]))
         return model.to(target)
 
     def warm_up(self) -> "MusicLM":
@@ -282,8 +284,12 @@ class MusicLM:
         return self
 
     def conditioning(self, prompt: str) -> torch.Tensor:
-        """Text → the 12 MuLan tokens M (1, 12)."""
-        return self.mulan.tokens(self.mulan.embed_text([prompt]))
+        """Text → the 12 MuLan tokens M (1, 12): through the prior, when there is one, to the
+        audio-side embedding the stages were trained on (``engine.mulan.AudioPrior``)."""
+        embedding = self.mulan.embed_text([prompt])
+        if self.prior is not None:
+            embedding = self.prior(embedding, self.mulan.rvq)
+        return self.mulan.tokens(embedding)
 
     def stream(self, prompt: str, settings: GenerationSettings = GenerationSettings(), prefix: torch.Tensor | None = None,
                prompt_tokens: dict[str, torch.Tensor] | None = None, unconditional: bool = False,

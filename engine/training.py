@@ -80,25 +80,25 @@ def setup_distributed() -> Dist:
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
-def _atomic_json(obj: dict, path: Path) -> None:
+def save_json(obj: dict, path: Path) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2)))
 
 
 def save_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, info: dict) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_save(model.state_dict(), run_dir / "model.safetensors")
+    save_tensors(model.state_dict(), run_dir / "model.safetensors")
     flat, layout = {}, {}
     for pid, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
             flat[f"{pid}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
     layout["param_groups"] = optimizer.state_dict()["param_groups"]
-    _atomic_save(flat, run_dir / "optimizer.safetensors")
-    _atomic_json({"step": step, "optimizer": layout, **info}, run_dir / "state.json")
+    save_tensors(flat, run_dir / "optimizer.safetensors")
+    save_json({"step": step, "optimizer": layout, **info}, run_dir / "state.json")
 
 
 def load_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
@@ -146,9 +146,9 @@ def export_checkpoint(run_dir: Path, path: Path, half: bool = False) -> dict:
     names = [path.name if i == 0 else f"{path.stem}-{i}{path.suffix}" for i in range(len(shards))]
     path.parent.mkdir(parents=True, exist_ok=True)
     for name, shard in zip(names, shards):
-        _atomic_save(shard, path.with_name(name), metadata={"config": json.dumps(state["config"])})
+        save_tensors(shard, path.with_name(name), metadata={"config": json.dumps(state["config"])})
     info = {"step": state["step"], "train": state["train"], "metrics": state["metrics"], "shards": names}
-    _atomic_json({"config": state["config"], **info}, path.with_suffix(".json"))
+    save_json({"config": state["config"], **info}, path.with_suffix(".json"))
     record_hashes(path.parent, [path.with_suffix(".json").name, *names])
     return info
 
@@ -156,7 +156,7 @@ def export_checkpoint(run_dir: Path, path: Path, half: bool = False) -> dict:
 MANIFEST = "MANIFEST.json"  # SHA-256 of every file in a checkpoint folder, written by export_checkpoint
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -164,8 +164,8 @@ def record_hashes(folder: Path, names: list[str]) -> None:
     """Add (or refresh) ``names`` in the folder's manifest."""
     manifest = folder / MANIFEST
     hashes = json.loads(manifest.read_text()) if manifest.exists() else {}
-    hashes.update({name: _sha256(folder / name) for name in names})
-    _atomic_json(dict(sorted(hashes.items())), manifest)
+    hashes.update({name: file_sha256(folder / name) for name in names})
+    save_json(dict(sorted(hashes.items())), manifest)
 
 
 def verify_hashes(folder: Path, names: list[str]) -> None:
@@ -178,7 +178,7 @@ def verify_hashes(folder: Path, names: list[str]) -> None:
     for name in names:
         if name not in hashes:
             raise ValueError(f"{folder / name} is not listed in {manifest}; export checkpoints with `python -m engine train … --export`")
-        if _sha256(folder / name) != hashes[name]:
+        if file_sha256(folder / name) != hashes[name]:
             raise ValueError(f"{folder / name} does not match its SHA-256 in {manifest}: the file was changed or damaged")
 
 
@@ -217,9 +217,9 @@ def load_trained(name: str, path: Path | str | None, build: Callable[[dict], nn.
 
 def rewrite_weights(run_dir: Path, model: nn.Module, info: dict) -> None:
     """Replace a run's weights after a post-training step (e.g. fitting an RVQ) and record it."""
-    _atomic_save(model.state_dict(), run_dir / "model.safetensors")
+    save_tensors(model.state_dict(), run_dir / "model.safetensors")
     state = json.loads((run_dir / "state.json").read_text())
-    _atomic_json({**state, **info}, run_dir / "state.json")
+    save_json({**state, **info}, run_dir / "state.json")
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -341,9 +341,9 @@ def train_codec(corpus: Path, preset: str, run_dir: Path, overrides: dict | None
 
 
 # Stage name → trainer; `python -m engine train` and the studio's model table read this.
-from .mulan import train_mulan  # noqa: E402  (the stage modules import this one lazily)
+from .mulan import train_mulan, train_prior  # noqa: E402  (the stage modules import this one lazily)
 from .semantic import train_semantic  # noqa: E402
 from .lm import train_stage  # noqa: E402
 
-TRAINERS = {"codec": train_codec, "mulan": train_mulan, "semantic": train_semantic,
+TRAINERS = {"codec": train_codec, "mulan": train_mulan, "prior": train_prior, "semantic": train_semantic,
             **{stage: train_stage(stage) for stage in ("stage1", "stage2", "stage3")}}
