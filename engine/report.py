@@ -29,8 +29,8 @@ class ReportPlan:
 PLANS = {
     "quick": ReportPlan("quick", {
         "codec": {"clips": 20}, "mulan": {}, "semantic": {"clips": 100, "probe_train_clips": 200}, "stages": {},
-        "generation": {"clips": 10, "seconds": 5.0, "seeds": 1}, "story": {"clips": 2, "seconds": 5.0},
-        "continuation": {"clips": 10, "seconds": 5.0}, "melody": {"clips": 8, "seconds": 6.0}, "memorization": {"clips": 100},
+        "generation": {"clips": 16, "seconds": 10.0, "seeds": 1}, "story": {"clips": 3, "seconds": 8.0},
+        "continuation": {"clips": 10, "seconds": 10.0}, "melody": {"clips": 8, "seconds": 10.0}, "memorization": {"clips": 100},
     }),
     "full": ReportPlan("full", {name: {} for name in
                                ("codec", "mulan", "semantic", "stages", "generation", "story", "continuation", "melody", "memorization")}),
@@ -208,6 +208,14 @@ def _figure():
     return plt, fig, ax
 
 
+def _save(plt, fig, ax, path: Path) -> Path:
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def _bars(groups: dict[str, dict[str, float]], title: str, ylabel: str, path: Path, line: float | None = None) -> Path:
     """Grouped bars: one group per key of ``groups``, one bar per series inside it."""
     import numpy as np
@@ -222,11 +230,7 @@ def _bars(groups: dict[str, dict[str, float]], title: str, ylabel: str, path: Pa
         ax.axhline(line, color="k", ls="--", lw=1, label=f"target {line:g}")
     ax.set_xticks(x, list(groups), fontsize=8)
     ax.set(title=title, ylabel=ylabel)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path)
 
 
 def _plot_codec(r: dict, path: Path) -> Path:
@@ -236,11 +240,7 @@ def _plot_codec(r: dict, path: Path) -> Path:
     for name, row in r["opus"].items():
         ax.axhline(row["log_mel_l1"], ls="--", color="C1", label=f"Opus {name}")
     ax.set(title="codec: log-mel L1 by RVQ levels (0.5 kbps each)", xlabel="levels", ylabel="log-mel L1 (lower is better)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path)
 
 
 def _plot_mulan(r: dict, path: Path) -> Path:
@@ -293,11 +293,7 @@ def _plot_memorization(r: dict, path: Path) -> Path:
     ax.axvline(r["threshold"], color="k", ls="--", lw=1, label=f"approximate-match threshold {r['threshold']:.3f}")
     ax.axvline(r["unrelated_distance_median"], color="C3", ls=":", lw=1, label="median over permuted pairs")
     ax.set(title="memorization: OT distance of greedy stage-1 continuations", xlabel="distance", ylabel="clips")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path)
 
 
 PLOTS = {"codec": _plot_codec, "mulan": _plot_mulan, "semantic": _plot_semantic, "stages": _plot_stages,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engine.features import N_CHANNELS, analyze
-from engine.mulan import MuLan, MuLanConfig, caption_variants, load_mulan
+from engine.mulan import AudioPrior, MuLan, MuLanConfig, PriorConfig, caption_variants, load_mulan, load_prior
 from engine.quantization import ResidualVQ
 from engine.transformer import TransformerConfig
 
@@ -60,6 +60,34 @@ def test_conditioning_tokens_are_12_ids_per_embedding():
     model.rvq.fit(torch.nn.functional.normalize(torch.randn(2048, 128), dim=-1), iters=2)
     tokens = model.tokens(torch.nn.functional.normalize(torch.randn(3, 128), dim=-1))
     assert tokens.shape == (3, 12) and tokens.dtype == torch.long and int(tokens.max()) < 1024
+
+
+def test_the_prior_moves_a_prompt_onto_the_training_windows_nearest_to_it():
+    torch.manual_seed(0)
+    rvq = ResidualVQ(levels=4, size=32, dim=16, dropout=0.0)
+    rvq.fit(torch.nn.functional.normalize(torch.randn(2000, 16), dim=-1), iters=5)
+    windows = rvq.encode(torch.nn.functional.normalize(torch.randn(50, 16), dim=-1)[:, :, None])[:, :, 0]
+    bank = torch.nn.functional.normalize(rvq.decode(windows[:, :, None])[:, :, 0], dim=-1)
+    nearest = AudioPrior(PriorConfig(neighbours=1), 50, 4)
+    nearest.tokens.copy_(windows.to(torch.int16))
+    text = torch.nn.functional.normalize(bank[[7, 31]] + 0.05 * torch.randn(2, 16), dim=-1)  # prompts near windows 7 and 31
+    assert torch.allclose(nearest(text, rvq), bank[[7, 31]], atol=1e-5)
+    blend = AudioPrior(PriorConfig(neighbours=3, temperature=1.0), 50, 4)
+    blend.tokens.copy_(windows.to(torch.int16))
+    top3 = (text @ bank.T).topk(3).indices
+    mixed = blend(text, rvq)
+    assert torch.allclose(mixed.norm(dim=-1), torch.ones(2))
+    inside = torch.nn.functional.normalize(bank[top3].mean(1), dim=-1)  # soft weights near uniform at temperature 1
+    assert (torch.nn.functional.cosine_similarity(mixed, inside) > 0.99).all()
+
+
+def test_the_shipped_prior_gives_m_whose_first_levels_the_stages_were_trained_on():
+    prior, mulan = load_prior(), load_mulan()
+    assert prior.tokens.shape[1] == 12 and prior.tokens.shape[0] > 1000 and int(prior.tokens.max()) < 1024
+    windows = prior.tokens[::40].long()  # prompts that sit exactly on training windows come back with those windows' M
+    text = torch.nn.functional.normalize(mulan.rvq.decode(windows[:, :, None])[:, :, 0], dim=-1)
+    m = mulan.tokens(prior(text, mulan.rvq))
+    assert (m[:, :2] == windows[:, :2]).float().mean() > 0.95
 
 
 def test_missing_checkpoint_names_the_training_command(tmp_path):
