@@ -341,7 +341,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("what", choices=("codec", "mulan", "semantic", "stages", "generation", "story", "continuation", "memorization",
                                     "melody", "all"))
     e.add_argument("--corpus", default="corpus")
-    e.add_argument("--checkpoint", help="a checkpoint file or run folder (generation: a folder holding all six models)")
+    e.add_argument("--checkpoint", help="a checkpoint file or run folder (generation: a folder holding every model)")
     e.add_argument("--clips", type=int, help="evaluate only the first N test clips (generation: N test captions, default 30)")
     e.add_argument("--seconds", type=_positive_float, default=10.0, help="generation, story, continuation: seconds per generated clip / segment")
     e.add_argument("--seeds", type=_positive_int, default=3, help="generation: seeds per contrasting prompt pair")

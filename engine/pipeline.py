@@ -32,6 +32,7 @@ MAX_SEGMENTS = 50
 CONTEXT_SECONDS = 10.0  # how much of a clip to continue the stages read (no crop is longer)
 FRAME_PAIR = 2 * HOP  # samples of one 25 Hz semantic frame = two 50 Hz acoustic frames
 INPAINT_FADE = 0.25  # seconds of cross-fade from the regenerated range into the kept remainder
+STORY_HANDOVER = 1.0  # seconds of the previous segment a story's next segment starts from (a window's context is longer)
 
 
 def available_devices() -> list[str]:
@@ -141,13 +142,15 @@ Schedule = list[tuple[int, "torch.Tensor | None"]]  # (first target frame, M fro
 
 
 def windowed(model: TokenLM, total: int, schedule: Schedule, aligned: dict[str, torch.Tensor], sampling: Sampling, generator,
-             negative=None, prompt: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+             negative=None, prompt: torch.Tensor | None = None, handover: int | None = None) -> Iterator[torch.Tensor]:
     """Yield ``total`` target frames (B, L, 1), in windows of the stage's crop length that
     overlap by half: each window continues the previous one's last half-crop of frames.
 
     ``schedule`` says which M conditions which frames (counted after the prompt); a window ends
-    where M changes, and the next one starts from the same context under the new M — the paper's
-    time-varying text (story mode) without a seam."""
+    where M changes, and the next one starts from the end of the music so far under the new M —
+    the paper's time-varying text (story mode) without a seam. Only the last ``handover`` frames
+    are its context there: a whole half-crop of the old segment would keep its style going
+    against the new text."""
     lay = model.cfg.layout
     window = lay.positions - lay.positions % 2
     context = window // 2
@@ -158,7 +161,7 @@ def windowed(model: TokenLM, total: int, schedule: Schedule, aligned: dict[str, 
     changes = [given + frame for frame, _ in schedule[1:]] + [given + total]
     end = given  # frames in ``produced`` so far; preallocated, so minutes of music are not re-copied every frame
     while end < given + total:
-        ctx = min(end, context)
+        ctx = min(end, context, handover if handover is not None and end in changes[:-1] else context)
         start = end - ctx  # target frame where this window begins
         segment = next(i for i, change in enumerate(changes) if change > end)
         length = min(window - ctx, changes[segment] - end)
@@ -338,9 +341,10 @@ class MusicLM:
             return [(int(round(start * rate)), m) for start, m in schedule]
 
         hum = self.melody_stream(melody, offset_s, semantic_total)  # stage 1 follows it; stage 2 too if it was trained to
-        gen1 = windowed(s1, semantic_total, at_rate(s1.cfg.layout.rate), hum, sampling[0], generators[0], negative, given_s)
+        gen1 = windowed(s1, semantic_total, at_rate(s1.cfg.layout.rate), hum, sampling[0], generators[0], negative, given_s,
+                        handover=int(STORY_HANDOVER * s1.cfg.layout.rate))
         gen2 = windowed(s2, frames, at_rate(s2.cfg.layout.rate), {"S": s_buf, **hum}, sampling[1], generators[1], None,
-                        given_a[:, :COARSE_LEVELS] if given_a is not None else None)
+                        given_a[:, :COARSE_LEVELS] if given_a is not None else None, handover=int(STORY_HANDOVER * s2.cfg.layout.rate))
         gen3 = windowed(s3, frames, [(0, None)], {"A_coarse": c_buf}, sampling[2], generators[2], None,
                         given_a[:, COARSE_LEVELS:] if given_a is not None else None)
         a_buf = torch.zeros(1, self.codec.cfg.levels, frames + offset_a, dtype=torch.long, device=device)  # the whole piece, for tokens_out

@@ -4,7 +4,7 @@ import torch
 
 from engine.codec import Codec, CodecConfig
 from engine.lm import LMConfig, StageLayout, Stream, TokenLM, stage_layouts
-from engine.pipeline import GenerationSettings, MusicLM, resolve_device
+from engine.pipeline import GenerationSettings, MusicLM, resolve_device, windowed
 from engine.transformer import TransformerConfig
 
 
@@ -106,6 +106,23 @@ def test_a_conditioning_schedule_changes_m_without_disturbing_what_came_before(t
     assert torch.equal(story_tokens["A"][..., :40], plain_tokens["A"][..., :40])
     assert np.allclose(story[:19_200], plain[:19_200], atol=1e-5)
     assert not np.array_equal(story, plain)
+
+
+def test_a_new_story_segment_starts_from_only_the_last_second_of_the_old_one(monkeypatch):
+    stage = _tiny_stage("stage1", 4.0)  # 100 positions: windows keep 50 frames of context
+    contexts = []
+    stream = stage.stream
+
+    def spy(length, prefix, aligned, sampling, generator, negative, prompt):
+        contexts.append((0 if prompt is None else prompt.shape[2], int(prefix[0, 0])))
+        return stream(length, prefix, aligned, sampling, generator, negative, prompt)
+
+    monkeypatch.setattr(stage, "stream", spy)
+    other = (M + 5) % 1024
+    frames = list(windowed(stage, 200, [(0, M), (80, other)], {}, stage.cfg.layout.sampling, torch.Generator().manual_seed(0),
+                           handover=25))
+    assert len(frames) == 200
+    assert contexts == [(0, 0), (25, 5), (50, 5)]  # a window up to the change, the new M from 1 s of context, then as usual
 
 
 @pytest.mark.parametrize("segments, message", [
