@@ -32,7 +32,7 @@ MAX_SEGMENTS = 50
 CONTEXT_SECONDS = 10.0  # how much of a clip to continue the stages read (no crop is longer)
 FRAME_PAIR = 2 * HOP  # samples of one 25 Hz semantic frame = two 50 Hz acoustic frames
 INPAINT_FADE = 0.25  # seconds of cross-fade from the regenerated range into the kept remainder
-STORY_HANDOVER = 1.0  # seconds of the previous segment a story's next segment starts from (a window's context is longer)
+STORY_HANDOVER = 0.4  # seconds of the previous segment a story's next segment starts from (a window's context is longer)
 
 
 def available_devices() -> list[str]:
