@@ -151,9 +151,10 @@ def bench_stage_steps(frames: int = 200, top_ops: int = 6, seed: int = 0) -> dic
             model = load_stage(name).eval()
             lay = model.cfg.layout
             generator = torch.Generator().manual_seed(seed)
-            aligned = {s.name: torch.randint(0, s.vocab, (1, s.levels, frames + 8), generator=generator) for s in lay.aligned}
+            aligned = {s.name: torch.randint(0, s.vocab, (1, s.levels, 2 * frames + 80), generator=generator) for s in lay.aligned}
             prefix = torch.randint(0, lay.prefix.vocab, (1, lay.prefix.levels), generator=generator) if lay.prefix else None
-            steps = model.stream(frames + 20, prefix, aligned, generator=generator)
+            profiled = min(frames, 50)
+            steps = model.stream(20 + frames + profiled, prefix, aligned, generator=generator)
             for _ in range(20):  # warm-up: caches and buffers grow to size
                 next(steps)
             t0 = time.perf_counter()
@@ -161,12 +162,12 @@ def bench_stage_steps(frames: int = 200, top_ops: int = 6, seed: int = 0) -> dic
                 next(steps)
             ms = (time.perf_counter() - t0) / frames * 1000
             with profile() as prof:
-                for _ in range(min(frames, 50)):
+                for _ in range(profiled):
                     next(steps)
             ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top_ops]
             total = sum(e.self_cpu_time_total for e in prof.key_averages())
             result[name] = {"ms_per_frame": round(ms, 3), "levels": lay.target.levels, "guided": lay.sampling.guidance != 1.0,
-                            "top_ops": [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3), "calls_per_frame": e.count / min(frames, 50)}
+                            "top_ops": [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3), "calls_per_frame": e.count / profiled}
                                         for e in ops]}
     finally:
         torch.set_num_threads(threads)
