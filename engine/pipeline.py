@@ -240,7 +240,7 @@ class MusicLM:
                  prior=None):
         self.mulan, self.codec, self.semantic, self.prior = mulan, codec, semantic, prior
         self.stages = {"stage1": stage1, "stage2": stage2, "stage3": stage3}
-        self.parallel = parallel  # run the upstream stages on their own thread (RunAhead)
+        self.parallel = self.parallel_on_cpu = parallel  # run the upstream stages on their own thread (RunAhead)
 
     @property
     def device(self) -> torch.device:
@@ -252,8 +252,7 @@ class MusicLM:
         device = resolve_device(device) if isinstance(device, str) else device
         for model in (self.codec, *self.stages.values()):
             model.to(device)
-        if device.type == "cuda":
-            self.parallel = False
+        self.parallel = self.parallel_on_cpu and device.type == "cpu"
         return self
 
     @classmethod
