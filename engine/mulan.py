@@ -355,14 +355,22 @@ class AudioPrior(nn.Module):
     similarity-weighted mean of the ``neighbours`` training windows closest to it; their tokens
     are the ones stage 1 knows. Its only weights are those windows' M_A tokens."""
 
-    def __init__(self, cfg: PriorConfig, windows: int, levels: int):
+    def __init__(self, cfg: PriorConfig, windows: int, levels: int, mulan_rvq: str = ""):
         super().__init__()
         self.cfg = cfg
         self.register_buffer("tokens", torch.zeros(windows, levels, dtype=torch.int16))  # M_A of every training window
+        self.mulan_rvq = mulan_rvq  # rvq_fingerprint of the MuLan whose tokens these are: they mean nothing to another
         self._bank: torch.Tensor | None = None
 
     def config_dict(self) -> dict:
-        return {**asdict(self.cfg), "windows": self.tokens.shape[0], "levels": self.tokens.shape[1]}
+        return {**asdict(self.cfg), "windows": self.tokens.shape[0], "levels": self.tokens.shape[1], "mulan_rvq": self.mulan_rvq}
+
+    def check(self, mulan: "MuLan") -> "AudioPrior":
+        """This prior, or a ValueError if it was built from another MuLan's tokens."""
+        if self.mulan_rvq != rvq_fingerprint(mulan.rvq):
+            raise ValueError("the MuLan prior was built from another MuLan's tokens; rebuild it for this one: "
+                             "python -m engine tokenize, then python -m engine train prior --export")
+        return self
 
     @torch.inference_mode()
     def forward(self, text: torch.Tensor, rvq: ResidualVQ) -> torch.Tensor:
@@ -374,17 +382,28 @@ class AudioPrior(nn.Module):
         return F.normalize((weights[..., None] * self._bank[top.indices]).sum(1), dim=-1)
 
 
+def rvq_fingerprint(rvq: ResidualVQ) -> str:
+    """A short digest of an RVQ's codebooks: the same tokens mean the same embedding only under it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for codebook in rvq.codebooks:
+        digest.update(codebook.embed.detach().cpu().float().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def train_prior(corpus: Path, preset: str, run_dir: Path, overrides: dict | None = None, progress: bool = True) -> dict:
     """Collect the training split's M_A (every 10 s window of every clip, from the token cache) as
     the prior's bank; written as a run folder, like the trained models, so ``--export`` ships it."""
     import json
 
-    from .tokens import load_token_cache
+    from .tokens import load_token_cache, token_cache_path
     from .training import save_json, save_tensors
 
     cfg = replace(PriorConfig(), **{k: v for k, v in (overrides or {}).items() if k in PriorConfig.__dataclass_fields__})
     m = load_token_cache(corpus, "train")["M"]  # (clips, windows, levels)
-    prior = AudioPrior(cfg, m.shape[0] * m.shape[1], m.shape[2])
+    mulan = load_mulan(json.loads(str(np.load(token_cache_path(corpus, "train"))["meta"]))["checkpoints"]["mulan"])
+    prior = AudioPrior(cfg, m.shape[0] * m.shape[1], m.shape[2], rvq_fingerprint(mulan.rvq))
     prior.tokens.copy_(m.reshape(-1, m.shape[2]).to(torch.int16))
     run_dir.mkdir(parents=True, exist_ok=True)
     save_tensors(prior.state_dict(), run_dir / "model.safetensors")
@@ -399,4 +418,5 @@ def train_prior(corpus: Path, preset: str, run_dir: Path, overrides: dict | None
 def load_prior(path: Path | None = None) -> AudioPrior:
     from .training import load_trained
 
-    return load_trained("prior", path, lambda c: AudioPrior(PriorConfig(c["neighbours"], c["temperature"]), c["windows"], c["levels"]))
+    return load_trained("prior", path, lambda c: AudioPrior(PriorConfig(c["neighbours"], c["temperature"]), c["windows"], c["levels"],
+                                                           c.get("mulan_rvq", "")))

@@ -274,9 +274,10 @@ class MusicLM:
         if parallel is None:
             parallel = torch.get_num_threads() >= 2
         target = resolve_device(device)
-        model = cls(load_mulan(where["mulan"]), load_codec(where["codec"]),
+        mulan = load_mulan(where["mulan"])
+        model = cls(mulan, load_codec(where["codec"]),
                     *(load_stage(s, where[s]) for s in ("stage1", "stage2", "stage3")), semantic=load_semantic(where["semantic"]),
-                    parallel=parallel, prior=load_prior(where["prior"]))
+                    parallel=parallel, prior=load_prior(where["prior"]).check(mulan))
         return model.to(target)
 
     def warm_up(self) -> "MusicLM":

@@ -85,7 +85,10 @@ class Studio:
                 missing = missing_models()
                 if missing:
                     raise gr.Error(f"missing checkpoints: {', '.join(m['name'] for m in missing)} — see the Models tab")
-                self._model = MusicLM.load(device=self.device).warm_up()
+                try:
+                    self._model = MusicLM.load(device=self.device).warm_up()
+                except ValueError as exc:  # checkpoints that do not belong together
+                    raise gr.Error(str(exc)) from None
             return self._model
 
     def use_device(self, name: str) -> str:

@@ -63,7 +63,7 @@ def test_models_command_lists_every_stage_with_its_train_command():
     proc = run_engine("models")
     assert proc.returncode == 0
     rows = json.loads(proc.stdout)["models"]
-    assert [r["name"] for r in rows] == ["codec", "mulan", "semantic", "stage1", "stage2", "stage3"]
+    assert [r["name"] for r in rows] == ["codec", "mulan", "prior", "semantic", "stage1", "stage2", "stage3"]
     assert all(r["train_command"].startswith("python -m engine train ") for r in rows)
 
 
@@ -110,7 +110,7 @@ def test_model_table_rows_keep_four_cells_and_only_offer_real_trainers():
     from studio.app import status_markdown
 
     rows = [line for line in status_markdown().splitlines() if line.startswith("| **")]
-    assert len(rows) == 6
+    assert len(rows) == 7
     for row in rows:
         assert len(re.split(r"(?<!\\)\|", row)) == 6, row  # 4 cells between 5 unescaped bars
     from engine.training import TRAINERS

@@ -27,6 +27,7 @@ def tiny_runs(smoke_corpus, tmp_path_factory):
     for model, extra in (("codec", ()), ("mulan", ("--batch-size", 4)), ("semantic", ("--batch-size", 2))):
         _engine("train", model, "--corpus", corpus, "--run-dir", runs / model, "--steps", 2, "--quiet", *extra)
     caches = _engine("tokenize", "--corpus", corpus, "--quiet", *[a for m in ("codec", "mulan", "semantic") for a in (f"--{m}", runs / m)])
+    _engine("train", "prior", "--corpus", corpus, "--run-dir", runs / "prior", "--quiet")
     for stage in ("stage1", "stage2", "stage3"):
         result = _engine("train", stage, "--corpus", corpus, "--run-dir", runs / stage, "--steps", 2, "--batch-size", 2, "--quiet")
         assert np.isfinite(result["held_out_loss"])
@@ -70,7 +71,7 @@ def test_stage1_follows_a_hum_through_the_api_and_the_eval(tiny_runs, exported):
 
 def test_trained_checkpoints_generate_from_text(tiny_runs):
     _, runs, _ = tiny_runs
-    model = MusicLM.load(paths={name: runs / name for name in ("codec", "mulan", "semantic", "stage1", "stage2", "stage3")})
+    model = _tiny_model(runs)
     audio, info = model.generate("a calm piano ballad", GenerationSettings(seconds=1.5, seed=0))
     assert len(audio) == 36_000 and np.isfinite(audio).all()
     assert info["first_chunk_s"] <= info["wall_s"]
@@ -82,7 +83,7 @@ def exported(tiny_runs, tmp_path_factory):
     from engine.training import export_checkpoint
 
     folder = tmp_path_factory.mktemp("checkpoints")
-    for name in ("codec", "mulan", "semantic", "stage1", "stage2", "stage3"):
+    for name in MODEL_NAMES:
         export_checkpoint(tiny_runs[1] / name, folder / f"{name}.safetensors", half=name.startswith("stage"))
     return folder
 
@@ -99,7 +100,7 @@ def test_generation_eval_runs_through_the_cli(tiny_runs, exported):
 
 def test_reranking_keeps_the_candidate_mulan_scores_best(tiny_runs):
     _, runs, _ = tiny_runs
-    model = MusicLM.load(paths={name: runs / name for name in ("codec", "mulan", "semantic", "stage1", "stage2", "stage3")})
+    model = _tiny_model(runs)
     audio, info = model.generate("a calm piano ballad", GenerationSettings(seconds=1.0, seed=4), candidates=3)
     scores = {c["seed"]: c["mulan_score"] for c in info["candidates"]}
     assert sorted(scores) == [4, 5, 6] and info["seed"] == max(scores, key=scores.get)
@@ -107,8 +108,17 @@ def test_reranking_keeps_the_candidate_mulan_scores_best(tiny_runs):
     assert np.array_equal(audio, alone)
 
 
+MODEL_NAMES = ("codec", "mulan", "prior", "semantic", "stage1", "stage2", "stage3")
+
+
 def _tiny_model(runs):
-    return MusicLM.load(paths={name: runs / name for name in ("codec", "mulan", "semantic", "stage1", "stage2", "stage3")})
+    return MusicLM.load(paths={name: runs / name for name in MODEL_NAMES})
+
+
+def test_a_prior_built_for_another_mulan_is_refused_clearly(tiny_runs):
+    _, runs, _ = tiny_runs
+    with pytest.raises(ValueError, match="built from another MuLan's tokens"):
+        MusicLM.load(paths={name: runs / name for name in MODEL_NAMES if name != "prior"})  # the shipped prior, the tiny MuLan
 
 
 def test_story_is_one_piece_of_exact_length(tiny_runs):
