@@ -118,10 +118,6 @@ class TokenLM(nn.Module):
             out[:, k, shift:shift + t] = tokens[:, k]
         return out
 
-    def undelayed(self, tokens: torch.Tensor, length: int) -> torch.Tensor:
-        lay = self.cfg.layout
-        return torch.stack([tokens[:, k, (k if lay.delay else 0):(k if lay.delay else 0) + length] for k in range(tokens.shape[1])], 1)
-
     def embed_prefix(self, prefix: torch.Tensor | None, batch: int, drop: torch.Tensor | None = None) -> torch.Tensor:
         """(B, levels) prefix ids (or None = unconditional) → (B, levels, d)."""
         lay = self.cfg.layout
@@ -232,10 +228,12 @@ class TokenLM(nn.Module):
             self.transformer(torch.cat([x, x]) if guided else x, cache=cache)
         emitted = given
         heads = torch.stack([e.weight[:pad] for e in self.target_embed]).transpose(1, 2).contiguous()  # (L, d, V): every level in one matmul
+        step_inputs = self.step_embedder(batch)
         levels = torch.arange(lay.target.levels, device=self.device)
+        lags = levels * lay.delay  # level k of frame f sits at delayed position f + k
         for t in range(given, total + lay.max_delay):
-            prev = delayed[:, :, t - 1:t] if t > 0 else torch.full_like(delayed[:, :, :1], pad)
-            x = self.embed_positions(prev, aligned, t)  # aligned streams are read now, so a caller may fill them as it goes
+            prev = delayed[:, :, t - 1] if t > 0 else torch.full_like(delayed[:, :, 0], pad)
+            x = step_inputs(prev, aligned, t)  # aligned streams are read now, so a caller may fill them as it goes
             if t == 0:
                 x = x + self.bos
             h = self.transformer(torch.cat([x, x]) if guided else x, cache=cache)[:, -1]
@@ -246,12 +244,31 @@ class TokenLM(nn.Module):
             if guided:
                 logits = guide(logits[:batch], logits[batch:], sampling.guidance)
             ids = sample(logits, sampling, generator)  # one draw for all levels; the delay pattern keeps those it needs
-            frames = t - levels * lay.delay
-            active = (frames >= given) & (frames < total)
-            delayed[:, active, t] = ids[:, active]
+            first, last = (max(0, t - total + 1), min(lay.target.levels, t - given + 1)) if lay.delay else (0, lay.target.levels)
+            delayed[:, first:last, t] = ids[:, first:last]  # the levels whose frame (t − lag) is one to generate
             while emitted <= t - lay.max_delay and emitted < total:  # every level of frame `emitted` is sampled
-                yield self.undelayed(delayed[:, :, emitted:emitted + lay.max_delay + 1], 1)
+                yield delayed[:, levels, emitted + lags][..., None]
                 emitted += 1
+
+    def step_embedder(self, batch: int):
+        """``embed_positions`` for one position, as a single gather from every table the step reads
+        stacked into one (target levels, then aligned levels) and one sum: a per-level lookup
+        costs a dispatch each, and decoding one frame is dispatch-bound on a CPU."""
+        lay = self.cfg.layout
+        tables = list(self.target_embed) + [e for s in lay.aligned for e in self.aligned_embed[s.name]]
+        stacked = torch.cat([e.weight for e in tables])
+        offsets = torch.tensor([0] + [e.num_embeddings for e in tables[:-1]], device=self.device).cumsum(0)
+        absent = {s.name: torch.full((batch, s.levels), s.vocab, device=self.device) for s in lay.aligned}
+
+        def embed(previous: torch.Tensor, aligned: dict[str, torch.Tensor], position: int) -> torch.Tensor:
+            """(B, L) previous target ids → (B, 1, d) inputs of ``position``."""
+            ids = [previous]
+            for s in lay.aligned:
+                frames, frame = aligned.get(s.name), int((position + s.lookahead) * s.frames_per_position)
+                ids.append(frames[:, :, frame] if frames is not None and frame < frames.shape[2] else absent[s.name])
+            return F.embedding(torch.cat(ids, 1) + offsets, stacked).sum(1, keepdim=True)
+
+        return embed
 
 
 def stage_layouts(crop_scale: float = 1.0) -> dict[str, StageLayout]:

@@ -27,19 +27,19 @@ class TransformerConfig:
 
 
 def rotary_tables(positions: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin (T, head_dim/2) of the angles rotary embedding turns each channel pair by."""
+    """(T, head_dim) tables of the angles rotary embedding turns each channel pair (i, i + head_dim/2)
+    by: cos for both channels, and sin signed so that one roll of the channels finishes the turn."""
     half = head_dim // 2
     freqs = base ** (-torch.arange(half, device=positions.device, dtype=torch.float32) / half)
     angles = positions.to(torch.float32)[:, None] * freqs[None]
-    return angles.cos(), angles.sin()
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat([cos, cos], -1), torch.cat([-sin, sin], -1)
 
 
 def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs of channels of (B, H, T, Dh) by angles that grow with the position."""
-    half = x.shape[-1] // 2
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    x1, x2 = x[..., :half], x[..., half:]
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    """Rotate pairs of channels of (..., T, Dh) by angles that grow with the position:
+    (x1, x2) → (x1·cos − x2·sin, x2·cos + x1·sin), in four operations (decoding is dispatch-bound)."""
+    return x * cos.to(x.dtype) + x.roll(x.shape[-1] // 2, -1) * sin.to(x.dtype)
 
 
 class KVCache:
@@ -83,8 +83,9 @@ class Attention(nn.Module):
                 cache: KVCache | None, layer: int) -> torch.Tensor:
         b, t, d = x.shape
         h = self.cfg.heads
-        q, k, v = self.qkv(x).view(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
-        q, k = rotary(q, *rope), rotary(k, *rope)
+        qkv = self.qkv(x).view(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        q, k = rotary(qkv[:2], *rope)  # queries and keys turned together
+        v = qkv[2]
         if cache is not None:
             k, v = cache.append(layer, k, v)
         causal = self.cfg.causal and mask is None and (cache is None or t > 1)
