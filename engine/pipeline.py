@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import unicodedata
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
@@ -32,6 +33,7 @@ MAX_SEGMENTS = 50
 CONTEXT_SECONDS = 10.0  # how much of a clip to continue the stages read (no crop is longer)
 FRAME_PAIR = 2 * HOP  # samples of one 25 Hz semantic frame = two 50 Hz acoustic frames
 INPAINT_FADE = 0.25  # seconds of cross-fade from the regenerated range into the kept remainder
+STAGE_THREADS = 1  # operator threads of each half of the work when the stages run in parallel (RunAhead)
 STORY_HANDOVER = 0.4  # seconds of the previous segment a story's next segment starts from (a window's context is longer)
 
 
@@ -187,10 +189,29 @@ class InLine:
         pass
 
 
+@contextmanager
+def operator_threads(count: int | None) -> Iterator[None]:
+    """Run torch operators on ``count`` threads inside the block (None: leave as is). The setting
+    belongs to the calling thread, so it is restored before control goes back to the caller."""
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class RunAhead:
     """Advance the upstream stages (semantic + coarse) on a worker thread while the caller runs the
     fine stage and the codec: the two halves of the work on the two cores. Every stage draws from
-    its own seeded generator, so the music does not depend on how the threads interleave."""
+    its own seeded generator, so the music does not depend on how the threads interleave.
+
+    Each half runs its operators on one thread (``STAGE_THREADS``): decoding is a stream of
+    small operators, and two streams that each ask for every core only fight over them
+    (bench generate, 10 s: RTF 0.37 with torch's default threads, 0.31 with one each)."""
 
     def __init__(self, progress: Iterator[int]):
         self.progress, self.count = progress, 0
@@ -201,6 +222,7 @@ class RunAhead:
         self.thread.start()
 
     def _run(self) -> None:
+        torch.set_num_threads(STAGE_THREADS)  # this worker thread's own setting
         try:
             for count in self.progress:
                 with self.condition:
@@ -377,20 +399,22 @@ class MusicLM:
         done = 0
         try:
             for f in range(frames):
-                upstream.wait_for(min(frames, f + lookahead3 + 1))  # stage 3 reads the coarse frames a little ahead
-                t = time.perf_counter()
-                fine = next(gen3)
-                timings["stage3"] += time.perf_counter() - t
-                a_buf[:, :, offset_a + f] = torch.cat([c_buf[:, :, offset_a + f], fine[:, :, 0]], 1)
-                pending.append(a_buf[0, :, offset_a + f:offset_a + f + 1])
-                if len(pending) == chunk or f == frames - 1:
+                with operator_threads(STAGE_THREADS if self.parallel else None):
+                    upstream.wait_for(min(frames, f + lookahead3 + 1))  # stage 3 reads the coarse frames a little ahead
+                    t = time.perf_counter()
+                    fine = next(gen3)
+                    timings["stage3"] += time.perf_counter() - t
+                    a_buf[:, :, offset_a + f] = torch.cat([c_buf[:, :, offset_a + f], fine[:, :, 0]], 1)
+                    pending.append(a_buf[0, :, offset_a + f:offset_a + f + 1])
+                    if len(pending) < chunk and f < frames - 1:
+                        continue
                     t = time.perf_counter()
                     audio = streamer.push(torch.cat(pending, 1), final=f == frames - 1)
                     timings["codec"] += time.perf_counter() - t
-                    pending = []
-                    keep = min(len(audio), int(settings.seconds * SAMPLE_RATE) - done)
-                    done += keep
-                    yield Chunk(audio[:keep].cpu().numpy(), done / SAMPLE_RATE, {k: round(v, 4) for k, v in timings.items()})
+                pending = []  # a chunk is decoded: hand it over with the caller's own thread settings back
+                keep = min(len(audio), int(settings.seconds * SAMPLE_RATE) - done)
+                done += keep
+                yield Chunk(audio[:keep].cpu().numpy(), done / SAMPLE_RATE, {k: round(v, 4) for k, v in timings.items()})
         except (MemoryError, torch.OutOfMemoryError):
             raise GenerationError(f"out of memory while generating {settings.seconds:g} s; try a shorter piece") from None
         finally:  # a consumer that stops early (the studio's Stop) also stops the upstream stages

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -78,14 +80,21 @@ def test_running_the_upstream_stages_on_a_thread_changes_nothing_but_speed(tiny_
 
     settings = GenerationSettings(seconds=2.0, seed=3)
     inline, _ = tiny_pipeline.generate("", settings, prefix=M)
+    before = torch.get_num_threads()
+    callers = before + 1  # differs from the stages' one operator thread each, so a leak would show
+    torch.set_num_threads(callers)
     tiny_pipeline.parallel = True
     try:
         threaded, _ = tiny_pipeline.generate("", settings, prefix=M)
-        stream = tiny_pipeline.stream("", settings, prefix=M)
+        stream = tiny_pipeline.stream("", replace(settings, chunk_seconds=0.5), prefix=M)
+        next(stream)
+        assert torch.get_num_threads() == callers  # the caller gets its own operator threads back at every chunk
         next(stream)
         stream.close()  # a listener pressing Stop: the worker thread must end too
+        assert torch.get_num_threads() == callers
     finally:
         tiny_pipeline.parallel = False
+        torch.set_num_threads(before)
     assert np.array_equal(inline, threaded)
     assert not [t for t in threading.enumerate() if t.name == "upstream-stages"]
 
