@@ -131,7 +131,7 @@ class Transformer(nn.Module):
         start = cache.length if cache is not None else 0
         rope = self.rope(start, x.shape[1], x.device)
         layers = []
-        for i, block in enumerate(self.blocks[:upto]):
+        for i, block in enumerate(self.blocks if upto is None else self.blocks[:upto]):  # a slice builds a new ModuleList
             x = block(x, rope, mask, cache, i)
             layers.append(x)
         if cache is not None:
