@@ -205,11 +205,16 @@ class TokenLM(nn.Module):
     def stream(self, length: int, prefix: torch.Tensor | None = None, aligned: dict[str, torch.Tensor] | None = None,
                sampling: Sampling | None = None, generator: torch.Generator | None = None,
                negative: torch.Tensor | None = None, prompt: torch.Tensor | None = None):
-        """Yield each finished target frame (B, L, 1) as soon as all its levels are sampled."""
+        """Yield each finished target frame (B, L, 1) as soon as all its levels are sampled.
+
+        Classifier-free guidance contrasts the conditional model with the one conditioning
+        dropout trained: the null (or ``negative``) prefix *and* every optional aligned stream
+        absent, so a hum is guided along with the text (MusicGen's joint text + melody CFG)."""
         lay, aligned = self.cfg.layout, aligned or {}
         sampling = sampling or lay.sampling
         batch = prefix.shape[0] if prefix is not None else next(iter(aligned.values())).shape[0] if aligned else 1
-        guided = lay.prefix is not None and sampling.guidance != 1.0
+        unconditional = {s.name: aligned[s.name] for s in lay.aligned if s.name in aligned and s.dropout == 0}
+        guided = sampling.guidance != 1.0 and (lay.prefix is not None or len(unconditional) < len(aligned))
         pad = lay.target.vocab
         given = prompt.shape[2] if prompt is not None else 0
         total = given + length
@@ -223,9 +228,12 @@ class TokenLM(nn.Module):
         if p.shape[1]:
             self.transformer(p, cache=cache)
         if given:  # prefill: positions whose targets the prompt fixes
-            x = self.embed_positions(self.shifted_inputs(delayed[:, :, :given]), aligned, 0)
+            inputs = self.shifted_inputs(delayed[:, :, :given])
+            x = self.embed_positions(inputs, aligned, 0)
+            if guided:
+                x = torch.cat([x, self.embed_positions(inputs, unconditional, 0)])
             x[:, 0] = x[:, 0] + self.bos
-            self.transformer(torch.cat([x, x]) if guided else x, cache=cache)
+            self.transformer(x, cache=cache)
         emitted = given
         heads = torch.stack([e.weight[:pad] for e in self.target_embed]).transpose(1, 2).contiguous()  # (L, d, V): every level in one matmul
         step_inputs = self.step_embedder(batch)
@@ -234,9 +242,11 @@ class TokenLM(nn.Module):
         for t in range(given, total + lay.max_delay):
             prev = delayed[:, :, t - 1] if t > 0 else torch.full_like(delayed[:, :, 0], pad)
             x = step_inputs(prev, aligned, t)  # aligned streams are read now, so a caller may fill them as it goes
+            if guided:
+                x = torch.cat([x, step_inputs(prev, unconditional, t)])
             if t == 0:
                 x = x + self.bos
-            h = self.transformer(torch.cat([x, x]) if guided else x, cache=cache)[:, -1]
+            h = self.transformer(x, cache=cache)[:, -1]
             logits = (h[None] @ heads).transpose(0, 1)  # (B, L, V)
             if not torch.isfinite(logits.sum()):  # one NaN/Inf anywhere poisons the sum: a damaged checkpoint or an overflow
                 raise GenerationError(f"{lay.name} produced invalid (NaN or infinite) scores at frame {t}; "

@@ -46,6 +46,24 @@ def test_same_seed_same_tokens_different_seed_different_tokens(name):
     assert not torch.equal(draw(3), draw(4))
 
 
+@pytest.mark.parametrize("name", ["stage1", "stage2"])
+def test_guidance_contrasts_with_the_prefix_and_the_optional_streams_dropped(name):
+    """Guided greedy decoding equals teacher forcing under guide(conditional, unconditional), where
+    the unconditional model has the null M and no melody (as conditioning dropout trained it) but
+    keeps S, which is never dropped: a hum is guided along with the text."""
+    from engine.sampling import guide
+
+    model = tiny(name)
+    prefix, aligned = conditions(model)
+    tokens = model.generate(20, prefix, aligned, Sampling(temperature=0.0, guidance=3.0))
+    kept = {s.name: aligned[s.name] for s in model.cfg.layout.aligned if s.dropout == 0}
+    assert len(kept) == len(aligned) - 1  # the melody is the dropped stream
+    logits = guide(model(tokens, prefix, aligned), model(tokens, None, kept), 3.0)
+    delayed = model.delayed(tokens)
+    mask = delayed != model.cfg.layout.target.vocab
+    assert torch.equal(logits.argmax(-1)[mask], delayed[mask])
+
+
 def test_continuation_keeps_the_prompt_context_and_matches_teacher_forcing():
     model = tiny("stage2")
     prefix, aligned = conditions(model)

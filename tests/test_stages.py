@@ -92,7 +92,7 @@ def test_generation_eval_runs_through_the_cli(tiny_runs, exported):
     """The adherence metrics (MCC, tempo, contrast pairs, Fréchet) on exported tiny checkpoints."""
     corpus = tiny_runs[0]
     result = _engine("eval", "generation", "--corpus", corpus, "--checkpoint", exported, "--clips", 2, "--seconds", 1, "--seeds", 1)  # the smoke corpus has one test clip
-    assert result["captions"] == 1 and set(result["mcc"]) >= {"generated", "unconditional", "reference"}
+    assert result["captions"] == 1 and set(result["mcc"]) >= {"generated", "unconditional", "reference", "reference_through_codec"}
     assert -1 <= result["mcc"]["generated"] <= 1
     assert result["contrast"]["of"] == 5 and 0 <= result["contrast"]["pairs_moved"] <= 5
     assert set(result["frechet"]) == {"mulan", "handcrafted"}  # None here: the smoke corpus has one test render
