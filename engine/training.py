@@ -288,13 +288,29 @@ def train_loop(
 MEL_RESOLUTIONS = ((512, 128, 64), (1024, 256, 80), (2048, 512, 128))
 
 
-def codec_loss(model: nn.Module, wav: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """Multi-resolution log-mel L1 + log-STFT L1 and spectral convergence + RVQ commitment."""
-    recon, _, commit = model(wav)
+def reconstruction_loss(wav: torch.Tensor, recon: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Multi-resolution log-mel L1 (weighted 4) + log-STFT L1 and spectral convergence: (loss, mel, stft)."""
     mel = sum((log_mel(wav, n, h, m) - log_mel(recon, n, h, m)).abs().mean() for n, h, m in MEL_RESOLUTIONS) / len(MEL_RESOLUTIONS)
     stft = stft_distance(wav, recon)
-    loss = 4.0 * mel + stft + 0.25 * commit
+    return 4.0 * mel + stft, mel, stft
+
+
+def codec_loss(model: nn.Module, wav: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """The reconstruction loss + RVQ commitment."""
+    recon, _, commit = model(wav)
+    loss, mel, stft = reconstruction_loss(wav, recon)
+    loss = loss + 0.25 * commit
     return loss, {"loss": loss.detach(), "mel": mel.detach(), "stft": stft.detach(), "commit": commit.detach()}
+
+
+def codec_decoder_loss(model: nn.Module, wav: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Fine-tuning a trained codec: its tokens stay exactly as they are (every token cache and
+    stage LM was built on them), so only the decoder learns, from the full-bitrate codes."""
+    core = model.module if hasattr(model, "module") else model
+    with torch.no_grad():
+        latents = core.quantizer.decode(core.encode(wav))
+    loss, mel, stft = reconstruction_loss(wav, core.decode_latents(latents, wav.shape[-1]))
+    return loss, {"loss": loss.detach(), "mel": mel.detach(), "stft": stft.detach()}
 
 
 class CorpusAudio:
@@ -332,9 +348,16 @@ def train_codec(corpus: Path, preset: str, run_dir: Path, overrides: dict | None
     cfg = replace(TRAIN_PRESETS["codec"][preset], **(overrides or {}))
     torch.manual_seed(cfg.seed)
     model = Codec(CODEC_PRESETS[preset])
+    if cfg.init:  # a fine-tune keeps the encoder and codebooks: see codec_decoder_loss
+        from .codec import load_codec
+
+        model.load_state_dict(load_codec(Path(cfg.init)).state_dict())
+        for module in (model.encoder, model.quantizer):
+            module.requires_grad_(False)
     samples = int(cfg.crop_seconds * SAMPLE_RATE) // HOP * HOP
     batches = CorpusAudio(corpus).crops(cfg.batch_size, samples, seed=cfg.seed * 1000 + ddp.rank)
-    result = train_loop("codec", model, {"preset": preset, **model.config_dict()}, batches, codec_loss, cfg, run_dir, ddp, progress)
+    loss = codec_decoder_loss if cfg.init else codec_loss
+    result = train_loop("codec", model, {"preset": preset, **model.config_dict()}, batches, loss, cfg, run_dir, ddp, progress)
     if ddp.world > 1:
         dist.destroy_process_group()
     return result

@@ -163,6 +163,24 @@ def test_training_resumes_exports_and_runs_under_torchrun_ddp(tmp_path, tiny_cor
     assert json.loads((ddp_run / "state.json").read_text())["step"] == 2
 
 
+def test_a_codec_fine_tune_trains_the_decoder_and_keeps_every_token(tmp_path, tiny_corpus):
+    """--init on the codec: the encoder and codebooks stay bit-identical (the token caches and
+    stage LMs built on them stay valid); the decoder moves."""
+    corpus = tiny_corpus
+    base_run, tuned_run = tmp_path / "base", tmp_path / "tuned"
+    common = [sys.executable, "-m", "engine", "train", "codec", "--corpus", str(corpus), "--batch-size", "2", "--quiet"]
+    first = subprocess.run(common + ["--run-dir", str(base_run), "--steps", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    tuned = subprocess.run(common + ["--run-dir", str(tuned_run), "--steps", "2", "--init", str(base_run), "--warmup", "1"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert tuned.returncode == 0, tuned.stderr
+    before, after = load_codec(base_run).state_dict(), load_codec(tuned_run).state_dict()
+    for name, value in before.items():
+        if name.startswith(("encoder.", "quantizer.")):
+            assert torch.equal(value, after[name]), name
+    assert any(not torch.equal(value, after[name]) for name, value in before.items() if name.startswith("decoder."))
+
+
 def test_cli_roundtrip_reports_json_and_rejects_bad_input(tmp_path):
     checkpoint = CHECKPOINT_DIR / "codec.safetensors"
     if not checkpoint.exists():
