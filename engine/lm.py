@@ -354,8 +354,7 @@ def stage_batches(layout: StageLayout, tokens: dict[str, torch.Tensor], batch: i
 
 
 def stage_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
-    core = model.module if hasattr(model, "module") else model
-    return core.loss(batch["target"], batch["prefix"], batch["aligned"])
+    return model.loss(batch["target"], batch["prefix"], batch["aligned"])
 
 
 @torch.no_grad()

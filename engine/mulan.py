@@ -285,13 +285,12 @@ class MuLanData:
 
 
 def mulan_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-    core = model.module if hasattr(model, "module") else model
-    audio = core.audio_tower(batch["mel"], batch["descriptor"])
-    text = core.text_tower(batch["sentence"])
-    loss = core.contrastive_loss(audio, text)
+    audio = model.audio_tower(batch["mel"], batch["descriptor"])
+    text = model.text_tower(batch["sentence"])
+    loss = model.contrastive_loss(audio, text)
     with torch.no_grad():
         acc = ((audio @ text.t()).argmax(1) == torch.arange(len(audio))).float().mean()
-    return loss, {"loss": loss.detach(), "acc": acc, "temp": 1 / core.log_scale.exp().detach()}
+    return loss, {"loss": loss.detach(), "acc": acc, "temp": 1 / model.log_scale.exp().detach()}
 
 
 @torch.inference_mode()

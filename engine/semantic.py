@@ -190,8 +190,7 @@ def frame_crops(frames: list[np.ndarray], batch: int, crop: int, seed: int) -> I
 
 
 def semantic_loss(model: nn.Module, frames: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    core = model.module if hasattr(model, "module") else model
-    return core.loss(frames)
+    return model.loss(frames)
 
 
 @torch.inference_mode()

@@ -2,7 +2,8 @@
 
 The loop is nanoGPT-shaped: sample a batch, step, log, checkpoint. It is resumable (model,
 optimizer and step live in ``runs/<name>/`` as safetensors + JSON, written atomically) and runs
-unchanged under ``torchrun`` (DistributedDataParallel over gloo on CPU, nccl on GPU).
+unchanged under ``torchrun`` (data parallel over gloo on CPU, nccl on GPU: ranks draw different
+batches and average their gradients before every step).
 """
 from __future__ import annotations
 
@@ -231,6 +232,19 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def average_gradients(model: nn.Module, world: int) -> None:
+    """Data parallelism without a wrapper: DistributedDataParallel only synchronizes what runs
+    through ``forward``, and our losses call other methods (``loss``, the MuLan towers). A
+    parameter without a gradient on this rank contributes zeros, so every rank joins every
+    reduction in the same order."""
+    for p in model.parameters():
+        if p.requires_grad:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad /= world
+
+
 def train_loop(
     name: str,
     model: nn.Module,
@@ -245,9 +259,10 @@ def train_loop(
     """Train until ``cfg.steps`` or ``cfg.max_minutes``; returns the last logged metrics."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.8, 0.99))
     step = load_checkpoint(run_dir, model, optimizer)
-    wrapped = model
-    if ddp.world > 1:
-        wrapped = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
+    if ddp.world > 1:  # every rank starts from rank 0's weights
+        with torch.no_grad():
+            for p in model.parameters():
+                dist.broadcast(p, 0)
     bar = None
     if progress and ddp.main:
         from tqdm import tqdm
@@ -258,9 +273,11 @@ def train_loop(
     while step < cfg.steps:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss, metrics = loss_fn(wrapped, next(batches))
+        loss, metrics = loss_fn(model, next(batches))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if ddp.world > 1:
+            average_gradients(model, ddp.world)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         step += 1
@@ -306,10 +323,9 @@ def codec_loss(model: nn.Module, wav: torch.Tensor) -> tuple[torch.Tensor, dict]
 def codec_decoder_loss(model: nn.Module, wav: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """Fine-tuning a trained codec: its tokens stay exactly as they are (every token cache and
     stage LM was built on them), so only the decoder learns, from the full-bitrate codes."""
-    core = model.module if hasattr(model, "module") else model
     with torch.no_grad():
-        latents = core.quantizer.decode(core.encode(wav))
-    loss, mel, stft = reconstruction_loss(wav, core.decode_latents(latents, wav.shape[-1]))
+        latents = model.quantizer.decode(model.encode(wav))
+    loss, mel, stft = reconstruction_loss(wav, model.decode_latents(latents, wav.shape[-1]))
     return loss, {"loss": loss.detach(), "mel": mel.detach(), "stft": stft.detach()}
 
 

@@ -163,6 +163,32 @@ def test_training_resumes_exports_and_runs_under_torchrun_ddp(tmp_path, tiny_cor
     assert json.loads((ddp_run / "state.json").read_text())["step"] == 2
 
 
+def _average_on_two_ranks(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from engine.training import average_gradients
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    model = torch.nn.Linear(3, 2)
+    unused = torch.nn.Parameter(torch.ones(2))  # no gradient on rank 0, one on rank 1
+    model.register_parameter("unused", unused)
+    (model.weight.sum() * (rank + 1) + (model.unused.sum() if rank else 0)).backward()
+    average_gradients(model, 2)
+    torch.save({"weight": model.weight.grad, "unused": model.unused.grad}, f"{out_dir}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_data_parallel_ranks_average_their_gradients(tmp_path):
+    """The gradients every rank steps with are the mean over ranks, whichever method of the model
+    the loss called, and a parameter one rank did not use still joins the reduction."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_average_on_two_ranks, args=(str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2)
+    grads = [torch.load(tmp_path / f"{r}.pt") for r in (0, 1)]
+    for g in grads:
+        assert torch.allclose(g["weight"], torch.full((2, 3), 1.5)) and torch.allclose(g["unused"], torch.full((2,), 0.5))
+
+
 def test_a_codec_fine_tune_trains_the_decoder_and_keeps_every_token(tmp_path, tiny_corpus):
     """--init on the codec: the encoder and codebooks stay bit-identical (the token caches and
     stage LMs built on them stay valid); the decoder moves."""
