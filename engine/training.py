@@ -320,13 +320,27 @@ def codec_loss(model: nn.Module, wav: torch.Tensor) -> tuple[torch.Tensor, dict]
     return loss, {"loss": loss.detach(), "mel": mel.detach(), "stft": stft.detach(), "commit": commit.detach()}
 
 
+CHROMA_WEIGHT = 2.0  # decoder fine-tune: weight of the pitch-class term beside the log-mel (4) and STFT (1) terms
+
+
 def codec_decoder_loss(model: nn.Module, wav: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """Fine-tuning a trained codec: its tokens stay exactly as they are (every token cache and
-    stage LM was built on them), so only the decoder learns, from the full-bitrate codes."""
+    stage LM was built on them), so only the decoder learns, from the full-bitrate codes.
+
+    Beside the reconstruction loss it matches the per-frame chroma MuLan's descriptors read: the
+    jointly trained decoder fills the gaps between harmonics, so its chroma comes out flat (mean
+    0.40 → 0.68 on test renders) and MuLan hears a render through the codec as far from its
+    caption (MCC 0.42 → 0.15)."""
+    from .features import CHANNELS, analyze
+
     with torch.no_grad():
         latents = model.quantizer.decode(model.encode(wav))
-    loss, mel, stft = reconstruction_loss(wav, model.decode_latents(latents, wav.shape[-1]))
-    return loss, {"loss": loss.detach(), "mel": mel.detach(), "stft": stft.detach()}
+        target = analyze(wav)[:, CHANNELS["chroma"]]
+    recon = model.decode_latents(latents, wav.shape[-1])
+    loss, mel, stft = reconstruction_loss(wav, recon)
+    chroma = (analyze(recon)[:, CHANNELS["chroma"]] - target).abs().mean()
+    loss = loss + CHROMA_WEIGHT * chroma
+    return loss, {"loss": loss.detach(), "mel": mel.detach(), "stft": stft.detach(), "chroma": chroma.detach()}
 
 
 class CorpusAudio:

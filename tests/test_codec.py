@@ -227,8 +227,10 @@ def test_cli_roundtrip_reports_json_and_rejects_bad_input(tmp_path):
 
 
 def test_shipped_codec_error_falls_as_levels_are_added():
-    """Averaged over three genres: each coarse level (1→2→4) improves the log-mel error, no level
-    makes it worse (0.2 % tolerance: levels 5–12 add < 0.2 % today) and 12 levels beat 4."""
+    """Averaged over three genres: each coarse level (1→2→4) improves the log-mel error and no
+    level makes it worse (0.2 % tolerance). Levels 5–12 add < 0.2 % since the decoder was
+    fine-tuned for pitch (on the 201 test clips, 4 → 12 levels: 0.2179 → 0.2176, `eval codec`),
+    so on three 4 s clips 12 levels may only tie with 4."""
     checkpoint = CHECKPOINT_DIR / "codec.safetensors"
     if not checkpoint.exists():
         pytest.skip("no shipped codec checkpoint yet")
@@ -246,7 +248,7 @@ def test_shipped_codec_error_falls_as_levels_are_added():
         errors += [log_mel_l1(x[0], model.decode(codes[:, :q])[0]) for q in range(1, model.cfg.levels + 1)]
     assert errors[0] > errors[1] > errors[3], errors
     assert all(b <= a * 1.002 for a, b in zip(errors, errors[1:])), errors
-    assert errors[-1] < errors[3], errors
+    assert errors[-1] <= errors[3] * 1.002, errors
 
 
 def test_reference_soundstream_decoder_upsamples_tokens_to_24k():
