@@ -58,6 +58,10 @@ def _train(args: argparse.Namespace) -> dict:
     overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("max_minutes", args.max_minutes), ("init", args.init), ("lr", args.lr), ("warmup", args.warmup)) if v is not None}
     if args.init and not Path(args.init).exists():
         raise UsageError(f"--init {args.init}: no such checkpoint")
+    if args.descriptor_weight is not None:
+        if args.stage != "codec" or not args.init:
+            raise UsageError("--descriptor-weight applies to a codec fine-tune only (train codec --init CHECKPOINT)")
+        overrides["descriptor_weight"] = args.descriptor_weight
     if args.no_handcrafted:
         if args.stage != "mulan":
             raise UsageError("--no-handcrafted applies to mulan only")
@@ -295,6 +299,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=_positive_float, help="peak learning rate (default: the preset's)")
     t.add_argument("--warmup", type=int, help="warm-up steps (default: the preset's)")
     t.add_argument("--init", help="fine-tune from this trained checkpoint (an exported .safetensors or a run folder)")
+    t.add_argument("--descriptor-weight", type=_positive_float,
+                   help="codec fine-tune: scale of the chroma and MFCC-spread terms beside the reconstruction loss (default 1)")
     t.add_argument("--export", action="store_true", help="copy the result to assets/checkpoints/")
     t.add_argument("--no-handcrafted", action="store_true", help="mulan: audio tower without the handcrafted descriptors (ablation)")
     t.add_argument("--quiet", action="store_true")

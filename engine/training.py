@@ -13,6 +13,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -39,6 +40,7 @@ class TrainConfig:
     max_minutes: float = float("inf")  # stop (with a checkpoint) after this much wall time
     seed: int = 0
     init: str = ""  # fine-tune: start from this trained checkpoint (file or run folder) instead of random weights
+    descriptor_weight: float = 1.0  # codec decoder fine-tune: scale of its chroma and MFCC-spread terms
 
 
 TRAIN_PRESETS = {
@@ -324,7 +326,7 @@ CHROMA_WEIGHT = 2.0  # decoder fine-tune: weight of the pitch-class term beside 
 MFCC_SPREAD_WEIGHT = 1.0  # … and of the timbre-movement term (per-coefficient MFCC spread over the crop)
 
 
-def codec_decoder_loss(model: nn.Module, wav: torch.Tensor) -> tuple[torch.Tensor, dict]:
+def codec_decoder_loss(model: nn.Module, wav: torch.Tensor, descriptor_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
     """Fine-tuning a trained codec: its tokens stay exactly as they are (every token cache and
     stage LM was built on them), so only the decoder learns, from the full-bitrate codes.
 
@@ -342,7 +344,7 @@ def codec_decoder_loss(model: nn.Module, wav: torch.Tensor) -> tuple[torch.Tenso
     frames = analyze(recon)
     chroma = (frames[:, CHANNELS["chroma"]] - target[:, CHANNELS["chroma"]]).abs().mean()
     spread = (frames[:, CHANNELS["mfcc"]].std(-1) - target[:, CHANNELS["mfcc"]].std(-1)).abs().mean()
-    loss = loss + CHROMA_WEIGHT * chroma + MFCC_SPREAD_WEIGHT * spread
+    loss = loss + descriptor_weight * (CHROMA_WEIGHT * chroma + MFCC_SPREAD_WEIGHT * spread)
     return loss, {"loss": loss.detach(), "mel": mel.detach(), "stft": stft.detach(), "chroma": chroma.detach(),
                   "mfcc_spread": spread.detach()}
 
@@ -390,7 +392,7 @@ def train_codec(corpus: Path, preset: str, run_dir: Path, overrides: dict | None
             module.requires_grad_(False)
     samples = int(cfg.crop_seconds * SAMPLE_RATE) // HOP * HOP
     batches = CorpusAudio(corpus).crops(cfg.batch_size, samples, seed=cfg.seed * 1000 + ddp.rank)
-    loss = codec_decoder_loss if cfg.init else codec_loss
+    loss = partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight) if cfg.init else codec_loss
     result = train_loop("codec", model, {"preset": preset, **model.config_dict()}, batches, loss, cfg, run_dir, ddp, progress)
     if ddp.world > 1:
         dist.destroy_process_group()

@@ -191,15 +191,20 @@ def test_data_parallel_ranks_average_their_gradients(tmp_path):
 
 def test_a_codec_fine_tune_trains_the_decoder_and_keeps_every_token(tmp_path, tiny_corpus):
     """--init on the codec: the encoder and codebooks stay bit-identical (the token caches and
-    stage LMs built on them stay valid); the decoder moves."""
+    stage LMs built on them stay valid); the decoder moves. --descriptor-weight is recorded in the
+    run, and refused outside a fine-tune."""
     corpus = tiny_corpus
     base_run, tuned_run = tmp_path / "base", tmp_path / "tuned"
     common = [sys.executable, "-m", "engine", "train", "codec", "--corpus", str(corpus), "--batch-size", "2", "--quiet"]
     first = subprocess.run(common + ["--run-dir", str(base_run), "--steps", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
-    tuned = subprocess.run(common + ["--run-dir", str(tuned_run), "--steps", "2", "--init", str(base_run), "--warmup", "1"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    tuned = subprocess.run(common + ["--run-dir", str(tuned_run), "--steps", "2", "--init", str(base_run), "--warmup", "1",
+                                     "--descriptor-weight", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert tuned.returncode == 0, tuned.stderr
+    assert json.loads((tuned_run / "state.json").read_text())["train"]["descriptor_weight"] == 2.0
+    from_scratch = subprocess.run(common + ["--run-dir", str(tmp_path / "scratch"), "--steps", "1", "--descriptor-weight", "2"],
+                                  cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert from_scratch.returncode == 2 and "codec fine-tune only" in from_scratch.stderr and "Traceback" not in from_scratch.stderr
     before, after = load_codec(base_run).state_dict(), load_codec(tuned_run).state_dict()
     for name, value in before.items():
         if name.startswith(("encoder.", "quantizer.")):
