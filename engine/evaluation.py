@@ -362,7 +362,9 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
     """Issue 5's adherence metrics on test captions never seen in training: MuLan cycle
     consistency (MCC) against reference renders of the same captions, tempo adherence, contrasting
     prompt pairs, and Fréchet distances to the test renders — each also for the unconditioned
-    generator (null M), the baseline that shows what the text adds."""
+    generator (null M), the baseline that shows what the text adds. Two more rows locate the
+    losses: the render through the codec (what a perfect token generator would reach) and stages
+    2–3 run on the render's own S instead of stage 1's ("true_semantic")."""
     from .data.build import read_records
     from .features import FRAME_RATE, analyze, corpus_frames, window_descriptor
     from .metrics import TEMPO_TOLERANCE, estimated_bpm, frechet_distance, stated_bpm, tempo_error
@@ -379,7 +381,7 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
     index = {r["id"]: i for i, r in enumerate(records)}
     chosen = _generation_set(records, clips or 30)
     # reference_through_codec: the render encoded and decoded by the codec, what a perfect token generator would reach
-    kinds = ("generated", "unconditional", "reference", "reference_through_codec")
+    kinds = ("generated", "unconditional", "reference", "reference_through_codec", "true_semantic")
     mcc = {k: [] for k in kinds}
     tempo = {k: [] for k in kinds}
     embeddings = {k: {"mulan": [], "handcrafted": []} for k in kinds[:2]}
@@ -389,12 +391,17 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
         generated, info = model.generate(record["caption"], settings)
         blank, _ = model.generate(record["caption"], settings, unconditional=True)
         rtf.append(info["rtf"])
-        rendered, _ = sf.read(str(Path(corpus) / record["audio"]), dtype="float32", frames=int(seconds * SAMPLE_RATE))
+        longer, _ = sf.read(str(Path(corpus) / record["audio"]), dtype="float32", frames=int((seconds + 1) * SAMPLE_RATE))
+        rendered = longer[: int(seconds * SAMPLE_RATE)]
+        slack = max(0, int((seconds + 1) * SAMPLE_RATE) - len(longer))  # a second more of the render: S for every frame
+        own_s = model.semantic.tokenize(np.pad(longer, (0, slack)))[None, None]
+        from_true_s, _ = model.generate(record["caption"], settings, semantic=own_s)
         text = mulan.embed_text([record["caption"]])[0].numpy()
         bpm = stated_bpm(record["caption"])
         with torch.inference_mode():
             round_trip = model.codec.decode(model.codec.encode(torch.from_numpy(rendered)[None]))[0, : len(rendered)].numpy()
-        for kind, audio in (("generated", generated), ("unconditional", blank), ("reference", rendered), ("reference_through_codec", round_trip)):
+        for kind, audio in (("generated", generated), ("unconditional", blank), ("reference", rendered),
+                            ("reference_through_codec", round_trip), ("true_semantic", from_true_s)):
             if kind == "reference":
                 emb = reference["mulan"][index[record["id"]]]
             else:

@@ -319,7 +319,7 @@ class MusicLM:
     def stream(self, prompt: str, settings: GenerationSettings = GenerationSettings(), prefix: torch.Tensor | None = None,
                prompt_tokens: dict[str, torch.Tensor] | None = None, unconditional: bool = False,
                schedule: list[tuple[float, torch.Tensor]] | None = None, tokens_out: dict | None = None,
-               melody: np.ndarray | None = None) -> Iterator[Chunk]:
+               melody: np.ndarray | None = None, semantic: torch.Tensor | None = None) -> Iterator[Chunk]:
         """Yield audio chunks of about ``chunk_seconds`` as soon as they are decoded.
 
         ``prefix`` overrides M (e.g. MuLan audio tokens for continuation); ``schedule`` gives M per
@@ -328,7 +328,9 @@ class MusicLM:
         null M of conditioning dropout): the baseline the evaluation compares against;
         ``tokens_out``, if given, receives the S and A of the whole piece, prompt included;
         ``melody``: 25 Hz melody tokens of a hum (``engine.melody.melody_tokens``) for stage 1 to
-        follow, repeated if the piece is longer than the hum."""
+        follow, repeated if the piece is longer than the hum; ``semantic`` (1, 1, ≥ the piece's 25 Hz
+        frames): S given instead of drawn, so stage 1 is skipped — how the evaluation tells what
+        stage 1 loses from what stages 2–3 lose."""
         settings.check()
         # one generator per stage: a stage's draws never depend on how the stages interleave
         device = self.device
@@ -363,8 +365,14 @@ class MusicLM:
             return [(int(round(start * rate)), m) for start, m in schedule]
 
         hum = self.melody_stream(melody, offset_s, semantic_total)  # stage 1 follows it; stage 2 too if it was trained to
-        gen1 = windowed(s1, semantic_total, at_rate(s1.cfg.layout.rate), hum, sampling[0], generators[0], negative, given_s,
-                        handover=int(STORY_HANDOVER * s1.cfg.layout.rate))
+        if semantic is not None:
+            if semantic.dim() != 3 or semantic.shape[:2] != (1, 1) or semantic.shape[2] < semantic_total:
+                raise ValueError(f"semantic tokens must have shape (1, 1, ≥ {semantic_total}), got {tuple(semantic.shape)}")
+            semantic = semantic.to(device)
+            gen1 = (semantic[:, :, f:f + 1] for f in range(semantic_total))
+        else:
+            gen1 = windowed(s1, semantic_total, at_rate(s1.cfg.layout.rate), hum, sampling[0], generators[0], negative, given_s,
+                            handover=int(STORY_HANDOVER * s1.cfg.layout.rate))
         gen2 = windowed(s2, frames, at_rate(s2.cfg.layout.rate), {"S": s_buf, **hum}, sampling[1], generators[1], None,
                         given_a[:, :COARSE_LEVELS] if given_a is not None else None, handover=int(STORY_HANDOVER * s2.cfg.layout.rate))
         gen3 = windowed(s3, frames, [(0, None)], {"A_coarse": c_buf}, sampling[2], generators[2], None,

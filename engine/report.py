@@ -264,7 +264,7 @@ def _plot_stages(r: dict, path: Path) -> Path:
 
 
 def _plot_generation(r: dict, path: Path) -> Path:
-    kinds = ("generated", "unconditional", "reference", "reference_through_codec")
+    kinds = ("generated", "true_semantic", "unconditional", "reference", "reference_through_codec")
     groups = {"MCC": {k: r["mcc"][k] for k in kinds if k in r["mcc"]},
               "tempo within 8 %": {k: r["tempo"][f"{k}_within_8pct"] for k in kinds if r["tempo"].get(f"{k}_within_8pct") is not None},
               "contrast pairs / 5": {"generated": r["contrast"]["pairs_moved"] / r["contrast"]["of"]}}

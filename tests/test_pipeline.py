@@ -99,6 +99,28 @@ def test_running_the_upstream_stages_on_a_thread_changes_nothing_but_speed(tiny_
     assert not [t for t in threading.enumerate() if t.name == "upstream-stages"]
 
 
+def test_given_semantic_tokens_replace_stage_1(tiny_pipeline):
+    """The evaluation's check of stages 2–3 on a render's own S: the piece carries exactly the
+    given S, stage 1 never runs, and a wrongly shaped S is refused."""
+    settings = GenerationSettings(seconds=1.0, seed=4)
+    given = torch.arange(30).reshape(1, 1, 30) * 11 % 1024  # a second and a bit at 25 Hz
+    tokens = {}
+    calls = []
+    stage1 = tiny_pipeline.stages["stage1"]
+    original = stage1.stream
+    stage1.stream = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        audio, _ = tiny_pipeline.generate("", settings, prefix=M, semantic=given, tokens_out=tokens)
+    finally:
+        del stage1.stream
+    assert not calls
+    assert torch.equal(tokens["S"], given[..., :25]) and len(audio) == 24_000
+    drawn, _ = tiny_pipeline.generate("", settings, prefix=M)
+    assert not np.array_equal(audio, drawn)
+    with pytest.raises(ValueError, match="semantic tokens must have shape"):
+        tiny_pipeline.generate("", settings, prefix=M, semantic=given[..., :10])
+
+
 def test_a_conditioning_schedule_changes_m_without_disturbing_what_came_before(tiny_pipeline):
     """Story mode's mechanism: up to the first change the piece equals the plain one; the total
     length is exact."""
