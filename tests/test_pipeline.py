@@ -99,7 +99,7 @@ def test_running_the_upstream_stages_on_a_thread_changes_nothing_but_speed(tiny_
     assert not [t for t in threading.enumerate() if t.name == "upstream-stages"]
 
 
-def test_given_semantic_tokens_replace_stage_1(tiny_pipeline):
+def test_given_semantic_tokens_replace_stage_1(tiny_pipeline, monkeypatch):
     """The evaluation's check of stages 2–3 on a render's own S: the piece carries exactly the
     given S, stage 1 never runs, and a wrongly shaped S is refused."""
     settings = GenerationSettings(seconds=1.0, seed=4)
@@ -108,11 +108,8 @@ def test_given_semantic_tokens_replace_stage_1(tiny_pipeline):
     calls = []
     stage1 = tiny_pipeline.stages["stage1"]
     original = stage1.stream
-    stage1.stream = lambda *a, **k: calls.append(1) or original(*a, **k)
-    try:
-        audio, _ = tiny_pipeline.generate("", settings, prefix=M, semantic=given, tokens_out=tokens)
-    finally:
-        del stage1.stream
+    monkeypatch.setattr(stage1, "stream", lambda *a, **k: calls.append(1) or original(*a, **k))
+    audio, _ = tiny_pipeline.generate("", settings, prefix=M, semantic=given, tokens_out=tokens)
     assert not calls
     assert torch.equal(tokens["S"], given[..., :25]) and len(audio) == 24_000
     drawn, _ = tiny_pipeline.generate("", settings, prefix=M)
