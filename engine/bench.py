@@ -94,10 +94,25 @@ def bench_generate(lengths: tuple[float, ...] = (10.0, 60.0, 300.0), prompt: str
         info["tokens_per_s"] = {k: round(tokens[k] / max(info["stages"][k], 1e-9), 1) for k in tokens}
         runs[f"{seconds:g}s"] = info
     rtfs = [runs[k]["rtf"] for k in runs]
+    workers = model.upstream_workers() if model.parallel else ()
+    memory = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if workers:  # shared pages (torch's libraries, the weights) count in every process's RSS; PSS splits them
+        memory["upstream_peak_rss_mb"] = [round(w.peak_rss_mb, 1) for w in workers]
+        memory["pss_all_processes_mb"] = round(sum(proportional_set_size_mb(pid) for pid in (None, *(w.process.pid for w in workers))), 1)
     return {"prompt": prompt, "load_s": round(load_s, 2), "runs": runs, "rtf_ratio_longest_to_shortest": round(rtfs[-1] / rtfs[0], 3),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "threads": torch.get_num_threads(),
-            "parallel_stages": model.parallel, "device": model.device.type,
+            **memory, "threads": torch.get_num_threads(), "upstream_processes": len(workers), "device": model.device.type,
             **({"peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)} if model.device.type == "cuda" else {})}
+
+
+def proportional_set_size_mb(pid: int | None = None) -> float:
+    """A process's resident memory with each shared page divided among the processes that map it
+    (Linux ``smaps_rollup``; 0 where that is not available): summed over processes, the memory
+    they really hold."""
+    try:
+        with open(f"/proc/{pid or 'self'}/smaps_rollup") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
+    except (OSError, StopIteration):
+        return 0.0
 
 
 def musicgen_small(seed: int = 0):

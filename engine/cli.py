@@ -367,7 +367,7 @@ def parser() -> argparse.ArgumentParser:
     bn.add_argument("--lengths", type=_positive_float, nargs="+", default=[10.0, 60.0, 300.0], help="generate: the lengths to time")
     bn.add_argument("--threads", type=_positive_int, help="torch intra-op threads (default: torch's choice)")
     bn.add_argument("--parallel", choices=("auto", "on", "off"), default="auto",
-                    help="run the semantic and coarse stages on their own thread (auto: with two or more cores)")
+                    help="run the semantic and coarse stages on processes of their own (auto: with two or more cores)")
     bn.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="generate: where to run (all: CUDA is added when present)")
     bn.add_argument("--json", action="store_true")
     bn.set_defaults(run=_bench)

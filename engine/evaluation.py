@@ -340,7 +340,7 @@ def _fine_stage_fidelity(model, corpus: Path, records: list[dict], seconds: floa
     against the coarse levels alone and against all 12 true levels (the codec's ceiling), as
     log-mel L1 to the render (lower is better)."""
     from .lm import COARSE_LEVELS
-    from .pipeline import windowed
+    from .lm import windowed
 
     stage3 = model.stages["stage3"]
     rows = []

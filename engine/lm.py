@@ -281,6 +281,41 @@ class TokenLM(nn.Module):
         return embed
 
 
+Schedule = list[tuple[int, "torch.Tensor | None"]]  # (first target frame, M from there on)
+
+
+def windowed(model: TokenLM, total: int, schedule: Schedule, aligned: dict[str, torch.Tensor], sampling: Sampling, generator,
+             negative=None, prompt: torch.Tensor | None = None, handover: int | None = None) -> Iterator[torch.Tensor]:
+    """Yield ``total`` target frames (B, L, 1), in windows of the stage's crop length that
+    overlap by half: each window continues the previous one's last half-crop of frames.
+
+    ``schedule`` says which M conditions which frames (counted after the prompt); a window ends
+    where M changes, and the next one starts from the end of the music so far under the new M —
+    the paper's time-varying text (story mode) without a seam. Only the last ``handover`` frames
+    are its context there: a whole half-crop of the old segment would keep its style going
+    against the new text."""
+    lay = model.cfg.layout
+    window = lay.positions - lay.positions % 2
+    context = window // 2
+    given = prompt.shape[2] if prompt is not None else 0
+    produced = torch.zeros(1 if prompt is None else prompt.shape[0], lay.target.levels, given + total, dtype=torch.long, device=model.device)
+    if given:
+        produced[:, :, :given] = prompt
+    changes = [given + frame for frame, _ in schedule[1:]] + [given + total]
+    end = given  # frames in ``produced`` so far; preallocated, so minutes of music are not re-copied every frame
+    while end < given + total:
+        ctx = min(end, context, handover if handover is not None and end in changes[:-1] else context)
+        start = end - ctx  # target frame where this window begins
+        segment = next(i for i, change in enumerate(changes) if change > end)
+        length = min(window - ctx, changes[segment] - end)
+        views = {s.name: aligned[s.name][..., int(start * s.frames_per_position):] for s in lay.aligned if s.name in aligned}
+        prefix = schedule[segment][1]
+        for frame in model.stream(length, prefix, views, sampling, generator, negative, produced[:, :, start:end] if ctx else None):
+            produced[:, :, end] = frame[:, :, 0]
+            end += 1
+            yield frame
+
+
 def stage_layouts(crop_scale: float = 1.0) -> dict[str, StageLayout]:
     """The paper's three stages (§3.2, §4): crops 30 / 10 / 3 s scaled by ``crop_scale``,
     temperatures 1.0 / 0.95 / 0.4, coarse = codec levels 1–4, fine = 5–12. Stage 1 also reads the

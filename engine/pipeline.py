@@ -24,8 +24,9 @@ import torch
 from .audio import SAMPLE_RATE, SILENT_PEAK
 from .codec import HOP, CodecStreamer
 from .features import SEMANTIC_RATE
-from .lm import COARSE_LEVELS, GenerationError, TokenLM
+from .lm import COARSE_LEVELS, GenerationError, Schedule, TokenLM, windowed
 from .sampling import Sampling
+from .upstream import InLine, Reads, StageJob, StageWorker, Watched, decode
 
 MAX_SECONDS = 300.0
 MAX_PROMPT_CHARS = 500
@@ -33,7 +34,7 @@ MAX_SEGMENTS = 50
 CONTEXT_SECONDS = 10.0  # how much of a clip to continue the stages read (no crop is longer)
 FRAME_PAIR = 2 * HOP  # samples of one 25 Hz semantic frame = two 50 Hz acoustic frames
 INPAINT_FADE = 0.25  # seconds of cross-fade from the regenerated range into the kept remainder
-STAGE_THREADS = 1  # operator threads of each half of the work when the stages run in parallel (RunAhead)
+STAGE_THREADS = 1  # operator threads of the caller's stage when the upstream stages run on their own processes
 STORY_HANDOVER = 0.4  # seconds of the previous segment a story's next segment starts from (a window's context is longer)
 
 
@@ -140,55 +141,6 @@ class GenerationSettings:
             raise ValueError(f"the negative prompt is longer than {MAX_PROMPT_CHARS} characters")
 
 
-Schedule = list[tuple[int, "torch.Tensor | None"]]  # (first target frame, M from there on)
-
-
-def windowed(model: TokenLM, total: int, schedule: Schedule, aligned: dict[str, torch.Tensor], sampling: Sampling, generator,
-             negative=None, prompt: torch.Tensor | None = None, handover: int | None = None) -> Iterator[torch.Tensor]:
-    """Yield ``total`` target frames (B, L, 1), in windows of the stage's crop length that
-    overlap by half: each window continues the previous one's last half-crop of frames.
-
-    ``schedule`` says which M conditions which frames (counted after the prompt); a window ends
-    where M changes, and the next one starts from the end of the music so far under the new M —
-    the paper's time-varying text (story mode) without a seam. Only the last ``handover`` frames
-    are its context there: a whole half-crop of the old segment would keep its style going
-    against the new text."""
-    lay = model.cfg.layout
-    window = lay.positions - lay.positions % 2
-    context = window // 2
-    given = prompt.shape[2] if prompt is not None else 0
-    produced = torch.zeros(1 if prompt is None else prompt.shape[0], lay.target.levels, given + total, dtype=torch.long, device=model.device)
-    if given:
-        produced[:, :, :given] = prompt
-    changes = [given + frame for frame, _ in schedule[1:]] + [given + total]
-    end = given  # frames in ``produced`` so far; preallocated, so minutes of music are not re-copied every frame
-    while end < given + total:
-        ctx = min(end, context, handover if handover is not None and end in changes[:-1] else context)
-        start = end - ctx  # target frame where this window begins
-        segment = next(i for i, change in enumerate(changes) if change > end)
-        length = min(window - ctx, changes[segment] - end)
-        views = {s.name: aligned[s.name][..., int(start * s.frames_per_position):] for s in lay.aligned if s.name in aligned}
-        prefix = schedule[segment][1]
-        for frame in model.stream(length, prefix, views, sampling, generator, negative, produced[:, :, start:end] if ctx else None):
-            produced[:, :, end] = frame[:, :, 0]
-            end += 1
-            yield frame
-
-
-class InLine:
-    """Advance the upstream stages on the caller's thread, only as far as asked."""
-
-    def __init__(self, progress: Iterator[int]):
-        self.progress, self.count = progress, 0
-
-    def wait_for(self, count: int) -> None:
-        while self.count < count:
-            self.count = next(self.progress)
-
-    def close(self) -> None:
-        pass
-
-
 @contextmanager
 def operator_threads(count: int | None) -> Iterator[None]:
     """Run torch operators on ``count`` threads inside the block (None: leave as is). The setting
@@ -204,53 +156,6 @@ def operator_threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-class RunAhead:
-    """Advance the upstream stages (semantic + coarse) on a worker thread while the caller runs the
-    fine stage and the codec: the two halves of the work on the two cores. Every stage draws from
-    its own seeded generator, so the music does not depend on how the threads interleave.
-
-    Each half runs its operators on one thread (``STAGE_THREADS``): decoding is a stream of
-    small operators, and two streams that each ask for every core only fight over them
-    (bench generate, 10 s: RTF 0.37 with torch's default threads, 0.31 with one each)."""
-
-    def __init__(self, progress: Iterator[int]):
-        self.progress, self.count = progress, 0
-        self.error: BaseException | None = None
-        self.finished = self.stopping = False
-        self.condition = threading.Condition()
-        self.thread = threading.Thread(target=self._run, name="upstream-stages", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        torch.set_num_threads(STAGE_THREADS)  # this worker thread's own setting
-        try:
-            for count in self.progress:
-                with self.condition:
-                    if self.stopping:
-                        return
-                    self.count = count
-                    self.condition.notify_all()
-        except BaseException as exc:  # handed to the caller's thread by wait_for
-            self.error = exc
-        finally:
-            with self.condition:
-                self.finished = True
-                self.condition.notify_all()
-
-    def wait_for(self, count: int) -> None:
-        with self.condition:
-            self.condition.wait_for(lambda: self.count >= count or self.finished)
-        if self.error is not None:
-            raise self.error
-        if self.count < count:
-            raise RuntimeError("the upstream stages stopped early")
-
-    def close(self) -> None:
-        with self.condition:
-            self.stopping = True
-        self.thread.join()
-
-
 class MusicLM:
     """The studio's and the CLI's one door into generation.
 
@@ -262,7 +167,9 @@ class MusicLM:
                  prior=None):
         self.mulan, self.codec, self.semantic, self.prior = mulan, codec, semantic, prior
         self.stages = {"stage1": stage1, "stage2": stage2, "stage3": stage3}
-        self.parallel = self.parallel_on_cpu = parallel  # run the upstream stages on their own thread (RunAhead)
+        self.parallel = self.parallel_on_cpu = parallel  # run the upstream stages on processes of their own (engine.upstream)
+        self._upstream_workers: tuple[StageWorker, StageWorker] | None = None
+        self._upstream_lock = threading.Lock()  # one piece at a time uses the workers; another runs in line
 
     @property
     def device(self) -> torch.device:
@@ -282,8 +189,8 @@ class MusicLM:
              parallel: bool | None = None) -> "MusicLM":
         """Every model from ``assets/checkpoints/`` (or ``root``) on ``device`` (auto, cpu, cuda);
         ``paths`` overrides single models (a run folder or an exported file); ``parallel`` runs the
-        upstream stages on their own thread (default: on a CPU this process may use two or more
-        cores of)."""
+        upstream stages on processes of their own, started here (default: on a CPU this process
+        may use two or more cores of)."""
         from .codec import load_codec
         from .lm import load_stage
         from .models import CHECKPOINT_DIR
@@ -299,8 +206,10 @@ class MusicLM:
         mulan = load_mulan(where["mulan"])
         model = cls(mulan, load_codec(where["codec"]),
                     *(load_stage(s, where[s]) for s in ("stage1", "stage2", "stage3")), semantic=load_semantic(where["semantic"]),
-                    parallel=parallel, prior=load_prior(where["prior"]).check(mulan))
-        return model.to(target)
+                    parallel=parallel, prior=load_prior(where["prior"]).check(mulan)).to(target)
+        if model.parallel:
+            model.upstream_workers()  # they start while the caller gets ready
+        return model
 
     def warm_up(self) -> "MusicLM":
         """Load the text encoder and run every stage once, so a user's first click does not pay
@@ -334,7 +243,7 @@ class MusicLM:
         settings.check()
         # one generator per stage: a stage's draws never depend on how the stages interleave
         device = self.device
-        generators = [torch.Generator(device=device).manual_seed(settings.seed * 3 + i) for i in range(3)]
+        seeds = [settings.seed * 3 + i for i in range(3)]
         timings = {"mulan": 0.0, "stage1": 0.0, "stage2": 0.0, "stage3": 0.0, "codec": 0.0}
         t0 = time.perf_counter()
         if schedule is None:
@@ -365,18 +274,21 @@ class MusicLM:
             return [(int(round(start * rate)), m) for start, m in schedule]
 
         hum = self.melody_stream(melody, offset_s, semantic_total)  # stage 1 follows it; stage 2 too if it was trained to
+        job1 = None
         if semantic is not None:
             if semantic.dim() != 3 or semantic.shape[:2] != (1, 1) or semantic.shape[2] < semantic_total:
                 raise ValueError(f"semantic tokens must have shape (1, 1, ≥ {semantic_total}), got {tuple(semantic.shape)}")
-            semantic = semantic.to(device)
-            gen1 = (semantic[:, :, f:f + 1] for f in range(semantic_total))
+            s_buf[:, :, offset_s:] = semantic[:, :, :semantic_total].to(device)
         else:
-            gen1 = windowed(s1, semantic_total, at_rate(s1.cfg.layout.rate), hum, sampling[0], generators[0], negative, given_s,
-                            handover=int(STORY_HANDOVER * s1.cfg.layout.rate))
-        gen2 = windowed(s2, frames, at_rate(s2.cfg.layout.rate), {"S": s_buf, **hum}, sampling[1], generators[1], None,
-                        given_a[:, :COARSE_LEVELS] if given_a is not None else None, handover=int(STORY_HANDOVER * s2.cfg.layout.rate))
-        gen3 = windowed(s3, frames, [(0, None)], {"A_coarse": c_buf}, sampling[2], generators[2], None,
+            job1 = StageJob(semantic_total, at_rate(s1.cfg.layout.rate), hum, sampling[0], seeds[0], s_buf, offset_s, negative,
+                            given_s, int(STORY_HANDOVER * s1.cfg.layout.rate))
+        s_reads = s2.cfg.layout.aligned[0]  # S, read ahead of each coarse frame
+        job2 = StageJob(frames, at_rate(s2.cfg.layout.rate), {"S": s_buf, **hum}, sampling[1], seeds[1], c_buf, offset_a, None,
+                        given_a[:, :COARSE_LEVELS] if given_a is not None else None, int(STORY_HANDOVER * s2.cfg.layout.rate),
+                        reads=Reads(semantic_total, s_reads.lookahead + s2.cfg.layout.max_delay, int(1 / s_reads.frames_per_position)) if job1 else None)
+        gen3 = windowed(s3, frames, [(0, None)], {"A_coarse": c_buf}, sampling[2], torch.Generator(device=device).manual_seed(seeds[2]), None,
                         given_a[:, COARSE_LEVELS:] if given_a is not None else None)
+        reads3 = Reads(frames, s3.cfg.layout.aligned[0].lookahead + s3.cfg.layout.max_delay)
         a_buf = torch.zeros(1, self.codec.cfg.levels, frames + offset_a, dtype=torch.long, device=device)  # the whole piece, for tokens_out
         if given_a is not None:
             a_buf[:, :, :offset_a] = given_a
@@ -384,31 +296,14 @@ class MusicLM:
         if given_a is not None:  # decoder context: the prompt's tokens, whose audio the caller has
             streamer.push(given_a[0])
         chunk = max(1, int(settings.chunk_seconds * SAMPLE_RATE / HOP))
-        lookahead2 = s2.cfg.layout.aligned[0].lookahead + s2.cfg.layout.max_delay
-        lookahead3 = s3.cfg.layout.aligned[0].lookahead + s3.cfg.layout.max_delay
-
-        def coarse_frames() -> Iterator[int]:
-            """Stage 2 frame by frame, stage 1 just ahead of it; yields how many coarse frames exist."""
-            n_s = 0
-            for n_c in range(frames):
-                need_s = min(semantic_total, (n_c + lookahead2) // 2 + 1)
-                while n_s < need_s:
-                    t = time.perf_counter()
-                    s_buf[:, :, offset_s + n_s] = next(gen1)[:, :, 0]
-                    timings["stage1"] += time.perf_counter() - t
-                    n_s += 1
-                t = time.perf_counter()
-                c_buf[:, :, offset_a + n_c] = next(gen2)[:, :, 0]
-                timings["stage2"] += time.perf_counter() - t
-                yield n_c + 1
-
-        upstream = (RunAhead if self.parallel else InLine)(coarse_frames())
+        jobs = [job for job in (job1, job2) if job is not None]
+        coarse, workers = self._start_upstream(job1, job2)
         pending: list[torch.Tensor] = []
         done = 0
         try:
             for f in range(frames):
-                with operator_threads(STAGE_THREADS if self.parallel else None):
-                    upstream.wait_for(min(frames, f + lookahead3 + 1))  # stage 3 reads the coarse frames a little ahead
+                with operator_threads(STAGE_THREADS if workers else None):
+                    coarse.wait_for(reads3.needed(f))  # stage 3 reads the coarse frames a little ahead
                     t = time.perf_counter()
                     fine = next(gen3)
                     timings["stage3"] += time.perf_counter() - t
@@ -422,13 +317,51 @@ class MusicLM:
                 pending = []  # a chunk is decoded: hand it over with the caller's own thread settings back
                 keep = min(len(audio), int(settings.seconds * SAMPLE_RATE) - done)
                 done += keep
+                timings.update({f"stage{i}": job.seconds for i, job in ((1, job1), (2, job2)) if job is not None})
                 yield Chunk(audio[:keep].cpu().numpy(), done / SAMPLE_RATE, {k: round(v, 4) for k, v in timings.items()})
         except (MemoryError, torch.OutOfMemoryError):
             raise GenerationError(f"out of memory while generating {settings.seconds:g} s; try a shorter piece") from None
         finally:  # a consumer that stops early (the studio's Stop) also stops the upstream stages
-            upstream.close()
+            for job in jobs:
+                job.stop.fill_(True)
+            if workers:
+                for worker in workers:
+                    worker.finish()
+                self._upstream_lock.release()
         if tokens_out is not None:
             tokens_out.update(S=s_buf, A=a_buf)
+
+    def _start_upstream(self, job1: StageJob | None, job2: StageJob):
+        """Start the stages before the caller's: (what to wait on for coarse frames, the workers
+        used). In parallel, stages 1 and 2 each decode on a process of their own; otherwise (a GPU,
+        one core, or the workers busy with another piece) they run in line on this thread."""
+        s1, s2 = self.stages["stage1"], self.stages["stage2"]
+        if self.parallel and self._upstream_lock.acquire(blocking=False):
+            try:
+                workers = self.upstream_workers()
+                for job in (job1, job2):
+                    if job is not None:
+                        job.share()
+                if job1 is not None:
+                    workers[0].submit(s1, job1)
+                workers[1].submit(s2, job2, watches=job1)
+            except BaseException:
+                self._upstream_lock.release()
+                raise
+            return Watched(job2, workers), workers
+        semantic = InLine(decode(s1, job1)) if job1 is not None else None
+        return InLine(decode(s2, job2, semantic)), ()
+
+    def upstream_workers(self) -> tuple[StageWorker, StageWorker]:
+        """The processes of stages 1 and 2: started on first use (and again if one died), given
+        their models at once so the first piece does not wait for the transfer."""
+        if self._upstream_workers is None or not all(w.alive for w in self._upstream_workers):
+            for worker in self._upstream_workers or ():
+                worker.close()
+            self._upstream_workers = (StageWorker("stage1"), StageWorker("stage2"))
+            for worker, name in zip(self._upstream_workers, ("stage1", "stage2")):
+                worker.load(self.stages[name])
+        return self._upstream_workers
 
     def melody_stream(self, melody: np.ndarray | None, offset: int, frames: int) -> dict[str, torch.Tensor]:
         """The aligned melody input of stages 1 and 2 (25 Hz): the hum's tokens tiled over

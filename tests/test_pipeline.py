@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from engine.codec import Codec, CodecConfig
-from engine.lm import LMConfig, StageLayout, Stream, TokenLM, stage_layouts
-from engine.pipeline import GenerationSettings, MusicLM, resolve_device, windowed
+from engine.lm import LMConfig, StageLayout, Stream, TokenLM, stage_layouts, windowed
+from engine.pipeline import GenerationSettings, MusicLM, resolve_device
 from engine.transformer import TransformerConfig
 
 
@@ -75,28 +75,53 @@ def test_bad_lengths_are_refused(tiny_pipeline, seconds):
         next(tiny_pipeline.stream("", GenerationSettings(seconds=seconds), prefix=M))
 
 
-def test_running_the_upstream_stages_on_a_thread_changes_nothing_but_speed(tiny_pipeline):
-    import threading
-
+def test_running_the_upstream_stages_on_processes_changes_nothing_but_speed(tiny_pipeline):
     settings = GenerationSettings(seconds=2.0, seed=3)
     inline, _ = tiny_pipeline.generate("", settings, prefix=M)
+    story_inline = np.concatenate([c.audio for c in tiny_pipeline.stream("", settings, schedule=[(0.0, M), (1.0, (M + 9) % 1024)])])
     before = torch.get_num_threads()
-    callers = before + 1  # differs from the stages' one operator thread each, so a leak would show
+    callers = before + 1  # differs from the caller's one operator thread while it decodes, so a leak would show
     torch.set_num_threads(callers)
     tiny_pipeline.parallel = True
     try:
-        threaded, _ = tiny_pipeline.generate("", settings, prefix=M)
-        stream = tiny_pipeline.stream("", replace(settings, chunk_seconds=0.5), prefix=M)
+        parallel, _ = tiny_pipeline.generate("", settings, prefix=M)
+        story = np.concatenate([c.audio for c in tiny_pipeline.stream("", settings, schedule=[(0.0, M), (1.0, (M + 9) % 1024)])])
+        stream = tiny_pipeline.stream("", replace(settings, seconds=20.0, chunk_seconds=0.5), prefix=M)
         next(stream)
         assert torch.get_num_threads() == callers  # the caller gets its own operator threads back at every chunk
         next(stream)
-        stream.close()  # a listener pressing Stop: the worker thread must end too
+        stream.close()  # a listener pressing Stop: the workers put the piece down and are free for the next
         assert torch.get_num_threads() == callers
+        workers = tiny_pipeline.upstream_workers()
+        assert not any(w.busy for w in workers) and all(w.alive for w in workers)
+        again, _ = tiny_pipeline.generate("", settings, prefix=M)
     finally:
         tiny_pipeline.parallel = False
         torch.set_num_threads(before)
-    assert np.array_equal(inline, threaded)
-    assert not [t for t in threading.enumerate() if t.name == "upstream-stages"]
+    assert np.array_equal(inline, parallel) and np.array_equal(inline, again)
+    assert np.array_equal(story_inline, story)
+
+
+def test_a_stage_failing_on_its_process_reaches_the_caller_as_one_message(tiny_pipeline):
+    import copy
+
+    from engine.lm import GenerationError
+
+    broken = copy.deepcopy(tiny_pipeline.stages["stage1"])
+    with torch.no_grad():
+        broken.bos.fill_(float("nan"))
+    good = tiny_pipeline.stages["stage1"]
+    tiny_pipeline.parallel = True
+    tiny_pipeline.stages["stage1"] = broken  # a changed model is sent to its worker with the next piece
+    try:
+        with pytest.raises(GenerationError, match="stage1 produced invalid"):
+            tiny_pipeline.generate("", GenerationSettings(seconds=1.0), prefix=M)
+        tiny_pipeline.stages["stage1"] = good
+        audio, _ = tiny_pipeline.generate("", GenerationSettings(seconds=1.0), prefix=M)  # the workers still serve
+    finally:
+        tiny_pipeline.stages["stage1"] = good
+        tiny_pipeline.parallel = False
+    assert np.isfinite(audio).all()
 
 
 def test_given_semantic_tokens_replace_stage_1(tiny_pipeline, monkeypatch):
