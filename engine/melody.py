@@ -25,6 +25,7 @@ FRAME_RATE = 25  # melody tokens share the semantic tokens' clock
 UNVOICED = 12
 VOCAB = 13
 TRACKER_RATE = 16_000  # CREPE's input rate
+CREPE_CENTS_OFFSET = 1997.3794084376191  # cents of CREPE's bin 0 (≈ 31.7 Hz), from torchcrepe.convert
 HOP = TRACKER_RATE // FRAME_RATE
 PITCH_CLASSES = ("C", "C♯", "D", "D♯", "E", "F", "F♯", "G", "G♯", "A", "A♯", "B")
 
@@ -91,7 +92,7 @@ def track(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, cfg: TrackerConfig 
         x = torchaudio.functional.resample(x, sample_rate, TRACKER_RATE)
     with torch.inference_mode():
         pitch, periodicity = torchcrepe.predict(x, TRACKER_RATE, HOP, cfg.fmin, cfg.fmax, cfg.model, return_periodicity=True,
-                                                batch_size=1024, device="cpu", decoder=torchcrepe.decode.weighted_argmax)
+                                                batch_size=1024, device="cpu", decoder=weighted_argmax)
         periodicity = torchcrepe.filter.median(periodicity, cfg.smooth_frames)
         periodicity = torchcrepe.threshold.Silence(cfg.silence_db)(periodicity, x, TRACKER_RATE, HOP)
         pitch = torchcrepe.filter.median(pitch, cfg.smooth_frames)
@@ -99,6 +100,22 @@ def track(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, cfg: TrackerConfig 
     p = np.nan_to_num(periodicity[0].numpy()[:frames])
     midi[p < cfg.voicing] = np.nan
     return PitchTrack(_bridge(midi, cfg.bridge_frames), p)
+
+
+def weighted_argmax(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CREPE's decoder: the probability-weighted mean pitch of the 9 bins around the most likely
+    one, as ``torchcrepe.decode.weighted_argmax`` but without its dither. torchcrepe adds noise to
+    the bin pitches once per process (its dither draws from numpy's global generator), so the
+    same hum gave different tokens in different processes; the noise only trades quantization
+    error, which a weighted mean does not have. (B, 360, T) logits → (bins, Hz), each (B, T)."""
+    import torchcrepe
+
+    bins = logits.argmax(dim=1)
+    index = torch.arange(logits.shape[1], device=logits.device)[None, :, None]
+    near = (index >= bins[:, None] - 4) & (index <= bins[:, None] + 4)
+    probs = torch.sigmoid(logits) * near
+    cents = torchcrepe.CENTS_PER_BIN * index + CREPE_CENTS_OFFSET
+    return bins, torchcrepe.convert.cents_to_frequency((cents * probs).sum(1) / probs.sum(1))
 
 
 def _bridge(midi: np.ndarray, longest: int) -> np.ndarray:

@@ -76,3 +76,30 @@ def test_chroma_cosine_counts_agreeing_voiced_frames():
     assert melody_chroma_cosine(hum, np.array([0, 1, 4, 5, 7, 7])) == 0.6  # unvoiced hum frames do not count
     with pytest.raises(ValueError):
         melody_chroma_cosine(np.full(4, UNVOICED), np.zeros(4, int))
+
+
+def test_the_decoder_is_torchcrepes_weighted_argmax_without_its_dither(monkeypatch):
+    import torch
+    import torchcrepe
+
+    from engine.melody import weighted_argmax
+
+    logits = torch.randn(2, 360, 40) * 3
+    monkeypatch.setattr(torchcrepe.convert, "dither", lambda cents: cents)
+    monkeypatch.delattr(torchcrepe.decode.weighted_argmax, "weights", raising=False)  # it caches its dithered table
+    bins, hz = weighted_argmax(logits.clone())
+    their_bins, their_hz = torchcrepe.decode.weighted_argmax(logits.clone())
+    assert torch.equal(bins, their_bins)
+    assert torch.allclose(hz, their_hz, rtol=1e-5)
+
+
+def test_the_same_hum_tracks_identically_in_fresh_processes():
+    """torchcrepe dithers its pitch table once per process; ours must not depend on the process."""
+    import subprocess
+    import sys
+
+    script = ("import numpy as np; from engine.melody import synthetic_hum, track; "
+              "audio = synthetic_hum([(0.2, 0.6, 61), (0.9, 0.6, 66)], 1.6, seed=2); "
+              "print(np.round(track(audio).midi, 6).tobytes().hex())")
+    runs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout for _ in range(2)}
+    assert len(runs) == 1
