@@ -12,6 +12,7 @@ import soundfile as sf
 import torch
 
 from .audio import SAMPLE_RATE, log_mel_l1, multires_stft_distance, si_snr
+from .metrics import pitch_class_agreement
 
 
 def opus_roundtrip(audio: np.ndarray, kbps: float) -> np.ndarray:
@@ -29,9 +30,10 @@ def opus_roundtrip(audio: np.ndarray, kbps: float) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def _metrics(ref: np.ndarray, est: np.ndarray) -> dict:
+def _metrics(ref: np.ndarray, est: np.ndarray, pitch: bool = True) -> dict:
     r, e = torch.from_numpy(ref), torch.from_numpy(est)
-    return {"log_mel_l1": log_mel_l1(r, e), "mr_stft": multires_stft_distance(r, e), "si_snr_db": si_snr(r, e)}
+    out = {"log_mel_l1": log_mel_l1(r, e), "mr_stft": multires_stft_distance(r, e), "si_snr_db": si_snr(r, e)}
+    return {**out, "pitch_class_agreement": pitch_class_agreement(ref, est)} if pitch else out
 
 
 def _mean(rows: list[dict]) -> dict:
@@ -39,9 +41,12 @@ def _mean(rows: list[dict]) -> dict:
 
 
 def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, opus_kbps: tuple[float, ...] = ()) -> dict:
-    """Codec quality on the corpus test split for 1…Q levels, code usage, the Opus baseline, speed."""
+    """Codec quality on the corpus test split for 1…Q levels, code usage, the Opus baseline, speed;
+    and the encoder → decoder path without the quantizer, which tells the RVQ's losses from the
+    autoencoder's."""
     from .codec import HOP, load_codec
     from .data.build import read_records
+    from .lm import COARSE_LEVELS
 
     model = load_codec(checkpoint)
     records = read_records(corpus, "test")[:clips]
@@ -50,13 +55,15 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
     opus_rates = tuple(opus_kbps) or (model.cfg.bits_per_second / 1000,)
     opus: dict[float, list[dict]] = {k: [] for k in opus_rates}
     histograms = np.zeros((levels, model.cfg.codebook_size), dtype=np.int64)
+    unquantized = []
     for r in records:
         audio, _ = sf.read(str(Path(corpus) / r["audio"]), dtype="float32")
         audio = audio[: len(audio) // HOP * HOP]
         with torch.inference_mode():
             codes = model.encode(torch.from_numpy(audio)[None])
-            for q in range(1, levels + 1):
-                per_level[q].append(_metrics(audio, model.decode(codes[:, :q])[0].numpy()))
+            for q in range(1, levels + 1):  # the notes are judged at the coarse and the full bitrate only
+                per_level[q].append(_metrics(audio, model.decode(codes[:, :q])[0].numpy(), pitch=q in (COARSE_LEVELS, levels)))
+            unquantized.append(_metrics(audio, model.decode_latents(model.encoder(torch.from_numpy(audio)[None]))[0].numpy()))
         for level in range(levels):
             histograms[level] += np.bincount(codes[0, level].numpy(), minlength=model.cfg.codebook_size)
         for kbps in opus_rates:
@@ -71,6 +78,7 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
         "levels": levels,
         "kbps": model.cfg.bits_per_second / 1000,
         "codec": {str(q): _mean(rows) for q, rows in per_level.items()},
+        "unquantized": _mean(unquantized),
         "opus": {f"{k:g}kbps": _mean(rows) for k, rows in opus.items()},
         "log_mel_l1_ratio_vs_opus": round(full["log_mel_l1"] / opus_full["log_mel_l1"], 4),
         "code_usage": [round(float((h > 0).mean()), 4) for h in histograms],

@@ -95,3 +95,22 @@ def melody_chroma_cosine(hum: np.ndarray, output: np.ndarray) -> float:
     if not voiced.any():
         raise ValueError("the hum has no voiced frames")
     return float(np.mean(hum[voiced] == output[voiced]))
+
+
+PITCH_HOP = SAMPLE_RATE // 25  # the melody tokens' 25 Hz frames
+PITCH_FFT = 4096  # 5.9 Hz bins: a semitone apart even at 100 Hz
+AUDIBLE_DB = -40.0  # frames this far below the loudest frame of the reference are not judged
+
+
+def pitch_class_agreement(reference: np.ndarray, estimate: np.ndarray) -> float:
+    """Share of the reference's audible 25 Hz frames whose strongest chroma bin (the dominant
+    pitch class) is the same in ``estimate``: whether a codec or a resynthesis keeps the notes,
+    which spectral distances such as log-mel L1 hardly notice."""
+    import librosa
+
+    n = min(len(reference), len(estimate))
+    ref, est = (np.asarray(x[:n], np.float32) for x in (reference, estimate))
+    chroma = [librosa.feature.chroma_stft(y=x, sr=SAMPLE_RATE, n_fft=PITCH_FFT, hop_length=PITCH_HOP).argmax(0) for x in (ref, est)]
+    rms = librosa.feature.rms(y=ref, frame_length=PITCH_FFT, hop_length=PITCH_HOP)[0]
+    audible = rms >= rms.max() * 10 ** (AUDIBLE_DB / 20)
+    return float(np.mean(chroma[0][audible] == chroma[1][audible])) if audible.any() else float("nan")
