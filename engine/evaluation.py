@@ -577,8 +577,9 @@ def eval_melody(corpus: Path, checkpoint: Path | None = None, clips: int | None 
     the chroma cosine against the hum's track. Baselines: the same outputs against another clip's
     hum (shuffled), and text-only generations (no melody) against the hum. Calibration: the clip's
     own render, which holds that very melody among its other parts, scored the same way
-    ("reference_render"), shows what a perfect follower reaches under this metric. Hums start
-    where the lead line does."""
+    ("reference_render"), shows what a perfect follower reaches under this metric, and the same
+    render through the codec ("reference_through_codec") what anything this generator outputs can
+    reach. Hums start where the lead line does."""
     from .data.build import read_records
     from .melody import FRAME_RATE, TrackerConfig, melody_tokens, tokens, track
     from .metrics import melody_chroma_cosine
@@ -590,7 +591,7 @@ def eval_melody(corpus: Path, checkpoint: Path | None = None, clips: int | None 
     dominant = TrackerConfig(voicing=0.0)  # the output's dominant pitch on every audible frame
     length = int(seconds * FRAME_RATE)
     result = {}
-    text_only, reference = {}, {}
+    text_only, reference, through_codec = {}, {}, {}
     for kind in ("rendition", "synthetic"):
         hums, outputs = [], []
         for seed, record in enumerate(records):
@@ -606,13 +607,19 @@ def eval_melody(corpus: Path, checkpoint: Path | None = None, clips: int | None 
             if seed not in text_only:
                 plain, _ = model.generate(record["caption"], settings)
                 text_only[seed] = tokens(track(plain, cfg=dominant))
-                reference[seed] = tokens(track(_lead_window(Path(corpus) / record["audio"], record, seconds), cfg=dominant))
+                render = _lead_window(Path(corpus) / record["audio"], record, seconds)
+                reference[seed] = tokens(track(render, cfg=dominant))
+                with torch.inference_mode():
+                    round_trip = model.codec.decode(model.codec.encode(torch.from_numpy(render)[None].to(model.device)))[0, : len(render)]
+                through_codec[seed] = tokens(track(round_trip.cpu().numpy(), cfg=dominant))
         own = [melody_chroma_cosine(h, o) for h, o in zip(hums, outputs)]
         shuffled = [melody_chroma_cosine(hums[(i + 1) % len(hums)], o) for i, o in enumerate(outputs)]
         plain = [melody_chroma_cosine(h, text_only[i]) for i, h in enumerate(hums)]
         rendered = [melody_chroma_cosine(h, reference[i]) for i, h in enumerate(hums)]
+        coded = [melody_chroma_cosine(h, through_codec[i]) for i, h in enumerate(hums)]
         result[kind] = {"chroma_cosine": round(float(np.mean(own)), 4), "shuffled": round(float(np.mean(shuffled)), 4),
                         "text_only": round(float(np.mean(plain)), 4), "reference_render": round(float(np.mean(rendered)), 4),
+                        "reference_through_codec": round(float(np.mean(coded)), 4),
                         "ratio_to_shuffled": round(float(np.mean(own) / max(np.mean(shuffled), 1e-9)), 3),
                         "per_clip": [round(x, 3) for x in own]}
     targets = {"chroma_cosine": 0.55, "ratio_to_shuffled": 2.0}

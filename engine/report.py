@@ -284,7 +284,7 @@ def _plot_continuation(r: dict, path: Path) -> Path:
 
 
 def _plot_melody(r: dict, path: Path) -> Path:
-    keys = ("chroma_cosine", "shuffled", "text_only", "reference_render")
+    keys = ("chroma_cosine", "shuffled", "text_only", "reference_render", "reference_through_codec")
     groups = {kind: {k: r[kind][k] for k in keys} for kind in ("rendition", "synthetic")}
     return _bars(groups, "hum → music: chroma cosine between hum and output", "cosine", path, 0.55)
 

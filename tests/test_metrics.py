@@ -49,3 +49,16 @@ def test_frechet_distance_matches_the_closed_form():
     assert np.isfinite(frechet_distance(x[:3], y))  # fewer samples than dimensions: still defined
     with pytest.raises(ValueError, match="at least two"):
         frechet_distance(x[:1], y)
+
+
+def test_pitch_class_agreement_tells_kept_notes_from_moved_ones():
+    from engine.metrics import pitch_class_agreement
+
+    t = np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE
+    a4 = 0.3 * np.sin(2 * np.pi * 440.0 * t)
+    quieter_a4_with_hiss = 0.1 * a4 + 0.001 * np.random.default_rng(0).standard_normal(t.size)
+    b_flat4 = 0.3 * np.sin(2 * np.pi * 466.16 * t)
+    assert pitch_class_agreement(a4, quieter_a4_with_hiss) == 1.0
+    assert pitch_class_agreement(a4, b_flat4) == 0.0
+    a4_then_silence = np.where(t < 1.0, a4, 0.0)
+    assert pitch_class_agreement(a4_then_silence, np.where(t < 1.0, a4, b_flat4)) > 0.9  # silent frames are not judged (the edge blurs)

@@ -65,8 +65,8 @@ def test_stage1_follows_a_hum_through_the_api_and_the_eval(tiny_runs, exported):
         model.generate("a calm piano ballad", GenerationSettings(seconds=1.0), melody=np.array([40]))
     result = _engine("eval", "melody", "--corpus", tiny_runs[0], "--checkpoint", exported, "--seconds", 2)
     for kind in ("rendition", "synthetic"):
-        assert set(result[kind]) >= {"chroma_cosine", "shuffled", "text_only", "reference_render", "ratio_to_shuffled"}
-        assert all(0 <= result[kind][k] <= 1 for k in ("chroma_cosine", "shuffled", "text_only", "reference_render"))
+        assert set(result[kind]) >= {"chroma_cosine", "shuffled", "text_only", "reference_render", "reference_through_codec", "ratio_to_shuffled"}
+        assert all(0 <= result[kind][k] <= 1 for k in ("chroma_cosine", "shuffled", "text_only", "reference_render", "reference_through_codec"))
 
 
 def test_trained_checkpoints_generate_from_text(tiny_runs):
