@@ -62,10 +62,6 @@ def _train(args: argparse.Namespace) -> dict:
         if args.stage != "codec" or not args.init:
             raise UsageError("--descriptor-weight applies to a codec fine-tune only (train codec --init CHECKPOINT)")
         overrides["descriptor_weight"] = args.descriptor_weight
-    if args.phase is not None:
-        if args.stage != "codec" or not args.init:
-            raise UsageError("--phase applies to a codec fine-tune only (train codec --init CHECKPOINT --phase advance)")
-        overrides["codec_phase"] = args.phase
     if args.no_handcrafted:
         if args.stage != "mulan":
             raise UsageError("--no-handcrafted applies to mulan only")
@@ -276,8 +272,6 @@ def _models(args: argparse.Namespace) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
-    from .codec import PHASE_MODES
-
     p = argparse.ArgumentParser(prog="python -m engine", description="hummingbird: MusicLM, offline.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -307,8 +301,6 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--init", help="fine-tune from this trained checkpoint (an exported .safetensors or a run folder)")
     t.add_argument("--descriptor-weight", type=_positive_float,
                    help="codec fine-tune: scale of the chroma and MFCC-spread terms beside the reconstruction loss (default 1)")
-    t.add_argument("--phase", choices=PHASE_MODES,
-                   help="codec fine-tune: what the decoder head predicts, each frame's phase (absolute) or its advance (advance)")
     t.add_argument("--export", action="store_true", help="copy the result to assets/checkpoints/")
     t.add_argument("--no-handcrafted", action="store_true", help="mulan: audio tower without the handcrafted descriptors (ablation)")
     t.add_argument("--quiet", action="store_true")

@@ -26,9 +26,6 @@ STFT_HOP = HOP // FRAMES_PER_TOKEN  # 240
 N_FFT = 4 * STFT_HOP  # 960: 40 ms window, 75 % overlap
 
 
-PHASE_MODES = ("absolute", "advance")
-
-
 @dataclass(frozen=True)
 class CodecConfig:
     dim: int = 192
@@ -41,11 +38,6 @@ class CodecConfig:
     coarse_levels: int = 4
     quantizer_dropout: float = 0.5
     compress: float = 0.3  # power-law compression of STFT magnitudes fed to the encoder
-    phase: str = "absolute"  # what the head predicts per frame and bin: the phase ("absolute") or its advance ("advance")
-
-    def __post_init__(self):
-        if self.phase not in PHASE_MODES:
-            raise ValueError(f"codec phase must be one of {PHASE_MODES}, got {self.phase!r}")
 
     @property
     def bits_per_second(self) -> float:
@@ -116,47 +108,16 @@ class Decoder(nn.Module):
         """How many past tokens influence a token's frames (for exact streaming)."""
         return (self.cfg.kernel - 1) * self.cfg.decoder_blocks
 
-    def restart_phase(self) -> None:
-        """Zero the head's phase outputs. After a switch of ``phase`` mode they mean something
-        else; from zero, every bin starts by turning at its own frequency."""
-        with torch.no_grad():
-            self.head.weight.view(FRAMES_PER_TOKEN, 2, self.bins, -1)[:, 1].zero_()
-            self.head.bias.view(FRAMES_PER_TOKEN, 2, self.bins)[:, 1].zero_()
-
-    def spectra(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """latents (B, D, T) → (log-magnitude, phase output), each (B, 2T, bins): two STFT frames per token."""
+    def frames(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (B, D, T) → windowed time-domain STFT frames (B, 2T, N_FFT)."""
         x = self.blocks(self.proj_in(latents))
         x = self.head(self.norm(x.transpose(1, 2)))  # (B, T, 2·bins·2)
         b, t, _ = x.shape
         x = x.reshape(b, t * FRAMES_PER_TOKEN, 2, self.bins)
-        return x[:, :, 0], x[:, :, 1]
-
-    def frames(self, latents: torch.Tensor) -> torch.Tensor:
-        """latents (B, D, T) → windowed time-domain STFT frames (B, 2T, N_FFT)."""
-        return self.synthesize(*self.spectra(latents))[0]
-
-    def synthesize(self, log_mag: torch.Tensor, phase: torch.Tensor, start: int = 0,
-                   advanced: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Frames ``start`` … of (B, n, bins) head outputs → (windowed frames (B, n, N_FFT), the
-        phase advance accumulated so far, which the next frames continue from).
-
-        "absolute": the head gives each frame's phase outright. Nothing then ties a frame's phase
-        to the one before, and a held note comes out as a buzz on the 50 Hz token grid: a 220 Hz
-        tone decodes with its peak at 300 Hz, and only 15 % of frames keep their dominant pitch
-        class (Opus at the same bitrate: 78 %). "advance" (phase-vocoder style): the head gives
-        how far each bin's phase moves beyond the bin's own frequency, within ±π, and the phase is
-        the running sum, so a steady partial is a steady advance and frames stay coherent."""
-        mag = torch.exp(log_mag.clamp(max=6.0))
-        if self.cfg.phase == "absolute":
-            return torch.fft.irfft(torch.polar(mag, phase), n=N_FFT) * torch.hann_window(N_FFT, device=mag.device), None
-        drift = (torch.pi * torch.tanh(phase)).double().cumsum(1)  # float64: minutes of frames add up exactly enough
-        if advanced is not None:
-            drift = drift + advanced[:, None]
-        # a bin's own frequency turns it by k·π/2 per 240-sample hop (k·2π·240/960): exact in integers
-        turns = (torch.arange(start, start + mag.shape[1], device=mag.device)[:, None] * torch.arange(self.bins, device=mag.device)) % 4
-        angle = torch.remainder(drift + turns * (torch.pi / 2), 2 * torch.pi).to(mag.dtype)
-        frames = torch.fft.irfft(torch.polar(mag, angle), n=N_FFT) * torch.hann_window(N_FFT, device=mag.device)
-        return frames, drift[:, -1]
+        mag = torch.exp(x[:, :, 0].clamp(max=6.0))
+        phase = x[:, :, 1]
+        spec = torch.polar(mag, phase)
+        return torch.fft.irfft(spec, n=N_FFT) * torch.hann_window(N_FFT, device=latents.device)
 
 
 def _fold(frames: torch.Tensor) -> torch.Tensor:
@@ -276,7 +237,6 @@ class CodecStreamer:
     def __init__(self, codec: Codec):
         self.codec = codec
         self.codes: torch.Tensor | None = None
-        self.advanced: torch.Tensor | None = None  # the decoder's running phase advance, when it has one
         self.ola = OverlapAdd(next(codec.parameters()).device)
 
     @torch.no_grad()
@@ -285,10 +245,7 @@ class CodecStreamer:
         self.codes = codes if self.codes is None else torch.cat([self.codes, codes], -1)
         left = max(0, start - self.codec.decoder.receptive_field)
         latents = self.codec.quantizer.decode(self.codes[None, :, left:])
-        new = slice((start - left) * FRAMES_PER_TOKEN, None)  # the context's frames were emitted by earlier pushes
-        log_mag, phase = self.codec.decoder.spectra(latents)
-        frames, self.advanced = self.codec.decoder.synthesize(log_mag[:, new], phase[:, new], start * FRAMES_PER_TOKEN, self.advanced)
-        piece = self.ola.push(frames[0])
+        piece = self.ola.push(self.codec.decoder.frames(latents)[0, (start - left) * FRAMES_PER_TOKEN:])
         if final:
             piece = torch.cat([piece, self.ola.flush(self.codes.shape[-1] * HOP)])
         return piece

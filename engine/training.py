@@ -41,7 +41,6 @@ class TrainConfig:
     seed: int = 0
     init: str = ""  # fine-tune: start from this trained checkpoint (file or run folder) instead of random weights
     descriptor_weight: float = 1.0  # codec decoder fine-tune: scale of its chroma and MFCC-spread terms
-    codec_phase: str = ""  # codec decoder fine-tune: switch the decoder head to this phase mode (empty: keep the checkpoint's)
 
 
 TRAIN_PRESETS = {
@@ -388,11 +387,7 @@ def train_codec(corpus: Path, preset: str, run_dir: Path, overrides: dict | None
     if cfg.init:  # a fine-tune keeps the encoder and codebooks: see codec_decoder_loss
         from .codec import load_codec
 
-        start = load_codec(Path(cfg.init))
-        model = Codec(replace(start.cfg, phase=cfg.codec_phase or start.cfg.phase))
-        model.load_state_dict(start.state_dict())
-        if model.cfg.phase != start.cfg.phase:
-            model.decoder.restart_phase()
+        model.load_state_dict(load_codec(Path(cfg.init)).state_dict())
         for module in (model.encoder, model.quantizer):
             module.requires_grad_(False)
     samples = int(cfg.crop_seconds * SAMPLE_RATE) // HOP * HOP
