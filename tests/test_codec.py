@@ -277,3 +277,8 @@ def test_eval_codec_reports_levels_usage_opus_and_speed(tiny_corpus):
     assert 0 < report["log_mel_l1_ratio_vs_opus"] < 10
     assert len(report["code_usage"]) == 12 and all(0 < u <= 1 for u in report["code_usage"])
     assert report["speed"]["encode_decode_s"] > 0 and report["speed"]["first_chunk_s"] > 0
+    for q in ("4", "12"):  # whether the notes survive, beside the spectral distances
+        assert 0 <= report["codec"][q]["pitch_class_agreement"] <= 1
+    assert 0 <= report["opus"]["6kbps"]["pitch_class_agreement"] <= 1
+    assert set(report["unquantized"]) >= {"log_mel_l1", "pitch_class_agreement"}
+    assert "test_frames" in report["melody_pitch_probe"]
