@@ -62,6 +62,10 @@ def _train(args: argparse.Namespace) -> dict:
         if args.stage != "codec" or not args.init:
             raise UsageError("--descriptor-weight applies to a codec fine-tune only (train codec --init CHECKPOINT)")
         overrides["descriptor_weight"] = args.descriptor_weight
+    if args.pitch_weight is not None:
+        if args.stage != "codec" or args.init:
+            raise UsageError("--pitch-weight applies to a codec trained from scratch (train codec without --init): the notes must be kept by the encoder")
+        overrides["pitch_weight"] = args.pitch_weight
     if args.no_handcrafted:
         if args.stage != "mulan":
             raise UsageError("--no-handcrafted applies to mulan only")
@@ -301,6 +305,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--init", help="fine-tune from this trained checkpoint (an exported .safetensors or a run folder)")
     t.add_argument("--descriptor-weight", type=_positive_float,
                    help="codec fine-tune: scale of the chroma and MFCC-spread terms beside the reconstruction loss (default 1)")
+    t.add_argument("--pitch-weight", type=_positive_float,
+                   help="codec from scratch: weight of a 4096-point log-STFT term that keeps the notes (default 0: off)")
     t.add_argument("--export", action="store_true", help="copy the result to assets/checkpoints/")
     t.add_argument("--no-handcrafted", action="store_true", help="mulan: audio tower without the handcrafted descriptors (ablation)")
     t.add_argument("--quiet", action="store_true")

@@ -41,6 +41,7 @@ class TrainConfig:
     seed: int = 0
     init: str = ""  # fine-tune: start from this trained checkpoint (file or run folder) instead of random weights
     descriptor_weight: float = 1.0  # codec decoder fine-tune: scale of its chroma and MFCC-spread terms
+    pitch_weight: float = 0.0  # codec trained from scratch: weight of the fine log-STFT term that keeps the notes (codec_loss)
 
 
 TRAIN_PRESETS = {
@@ -314,12 +315,23 @@ def reconstruction_loss(wav: torch.Tensor, recon: torch.Tensor) -> tuple[torch.T
     return 4.0 * mel + stft, mel, stft
 
 
-def codec_loss(model: nn.Module, wav: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """The reconstruction loss + RVQ commitment."""
+PITCH_RESOLUTIONS = ((4096, 480),)  # 5.9 Hz bins: the harmonics of neighbouring notes stay apart, as they do not at 12–47 Hz
+
+
+def codec_loss(model: nn.Module, wav: torch.Tensor, pitch_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """The reconstruction loss + RVQ commitment, + ``pitch_weight`` × a log-STFT distance fine
+    enough to tell the notes apart. Without it the codec learns the spectral envelope and drops
+    the notes (``eval codec``: melody pitch-class probe 0.10 from its latents, pitch-class
+    agreement 0.18 against Opus's 0.78)."""
     recon, _, commit = model(wav)
     loss, mel, stft = reconstruction_loss(wav, recon)
     loss = loss + 0.25 * commit
-    return loss, {"loss": loss.detach(), "mel": mel.detach(), "stft": stft.detach(), "commit": commit.detach()}
+    logs = {"mel": mel.detach(), "stft": stft.detach(), "commit": commit.detach()}
+    if pitch_weight:
+        pitch = stft_distance(wav, recon, PITCH_RESOLUTIONS)
+        loss = loss + pitch_weight * pitch
+        logs["pitch"] = pitch.detach()
+    return loss, {"loss": loss.detach(), **logs}
 
 
 CHROMA_WEIGHT = 2.0  # decoder fine-tune: weight of the pitch-class term beside the log-mel (4) and STFT (1) terms
@@ -392,7 +404,7 @@ def train_codec(corpus: Path, preset: str, run_dir: Path, overrides: dict | None
             module.requires_grad_(False)
     samples = int(cfg.crop_seconds * SAMPLE_RATE) // HOP * HOP
     batches = CorpusAudio(corpus).crops(cfg.batch_size, samples, seed=cfg.seed * 1000 + ddp.rank)
-    loss = partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight) if cfg.init else codec_loss
+    loss = partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight) if cfg.init else partial(codec_loss, pitch_weight=cfg.pitch_weight)
     result = train_loop("codec", model, {"preset": preset, **model.config_dict()}, batches, loss, cfg, run_dir, ddp, progress)
     if ddp.world > 1:
         dist.destroy_process_group()

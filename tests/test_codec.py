@@ -192,12 +192,14 @@ def test_data_parallel_ranks_average_their_gradients(tmp_path):
 def test_a_codec_fine_tune_trains_the_decoder_and_keeps_every_token(tmp_path, tiny_corpus):
     """--init on the codec: the encoder and codebooks stay bit-identical (the token caches and
     stage LMs built on them stay valid); the decoder moves. --descriptor-weight is recorded in the
-    run, and refused outside a fine-tune."""
+    run, and refused outside a fine-tune; --pitch-weight (the encoder must learn to keep the notes)
+    the other way round."""
     corpus = tiny_corpus
     base_run, tuned_run = tmp_path / "base", tmp_path / "tuned"
     common = [sys.executable, "-m", "engine", "train", "codec", "--corpus", str(corpus), "--batch-size", "2", "--quiet"]
-    first = subprocess.run(common + ["--run-dir", str(base_run), "--steps", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    first = subprocess.run(common + ["--run-dir", str(base_run), "--steps", "2", "--pitch-weight", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
+    assert json.loads((base_run / "state.json").read_text())["train"]["pitch_weight"] == 1.0
     tuned = subprocess.run(common + ["--run-dir", str(tuned_run), "--steps", "2", "--init", str(base_run), "--warmup", "1",
                                      "--descriptor-weight", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert tuned.returncode == 0, tuned.stderr
@@ -205,6 +207,9 @@ def test_a_codec_fine_tune_trains_the_decoder_and_keeps_every_token(tmp_path, ti
     from_scratch = subprocess.run(common + ["--run-dir", str(tmp_path / "scratch"), "--steps", "1", "--descriptor-weight", "2"],
                                   cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert from_scratch.returncode == 2 and "codec fine-tune only" in from_scratch.stderr and "Traceback" not in from_scratch.stderr
+    pitch_in_fine_tune = subprocess.run(common + ["--run-dir", str(tmp_path / "x"), "--steps", "1", "--init", str(base_run), "--pitch-weight", "1"],
+                                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert pitch_in_fine_tune.returncode == 2 and "trained from scratch" in pitch_in_fine_tune.stderr
     before, after = load_codec(base_run).state_dict(), load_codec(tuned_run).state_dict()
     for name, value in before.items():
         if name.startswith(("encoder.", "quantizer.")):
