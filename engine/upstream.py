@@ -196,8 +196,12 @@ def serve(conn) -> None:
             with torch.inference_mode():
                 for _ in decode(model, job, Watched(watches) if watches is not None else None):
                     pass
-            conn.send((False, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
         except Stopped:
-            conn.send((False, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
-        except BaseException as exc:  # handed to the caller
-            conn.send((True, exc))
+            pass
+        except BaseException as exc:  # handed to the caller, as itself if it pickles
+            try:
+                conn.send((True, exc))
+            except Exception:
+                conn.send((True, RuntimeError(f"{type(exc).__name__}: {exc}")))
+            continue
+        conn.send((False, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))

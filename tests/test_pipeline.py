@@ -124,6 +124,25 @@ def test_a_stage_failing_on_its_process_reaches_the_caller_as_one_message(tiny_p
     assert np.isfinite(audio).all()
 
 
+def test_a_worker_process_that_dies_is_one_message_and_is_restarted(tiny_pipeline):
+    from engine.lm import GenerationError
+
+    tiny_pipeline.parallel = True
+    try:
+        stream = tiny_pipeline.stream("", GenerationSettings(seconds=300.0, chunk_seconds=0.5), prefix=M)
+        next(stream)
+        killed = tiny_pipeline.upstream_workers()[1]
+        killed.process.kill()  # stage 2, which is never far ahead of the caller
+        with pytest.raises(GenerationError, match="stopped unexpectedly"):
+            for _ in stream:
+                pass
+        audio, _ = tiny_pipeline.generate("", GenerationSettings(seconds=1.0), prefix=M)  # a fresh worker serves
+    finally:
+        tiny_pipeline.parallel = False
+    assert np.isfinite(audio).all()
+    assert tiny_pipeline._upstream_workers[1] is not killed and tiny_pipeline._upstream_workers[1].alive  # restarted by that piece
+
+
 def test_given_semantic_tokens_replace_stage_1(tiny_pipeline, monkeypatch):
     """The evaluation's check of stages 2–3 on a render's own S: the piece carries exactly the
     given S, stage 1 never runs, and a wrongly shaped S is refused."""
