@@ -81,42 +81,10 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
         "unquantized": _mean(unquantized),
         "opus": {f"{k:g}kbps": _mean(rows) for k, rows in opus.items()},
         "log_mel_l1_ratio_vs_opus": round(full["log_mel_l1"] / opus_full["log_mel_l1"], 4),
-        "melody_pitch_probe": codec_pitch_probe(model, corpus),
         "code_usage": [round(float((h > 0).mean()), 4) for h in histograms],
         "code_perplexity": [round(float(np.exp(e)), 1) for e in entropy],
         "speed": codec_speed(model),
     }
-
-
-def codec_pitch_probe(model, corpus: Path, train_clips: int = 100, test_clips: int = 40) -> dict:
-    """Do the tokens still hold the tune? A linear probe for the melody's pitch class (the
-    corpus ground truth, 50 Hz frames where the lead sounds) from the quantized latents the
-    decoder reads, against the same probe from the log-magnitude STFT the encoder reads: what the
-    encoder keeps of the notes. Pitch that is not in the tokens no decoder can bring back."""
-    from .codec import HOP, N_FFT
-    from .data.build import read_records
-
-    rate = SAMPLE_RATE / HOP
-    features = {"latents": ([], []), "stft_input": ([], [])}
-    labels = ([], [])
-    for part, (split, count) in enumerate((("train", train_clips), ("test", test_clips))):
-        for record in read_records(corpus, split)[:count]:
-            audio, _ = sf.read(str(Path(corpus) / record["audio"]), dtype="float32")
-            wav = torch.from_numpy(audio[: len(audio) // HOP * HOP])[None]
-            with torch.inference_mode():
-                latents = model.quantizer.decode(model.encode(wav))[0].T
-                spectrum = torch.stft(wav[0], N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True).abs().log1p().T
-            n = min(len(latents), len(spectrum))
-            pitch = torch.from_numpy(probe_labels(record, n, rate)["melody_pitch_class"])
-            sounding = pitch >= 0
-            features["latents"][part].append(latents[:n][sounding])
-            features["stft_input"][part].append(spectrum[:n][sounding])
-            labels[part].append(pitch[sounding])
-    train_y, test_y = (torch.cat(y) for y in labels)
-    if not len(train_y) or not len(test_y):  # a corpus too small to have melody frames in both splits
-        return {"test_frames": len(test_y)}
-    result = {name: linear_probe(torch.cat(train), train_y, torch.cat(test), test_y) for name, (train, test) in features.items()}
-    return {**result, "majority_class": round(float(torch.bincount(test_y).max() / len(test_y)), 4), "test_frames": len(test_y)}
 
 
 def codec_speed(model, seconds: float = 10.0, repeats: int = 3) -> dict:

@@ -321,8 +321,8 @@ PITCH_RESOLUTIONS = ((4096, 480),)  # 5.9 Hz bins: the harmonics of neighbouring
 def codec_loss(model: nn.Module, wav: torch.Tensor, pitch_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
     """The reconstruction loss + RVQ commitment, + ``pitch_weight`` × a log-STFT distance fine
     enough to tell the notes apart. Without it the codec learns the spectral envelope and drops
-    the notes (``eval codec``: melody pitch-class probe 0.10 from its latents, pitch-class
-    agreement 0.18 against Opus's 0.78)."""
+    the notes (``eval codec``: pitch-class agreement 0.18, Opus 0.78; with this term at weight 2,
+    0.38 after 45 minutes from scratch)."""
     recon, _, commit = model(wav)
     loss, mel, stft = reconstruction_loss(wav, recon)
     loss = loss + 0.25 * commit

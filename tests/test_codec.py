@@ -286,4 +286,3 @@ def test_eval_codec_reports_levels_usage_opus_and_speed(tiny_corpus):
         assert 0 <= report["codec"][q]["pitch_class_agreement"] <= 1
     assert 0 <= report["opus"]["6kbps"]["pitch_class_agreement"] <= 1
     assert set(report["unquantized"]) >= {"log_mel_l1", "pitch_class_agreement"}
-    assert "test_frames" in report["melody_pitch_probe"]
