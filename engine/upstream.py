@@ -17,7 +17,7 @@ from typing import Iterator
 
 import torch
 
-from .lm import Schedule, TokenLM, windowed
+from .lm import GenerationError, Schedule, TokenLM, windowed
 from .sampling import Sampling
 
 POLL_SECONDS = 2e-4  # how often a waiting stage looks at its upstream's progress (a frame takes ≈ 3 ms)
@@ -146,8 +146,6 @@ class StageWorker:
 
     def check(self) -> None:
         """Note a finished job; raise the error a job failed with, or a GenerationError if the process died."""
-        from .lm import GenerationError
-
         try:
             while self.busy and self.conn.poll():
                 failed, value = self.conn.recv()
