@@ -328,7 +328,7 @@ CONTRAST_PAIRS = (  # (A, B): B asks for more percussive, busier and brighter mu
 
 def _generation_set(records: list[dict], n: int) -> list[dict]:
     """``n`` test captions, two thirds of them stating a bpm so tempo adherence has enough prompts."""
-    from .metrics import stated_bpm
+    from .data.captions import stated_bpm
 
     timed = [r for r in records if stated_bpm(r["caption"])][: (2 * n) // 3]
     return timed + [r for r in records if not stated_bpm(r["caption"])][: n - len(timed)]
@@ -383,7 +383,8 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
     2–3 run on the render's own S instead of stage 1's ("true_semantic")."""
     from .data.build import read_records
     from .features import FRAME_RATE, analyze, corpus_frames, window_descriptor
-    from .metrics import TEMPO_TOLERANCE, estimated_bpm, frechet_distance, stated_bpm, tempo_error
+    from .data.captions import stated_bpm
+    from .metrics import TEMPO_TOLERANCE, estimated_bpm, frechet_distance, tempo_error
     from .pipeline import GenerationSettings, MusicLM
 
     t0 = time.perf_counter()

@@ -6,21 +6,12 @@ score well by learning the evaluator's own features.
 """
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from .audio import SAMPLE_RATE
 
 TEMPO_TOLERANCE = 0.08  # issue 5: within 8 %, half or double tempo allowed
 ONSET_DELTA = 0.3  # onset-strength units (log-power mel flux); a steady tone gives none, clicks every one
-_BPM = re.compile(r"(\d{2,3})\s*bpm", re.IGNORECASE)
-
-
-def stated_bpm(text: str) -> float | None:
-    """The tempo a prompt asks for ("… at 96 bpm"), or None."""
-    match = _BPM.search(text)
-    return float(match.group(1)) if match else None
 
 
 def estimated_bpm(audio: np.ndarray) -> float:

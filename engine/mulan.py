@@ -340,6 +340,7 @@ def train_mulan(corpus: Path, preset: str, run_dir: Path, overrides: dict | None
 class PriorConfig:
     neighbours: int = 4  # training windows blended per prompt
     temperature: float = 0.02  # softmax temperature over their cosine similarities to the prompt
+    tempo_tolerance: float = 0.04  # a prompt that states a bpm draws only on windows this close to it (relative)
 
 
 class AudioPrior(nn.Module):
@@ -352,12 +353,18 @@ class AudioPrior(nn.Module):
     with the matching audio's tokens 0.2 % of the time, and only 13 % of prompts even start with
     a first-level token seen in training. The prior replaces the text embedding by the
     similarity-weighted mean of the ``neighbours`` training windows closest to it; their tokens
-    are the ones stage 1 knows. Its only weights are those windows' M_A tokens."""
+    are the ones stage 1 knows. Its only weights are those windows' M_A tokens.
+
+    A prompt that states a tempo ("… 90 bpm", or a word such as "slow") retrieves only among
+    windows of clips played at that tempo: the text tower barely reads it (one prompt at 70 and at
+    150 bpm embeds at cosine 0.96, with "slow tempo" and "fast tempo" at 0.98), while every
+    window's tempo is known from the corpus score."""
 
     def __init__(self, cfg: PriorConfig, windows: int, levels: int, mulan_rvq: str = ""):
         super().__init__()
         self.cfg = cfg
         self.register_buffer("tokens", torch.zeros(windows, levels, dtype=torch.int16))  # M_A of every training window
+        self.register_buffer("tempo", torch.zeros(windows, dtype=torch.int16))  # bpm of the clip each window comes from
         self.mulan_rvq = mulan_rvq  # rvq_fingerprint of the MuLan whose tokens these are: they mean nothing to another
         self._bank: torch.Tensor | None = None
 
@@ -372,11 +379,18 @@ class AudioPrior(nn.Module):
         return self
 
     @torch.inference_mode()
-    def forward(self, text: torch.Tensor, rvq: ResidualVQ) -> torch.Tensor:
-        """(N, D) text embeddings → (N, D) unit audio-side embeddings."""
+    def forward(self, text: torch.Tensor, rvq: ResidualVQ, tempo: tuple[float, float] | None = None) -> torch.Tensor:
+        """(N, D) text embeddings → (N, D) unit audio-side embeddings; ``tempo``: the bpm range the
+        prompts state (``engine.data.captions.stated_tempo``), ignored when it holds fewer than
+        ``neighbours`` windows."""
         if self._bank is None:  # the windows' embeddings, decoded once through MuLan's RVQ
             self._bank = F.normalize(rvq.decode(self.tokens.long()[:, :, None])[:, :, 0], dim=-1)
-        top = (text @ self._bank.T).topk(min(self.cfg.neighbours, len(self._bank)), dim=-1)
+        scores = text @ self._bank.T
+        if tempo is not None:
+            elsewhere = (self.tempo < tempo[0]) | (self.tempo > tempo[1])
+            if int((~elsewhere).sum()) >= self.cfg.neighbours:
+                scores = scores.masked_fill(elsewhere, float("-inf"))
+        top = scores.topk(min(self.cfg.neighbours, len(self._bank)), dim=-1)
         weights = (top.values / self.cfg.temperature).softmax(-1)
         return F.normalize((weights[..., None] * self._bank[top.indices]).sum(1), dim=-1)
 
@@ -392,11 +406,13 @@ def rvq_fingerprint(rvq: ResidualVQ) -> str:
 
 
 def train_prior(corpus: Path, preset: str, run_dir: Path, overrides: dict | None = None, progress: bool = True) -> dict:
-    """Collect the training split's M_A (every 10 s window of every clip, from the token cache) as
-    the prior's bank; written as a run folder, like the trained models, so ``--export`` ships it."""
+    """Collect the training split's M_A (every 10 s window of every clip, from the token cache) and
+    each window's tempo (its clip's, from the corpus records) as the prior's bank; written as a run
+    folder, like the trained models, so ``--export`` ships it."""
     import json
 
-    from .tokens import load_token_cache, token_cache_path
+    from .data.build import read_records
+    from .tokens import load_token_cache, token_cache_ids, token_cache_path
     from .training import save_json, save_tensors
 
     cfg = replace(PriorConfig(), **{k: v for k, v in (overrides or {}).items() if k in PriorConfig.__dataclass_fields__})
@@ -404,6 +420,8 @@ def train_prior(corpus: Path, preset: str, run_dir: Path, overrides: dict | None
     mulan = load_mulan(json.loads(str(np.load(token_cache_path(corpus, "train"))["meta"]))["checkpoints"]["mulan"])
     prior = AudioPrior(cfg, m.shape[0] * m.shape[1], m.shape[2], rvq_fingerprint(mulan.rvq))
     prior.tokens.copy_(m.reshape(-1, m.shape[2]).to(torch.int16))
+    tempo = {r["id"]: r["tempo"] for r in read_records(corpus, "train")}
+    prior.tempo.copy_(torch.tensor([tempo[i] for i in token_cache_ids(corpus, "train")], dtype=torch.int16).repeat_interleave(m.shape[1]))
     run_dir.mkdir(parents=True, exist_ok=True)
     save_tensors(prior.state_dict(), run_dir / "model.safetensors")
     info = {"clips": int(m.shape[0]), "windows": int(prior.tokens.shape[0])}
@@ -417,5 +435,8 @@ def train_prior(corpus: Path, preset: str, run_dir: Path, overrides: dict | None
 def load_prior(path: Path | None = None) -> AudioPrior:
     from .training import load_trained
 
-    return load_trained("prior", path, lambda c: AudioPrior(PriorConfig(c["neighbours"], c["temperature"]), c["windows"], c["levels"],
-                                                           c.get("mulan_rvq", "")))
+    def build(c: dict) -> AudioPrior:
+        cfg = PriorConfig(**{k: c[k] for k in PriorConfig.__dataclass_fields__ if k in c})
+        return AudioPrior(cfg, c["windows"], c["levels"], c.get("mulan_rvq", ""))
+
+    return load_trained("prior", path, build)

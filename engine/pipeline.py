@@ -23,6 +23,7 @@ import torch
 
 from .audio import SAMPLE_RATE, SILENT_PEAK
 from .codec import HOP, CodecStreamer
+from .data.captions import stated_tempo
 from .features import SEMANTIC_RATE
 from .lm import COARSE_LEVELS, GenerationError, Schedule, TokenLM, windowed
 from .sampling import Sampling
@@ -219,10 +220,11 @@ class MusicLM:
 
     def conditioning(self, prompt: str) -> torch.Tensor:
         """Text → the 12 MuLan tokens M (1, 12): through the prior, when there is one, to the
-        audio-side embedding the stages were trained on (``engine.mulan.AudioPrior``)."""
+        audio-side embedding the stages were trained on (``engine.mulan.AudioPrior``), among
+        training windows at the tempo the prompt states, if it states one."""
         embedding = self.mulan.embed_text([prompt])
         if self.prior is not None:
-            embedding = self.prior(embedding, self.mulan.rvq)
+            embedding = self.prior(embedding, self.mulan.rvq, tempo=stated_tempo(prompt, self.prior.cfg.tempo_tolerance))
         return self.mulan.tokens(embedding)
 
     def stream(self, prompt: str, settings: GenerationSettings = GenerationSettings(), prefix: torch.Tensor | None = None,

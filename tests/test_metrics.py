@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from engine.audio import SAMPLE_RATE
-from engine.metrics import descriptors, estimated_bpm, frechet_distance, stated_bpm, tempo_error
+from engine.data.captions import stated_bpm
+from engine.metrics import descriptors, estimated_bpm, frechet_distance, tempo_error
 
 
 def test_stated_bpm_reads_the_prompt():

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from engine.features import N_CHANNELS, analyze
+from engine.data.captions import TEMPO_RANGES, stated_tempo
 from engine.mulan import AudioPrior, MuLan, MuLanConfig, PriorConfig, caption_variants, load_mulan, load_prior
 from engine.quantization import ResidualVQ
 from engine.transformer import TransformerConfig
@@ -62,12 +63,17 @@ def test_conditioning_tokens_are_12_ids_per_embedding():
     assert tokens.shape == (3, 12) and tokens.dtype == torch.long and int(tokens.max()) < 1024
 
 
-def test_the_prior_moves_a_prompt_onto_the_training_windows_nearest_to_it():
+def _windows_bank(count: int = 50):
+    """A small RVQ, ``count`` training windows' tokens under it and their decoded unit embeddings."""
     torch.manual_seed(0)
     rvq = ResidualVQ(levels=4, size=32, dim=16, dropout=0.0)
     rvq.fit(torch.nn.functional.normalize(torch.randn(2000, 16), dim=-1), iters=5)
-    windows = rvq.encode(torch.nn.functional.normalize(torch.randn(50, 16), dim=-1)[:, :, None])[:, :, 0]
-    bank = torch.nn.functional.normalize(rvq.decode(windows[:, :, None])[:, :, 0], dim=-1)
+    windows = rvq.encode(torch.nn.functional.normalize(torch.randn(count, 16), dim=-1)[:, :, None])[:, :, 0]
+    return rvq, windows, torch.nn.functional.normalize(rvq.decode(windows[:, :, None])[:, :, 0], dim=-1)
+
+
+def test_the_prior_moves_a_prompt_onto_the_training_windows_nearest_to_it():
+    rvq, windows, bank = _windows_bank()
     nearest = AudioPrior(PriorConfig(neighbours=1), 50, 4)
     nearest.tokens.copy_(windows.to(torch.int16))
     text = torch.nn.functional.normalize(bank[[7, 31]] + 0.05 * torch.randn(2, 16), dim=-1)  # prompts near windows 7 and 31
@@ -81,6 +87,29 @@ def test_the_prior_moves_a_prompt_onto_the_training_windows_nearest_to_it():
     assert (torch.nn.functional.cosine_similarity(mixed, inside) > 0.99).all()
 
 
+def test_a_stated_tempo_keeps_the_prior_among_windows_played_at_that_tempo():
+    rvq, windows, bank = _windows_bank()
+    prior = AudioPrior(PriorConfig(neighbours=2, temperature=1e-3), 50, 4)
+    prior.tokens.copy_(windows.to(torch.int16))
+    prior.tempo.copy_(torch.tensor([80] * 25 + [140] * 24 + [100], dtype=torch.int16))
+    text = bank[[7]]  # a prompt that sits on a window at 80 bpm
+    assert torch.allclose(prior(text, rvq), bank[[7]], atol=1e-4)  # no tempo stated: the window itself
+    fast = prior(text, rvq, tempo=stated_tempo("the same, 140 bpm", prior.cfg.tempo_tolerance))
+    closest_fast = 25 + int((text @ bank[25:49].T).argmax())
+    assert torch.allclose(fast, bank[[closest_fast]], atol=1e-4)  # the nearest window among those at 140 bpm
+    assert torch.allclose(prior(text, rvq, tempo=stated_tempo("a slow one", 0.04)), bank[[7]], atol=1e-4)
+    only_one = prior(text, rvq, tempo=stated_tempo("at 100 bpm", 0.04))  # one window at 100 bpm, two neighbours asked for
+    assert torch.allclose(only_one, bank[[7]], atol=1e-4)  # too few: the tempo is not enforced
+
+
+def test_stated_tempo_reads_a_bpm_or_a_tempo_word():
+    assert stated_tempo("calm violin melody, 90 BPM, slow", 0.05) == pytest.approx((85.5, 94.5))  # the bpm wins
+    assert stated_tempo("tender solo piano, leisurely tempo", 0.05) == TEMPO_RANGES["slow"]
+    assert stated_tempo("Brisk chiptune", 0.05) == TEMPO_RANGES["fast"]
+    assert stated_tempo("metal with pounding drums", 0.05) is None
+    assert stated_tempo("steady slowness", 0.05) is None  # whole words only
+
+
 def test_the_shipped_prior_gives_m_whose_first_levels_the_stages_were_trained_on():
     prior, mulan = load_prior(), load_mulan()
     assert prior.tokens.shape[1] == 12 and prior.tokens.shape[0] > 1000 and int(prior.tokens.max()) < 1024
@@ -88,6 +117,7 @@ def test_the_shipped_prior_gives_m_whose_first_levels_the_stages_were_trained_on
     text = torch.nn.functional.normalize(mulan.rvq.decode(windows[:, :, None])[:, :, 0], dim=-1)
     m = mulan.tokens(prior(text, mulan.rvq))
     assert (m[:, :2] == windows[:, :2]).float().mean() > 0.95
+    assert 50 <= int(prior.tempo.min()) and int(prior.tempo.max()) <= 200  # every window knows its clip's tempo
 
 
 def test_missing_checkpoint_names_the_training_command(tmp_path):

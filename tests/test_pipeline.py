@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from engine.codec import Codec, CodecConfig
+from engine.data.captions import TEMPO_RANGES
 from engine.lm import LMConfig, StageLayout, Stream, TokenLM, stage_layouts, windowed
+from engine.mulan import PriorConfig
 from engine.pipeline import GenerationSettings, MusicLM, resolve_device
 from engine.transformer import TransformerConfig
 
@@ -251,3 +253,29 @@ def test_prompts_that_say_nothing_or_too_much_are_refused(raw, message):
 
     with pytest.raises(ValueError, match=message):
         clean_prompt(raw)
+
+
+def test_conditioning_hands_the_prompts_stated_tempo_to_the_prior(tiny_pipeline):
+    class TextSide:  # MuLan as far as conditioning uses it
+        rvq = None
+
+        def embed_text(self, prompts):
+            return torch.ones(len(prompts), 4)
+
+        def tokens(self, embedding):
+            return torch.zeros(len(embedding), 12, dtype=torch.long)
+
+    asked = []
+
+    class RecordingPrior:
+        cfg = PriorConfig()
+
+        def __call__(self, embedding, rvq, tempo=None):
+            asked.append(tempo)
+            return embedding
+
+    model = MusicLM(TextSide(), tiny_pipeline.codec, *tiny_pipeline.stages.values(), prior=RecordingPrior())
+    for prompt in ("funk with slap bass, 120 bpm", "fast techno", "funk with slap bass"):
+        assert model.conditioning(prompt).shape == (1, 12)
+    assert asked[0] == pytest.approx((120 * (1 - PriorConfig().tempo_tolerance), 120 * (1 + PriorConfig().tempo_tolerance)))
+    assert asked[1:] == [TEMPO_RANGES["fast"], None]

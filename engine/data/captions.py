@@ -216,8 +216,30 @@ def all_synonyms(synonyms: Synonyms) -> tuple[str, ...]:
     return synonyms[0] + synonyms[1]
 
 
+TEMPO_RANGES = {"slow": (0.0, 85.0), "medium": (85.0, 125.0), "fast": (125.0, 1000.0)}  # bpm, each word's bucket
+_BPM = re.compile(r"(\d{2,3})\s*bpm", re.IGNORECASE)
+_TEMPO_WORD = {word.lower(): bucket for bucket, synonyms in TEMPO_WORDS.items() for word in all_synonyms(synonyms)}
+_TEMPO_WORDS = re.compile(r"\b(" + "|".join(map(re.escape, _TEMPO_WORD)) + r")\b", re.IGNORECASE)
+
+
+def stated_bpm(text: str) -> float | None:
+    """The tempo a prompt asks for ("… at 96 bpm"), or None."""
+    match = _BPM.search(text)
+    return float(match.group(1)) if match else None
+
+
+def stated_tempo(text: str, tolerance: float) -> tuple[float, float] | None:
+    """The bpm range a prompt asks for: its bpm ± ``tolerance`` (relative), else the bucket of its
+    first tempo word ("slow", "brisk" …, the words the captions use), else None."""
+    bpm = stated_bpm(text)
+    if bpm is not None:
+        return bpm * (1 - tolerance), bpm * (1 + tolerance)
+    word = _TEMPO_WORDS.search(text)
+    return TEMPO_RANGES[_TEMPO_WORD[word.group(1).lower()]] if word else None
+
+
 def tempo_bucket(bpm: float) -> str:
-    return "slow" if bpm < 85 else "medium" if bpm < 125 else "fast"
+    return next(bucket for bucket, (low, high) in TEMPO_RANGES.items() if low <= bpm < high)
 
 
 @dataclass(frozen=True)
