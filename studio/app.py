@@ -350,6 +350,7 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
             with gr.Column(scale=3):
                 with gr.Tab("Text"):
                     prompt = gr.Textbox(label="prompt", placeholder="describe the music: genre, instruments, mood, tempo …", lines=2,
+                                        info='a bpm ("… 96 bpm") or a tempo word (slow, moderate, fast) sets the tempo',
                                         max_length=500, elem_id="prompt")
                     negative = gr.Textbox(label="negative prompt (optional)", placeholder="what to steer away from", max_length=500)
                     gr.Examples(EXAMPLES, inputs=prompt, label="try")
