@@ -147,7 +147,6 @@ def corpus_frames(corpus: Path, records: list[dict], workers: int = 2) -> list[n
     return [clip_frames(corpus, r) for r in records]
 
 
-
 class MelStem(nn.Module):
     """The learned input of MuLan's audio tower and of the semantic model: 100 Hz log-mel,
     standardized per band with statistics fitted on training audio, then a strided convolution
