@@ -382,8 +382,8 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
     losses: the render through the codec (what a perfect token generator would reach) and stages
     2–3 run on the render's own S instead of stage 1's ("true_semantic")."""
     from .data.build import read_records
-    from .features import FRAME_RATE, analyze, corpus_frames, window_descriptor
     from .data.captions import stated_bpm
+    from .features import FRAME_RATE, analyze, corpus_frames, window_descriptor
     from .metrics import TEMPO_TOLERANCE, estimated_bpm, frechet_distance, tempo_error
     from .pipeline import GenerationSettings, MusicLM
 

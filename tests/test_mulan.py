@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.features import N_CHANNELS, analyze
 from engine.data.captions import TEMPO_RANGES, stated_tempo
+from engine.features import N_CHANNELS, analyze
 from engine.mulan import AudioPrior, MuLan, MuLanConfig, PriorConfig, caption_variants, load_mulan, load_prior
 from engine.quantization import ResidualVQ
 from engine.transformer import TransformerConfig

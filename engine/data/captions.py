@@ -216,10 +216,10 @@ def all_synonyms(synonyms: Synonyms) -> tuple[str, ...]:
     return synonyms[0] + synonyms[1]
 
 
-TEMPO_RANGES = {"slow": (0.0, 85.0), "medium": (85.0, 125.0), "fast": (125.0, 1000.0)}  # bpm, each word's bucket
+TEMPO_RANGES = {"slow": (0.0, 85.0), "medium": (85.0, 125.0), "fast": (125.0, float("inf"))}  # bpm, each word's bucket
 _BPM = re.compile(r"(\d{2,3})\s*bpm", re.IGNORECASE)
-_TEMPO_WORD = {word.lower(): bucket for bucket, synonyms in TEMPO_WORDS.items() for word in all_synonyms(synonyms)}
-_TEMPO_WORDS = re.compile(r"\b(" + "|".join(map(re.escape, _TEMPO_WORD)) + r")\b", re.IGNORECASE)
+_TEMPO_WORD_BUCKET = {word.lower(): bucket for bucket, synonyms in TEMPO_WORDS.items() for word in all_synonyms(synonyms)}
+_TEMPO_WORD_PATTERN = re.compile(r"\b(" + "|".join(map(re.escape, _TEMPO_WORD_BUCKET)) + r")\b", re.IGNORECASE)
 
 
 def stated_bpm(text: str) -> float | None:
@@ -234,8 +234,8 @@ def stated_tempo(text: str, tolerance: float) -> tuple[float, float] | None:
     bpm = stated_bpm(text)
     if bpm is not None:
         return bpm * (1 - tolerance), bpm * (1 + tolerance)
-    word = _TEMPO_WORDS.search(text)
-    return TEMPO_RANGES[_TEMPO_WORD[word.group(1).lower()]] if word else None
+    word = _TEMPO_WORD_PATTERN.search(text)
+    return TEMPO_RANGES[_TEMPO_WORD_BUCKET[word.group(1).lower()]] if word else None
 
 
 def tempo_bucket(bpm: float) -> str:
