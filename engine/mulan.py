@@ -380,14 +380,15 @@ class AudioPrior(nn.Module):
 
     @torch.inference_mode()
     def forward(self, text: torch.Tensor, rvq: ResidualVQ, tempo: tuple[float, float] | None = None) -> torch.Tensor:
-        """(N, D) text embeddings → (N, D) unit audio-side embeddings; ``tempo``: the bpm range the
-        prompts state (``engine.data.captions.stated_tempo``), ignored when it holds fewer than
-        ``neighbours`` windows."""
+        """(N, D) text embeddings → (N, D) unit audio-side embeddings; ``tempo``: the bpm range
+        [low, high) the prompts state (``engine.data.captions.stated_tempo``), half-open as
+        ``tempo_bucket`` reads it, so a window at a bucket edge answers one tempo word only; ignored
+        when it holds fewer than ``neighbours`` windows."""
         if self._bank is None:  # the windows' embeddings, decoded once through MuLan's RVQ
             self._bank = F.normalize(rvq.decode(self.tokens.long()[:, :, None])[:, :, 0], dim=-1)
         scores = text @ self._bank.T
         if tempo is not None:
-            elsewhere = (self.tempo < tempo[0]) | (self.tempo > tempo[1])
+            elsewhere = (self.tempo < tempo[0]) | (self.tempo >= tempo[1])
             if int((~elsewhere).sum()) >= self.cfg.neighbours:
                 scores = scores.masked_fill(elsewhere, float("-inf"))
         top = scores.topk(min(self.cfg.neighbours, len(self._bank)), dim=-1)

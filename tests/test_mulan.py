@@ -102,6 +102,18 @@ def test_a_stated_tempo_keeps_the_prior_among_windows_played_at_that_tempo():
     assert torch.allclose(only_one, bank[[7]], atol=1e-4)  # too few: the tempo is not enforced
 
 
+def test_a_window_on_a_bucket_edge_answers_one_tempo_word_only():
+    """85 bpm is where "slow" ends and "medium" begins (``tempo_bucket``): retrieval must agree."""
+    rvq, windows, bank = _windows_bank()
+    prior = AudioPrior(PriorConfig(neighbours=2, temperature=1e-3), 50, 4)
+    prior.tokens.copy_(windows.to(torch.int16))
+    prior.tempo.copy_(torch.tensor([85] * 25 + [60] * 25, dtype=torch.int16))
+    text = bank[[7]]  # a prompt that sits on a window at 85 bpm
+    assert torch.allclose(prior(text, rvq, tempo=TEMPO_RANGES["medium"]), bank[[7]], atol=1e-4)
+    closest_slow = 25 + int((text @ bank[25:].T).argmax())
+    assert torch.allclose(prior(text, rvq, tempo=TEMPO_RANGES["slow"]), bank[[closest_slow]], atol=1e-4)
+
+
 def test_stated_tempo_reads_a_bpm_or_a_tempo_word():
     assert stated_tempo("calm violin melody, 90 BPM, slow", 0.05) == pytest.approx((85.5, 94.5))  # the bpm wins
     assert stated_tempo("tender solo piano, leisurely tempo", 0.05) == TEMPO_RANGES["slow"]
