@@ -282,7 +282,7 @@ def eval_semantic(corpus: Path, checkpoint: Path | None = None, clips: int | Non
             feats = model.features(x)[0]
             n = feats.shape[0]
             pick = np.sort(rng.choice(n, size=min(frames_per_clip, n), replace=False)) if subsample else np.arange(n)
-            toks = torch.cdist(feats, model.centroids).argmin(1)
+            toks = model.quantize(feats[None])[0]
             cols["semantic_tokens"].append(toks[pick])
             cols["semantic_features"].append(feats[pick])
             cols["baseline_tokens"].append(baseline.tokenize_frames(x)[0, :n][pick])
@@ -669,7 +669,7 @@ def eval_memorization(corpus: Path, checkpoint: Path | None = None, clips: int |
 
     root = Path(checkpoint) if checkpoint else CHECKPOINT_DIR
     stage1 = load_stage("stage1", root / "stage1.safetensors")
-    centroids = load_semantic(root / "semantic.safetensors").centroids.numpy().astype(np.float64)
+    centroids = load_semantic(root / "semantic.safetensors").token_vectors().numpy().astype(np.float64)
     cost = np.sqrt(((centroids[:, None] - centroids[None]) ** 2).sum(-1))
     cost /= cost.max()
     tokens = load_token_cache(corpus, "train")

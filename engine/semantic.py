@@ -5,7 +5,10 @@ frames are hidden and the model predicts, from the context around them, the clus
 handcrafted views of the hidden frames (harmony: chroma; timbre and rhythm: MFCC + onset) and
 regresses their chroma (MERT's "musical teacher" in spirit). The targets are local, but a
 prediction from context has to model harmony, melody and metre, which is what stage 1 needs.
-k-means with ``vocab`` clusters on an intermediate layer turns the features into tokens.
+An intermediate layer's features become tokens by k-means with ``vocab`` clusters ("flat", as
+MusicLM), or by a product of two k-means codebooks ("product"): the harmony the layer predicts
+× the layer's slower context. Flat k-means spends its vocabulary on timbre, which dominates the
+features' variance, and loses the notes the layer holds (see ``ProductCodebook``).
 
 The baseline that the learned tokens must beat is k-means with the same vocabulary directly on
 the handcrafted frames (``BaselineTokenizer``).
@@ -37,6 +40,9 @@ class SemanticConfig:
     token_layer: int = 4  # the intermediate layer that is clustered (w2v-BERT: layer 7 of 24)
     vocab: int = 1024
     context_seconds: float = 10.0  # tokenizing long audio: windows this long, overlapped
+    codebook: str = "flat"  # "flat": k-means over the vocabulary; "product": harmony × context (ProductCodebook)
+    harmony_clusters: int = 64  # product codebook: vocab = harmony_clusters × context clusters
+    context_frames: int = 25  # product codebook: the context view averages this many 25 Hz frames (1 s)
 
     @staticmethod
     def from_dict(d: dict) -> "SemanticConfig":
@@ -44,8 +50,8 @@ class SemanticConfig:
 
 
 SEMANTIC_PRESETS = {
-    "cpu-small": SemanticConfig(),
-    "gpu-base": SemanticConfig(encoder=TransformerConfig(dim=512, layers=12, heads=8, causal=False), token_layer=8),
+    "cpu-small": SemanticConfig(codebook="product"),
+    "gpu-base": SemanticConfig(encoder=TransformerConfig(dim=512, layers=12, heads=8, causal=False), token_layer=8, codebook="product"),
 }
 
 
@@ -87,6 +93,70 @@ class BaselineTokenizer(HandcraftedClusters):
         return self.assign(token_frames(frames))["all"]
 
 
+class ProductCodebook(nn.Module):
+    """Tokens as (harmony cluster, context cluster) pairs of token-layer frames: product
+    quantization (Jégou et al. 2011) of two views of the same features.
+
+    harmony: a linear read-out of the features fitted (least squares, no labels) to the frame's
+        handcrafted chroma, centred and L2-normalized per frame so clusters follow the shape of
+        the chroma (which notes), not its level;
+    context: the whitened features averaged over ``context_frames`` frames: the slowly changing
+        rest (instrument, texture).
+    On the shipped encoder (layer 4, 201 test clips) flat k-means with 1,024 clusters probes chord
+    root 0.167 and melody 0.309 against the handcrafted baseline's 0.233 and 0.702; 64 × 16 gives
+    0.250 and 0.709 and keeps instrument family above the baseline."""
+
+    def __init__(self, dim: int, harmony: int, context: int, context_frames: int):
+        super().__init__()
+        self.context_frames = context_frames
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("whiten", torch.eye(dim))
+        self.register_buffer("readout", torch.zeros(dim + 1, 12))
+        self.register_buffer("harmony_centroids", torch.zeros(harmony, 12))
+        self.register_buffer("context_centroids", torch.zeros(context, dim))
+
+    def harmony_view(self, feats: torch.Tensor) -> torch.Tensor:
+        """(T, dim) → (T, 12) unit vectors."""
+        h = torch.cat([feats - self.mean, torch.ones_like(feats[:, :1])], 1) @ self.readout
+        h = h - h.mean(1, keepdim=True)
+        return h / h.norm(dim=1, keepdim=True).clamp(min=1e-6)
+
+    def context_view(self, feats: torch.Tensor) -> torch.Tensor:
+        """(T, dim) → (T, dim): whitened, then a centred moving average (edges repeated)."""
+        white = (feats - self.mean) @ self.whiten
+        k = min(self.context_frames, len(white))
+        padded = F.pad(white.T[None], (k // 2, k - 1 - k // 2), mode="replicate")
+        return F.avg_pool1d(padded, k, 1)[0].T
+
+    def fit(self, feats: list[torch.Tensor], chroma: list[torch.Tensor], per_clip: int, seed: int) -> int:
+        """Fit on clips' full feature sequences (T, dim) and their handcrafted chroma (T, 12)."""
+        rng = np.random.default_rng(seed)
+        picks = [rng.choice(len(f), size=min(per_clip, len(f)), replace=False) for f in feats]
+        x = torch.cat([f[p] for f, p in zip(feats, picks)])
+        self.mean.copy_(x.mean(0))
+        values, vectors = torch.linalg.eigh(torch.cov((x - self.mean).T))
+        self.whiten.copy_(vectors / values.clamp(min=1e-6).sqrt())
+        target = torch.cat([c[p] for c, p in zip(chroma, picks)])
+        target = (target - target.mean(0)) / (target.std(0) + 1e-6)
+        self.readout.copy_(torch.linalg.lstsq(torch.cat([x - self.mean, torch.ones_like(x[:, :1])], 1), target).solution)
+        context = torch.cat([self.context_view(f)[p] for f, p in zip(feats, picks)])
+        self.harmony_centroids.copy_(kmeans(self.harmony_view(x), len(self.harmony_centroids), iters=20, generator=torch.Generator().manual_seed(seed)))
+        self.context_centroids.copy_(kmeans(context, len(self.context_centroids), iters=20, generator=torch.Generator().manual_seed(seed)))
+        return len(x)
+
+    def assign(self, feats: torch.Tensor) -> torch.Tensor:
+        """(T, dim) features of one sequence → (T,) token ids."""
+        harmony = torch.cdist(self.harmony_view(feats), self.harmony_centroids).argmin(1)
+        context = torch.cdist(self.context_view(feats), self.context_centroids).argmin(1)
+        return harmony * len(self.context_centroids) + context
+
+    def token_vectors(self) -> torch.Tensor:
+        """(vocab, 12 + dim): each token's pair of centroids, for distances between tokens."""
+        harmony = self.harmony_centroids.repeat_interleave(len(self.context_centroids), 0)
+        context = self.context_centroids.repeat(len(self.harmony_centroids), 1)
+        return torch.cat([harmony, context], 1)
+
+
 class SemanticModel(nn.Module):
     def __init__(self, cfg: SemanticConfig):
         super().__init__()
@@ -98,7 +168,14 @@ class SemanticModel(nn.Module):
         self.targets = HandcraftedClusters({name: cfg.target_clusters for name in HANDCRAFTED_VIEWS})
         self.heads = nn.ModuleDict({name: nn.Linear(d, cfg.target_clusters) for name in HANDCRAFTED_VIEWS})
         self.chroma_head = nn.Linear(d, 12)
-        self.register_buffer("centroids", torch.zeros(cfg.vocab, d))
+        if cfg.codebook == "product":
+            if cfg.vocab % cfg.harmony_clusters:
+                raise ValueError(f"vocab {cfg.vocab} is not a multiple of harmony_clusters {cfg.harmony_clusters}")
+            self.codebook = ProductCodebook(d, cfg.harmony_clusters, cfg.vocab // cfg.harmony_clusters, cfg.context_frames)
+        elif cfg.codebook == "flat":
+            self.register_buffer("centroids", torch.zeros(cfg.vocab, d))
+        else:
+            raise ValueError(f"unknown codebook {cfg.codebook!r}: flat or product")
 
     def config_dict(self) -> dict:
         return asdict(self.cfg)
@@ -148,9 +225,19 @@ class SemanticModel(nn.Module):
         return torch.cat(out, 1)
 
     @torch.inference_mode()
-    def tokenize_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        feats = self.features(frames)
+    def quantize(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, T, dim) token-layer features → (B, T) token ids."""
+        if self.cfg.codebook == "product":
+            return torch.stack([self.codebook.assign(f) for f in feats])
         return torch.cdist(feats.reshape(-1, feats.shape[-1]), self.centroids).argmin(1).view(feats.shape[:2])
+
+    def token_vectors(self) -> torch.Tensor:
+        """(vocab, D): a point per token, so that distances between tokens mean something."""
+        return self.codebook.token_vectors() if self.cfg.codebook == "product" else self.centroids
+
+    @torch.inference_mode()
+    def tokenize_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.quantize(self.features(frames))
 
     @torch.inference_mode()
     def tokenize(self, audio: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -195,16 +282,29 @@ def semantic_loss(model: nn.Module, frames: torch.Tensor) -> tuple[torch.Tensor,
 
 @torch.inference_mode()
 def fit_token_centroids(model: SemanticModel, frames: list[np.ndarray], per_clip: int = 100, seed: int = 0) -> dict:
-    """k-means with ``vocab`` clusters on the token layer's features of training frames."""
+    """Fit the codebook on the token layer's features of training frames."""
     model.eval()
-    rng = np.random.default_rng(seed)
-    rows = []
+    feats, chroma = [], []
     for f in frames:
-        feats = model.features(torch.from_numpy(f.astype(np.float32))[None])[0]
-        rows.append(feats[rng.choice(len(feats), size=min(per_clip, len(feats)), replace=False)])
-    x = torch.cat(rows)
+        x = torch.from_numpy(f.astype(np.float32))[None]
+        feats.append(model.features(x)[0])
+        chroma.append(token_frames(x)[0, : len(feats[-1]), HANDCRAFTED_VIEWS["harmony"]])
+    if model.cfg.codebook == "product":
+        return {"codebook": "product", "kmeans_frames": model.codebook.fit(feats, chroma, per_clip, seed)}
+    rng = np.random.default_rng(seed)
+    x = torch.cat([f[rng.choice(len(f), size=min(per_clip, len(f)), replace=False)] for f in feats])
     model.centroids.copy_(kmeans(x, model.cfg.vocab, iters=20, generator=torch.Generator().manual_seed(seed)))
-    return {"kmeans_frames": len(x)}
+    return {"codebook": "flat", "kmeans_frames": len(x)}
+
+
+def start_from_encoder(model: SemanticModel, path: Path) -> None:
+    """Continue from a trained semantic model: its stem, encoder, targets and heads; the codebook
+    is fitted afresh (it may be of another kind)."""
+    trained = load_semantic(path)
+    if trained.cfg.encoder != model.cfg.encoder:
+        raise ValueError(f"{path} has encoder {trained.cfg.encoder}, this preset {model.cfg.encoder}")
+    weights = {k: v for k, v in trained.state_dict().items() if not k.startswith(("centroids", "codebook."))}
+    model.load_state_dict(weights, strict=False)
 
 
 def train_semantic(corpus: Path, preset: str, run_dir: Path, overrides: dict | None = None, progress: bool = True) -> dict:
@@ -216,8 +316,11 @@ def train_semantic(corpus: Path, preset: str, run_dir: Path, overrides: dict | N
     torch.manual_seed(cfg.seed)
     model = SemanticModel(SEMANTIC_PRESETS[preset])
     frames = corpus_frames(corpus, read_records(corpus, "train"))
-    model.stem.fit(np.concatenate([f[CHANNELS["mel"], ::50].astype(np.float32) for f in frames], axis=1))
-    model.targets.fit(sample_token_frames(frames, per_clip=100, seed=cfg.seed), seed=cfg.seed)
+    if cfg.init:  # --init with --steps 0 refits only the codebook
+        start_from_encoder(model, Path(cfg.init))
+    else:
+        model.stem.fit(np.concatenate([f[CHANNELS["mel"], ::50].astype(np.float32) for f in frames], axis=1))
+        model.targets.fit(sample_token_frames(frames, per_clip=100, seed=cfg.seed), seed=cfg.seed)
     crop = int(cfg.crop_seconds * SEMANTIC_RATE) * FRAMES_PER_TOKEN
     batches = frame_crops(frames, cfg.batch_size, crop, seed=cfg.seed * 1000 + ddp.rank)
     result = train_loop("semantic", model, {"preset": preset, **model.config_dict()}, batches, semantic_loss, cfg, run_dir, ddp, progress)

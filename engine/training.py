@@ -301,6 +301,8 @@ def train_loop(
             break
     if bar is not None:
         bar.close()
+    if ddp.main and not (run_dir / "state.json").exists():  # a zero-step run (a refit) still leaves a run
+        save_checkpoint(run_dir, model, optimizer, step, {"name": name, "config": config, "train": asdict(cfg), "metrics": logged})
     return {"step": step, "wall_s": round(time.perf_counter() - t0, 1), **logged}
 
 

@@ -9,7 +9,7 @@ import torch
 
 from engine.evaluation import linear_probe, probe_labels
 from engine.features import analyze, token_frames
-from engine.semantic import BaselineTokenizer, SemanticConfig, SemanticModel, load_semantic
+from engine.semantic import BaselineTokenizer, ProductCodebook, SemanticConfig, SemanticModel, load_semantic
 from engine.transformer import TransformerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,10 +17,15 @@ TINY = SemanticConfig(encoder=TransformerConfig(dim=32, layers=3, heads=2, causa
                       context_seconds=4.0)
 
 
-def _tiny_model() -> SemanticModel:
+def _tiny_model(codebook: str = "flat") -> SemanticModel:
     torch.manual_seed(0)
-    model = SemanticModel(TINY).eval()
-    model.centroids.copy_(torch.randn(16, 32))
+    model = SemanticModel(SemanticConfig(**{**TINY.__dict__, "codebook": codebook, "harmony_clusters": 4})).eval()
+    if codebook == "flat":
+        model.centroids.copy_(torch.randn(16, 32))
+    else:
+        model.codebook.readout.copy_(torch.randn(33, 12))
+        model.codebook.harmony_centroids.copy_(torch.randn(4, 12))
+        model.codebook.context_centroids.copy_(torch.randn(4, 32))
     return model
 
 
@@ -28,9 +33,10 @@ def _noise(seconds: float) -> np.ndarray:
     return np.random.default_rng(1).normal(0, 0.1, int(seconds * 24_000)).astype(np.float32)
 
 
+@pytest.mark.parametrize("codebook", ["flat", "product"])
 @pytest.mark.parametrize("seconds", [1.0, 10.0, 23.0])
-def test_tokens_come_at_25_hz_and_are_deterministic(seconds):
-    model = _tiny_model()
+def test_tokens_come_at_25_hz_and_are_deterministic(seconds, codebook):
+    model = _tiny_model(codebook)
     tokens = model.tokenize(_noise(seconds))
     assert tokens.shape == (int(seconds * 25),) and tokens.dtype == torch.long
     assert int(tokens.max()) < 16
@@ -42,6 +48,55 @@ def test_windowed_features_match_one_pass_inside_a_window():
     frames = analyze(torch.from_numpy(_noise(3.0)))
     whole = model.encoder(model.embed(frames[:, :64, :300]), upto=TINY.token_layer)  # tokens cover whole 4-frame groups
     assert torch.allclose(model.features(frames), whole, atol=1e-5)
+
+
+def _notes_and_timbres(dim: int = 32):
+    """Synthetic token-layer features: 4 timbres held for 240 frames each, under 4 chords that
+    change every 10 frames; the timbre 3× louder than the chord."""
+    g = torch.Generator().manual_seed(0)
+    chords = torch.zeros(4, 12)
+    for i, root in enumerate((0, 2, 5, 7)):
+        chords[i, [root, (root + 4) % 12, (root + 7) % 12]] = 1.0
+    to_features, timbres = torch.randn(12, dim, generator=g), 3 * torch.randn(4, dim, generator=g)
+    chord = torch.arange(4).repeat_interleave(10).repeat(24)
+    timbre = torch.arange(4).repeat_interleave(240)
+    feats = chords[chord] @ to_features + timbres[timbre] + 0.05 * torch.randn(len(chord), dim, generator=g)
+    return feats, chords[chord], chord, timbre
+
+
+def test_the_product_codebook_separates_the_notes_from_the_slow_rest():
+    feats, chroma, chord, timbre = _notes_and_timbres()
+    book = ProductCodebook(32, harmony=4, context=4, context_frames=40)
+    book.fit([feats], [chroma], per_clip=len(feats), seed=0)
+    harmony, context = book.harmony_view(feats), book.context_view(feats)
+    same_chord = harmony @ harmony[chord == 0].mean(0)
+    assert float(same_chord[chord == 0].min()) > 0.95 > 0.5 > float(same_chord[chord != 0].max())  # timbre does not move it
+    inside = (timbre[20:-20] == timbre[:-40]) & (timbre[20:-20] == timbre[40:])  # frames whose whole window is one timbre
+    by_timbre = torch.stack([context[20:-20][inside & (timbre[20:-20] == t)].mean(0) for t in range(4)])
+    book.harmony_centroids.copy_(torch.stack([harmony[chord == c].mean(0) for c in range(4)]))
+    book.context_centroids.copy_(by_timbre)
+    tokens = book.assign(feats)[20:-20][inside]
+    assert torch.equal(tokens, chord[20:-20][inside] * 4 + timbre[20:-20][inside])  # the chords average out of the context
+    nearest = torch.cdist(torch.cat([harmony, context], 1), book.token_vectors()).argmin(1)
+    assert torch.equal(nearest, book.assign(feats))  # product quantization = the nearest pair of centroids
+
+
+def test_the_context_view_averages_over_its_window_without_changing_length():
+    book = ProductCodebook(8, harmony=2, context=2, context_frames=5)
+    feats = torch.randn(3, 8)  # shorter than the window
+    assert book.context_view(feats).shape == (3, 8)
+    steady = torch.ones(40, 8)
+    assert torch.allclose(book.context_view(steady), steady)
+    book.context_frames = 4
+    alternating = torch.ones(40, 8) * torch.tensor([1.0, -1.0]).repeat(20)[:, None]  # what changes every frame
+    assert float(book.context_view(alternating)[2:-2].abs().max()) < 1e-6
+
+
+def test_an_unknown_codebook_is_refused():
+    with pytest.raises(ValueError, match="unknown codebook"):
+        SemanticModel(SemanticConfig(**{**TINY.__dict__, "codebook": "lattice"}))
+    with pytest.raises(ValueError, match="not a multiple"):
+        SemanticModel(SemanticConfig(**{**TINY.__dict__, "codebook": "product", "harmony_clusters": 5}))
 
 
 def test_span_masks_hide_about_a_third_of_the_frames():
@@ -107,3 +162,17 @@ def test_train_then_eval_semantic_on_the_smoke_corpus(smoke_corpus, tmp_path):
     assert 0 < report["semantic_codes"]["perplexity"] <= 1024
     model = load_semantic(run)
     assert model.tokenize(_noise(2.0)).shape == (50,)
+
+
+def test_init_with_zero_steps_refits_only_the_codebook(smoke_corpus, tmp_path):
+    """The shipped (flat) encoder, its weights kept, gets a product codebook fitted afresh."""
+    corpus, _ = smoke_corpus
+    shipped = ROOT / "assets" / "checkpoints" / "semantic.safetensors"
+    run = tmp_path / "refit"
+    proc = subprocess.run([sys.executable, "-m", "engine", "train", "semantic", "--corpus", str(corpus), "--run-dir", str(run),
+                           "--init", str(shipped), "--steps", "0", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before, after = load_semantic(shipped), load_semantic(run)
+    assert after.cfg.codebook == "product" and before.cfg.codebook == "flat"
+    assert all(torch.equal(v, after.state_dict()[k]) for k, v in before.state_dict().items() if k != "centroids")
+    assert float(after.codebook.harmony_centroids.abs().sum()) > 0 and after.tokenize(_noise(2.0)).shape == (50,)
