@@ -70,6 +70,10 @@ def _train(args: argparse.Namespace) -> dict:
         if args.stage != "mulan":
             raise UsageError("--no-handcrafted applies to mulan only")
         overrides["handcrafted"] = False
+    if args.codebook:
+        if args.stage != "semantic":
+            raise UsageError("--codebook applies to semantic only")
+        overrides["codebook"] = args.codebook
     run_dir = Path(args.run_dir or f"runs/{args.stage}-{args.preset}")
     result = TRAINERS[args.stage](corpus, args.preset, run_dir, overrides, progress=not args.quiet)
     if args.export:
@@ -309,6 +313,8 @@ def parser() -> argparse.ArgumentParser:
                    help="codec from scratch: weight of a 4096-point log-STFT term that keeps the notes (default 0: off)")
     t.add_argument("--export", action="store_true", help="copy the result to assets/checkpoints/")
     t.add_argument("--no-handcrafted", action="store_true", help="mulan: audio tower without the handcrafted descriptors (ablation)")
+    t.add_argument("--codebook", choices=("flat", "product"),
+                   help="semantic: k-means over the vocabulary (flat, the shipped tokens) or harmony × context (product)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(run=_train)
 

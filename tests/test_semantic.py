@@ -165,14 +165,21 @@ def test_train_then_eval_semantic_on_the_smoke_corpus(smoke_corpus, tmp_path):
 
 
 def test_init_with_zero_steps_refits_only_the_codebook(smoke_corpus, tmp_path):
-    """The shipped (flat) encoder, its weights kept, gets a product codebook fitted afresh."""
+    """The shipped encoder, its weights kept, gets a codebook of the other kind fitted afresh."""
     corpus, _ = smoke_corpus
     shipped = ROOT / "assets" / "checkpoints" / "semantic.safetensors"
     run = tmp_path / "refit"
     proc = subprocess.run([sys.executable, "-m", "engine", "train", "semantic", "--corpus", str(corpus), "--run-dir", str(run),
-                           "--init", str(shipped), "--steps", "0", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                           "--init", str(shipped), "--steps", "0", "--codebook", "product", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     before, after = load_semantic(shipped), load_semantic(run)
     assert after.cfg.codebook == "product" and before.cfg.codebook == "flat"
     assert all(torch.equal(v, after.state_dict()[k]) for k, v in before.state_dict().items() if k != "centroids")
     assert float(after.codebook.harmony_centroids.abs().sum()) > 0 and after.tokenize(_noise(2.0)).shape == (50,)
+
+
+def test_a_codebook_for_another_model_is_refused(smoke_corpus):
+    corpus, _ = smoke_corpus
+    proc = subprocess.run([sys.executable, "-m", "engine", "train", "stage1", "--corpus", str(corpus), "--codebook", "product"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "--codebook applies to semantic only" in proc.stderr + proc.stdout
