@@ -313,8 +313,8 @@ def parser() -> argparse.ArgumentParser:
                    help="codec from scratch: weight of a 4096-point log-STFT term that keeps the notes (default 0: off)")
     t.add_argument("--export", action="store_true", help="copy the result to assets/checkpoints/")
     t.add_argument("--no-handcrafted", action="store_true", help="mulan: audio tower without the handcrafted descriptors (ablation)")
-    t.add_argument("--codebook", choices=("flat", "product"),
-                   help="semantic: k-means over the vocabulary (flat, the shipped tokens) or harmony × context (product)")
+    t.add_argument("--codebook", choices=("flat", "joint"),
+                   help="semantic: k-means on the token layer (flat, the shipped tokens) or on it joined with its harmony and rhythm read-outs (joint)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(run=_train)
 

@@ -9,7 +9,7 @@ import torch
 
 from engine.evaluation import linear_probe, probe_labels
 from engine.features import analyze, token_frames
-from engine.semantic import BaselineTokenizer, ProductCodebook, SemanticConfig, SemanticModel, load_semantic
+from engine.semantic import BaselineTokenizer, JointCodebook, SemanticConfig, SemanticModel, lagged, load_semantic
 from engine.transformer import TransformerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,13 +19,13 @@ TINY = SemanticConfig(encoder=TransformerConfig(dim=32, layers=3, heads=2, causa
 
 def _tiny_model(codebook: str = "flat") -> SemanticModel:
     torch.manual_seed(0)
-    model = SemanticModel(SemanticConfig(**{**TINY.__dict__, "codebook": codebook, "harmony_clusters": 4})).eval()
+    model = SemanticModel(SemanticConfig(**{**TINY.__dict__, "codebook": codebook})).eval()
     if codebook == "flat":
         model.centroids.copy_(torch.randn(16, 32))
     else:
-        model.codebook.readout.copy_(torch.randn(33, 12))
-        model.codebook.harmony_centroids.copy_(torch.randn(4, 12))
-        model.codebook.context_centroids.copy_(torch.randn(4, 32))
+        model.codebook.harmony_readout.copy_(torch.randn(33, 12))
+        model.codebook.rhythm_readout.copy_(torch.randn(33, 13))
+        model.codebook.centroids.copy_(torch.randn(16, 32 + 12 + 13))
     return model
 
 
@@ -33,7 +33,7 @@ def _noise(seconds: float) -> np.ndarray:
     return np.random.default_rng(1).normal(0, 0.1, int(seconds * 24_000)).astype(np.float32)
 
 
-@pytest.mark.parametrize("codebook", ["flat", "product"])
+@pytest.mark.parametrize("codebook", ["flat", "joint"])
 @pytest.mark.parametrize("seconds", [1.0, 10.0, 23.0])
 def test_tokens_come_at_25_hz_and_are_deterministic(seconds, codebook):
     model = _tiny_model(codebook)
@@ -50,53 +50,52 @@ def test_windowed_features_match_one_pass_inside_a_window():
     assert torch.allclose(model.features(frames), whole, atol=1e-5)
 
 
-def _notes_and_timbres(dim: int = 32):
-    """Synthetic token-layer features: 4 timbres held for 240 frames each, under 4 chords that
-    change every 10 frames; the timbre 3× louder than the chord."""
+def _purity(tokens: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of frames whose label is their token's most common one: 1 when tokens tell the labels apart."""
+    return sum(int(torch.bincount(labels[tokens == t]).max()) for t in tokens.unique()) / len(tokens)
+
+
+def _music(dim: int = 32):
+    """Synthetic token-layer features of 4 timbres (held 240 frames each, 3× louder than the
+    rest), 4 chords (changing every 10 frames) and an attack every 4 frames, each written into
+    the features linearly; with the handcrafted chroma and onset the read-outs are fitted to."""
     g = torch.Generator().manual_seed(0)
+    n = 960
     chords = torch.zeros(4, 12)
     for i, root in enumerate((0, 2, 5, 7)):
         chords[i, [root, (root + 4) % 12, (root + 7) % 12]] = 1.0
-    to_features, timbres = torch.randn(12, dim, generator=g), 3 * torch.randn(4, dim, generator=g)
-    chord = torch.arange(4).repeat_interleave(10).repeat(24)
-    timbre = torch.arange(4).repeat_interleave(240)
-    feats = chords[chord] @ to_features + timbres[timbre] + 0.05 * torch.randn(len(chord), dim, generator=g)
-    return feats, chords[chord], chord, timbre
+    chord, timbre, phase = torch.arange(4).repeat_interleave(10).repeat(24), torch.arange(4).repeat_interleave(240), torch.arange(n) % 4
+    onset = (phase == 0).float()
+    feats = (chords[chord] @ torch.randn(12, dim, generator=g) + lagged(onset, 6) @ torch.randn(13, dim, generator=g)
+             + 3 * torch.randn(4, dim, generator=g)[timbre] + 0.05 * torch.randn(n, dim, generator=g))
+    return feats, chords[chord], onset, {"chord": chord, "timbre": timbre, "phase": phase}
 
 
-def test_the_product_codebook_separates_the_notes_from_the_slow_rest():
-    feats, chroma, chord, timbre = _notes_and_timbres()
-    book = ProductCodebook(32, harmony=4, context=4, context_frames=40)
-    book.fit([feats], [chroma], per_clip=len(feats), seed=0)
-    harmony, context = book.harmony_view(feats), book.context_view(feats)
-    same_chord = harmony @ harmony[chord == 0].mean(0)
-    assert float(same_chord[chord == 0].min()) > 0.95 > 0.5 > float(same_chord[chord != 0].max())  # timbre does not move it
-    inside = (timbre[20:-20] == timbre[:-40]) & (timbre[20:-20] == timbre[40:])  # frames whose whole window is one timbre
-    by_timbre = torch.stack([context[20:-20][inside & (timbre[20:-20] == t)].mean(0) for t in range(4)])
-    book.harmony_centroids.copy_(torch.stack([harmony[chord == c].mean(0) for c in range(4)]))
-    book.context_centroids.copy_(by_timbre)
-    tokens = book.assign(feats)[20:-20][inside]
-    assert torch.equal(tokens, chord[20:-20][inside] * 4 + timbre[20:-20][inside])  # the chords average out of the context
-    nearest = torch.cdist(torch.cat([harmony, context], 1), book.token_vectors()).argmin(1)
-    assert torch.equal(nearest, book.assign(feats))  # product quantization = the nearest pair of centroids
+@pytest.mark.parametrize("weights, follows", [((0.0, 0.0), "timbre"), ((3.0, 0.0), "chord"), ((0.0, 3.0), "phase")])
+def test_the_joint_codebook_gives_the_read_outs_their_share_of_the_vocabulary(weights, follows):
+    """Four tokens for frames where timbre dominates the variance: plain k-means (weights 0)
+    spends them on timbre; a heavy harmony or rhythm read-out spends them on the chords or on
+    where the frame sits between attacks."""
+    feats, chroma, onset, labels = _music()
+    book = JointCodebook(32, vocab=4, harmony_weight=weights[0], rhythm_weight=weights[1], rhythm_lags=6)
+    book.fit([feats], [chroma], [onset], per_clip=len(feats), seed=0)
+    tokens = book.assign(feats)
+    purity = {name: _purity(tokens, label) for name, label in labels.items()}
+    assert purity[follows] > 0.9, purity
+    assert all(v < 0.75 for name, v in purity.items() if name != follows), purity
+    assert torch.allclose(book.rhythm_view(feats).pow(2).sum(1).mean(), torch.tensor(1.0), atol=1e-3)  # unit RMS norm
 
 
-def test_the_context_view_averages_over_its_window_without_changing_length():
-    book = ProductCodebook(8, harmony=2, context=2, context_frames=5)
-    feats = torch.randn(3, 8)  # shorter than the window
-    assert book.context_view(feats).shape == (3, 8)
-    steady = torch.ones(40, 8)
-    assert torch.allclose(book.context_view(steady), steady)
-    book.context_frames = 4
-    alternating = torch.ones(40, 8) * torch.tensor([1.0, -1.0]).repeat(20)[:, None]  # what changes every frame
-    assert float(book.context_view(alternating)[2:-2].abs().max()) < 1e-6
+def test_lagged_frames_repeat_the_edges():
+    x = torch.arange(5.0)
+    out = lagged(x, 2)
+    assert out.shape == (5, 5) and torch.equal(out[:, 2], x)
+    assert torch.equal(out[0], torch.tensor([0.0, 0.0, 0.0, 1.0, 2.0])) and torch.equal(out[4], torch.tensor([2.0, 3.0, 4.0, 4.0, 4.0]))
 
 
 def test_an_unknown_codebook_is_refused():
     with pytest.raises(ValueError, match="unknown codebook"):
         SemanticModel(SemanticConfig(**{**TINY.__dict__, "codebook": "lattice"}))
-    with pytest.raises(ValueError, match="not a multiple"):
-        SemanticModel(SemanticConfig(**{**TINY.__dict__, "codebook": "product", "harmony_clusters": 5}))
 
 
 def test_span_masks_hide_about_a_third_of_the_frames():
@@ -170,16 +169,16 @@ def test_init_with_zero_steps_refits_only_the_codebook(smoke_corpus, tmp_path):
     shipped = ROOT / "assets" / "checkpoints" / "semantic.safetensors"
     run = tmp_path / "refit"
     proc = subprocess.run([sys.executable, "-m", "engine", "train", "semantic", "--corpus", str(corpus), "--run-dir", str(run),
-                           "--init", str(shipped), "--steps", "0", "--codebook", "product", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                           "--init", str(shipped), "--steps", "0", "--codebook", "joint", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     before, after = load_semantic(shipped), load_semantic(run)
-    assert after.cfg.codebook == "product" and before.cfg.codebook == "flat"
+    assert after.cfg.codebook == "joint" and before.cfg.codebook == "flat"
     assert all(torch.equal(v, after.state_dict()[k]) for k, v in before.state_dict().items() if k != "centroids")
-    assert float(after.codebook.harmony_centroids.abs().sum()) > 0 and after.tokenize(_noise(2.0)).shape == (50,)
+    assert float(after.codebook.centroids.abs().sum()) > 0 and after.tokenize(_noise(2.0)).shape == (50,)
 
 
 def test_a_codebook_for_another_model_is_refused(smoke_corpus):
     corpus, _ = smoke_corpus
-    proc = subprocess.run([sys.executable, "-m", "engine", "train", "stage1", "--corpus", str(corpus), "--codebook", "product"],
+    proc = subprocess.run([sys.executable, "-m", "engine", "train", "stage1", "--corpus", str(corpus), "--codebook", "joint"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "--codebook applies to semantic only" in proc.stderr + proc.stdout
