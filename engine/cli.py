@@ -314,7 +314,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--export", action="store_true", help="copy the result to assets/checkpoints/")
     t.add_argument("--no-handcrafted", action="store_true", help="mulan: audio tower without the handcrafted descriptors (ablation)")
     t.add_argument("--codebook", choices=("flat", "joint"),
-                   help="semantic: k-means on the token layer (flat, the shipped tokens) or on it joined with its harmony and rhythm read-outs (joint)")
+                   help="semantic: k-means on the token layer joined with its harmony and rhythm read-outs (joint: the presets, the shipped tokens) or on the layer alone (flat, as MusicLM)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(run=_train)
 

@@ -41,7 +41,7 @@ class SemanticConfig:
     token_layer: int = 4  # the intermediate layer that is clustered (w2v-BERT: layer 7 of 24)
     vocab: int = 1024
     context_seconds: float = 10.0  # tokenizing long audio: windows this long, overlapped
-    codebook: str = "flat"  # "flat": k-means on the features; "joint": on features + harmony and rhythm read-outs (JointCodebook)
+    codebook: str = "flat"  # "flat": k-means on the features (MusicLM; configs saved before the choice); "joint": on features + harmony and rhythm read-outs (JointCodebook, the presets)
     harmony_weight: float = 1.0  # joint codebook: each read-out's share of the distances, relative to the features'
     rhythm_weight: float = 0.7
     rhythm_lags: int = 6  # joint codebook: the rhythm read-out sees the onsets ± this many frames (0.24 s)
@@ -52,8 +52,8 @@ class SemanticConfig:
 
 
 SEMANTIC_PRESETS = {
-    "cpu-small": SemanticConfig(),
-    "gpu-base": SemanticConfig(encoder=TransformerConfig(dim=512, layers=12, heads=8, causal=False), token_layer=8),
+    "cpu-small": SemanticConfig(codebook="joint"),
+    "gpu-base": SemanticConfig(encoder=TransformerConfig(dim=512, layers=12, heads=8, causal=False), token_layer=8, codebook="joint"),
 }
 
 

@@ -200,10 +200,12 @@ def load_exported(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 def load_trained(name: str, path: Path | str | None, build: Callable[[dict], nn.Module], device: str = "cpu") -> nn.Module:
     """Load a model from ``assets/checkpoints/<name>.safetensors`` (default), another exported
-    file, or a training run folder; ``build`` makes the module from the stored config."""
+    file, a folder of them, or a training run folder; ``build`` makes the module from the stored config."""
     from .models import CHECKPOINT_DIR, MODELS
 
     path = Path(path) if path else CHECKPOINT_DIR / f"{name}.safetensors"
+    if path.is_dir() and not (path / "state.json").exists():  # a folder of exported checkpoints, like assets/checkpoints
+        path = path / f"{name}.safetensors"
     if path.is_dir():  # a training run
         config = json.loads((path / "state.json").read_text())["config"]
         state = load_file(str(path / "model.safetensors"))

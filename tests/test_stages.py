@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from engine.pipeline import GenerationSettings, MusicLM
 
@@ -96,6 +97,14 @@ def test_generation_eval_runs_through_the_cli(tiny_runs, exported):
     assert -1 <= result["mcc"]["generated"] <= 1
     assert result["contrast"]["of"] == 5 and 0 <= result["contrast"]["pairs_moved"] <= 5
     assert set(result["frechet"]) == {"mulan", "handcrafted"}  # None here: the smoke corpus has one test render
+
+
+def test_a_checkpoint_folder_loads_like_its_file(exported):
+    """eval semantic --checkpoint DIR takes a folder of exports as the generation evals do."""
+    from engine.semantic import load_semantic
+
+    from_folder, from_file = load_semantic(exported), load_semantic(exported / "semantic.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(from_folder.state_dict().values(), from_file.state_dict().values()))
 
 
 def test_reranking_keeps_the_candidate_mulan_scores_best(tiny_runs):
