@@ -125,22 +125,27 @@ class JointCodebook(nn.Module):
         self.register_buffer("rhythm_readout", torch.zeros(dim + 1, 2 * rhythm_lags + 1))  # to unit RMS norm
         self.register_buffer("centroids", torch.zeros(vocab, dim + 12 + 2 * rhythm_lags + 1))
 
-    def _read(self, feats: torch.Tensor, readout: torch.Tensor) -> torch.Tensor:
-        return torch.cat([feats - self.mean, torch.ones_like(feats[:, :1])], 1) @ readout
+    def _design(self, feats: torch.Tensor) -> torch.Tensor:
+        """(T, dim) → (T, dim + 1): the centred features and a bias column, what the read-outs read."""
+        return torch.cat([feats - self.mean, torch.ones_like(feats[:, :1])], 1)
 
-    def harmony_view(self, feats: torch.Tensor) -> torch.Tensor:
-        """(T, dim) → (T, 12) unit vectors."""
-        h = self._read(feats, self.harmony_readout)
+    def _harmony(self, design: torch.Tensor) -> torch.Tensor:
+        h = design @ self.harmony_readout
         h = h - h.mean(1, keepdim=True)
         return h / h.norm(dim=1, keepdim=True).clamp(min=1e-6)
 
+    def harmony_view(self, feats: torch.Tensor) -> torch.Tensor:
+        """(T, dim) → (T, 12) unit vectors."""
+        return self._harmony(self._design(feats))
+
     def rhythm_view(self, feats: torch.Tensor) -> torch.Tensor:
         """(T, dim) → (T, 2·lags + 1), of unit RMS norm over the fitting frames."""
-        return self._read(feats, self.rhythm_readout)
+        return self._design(feats) @ self.rhythm_readout
 
     def joint(self, feats: torch.Tensor) -> torch.Tensor:
-        return torch.cat([feats - self.mean, self.harmony_weight * self.scale * self.harmony_view(feats),
-                          self.rhythm_weight * self.scale * self.rhythm_view(feats)], 1)
+        design = self._design(feats)
+        return torch.cat([design[:, :-1], self.harmony_weight * self.scale * self._harmony(design),
+                          self.rhythm_weight * self.scale * (design @ self.rhythm_readout)], 1)
 
     def fit(self, feats: list[torch.Tensor], chroma: list[torch.Tensor], onset: list[torch.Tensor], per_clip: int, seed: int) -> int:
         """Fit on clips' full feature sequences (T, dim), their handcrafted chroma (T, 12) and onset
@@ -150,12 +155,12 @@ class JointCodebook(nn.Module):
         x = torch.cat([f[p] for f, p in zip(feats, picks)])
         self.mean.copy_(x.mean(0))
         self.scale.copy_((x - self.mean).pow(2).sum(1).mean().sqrt())
-        design = torch.cat([x - self.mean, torch.ones_like(x[:, :1])], 1)
+        design = self._design(x)
         for readout, target in ((self.harmony_readout, torch.cat([c[p] for c, p in zip(chroma, picks)])),
                                 (self.rhythm_readout, torch.cat([lagged(o, self.rhythm_lags)[p] for o, p in zip(onset, picks)]))):
             target = (target - target.mean(0)) / (target.std(0) + 1e-6)
             readout.copy_(torch.linalg.lstsq(design, target).solution)
-        self.rhythm_readout /= self.rhythm_view(x).pow(2).sum(1).mean().sqrt().clamp(min=1e-6)
+        self.rhythm_readout /= (design @ self.rhythm_readout).pow(2).sum(1).mean().sqrt().clamp(min=1e-6)
         self.centroids.copy_(kmeans(self.joint(x), len(self.centroids), iters=20, generator=torch.Generator().manual_seed(seed)))
         return len(x)
 
@@ -289,14 +294,16 @@ def semantic_loss(model: nn.Module, frames: torch.Tensor) -> tuple[torch.Tensor,
 def fit_token_centroids(model: SemanticModel, frames: list[np.ndarray], per_clip: int = 100, seed: int = 0) -> dict:
     """Fit the codebook on the token layer's features of training frames."""
     model.eval()
+    joint = model.cfg.codebook == "joint"
     feats, chroma, onset = [], [], []
     for f in frames:
         x = torch.from_numpy(f.astype(np.float32))[None]
         feats.append(model.features(x)[0])
-        hand = token_frames(x)[0, : len(feats[-1])]
-        chroma.append(hand[:, HANDCRAFTED_VIEWS["harmony"]])
-        onset.append(hand[:, ONSET_COLUMN])
-    if model.cfg.codebook == "joint":
+        if joint:  # the read-outs' targets: the handcrafted chroma and onset of the same frames
+            hand = token_frames(x)[0, : len(feats[-1])]
+            chroma.append(hand[:, HANDCRAFTED_VIEWS["harmony"]])
+            onset.append(hand[:, ONSET_COLUMN])
+    if joint:
         return {"codebook": "joint", "kmeans_frames": model.codebook.fit(feats, chroma, onset, per_clip, seed)}
     rng = np.random.default_rng(seed)
     x = torch.cat([f[rng.choice(len(f), size=min(per_clip, len(f)), replace=False)] for f in feats])
