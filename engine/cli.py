@@ -128,7 +128,7 @@ def _generate(args: argparse.Namespace) -> dict:
     try:
         prompt = clean_prompt(args.prompt) if not (args.story or args.continue_ or args.inpaint) or (args.prompt or "").strip() else ""
         settings = GenerationSettings(seconds=args.seconds, seed=args.seed, top_k=args.top_k, guidance=args.guidance,
-                                      negative_prompt=args.negative or "", temperatures=tuple(args.temperatures))
+                                      coarse_guidance=args.coarse_guidance, negative_prompt=args.negative or "", temperatures=tuple(args.temperatures))
         settings.check()
         story = parse_story(_read_text(args.story)) if args.story else None
         clip = load_audio(args.continue_ or args.inpaint) if (args.continue_ or args.inpaint) else None
@@ -325,6 +325,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--negative", help="negative prompt: steer away from this description")
     g.add_argument("--guidance", type=_positive_float, default=3.0, help="classifier-free guidance scale on stage 1")
+    g.add_argument("--coarse-guidance", type=_positive_float, default=1.0, help="classifier-free guidance scale on stage 2 (1 = off, faster)")
     g.add_argument("--top-k", type=int, default=0)
     g.add_argument("--temperatures", type=_positive_float, nargs=3, default=(1.0, 0.95, 0.4), metavar=("T1", "T2", "T3"))
     g.add_argument("--candidates", type=_positive_int, default=1, help="generate N (seeds seed…seed+N−1), keep the best MuLan match")

@@ -125,6 +125,7 @@ class GenerationSettings:
     temperatures: tuple[float, float, float] = (1.0, 0.95, 0.4)  # paper §4
     top_k: int = 0
     guidance: float = 3.0  # classifier-free guidance on stage 1
+    coarse_guidance: float = 1.0  # on stage 2 (1 = off): stresses the text beyond what S implies; see README for what it trades
     negative_prompt: str = ""
     chunk_seconds: float = 0.5
 
@@ -136,8 +137,9 @@ class GenerationSettings:
             raise ValueError(f"temperatures must be three numbers in [0, 5], got {self.temperatures}")
         if not 0 <= self.top_k <= 1024:
             raise ValueError(f"top-k must be in [0, 1024] (0 = off), got {self.top_k}")
-        if not 0 <= self.guidance <= 20:
-            raise ValueError(f"guidance must be in [0, 20], got {self.guidance}")
+        for name in ("guidance", "coarse_guidance"):
+            if not 0 <= getattr(self, name) <= 20:
+                raise ValueError(f"{name.replace('_', ' ')} must be in [0, 20], got {getattr(self, name)}")
         if len(self.negative_prompt) > MAX_PROMPT_CHARS:
             raise ValueError(f"the negative prompt is longer than {MAX_PROMPT_CHARS} characters")
 
@@ -271,7 +273,8 @@ class MusicLM:
             c_buf[:, :, :offset_a] = given_a[:, :COARSE_LEVELS]
         temps = settings.temperatures
         sampling = [replace(s.cfg.layout.sampling, temperature=t, top_k=settings.top_k) for s, t in zip((s1, s2, s3), temps)]
-        sampling[0] = replace(sampling[0], guidance=1.0 if unconditional else settings.guidance)
+        for stage, scale in enumerate((settings.guidance, settings.coarse_guidance)):
+            sampling[stage] = replace(sampling[stage], guidance=1.0 if unconditional else scale)
         def at_rate(rate: float) -> Schedule:  # the schedule in one stage's frames
             return [(int(round(start * rate)), m) for start, m in schedule]
 

@@ -41,9 +41,9 @@ EXAMPLES = [
     ["laid-back bossa nova with nylon-string guitar and brushes"],
     ["chiptune with a square lead and electronic drums, quick tempo"],
 ]
-PRESETS = {  # name → (temperatures, top-k, guidance)
-    "quality": ((1.0, 0.95, 0.4), 0, 3.0),  # the paper's temperatures, guided stage 1
-    "fast preview": ((1.0, 0.95, 0.4), 50, 1.0),  # no guidance: stage 1 runs one branch instead of two
+PRESETS = {  # name → (temperatures, top-k, guidance on stage 1, guidance on stage 2)
+    "quality": ((1.0, 0.95, 0.4), 0, 3.0, 1.0),  # the paper's temperatures, guided stage 1
+    "fast preview": ((1.0, 0.95, 0.4), 50, 1.0, 1.0),  # no guidance: stage 1 runs one branch instead of two
 }
 PLOT_EVERY_SECONDS = 2.0  # redraw the previews this often while streaming (each redraw costs CPU the generator needs)
 
@@ -110,10 +110,10 @@ class Studio:
         if not missing_models():
             threading.Thread(target=self.model, daemon=True).start()
 
-    def _settings(self, seconds, seed, t1, t2, t3, top_k, guidance, negative="") -> GenerationSettings:
+    def _settings(self, seconds, seed, t1, t2, t3, top_k, guidance, coarse_guidance, negative="") -> GenerationSettings:
         try:
             settings = GenerationSettings(seconds=float(seconds), seed=int(seed), temperatures=(float(t1), float(t2), float(t3)),
-                                          top_k=int(top_k), guidance=float(guidance), negative_prompt=" ".join((negative or "").split()))
+                                          top_k=int(top_k), guidance=float(guidance), coarse_guidance=float(coarse_guidance), negative_prompt=" ".join((negative or "").split()))
             settings.check()
         except (TypeError, ValueError) as exc:
             raise gr.Error(str(exc)) from None
@@ -155,18 +155,18 @@ class Studio:
         yield (whole, f"**done** · {len(audio) / SAMPLE_RATE:.1f} s", waveform_figure(audio, None, segments), spectrogram_figure(audio, None, segments),
                json.dumps(record, indent=1), str(self.history.path(entry)) if entry else None)
 
-    def text_to_music(self, prompt, negative, seconds, seed, t1, t2, t3, top_k, guidance):
+    def text_to_music(self, prompt, negative, seconds, seed, t1, t2, t3, top_k, guidance, coarse_guidance):
         try:
             prompt = clean_prompt(prompt)
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
-        settings = self._settings(seconds, seed, t1, t2, t3, top_k, guidance, negative)
+        settings = self._settings(seconds, seed, t1, t2, t3, top_k, guidance, coarse_guidance, negative)
         model = self.model()
         yield from self._play(model.stream(prompt, settings), {"mode": "text", "prompt": prompt, **asdict(settings)}, settings.seconds)
 
-    def story_to_music(self, table, seed, t1, t2, t3, top_k, guidance):
+    def story_to_music(self, table, seed, t1, t2, t3, top_k, guidance, coarse_guidance):
         segments = _story_rows(table)
-        settings = self._settings(sum(s for _, s in segments), seed, t1, t2, t3, top_k, guidance)
+        settings = self._settings(sum(s for _, s in segments), seed, t1, t2, t3, top_k, guidance, coarse_guidance)
         model = self.model()
         record = {"mode": "story", "segments": [{"prompt": p, "seconds": s} for p, s in segments], **asdict(settings)}
         edges = np.cumsum([0.0] + [s for _, s in segments])
@@ -183,10 +183,10 @@ class Studio:
             raise gr.Error(str(exc)) from None
         return pitch_figure(pitch.times, pitch.midi), _note_summary(pitch.midi)
 
-    def hum_to_music(self, hum, style, seconds, seed, t1, t2, t3, top_k, guidance):
+    def hum_to_music(self, hum, style, seconds, seed, t1, t2, t3, top_k, guidance, coarse_guidance):
         if not hum:
             raise gr.Error("record or upload a hum or whistle first")
-        settings = self._settings(seconds, seed, t1, t2, t3, top_k, guidance)
+        settings = self._settings(seconds, seed, t1, t2, t3, top_k, guidance, coarse_guidance)
         try:
             style = clean_prompt(style)
             _, melody = analyse_hum(load_audio(hum))
@@ -206,20 +206,20 @@ class Studio:
         except (AudioError, ValueError) as exc:
             raise gr.Error(str(exc)) from None
 
-    def continue_music(self, clip, use_last, prompt, seconds, seed, t1, t2, t3, top_k, guidance):
+    def continue_music(self, clip, use_last, prompt, seconds, seed, t1, t2, t3, top_k, guidance, coarse_guidance):
         audio, prompt = self._clip_and_prompt(clip, use_last, prompt, "continue")
-        settings = self._settings(seconds, seed, t1, t2, t3, top_k, guidance)
+        settings = self._settings(seconds, seed, t1, t2, t3, top_k, guidance, coarse_guidance)
         model = self.model()
         record = {"mode": "continue", "prompt": prompt, "clip_seconds": round(len(audio) / SAMPLE_RATE, 2), **asdict(settings)}
         yield from self._play(model.continuation(audio, prompt, settings), record, len(audio) / SAMPLE_RATE + settings.seconds)
 
-    def inpaint_music(self, clip, use_last, prompt, start, end, seed, t1, t2, t3, top_k, guidance):
+    def inpaint_music(self, clip, use_last, prompt, start, end, seed, t1, t2, t3, top_k, guidance, coarse_guidance):
         audio, prompt = self._clip_and_prompt(clip, use_last, prompt, "inpaint")
         try:
             start, end = float(start), float(end)
         except (TypeError, ValueError):
             raise gr.Error("give the range to inpaint as two numbers of seconds") from None
-        settings = self._settings(max(end - start, 1.0), seed, t1, t2, t3, top_k, guidance)
+        settings = self._settings(max(end - start, 1.0), seed, t1, t2, t3, top_k, guidance, coarse_guidance)
         model = self.model()
         record = {"mode": "inpaint", "prompt": prompt, "range_s": [start, end], "clip_seconds": round(len(audio) / SAMPLE_RATE, 2),
                   **asdict(settings)}
@@ -412,6 +412,7 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
                              for i, v in enumerate(PRESETS["quality"][0])]
                     top_k = gr.Slider(0, 1024, value=0, step=1, label="top-k (0 = off)")
                     guidance = gr.Slider(0, 10, value=3.0, step=0.5, label="guidance scale (stage 1)")
+                    coarse_guidance = gr.Slider(0, 10, value=1.0, step=0.5, label="guidance scale (stage 2; 1 = off)")
                 stop = gr.Button("Stop", variant="stop")
                 if desktop:
                     play_here = gr.Button("🔊 play the last output on this computer", size="sm")
@@ -423,7 +424,7 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
             settings_json = gr.Code(label="settings (reproduce with these)", language="json")
             download = gr.File(label="download")
 
-        sampling = [*temps, top_k, guidance]
+        sampling = [*temps, top_k, guidance, coarse_guidance]
         outputs = [audio, progress, waveform, spectrogram, settings_json, download]
         events = [
             run_text.click(studio.text_to_music, [prompt, negative, seconds, seed, *sampling], outputs, api_name="text", concurrency_limit=1),
@@ -441,7 +442,7 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
             heard(studio.track_hum, hum, [contour, notes], api_name=False)
         dice.click(lambda: random.randrange(2**31), outputs=seed, api_name=False)
         device.change(studio.use_device, device, progress, api_name="device")
-        preset.change(lambda name: (*PRESETS[name][0], PRESETS[name][1], PRESETS[name][2]), preset, sampling, api_name=False)
+        preset.change(lambda name: (*PRESETS[name][0], *PRESETS[name][1:]), preset, sampling, api_name=False)
         timeline.input(story_rows, timeline, story, api_name=False)  # user edits only: no ping-pong between the two
         story.input(story_from_table, story, timeline, api_name=False)
         story_in.upload(story_table, story_in, story, api_name=False).then(story_from_table, story, timeline, api_name=False)

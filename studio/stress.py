@@ -21,7 +21,7 @@ from pathlib import Path
 from .ports import free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLING = (1.0, 0.95, 0.4, 0, 3.0)
+SAMPLING = (1.0, 0.95, 0.4, 0, 3.0, 1.0)  # temperatures, top-k, guidance on stages 1 and 2
 
 
 def _rss_mb(pid: int) -> float:

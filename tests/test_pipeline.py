@@ -77,6 +77,23 @@ def test_bad_lengths_are_refused(tiny_pipeline, seconds):
         next(tiny_pipeline.stream("", GenerationSettings(seconds=seconds), prefix=M))
 
 
+def test_coarse_guidance_steers_stage_2_only_and_bad_scales_are_refused(tiny_pipeline):
+    """Stage 2's guidance changes the coarse tokens for the same seed while stage 1's S stays
+    the same draw; an unconditional piece ignores both scales (nothing to contrast)."""
+    runs = {}
+    for scale in (1.0, 4.0):
+        tokens = {}
+        tiny_pipeline.generate("", GenerationSettings(seconds=1.0, seed=3, coarse_guidance=scale), prefix=M, tokens_out=tokens)
+        runs[scale] = tokens
+    assert torch.equal(runs[1.0]["S"], runs[4.0]["S"])
+    assert not torch.equal(runs[1.0]["A"][:, :4], runs[4.0]["A"][:, :4])
+    blank = [tiny_pipeline.generate("", GenerationSettings(seconds=1.0, seed=3, coarse_guidance=g), unconditional=True)[0] for g in (1.0, 4.0)]
+    assert np.array_equal(*blank)
+    for bad in (-1.0, 21.0, float("nan")):
+        with pytest.raises(ValueError, match="coarse guidance must be in"):
+            next(tiny_pipeline.stream("", GenerationSettings(coarse_guidance=bad), prefix=M))
+
+
 def test_running_the_upstream_stages_on_processes_changes_nothing_but_speed(tiny_pipeline):
     settings = GenerationSettings(seconds=2.0, seed=3)
     inline, _ = tiny_pipeline.generate("", settings, prefix=M)
