@@ -363,7 +363,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", help="a checkpoint file or run folder (generation: a folder holding every model)")
     e.add_argument("--clips", type=int, help="evaluate only the first N test clips (generation: N test captions, default 30)")
     e.add_argument("--seconds", type=_positive_float, default=10.0, help="generation, story, continuation: seconds per generated clip / segment")
-    e.add_argument("--seeds", type=_positive_int, default=3, help="generation: seeds per contrasting prompt pair")
+    e.add_argument("--seeds", type=_positive_int, default=3, help="generation: seeds per caption (MCC, tempo) and per contrasting prompt pair")
     e.add_argument("--plan", choices=("quick", "full"), default="quick",
                    help="all: quick (11 min on a 2-core CPU: fewer clips and seconds) or full (every command's defaults)")
     e.add_argument("--only", nargs="+", choices=("codec", "mulan", "semantic", "stages", "generation", "story", "continuation",

@@ -90,11 +90,15 @@ def exported(tiny_runs, tmp_path_factory):
 
 
 def test_generation_eval_runs_through_the_cli(tiny_runs, exported):
-    """The adherence metrics (MCC, tempo, contrast pairs, Fréchet) on exported tiny checkpoints."""
+    """The adherence metrics (MCC, tempo, contrast pairs, Fréchet) on exported tiny checkpoints,
+    each caption drawn with two seeds: the pooled MCC is the mean of the two rounds'."""
     corpus = tiny_runs[0]
-    result = _engine("eval", "generation", "--corpus", corpus, "--checkpoint", exported, "--clips", 2, "--seconds", 1, "--seeds", 1)  # the smoke corpus has one test clip
+    result = _engine("eval", "generation", "--corpus", corpus, "--checkpoint", exported, "--clips", 2, "--seconds", 1, "--seeds", 2)  # the smoke corpus has one test clip
     assert result["captions"] == 1 and set(result["mcc"]) >= {"generated", "unconditional", "reference", "reference_through_codec"}
     assert -1 <= result["mcc"]["generated"] <= 1
+    rounds = result["mcc"]["per_seed"]["generated"]
+    assert len(rounds) == 2 and rounds[0] != rounds[1]  # different seeds, different music
+    assert result["mcc"]["generated"] == pytest.approx(sum(rounds) / 2, abs=1e-4)
     assert result["contrast"]["of"] == 5 and 0 <= result["contrast"]["pairs_moved"] <= 5
     assert set(result["frechet"]) == {"mulan", "handcrafted"}  # None here: the smoke corpus has one test render
 
