@@ -365,7 +365,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--seconds", type=_positive_float, default=10.0, help="generation, story, continuation: seconds per generated clip / segment")
     e.add_argument("--seeds", type=_positive_int, default=3, help="generation: seeds per caption (MCC, tempo) and per contrasting prompt pair")
     e.add_argument("--plan", choices=("quick", "full"), default="quick",
-                   help="all: quick (11 min on a 2-core CPU: fewer clips and seconds) or full (every command's defaults)")
+                   help="all: quick (12 min on a 2-core CPU: fewer clips and seconds, the same seeds) or full (every command's defaults)")
     e.add_argument("--only", nargs="+", choices=("codec", "mulan", "semantic", "stages", "generation", "story", "continuation",
                                                  "memorization", "melody"), help="all: run only these evaluations")
     e.add_argument("--out", default="docs", help="all: where RESULTS.md, results.json and the plots go")
