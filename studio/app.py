@@ -48,6 +48,13 @@ PRESETS = {  # name → (temperatures, top-k, guidance on stage 1, guidance on s
 PLOT_EVERY_SECONDS = 2.0  # redraw the previews this often while streaming (each redraw costs CPU the generator needs)
 
 
+def preset_values(name: str) -> tuple:
+    """A preset as the sampling controls' values, in their order: T1, T2, T3, top-k, guidance on
+    stages 1 and 2 (the order every generation endpoint takes them in, after its own inputs)."""
+    temperatures, *rest = PRESETS[name]
+    return (*temperatures, *rest)
+
+
 def status_markdown() -> str:
     rows = model_status()
     missing = [r for r in rows if not r["present"]]
@@ -442,7 +449,7 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
             heard(studio.track_hum, hum, [contour, notes], api_name=False)
         dice.click(lambda: random.randrange(2**31), outputs=seed, api_name=False)
         device.change(studio.use_device, device, progress, api_name="device")
-        preset.change(lambda name: (*PRESETS[name][0], *PRESETS[name][1:]), preset, sampling, api_name=False)
+        preset.change(preset_values, preset, sampling, api_name=False)
         timeline.input(story_rows, timeline, story, api_name=False)  # user edits only: no ping-pong between the two
         story.input(story_from_table, story, timeline, api_name=False)
         story_in.upload(story_table, story_in, story, api_name=False).then(story_from_table, story, timeline, api_name=False)

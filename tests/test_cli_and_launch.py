@@ -129,6 +129,7 @@ def test_open_host_warns_requires_the_login_and_keeps_uploads_private_until_exit
 
     from gradio_client import Client, handle_file
 
+    from studio.app import preset_values
     from studio.ports import free_port, wait_until_serving
 
     port = free_port()
@@ -150,7 +151,7 @@ def test_open_host_warns_requires_the_login_and_keeps_uploads_private_until_exit
         fake = tmp_path / "my notes.wav"
         fake.write_text("not audio")
         with pytest.raises(Exception, match="cannot read my notes.wav as audio"):
-            client.predict(handle_file(fake), False, "", 2, 0, 1.0, 0.95, 0.4, 0, 3.0, 1.0, api_name="/continue")
+            client.predict(handle_file(fake), False, "", 2, 0, *preset_values("quality"), api_name="/continue")
         assert any(p.name == "my notes.wav" for p in Path(uploads).rglob("*"))  # gradio's own copy, in the private folder
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -11,12 +11,14 @@ import pytest
 import torch
 
 from engine.pipeline import MusicLM
-from studio.app import Studio, build_app
+from studio.app import Studio, build_app, preset_values
 from studio.history import History
 from studio.ports import free_port
 
 from .audio_cases import BAD, make
 from .conftest import ROOT
+
+SAMPLING = preset_values("quality")  # what the studio's sliders send by default
 
 ARTIFACTS = Path(os.environ.get("HUMMINGBIRD_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 
@@ -64,7 +66,7 @@ def test_every_endpoint_answers_through_gradio_client(studio_url):
     assert {"/text", "/history", "/model_status"} <= set(client.view_api(return_format="dict")["named_endpoints"])
     from gradio_client import handle_file
 
-    job = client.submit("calm violin melody over a distorted guitar riff, 90 bpm", "", 2, 7, 1.0, 0.95, 0.4, 0, 3.0, 1.0, api_name="/text")
+    job = client.submit("calm violin melody over a distorted guitar riff, 90 bpm", "", 2, 7, *SAMPLING, api_name="/text")
     updates = list(job)
     assert len(updates) >= 4  # streamed: one update per half-second chunk, then the finished piece
     _, progress, _, _, settings, download = updates[-1]
@@ -75,18 +77,18 @@ def test_every_endpoint_answers_through_gradio_client(studio_url):
     assert "All models are ready" in client.predict(api_name="/model_status")
 
     story = {"headers": ["prompt", "seconds"], "data": [["tender solo piano", 1.0], ["metal with distorted guitars", 1.5]]}
-    *_, (_, progress, _, _, settings, download) = client.submit(story, 3, 1.0, 0.95, 0.4, 0, 3.0, 1.0, api_name="/story")
+    *_, (_, progress, _, _, settings, download) = client.submit(story, 3, *SAMPLING, api_name="/story")
     assert progress.startswith("**done** · 2.5 s") and json.loads(settings)["mode"] == "story"
 
     clip = handle_file(download)
-    *_, (_, progress, _, _, settings, _) = client.submit(clip, False, "", 1, 0, 1.0, 0.95, 0.4, 0, 3.0, 1.0, api_name="/continue")
+    *_, (_, progress, _, _, settings, _) = client.submit(clip, False, "", 1, 0, *SAMPLING, api_name="/continue")
     assert progress.startswith("**done** · 3.5 s") and json.loads(settings)["clip_seconds"] == 2.48  # the story snapped to the 25 Hz grid
-    *_, (_, progress, _, _, _, _) = client.submit(None, True, "a flute lullaby", 1, 0, 1.0, 0.95, 0.4, 0, 3.0, 1.0, api_name="/continue")
+    *_, (_, progress, _, _, _, _) = client.submit(None, True, "a flute lullaby", 1, 0, *SAMPLING, api_name="/continue")
     assert progress.startswith("**done** · 4.5 s")  # the last output (3.5 s) continued by 1 s
-    *_, (_, progress, _, _, settings, _) = client.submit(None, True, "", 1.0, 2.0, 0, 1.0, 0.95, 0.4, 0, 3.0, 1.0, api_name="/inpaint")
+    *_, (_, progress, _, _, settings, _) = client.submit(None, True, "", 1.0, 2.0, 0, *SAMPLING, api_name="/inpaint")
     assert progress.startswith("**done** · 4.5 s") and json.loads(settings)["range_s"] == [1.0, 2.0]  # same length, range regenerated
     with pytest.raises(Exception, match="range to inpaint"):
-        client.predict(None, True, "", 3.0, 9.0, 0, 1.0, 0.95, 0.4, 0, 3.0, 1.0, api_name="/inpaint")
+        client.predict(None, True, "", 3.0, 9.0, 0, *SAMPLING, api_name="/inpaint")
     assert json.loads(settings)["device"] == "cpu"  # the same seed draws differently on a GPU: the record says where
 
 
@@ -101,7 +103,7 @@ def test_the_device_control_moves_generation_or_says_why_not(studio_url, shipped
         with pytest.raises(gr.Error, match="no CUDA GPU is visible"):
             Studio(shipped).use_device("cuda")
     assert shipped.device == torch.device("cpu")
-    *_, (_, progress, _, _, _, _) = client.submit("calm piano", "", 1, 0, 1.0, 0.95, 0.4, 0, 3.0, 1.0, api_name="/text")
+    *_, (_, progress, _, _, _, _) = client.submit("calm piano", "", 1, 0, *SAMPLING, api_name="/text")
     assert progress.startswith("**done** · 1.0 s")
 
 
@@ -117,15 +119,15 @@ def test_bad_input_gets_one_clear_message_and_the_server_keeps_serving(studio_ur
 
     client = Client(studio_url, verbose=False)
     with pytest.raises(Exception, match=message):
-        client.predict(prompt, "", seconds, 0, 1.0, 0.95, 0.4, 0, 3.0, 1.0, api_name="/text")
+        client.predict(prompt, "", seconds, 0, *SAMPLING, api_name="/text")
     assert "models" in client.predict(api_name="/model_status")
 
 
 @pytest.mark.parametrize("endpoint, args, message", [
-    ("/story", ({"headers": ["prompt", "seconds"], "data": []}, 0, 1.0, 0.95, 0.4, 0, 3.0, 1.0), "no segments"),
-    ("/story", ({"headers": ["prompt", "seconds"], "data": [["calm", -2]]}, 0, 1.0, 0.95, 0.4, 0, 3.0, 1.0), "segment 1 lasts -2"),
-    ("/story", ({"headers": ["prompt", "seconds"], "data": [["", 4]]}, 0, 1.0, 0.95, 0.4, 0, 3.0, 1.0), "segment 1: the prompt is empty"),
-    ("/continue", (None, False, "", 2, 0, 1.0, 0.95, 0.4, 0, 3.0, 1.0), "upload or record a clip"),
+    ("/story", ({"headers": ["prompt", "seconds"], "data": []}, 0, *SAMPLING), "no segments"),
+    ("/story", ({"headers": ["prompt", "seconds"], "data": [["calm", -2]]}, 0, *SAMPLING), "segment 1 lasts -2"),
+    ("/story", ({"headers": ["prompt", "seconds"], "data": [["", 4]]}, 0, *SAMPLING), "segment 1: the prompt is empty"),
+    ("/continue", (None, False, "", 2, 0, *SAMPLING), "upload or record a clip"),
 ])
 def test_story_and_continue_refuse_bad_input_clearly(studio_url, endpoint, args, message):
     from gradio_client import Client
@@ -140,7 +142,7 @@ def test_continue_refuses_a_file_that_is_not_audio(studio_url, tmp_path):
     fake = tmp_path / "notes.wav"
     fake.write_text("this is not audio")
     with pytest.raises(Exception, match="cannot read notes.wav as audio"):
-        Client(studio_url, verbose=False).predict(handle_file(fake), False, "", 2, 0, 1.0, 0.95, 0.4, 0, 3.0, 1.0, api_name="/continue")
+        Client(studio_url, verbose=False).predict(handle_file(fake), False, "", 2, 0, *SAMPLING, api_name="/continue")
 
 
 @pytest.mark.parametrize("name", BAD)
@@ -150,7 +152,7 @@ def test_continue_tab_refuses_every_bad_audio_file_clearly(studio_url, tmp_path,
     path, message = make(name, tmp_path)
     client = Client(studio_url, verbose=False)
     with pytest.raises(Exception, match=message):
-        client.predict(handle_file(path), False, "", 2, 0, 1.0, 0.95, 0.4, 0, 3.0, 1.0, api_name="/continue")
+        client.predict(handle_file(path), False, "", 2, 0, *SAMPLING, api_name="/continue")
     assert "models" in client.predict(api_name="/model_status")
 
 
@@ -172,7 +174,7 @@ def test_hum_tab_shows_the_tracked_notes_and_music_follows_through_the_api(studi
     assert notes.startswith("**7 notes:** A3 C4 E4 D4 C4 B3 A3")  # the last two A3s are one held note once the breath is bridged
     assert len(figure.data[0].x) == 112
     client = Client(studio_url, verbose=False)
-    *_, (_, progress, _, _, settings, _) = client.submit(handle_file(_hum_file(tmp_path)), "jazz piano trio", 2, 0, 1.0, 0.95, 0.4, 0, 3.0, 1.0,
+    *_, (_, progress, _, _, settings, _) = client.submit(handle_file(_hum_file(tmp_path)), "jazz piano trio", 2, 0, *SAMPLING,
                                                          api_name="/hum")
     assert progress.startswith("**done** · 2.0 s") and json.loads(settings)["mode"] == "hum"
 
@@ -184,7 +186,7 @@ def test_hum_tab_refuses_bad_recordings_clearly(studio_url, tmp_path, name, mess
 
     path, _ = make(name, tmp_path)
     with pytest.raises(Exception, match=message):
-        Client(studio_url, verbose=False).predict(handle_file(path), "jazz", 2, 0, 1.0, 0.95, 0.4, 0, 3.0, 1.0, api_name="/hum")
+        Client(studio_url, verbose=False).predict(handle_file(path), "jazz", 2, 0, *SAMPLING, api_name="/hum")
 
 
 def test_a_fault_inside_generation_is_reported_and_the_next_request_works(shipped, studio_url):
@@ -199,11 +201,11 @@ def test_a_fault_inside_generation_is_reported_and_the_next_request_works(shippe
         weight.fill_(float("nan"))
     try:
         with pytest.raises(Exception, match="stage2 produced invalid"):
-            client.predict("calm piano", "", 1, 0, 1.0, 0.95, 0.4, 0, 3.0, 1.0, api_name="/text")
+            client.predict("calm piano", "", 1, 0, *SAMPLING, api_name="/text")
     finally:
         with torch.no_grad():
             weight.copy_(saved)
-    *_, (_, progress, _, _, _, _) = client.submit("calm piano", "", 1, 0, 1.0, 0.95, 0.4, 0, 3.0, 1.0, api_name="/text")
+    *_, (_, progress, _, _, _, _) = client.submit("calm piano", "", 1, 0, *SAMPLING, api_name="/text")
     assert progress.startswith("**done** · 1.0 s")
 
 
@@ -216,9 +218,9 @@ def test_out_of_memory_mid_generation_is_one_clear_message(shipped, studio_url, 
     monkeypatch.setattr(shipped.codec.decoder, "frames", exhausted)  # the codec runs out of memory mid-stream
     client = Client(studio_url, verbose=False)
     with pytest.raises(Exception, match="out of memory while generating 1 s; try a shorter piece"):
-        client.predict("calm piano", "", 1, 0, 1.0, 0.95, 0.4, 0, 3.0, 1.0, api_name="/text")
+        client.predict("calm piano", "", 1, 0, *SAMPLING, api_name="/text")
     monkeypatch.undo()
-    *_, (_, progress, _, _, _, _) = client.submit("calm piano", "", 1, 0, 1.0, 0.95, 0.4, 0, 3.0, 1.0, api_name="/text")
+    *_, (_, progress, _, _, _, _) = client.submit("calm piano", "", 1, 0, *SAMPLING, api_name="/text")
     assert progress.startswith("**done** · 1.0 s")
 
 
