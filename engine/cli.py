@@ -128,7 +128,8 @@ def _generate(args: argparse.Namespace) -> dict:
     try:
         prompt = clean_prompt(args.prompt) if not (args.story or args.continue_ or args.inpaint) or (args.prompt or "").strip() else ""
         settings = GenerationSettings(seconds=args.seconds, seed=args.seed, top_k=args.top_k, guidance=args.guidance,
-                                      coarse_guidance=args.coarse_guidance, negative_prompt=args.negative or "", temperatures=tuple(args.temperatures))
+                                      coarse_guidance=args.coarse_guidance, negative_prompt=args.negative or "", temperatures=tuple(args.temperatures),
+                                      **({} if args.tempo_drafts is None else {"tempo_drafts": args.tempo_drafts}))
         settings.check()
         story = parse_story(_read_text(args.story)) if args.story else None
         clip = load_audio(args.continue_ or args.inpaint) if (args.continue_ or args.inpaint) else None
@@ -238,6 +239,8 @@ def _eval(args: argparse.Namespace) -> dict:
         return results
     try:
         extra = {"seconds": args.seconds, "seeds": args.seeds} if args.what in ("generation", "story", "continuation") else {}
+        if args.what == "generation":
+            extra["tempo_drafts"] = args.tempo_drafts
         if args.what == "melody":
             extra = {"seconds": args.seconds}
         return EVALUATORS[args.what](corpus, checkpoint, args.clips, **extra)
@@ -329,6 +332,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=int, default=0)
     g.add_argument("--temperatures", type=_positive_float, nargs=3, default=(1.0, 0.95, 0.4), metavar=("T1", "T2", "T3"))
     g.add_argument("--candidates", type=_positive_int, default=1, help="generate N (seeds seed…seed+N−1), keep the best MuLan match")
+    g.add_argument("--tempo-drafts", type=_positive_int,
+                   help="a prompt stating a tempo: stage 1 drafts under N readings of it and keeps one that plays it (default: the generator's; 1 = off)")
     g.add_argument("--melody", metavar="HUM", help="a hum or whistle (1–60 s, any format soundfile reads) for the music to follow; the prompt sets the style")
     g.add_argument("--continue", dest="continue_", metavar="CLIP", help="continue this clip (any format soundfile reads); --seconds of new music")
     g.add_argument("--inpaint", metavar="CLIP", help="regenerate a time range of this clip (with --between); the prompt, if any, sets its style")
@@ -364,6 +369,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--clips", type=int, help="evaluate only the first N test clips (generation: N test captions, default 30)")
     e.add_argument("--seconds", type=_positive_float, default=10.0, help="generation, story, continuation: seconds per generated clip / segment")
     e.add_argument("--seeds", type=_positive_int, default=3, help="generation: seeds per caption (MCC, tempo) and per contrasting prompt pair")
+    e.add_argument("--tempo-drafts", type=_positive_int, help="generation: the generator's tempo drafts (default: its own; 1 = off)")
     e.add_argument("--plan", choices=("quick", "full"), default="quick",
                    help="all: quick (12 min on a 2-core CPU: fewer clips and seconds, the same seeds) or full (every command's defaults)")
     e.add_argument("--only", nargs="+", choices=("codec", "mulan", "semantic", "stages", "generation", "story", "continuation",

@@ -374,7 +374,7 @@ def _fine_stage_fidelity(model, corpus: Path, records: list[dict], seconds: floa
 
 
 def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0,
-                    seeds: int = 3) -> dict:
+                    seeds: int = 3, tempo_drafts: int | None = None) -> dict:
     """Issue 5's adherence metrics on test captions never seen in training: MuLan cycle
     consistency (MCC) against reference renders of the same captions, tempo adherence, contrasting
     prompt pairs, and Fréchet distances to the test renders — each also for the unconditioned
@@ -384,7 +384,8 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
 
     Every caption is generated with ``seeds`` seeds (caption i, round k: seed k × captions + i, so
     round 0 is the one-seed protocol); one draw per caption leaves the MCC ratio ±0.02 and the tempo
-    share ±2 prompts, so each round's own figures are reported beside the pooled ones."""
+    share ±2 prompts, so each round's own figures are reported beside the pooled ones.
+    ``tempo_drafts``: the generator's setting, its default if None (1: without tempo drafts)."""
     from .data.build import read_records
     from .data.captions import stated_bpm
     from .features import FRAME_RATE, analyze, corpus_frames, window_descriptor
@@ -417,7 +418,8 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
         bpm = stated_bpm(record["caption"])
         pieces = [(0, "reference", rendered), (0, "reference_through_codec", through_codec(model.codec, rendered))]
         for round_ in range(seeds):
-            settings = GenerationSettings(seconds=seconds, seed=round_ * len(chosen) + i)
+            settings = GenerationSettings(seconds=seconds, seed=round_ * len(chosen) + i,
+                                          **({} if tempo_drafts is None else {"tempo_drafts": tempo_drafts}))
             generated, info = model.generate(record["caption"], settings)
             rtf.append(info["rtf"])
             pieces += [(round_, "generated", generated),
@@ -449,7 +451,7 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
     mean_mcc = {k: mean(v) for k, v in mcc.items()}
     rounds = range(seeds)
     return {
-        "captions": len(chosen), "seeds_per_caption": seeds, "seconds": seconds, "reference_renders": len(records),
+        "captions": len(chosen), "seeds_per_caption": seeds, "tempo_drafts": settings.tempo_drafts, "seconds": seconds, "reference_renders": len(records),
         "mcc": {**mean_mcc, "generated_over_reference": round(mean_mcc["generated"] / mean_mcc["reference"], 4),
                 "codec_ceiling_over_reference": round(mean_mcc["reference_through_codec"] / mean_mcc["reference"], 4),
                 "per_seed": {k: [mean(mcc[k], lambda r: r == n) for n in rounds] for k in drawn},

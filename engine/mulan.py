@@ -384,6 +384,21 @@ class AudioPrior(nn.Module):
         [low, high) the prompts state (``engine.data.captions.stated_tempo``), half-open as
         ``tempo_bucket`` reads it, so a window at a bucket edge answers one tempo word only; ignored
         when it holds fewer than ``neighbours`` windows."""
+        top = self._nearest(text, rvq, tempo, self.cfg.neighbours)
+        weights = (top.values / self.cfg.temperature).softmax(-1)
+        return F.normalize((weights[..., None] * self._bank[top.indices]).sum(1), dim=-1)
+
+    @torch.inference_mode()
+    def alternatives(self, text: torch.Tensor, rvq: ResidualVQ, tempo: tuple[float, float] | None, count: int) -> torch.Tensor:
+        """(1, D) text embedding → (count, D): the blend ``forward`` gives, then the nearest windows
+        one by one, nearest first: other audio-side readings of the same prompt, each one stage 1
+        has met in training, for a caller that can tell which of them plays the stated tempo."""
+        top = self._nearest(text, rvq, tempo, count - 1)
+        return torch.cat([self(text, rvq, tempo), self._bank[top.indices[0]]])
+
+    def _nearest(self, text: torch.Tensor, rvq: ResidualVQ, tempo: tuple[float, float] | None, count: int):
+        """The ``count`` windows nearest to each prompt (topk values and indices), among those at
+        ``tempo`` when at least ``neighbours`` of them are (then perhaps fewer than ``count``)."""
         if self._bank is None:  # the windows' embeddings, decoded once through MuLan's RVQ
             self._bank = F.normalize(rvq.decode(self.tokens.long()[:, :, None])[:, :, 0], dim=-1)
         scores = text @ self._bank.T
@@ -391,9 +406,8 @@ class AudioPrior(nn.Module):
             elsewhere = (self.tempo < tempo[0]) | (self.tempo >= tempo[1])
             if int((~elsewhere).sum()) >= self.cfg.neighbours:
                 scores = scores.masked_fill(elsewhere, float("-inf"))
-        top = scores.topk(min(self.cfg.neighbours, len(self._bank)), dim=-1)
-        weights = (top.values / self.cfg.temperature).softmax(-1)
-        return F.normalize((weights[..., None] * self._bank[top.indices]).sum(1), dim=-1)
+                count = min(count, int((~elsewhere).sum()))
+        return scores.topk(min(count, len(self._bank)), dim=-1)
 
 
 def rvq_fingerprint(rvq: ResidualVQ) -> str:

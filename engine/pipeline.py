@@ -23,7 +23,7 @@ import torch
 
 from .audio import SAMPLE_RATE, SILENT_PEAK
 from .codec import HOP, CodecStreamer
-from .data.captions import stated_tempo
+from .data.captions import stated_bpm, stated_tempo
 from .features import SEMANTIC_RATE
 from .lm import COARSE_LEVELS, GenerationError, Schedule, TokenLM, windowed
 from .sampling import Sampling
@@ -32,11 +32,14 @@ from .upstream import InLine, Reads, StageJob, StageWorker, Watched, decode
 MAX_SECONDS = 300.0
 MAX_PROMPT_CHARS = 500
 MAX_SEGMENTS = 50
+MAX_TEMPO_DRAFTS = 16
 CONTEXT_SECONDS = 10.0  # how much of a clip to continue the stages read (no crop is longer)
 FRAME_PAIR = 2 * HOP  # samples of one 25 Hz semantic frame = two 50 Hz acoustic frames
 INPAINT_FADE = 0.25  # seconds of cross-fade from the regenerated range into the kept remainder
 STAGE_THREADS = 1  # operator threads of the caller's stage when the upstream stages run on their own processes
 STORY_HANDOVER = 0.4  # seconds of the previous segment a story's next segment starts from (a window's context is longer)
+TEMPO_DRAFT_SECONDS = 10.0  # how much of stage 1 a tempo draft covers (at most its window): the tempo estimate needs bars, not beats
+TEMPO_DRAFT_SLACK = 0.04  # a draft within 4 % of the prior's ±4 % range is within 8 % of the stated bpm, the evaluation's tolerance
 
 
 def available_devices() -> list[str]:
@@ -128,6 +131,7 @@ class GenerationSettings:
     coarse_guidance: float = 1.0  # on stage 2 (1 = off): stresses the text beyond what S implies; see README for what it trades
     negative_prompt: str = ""
     chunk_seconds: float = 0.5
+    tempo_drafts: int = 4  # text that states a bpm (no hum or clip: they bring their own): stage 1 drafts under this many readings of it, the one that keeps the tempo goes on (1 = off)
 
     def check(self) -> None:
         """A ValueError naming the first setting out of range (NaN fails every comparison)."""
@@ -140,6 +144,8 @@ class GenerationSettings:
         for name in ("guidance", "coarse_guidance"):
             if not 0 <= getattr(self, name) <= 20:
                 raise ValueError(f"{name.replace('_', ' ')} must be in [0, 20], got {getattr(self, name)}")
+        if not 1 <= self.tempo_drafts <= MAX_TEMPO_DRAFTS:
+            raise ValueError(f"tempo drafts must be in [1, {MAX_TEMPO_DRAFTS}] (1 = off), got {self.tempo_drafts}")
         if len(self.negative_prompt) > MAX_PROMPT_CHARS:
             raise ValueError(f"the negative prompt is longer than {MAX_PROMPT_CHARS} characters")
 
@@ -217,7 +223,7 @@ class MusicLM:
     def warm_up(self) -> "MusicLM":
         """Load the text encoder and run every stage once, so a user's first click does not pay
         for lazy initialisation (the MiniLM load alone takes seconds)."""
-        self.generate("warm-up", GenerationSettings(seconds=0.5))
+        self.generate("warm-up, 120 bpm", GenerationSettings(seconds=0.5))  # a tempo: the drafts' first estimate imports librosa
         return self
 
     def conditioning(self, prompt: str) -> torch.Tensor:
@@ -280,13 +286,20 @@ class MusicLM:
 
         hum = self.melody_stream(melody, offset_s, semantic_total)  # stage 1 follows it; stage 2 too if it was trained to
         job1 = None
+        drafted = 0
+        if semantic is None and given_s is None and melody is None and prefix is None and len(schedule) == 1 and schedule[0][1] is not None:
+            t = time.perf_counter()
+            drafted = self.tempo_draft(prompt, settings.tempo_drafts, semantic_total, sampling[0], seeds[0], negative, schedule, s_buf)
+            timings["stage1"] = time.perf_counter() - t
         if semantic is not None:
             if semantic.dim() != 3 or semantic.shape[:2] != (1, 1) or semantic.shape[2] < semantic_total:
                 raise ValueError(f"semantic tokens must have shape (1, 1, ≥ {semantic_total}), got {tuple(semantic.shape)}")
             s_buf[:, :, offset_s:] = semantic[:, :, :semantic_total].to(device)
-        else:
+        elif drafted < semantic_total:
             job1 = StageJob(semantic_total, at_rate(s1.cfg.layout.rate), hum, sampling[0], seeds[0], s_buf, offset_s, negative,
-                            given_s, int(STORY_HANDOVER * s1.cfg.layout.rate))
+                            s_buf[:, :, :offset_s + drafted].clone() if drafted else given_s, int(STORY_HANDOVER * s1.cfg.layout.rate),
+                            ready=drafted)
+            job1.progress[1] = timings["stage1"]
         s_reads = s2.cfg.layout.aligned[0]  # S, read ahead of each coarse frame
         job2 = StageJob(frames, at_rate(s2.cfg.layout.rate), {"S": s_buf, **hum}, sampling[1], seeds[1], c_buf, offset_a, None,
                         given_a[:, :COARSE_LEVELS] if given_a is not None else None, int(STORY_HANDOVER * s2.cfg.layout.rate),
@@ -335,6 +348,28 @@ class MusicLM:
                 self._upstream_lock.release()
         if tokens_out is not None:
             tokens_out.update(S=s_buf, A=a_buf)
+
+    def tempo_draft(self, prompt: str, count: int, frames: int, sampling: Sampling, seed: int, negative: torch.Tensor | None,
+                    schedule: list, s_buf: torch.Tensor) -> int:
+        """Draft stage 1's first window under ``count`` readings of a prompt that states a bpm
+        (``engine.drafts``); write the draft that keeps it into ``s_buf`` and its reading into
+        ``schedule``. Returns how many S frames were drafted: 0 when the prompt states no bpm (a
+        tempo word's range is wide, and half or double of any tempo falls in it) or nothing can
+        read one (no prior, or a tokenizer without a rhythm read-out)."""
+        from .drafts import pick_draft
+
+        if count < 2 or stated_bpm(prompt) is None or self.prior is None or self.semantic is None or not self.semantic.reads_rhythm:
+            return 0
+        wanted = stated_tempo(prompt, self.prior.cfg.tempo_tolerance)
+        s1 = self.stages["stage1"]
+        readings = self.mulan.tokens(self.prior.alternatives(self.mulan.embed_text([prompt]), self.mulan.rvq, wanted, count)).to(self.device)
+        length = min(frames, int(TEMPO_DRAFT_SECONDS * SEMANTIC_RATE), s1.cfg.layout.positions)
+        drafts = s1.generate(length, readings, None, sampling, torch.Generator(device=self.device).manual_seed(seed),
+                             None if negative is None else negative.expand(len(readings), -1))
+        keep, _ = pick_draft(self.semantic.onset_envelope(drafts[:, 0].cpu()).numpy(), SEMANTIC_RATE, wanted, TEMPO_DRAFT_SLACK)
+        schedule[0] = (schedule[0][0], readings[keep:keep + 1])
+        s_buf[:, :, :length] = drafts[keep:keep + 1]
+        return length
 
     def _start_upstream(self, job1: StageJob | None, job2: StageJob):
         """Start the stages before the caller's: (what to wait on for coarse frames, the workers

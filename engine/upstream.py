@@ -49,6 +49,7 @@ class StageJob:
     prompt: torch.Tensor | None = None
     handover: int | None = None
     reads: Reads | None = None  # what it reads of the stage before it (None: nothing that stage still makes)
+    ready: int = 0  # frames of ``out`` after ``offset`` made before the job (a tempo draft); ``prompt`` ends with them
     # bookkeeping, always on the CPU (where another process can watch it): frames done, seconds spent; a stop flag
     progress: torch.Tensor = field(default_factory=lambda: torch.zeros(2, dtype=torch.float64, device="cpu"))
     stop: torch.Tensor = field(default_factory=lambda: torch.zeros(1, dtype=torch.bool, device="cpu"))
@@ -76,8 +77,9 @@ def decode(model: TokenLM, job: StageJob, upstream=None) -> Iterator[int]:
     """Decode ``job`` frame by frame into ``job.out``, yielding how many frames exist; before each
     frame, ``upstream.wait_for`` makes sure the frames it reads exist."""
     generator = torch.Generator(device=model.device).manual_seed(job.seed)
-    frames = windowed(model, job.total, job.schedule, job.aligned, job.sampling, generator, job.negative, job.prompt, job.handover)
-    for n in range(job.total):
+    frames = windowed(model, job.total - job.ready, job.schedule, job.aligned, job.sampling, generator, job.negative, job.prompt, job.handover)
+    job.progress[0] = job.ready
+    for n in range(job.ready, job.total):
         if upstream is not None:
             upstream.wait_for(job.reads.needed(n))
         if job.stop:

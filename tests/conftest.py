@@ -45,3 +45,13 @@ def smoke_corpus(tmp_path_factory):
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     return out, proc
+
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline():
+    """A random-weight pipeline whose crops are shorter than the test pieces, so windowed long
+    generation is exercised too."""
+    from tests.tiny import tiny_pipeline as build
+
+    return build()

@@ -102,6 +102,20 @@ def test_a_stated_tempo_keeps_the_prior_among_windows_played_at_that_tempo():
     assert torch.allclose(only_one, bank[[7]], atol=1e-4)  # too few: the tempo is not enforced
 
 
+def test_the_priors_alternative_readings_are_its_blend_then_the_nearest_windows_at_the_tempo():
+    rvq, windows, bank = _windows_bank()
+    prior = AudioPrior(PriorConfig(neighbours=2, temperature=1.0), 50, 4)
+    prior.tokens.copy_(windows.to(torch.int16))
+    prior.tempo.copy_(torch.tensor([80] * 25 + [140] * 22 + [100] * 3, dtype=torch.int16))
+    text = bank[[7]]
+    fast = stated_tempo("the same, 140 bpm", prior.cfg.tempo_tolerance)
+    readings = prior.alternatives(text, rvq, fast, 4)
+    assert torch.allclose(readings[:1], prior(text, rvq, tempo=fast))  # first what the prior gives anyway
+    nearest_fast = 25 + (text @ bank[25:47].T)[0].topk(3).indices
+    assert torch.allclose(readings[1:], bank[nearest_fast], atol=1e-5)  # then single windows at 140 bpm, nearest first
+    assert len(prior.alternatives(text, rvq, stated_tempo("at 100 bpm", 0.04), 6)) == 4  # only three windows play 100 bpm
+
+
 def test_a_window_on_a_bucket_edge_answers_one_tempo_word_only():
     """85 bpm is where "slow" ends and "medium" begins (``tempo_bucket``): retrieval must agree."""
     rvq, windows, bank = _windows_bank()

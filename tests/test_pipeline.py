@@ -4,28 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.codec import Codec, CodecConfig
 from engine.data.captions import TEMPO_RANGES
-from engine.lm import LMConfig, StageLayout, Stream, TokenLM, stage_layouts, windowed
+from engine.lm import Stream, windowed
 from engine.mulan import PriorConfig
 from engine.pipeline import GenerationSettings, MusicLM, resolve_device
-from engine.transformer import TransformerConfig
-
-
-def _tiny_stage(name: str, crop: float) -> TokenLM:
-    lay = stage_layouts()[name]
-    lay = StageLayout(lay.name, lay.target, lay.rate, lay.prefix, lay.aligned, lay.delay, crop, lay.sampling)
-    return TokenLM(LMConfig(lay, TransformerConfig(dim=32, layers=1, heads=2))).eval()
-
-
-@pytest.fixture(scope="module")
-def tiny_pipeline():
-    torch.manual_seed(0)
-    codec = Codec(CodecConfig(dim=16, encoder_blocks=1, decoder_blocks=1, latent_dim=8)).eval()
-    codec.quantizer.fit(torch.randn(4096, 8), iters=2)
-    # crops shorter than the test pieces, so windowed long generation is exercised too
-    return MusicLM(None, codec, _tiny_stage("stage1", 2.0), _tiny_stage("stage2", 1.0), _tiny_stage("stage3", 0.6))
-
+from tests.tiny import tiny_stage
 
 M = torch.arange(12)[None] * 7
 
@@ -200,7 +183,7 @@ def test_a_conditioning_schedule_changes_m_without_disturbing_what_came_before(t
 
 
 def test_a_new_story_segment_starts_from_only_the_last_second_of_the_old_one(monkeypatch):
-    stage = _tiny_stage("stage1", 4.0)  # 100 positions: windows keep 50 frames of context
+    stage = tiny_stage("stage1", 4.0)  # 100 positions: windows keep 50 frames of context
     contexts = []
     stream = stage.stream
 

@@ -86,6 +86,17 @@ def test_the_joint_codebook_gives_the_read_outs_their_share_of_the_vocabulary(we
     assert torch.allclose(book.rhythm_view(feats).pow(2).sum(1).mean(), torch.tensor(1.0), atol=1e-3)  # unit RMS norm
 
 
+def test_a_rhythm_codebooks_tokens_say_where_the_attacks_fall():
+    """``onset_per_token`` along a token sequence is an onset envelope: with the rhythm read-out
+    weighted in, the frames on an attack get the tokens that read the strongest onset."""
+    feats, chroma, onset, _ = _music()
+    book = JointCodebook(32, vocab=4, harmony_weight=0.0, rhythm_weight=3.0, rhythm_lags=6)
+    book.fit([feats], [chroma], [onset], per_clip=len(feats), seed=0)
+    envelope = book.onset_per_token()[book.assign(feats)]
+    assert envelope.shape == onset.shape
+    assert float(envelope[onset == 1].min()) > float(envelope[onset == 0].max())
+
+
 def test_lagged_frames_repeat_the_edges():
     x = torch.arange(5.0)
     out = lagged(x, 2)

@@ -1,0 +1,44 @@
+"""Tempo drafts: which of several stage-1 drafts keeps the tempo a prompt states.
+
+MuLan's text tower barely reads a bpm, so the prior retrieves only training windows played at
+the stated tempo; but stage 1, under the M of those windows, still draws S at another tempo for
+about 4 prompts in 10, and for most seeds of the same M alike. Under different windows' M it
+does not: on 40 tuning prompts × 2 seeds, the prior's blend kept the tempo (librosa's beat
+tracker on the decoded audio) in 60 % of draws, and the blend or one of the 3 nearest windows
+in 81 %. So the pipeline drafts stage 1's first window under those 4 readings of the prompt and
+keeps the draft whose tokens play the tempo, read from the semantic tokenizer's rhythm read-out
+(an onset strength per token) with no audio decoded: 70 % of the draws kept the tempo that way,
+and their MuLan cycle consistency rose from 0.276 to 0.289.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+ENVELOPE_UPSAMPLING = 4  # 25 Hz lags step 9 % near 140 bpm, wider than the tolerance; 100 Hz steps 2 %
+
+
+def envelope_bpm(envelope: np.ndarray, rate: float) -> float:
+    """librosa's tempo estimate (autocorrelation tempogram under its log-normal prior at 120 bpm)
+    on an onset envelope sampled at ``rate`` Hz, interpolated to ``ENVELOPE_UPSAMPLING`` × rate."""
+    from librosa.feature import tempo
+
+    envelope = np.asarray(envelope, dtype=np.float64)
+    fine = np.interp(np.arange((len(envelope) - 1) * ENVELOPE_UPSAMPLING + 1) / ENVELOPE_UPSAMPLING, np.arange(len(envelope)), envelope)
+    return float(tempo(onset_envelope=fine - fine.min(), sr=rate * ENVELOPE_UPSAMPLING, hop_length=1)[0])
+
+
+def tempo_miss(bpm: float, wanted: tuple[float, float]) -> float:
+    """How far ``bpm`` lies outside the range ``wanted`` (relative to its nearer edge; 0 inside),
+    at its best of half, same and double tempo: the octave a listener counts in is free."""
+    low, high = wanted
+    return min((low - x) / low if x < low else (x - high) / high if x > high else 0.0 for x in (bpm * 0.5, bpm, bpm * 2.0))
+
+
+def pick_draft(envelopes: np.ndarray, rate: float, wanted: tuple[float, float], slack: float) -> tuple[int, list[float]]:
+    """(drafts, T) onset envelopes → (the first draft within ``slack`` of the wanted range, else
+    the nearest; every draft's estimated bpm). Drafts come nearest reading of the prompt first,
+    so among those that keep the tempo the one most like the text goes on."""
+    estimates = [envelope_bpm(envelope, rate) for envelope in envelopes]
+    misses = [tempo_miss(bpm, wanted) for bpm in estimates]
+    keeping = [i for i, miss in enumerate(misses) if miss <= slack]
+    return (keeping[0] if keeping else int(np.argmin(misses))), estimates

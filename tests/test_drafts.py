@@ -1,0 +1,141 @@
+"""Tempo drafts (engine.drafts): reading a tempo off stage-1 tokens, and the pipeline keeping the
+draft that plays the stated one."""
+import numpy as np
+import pytest
+import torch
+
+from engine.drafts import envelope_bpm, pick_draft, tempo_miss
+from engine.mulan import PriorConfig
+from engine.pipeline import GenerationSettings, MusicLM
+
+RATE = 25  # semantic frames per second
+
+
+def clicks(period: int, frames: int = 250, phase: int = 0) -> np.ndarray:
+    """An onset envelope with an attack every ``period`` frames: 1500 / period bpm at 25 Hz."""
+    envelope = np.zeros(frames)
+    envelope[phase::period] = 1.0
+    return envelope
+
+
+@pytest.mark.parametrize("period", [10, 12, 15, 20])
+def test_the_tempo_of_a_click_track_is_read_within_the_tolerance(period):
+    bpm = 60 * RATE / period
+    assert tempo_miss(envelope_bpm(clicks(period), RATE), (bpm * 0.98, bpm * 1.02)) == 0.0
+
+
+def test_a_tempo_miss_is_zero_inside_the_range_and_forgives_half_and_double():
+    assert tempo_miss(100.0, (96.0, 104.0)) == 0.0
+    assert tempo_miss(50.0, (96.0, 104.0)) == 0.0 and tempo_miss(200.0, (96.0, 104.0)) == 0.0
+    assert tempo_miss(110.0, (96.0, 104.0)) == pytest.approx(6 / 104)
+    assert tempo_miss(80.0, (96.0, 104.0)) == pytest.approx(16 / 96)  # 160 is further: the nearer octave counts
+
+
+def test_the_first_draft_that_keeps_the_tempo_wins_else_the_nearest():
+    drafts = np.stack([clicks(12), clicks(15), clicks(10), clicks(10, phase=3)])  # 125, 100, 150, 150 bpm
+    keep, estimates = pick_draft(drafts, RATE, (144.0, 156.0), slack=0.01)
+    assert keep == 2 and len(estimates) == 4
+    keep, _ = pick_draft(drafts[:2], RATE, (144.0, 156.0), slack=0.01)
+    assert keep == 0  # neither keeps it: 125 bpm is nearer to 144 than 100 (or 200) is
+
+
+# ----------------------------------------------------------------------------- in the pipeline
+class TextSide:
+    """MuLan as far as the drafts use it: reading k of the prompt becomes M = k·5 + 0…11."""
+    rvq = None
+
+    def embed_text(self, prompts):
+        return torch.zeros(len(prompts), 4)
+
+    def tokens(self, embedding):
+        return (embedding[:, :1].long() * 5 + torch.arange(12)) % 1024
+
+
+class Readings:
+    """A prior whose k-th alternative reading of any prompt is the embedding (k, k, k, k)."""
+    cfg = PriorConfig()
+
+    def __call__(self, embedding, rvq, tempo=None):
+        return embedding
+
+    def alternatives(self, text, rvq, tempo, count):
+        self.asked = (tempo, count)
+        return torch.arange(count, dtype=torch.float32)[:, None].expand(count, 4)
+
+
+class TokensAsOnsets:
+    reads_rhythm = True
+
+    def onset_envelope(self, tokens):
+        return tokens.float()
+
+
+@pytest.fixture
+def drafting(tiny_pipeline, monkeypatch):
+    """The tiny pipeline with the stubs above and a pick_draft that keeps the third draft (or the last) and records what it was shown."""
+    shown = []
+
+    def keep_the_third(envelopes, rate, wanted, slack):
+        shown.append(envelopes)
+        return min(2, len(envelopes) - 1), [0.0] * len(envelopes)
+
+    monkeypatch.setattr("engine.drafts.pick_draft", keep_the_third)
+    model = MusicLM(TextSide(), tiny_pipeline.codec, *tiny_pipeline.stages.values(), semantic=TokensAsOnsets(), prior=Readings())
+    return model, shown
+
+
+def test_a_stated_tempo_continues_the_kept_draft_under_its_own_reading(drafting):
+    model, shown = drafting
+    settings = GenerationSettings(seconds=3.0, seed=4, tempo_drafts=3)
+    tokens = {}
+    audio, _ = model.generate("funk with slap bass, 120 bpm", settings, tokens_out=tokens)
+    assert model.prior.asked[1] == 3 and model.prior.asked[0] == pytest.approx((115.2, 124.8))
+    (envelopes,) = shown
+    window = model.stages["stage1"].cfg.layout.positions  # the tiny stage 1's window (2 s) is shorter than the piece
+    assert envelopes.shape == (3, window) and not np.array_equal(envelopes[0], envelopes[2])
+    s = tokens["S"][0, 0]
+    assert torch.equal(s[:window].float(), torch.from_numpy(envelopes[2]))  # the kept draft is the piece's start
+    assert int(s.max()) < 1024 and len(s) == 75  # and stage 1 went on from it to the end
+    assert np.isfinite(audio).all() and len(audio) == 3 * 24_000
+    again, _ = model.generate("funk with slap bass, 120 bpm", settings)
+    assert np.array_equal(audio, again)
+
+
+def test_the_kept_reading_conditions_what_follows_the_draft(drafting):
+    model, _ = drafting
+    settings = GenerationSettings(seconds=3.0, seed=4, tempo_drafts=3)
+    drafted = {}
+    model.generate("funk, 120 bpm", settings, tokens_out=drafted)
+    kept_reading = TextSide().tokens(torch.full((1, 4), 2.0))
+    given = {}  # the same S handed over with reading 2 as M: stage 2 must make the same coarse tokens
+    model.generate("funk, 120 bpm", settings, prefix=kept_reading, semantic=drafted["S"], tokens_out=given)
+    assert torch.equal(drafted["A"], given["A"])
+
+
+def test_no_stated_bpm_one_draft_or_a_hum_generates_as_before(drafting):
+    model, shown = drafting
+    for prompt, drafts, hum in (("funk with slap bass", 4, None), ("slow funk with slap bass", 4, None),  # a word: a range, not a bpm
+                                ("funk with slap bass, 120 bpm", 1, None),
+                                ("funk with slap bass, 120 bpm", 4, np.arange(30) % 13)):  # a hum brings its own rhythm
+        audio, _ = model.generate(prompt, GenerationSettings(seconds=1.0, seed=4, tempo_drafts=drafts), melody=hum)
+        assert np.isfinite(audio).all()
+    assert shown == []
+
+
+def test_the_workers_continue_a_draft_as_the_caller_does(drafting):
+    model, _ = drafting
+    settings = GenerationSettings(seconds=3.0, seed=2, tempo_drafts=2)
+    inline, _ = model.generate("funk, 120 bpm", settings)
+    model.parallel = True
+    try:
+        parallel, _ = model.generate("funk, 120 bpm", settings)
+    finally:
+        model.parallel = False
+        for worker in model._upstream_workers or ():
+            worker.close()
+    assert np.array_equal(inline, parallel)
+
+
+def test_tempo_drafts_out_of_range_are_refused():
+    with pytest.raises(ValueError, match="tempo drafts"):
+        GenerationSettings(tempo_drafts=0).check()
