@@ -253,8 +253,8 @@ class SemanticModel(nn.Module):
 
     def onset_envelope(self, tokens: torch.Tensor) -> torch.Tensor:
         """(..., T) token ids → (..., T) onset strength, read from the joint codebook's rhythm
-        read-out: on the 201 test clips' S, librosa's tempo estimate on it keeps the score's tempo
-        (within 8 %, half or double allowed) for 80 %."""
+        read-out: on the 201 test clips' own S, librosa's tempo estimate on it keeps the score's
+        tempo (within 8 %, half or double allowed) for 79 % over their first 10 s, 83 % over 20 s."""
         if not self.reads_rhythm:
             raise ValueError("a flat semantic codebook holds no rhythm read-out; train one with --codebook joint")
         return self.codebook.onset_per_token()[tokens]
