@@ -232,6 +232,8 @@ def _eval(args: argparse.Namespace) -> dict:
     if not (corpus / "test.jsonl").exists():
         raise UsageError(f"no corpus at {corpus}")
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
+    if (args.tuning or args.tempo_drafts) and args.what != "generation":
+        raise UsageError("--tuning and --tempo-drafts apply to eval generation only")
     if args.what == "all":
         results = run_all(corpus, checkpoint, args.plan, tuple(args.only or ()), progress=lambda line: print(line, file=sys.stderr))
         report = write_report(results, Path(args.out))
@@ -240,7 +242,7 @@ def _eval(args: argparse.Namespace) -> dict:
     try:
         extra = {"seconds": args.seconds, "seeds": args.seeds} if args.what in ("generation", "story", "continuation") else {}
         if args.what == "generation":
-            extra["tempo_drafts"] = args.tempo_drafts
+            extra.update(tempo_drafts=args.tempo_drafts, tuning=args.tuning)
         if args.what == "melody":
             extra = {"seconds": args.seconds}
         return EVALUATORS[args.what](corpus, checkpoint, args.clips, **extra)
@@ -370,6 +372,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--seconds", type=_positive_float, default=10.0, help="generation, story, continuation: seconds per generated clip / segment")
     e.add_argument("--seeds", type=_positive_int, default=3, help="generation: seeds per caption (MCC, tempo) and per contrasting prompt pair")
     e.add_argument("--tempo-drafts", type=_positive_int, help="generation: the generator's tempo drafts (default: its own; 1 = off)")
+    e.add_argument("--tuning", action="store_true",
+                   help="generation: the tuning captions (60 test captions kept apart from the evaluation's 30) instead, for choosing settings")
     e.add_argument("--plan", choices=("quick", "full"), default="quick",
                    help="all: quick (12 min on a 2-core CPU: fewer clips and seconds, the same seeds) or full (every command's defaults)")
     e.add_argument("--only", nargs="+", choices=("codec", "mulan", "semantic", "stages", "generation", "story", "continuation",

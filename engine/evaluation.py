@@ -14,6 +14,9 @@ import torch
 from .audio import SAMPLE_RATE, log_mel_l1, multires_stft_distance, si_snr
 from .metrics import pitch_class_agreement
 
+EVALUATION_CAPTIONS = 30  # eval generation's test captions
+TUNING_CAPTIONS = 60  # the next ones, kept apart for choosing generation settings (--tuning)
+
 
 def opus_roundtrip(audio: np.ndarray, kbps: float) -> np.ndarray:
     """Encode and decode with the reference Opus tools (Debian opus-tools) at ``kbps``, back at 24 kHz."""
@@ -326,10 +329,15 @@ CONTRAST_PAIRS = (  # (A, B): B asks for more percussive, busier and brighter mu
 )
 
 
-def _generation_set(records: list[dict], n: int) -> list[dict]:
-    """``n`` test captions, two thirds of them stating a bpm so tempo adherence has enough prompts."""
+def _generation_set(records: list[dict], n: int, tuning: bool = False) -> list[dict]:
+    """``n`` test captions, two thirds of them stating a bpm so tempo adherence has enough prompts;
+    ``tuning``: drawn from those outside the evaluation's ``EVALUATION_CAPTIONS``, so settings can
+    be chosen on captions the reported figures never see."""
     from .data.captions import stated_bpm
 
+    if tuning:
+        kept = {r["id"] for r in _generation_set(records, EVALUATION_CAPTIONS)}
+        records = [r for r in records if r["id"] not in kept]
     timed = [r for r in records if stated_bpm(r["caption"])][: (2 * n) // 3]
     return timed + [r for r in records if not stated_bpm(r["caption"])][: n - len(timed)]
 
@@ -374,7 +382,7 @@ def _fine_stage_fidelity(model, corpus: Path, records: list[dict], seconds: floa
 
 
 def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0,
-                    seeds: int = 3, tempo_drafts: int | None = None) -> dict:
+                    seeds: int = 3, tempo_drafts: int | None = None, tuning: bool = False) -> dict:
     """Issue 5's adherence metrics on test captions never seen in training: MuLan cycle
     consistency (MCC) against reference renders of the same captions, tempo adherence, contrasting
     prompt pairs, and Fréchet distances to the test renders — each also for the unconditioned
@@ -385,7 +393,8 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
     Every caption is generated with ``seeds`` seeds (caption i, round k: seed k × captions + i, so
     round 0 is the one-seed protocol); one draw per caption leaves the MCC ratio ±0.02 and the tempo
     share ±2 prompts, so each round's own figures are reported beside the pooled ones.
-    ``tempo_drafts``: the generator's setting, its default if None (1: without tempo drafts)."""
+    ``tempo_drafts``: the generator's setting, its default if None (1: without tempo drafts);
+    ``tuning``: the tuning captions instead (``_generation_set``), ``TUNING_CAPTIONS`` by default."""
     from .data.build import read_records
     from .data.captions import stated_bpm
     from .features import FRAME_RATE, analyze, corpus_frames, window_descriptor
@@ -401,7 +410,7 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
     reference = {"mulan": np.stack([mulan.embed_frames(f).numpy() for f in reference_frames]),
                  "handcrafted": np.stack([window_descriptor(f) for f in reference_frames])}
     index = {r["id"]: i for i, r in enumerate(records)}
-    chosen = _generation_set(records, clips or 30)
+    chosen = _generation_set(records, clips or (TUNING_CAPTIONS if tuning else EVALUATION_CAPTIONS), tuning)
     # reference_through_codec: the render encoded and decoded by the codec, what a perfect token generator would reach
     kinds = ("generated", "unconditional", "reference", "reference_through_codec", "true_semantic")
     drawn = ("generated", "unconditional", "true_semantic")  # the kinds that depend on the seed
@@ -451,7 +460,7 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
     mean_mcc = {k: mean(v) for k, v in mcc.items()}
     rounds = range(seeds)
     return {
-        "captions": len(chosen), "seeds_per_caption": seeds, "tempo_drafts": settings.tempo_drafts, "seconds": seconds, "reference_renders": len(records),
+        "captions": len(chosen), "caption_set": "tuning" if tuning else "evaluation", "seeds_per_caption": seeds, "tempo_drafts": settings.tempo_drafts, "seconds": seconds, "reference_renders": len(records),
         "mcc": {**mean_mcc, "generated_over_reference": round(mean_mcc["generated"] / mean_mcc["reference"], 4),
                 "codec_ceiling_over_reference": round(mean_mcc["reference_through_codec"] / mean_mcc["reference"], 4),
                 "per_seed": {k: [mean(mcc[k], lambda r: r == n) for n in rounds] for k in drawn},

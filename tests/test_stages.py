@@ -103,6 +103,17 @@ def test_generation_eval_runs_through_the_cli(tiny_runs, exported):
     assert set(result["frechet"]) == {"mulan", "handcrafted"}  # None here: the smoke corpus has one test render
 
 
+def test_the_tuning_captions_never_overlap_the_evaluations():
+    from engine.data.captions import stated_bpm
+    from engine.evaluation import EVALUATION_CAPTIONS, _generation_set
+
+    records = [{"id": f"c{i}", "caption": f"a piece at {60 + i} bpm" if i % 3 else "a piece"} for i in range(150)]
+    evaluation, tuning = _generation_set(records, EVALUATION_CAPTIONS), _generation_set(records, 60, tuning=True)
+    assert len(evaluation) == EVALUATION_CAPTIONS and len(tuning) == 60
+    assert not {r["id"] for r in evaluation} & {r["id"] for r in tuning}
+    assert sum(bool(stated_bpm(r["caption"])) for r in tuning) == 40  # two thirds state a bpm, as in the evaluation's
+
+
 def test_a_checkpoint_folder_loads_like_its_file(exported):
     """eval semantic --checkpoint DIR takes a folder of exports as the generation evals do."""
     from engine.semantic import load_semantic
