@@ -47,7 +47,6 @@ def smoke_corpus(tmp_path_factory):
     return out, proc
 
 
-
 @pytest.fixture(scope="module")
 def tiny_pipeline():
     """A random-weight pipeline whose crops are shorter than the test pieces, so windowed long
