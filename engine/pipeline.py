@@ -226,13 +226,16 @@ class MusicLM:
         self.generate("warm-up, 120 bpm", GenerationSettings(seconds=0.5))  # a tempo: the drafts' first estimate imports librosa
         return self
 
-    def conditioning(self, prompt: str) -> torch.Tensor:
+    def conditioning(self, prompt: str, readings: int = 1) -> torch.Tensor:
         """Text → the 12 MuLan tokens M (1, 12): through the prior, when there is one, to the
         audio-side embedding the stages were trained on (``engine.mulan.AudioPrior``), among
-        training windows at the tempo the prompt states, if it states one."""
+        training windows at the tempo the prompt states, if it states one. ``readings`` > 1: up to
+        that many rows, that M and then the prior's other readings (``AudioPrior.alternatives``)."""
         embedding = self.mulan.embed_text([prompt])
         if self.prior is not None:
-            embedding = self.prior(embedding, self.mulan.rvq, tempo=stated_tempo(prompt, self.prior.cfg.tempo_tolerance))
+            tempo = stated_tempo(prompt, self.prior.cfg.tempo_tolerance)
+            embedding = (self.prior.alternatives(embedding, self.mulan.rvq, tempo, readings) if readings > 1
+                         else self.prior(embedding, self.mulan.rvq, tempo=tempo))
         return self.mulan.tokens(embedding)
 
     def stream(self, prompt: str, settings: GenerationSettings = GenerationSettings(), prefix: torch.Tensor | None = None,
@@ -256,8 +259,12 @@ class MusicLM:
         seeds = [settings.seed * 3 + i for i in range(3)]
         timings = {"mulan": 0.0, "stage1": 0.0, "stage2": 0.0, "stage3": 0.0, "codec": 0.0}
         t0 = time.perf_counter()
+        # tempo drafts: text alone (no S, clip, hum or M given) that states a bpm the tokens can be read for
+        drafting = (schedule is None and not unconditional and prefix is None and semantic is None and melody is None
+                    and not prompt_tokens and self.drafts_tempo(prompt, settings.tempo_drafts))
         if schedule is None:
-            schedule = [(0.0, None if unconditional else prefix if prefix is not None else self.conditioning(prompt))]
+            schedule = [(0.0, None if unconditional else prefix if prefix is not None
+                         else self.conditioning(prompt, settings.tempo_drafts if drafting else 1))]
         schedule = [(start, m if m is None else m.to(device)) for start, m in schedule]
         negative = self.conditioning(settings.negative_prompt).to(device) if settings.negative_prompt.strip() and not unconditional else None
         timings["mulan"] = time.perf_counter() - t0
@@ -287,9 +294,9 @@ class MusicLM:
         hum = self.melody_stream(melody, offset_s, semantic_total)  # stage 1 follows it; stage 2 too if it was trained to
         job1 = None
         drafted = 0
-        if semantic is None and given_s is None and melody is None and prefix is None and len(schedule) == 1 and schedule[0][1] is not None:
+        if drafting:
             t = time.perf_counter()
-            drafted = self.tempo_draft(prompt, settings.tempo_drafts, semantic_total, sampling[0], seeds[0], negative, schedule, s_buf)
+            drafted = self.tempo_draft(prompt, semantic_total, sampling[0], seeds[0], negative, schedule, s_buf)
             timings["stage1"] = time.perf_counter() - t
         if semantic is not None:
             if semantic.dim() != 3 or semantic.shape[:2] != (1, 1) or semantic.shape[2] < semantic_total:
@@ -349,20 +356,23 @@ class MusicLM:
         if tokens_out is not None:
             tokens_out.update(S=s_buf, A=a_buf)
 
-    def tempo_draft(self, prompt: str, count: int, frames: int, sampling: Sampling, seed: int, negative: torch.Tensor | None,
+    def drafts_tempo(self, prompt: str, count: int) -> bool:
+        """Whether a text prompt gets tempo drafts: ``count`` ≥ 2, it states a bpm (a tempo word's
+        range is wide, and half or double of any tempo falls in it), and there is a prior to give
+        readings and a tokenizer whose tokens can be read for tempo."""
+        return (count >= 2 and stated_bpm(prompt) is not None and self.prior is not None and self.semantic is not None
+                and self.semantic.reads_rhythm)
+
+    def tempo_draft(self, prompt: str, frames: int, sampling: Sampling, seed: int, negative: torch.Tensor | None,
                     schedule: list, s_buf: torch.Tensor) -> int:
-        """Draft stage 1's first window under ``count`` readings of a prompt that states a bpm
-        (``engine.drafts``); write the draft that keeps it into ``s_buf`` and its reading into
-        ``schedule``. Returns how many S frames were drafted: 0 when the prompt states no bpm (a
-        tempo word's range is wide, and half or double of any tempo falls in it) or nothing can
-        read one (no prior, or a tokenizer without a rhythm read-out)."""
+        """Draft stage 1's first window under each reading of the prompt in ``schedule``'s M
+        (``engine.drafts``); keep the draft that plays the stated bpm in ``s_buf`` and its reading
+        as the schedule's M. Returns how many S frames were drafted."""
         from .drafts import pick_draft
 
-        if count < 2 or stated_bpm(prompt) is None or self.prior is None or self.semantic is None or not self.semantic.reads_rhythm:
-            return 0
         wanted = stated_tempo(prompt, self.prior.cfg.tempo_tolerance)
         s1 = self.stages["stage1"]
-        readings = self.mulan.tokens(self.prior.alternatives(self.mulan.embed_text([prompt]), self.mulan.rvq, wanted, count)).to(self.device)
+        readings = schedule[0][1]
         length = min(frames, int(TEMPO_DRAFT_SECONDS * SEMANTIC_RATE), s1.cfg.layout.positions)
         drafts = s1.generate(length, readings, None, sampling, torch.Generator(device=self.device).manual_seed(seed),
                              None if negative is None else negative.expand(len(readings), -1))
