@@ -1,0 +1,64 @@
+"""Golden output: every mode of a seeded random-weight generator makes exactly the audio it made
+when the golden file was written. Any change of behaviour (sampling, layouts, the draft rule, the
+codec's streaming) fails here and must be recorded on purpose:
+
+    UPDATE_GOLDEN=1 python -m pytest tests/test_golden.py
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.melody import melody_tokens, synthetic_hum
+from engine.pipeline import GenerationSettings
+from tests.golden_models import golden_pipeline
+
+GOLDEN = Path(__file__).parent / "golden" / "pieces.npz"
+STRIDE = 16  # every 16th sample is stored: 6 kB a piece, and no change of behaviour leaves them all in place
+
+
+def _clip(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * 24_000)) / 24_000
+    return (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 2 * t))).astype(np.float32)
+
+
+def _pieces(model) -> dict[str, np.ndarray]:
+    def whole(chunks):
+        return np.concatenate([c.audio for c in chunks])
+
+    hum = melody_tokens(synthetic_hum([(0.1, 0.4, 60), (0.5, 0.4, 64), (0.9, 0.4, 67)], 1.4))
+    return {
+        "text_bpm": whole(model.stream("calm piano ballad, 100 bpm", GenerationSettings(seconds=1.5, seed=3))),
+        "text_negative": whole(model.stream("dreamy ambient pads", GenerationSettings(seconds=1.2, seed=1, top_k=50,
+                                                                                    negative_prompt="drums"))),
+        "hum": whole(model.stream("warm strings", GenerationSettings(seconds=1.2, seed=2), melody=hum)),
+        "story": whole(model.story([("calm piano", 0.6), ("loud metal, 140 bpm", 0.7)], GenerationSettings(seed=4))),
+        "continue": whole(model.continuation(_clip(1.2), None, GenerationSettings(seconds=0.8, seed=5))),
+        "continue_prompt": whole(model.continuation(_clip(1.2), "a flute lullaby", GenerationSettings(seconds=0.8, seed=5))),
+        "inpaint": whole(model.inpaint(_clip(2.0), 0.5, 1.0, "a flute lullaby", GenerationSettings(seed=6))),
+    }
+
+
+@pytest.fixture(scope="module")
+def pieces():
+    return _pieces(golden_pipeline())
+
+
+def test_every_mode_makes_the_golden_audio(pieces):
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        np.savez_compressed(GOLDEN, **{f"{k}.samples": v[::STRIDE] for k, v in pieces.items()},
+                            **{f"{k}.length": np.array(len(v)) for k, v in pieces.items()})
+    golden = np.load(GOLDEN)
+    assert sorted(pieces) == sorted({k.split(".")[0] for k in golden.files})
+    for mode, audio in pieces.items():
+        assert len(audio) == int(golden[f"{mode}.length"]), mode
+        np.testing.assert_allclose(audio[::STRIDE], golden[f"{mode}.samples"], rtol=1e-4, atol=1e-6, err_msg=mode)
+
+
+def test_the_golden_pieces_differ_from_each_other(pieces):
+    """A golden file that holds silence, or one piece seven times, would pin nothing down."""
+    rms = {mode: float(np.sqrt(np.mean(audio ** 2))) for mode, audio in pieces.items()}
+    assert all(value > 1e-4 for value in rms.values()), rms
+    assert len({round(value, 7) for value in rms.values()}) == len(rms)
