@@ -26,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.auth and ":" not in args.auth:
         p.error("--auth must look like user:password")
-    from engine.pipeline import resolve_device
+    from engine import resolve_device
 
     try:
         resolve_device(args.device)

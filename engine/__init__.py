@@ -1,0 +1,41 @@
+"""hummingbird's engine: MusicLM (text → MuLan M → semantic S → coarse and fine acoustic A →
+codec → 24 kHz audio), offline.
+
+This is the front door: the studio and any script use these names and nothing below them.
+
+    from engine import MusicLM, TextRequest, GenerationSettings, save_audio
+    model = MusicLM.load()
+    for chunk in model.run(TextRequest("calm violin melody over a guitar riff, 90 bpm", GenerationSettings(seconds=10))):
+        ...  # chunk.audio: float32 at 24 kHz, as soon as it is decoded
+    audio, info = model.render(TextRequest("tender solo piano, slow tempo"))
+    save_audio("piano.wav", audio)
+
+Inside: ``nn`` (the models' weights and forward passes), ``generate`` (requests, the streamed
+pipeline), ``train`` (one loop, a recipe per model), ``evaluate`` (a file per question, report,
+bench), ``data`` (the synthetic corpus), ``checkpoints`` (load, export, verify). The map and the
+design are in docs/ARCHITECTURE.md.
+"""
+from __future__ import annotations
+
+from .audio import SAMPLE_RATE, AudioError, load_audio, log_mel, save_audio
+from .checkpoints import CHECKPOINT_DIR, missing_models, model_status
+from .files import atomic_write
+from .generate.musiclm import Chunk, MusicLM
+from .generate.requests import (ContinueRequest, HumRequest, InpaintRequest, Request, StoryRequest, TextRequest, check_story, parse_story,
+                                story_json)
+from .generate.settings import MAX_SECONDS, SAMPLING_PRESETS, GenerationSettings, available_devices, resolve_device
+from .melody import PitchTrack, analyse_hum, note_name, notes_heard
+from .nn.lm import GenerationError
+from .prompts import MAX_PROMPT_CHARS, clean_prompt
+
+__all__ = [
+    # generation
+    "MusicLM", "GenerationSettings", "SAMPLING_PRESETS", "Chunk", "GenerationError", "MAX_SECONDS", "MAX_PROMPT_CHARS",
+    # one request per mode
+    "Request", "TextRequest", "HumRequest", "StoryRequest", "ContinueRequest", "InpaintRequest",
+    "clean_prompt", "check_story", "parse_story", "story_json",
+    # audio in and out, hum analysis
+    "SAMPLE_RATE", "AudioError", "load_audio", "save_audio", "log_mel", "atomic_write", "analyse_hum", "notes_heard", "note_name", "PitchTrack",
+    # models and devices
+    "CHECKPOINT_DIR", "model_status", "missing_models", "available_devices", "resolve_device",
+]

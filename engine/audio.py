@@ -1,4 +1,4 @@
-"""Audio in and out, and the signal metrics of DESIGN §5.
+"""Audio in and out, and the signal metrics of docs/ARCHITECTURE.md (Metrics).
 
 Reading goes through soundfile (torchaudio's I/O would need torchcodec); resampling and mel
 spectrograms through torchaudio. Everything internal is 24 kHz mono float32.
@@ -68,7 +68,7 @@ def save_audio(path: str | Path, audio: np.ndarray, sr: int = SAMPLE_RATE) -> No
     atomic_write(path, lambda tmp: sf.write(str(tmp), audio, sr, subtype="PCM_16", format=fmt))
 
 
-# ----------------------------------------------------------------------------- metrics (DESIGN §5)
+# ----------------------------------------------------------------------------- metrics
 @lru_cache(maxsize=8)
 def _mel(n_fft: int, hop: int, n_mels: int) -> torchaudio.transforms.MelSpectrogram:
     return torchaudio.transforms.MelSpectrogram(
@@ -81,7 +81,7 @@ def log_mel(x: torch.Tensor, n_fft: int = 1024, hop: int = 256, n_mels: int = 80
 
 
 def log_mel_l1(ref: torch.Tensor, est: torch.Tensor) -> float:
-    """DESIGN §5: 80 mel bands, n_fft 1024, hop 256, log10 with floor 1e-5, mean absolute difference."""
+    """80 mel bands, n_fft 1024, hop 256, log10 with floor 1e-5, mean absolute difference."""
     n = min(ref.shape[-1], est.shape[-1])
     return float((log_mel(ref[..., :n]) - log_mel(est[..., :n])).abs().mean())
 

@@ -1,4 +1,4 @@
-"""``python -m engine …``: the command-line face of the engine (DESIGN §4).
+"""``python -m engine …``: the command-line face of the engine.
 
 Bad input exits with code 2 and one clear line on stderr, never a traceback.
 """
@@ -6,8 +6,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
+import time
 from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE, AudioError, load_audio, save_audio
+from .checkpoints import CHECKPOINT_DIR, export_checkpoint, model_status
+from .data.build import BuildConfig, build
+from .data.melodies import build_index
+from .data.render import SynthUnavailable
+from .evaluate import EVALUATORS
+from .evaluate.bench import bench_codec, bench_generate, bench_peer, bench_stage_steps
+from .evaluate.report import run_all, write_report
+from .generate.musiclm import MusicLM
+from .generate.requests import ContinueRequest, HumRequest, InpaintRequest, StoryRequest, TextRequest, parse_story
+from .generate.settings import GenerationSettings, available_devices
+from .nn.codec import HOP, load_codec
+from .train import TRAINERS
+from .train.tokens import build_melody_cache, build_token_cache
 
 
 class UsageError(Exception):
@@ -33,23 +53,16 @@ def _positive_float(text: str) -> float:
 
 def _data(args: argparse.Namespace) -> dict:
     if args.data_command == "build":
-        from .data.build import BuildConfig, build
-        from .data.render import SynthUnavailable
-
         try:
             return build(BuildConfig(Path(args.out), args.hours, args.seed, args.clip_seconds, args.workers), progress=not args.quiet)
         except SynthUnavailable as exc:
             raise UsageError(str(exc)) from None
     if args.data_command == "melodies":
-        from .data.melodies import build_index
-
         return build_index(workers=args.workers)
     raise UsageError(f"unknown data command {args.data_command!r}")
 
 
 def _train(args: argparse.Namespace) -> dict:
-    from .training import TRAINERS
-
     if args.stage not in TRAINERS:
         raise UsageError(f"training {args.stage!r} is not available yet; available: {', '.join(TRAINERS)}")
     corpus = Path(args.corpus)
@@ -82,9 +95,6 @@ def _train(args: argparse.Namespace) -> dict:
 
 
 def _tokenize(args: argparse.Namespace) -> dict:
-    from .melody import build_melody_cache
-    from .tokens import build_token_cache
-
     corpus = Path(args.corpus)
     if not (corpus / "train.jsonl").exists():
         raise UsageError(f"no corpus at {corpus}: build one with python -m engine data build --out {corpus} --hours 4")
@@ -102,21 +112,11 @@ def _tokenize(args: argparse.Namespace) -> dict:
 
 
 def _peak_rss_mb() -> float:
-    import resource
-
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def _generate(args: argparse.Namespace) -> dict:
-    import numpy as np
-
-    from dataclasses import replace
-
-    from .audio import SAMPLE_RATE, AudioError, load_audio, save_audio
-    from .pipeline import GenerationSettings, MusicLM, clean_prompt, collect, parse_story
-
-    from .melody import melody_tokens
-
+def _request(args: argparse.Namespace):
+    """The request the flags describe, checked; a UsageError names the first problem."""
     if args.melody and (args.story or args.continue_ or args.inpaint):
         raise UsageError("--melody follows a hum with a text style; it does not combine with --story, --continue or --inpaint")
     if args.between and not args.inpaint:
@@ -125,48 +125,43 @@ def _generate(args: argparse.Namespace) -> dict:
         raise UsageError("--inpaint CLIP needs the range to regenerate: --between START END (seconds)")
     if sum(map(bool, (args.story, args.continue_, args.inpaint))) > 1:
         raise UsageError("--story, --continue and --inpaint do not combine; choose one")
+    settings = GenerationSettings(seconds=args.seconds, seed=args.seed, top_k=args.top_k, guidance=args.guidance,
+                                  coarse_guidance=args.coarse_guidance, negative_prompt=args.negative or "", temperatures=tuple(args.temperatures),
+                                  **({} if args.tempo_drafts is None else {"tempo_drafts": args.tempo_drafts}))
+    if args.story:
+        return StoryRequest(tuple(parse_story(_read_text(args.story))), settings)
+    if args.continue_:
+        return ContinueRequest(load_audio(args.continue_), args.prompt, settings)
+    if args.inpaint:
+        return InpaintRequest(load_audio(args.inpaint), args.between[0], args.between[1], args.prompt, settings)
+    if args.melody:
+        return HumRequest(load_audio(args.melody), args.prompt, settings)
+    return TextRequest(args.prompt, settings)
+
+
+def _generate(args: argparse.Namespace) -> dict:
     try:
-        prompt = clean_prompt(args.prompt) if not (args.story or args.continue_ or args.inpaint) or (args.prompt or "").strip() else ""
-        settings = GenerationSettings(seconds=args.seconds, seed=args.seed, top_k=args.top_k, guidance=args.guidance,
-                                      coarse_guidance=args.coarse_guidance, negative_prompt=args.negative or "", temperatures=tuple(args.temperatures),
-                                      **({} if args.tempo_drafts is None else {"tempo_drafts": args.tempo_drafts}))
-        settings.check()
-        story = parse_story(_read_text(args.story)) if args.story else None
-        clip = load_audio(args.continue_ or args.inpaint) if (args.continue_ or args.inpaint) else None
-        hum = melody_tokens(load_audio(args.melody)) if args.melody else None
+        request = _request(args)
     except (ValueError, AudioError) as exc:
         raise UsageError(str(exc)) from None
     try:
         model = MusicLM.load(device=args.device)
     except (FileNotFoundError, ValueError) as exc:  # a missing checkpoint, or --device cuda without a GPU
         raise UsageError(str(exc)) from None
-    if story:
-        settings = replace(settings, seconds=sum(seconds for _, seconds in story))
-        audio, info = collect(model.story(story, settings), settings)
-        info["segments"] = len(story)
-    elif args.inpaint:
-        try:
-            gap = replace(settings, seconds=max(args.between[1] - args.between[0], 1e-3))  # RTF over the regenerated range
-            audio, info = collect(model.inpaint(clip, args.between[0], args.between[1], prompt or None, settings), gap)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        info["inpainted_s"] = [args.between[0], args.between[1]]
-    elif clip is not None:
-        try:
-            audio, info = collect(model.continuation(clip, prompt or None, settings), settings)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        info["continued_from_s"] = round(len(audio) / SAMPLE_RATE - args.seconds, 3)
-    else:
-        try:
-            audio, info = model.generate(prompt, settings, candidates=args.candidates, melody=hum)
-        except ValueError as exc:  # e.g. a stage 1 trained without melody conditioning
-            raise UsageError(str(exc)) from None
-        if hum is not None:
-            info["melody_frames"] = int(hum.size)
+    try:
+        audio, info = model.render(request, candidates=args.candidates)
+    except ValueError as exc:  # what only the models can judge: a clip too short, a stage 1 without melody conditioning
+        raise UsageError(str(exc)) from None
+    record = request.record()
+    extra = {"segments": len(record["segments"])} if "segments" in record else {}
+    extra.update({k: record[k] for k in ("melody_frames",) if k in record})
+    if isinstance(request, InpaintRequest):
+        extra["inpainted_s"] = [request.start, request.end]
+    if isinstance(request, ContinueRequest):
+        extra["continued_from_s"] = round(len(audio) / SAMPLE_RATE - request.generated_seconds, 3)
     save_audio(args.out, audio)
-    return {"prompt": prompt, "out": str(args.out), **info, "device": model.device.type, "peak_rss_mb": _peak_rss_mb(),
-            "peak_abs": round(float(np.max(np.abs(audio))) if audio.size else 0.0, 4)}
+    return {"mode": request.mode, "prompt": record.get("prompt") or "", "out": str(args.out), **info, **extra, "device": model.device.type,
+            "peak_rss_mb": _peak_rss_mb(), "peak_abs": round(float(np.max(np.abs(audio))) if audio.size else 0.0, 4)}
 
 
 def _read_text(path: str, limit: int = 1_000_000) -> str:
@@ -184,22 +179,12 @@ def _read_text(path: str, limit: int = 1_000_000) -> str:
 
 def _export(stage: str, run_dir: Path) -> Path:
     """Copy a run's weights to assets/checkpoints/<stage>.safetensors with its config."""
-    from .models import CHECKPOINT_DIR
-    from .training import export_checkpoint
-
     target = CHECKPOINT_DIR / f"{stage}.safetensors"
     export_checkpoint(run_dir, target, half=stage.startswith("stage"))
     return target
 
 
 def _codec(args: argparse.Namespace) -> dict:
-    import time
-
-    import torch
-
-    from .audio import SAMPLE_RATE, AudioError, load_audio, save_audio
-    from .codec import HOP, load_codec
-
     try:
         audio = load_audio(args.input)
     except AudioError as exc:
@@ -226,8 +211,6 @@ def _codec(args: argparse.Namespace) -> dict:
 
 
 def _eval(args: argparse.Namespace) -> dict:
-    from .report import EVALUATORS, run_all, write_report
-
     corpus = Path(args.corpus)
     if not (corpus / "test.jsonl").exists():
         raise UsageError(f"no corpus at {corpus}")
@@ -251,11 +234,6 @@ def _eval(args: argparse.Namespace) -> dict:
 
 
 def _bench(args: argparse.Namespace) -> dict:
-    import torch
-
-    from .bench import bench_codec, bench_generate, bench_peer, bench_stage_steps
-    from .pipeline import available_devices
-
     try:
         if args.what == "codec":
             return bench_codec(args.seconds)
@@ -279,8 +257,6 @@ def _bench(args: argparse.Namespace) -> dict:
 
 
 def _models(args: argparse.Namespace) -> dict:
-    from .models import model_status
-
     return {"models": model_status()}
 
 
@@ -323,7 +299,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(run=_train)
 
-    g = sub.add_parser("generate", help="text → music (DESIGN §4)")
+    g = sub.add_parser("generate", help="text → music (or a hum, a story, a clip to continue or inpaint)")
     g.add_argument("prompt", nargs="?", default="", help="the music to make (optional with --story; with --continue, a new direction)")
     g.add_argument("--seconds", type=_positive_float, default=10.0)
     g.add_argument("--out", default="out.wav")

@@ -11,6 +11,7 @@ Features of a corpus are computed once and cached next to it (``<corpus>/cache/f
 from __future__ import annotations
 
 from functools import lru_cache
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
-from .audio import SAMPLE_RATE
+from .audio import SAMPLE_RATE, load_audio
+from .files import atomic_write
 
 FRAME_HOP = 240  # 100 Hz analysis frames
 FRAME_RATE = SAMPLE_RATE // FRAME_HOP
@@ -112,9 +114,6 @@ def _cache_path(corpus: Path, clip_id: str) -> Path:
 
 def clip_frames(corpus: Path, record: dict) -> np.ndarray:
     """The (N_CHANNELS, T) float16 frames of one corpus clip, computed once and cached."""
-    from .audio import load_audio
-    from .files import atomic_write
-
     path = _cache_path(corpus, record["id"])
     if path.exists():
         return np.load(path)
@@ -139,8 +138,6 @@ def corpus_frames(corpus: Path, records: list[dict], workers: int = 2) -> list[n
     """Frames of many clips; missing cache entries are computed in ``workers`` processes."""
     missing = [r for r in records if not _cache_path(corpus, r["id"]).exists()]
     if missing and workers > 1:
-        from multiprocessing import get_context
-
         with get_context("spawn").Pool(workers) as pool:
             for _ in pool.imap_unordered(_clip_frames_job, [(Path(corpus), r) for r in missing], chunksize=8):
                 pass
@@ -151,7 +148,6 @@ class MelStem(nn.Module):
     """The learned input of MuLan's audio tower and of the semantic model: 100 Hz log-mel,
     standardized per band with statistics fitted on training audio, then a strided convolution
     down to the encoder's frame rate. (B, 64, T) → (B, T / stride, dim)."""
-
     def __init__(self, dim: int, stride: int):
         super().__init__()
         self.register_buffer("mel_mean", torch.zeros(N_MELS, 1))

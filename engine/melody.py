@@ -10,16 +10,13 @@ tracked exactly the same way to train stage 1, so training and use see the same 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torchaudio
 
 from .audio import SAMPLE_RATE, SILENT_PEAK, AudioError
-from .files import atomic_write
 
 FRAME_RATE = 25  # melody tokens share the semantic tokens' clock
 UNVOICED = 12
@@ -175,57 +172,33 @@ def synthetic_hum(midi_notes: list[tuple[float, float, int]], seconds: float, se
     return (out + breath * rng.standard_normal(t.size)).astype(np.float32)
 
 
-# ----------------------------------------------------------------------------- corpus cache
-def melody_cache_path(corpus: Path, split: str) -> Path:
-    return Path(corpus) / "cache" / f"melody-{split}.npz"
 
 
-def build_melody_cache(corpus: Path, split: str, progress: bool = True, save_every: int = 50) -> Path:
-    """Track every clip's melody rendition (``melody/<id>.flac``) into (clips, frames) tokens
-    (``VOCAB``, the pad id, where a clip has none). Resumable: partial results are saved as it goes, since this is the slow step (≈ 2 s a clip)."""
-    from .audio import load_audio
-    from .data.build import read_records
-
-    records = read_records(corpus, split)
-    path = melody_cache_path(corpus, split)
-    done: dict[str, np.ndarray] = {}
-    if path.exists():
-        data = np.load(path)
-        done = dict(zip(json.loads(str(data["ids"])), data["melody"]))
-    frames = int(records[0]["seconds"] * FRAME_RATE)
-
-    def save() -> None:
-        ids = [r["id"] for r in records if r["id"] in done]
-        stack = np.stack([np.pad(done[i][:frames], (0, max(0, frames - done[i].size)), constant_values=UNVOICED) for i in ids])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), ids=np.array(json.dumps(ids)), melody=stack.astype(np.int8)))
-
-    todo = [r for r in records if r["id"] not in done]
-    iterator = todo
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(todo, desc=f"track melodies {split}", unit="clip")
-    for n, record in enumerate(iterator, 1):
-        if record.get("rendition"):
-            done[record["id"]] = tokens(track(load_audio(Path(corpus) / record["rendition"]["audio"])))
-        else:  # a crop inside the intro has no lead line: the melody is absent, as in text-only use
-            done[record["id"]] = np.full(frames, VOCAB)
-        if n % save_every == 0:
-            save()
-    if todo or not path.exists():
-        save()
-    return path
 
 
-def load_melody_cache(corpus: Path, split: str, ids: list[str]) -> torch.Tensor:
-    """Melody tokens in the token cache's clip order (``ids``)."""
-    path = melody_cache_path(corpus, split)
-    if not path.exists():
-        raise FileNotFoundError(f"no melody cache at {path}; run: python -m engine tokenize --only melody --corpus {corpus}")
-    data = np.load(path)
-    row = {i: k for k, i in enumerate(json.loads(str(data["ids"])))}
-    missing = [i for i in ids if i not in row]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} clips have no melody tokens yet; run: python -m engine tokenize --only melody --corpus {corpus}")
-    return torch.from_numpy(data["melody"][[row[i] for i in ids]].astype(np.int64))
+
+
+SHORTEST_NOTE_FRAMES = 2  # 80 ms: shorter pitch excursions are a glide, not a note
+HOLD_SEMITONES = 0.7  # vibrato around a held note does not start a new one
+
+
+def notes_heard(midi: np.ndarray) -> list[str]:
+    """The notes of a pitch track (MIDI per frame, NaN unvoiced; C4 = 60), each named by its
+    median pitch: a note ends at a silence or where the pitch leaves it by more than 0.7
+    semitones for at least 80 ms."""
+    runs: list[list[float]] = []
+    current: list[float] = []
+    leaving: list[float] = []
+    for m in list(midi) + [np.nan]:
+        if not np.isfinite(m):
+            runs.append(current)
+            current, leaving = [], []
+        elif not current or abs(m - np.median(current)) <= HOLD_SEMITONES:
+            current.append(m)
+            leaving = []
+        else:
+            leaving.append(m)
+            if len(leaving) >= SHORTEST_NOTE_FRAMES:
+                runs.append(current)
+                current, leaving = leaving, []
+    return [note_name(int(round(np.median(r)))) for r in runs if len(r) >= SHORTEST_NOTE_FRAMES]

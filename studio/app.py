@@ -1,5 +1,6 @@
-"""The studio page. It only arranges components and calls the engine's public API
-(``MusicLM.load`` / ``MusicLM.stream``); history and plots live beside it in plain Python.
+"""The studio page. It only arranges components and calls the engine's public API (``import
+engine``: each handler builds a request and plays ``MusicLM.run(request)``); history and plots
+live beside it in plain Python.
 
 Until the models are trained the page still opens and says which checkpoints are missing and
 the command that trains each one.
@@ -12,17 +13,14 @@ import random
 import shutil
 import tempfile
 import threading
-from dataclasses import asdict
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 
-from engine.audio import SAMPLE_RATE, AudioError, load_audio, save_audio
-from engine.melody import analyse_hum, note_name
-from engine.models import CHECKPOINT_DIR, missing_models, model_status
-from engine.pipeline import (MAX_SECONDS, GenerationSettings, MusicLM, available_devices, check_story, clean_prompt, parse_story,
-                             resolve_device)
+from engine import (CHECKPOINT_DIR, MAX_SECONDS, SAMPLE_RATE, SAMPLING_PRESETS, AudioError, ContinueRequest, GenerationSettings, HumRequest,
+                    InpaintRequest, MusicLM, StoryRequest, TextRequest, analyse_hum, available_devices, check_story, load_audio,
+                    missing_models, model_status, notes_heard, parse_story, resolve_device, save_audio, story_json)
 
 from . import desktop
 from .history import History
@@ -41,18 +39,23 @@ EXAMPLES = [
     ["laid-back bossa nova with nylon-string guitar and brushes"],
     ["chiptune with a square lead and electronic drums, quick tempo"],
 ]
-PRESETS = {  # name → (temperatures, top-k, guidance on stage 1, guidance on stage 2)
-    "quality": ((1.0, 0.95, 0.4), 0, 3.0, 1.0),  # the paper's temperatures, guided stage 1
-    "fast preview": ((1.0, 0.95, 0.4), 50, 1.0, 1.0),  # no guidance: stage 1 runs one branch instead of two
-}
 PLOT_EVERY_SECONDS = 2.0  # redraw the previews this often while streaming (each redraw costs CPU the generator needs)
 
 
 def preset_values(name: str) -> tuple:
     """A preset as the sampling controls' values, in their order: T1, T2, T3, top-k, guidance on
     stages 1 and 2 (the order every generation endpoint takes them in, after its own inputs)."""
-    temperatures, *rest = PRESETS[name]
-    return (*temperatures, *rest)
+    preset = SAMPLING_PRESETS[name]
+    return (*preset.temperatures, preset.top_k, preset.guidance, preset.coarse_guidance)
+
+
+def settings_from_controls(seconds, seed, t1, t2, t3, top_k, guidance, coarse_guidance, negative="") -> GenerationSettings:
+    """The shared controls (duration, seed, then the sampling panel in ``preset_values``' order) as settings."""
+    try:
+        return GenerationSettings(seconds=float(seconds), seed=int(seed), temperatures=(float(t1), float(t2), float(t3)), top_k=int(top_k),
+                                  guidance=float(guidance), coarse_guidance=float(coarse_guidance), negative_prompt=" ".join((negative or "").split()))
+    except (TypeError, ValueError) as exc:
+        raise gr.Error(str(exc)) from None
 
 
 def status_markdown() -> str:
@@ -61,7 +64,7 @@ def status_markdown() -> str:
     lines = ["| model | role | status | train with |", "|---|---|---|---|"]
     for r in rows:
         state = "✅ ready" if r["present"] else "❌ missing"
-        command = f"`{r['train_command']}`" if r["trainable"] else "trainer not built yet"
+        command = f"`{r['train_command']}`"
         role = r["role"].replace("|", "\\|")  # a literal bar would split the table cell
         lines.append(f"| **{r['name']}** | {role} | {state} | {command} |")
     if missing:
@@ -117,22 +120,19 @@ class Studio:
         if not missing_models():
             threading.Thread(target=self.model, daemon=True).start()
 
-    def _settings(self, seconds, seed, t1, t2, t3, top_k, guidance, coarse_guidance, negative="") -> GenerationSettings:
-        try:
-            settings = GenerationSettings(seconds=float(seconds), seed=int(seed), temperatures=(float(t1), float(t2), float(t3)),
-                                          top_k=int(top_k), guidance=float(guidance), coarse_guidance=float(coarse_guidance), negative_prompt=" ".join((negative or "").split()))
-            settings.check()
-        except (TypeError, ValueError) as exc:
-            raise gr.Error(str(exc)) from None
-        return settings
-
-    def _play(self, chunks, record: dict, total: float, segments=()):
-        """Stream any generation to the page: audio chunks as they are decoded, progress, growing
+    def _play(self, make_request, segments=()):
+        """Stream any request to the page: audio chunks as they are decoded, progress, growing
         previews; the finished (or stopped) piece goes to the history with the settings that
-        reproduce it."""
+        reproduce it. ``make_request`` builds the request, whose checks may refuse it."""
+        try:
+            request = make_request()
+        except (AudioError, ValueError) as exc:
+            raise gr.Error(str(exc)) from None
+        model = self.model()
+        chunks, total = model.run(request), request.seconds
         pieces: list[np.ndarray] = []
         drawn, entry = 0.0, None
-        record = {**record, "device": self.device}  # the same seed draws differently on a GPU
+        record = {**request.record(), "device": self.device}  # the same seed draws differently on a GPU
         with self._lock:
             self._generating += 1
         try:
@@ -162,23 +162,14 @@ class Studio:
         yield (whole, f"**done** · {len(audio) / SAMPLE_RATE:.1f} s", waveform_figure(audio, None, segments), spectrogram_figure(audio, None, segments),
                json.dumps(record, indent=1), str(self.history.path(entry)) if entry else None)
 
-    def text_to_music(self, prompt, negative, seconds, seed, t1, t2, t3, top_k, guidance, coarse_guidance):
-        try:
-            prompt = clean_prompt(prompt)
-        except ValueError as exc:
-            raise gr.Error(str(exc)) from None
-        settings = self._settings(seconds, seed, t1, t2, t3, top_k, guidance, coarse_guidance, negative)
-        model = self.model()
-        yield from self._play(model.stream(prompt, settings), {"mode": "text", "prompt": prompt, **asdict(settings)}, settings.seconds)
+    def text_to_music(self, prompt, negative, seconds, seed, *sampling):
+        yield from self._play(lambda: TextRequest(prompt, settings_from_controls(seconds, seed, *sampling, negative)))
 
-    def story_to_music(self, table, seed, t1, t2, t3, top_k, guidance, coarse_guidance):
+    def story_to_music(self, table, seed, *sampling):
         segments = _story_rows(table)
-        settings = self._settings(sum(s for _, s in segments), seed, t1, t2, t3, top_k, guidance, coarse_guidance)
-        model = self.model()
-        record = {"mode": "story", "segments": [{"prompt": p, "seconds": s} for p, s in segments], **asdict(settings)}
         edges = np.cumsum([0.0] + [s for _, s in segments])
         shading = [(float(a), float(b), p) for (p, _), a, b in zip(segments, edges[:-1], edges[1:])]
-        yield from self._play(model.story(segments, settings), record, settings.seconds, shading)
+        yield from self._play(lambda: StoryRequest(tuple(segments), settings_from_controls(edges[-1], seed, *sampling)), shading)
 
     def track_hum(self, path):
         """The Hum tab's preview: the tracked pitch contour and the notes heard, before generating."""
@@ -188,50 +179,28 @@ class Studio:
             pitch, _ = analyse_hum(load_audio(path))
         except AudioError as exc:
             raise gr.Error(str(exc)) from None
-        return pitch_figure(pitch.times, pitch.midi), _note_summary(pitch.midi)
+        notes = notes_heard(pitch.midi)
+        return pitch_figure(pitch.times, pitch.midi), f"**{len(notes)} notes:** " + " ".join(notes[:64]) + (" …" if len(notes) > 64 else "")
 
-    def hum_to_music(self, hum, style, seconds, seed, t1, t2, t3, top_k, guidance, coarse_guidance):
+    def hum_to_music(self, hum, style, seconds, seed, *sampling):
         if not hum:
             raise gr.Error("record or upload a hum or whistle first")
-        settings = self._settings(seconds, seed, t1, t2, t3, top_k, guidance, coarse_guidance)
-        try:
-            style = clean_prompt(style)
-            _, melody = analyse_hum(load_audio(hum))
-        except (AudioError, ValueError) as exc:
-            raise gr.Error(str(exc)) from None
-        model = self.model()
-        record = {"mode": "hum", "prompt": style, "melody_frames": int(melody.size), **asdict(settings)}
-        yield from self._play(model.stream(style, settings, melody=melody), record, settings.seconds)
+        yield from self._play(lambda: HumRequest(load_audio(hum), style, settings_from_controls(seconds, seed, *sampling)))
 
-    def _clip_and_prompt(self, clip, use_last: bool, prompt, verb: str) -> tuple[np.ndarray, str | None]:
-        """The Continue tab's clip (an upload, a recording or the last output) and optional prompt."""
+    def _clip(self, clip, use_last: bool, verb: str) -> np.ndarray:
+        """The Continue tab's clip: an upload, a recording or the last output."""
         source = self.last if use_last else clip
         if not source:
             raise gr.Error(f"nothing to {verb} yet: generate something first" if use_last else f"upload or record a clip to {verb}")
-        try:
-            return load_audio(source), clean_prompt(prompt) if (prompt or "").strip() else None
-        except (AudioError, ValueError) as exc:
-            raise gr.Error(str(exc)) from None
+        return load_audio(source)
 
-    def continue_music(self, clip, use_last, prompt, seconds, seed, t1, t2, t3, top_k, guidance, coarse_guidance):
-        audio, prompt = self._clip_and_prompt(clip, use_last, prompt, "continue")
-        settings = self._settings(seconds, seed, t1, t2, t3, top_k, guidance, coarse_guidance)
-        model = self.model()
-        record = {"mode": "continue", "prompt": prompt, "clip_seconds": round(len(audio) / SAMPLE_RATE, 2), **asdict(settings)}
-        yield from self._play(model.continuation(audio, prompt, settings), record, len(audio) / SAMPLE_RATE + settings.seconds)
+    def continue_music(self, clip, use_last, prompt, seconds, seed, *sampling):
+        yield from self._play(lambda: ContinueRequest(self._clip(clip, use_last, "continue"), prompt, settings_from_controls(seconds, seed, *sampling)))
 
-    def inpaint_music(self, clip, use_last, prompt, start, end, seed, t1, t2, t3, top_k, guidance, coarse_guidance):
-        audio, prompt = self._clip_and_prompt(clip, use_last, prompt, "inpaint")
-        try:
-            start, end = float(start), float(end)
-        except (TypeError, ValueError):
-            raise gr.Error("give the range to inpaint as two numbers of seconds") from None
-        settings = self._settings(max(end - start, 1.0), seed, t1, t2, t3, top_k, guidance, coarse_guidance)
-        model = self.model()
-        record = {"mode": "inpaint", "prompt": prompt, "range_s": [start, end], "clip_seconds": round(len(audio) / SAMPLE_RATE, 2),
-                  **asdict(settings)}
-        yield from self._play(model.inpaint(audio, start, end, prompt, settings), record, len(audio) / SAMPLE_RATE,
-                              [(start, end, "inpainted")])
+    def inpaint_music(self, clip, use_last, prompt, start, end, seed, *sampling):
+        settings = settings_from_controls(GenerationSettings().seconds, seed, *sampling)  # the range sets the length
+        yield from self._play(lambda: InpaintRequest(self._clip(clip, use_last, "inpaint"), start, end, prompt, settings),
+                              [(float(start or 0), float(end or 0), "inpainted")])
 
     def record_here(self) -> str:
         """Desktop mode: a clip from this computer's microphone, saved like an upload."""
@@ -281,11 +250,10 @@ def _story_rows(table) -> list[tuple[str, float]]:
         raise gr.Error(str(exc)) from None
 
 
-def story_json(table) -> str:
-    """The editor as DESIGN §4 story JSON, written to a file to download."""
-    segments = _story_rows(table)
+def story_file(table) -> str:
+    """The editor as a story JSON file to download (the format ``--story`` reads)."""
     path = scratch_folder("story") / "story.json"
-    path.write_text(json.dumps({"segments": [{"prompt": p, "seconds": s} for p, s in segments]}, indent=1, ensure_ascii=False))
+    path.write_text(story_json(_story_rows(table)))
     return str(path)
 
 
@@ -308,33 +276,6 @@ def story_from_table(table):
         return story_value(_story_rows(table))
     except gr.Error:
         return gr.skip()
-
-
-SHORTEST_NOTE_FRAMES = 2  # 80 ms: shorter pitch excursions are a glide, not a note
-HOLD_SEMITONES = 0.7  # vibrato around a held note does not start a new one
-
-
-def _note_summary(midi: np.ndarray) -> str:
-    """The notes heard (C4 = MIDI 60), each named by its median pitch: a note ends at a silence
-    or where the pitch leaves it by more than 0.7 semitones for at least 80 ms."""
-    runs: list[list[float]] = []
-    current: list[float] = []
-    leaving: list[float] = []
-    for m in list(midi) + [np.nan]:
-        if not np.isfinite(m):
-            runs.append(current)
-            current, leaving = [], []
-        elif not current or abs(m - np.median(current)) <= HOLD_SEMITONES:
-            current.append(m)
-            leaving = []
-        else:
-            leaving.append(m)
-            if len(leaving) >= SHORTEST_NOTE_FRAMES:
-                runs.append(current)
-                current, leaving = leaving, []
-    pitches = [int(round(np.median(r))) for r in runs if len(r) >= SHORTEST_NOTE_FRAMES]
-    notes = [note_name(p) for p in pitches]
-    return f"**{len(notes)} notes:** " + " ".join(notes[:64]) + (" …" if len(notes) > 64 else "")
 
 
 def _pcm16(audio: np.ndarray) -> np.ndarray:
@@ -411,12 +352,12 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
                     seed = gr.Number(value=0, precision=0, label="seed", minimum=0)
                     dice = gr.Button("🎲 random", size="sm", scale=0)
                 with gr.Row():
-                    preset = gr.Radio(list(PRESETS), value="quality", label="preset", scale=2)
+                    preset = gr.Radio(list(SAMPLING_PRESETS), value="quality", label="preset", scale=2)
                     device = gr.Dropdown(available_devices(), value=studio.device, label="device", scale=1, elem_id="device",
                                          info="cuda appears when PyTorch sees a GPU")
                 with gr.Accordion("sampling", open=False):
                     temps = [gr.Slider(0, 2, value=v, step=0.05, label=f"stage {i + 1} temperature")
-                             for i, v in enumerate(PRESETS["quality"][0])]
+                             for i, v in enumerate(SAMPLING_PRESETS["quality"].temperatures)]
                     top_k = gr.Slider(0, 1024, value=0, step=1, label="top-k (0 = off)")
                     guidance = gr.Slider(0, 10, value=3.0, step=0.5, label="guidance scale (stage 1)")
                     coarse_guidance = gr.Slider(0, 10, value=1.0, step=0.5, label="guidance scale (stage 2; 1 = off)")
@@ -453,7 +394,7 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
         timeline.input(story_rows, timeline, story, api_name=False)  # user edits only: no ping-pong between the two
         story.input(story_from_table, story, timeline, api_name=False)
         story_in.upload(story_table, story_in, story, api_name=False).then(story_from_table, story, timeline, api_name=False)
-        export_story.click(story_json, story, story_out, api_name=False)
+        export_story.click(story_file, story, story_out, api_name=False)
         refresh_history.click(studio.history_rows, outputs=table, api_name="history")
         table.select(studio.history_entry, outputs=[past_audio, past_settings, past_file], api_name=False)
         refresh.click(status_markdown, outputs=status, api_name="model_status")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.audio import SAMPLE_RATE
+from engine import SAMPLE_RATE
 
 
 class DesktopAudioError(RuntimeError):

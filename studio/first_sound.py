@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.pipeline import MusicLM
+from engine import MusicLM
 
 from .app import build_app
 from .history import History

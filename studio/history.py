@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.audio import SAMPLE_RATE, save_audio
-from engine.files import atomic_write
+from engine import SAMPLE_RATE, atomic_write, save_audio
 
 DEFAULT_ROOT = Path(os.environ.get("HUMMINGBIRD_HISTORY", Path(__file__).resolve().parents[1] / "outputs" / "history"))
 

@@ -6,8 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from engine.audio import SAMPLE_RATE, log_mel
-from engine.melody import note_name
+from engine import SAMPLE_RATE, log_mel, note_name
 
 WAVEFORM_POINTS = 2000  # min/max pairs: enough for a sharp envelope, small enough to send every chunk
 SPECTROGRAM_COLUMNS = 1200

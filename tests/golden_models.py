@@ -2,9 +2,9 @@
 and the codec), small enough for CI and seeded, so that every mode's audio is reproducible."""
 import torch
 
-from engine.mulan import AudioPrior, MuLan, MuLanConfig, PriorConfig, rvq_fingerprint
-from engine.semantic import SemanticConfig, SemanticModel
-from engine.transformer import TransformerConfig
+from engine.nn.mulan import AudioPrior, MuLan, MuLanConfig, PriorConfig, rvq_fingerprint
+from engine.nn.semantic import SemanticConfig, SemanticModel
+from engine.nn.transformer import TransformerConfig
 from tests.tiny import tiny_pipeline
 
 TINY_MULAN = MuLanConfig(audio=TransformerConfig(dim=32, layers=1, heads=2, causal=False), text_hidden=32, rvq_size=16)

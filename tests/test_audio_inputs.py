@@ -26,7 +26,7 @@ def test_load_audio_reads_what_it_can_and_names_what_it_cannot(name, tmp_path):
 
 
 def test_silent_clips_are_refused_where_there_is_nothing_to_follow(tmp_path):
-    from engine.pipeline import GenerationSettings, MusicLM
+    from engine import GenerationSettings, MusicLM
 
     silent = load_audio(make("silent", tmp_path)[0])
     with pytest.raises(AudioError, match="silent"):

@@ -4,8 +4,8 @@ import shutil
 
 import pytest
 
-from engine.models import CHECKPOINT_DIR
-from engine.training import MANIFEST, load_exported
+from engine import CHECKPOINT_DIR
+from engine.checkpoints import MANIFEST, load_exported
 
 
 def test_every_shipped_file_is_in_the_manifest_with_its_hash():

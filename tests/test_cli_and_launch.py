@@ -1,10 +1,10 @@
 """The two doors a user walks through first: the corpus CLI and the studio launcher."""
 import json
-from pathlib import Path
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,7 +70,6 @@ def test_models_command_lists_every_stage_with_its_train_command():
 def test_launch_serves_the_studio_and_names_missing_models():
     """Also with --desktop: without a sound card it says so and serves anyway."""
     from studio.desktop import available
-
     from studio.ports import free_port
 
     port = free_port()
@@ -113,7 +112,7 @@ def test_model_table_rows_keep_four_cells_and_only_offer_real_trainers():
     assert len(rows) == 7
     for row in rows:
         assert len(re.split(r"(?<!\\)\|", row)) == 6, row  # 4 cells between 5 unescaped bars
-    from engine.training import TRAINERS
+    from engine.train import TRAINERS
 
     for row in rows:
         name = row.split("**")[1]

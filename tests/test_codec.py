@@ -8,10 +8,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from engine import CHECKPOINT_DIR
 from engine.audio import AudioError, load_audio, log_mel_l1, si_snr, to_mono_24k
-from engine.codec import HOP, Codec, CodecConfig, OverlapAdd, load_codec, overlap_add
-from engine.models import CHECKPOINT_DIR
-from engine.quantization import ResidualVQ
+from engine.nn.codec import HOP, Codec, CodecConfig, OverlapAdd, load_codec, overlap_add
+from engine.nn.quantization import ResidualVQ
 
 from .conftest import ROOT
 
@@ -166,7 +166,7 @@ def test_training_resumes_exports_and_runs_under_torchrun_ddp(tmp_path, tiny_cor
 def _average_on_two_ranks(rank: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
 
-    from engine.training import average_gradients
+    from engine.train.loop import average_gradients
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     model = torch.nn.Linear(3, 2)
@@ -262,7 +262,7 @@ def test_shipped_codec_error_falls_as_levels_are_added():
 
 
 def test_reference_soundstream_decoder_upsamples_tokens_to_24k():
-    from engine.bench import soundstream_decoder
+    from engine.evaluate.bench import soundstream_decoder
 
     out = soundstream_decoder(8, 4)(torch.randn(1, 8, 7))
     assert out.shape == (1, 1, 7 * HOP)

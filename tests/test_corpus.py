@@ -1,6 +1,4 @@
 """The corpus: valid MIDI for every genre, deterministic audio, honest ground truth and captions."""
-import io
-import json
 import re
 
 import numpy as np
@@ -9,10 +7,11 @@ import soundfile as sf
 
 from engine.data.arranger import arrange, held_out_sequences, sample_spec
 from engine.data.build import build_clip, caption_for, clip_split, corpus_version, write_midi
-from engine.data.captions import GENRE_NAMES, INSTRUMENT_NAMES, KIT_NAMES, TEMPO_WORDS, all_synonyms, tempo_bucket
+from engine.data.captions import GENRE_NAMES, INSTRUMENT_NAMES, KIT_NAMES, all_synonyms
 from engine.data.genres import GENRES, HELD_OUT_PROGRESSIONS
 from engine.data.melodies import load_index
 from engine.data.render import PEAK_CEILING, SAMPLE_RATE, find_soundfont, render, synthesize
+from engine.prompts import TEMPO_WORDS, tempo_bucket
 
 from .conftest import make_spec
 

@@ -1,12 +1,12 @@
-"""Tempo drafts (engine.drafts): reading a tempo off stage-1 tokens, and the pipeline keeping the
+"""Tempo drafts (engine.generate.drafts): reading a tempo off stage-1 tokens, and the pipeline keeping the
 draft that plays the stated one."""
 import numpy as np
 import pytest
 import torch
 
-from engine.drafts import envelope_bpm, pick_draft, tempo_miss
-from engine.mulan import PriorConfig
-from engine.pipeline import GenerationSettings, MusicLM
+from engine import GenerationSettings, MusicLM
+from engine.generate.drafts import envelope_bpm, pick_draft, tempo_miss
+from engine.nn.mulan import PriorConfig
 
 RATE = 25  # semantic frames per second
 
@@ -79,7 +79,7 @@ def drafting(tiny_pipeline, monkeypatch):
         shown.append(envelopes)
         return min(2, len(envelopes) - 1), [0.0] * len(envelopes)
 
-    monkeypatch.setattr("engine.drafts.pick_draft", keep_the_third)
+    monkeypatch.setattr("engine.generate.musiclm.pick_draft", keep_the_third)
     model = MusicLM(TextSide(), tiny_pipeline.codec, *tiny_pipeline.stages.values(), semantic=TokensAsOnsets(), prior=Readings())
     return model, shown
 

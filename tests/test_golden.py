@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine import GenerationSettings
 from engine.melody import melody_tokens, synthetic_hum
-from engine.pipeline import GenerationSettings
 from tests.golden_models import golden_pipeline
 
 GOLDEN = Path(__file__).parent / "golden" / "pieces.npz"

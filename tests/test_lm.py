@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from engine.lm import LMConfig, Sampling, StageLayout, Stream, TokenLM, stage_layouts
-from engine.transformer import TransformerConfig
+from engine.nn.lm import LMConfig, Sampling, StageLayout, Stream, TokenLM, stage_layouts
+from engine.nn.transformer import TransformerConfig
 
 GREEDY = Sampling(temperature=0.0)
 
@@ -51,7 +51,7 @@ def test_guidance_contrasts_with_the_prefix_and_the_optional_streams_dropped(nam
     """Guided greedy decoding equals teacher forcing under guide(conditional, unconditional), where
     the unconditional model has the null M and no melody (as conditioning dropout trained it) but
     keeps S, which is never dropped: a hum is guided along with the text."""
-    from engine.sampling import guide
+    from engine.nn.sampling import guide
 
     model = tiny(name)
     prefix, aligned = conditions(model)
@@ -145,7 +145,7 @@ def test_fine_tuning_starts_from_a_text_only_stage1_and_adds_the_melody_table(tm
 
     from safetensors.torch import save_file
 
-    from engine.lm import start_from
+    from engine.train.stages import start_from
 
     hums = tiny("stage1")
     text_only = TokenLM(replace(hums.cfg, layout=replace(hums.cfg.layout, aligned=())))

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from engine.audio import SAMPLE_RATE, AudioError
+from engine.evaluate.metrics import melody_chroma_cosine
 from engine.melody import UNVOICED, melody_tokens, synthetic_hum, tokens, track
-from engine.metrics import melody_chroma_cosine
 
 SCALE = [60, 62, 64, 65, 67, 69, 71, 72]
 
@@ -47,8 +47,8 @@ def test_short_breaths_between_notes_are_bridged():
 
 def test_other_sample_rates_give_the_same_frames():
     audio, expected = _scale_hum()
-    import torchaudio
     import torch
+    import torchaudio
 
     at_44k = torchaudio.functional.resample(torch.from_numpy(audio), SAMPLE_RATE, 44_100).numpy()
     assert _agreement(melody_tokens(at_44k, 44_100), expected) >= 0.9

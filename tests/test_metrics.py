@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from engine.audio import SAMPLE_RATE
-from engine.data.captions import stated_bpm
-from engine.metrics import descriptors, estimated_bpm, frechet_distance, tempo_error
+from engine.evaluate.metrics import descriptors, estimated_bpm, frechet_distance, tempo_error
+from engine.prompts import stated_bpm
 
 
 def test_stated_bpm_reads_the_prompt():
@@ -53,7 +53,7 @@ def test_frechet_distance_matches_the_closed_form():
 
 
 def test_pitch_class_agreement_tells_kept_notes_from_moved_ones():
-    from engine.metrics import pitch_class_agreement
+    from engine.evaluate.metrics import pitch_class_agreement
 
     t = np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE
     a4 = 0.3 * np.sin(2 * np.pi * 440.0 * t)

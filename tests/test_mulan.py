@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data.captions import TEMPO_RANGES, stated_tempo
 from engine.features import N_CHANNELS, analyze
-from engine.mulan import AudioPrior, MuLan, MuLanConfig, PriorConfig, caption_variants, load_mulan, load_prior
-from engine.quantization import ResidualVQ
-from engine.transformer import TransformerConfig
+from engine.nn.mulan import AudioPrior, MuLan, MuLanConfig, PriorConfig, load_mulan, load_prior
+from engine.nn.quantization import ResidualVQ
+from engine.nn.transformer import TransformerConfig
+from engine.prompts import TEMPO_RANGES, StatedTempo, stated_tempo
+from engine.train.mulan import caption_variants
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 TINY = MuLanConfig(audio=TransformerConfig(dim=32, layers=1, heads=2, causal=False), rvq_levels=3, rvq_size=16, text_hidden=32)
@@ -94,11 +95,11 @@ def test_a_stated_tempo_keeps_the_prior_among_windows_played_at_that_tempo():
     prior.tempo.copy_(torch.tensor([80] * 25 + [140] * 24 + [100], dtype=torch.int16))
     text = bank[[7]]  # a prompt that sits on a window at 80 bpm
     assert torch.allclose(prior(text, rvq), bank[[7]], atol=1e-4)  # no tempo stated: the window itself
-    fast = prior(text, rvq, tempo=stated_tempo("the same, 140 bpm", prior.cfg.tempo_tolerance))
+    fast = prior(text, rvq, tempo=stated_tempo("the same, 140 bpm", prior.cfg.tempo_tolerance).range)
     closest_fast = 25 + int((text @ bank[25:49].T).argmax())
     assert torch.allclose(fast, bank[[closest_fast]], atol=1e-4)  # the nearest window among those at 140 bpm
-    assert torch.allclose(prior(text, rvq, tempo=stated_tempo("a slow one", 0.04)), bank[[7]], atol=1e-4)
-    only_one = prior(text, rvq, tempo=stated_tempo("at 100 bpm", 0.04))  # one window at 100 bpm, two neighbours asked for
+    assert torch.allclose(prior(text, rvq, tempo=stated_tempo("a slow one", 0.04).range), bank[[7]], atol=1e-4)
+    only_one = prior(text, rvq, tempo=stated_tempo("at 100 bpm", 0.04).range)  # one window at 100 bpm, two neighbours asked for
     assert torch.allclose(only_one, bank[[7]], atol=1e-4)  # too few: the tempo is not enforced
 
 
@@ -108,12 +109,12 @@ def test_the_priors_alternative_readings_are_its_blend_then_the_nearest_windows_
     prior.tokens.copy_(windows.to(torch.int16))
     prior.tempo.copy_(torch.tensor([80] * 25 + [140] * 22 + [100] * 3, dtype=torch.int16))
     text = bank[[7]]
-    fast = stated_tempo("the same, 140 bpm", prior.cfg.tempo_tolerance)
+    fast = stated_tempo("the same, 140 bpm", prior.cfg.tempo_tolerance).range
     readings = prior.alternatives(text, rvq, fast, 4)
     assert torch.allclose(readings[:1], prior(text, rvq, tempo=fast))  # first what the prior gives anyway
     nearest_fast = 25 + (text @ bank[25:47].T)[0].topk(3).indices
     assert torch.allclose(readings[1:], bank[nearest_fast], atol=1e-5)  # then single windows at 140 bpm, nearest first
-    assert len(prior.alternatives(text, rvq, stated_tempo("at 100 bpm", 0.04), 6)) == 4  # only three windows play 100 bpm
+    assert len(prior.alternatives(text, rvq, stated_tempo("at 100 bpm", 0.04).range, 6)) == 4  # only three windows play 100 bpm
 
 
 def test_a_window_on_a_bucket_edge_answers_one_tempo_word_only():
@@ -129,9 +130,10 @@ def test_a_window_on_a_bucket_edge_answers_one_tempo_word_only():
 
 
 def test_stated_tempo_reads_a_bpm_or_a_tempo_word():
-    assert stated_tempo("calm violin melody, 90 BPM, slow", 0.05) == pytest.approx((85.5, 94.5))  # the bpm wins
-    assert stated_tempo("tender solo piano, leisurely tempo", 0.05) == TEMPO_RANGES["slow"]
-    assert stated_tempo("Brisk chiptune", 0.05) == TEMPO_RANGES["fast"]
+    bpm = stated_tempo("calm violin melody, 90 BPM, slow", 0.05)  # the bpm wins
+    assert bpm.bpm == 90 and bpm.range == pytest.approx((85.5, 94.5))
+    assert stated_tempo("tender solo piano, leisurely tempo", 0.05) == StatedTempo(None, TEMPO_RANGES["slow"])
+    assert stated_tempo("Brisk chiptune", 0.05) == StatedTempo(None, TEMPO_RANGES["fast"])
     assert stated_tempo("metal with pounding drums", 0.05) is None
     assert stated_tempo("steady slowness", 0.05) is None  # whole words only
 

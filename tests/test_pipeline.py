@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data.captions import TEMPO_RANGES
-from engine.lm import Stream, windowed
-from engine.mulan import PriorConfig
-from engine.pipeline import GenerationSettings, MusicLM, resolve_device
+from engine import GenerationSettings, MusicLM, resolve_device
+from engine.nn.lm import windowed
+from engine.nn.mulan import PriorConfig
+from engine.prompts import TEMPO_RANGES
 from tests.tiny import tiny_stage
 
 M = torch.arange(12)[None] * 7
@@ -107,7 +107,7 @@ def test_running_the_upstream_stages_on_processes_changes_nothing_but_speed(tiny
 def test_a_stage_failing_on_its_process_reaches_the_caller_as_one_message(tiny_pipeline):
     import copy
 
-    from engine.lm import GenerationError
+    from engine.nn.lm import GenerationError
 
     broken = copy.deepcopy(tiny_pipeline.stages["stage1"])
     with torch.no_grad():
@@ -127,7 +127,7 @@ def test_a_stage_failing_on_its_process_reaches_the_caller_as_one_message(tiny_p
 
 
 def test_a_worker_process_that_dies_is_one_message_and_is_restarted(tiny_pipeline):
-    from engine.lm import GenerationError
+    from engine.nn.lm import GenerationError
 
     tiny_pipeline.parallel = True
     try:
@@ -210,7 +210,7 @@ def test_a_new_story_segment_starts_from_only_the_last_second_of_the_old_one(mon
     ([("calm piano", 1)] * 51, "limit is 50"),
 ])
 def test_bad_stories_get_one_clear_message(segments, message):
-    from engine.pipeline import check_story
+    from engine import check_story
 
     with pytest.raises(ValueError, match=message):
         check_story(segments)
@@ -223,7 +223,7 @@ def test_bad_stories_get_one_clear_message(segments, message):
     ('{"segments": []}', "no segments"),
 ])
 def test_malformed_story_json_is_refused(text, message):
-    from engine.pipeline import parse_story
+    from engine import parse_story
 
     with pytest.raises(ValueError, match=message):
         parse_story(text)
@@ -239,7 +239,7 @@ def test_malformed_story_json_is_refused(text, message):
     ("平静的钢琴", "平静的钢琴"),
 ])
 def test_prompts_with_odd_unicode_are_made_plain(raw, clean):
-    from engine.pipeline import clean_prompt
+    from engine import clean_prompt
 
     assert clean_prompt(raw) == clean
 
@@ -249,7 +249,7 @@ def test_prompts_with_odd_unicode_are_made_plain(raw, clean):
     ("x" * 501, "the limit is 500"), (None, "empty"),
 ])
 def test_prompts_that_say_nothing_or_too_much_are_refused(raw, message):
-    from engine.pipeline import clean_prompt
+    from engine import clean_prompt
 
     with pytest.raises(ValueError, match=message):
         clean_prompt(raw)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from engine import report
+from engine.evaluate import report
 
 
 def _results() -> dict:

@@ -1,6 +1,6 @@
 import torch
 
-from engine.sampling import Sampling, draw, filter_logits, guide, sample
+from engine.nn.sampling import Sampling, draw, filter_logits, guide, sample
 
 
 def test_guidance_scale_one_is_the_conditional_model():

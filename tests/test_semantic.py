@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.evaluation import linear_probe, probe_labels
+from engine.evaluate.semantic import linear_probe, probe_labels
 from engine.features import analyze, token_frames
-from engine.semantic import BaselineTokenizer, JointCodebook, SemanticConfig, SemanticModel, lagged, load_semantic
-from engine.transformer import TransformerConfig
+from engine.nn.semantic import BaselineTokenizer, JointCodebook, SemanticConfig, SemanticModel, lagged, load_semantic
+from engine.nn.transformer import TransformerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = SemanticConfig(encoder=TransformerConfig(dim=32, layers=3, heads=2, causal=False), target_clusters=8, token_layer=2, vocab=16,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.pipeline import GenerationSettings, MusicLM
+from engine import GenerationSettings, MusicLM, TextRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def test_trained_checkpoints_generate_from_text(tiny_runs):
 @pytest.fixture(scope="module")
 def exported(tiny_runs, tmp_path_factory):
     """The tiny runs exported the way assets/checkpoints/ holds them."""
-    from engine.training import export_checkpoint
+    from engine.checkpoints import export_checkpoint
 
     folder = tmp_path_factory.mktemp("checkpoints")
     for name in MODEL_NAMES:
@@ -104,8 +104,8 @@ def test_generation_eval_runs_through_the_cli(tiny_runs, exported):
 
 
 def test_the_tuning_captions_never_overlap_the_evaluations():
-    from engine.data.captions import stated_bpm
-    from engine.evaluation import EVALUATION_CAPTIONS, _generation_set
+    from engine.evaluate.generation import EVALUATION_CAPTIONS, _generation_set
+    from engine.prompts import stated_bpm
 
     records = [{"id": f"c{i}", "caption": f"a piece at {60 + i} bpm" if i % 3 else "a piece"} for i in range(150)]
     evaluation, tuning = _generation_set(records, EVALUATION_CAPTIONS), _generation_set(records, 60, tuning=True)
@@ -116,7 +116,7 @@ def test_the_tuning_captions_never_overlap_the_evaluations():
 
 def test_a_checkpoint_folder_loads_like_its_file(exported):
     """eval semantic --checkpoint DIR takes a folder of exports as the generation evals do."""
-    from engine.semantic import load_semantic
+    from engine.nn.semantic import load_semantic
 
     from_folder, from_file = load_semantic(exported), load_semantic(exported / "semantic.safetensors")
     assert all(torch.equal(a, b) for a, b in zip(from_folder.state_dict().values(), from_file.state_dict().values()))
@@ -125,7 +125,7 @@ def test_a_checkpoint_folder_loads_like_its_file(exported):
 def test_reranking_keeps_the_candidate_mulan_scores_best(tiny_runs):
     _, runs, _ = tiny_runs
     model = _tiny_model(runs)
-    audio, info = model.generate("a calm piano ballad", GenerationSettings(seconds=1.0, seed=4), candidates=3)
+    audio, info = model.render(TextRequest("a calm piano ballad", GenerationSettings(seconds=1.0, seed=4)), candidates=3)
     scores = {c["seed"]: c["mulan_score"] for c in info["candidates"]}
     assert sorted(scores) == [4, 5, 6] and info["seed"] == max(scores, key=scores.get)
     alone, _ = model.generate("a calm piano ballad", GenerationSettings(seconds=1.0, seed=info["seed"]))
@@ -146,7 +146,7 @@ def test_a_prior_built_for_another_mulan_is_refused_clearly(tiny_runs):
 
 
 def test_story_is_one_piece_of_exact_length(tiny_runs):
-    from engine.pipeline import collect
+    from engine.generate.musiclm import collect
 
     _, runs, _ = tiny_runs
     model = _tiny_model(runs)
@@ -171,7 +171,7 @@ def test_continuation_returns_the_clip_then_new_music(tiny_runs):
 
 
 def test_inpainting_regenerates_only_the_range_and_fades_back(tiny_runs):
-    from engine.pipeline import INPAINT_FADE
+    from engine.generate.musiclm import INPAINT_FADE
 
     _, runs, _ = tiny_runs
     model = _tiny_model(runs)
@@ -209,7 +209,7 @@ def test_memorization_eval_runs_and_calibrates_on_permuted_pairs(tiny_runs, expo
 
 
 def test_sinkhorn_distance_is_zero_on_itself_and_grows_with_the_cost():
-    from engine.evaluation import sinkhorn_distance
+    from engine.evaluate.memorization import sinkhorn_distance
 
     cost = np.array([[0.0, 1.0], [1.0, 0.0]])
     assert sinkhorn_distance(np.array([0.5, 0.5]), np.array([0.5, 0.5]), cost) < 0.01

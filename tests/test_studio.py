@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.pipeline import MusicLM
+from engine import MusicLM
 from studio.app import Studio, build_app, preset_values
 from studio.history import History
 from studio.ports import free_port

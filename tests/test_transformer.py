@@ -1,6 +1,6 @@
 import torch
 
-from engine.transformer import Transformer, TransformerConfig
+from engine.nn.transformer import Transformer, TransformerConfig
 
 
 def test_kv_cache_decoding_equals_full_recomputation():

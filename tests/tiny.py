@@ -1,10 +1,10 @@
 """Random-weight models small enough for CI, shared by the pipeline tests."""
 import torch
 
-from engine.codec import Codec, CodecConfig
-from engine.lm import LMConfig, StageLayout, TokenLM, stage_layouts
-from engine.pipeline import MusicLM
-from engine.transformer import TransformerConfig
+from engine import MusicLM
+from engine.nn.codec import Codec, CodecConfig
+from engine.nn.lm import LMConfig, StageLayout, TokenLM, stage_layouts
+from engine.nn.transformer import TransformerConfig
 
 
 def tiny_stage(name: str, crop: float) -> TokenLM:

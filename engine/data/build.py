@@ -14,6 +14,7 @@ clips render in any order on any number of worker processes.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import Counter
@@ -23,11 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from tqdm import tqdm
 
 from ..files import atomic_write
 from .arranger import Arrangement, Note, Part, arrange, sample_spec
 from .captions import INSTRUMENT_NAMES, KIT_NAMES, write_caption
 from .genres import GENRES, RENDITION_PATCHES
+from .melodies import INDEX_PATH
 from .render import SAMPLE_RATE, find_soundfont, normalize_loudness, render, synthesize
 
 TEST_EVERY = 10  # every 10th clip is a test clip
@@ -49,10 +52,6 @@ class BuildConfig:
 
 def corpus_version() -> str:
     """Fingerprint of the code and melody index that make clips: resume never mixes versions."""
-    import hashlib
-
-    from .melodies import INDEX_PATH
-
     h = hashlib.sha1()
     for path in sorted(Path(__file__).parent.glob("*.py")) + [INDEX_PATH]:
         h.update(path.read_bytes())
@@ -208,8 +207,6 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     with Pool(cfg.workers) as pool:
         results = pool.imap(build_clip, jobs, chunksize=1)
         if progress:
-            from tqdm import tqdm
-
             results = tqdm(results, total=len(jobs), desc="rendering", unit="clip")
         records.extend(results)
     wall = time.perf_counter() - t0

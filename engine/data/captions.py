@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..prompts import TEMPO_WORDS, tempo_bucket
+
 # (train synonyms, held-out synonyms)
 Synonyms = tuple[tuple[str, ...], tuple[str, ...]]
 
@@ -122,11 +124,6 @@ MOOD_NAMES: dict[str, Synonyms] = {
     "epic": (("epic", "heroic", "majestic"), ("triumphant",)),
     "romantic": (("romantic", "tender", "loving"), ("sentimental",)),
 }
-TEMPO_WORDS: dict[str, Synonyms] = {
-    "slow": (("slow", "unhurried"), ("leisurely",)),
-    "medium": (("medium", "moderate"), ("mid-tempo",)),
-    "fast": (("fast", "quick"), ("brisk",)),
-}
 PIECE_WORDS: Synonyms = (("piece", "track", "song", "tune"), ("composition", "number"))
 USES: Synonyms = (
     ("a film scene", "a video game", "a coffee shop", "a late-night drive", "a workout", "studying"),
@@ -214,32 +211,6 @@ def pick(rng: np.random.Generator, synonyms: Synonyms, split: str) -> str:
 
 def all_synonyms(synonyms: Synonyms) -> tuple[str, ...]:
     return synonyms[0] + synonyms[1]
-
-
-TEMPO_RANGES = {"slow": (0.0, 85.0), "medium": (85.0, 125.0), "fast": (125.0, float("inf"))}  # bpm, each word's bucket
-_BPM = re.compile(r"(\d{2,3})\s*bpm", re.IGNORECASE)
-_TEMPO_WORD_BUCKET = {word.lower(): bucket for bucket, synonyms in TEMPO_WORDS.items() for word in all_synonyms(synonyms)}
-_TEMPO_WORD_PATTERN = re.compile(r"\b(" + "|".join(map(re.escape, _TEMPO_WORD_BUCKET)) + r")\b", re.IGNORECASE)
-
-
-def stated_bpm(text: str) -> float | None:
-    """The tempo a prompt asks for ("… at 96 bpm"), or None."""
-    match = _BPM.search(text)
-    return float(match.group(1)) if match else None
-
-
-def stated_tempo(text: str, tolerance: float) -> tuple[float, float] | None:
-    """The bpm range a prompt asks for: its bpm ± ``tolerance`` (relative), else the bucket of its
-    first tempo word ("slow", "brisk" …, the words the captions use), else None."""
-    bpm = stated_bpm(text)
-    if bpm is not None:
-        return bpm * (1 - tolerance), bpm * (1 + tolerance)
-    word = _TEMPO_WORD_PATTERN.search(text)
-    return TEMPO_RANGES[_TEMPO_WORD_BUCKET[word.group(1).lower()]] if word else None
-
-
-def tempo_bucket(bpm: float) -> str:
-    return next(bucket for bucket, (low, high) in TEMPO_RANGES.items() if low <= bpm < high)
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,7 @@ HELD_OUT_PROGRESSIONS = frozenset(
 # ----------------------------------------------------------------------------- moods
 @dataclass(frozen=True)
 class Mood:
-    """How a mood steers the arrangement (DESIGN §3: register, density, mode, velocity)."""
+    """How a mood steers the arrangement (register, density, mode, velocity)."""
 
     name: str
     minor_prob: float  # chance the clip is in a minor key

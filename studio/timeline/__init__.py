@@ -1,5 +1,5 @@
 """The Story tab's timeline: one block per segment, drag to reorder, drag an edge to resize
-(0.5 s steps), add and remove. Its value is the story JSON itself (DESIGN §4), so import, export,
+(0.5 s steps), add and remove. Its value is the story JSON itself (the file `generate --story` reads), so import, export,
 the segment table and generation all speak the same format.
 
 Built on ``gr.HTML`` templates: the markup, style and behaviour live beside this file as plain

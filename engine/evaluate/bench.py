@@ -1,4 +1,4 @@
-"""``python -m engine bench …``: speed and memory as JSON (DESIGN §5), measured on this machine.
+"""``python -m engine bench …``: speed and memory as JSON (docs/ARCHITECTURE.md, Metrics), measured on this machine.
 
 ``bench codec`` times the shipped codec and, for the architecture choice, a SoundStream-style
 waveform-domain decoder (transposed convolutions up to 24 kHz, residual units with dilations
@@ -6,13 +6,19 @@ waveform-domain decoder (transposed convolutions up to 24 kHz, residual units wi
 """
 from __future__ import annotations
 
+import resource
 import time
 
 import numpy as np
 import torch
 from torch import nn
+from torch.profiler import profile
 
-from .codec import HOP
+from ..generate.musiclm import MusicLM
+from ..generate.settings import GenerationSettings
+from ..nn.codec import HOP, load_codec
+from ..nn.lm import load_stage
+from .codec import codec_speed
 
 
 class _ResidualUnit(nn.Module):
@@ -52,9 +58,6 @@ def _median_time(fn, repeats: int) -> float:
 
 
 def bench_codec(seconds: float = 10.0, repeats: int = 3) -> dict:
-    from .codec import load_codec
-    from .evaluation import codec_speed
-
     model = load_codec()
     tokens = int(seconds * 24_000 / HOP)
     latents = torch.randn(1, model.cfg.latent_dim, tokens)
@@ -79,10 +82,6 @@ def bench_generate(lengths: tuple[float, ...] = (10.0, 60.0, 300.0), prompt: str
     """Text → audio with the shipped checkpoints on ``device``: RTF, first-chunk latency,
     per-stage seconds and tokens/s, peak RSS (and peak GPU memory) — for each length, in this
     one process."""
-    import resource
-
-    from .pipeline import GenerationSettings, MusicLM
-
     t0 = time.perf_counter()
     model = MusicLM.load(device=device, parallel=parallel)
     load_s = time.perf_counter() - t0
@@ -154,10 +153,6 @@ def bench_stage_steps(frames: int = 200, top_ops: int = 6, seed: int = 0) -> dic
     """Each shipped stage LM alone on one thread: milliseconds to decode one frame (every level,
     guidance as in generation) and the operators that take the time — the profile the decode
     loop is tuned against. Inputs are random tokens: speed does not depend on their values."""
-    from torch.profiler import profile
-
-    from .lm import load_stage
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     result = {}

@@ -1,4 +1,5 @@
-"""The tokenize step: every corpus clip as M_A, S and A, cached once for the three stage LMs.
+"""The tokenize step: every corpus clip as M_A, S and A (and its melody rendition as melody
+tokens), cached once for the three stage LMs.
 
 Training uses audio only (MusicLM §3.3): M_A comes from the MuLan *audio* tower of the clip (one
 12-token set per 10 s window at a 1 s stride, so a training crop takes the window it starts in),
@@ -13,9 +14,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from .features import corpus_frames
-from .files import atomic_write
+from ..audio import load_audio
+from ..checkpoints import CHECKPOINT_DIR
+from ..data.build import read_records
+from ..features import corpus_frames
+from ..files import atomic_write
+from ..melody import FRAME_RATE, UNVOICED, VOCAB, tokens, track
+from ..nn.codec import load_codec
+from ..nn.mulan import load_mulan
+from ..nn.semantic import load_semantic
 
 TOKEN_KEYS = ("M", "S", "A")
 
@@ -42,10 +51,6 @@ def tokenize_clip(models: dict, frames: np.ndarray, audio: np.ndarray) -> dict[s
 
 
 def load_tokenizers(checkpoints: dict[str, Path | None] | None = None) -> dict:
-    from .codec import load_codec
-    from .mulan import load_mulan
-    from .semantic import load_semantic
-
     checkpoints = checkpoints or {}
     return {"mulan": load_mulan(checkpoints.get("mulan")), "semantic": load_semantic(checkpoints.get("semantic")),
             "codec": load_codec(checkpoints.get("codec"))}
@@ -57,10 +62,6 @@ def token_cache_path(corpus: Path, split: str) -> Path:
 
 def build_token_cache(corpus: Path, split: str, checkpoints: dict[str, Path | None] | None = None, progress: bool = True) -> Path:
     """Tokenize every clip of a split (all clips have the corpus clip length) into one .npz."""
-    from .audio import load_audio
-    from .data.build import read_records
-    from .models import CHECKPOINT_DIR
-
     records = read_records(corpus, split)
     paths = {n: Path(p) if p else CHECKPOINT_DIR / f"{n}.safetensors" for n, p in {"mulan": None, "semantic": None, "codec": None, **(checkpoints or {})}.items()}
     fingerprint = checkpoint_fingerprint(paths)
@@ -72,8 +73,6 @@ def build_token_cache(corpus: Path, split: str, checkpoints: dict[str, Path | No
     rows = {k: [] for k in TOKEN_KEYS}
     iterator = zip(records, frames)
     if progress:
-        from tqdm import tqdm
-
         iterator = tqdm(iterator, total=len(records), desc=f"tokenize {split}", unit="clip")
     for record, f in iterator:
         for k, v in tokenize_clip(models, f, load_audio(Path(corpus) / record["audio"])).items():
@@ -106,3 +105,57 @@ def load_token_cache(corpus: Path, split: str) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"no token cache at {path}; run: python -m engine tokenize --corpus {corpus}")
     data = np.load(path)
     return {k: torch.from_numpy(data[k].astype(np.int64)) for k in TOKEN_KEYS}
+
+
+# ----------------------------------------------------------------------------- corpus cache
+def melody_cache_path(corpus: Path, split: str) -> Path:
+    return Path(corpus) / "cache" / f"melody-{split}.npz"
+
+
+
+def build_melody_cache(corpus: Path, split: str, progress: bool = True, save_every: int = 50) -> Path:
+    """Track every clip's melody rendition (``melody/<id>.flac``) into (clips, frames) tokens
+    (``VOCAB``, the pad id, where a clip has none). Resumable: partial results are saved as it goes, since this is the slow step (≈ 2 s a clip)."""
+    records = read_records(corpus, split)
+    path = melody_cache_path(corpus, split)
+    done: dict[str, np.ndarray] = {}
+    if path.exists():
+        data = np.load(path)
+        done = dict(zip(json.loads(str(data["ids"])), data["melody"]))
+    frames = int(records[0]["seconds"] * FRAME_RATE)
+
+    def save() -> None:
+        ids = [r["id"] for r in records if r["id"] in done]
+        stack = np.stack([np.pad(done[i][:frames], (0, max(0, frames - done[i].size)), constant_values=UNVOICED) for i in ids])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), ids=np.array(json.dumps(ids)), melody=stack.astype(np.int8)))
+
+    todo = [r for r in records if r["id"] not in done]
+    iterator = todo
+    if progress:
+        iterator = tqdm(todo, desc=f"track melodies {split}", unit="clip")
+    for n, record in enumerate(iterator, 1):
+        if record.get("rendition"):
+            done[record["id"]] = tokens(track(load_audio(Path(corpus) / record["rendition"]["audio"])))
+        else:  # a crop inside the intro has no lead line: the melody is absent, as in text-only use
+            done[record["id"]] = np.full(frames, VOCAB)
+        if n % save_every == 0:
+            save()
+    if todo or not path.exists():
+        save()
+    return path
+
+
+
+def load_melody_cache(corpus: Path, split: str, ids: list[str]) -> torch.Tensor:
+    """Melody tokens in the token cache's clip order (``ids``)."""
+    path = melody_cache_path(corpus, split)
+    if not path.exists():
+        raise FileNotFoundError(f"no melody cache at {path}; run: python -m engine tokenize --only melody --corpus {corpus}")
+    data = np.load(path)
+    row = {i: k for k, i in enumerate(json.loads(str(data["ids"])))}
+    missing = [i for i in ids if i not in row]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} clips have no melody tokens yet; run: python -m engine tokenize --only melody --corpus {corpus}")
+    return torch.from_numpy(data["melody"][[row[i] for i in ids]].astype(np.int64))
+

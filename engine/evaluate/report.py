@@ -1,4 +1,4 @@
-"""``python -m engine eval all``: every quality metric of DESIGN §5 in one run, written as JSON
+"""``python -m engine eval all``: every quality metric of docs/ARCHITECTURE.md (Metrics) in one run, written as JSON
 and as a markdown report with plots (docs/RESULTS.md), stamped with the git commit and the
 checkpoint hashes and appended to a history file, so results can be followed over time.
 
@@ -9,15 +9,16 @@ uses those defaults.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import evaluation
+from ..checkpoints import CHECKPOINT_DIR, file_sha256
+from ..files import atomic_write
+from . import EVALUATORS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,6 @@ PLANS = {
     "full": ReportPlan("full", {name: {} for name in
                                ("codec", "mulan", "semantic", "stages", "generation", "story", "continuation", "melody", "memorization")}),
 }
-EVALUATORS = {"codec": evaluation.eval_codec, "mulan": evaluation.eval_mulan, "semantic": evaluation.eval_semantic,
-              "stages": evaluation.eval_stages, "generation": evaluation.eval_generation, "story": evaluation.eval_story,
-              "continuation": evaluation.eval_continuation, "melody": evaluation.eval_melody,
-              "memorization": evaluation.eval_memorization}
-
-
 @dataclass(frozen=True)
 class Target:
     """One "done when" figure of the issues: where it sits in the results and the bar it must clear."""
@@ -90,8 +85,6 @@ TARGETS = [
 
 def provenance(checkpoints: Path) -> dict:
     """The git commit (and whether the tree had changes) and the SHA-256 of every checkpoint file."""
-    from .training import file_sha256
-
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
@@ -106,8 +99,6 @@ def provenance(checkpoints: Path) -> dict:
 def run_all(corpus: Path, checkpoint: Path | None = None, plan: str = "quick", only: tuple[str, ...] = (), progress=print) -> dict:
     """Every evaluation of the plan (or ``only`` some); one that fails is recorded with its error
     and the rest still run."""
-    from .models import CHECKPOINT_DIR
-
     chosen = PLANS[plan]
     results: dict = {"plan": chosen.name, "sizes": chosen.sizes, **provenance(checkpoint or CHECKPOINT_DIR)}
     t0 = time.perf_counter()
@@ -134,10 +125,10 @@ def write_report(results: dict, out: Path) -> Path:
     out = Path(out)
     images = out / "results"
     images.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "results.json", json.dumps(results, indent=1))
+    _write_text(out / "results.json", json.dumps(results, indent=1))
     plots = {name: draw(results[name], images / f"{name}.png") for name, draw in PLOTS.items()
              if isinstance(results.get(name), dict) and "error" not in results[name]}
-    _atomic_write(out / "RESULTS.md", markdown(results, {k: f"results/{v.name}" for k, v in plots.items() if v}))
+    _write_text(out / "RESULTS.md", markdown(results, {k: f"results/{v.name}" for k, v in plots.items() if v}))
     headline = {"commit": results["commit"], "created": results["created"], "plan": results["plan"],
                 **{t["label"]: t["value"] for t in results["targets"]}}
     with open(out / "results-history.jsonl", "a", encoding="utf-8") as history:
@@ -145,10 +136,8 @@ def write_report(results: dict, out: Path) -> Path:
     return out / "RESULTS.md"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 # ---------------------------------------------------------------------------------- markdown

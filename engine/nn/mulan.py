@@ -13,23 +13,23 @@ inference.
 """
 from __future__ import annotations
 
+import hashlib
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .features import CHANNELS, DESCRIPTOR_DIM, FRAME_RATE, MelStem, analyze, corpus_frames, window_descriptor, windows
+from ..checkpoints import config_without_preset, load_trained
+from ..features import CHANNELS, DESCRIPTOR_DIM, FRAME_RATE, MelStem, analyze, window_descriptor, windows
 from .quantization import ResidualVQ
 from .transformer import Transformer, TransformerConfig
 
 TEXT_DIM = 384  # all-MiniLM-L6-v2
-CAPTIONED_ROLES = ("lead", "chords", "bass", "drums", "pad")
 
 
 @dataclass(frozen=True)
@@ -84,65 +84,9 @@ def encode_sentences(texts: list[str], batch_size: int = 128) -> np.ndarray:
                                      convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
 
 
-class SentenceCache:
-    """MiniLM embeddings of every caption we train or evaluate on, stored next to the corpus."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.rows: dict[str, np.ndarray] = {}
-        if self.path.exists():
-            data = np.load(self.path, allow_pickle=False)
-            self.rows = dict(zip(data["texts"].tolist(), data["embeddings"]))
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        missing = sorted({t for t in texts if t not in self.rows})
-        if missing:
-            self.rows.update(zip(missing, encode_sentences(missing)))
-            self._save()
-        return np.stack([self.rows[t] for t in texts]).astype(np.float32)
-
-    def _save(self) -> None:
-        from .files import atomic_write
-
-        texts = list(self.rows)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        embeddings = np.stack([self.rows[t] for t in texts]).astype(np.float16)
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a path
-                np.savez(f, texts=np.array(texts), embeddings=embeddings)
-
-        atomic_write(self.path, write)
-
-
-def caption_variants(record: dict, n: int, seed: int = 0) -> list[str]:
-    """The clip's own caption plus ``n - 1`` fresh ones written from its ground truth with the
-    training templates (and now and then a shuffled aspect list, MusicCaps' other form), so the
-    text tower never sees one phrasing per clip often enough to memorize it."""
-    from .data.captions import write_caption
-    from .data.genres import GENRES
-
-    rng = np.random.default_rng([record["seed"], seed, 7])
-    genre = GENRES[record["genre"]]
-    instruments = {i["role"]: (i["program"], i["is_drum"]) for i in record["instruments"] if i["role"] in CAPTIONED_ROLES}
-    out = [record["caption"]]
-    while len(out) < n:
-        if rng.random() < 0.2:
-            aspects = list(record["aspects"])
-            rng.shuffle(aspects)
-            out.append(", ".join(aspects[: rng.integers(3, len(aspects) + 1)]))
-            continue
-        caption = write_caption(rng, "train", record["genre"], record["mood"],
-                                descriptor=genre.descriptors[rng.integers(len(genre.descriptors))],
-                                texture=genre.texture, bpm=record["tempo"], key_name=record["key"]["name"], instruments=instruments)
-        out.append(caption.text)
-    return out
-
-
 # ----------------------------------------------------------------------------- towers
 class AudioTower(nn.Module):
     """10 s of 100 Hz log-mel (+ the window's descriptor) → one 128-d unit vector."""
-
     def __init__(self, cfg: MuLanConfig):
         super().__init__()
         self.cfg = cfg
@@ -164,7 +108,6 @@ class AudioTower(nn.Module):
 
 class TextTower(nn.Module):
     """Frozen MiniLM sentence embedding (384-d) → a trained projection into the joint space."""
-
     def __init__(self, cfg: MuLanConfig):
         super().__init__()
         self.proj = nn.Sequential(nn.Linear(TEXT_DIM, cfg.text_hidden), nn.GELU(), nn.Linear(cfg.text_hidden, cfg.embed_dim))
@@ -233,106 +176,7 @@ class MuLan(nn.Module):
 
 def load_mulan(path: Path | None = None) -> MuLan:
     """The shipped MuLan (assets/checkpoints/mulan.safetensors) or a training run folder."""
-    from .training import load_trained
-
-    return load_trained("mulan", path, lambda config: MuLan(MuLanConfig.from_dict({k: v for k, v in config.items() if k != "preset"})))
-
-
-# ----------------------------------------------------------------------------- training data
-class MuLanData:
-    """Training clips' frames and caption-variant sentence embeddings, for random batches of
-    (10 s window, caption) pairs, one pair per distinct clip."""
-
-    def __init__(self, corpus: Path, cfg: MuLanConfig, variants: int = 8, limit: int | None = None):
-        from .data.build import read_records
-
-        self.cfg = cfg
-        self.records = read_records(corpus, "train")[:limit]
-        self.frames = corpus_frames(corpus, self.records)
-        captions = [caption_variants(r, variants) for r in self.records]
-        flat = SentenceCache(Path(corpus) / "cache" / "minilm-captions.npz").embed([c for group in captions for c in group])
-        self.sentences = torch.from_numpy(flat).view(len(self.records), variants, TEXT_DIM)
-
-    def window(self, rng: np.random.Generator, clip: int) -> np.ndarray:
-        frames, w = self.frames[clip], self.cfg.window_frames
-        start = rng.integers(0, max(1, frames.shape[1] - w + 1))
-        chunk = frames[:, start:start + w].astype(np.float32)
-        if chunk.shape[1] < w:
-            chunk = np.pad(chunk, ((0, 0), (0, w - chunk.shape[1])), constant_values=np.log(1e-6))
-        return chunk
-
-    def fit_standardization(self, tower: "AudioTower", samples: int = 512, seed: int = 0) -> None:
-        """The tower's per-band log-mel and per-descriptor mean/std, over random training windows."""
-        rng = np.random.default_rng(seed)
-        chunks = [self.window(rng, int(rng.integers(len(self.frames)))) for _ in range(samples)]
-        tower.stem.fit(np.concatenate([c[CHANNELS["mel"]] for c in chunks], axis=1))
-        desc = np.stack([window_descriptor(c) for c in chunks])
-        tower.desc_mean.copy_(torch.from_numpy(desc.mean(0)))
-        tower.desc_std.copy_(torch.from_numpy(desc.std(0) + 1e-3))
-
-    def batches(self, batch: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
-        rng = np.random.default_rng(seed)
-        batch = min(batch, len(self.records))
-        while True:
-            clips = rng.choice(len(self.records), size=batch, replace=False)
-            chunks = [self.window(rng, int(c)) for c in clips]
-            variant = rng.integers(self.sentences.shape[1], size=batch)
-            yield {
-                "mel": torch.from_numpy(np.stack([c[CHANNELS["mel"]] for c in chunks])),
-                "descriptor": torch.from_numpy(np.stack([window_descriptor(c) for c in chunks])),
-                "sentence": self.sentences[torch.from_numpy(clips), torch.from_numpy(variant)],
-            }
-
-
-def mulan_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-    audio = model.audio_tower(batch["mel"], batch["descriptor"])
-    text = model.text_tower(batch["sentence"])
-    loss = model.contrastive_loss(audio, text)
-    with torch.no_grad():
-        acc = ((audio @ text.t()).argmax(1) == torch.arange(len(audio))).float().mean()
-    return loss, {"loss": loss.detach(), "acc": acc, "temp": 1 / model.log_scale.exp().detach()}
-
-
-@torch.inference_mode()
-def fit_rvq(model: MuLan, data: MuLanData, windows_per_clip: int = 8, seed: int = 0) -> dict:
-    """Fit the 12 × 1024 RVQ (paper §3.1) on audio embeddings of training windows *and* text
-    embeddings of their captions. Stage 1 learns from audio tokens M_A but is driven by text tokens
-    M_T at inference; fitted on audio alone, the codebooks sit where audio embeddings are and
-    quantize text (which lies off that region, the modality gap) measurably worse."""
-    model.eval()
-    rng = np.random.default_rng(seed)
-    audio = []
-    for start in range(0, len(data.frames), 64):
-        clips = range(start, min(start + 64, len(data.frames)))
-        chunks = [data.window(rng, c) for c in clips for _ in range(windows_per_clip)]
-        mel = torch.from_numpy(np.stack([c[CHANNELS["mel"]] for c in chunks]))
-        desc = torch.from_numpy(np.stack([window_descriptor(c) for c in chunks]))
-        audio.append(model.audio_tower(mel, desc))
-    audio = torch.cat(audio)
-    text = model.text_tower(data.sentences.reshape(-1, TEXT_DIM))
-    model.rvq.fit(torch.cat([audio, text]), seed=seed)
-    cos = lambda x: round(float(F.cosine_similarity(x, model.reconstruct(x), dim=-1).mean()), 4)  # noqa: E731
-    return {"rvq_fit_audio": len(audio), "rvq_fit_text": len(text), "rvq_train_cosine_audio": cos(audio), "rvq_train_cosine_text": cos(text)}
-
-
-def train_mulan(corpus: Path, preset: str, run_dir: Path, overrides: dict | None = None, progress: bool = True) -> dict:
-    from .training import TRAIN_PRESETS, rewrite_weights, setup_distributed, train_loop
-
-    overrides = dict(overrides or {})
-    handcrafted = overrides.pop("handcrafted", True)
-    ddp = setup_distributed()
-    cfg = replace(TRAIN_PRESETS["mulan"][preset], **overrides)
-    torch.manual_seed(cfg.seed)
-    model_cfg = replace(MULAN_PRESETS[preset], handcrafted=handcrafted)
-    model = MuLan(model_cfg)
-    data = MuLanData(corpus, model_cfg)
-    data.fit_standardization(model.audio_tower, seed=cfg.seed)
-    batches = data.batches(cfg.batch_size, seed=cfg.seed * 1000 + ddp.rank)
-    result = train_loop("mulan", model, {"preset": preset, **model.config_dict()}, batches, mulan_loss, cfg, run_dir, ddp, progress)
-    if ddp.main:
-        result.update(fit_rvq(model, data, seed=cfg.seed))
-        rewrite_weights(run_dir, model, {"rvq": result})
-    return result
+    return load_trained("mulan", path, lambda config: MuLan(MuLanConfig.from_dict(config_without_preset(config))))
 
 
 # ----------------------------------------------------------------------------- the prior
@@ -359,7 +203,6 @@ class AudioPrior(nn.Module):
     windows of clips played at that tempo: the text tower barely reads it (one prompt at 70 and at
     150 bpm embeds at cosine 0.96, with "slow tempo" and "fast tempo" at 0.98), while every
     window's tempo is known from the corpus score."""
-
     def __init__(self, cfg: PriorConfig, windows: int, levels: int, mulan_rvq: str = ""):
         super().__init__()
         self.cfg = cfg
@@ -412,44 +255,13 @@ class AudioPrior(nn.Module):
 
 def rvq_fingerprint(rvq: ResidualVQ) -> str:
     """A short digest of an RVQ's codebooks: the same tokens mean the same embedding only under it."""
-    import hashlib
-
     digest = hashlib.sha256()
     for codebook in rvq.codebooks:
         digest.update(codebook.embed.detach().cpu().float().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
-def train_prior(corpus: Path, preset: str, run_dir: Path, overrides: dict | None = None, progress: bool = True) -> dict:
-    """Collect the training split's M_A (every 10 s window of every clip, from the token cache) and
-    each window's tempo (its clip's, from the corpus records) as the prior's bank; written as a run
-    folder, like the trained models, so ``--export`` ships it."""
-    import json
-
-    from .data.build import read_records
-    from .tokens import load_token_cache, token_cache_ids, token_cache_path
-    from .training import save_json, save_tensors
-
-    cfg = replace(PriorConfig(), **{k: v for k, v in (overrides or {}).items() if k in PriorConfig.__dataclass_fields__})
-    m = load_token_cache(corpus, "train")["M"]  # (clips, windows, levels)
-    mulan = load_mulan(json.loads(str(np.load(token_cache_path(corpus, "train"))["meta"]))["checkpoints"]["mulan"])
-    prior = AudioPrior(cfg, m.shape[0] * m.shape[1], m.shape[2], rvq_fingerprint(mulan.rvq))
-    prior.tokens.copy_(m.reshape(-1, m.shape[2]).to(torch.int16))
-    tempo = {r["id"]: r["tempo"] for r in read_records(corpus, "train")}
-    prior.tempo.copy_(torch.tensor([tempo[i] for i in token_cache_ids(corpus, "train")], dtype=torch.int16).repeat_interleave(m.shape[1]))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_tensors(prior.state_dict(), run_dir / "model.safetensors")
-    info = {"clips": int(m.shape[0]), "windows": int(prior.tokens.shape[0])}
-    save_json({"step": 0, "config": {"preset": preset, **prior.config_dict()}, "train": {"source": str(corpus), **info},
-                  "metrics": {}}, run_dir / "state.json")
-    if progress:
-        print(json.dumps(info))
-    return info
-
-
 def load_prior(path: Path | None = None) -> AudioPrior:
-    from .training import load_trained
-
     def build(c: dict) -> AudioPrior:
         cfg = PriorConfig(**{k: c[k] for k in PriorConfig.__dataclass_fields__ if k in c})
         return AudioPrior(cfg, c["windows"], c["levels"], c.get("mulan_rvq", ""))

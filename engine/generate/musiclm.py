@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,18 +20,20 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE, SILENT_PEAK
-from .codec import HOP, CodecStreamer
-from .data.captions import stated_bpm, stated_tempo
-from .features import SEMANTIC_RATE
-from .lm import COARSE_LEVELS, GenerationError, Schedule, TokenLM, windowed
-from .sampling import Sampling
+from ..audio import SAMPLE_RATE, SILENT_PEAK
+from ..checkpoints import CHECKPOINT_DIR
+from ..features import SEMANTIC_RATE
+from ..nn.codec import HOP, CodecStreamer, load_codec
+from ..nn.lm import COARSE_LEVELS, GenerationError, Schedule, TokenLM, load_stage, windowed
+from ..nn.mulan import load_mulan, load_prior
+from ..nn.sampling import Sampling
+from ..nn.semantic import load_semantic
+from ..prompts import StatedTempo, clean_prompt, stated_tempo
+from .drafts import pick_draft
+from .requests import ContinueRequest, HumRequest, InpaintRequest, Request, StoryRequest, TextRequest, check_story
+from .settings import MAX_SECONDS, GenerationSettings, resolve_device
 from .upstream import InLine, Reads, StageJob, StageWorker, Watched, decode
 
-MAX_SECONDS = 300.0
-MAX_PROMPT_CHARS = 500
-MAX_SEGMENTS = 50
-MAX_TEMPO_DRAFTS = 16
 CONTEXT_SECONDS = 10.0  # how much of a clip to continue the stages read (no crop is longer)
 FRAME_PAIR = 2 * HOP  # samples of one 25 Hz semantic frame = two 50 Hz acoustic frames
 INPAINT_FADE = 0.25  # seconds of cross-fade from the regenerated range into the kept remainder
@@ -42,112 +43,12 @@ TEMPO_DRAFT_SECONDS = 10.0  # how much of stage 1 a tempo draft covers (at most 
 TEMPO_DRAFT_SLACK = 0.04  # a draft within 4 % of the prior's ±4 % range is within 8 % of the stated bpm, the evaluation's tolerance
 
 
-def available_devices() -> list[str]:
-    """Where generation can run on this machine: always the CPU, and CUDA when a GPU is visible."""
-    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` → CUDA when a GPU is visible, else the CPU; a ValueError for a device this machine lacks."""
-    if name == "auto":
-        name = available_devices()[-1]
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    if name not in available_devices():
-        raise ValueError("no CUDA GPU is visible to PyTorch; use the cpu device (or auto)")
-    return torch.device(name)
-
-
-def clean_prompt(prompt: str | None) -> str:
-    """The prompt tidied, or a ValueError that says what to write instead. Odd Unicode is made
-    plain: NFKC (full-width letters, ligatures), no control or invisible format characters (NUL,
-    zero-width spaces, bidi overrides), no lone surrogates; emoji and every script stay."""
-    text = unicodedata.normalize("NFKC", (prompt or "").encode("utf-8", "ignore").decode("utf-8"))
-    text = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text if unicodedata.category(c) != "Cf")
-    text = " ".join(text.split())
-    if not text:
-        raise ValueError('the prompt is empty; describe the music, e.g. "calm violin melody over a guitar riff, 90 bpm"')
-    if len(text) > MAX_PROMPT_CHARS:
-        raise ValueError(f"the prompt is {len(text)} characters long; the limit is {MAX_PROMPT_CHARS}")
-    return text
-
-
-def check_story(segments) -> list[tuple[str, float]]:
-    """A story's (prompt, seconds) segments, tidied, or a ValueError naming the first problem."""
-    if not isinstance(segments, (list, tuple)) or not segments:
-        raise ValueError("the story has no segments; give at least one (prompt, seconds)")
-    if len(segments) > MAX_SEGMENTS:
-        raise ValueError(f"the story has {len(segments)} segments; the limit is {MAX_SEGMENTS}")
-    tidy = []
-    for i, segment in enumerate(segments, 1):
-        try:
-            text, seconds = segment
-            seconds = float(seconds)
-        except (TypeError, ValueError):
-            raise ValueError(f"segment {i} must be a prompt and a number of seconds") from None
-        if not 0 < seconds <= MAX_SECONDS:  # NaN fails too
-            raise ValueError(f"segment {i} lasts {seconds} s; each segment needs (0, {MAX_SECONDS:.0f}] seconds")
-        try:
-            tidy.append((clean_prompt(text if isinstance(text, str) else ""), seconds))
-        except ValueError as exc:
-            raise ValueError(f"segment {i}: {exc}") from None
-    total = sum(seconds for _, seconds in tidy)
-    if total > MAX_SECONDS:
-        raise ValueError(f"the story lasts {total:g} s; the limit is {MAX_SECONDS:.0f} s")
-    return tidy
-
-
-def parse_story(text: str) -> list[tuple[str, float]]:
-    """DESIGN §4 story JSON, ``{"segments": [{"prompt": …, "seconds": …}, …]}``, read as data only."""
-    import json
-
-    try:
-        story = json.loads(text)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise ValueError(f"the story is not valid JSON ({exc})") from None
-    if not isinstance(story, dict) or not isinstance(story.get("segments"), list):
-        raise ValueError('a story is {"segments": [{"prompt": "…", "seconds": 12.0}, …]}')
-    rows = story["segments"]
-    if not all(isinstance(r, dict) for r in rows):
-        raise ValueError('each segment is {"prompt": "…", "seconds": 12.0}')
-    return check_story([(r.get("prompt"), r.get("seconds")) for r in rows])
-
-
 @dataclass
 class Chunk:
     """A piece of streamed audio and where generation stands."""
     audio: np.ndarray  # float32, 24 kHz mono
     seconds_done: float
     stages: dict[str, float] = field(default_factory=dict)  # wall seconds spent per stage so far
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    seconds: float = 10.0
-    seed: int = 0
-    temperatures: tuple[float, float, float] = (1.0, 0.95, 0.4)  # paper §4
-    top_k: int = 0
-    guidance: float = 3.0  # classifier-free guidance on stage 1
-    coarse_guidance: float = 1.0  # on stage 2 (1 = off): stresses the text beyond what S implies; see README for what it trades
-    negative_prompt: str = ""
-    chunk_seconds: float = 0.5
-    tempo_drafts: int = 4  # text that states a bpm (no hum or clip: they bring their own): stage 1 drafts under this many readings of it, the one that keeps the tempo goes on (1 = off)
-
-    def check(self) -> None:
-        """A ValueError naming the first setting out of range (NaN fails every comparison)."""
-        if not 0 < self.seconds <= MAX_SECONDS:
-            raise ValueError(f"duration must be in (0, {MAX_SECONDS:.0f}] seconds, got {self.seconds}")
-        if len(self.temperatures) != 3 or not all(0 <= t <= 5 for t in self.temperatures):
-            raise ValueError(f"temperatures must be three numbers in [0, 5], got {self.temperatures}")
-        if not 0 <= self.top_k <= 1024:
-            raise ValueError(f"top-k must be in [0, 1024] (0 = off), got {self.top_k}")
-        for name in ("guidance", "coarse_guidance"):
-            if not 0 <= getattr(self, name) <= 20:
-                raise ValueError(f"{name.replace('_', ' ')} must be in [0, 20], got {getattr(self, name)}")
-        if not 1 <= self.tempo_drafts <= MAX_TEMPO_DRAFTS:
-            raise ValueError(f"tempo drafts must be in [1, {MAX_TEMPO_DRAFTS}] (1 = off), got {self.tempo_drafts}")
-        if len(self.negative_prompt) > MAX_PROMPT_CHARS:
-            raise ValueError(f"the negative prompt is longer than {MAX_PROMPT_CHARS} characters")
 
 
 @contextmanager
@@ -171,7 +72,6 @@ class MusicLM:
     The token loop (three stage LMs) and the codec run on ``device``; MuLan and the semantic
     tokenizer stay on the CPU: they run once per request, on a prompt or a clip, and hand over a
     few tokens."""
-
     def __init__(self, mulan, codec, stage1: TokenLM, stage2: TokenLM, stage3: TokenLM, semantic=None, parallel: bool = False,
                  prior=None):
         self.mulan, self.codec, self.semantic, self.prior = mulan, codec, semantic, prior
@@ -200,12 +100,6 @@ class MusicLM:
         ``paths`` overrides single models (a run folder or an exported file); ``parallel`` runs the
         upstream stages on processes of their own, started here (default: on a CPU this process
         may use two or more cores of)."""
-        from .codec import load_codec
-        from .lm import load_stage
-        from .models import CHECKPOINT_DIR
-        from .mulan import load_mulan, load_prior
-        from .semantic import load_semantic
-
         root = Path(root) if root else CHECKPOINT_DIR
         where = {name: (paths or {}).get(name, root / f"{name}.safetensors")
                  for name in ("mulan", "prior", "semantic", "codec", "stage1", "stage2", "stage3")}
@@ -226,16 +120,23 @@ class MusicLM:
         self.generate("warm-up, 120 bpm", GenerationSettings(seconds=0.5))  # a tempo: the drafts' first estimate imports librosa
         return self
 
-    def conditioning(self, prompt: str, readings: int = 1) -> torch.Tensor:
+    def read_tempo(self, prompt: str) -> StatedTempo | None:
+        """What the prompt says of its tempo, within the prior's tolerance (None without a prior:
+        nothing here could act on it)."""
+        return stated_tempo(prompt, self.prior.cfg.tempo_tolerance) if self.prior is not None else None
+
+    def conditioning(self, prompt: str, readings: int = 1, tempo: StatedTempo | None | str = "read") -> torch.Tensor:
         """Text → the 12 MuLan tokens M (1, 12): through the prior, when there is one, to the
-        audio-side embedding the stages were trained on (``engine.mulan.AudioPrior``), among
-        training windows at the tempo the prompt states, if it states one. ``readings`` > 1: up to
-        that many rows, that M and then the prior's other readings (``AudioPrior.alternatives``)."""
+        audio-side embedding the stages were trained on (``engine.nn.mulan.AudioPrior``), among
+        training windows at the tempo the prompt states (``tempo``: ``read_tempo(prompt)``, read
+        here unless the caller has read it). ``readings`` > 1: up to that many rows, that M and
+        then the prior's other readings (``AudioPrior.alternatives``)."""
         embedding = self.mulan.embed_text([prompt])
         if self.prior is not None:
-            tempo = stated_tempo(prompt, self.prior.cfg.tempo_tolerance)
-            embedding = (self.prior.alternatives(embedding, self.mulan.rvq, tempo, readings) if readings > 1
-                         else self.prior(embedding, self.mulan.rvq, tempo=tempo))
+            tempo = self.read_tempo(prompt) if tempo == "read" else tempo
+            span = tempo.range if tempo is not None else None
+            embedding = (self.prior.alternatives(embedding, self.mulan.rvq, span, readings) if readings > 1
+                         else self.prior(embedding, self.mulan.rvq, tempo=span))
         return self.mulan.tokens(embedding)
 
     def stream(self, prompt: str, settings: GenerationSettings = GenerationSettings(), prefix: torch.Tensor | None = None,
@@ -260,11 +161,12 @@ class MusicLM:
         timings = {"mulan": 0.0, "stage1": 0.0, "stage2": 0.0, "stage3": 0.0, "codec": 0.0}
         t0 = time.perf_counter()
         # tempo drafts: text alone (no S, clip, hum or M given) that states a bpm the tokens can be read for
-        drafting = (schedule is None and not unconditional and prefix is None and semantic is None and melody is None
-                    and not prompt_tokens and self.drafts_tempo(prompt, settings.tempo_drafts))
+        text_only = schedule is None and not unconditional and prefix is None and semantic is None and melody is None and not prompt_tokens
+        tempo = self.read_tempo(prompt) if text_only else None
+        drafting = text_only and self.drafts_tempo(tempo, settings.tempo_drafts)
         if schedule is None:
             schedule = [(0.0, None if unconditional else prefix if prefix is not None
-                         else self.conditioning(prompt, settings.tempo_drafts if drafting else 1))]
+                         else self.conditioning(prompt, settings.tempo_drafts if drafting else 1, tempo if text_only else "read"))]
         schedule = [(start, m if m is None else m.to(device)) for start, m in schedule]
         negative = self.conditioning(settings.negative_prompt).to(device) if settings.negative_prompt.strip() and not unconditional else None
         timings["mulan"] = time.perf_counter() - t0
@@ -296,7 +198,7 @@ class MusicLM:
         drafted = 0
         if drafting:
             t = time.perf_counter()
-            drafted = self.tempo_draft(prompt, semantic_total, sampling[0], seeds[0], negative, schedule, s_buf)
+            drafted = self.tempo_draft(tempo, semantic_total, sampling[0], seeds[0], negative, schedule, s_buf)
             timings["stage1"] = time.perf_counter() - t
         if semantic is not None:
             if semantic.dim() != 3 or semantic.shape[:2] != (1, 1) or semantic.shape[2] < semantic_total:
@@ -356,27 +258,24 @@ class MusicLM:
         if tokens_out is not None:
             tokens_out.update(S=s_buf, A=a_buf)
 
-    def drafts_tempo(self, prompt: str, count: int) -> bool:
+    def drafts_tempo(self, tempo: StatedTempo | None, count: int) -> bool:
         """Whether a text prompt gets tempo drafts: ``count`` ≥ 2, it states a bpm (a tempo word's
         range is wide, and half or double of any tempo falls in it), and there is a prior to give
         readings and a tokenizer whose tokens can be read for tempo."""
-        return (count >= 2 and stated_bpm(prompt) is not None and self.prior is not None and self.semantic is not None
+        return (count >= 2 and tempo is not None and tempo.bpm is not None and self.prior is not None and self.semantic is not None
                 and self.semantic.reads_rhythm)
 
-    def tempo_draft(self, prompt: str, frames: int, sampling: Sampling, seed: int, negative: torch.Tensor | None,
+    def tempo_draft(self, tempo: StatedTempo, frames: int, sampling: Sampling, seed: int, negative: torch.Tensor | None,
                     schedule: list, s_buf: torch.Tensor) -> int:
         """Draft stage 1's first window under each reading of the prompt in ``schedule``'s M
         (``engine.drafts``); keep the draft that plays the stated bpm in ``s_buf`` and its reading
         as the schedule's M. Returns how many S frames were drafted."""
-        from .drafts import pick_draft
-
-        wanted = stated_tempo(prompt, self.prior.cfg.tempo_tolerance)
         s1 = self.stages["stage1"]
         readings = schedule[0][1]
         length = min(frames, int(TEMPO_DRAFT_SECONDS * SEMANTIC_RATE), s1.cfg.layout.positions)
         drafts = s1.generate(length, readings, None, sampling, torch.Generator(device=self.device).manual_seed(seed),
                              None if negative is None else negative.expand(len(readings), -1))
-        keep, _ = pick_draft(self.semantic.onset_envelope(drafts[:, 0].cpu()).numpy(), SEMANTIC_RATE, wanted, TEMPO_DRAFT_SLACK)
+        keep, _ = pick_draft(self.semantic.onset_envelope(drafts[:, 0].cpu()).numpy(), SEMANTIC_RATE, tempo.range, TEMPO_DRAFT_SLACK)
         schedule[0] = (schedule[0][0], readings[keep:keep + 1])
         s_buf[:, :, :length] = drafts[keep:keep + 1]
         return length
@@ -515,22 +414,47 @@ class MusicLM:
         cut = len(audio) - len(context) + pairs * FRAME_PAIR
         return cut, {"S": s[:, :, :pairs], "A": a[:, :, :2 * pairs]}
 
-    def generate(self, prompt: str, settings: GenerationSettings = GenerationSettings(), candidates: int = 1,
-                 **kwargs) -> tuple[np.ndarray, dict]:
-        """The whole piece at once: (audio, info with per-stage seconds and first-chunk latency).
+    def generate(self, prompt: str, settings: GenerationSettings = GenerationSettings(), **kwargs) -> tuple[np.ndarray, dict]:
+        """``stream``'s whole piece at once: (audio, info with per-stage seconds and first-chunk latency)."""
+        return collect(self.stream(prompt, settings, **kwargs), settings)
 
-        ``candidates`` > 1 generates that many pieces (seeds seed, seed+1, …) and keeps the one whose
-        MuLan audio embedding is closest to the prompt's text embedding (re-ranking, as in the
-        paper's MuLan-based selection); ``info["candidates"]`` lists every seed and its score."""
+    # -- the one door: a request of any mode ------------------------------------------------
+    def run(self, request: Request) -> Iterator[Chunk]:
+        """The stream of chunks a request asks for. Every caller (the CLI, the studio, the
+        evaluations) goes through here, so a mode is told from another in this one place."""
+        settings = request.settings
+        if isinstance(request, TextRequest):
+            return self.stream(request.prompt, settings)
+        if isinstance(request, HumRequest):
+            return self.stream(request.style, settings, melody=request.melody)
+        if isinstance(request, StoryRequest):
+            return self.story(list(request.segments), settings)
+        if isinstance(request, ContinueRequest):
+            return self.continuation(request.clip, request.prompt, settings)
+        if isinstance(request, InpaintRequest):
+            return self.inpaint(request.clip, request.start, request.end, request.prompt, settings)
+        raise TypeError(f"not a generation request: {type(request).__name__}")
+
+    def render(self, request: Request, candidates: int = 1) -> tuple[np.ndarray, dict]:
+        """The whole piece a request asks for: (audio, info: wall time, RTF over the new music,
+        first-chunk latency, per-stage seconds, seed).
+
+        ``candidates`` > 1 (text and hum) generates that many pieces (seeds seed, seed+1, …) and
+        keeps the one whose MuLan audio embedding is closest to the prompt's text embedding
+        (re-ranking, as in the paper's MuLan-based selection); ``info["candidates"]`` lists every
+        seed and its score."""
         if candidates < 1:
             raise ValueError(f"candidates must be at least 1, got {candidates}")
+        timed = replace(request.settings, seconds=request.generated_seconds)
         if candidates == 1:
-            return collect(self.stream(prompt, settings, **kwargs), settings)
-        text = self.mulan.embed_text([prompt])[0]
+            return collect(self.run(request), timed)
+        if not isinstance(request, (TextRequest, HumRequest)):
+            raise ValueError("several candidates are drawn for text and hum only")
+        text = self.mulan.embed_text([request.prompt if isinstance(request, TextRequest) else request.style])[0]
         scored = []
-        for seed in range(settings.seed, settings.seed + candidates):
-            one = replace(settings, seed=seed)
-            audio, info = collect(self.stream(prompt, one, **kwargs), one)
+        for seed in range(request.settings.seed, request.settings.seed + candidates):
+            one = replace(request, settings=replace(request.settings, seed=seed))
+            audio, info = collect(self.run(one), replace(timed, seed=seed))
             scored.append((float(text @ self.mulan.embed_audio(audio)), seed, audio, info))
         best = max(scored, key=lambda row: row[0])
         return best[2], {**best[3], "candidates": [{"seed": seed, "mulan_score": round(score, 4)} for score, seed, _, _ in scored],
@@ -538,8 +462,8 @@ class MusicLM:
 
 
 def collect(chunks: Iterator[Chunk], settings: GenerationSettings) -> tuple[np.ndarray, dict]:
-    """Drain any of the streams (text, story, continuation) into (audio, info): the DESIGN §4
-    JSON fields — wall time, RTF over the generated seconds, first-chunk latency, per-stage seconds."""
+    """Drain any of the streams (text, story, continuation) into (audio, info): the CLI's
+    ``--json`` fields — wall time, RTF over the generated seconds, first-chunk latency, per-stage seconds."""
     t0 = time.perf_counter()
     pieces, first, stages = [], None, {}
     for chunk in chunks:

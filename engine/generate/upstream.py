@@ -11,14 +11,15 @@ in either form.
 """
 from __future__ import annotations
 
+import resource
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
 
-from .lm import GenerationError, Schedule, TokenLM, windowed
-from .sampling import Sampling
+from ..nn.lm import GenerationError, Schedule, TokenLM, windowed
+from ..nn.sampling import Sampling
 
 POLL_SECONDS = 2e-4  # how often a waiting stage looks at its upstream's progress (a frame takes ≈ 3 ms)
 STOP_WAIT_SECONDS = 10.0  # how long a stopped piece waits for a worker to put its stage down
@@ -93,7 +94,6 @@ def decode(model: TokenLM, job: StageJob, upstream=None) -> Iterator[int]:
 
 class InLine:
     """A stage advanced on the caller's thread, only as far as asked."""
-
     def __init__(self, frames: Iterator[int]):
         self.frames, self.count = frames, 0
 
@@ -105,7 +105,6 @@ class InLine:
 class Watched:
     """A stage decoding on another process, watched through its progress counter; ``workers``
     are checked while waiting, so a failure anywhere upstream surfaces instead of a hang."""
-
     def __init__(self, job: StageJob, workers: tuple["StageWorker", ...] = ()):
         self.job, self.workers = job, workers
 
@@ -121,7 +120,6 @@ class Watched:
 class StageWorker:
     """A spawned process that decodes one stage's jobs, one at a time. The stage model is sent
     once (its weights move to shared memory) and again only when the caller's model changes."""
-
     def __init__(self, name: str):
         context = torch.multiprocessing.get_context("spawn")  # forking a process with torch's threads running is unsafe
         self.conn, child = context.Pipe()
@@ -179,8 +177,6 @@ class StageWorker:
 def serve(conn) -> None:
     """A worker's loop: receive (model or None, job, the job it watches), decode, report
     (False, peak RSS in MB) or (True, the exception)."""
-    import resource
-
     torch.set_num_threads(1)  # one operator thread per process: the processes are the parallelism
     model = None
     while True:

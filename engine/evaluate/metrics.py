@@ -1,4 +1,4 @@
-"""Audio-level measurements for judging generated music (DESIGN §5): tempo adherence, the
+"""Audio-level measurements for judging generated music (docs/ARCHITECTURE.md, Metrics): tempo adherence, the
 descriptors contrasting prompts should move, and the Fréchet distance between two embedding sets.
 
 They are computed with librosa, independently of every model in this repo, so a generator cannot
@@ -7,8 +7,9 @@ score well by learning the evaluator's own features.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from .audio import SAMPLE_RATE
+from ..audio import SAMPLE_RATE, log_mel
 
 TEMPO_TOLERANCE = 0.08  # issue 5: within 8 %, half or double tempo allowed
 ONSET_DELTA = 0.3  # onset-strength units (log-power mel flux); a steady tone gives none, clicks every one
@@ -65,10 +66,6 @@ def seam_jump(audio: np.ndarray, at: int, hop: int = 256) -> float:
     """How abruptly the sound changes across sample ``at``: the log-mel change between the two
     frames around it over the median change between neighbouring frames of the whole piece
     (≈ 1: the seam is as smooth as the music around it; a hard cut between unrelated clips is far above)."""
-    import torch
-
-    from .audio import log_mel
-
     mel = log_mel(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), hop=hop).numpy()
     change = np.abs(np.diff(mel, axis=1)).mean(0)
     k = min(max(at // hop, 1), len(change) - 1)

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .audio import SAMPLE_RATE
+from ..audio import SAMPLE_RATE
+from ..checkpoints import load_trained
 from .quantization import ResidualVQ
 
 HOP = 480  # samples per token: 50 Hz
@@ -52,7 +53,6 @@ CODEC_PRESETS = {
 
 class ConvNeXtBlock(nn.Module):
     """Depthwise conv → LayerNorm → pointwise MLP, residual. ``causal`` pads on the left only."""
-
     def __init__(self, dim: int, kernel: int, causal: bool):
         super().__init__()
         self.causal, self.kernel = causal, kernel
@@ -143,7 +143,6 @@ class OverlapAdd:
     Frame k covers padded samples [k·240, k·240 + 960); output sample s is padded sample s + 480.
     A sample is final once every frame that overlaps it has arrived; ``flush`` returns the rest.
     """
-
     def __init__(self, device: torch.device | str = "cpu"):
         self.window_sq = torch.hann_window(N_FFT, device=device).pow(2)
         self.buffer = torch.zeros(0, device=device)
@@ -233,7 +232,6 @@ class CodecStreamer:
     """Incremental decoding: push the next tokens (q, n) of one stream, get the audio that is now
     final. Each push decodes only its tokens plus the causal decoder's receptive field of past
     tokens, so the result equals whole decoding."""
-
     def __init__(self, codec: Codec):
         self.codec = codec
         self.codes: torch.Tensor | None = None
@@ -254,6 +252,4 @@ class CodecStreamer:
 def load_codec(path=None, device: str = "cpu") -> Codec:
     """Load a trained codec: ``assets/checkpoints/codec.safetensors`` (with its shards) by
     default, or a training run folder."""
-    from .training import load_trained
-
     return load_trained("codec", path, lambda config: Codec(CodecConfig(**{k: v for k, v in config.items() if k in CodecConfig.__dataclass_fields__})), device)

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .melody import VOCAB as MELODY_VOCAB
+from ..checkpoints import config_without_preset, load_trained
+from ..melody import VOCAB as MELODY_VOCAB
 from .sampling import Sampling, guide, sample
 from .transformer import Transformer, TransformerConfig
 
@@ -351,120 +352,9 @@ STAGE_PRESETS = {
 COARSE_LEVELS = 4
 
 
-def stage_inputs(layout: StageLayout, tokens: dict[str, torch.Tensor], clip: int, start: int, length: int) -> dict:
-    """One training example of a stage from the token cache: a crop of ``length`` target
-    positions beginning at target frame ``start`` of clip ``clip``."""
-    a, s = tokens["A"][clip], tokens["S"][clip]
-    per_second = layout.rate
-    window = min(int(start / per_second), tokens["M"].shape[1] - 1)  # the 10 s MuLan window the crop starts in
-    if layout.name == "stage1":
-        melody = {"melody": tokens["melody"][clip][None, start:start + length + 2]} if "melody" in tokens else {}
-        return {"target": s[None, start:start + length], "prefix": tokens["M"][clip, window], "aligned": melody}
-    extra = length + layout.max_delay + 8  # aligned frames the delayed positions and lookahead read
-    if layout.name == "stage2":
-        semantic_frames = slice(start // 2, start // 2 + extra // 2 + 1)
-        melody = {"melody": tokens["melody"][clip][None, semantic_frames]} if "melody" in tokens else {}
-        return {"target": a[:COARSE_LEVELS, start:start + length], "prefix": tokens["M"][clip, window],
-                "aligned": {"S": s[None, semantic_frames], **melody}}
-    return {"target": a[COARSE_LEVELS:, start:start + length], "prefix": None,
-            "aligned": {"A_coarse": a[:COARSE_LEVELS, start:start + extra]}}
-
-
-def stage_batches(layout: StageLayout, tokens: dict[str, torch.Tensor], batch: int, seed: int):
-    """Random crops, collated; crops of stage 2 start on even frames so S stays aligned."""
-    rng = np.random.default_rng(seed)
-    frames = tokens["S"].shape[1] if layout.name == "stage1" else tokens["A"].shape[2]
-    length = min(layout.positions, frames)
-    while True:
-        rows = []
-        for _ in range(batch):
-            start = int(rng.integers(0, frames - length + 1))
-            rows.append(stage_inputs(layout, tokens, int(rng.integers(len(tokens["S"]))), start - start % 2, length))
-        shortest = {k: min(r["aligned"][k].shape[-1] for r in rows) for k in rows[0]["aligned"]}
-        yield {
-            "target": torch.stack([r["target"] for r in rows]),
-            "prefix": torch.stack([r["prefix"] for r in rows]) if rows[0]["prefix"] is not None else None,
-            "aligned": {k: torch.stack([r["aligned"][k][..., :n] for r in rows]) for k, n in shortest.items()},
-        }
-
-
-def stage_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
-    return model.loss(batch["target"], batch["prefix"], batch["aligned"])
-
-
-@torch.no_grad()
-def held_out_loss(model: TokenLM, tokens: dict[str, torch.Tensor], batches: int = 8, seed: int = 123, prefix: str = "own",
-                  melody: str = "own") -> float:
-    """Mean loss on test-split crops. ``prefix``: "own" (the crop's M), "null" (the learned
-    unconditional M) or "shuffled" (another crop's M) — the gaps show how much a stage uses M;
-    ``melody`` (stages that read a hum): "own", "none" or "shuffled", the same question for the tune."""
-    model.eval()
-    it = stage_batches(model.cfg.layout, tokens, 16, seed)
-    losses = []
-    for _ in range(batches):
-        batch = next(it)
-        m, aligned = batch["prefix"], dict(batch["aligned"])
-        if m is not None and prefix != "own":
-            m = None if prefix == "null" else m.roll(1, dims=0)
-        if "melody" in aligned and melody != "own":
-            aligned = {k: v for k, v in aligned.items() if k != "melody"} if melody == "none" else {**aligned, "melody": aligned["melody"].roll(1, dims=0)}
-        losses.append(float(model.loss(batch["target"], m, aligned)[0]))
-    model.train()
-    return round(float(np.mean(losses)), 4)
-
-
-def train_stage(stage: str):
-    def train(corpus: Path, preset: str, run_dir: Path, overrides: dict | None = None, progress: bool = True) -> dict:
-        from .tokens import load_token_cache
-        from .training import TRAIN_PRESETS, rewrite_weights, setup_distributed, train_loop
-
-        ddp = setup_distributed()
-        cfg = replace(TRAIN_PRESETS[stage][preset], **(overrides or {}))
-        torch.manual_seed(cfg.seed)
-        model = TokenLM(STAGE_PRESETS[preset][stage])
-        train_tokens, test_tokens = load_token_cache(corpus, "train"), load_token_cache(corpus, "test")
-        if hears_melody(model.cfg.layout):
-            train_tokens, test_tokens = with_melody(corpus, "train", train_tokens), with_melody(corpus, "test", test_tokens)
-        if cfg.init:
-            start_from(model, Path(cfg.init))
-        batches = stage_batches(model.cfg.layout, train_tokens, cfg.batch_size, seed=cfg.seed * 1000 + ddp.rank)
-        result = train_loop(stage, model, {"preset": preset, **model.config_dict()}, batches, stage_loss, cfg, run_dir, ddp, progress)
-        if ddp.main:
-            result["held_out_loss"] = held_out_loss(model, test_tokens)
-            rewrite_weights(run_dir, model, {"held_out": result})
-        return result
-
-    train.__name__ = f"train_{stage}"
-    return train
-
-
 def hears_melody(layout: StageLayout) -> bool:
     return any(s.name == "melody" for s in layout.aligned)
 
 
-def with_melody(corpus: Path, split: str, tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The token cache plus the tracked melody tokens of each clip's melody rendition."""
-    from .melody import load_melody_cache
-    from .tokens import token_cache_ids
-
-    return {**tokens, "melody": load_melody_cache(corpus, split, token_cache_ids(corpus, split))}
-
-
-def start_from(model: TokenLM, path: Path) -> None:
-    """Fine-tuning: copy every weight a trained stage has; parameters it lacks (a new
-    conditioning stream) keep their fresh initialisation."""
-    from safetensors.torch import load_file
-
-    from .training import load_exported
-
-    weights = load_exported(path)[1] if path.suffix == ".safetensors" else load_file(path / "model.safetensors")
-    missing, unexpected = model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
-    if unexpected:
-        raise ValueError(f"{path} does not fit this stage layout: unexpected weights {unexpected[:3]}")
-    print(f"fine-tuning from {path}; new parameters: {missing}")
-
-
 def load_stage(stage: str, path: Path | None = None) -> TokenLM:
-    from .training import load_trained
-
-    return load_trained(stage, path, lambda config: TokenLM(LMConfig.from_dict({k: v for k, v in config.items() if k != "preset"})))
+    return load_trained(stage, path, lambda config: TokenLM(LMConfig.from_dict(config_without_preset(config))))

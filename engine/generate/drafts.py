@@ -20,7 +20,7 @@ ENVELOPE_UPSAMPLING = 4  # 25 Hz lags step 9 % near 140 bpm, wider than the tole
 def envelope_bpm(envelope: np.ndarray, rate: float) -> float:
     """librosa's tempo estimate (autocorrelation tempogram under its log-normal prior at 120 bpm)
     on an onset envelope sampled at ``rate`` Hz, interpolated to ``ENVELOPE_UPSAMPLING`` × rate."""
-    from librosa.feature import tempo
+    from librosa.feature import tempo  # deferred on purpose: librosa takes seconds to import, and only a bpm prompt needs it
 
     envelope = np.asarray(envelope, dtype=np.float64)
     fine = np.interp(np.arange((len(envelope) - 1) * ENVELOPE_UPSAMPLING + 1) / ENVELOPE_UPSAMPLING, np.arange(len(envelope)), envelope)

@@ -15,16 +15,16 @@ the handcrafted frames (``BaselineTokenizer``).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .features import CHANNELS, FRAMES_PER_TOKEN, SEMANTIC_RATE, MelStem, analyze, corpus_frames, token_frames
+from ..checkpoints import config_without_preset, load_trained
+from ..features import CHANNELS, FRAMES_PER_TOKEN, SEMANTIC_RATE, MelStem, analyze, token_frames
 from .quantization import kmeans
 from .transformer import Transformer, TransformerConfig
 
@@ -60,7 +60,6 @@ SEMANTIC_PRESETS = {
 class HandcraftedClusters(nn.Module):
     """k-means on standardized handcrafted 25 Hz frames: the training targets (one codebook per
     view) and, with the full vocabulary on all columns, the baseline tokenizer."""
-
     def __init__(self, sizes: dict[str, int], dim: int = 33):
         super().__init__()
         self.register_buffer("mean", torch.zeros(dim))
@@ -115,7 +114,6 @@ class JointCodebook(nn.Module):
     test clips) flat k-means probes chord root 0.167 and melody 0.309 against the handcrafted
     baseline's 0.233 and 0.702; harmony 1.0 and rhythm 0.7 give 0.266 and 0.712 and keep beat
     phase and instrument family above the baseline (README, semantic tokens)."""
-
     def __init__(self, dim: int, vocab: int, harmony_weight: float, rhythm_weight: float, rhythm_lags: int):
         super().__init__()
         self.harmony_weight, self.rhythm_weight, self.rhythm_lags = harmony_weight, rhythm_weight, rhythm_lags
@@ -274,91 +272,6 @@ class SemanticModel(nn.Module):
 
 
 def load_semantic(path: Path | None = None) -> SemanticModel:
-    from .training import load_trained
-
-    return load_trained("semantic", path, lambda config: SemanticModel(SemanticConfig.from_dict({k: v for k, v in config.items() if k != "preset"})))
+    return load_trained("semantic", path, lambda config: SemanticModel(SemanticConfig.from_dict(config_without_preset(config))))
 
 
-# ----------------------------------------------------------------------------- training
-def sample_token_frames(frames: list[np.ndarray], per_clip: int, seed: int = 0) -> torch.Tensor:
-    """Random handcrafted 25 Hz frames from many clips, for fitting k-means."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for f in frames:
-        hand = token_frames(torch.from_numpy(f.astype(np.float32))[None])[0]
-        rows.append(hand[rng.choice(len(hand), size=min(per_clip, len(hand)), replace=False)])
-    return torch.cat(rows)
-
-
-def frame_crops(frames: list[np.ndarray], batch: int, crop: int, seed: int) -> Iterator[torch.Tensor]:
-    """Random (B, C, crop) windows of analysis frames; crop is a multiple of 4 (one token)."""
-    rng = np.random.default_rng(seed)
-    while True:
-        out = np.empty((batch, frames[0].shape[0], crop), np.float32)
-        for i in range(batch):
-            f = frames[rng.integers(len(frames))]
-            start = rng.integers(0, max(1, f.shape[1] - crop)) // FRAMES_PER_TOKEN * FRAMES_PER_TOKEN
-            piece = f[:, start:start + crop]
-            out[i, :, : piece.shape[1]] = piece
-            out[i, :, piece.shape[1]:] = piece[:, -1:]
-        yield torch.from_numpy(out)
-
-
-def semantic_loss(model: nn.Module, frames: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    return model.loss(frames)
-
-
-@torch.inference_mode()
-def fit_token_centroids(model: SemanticModel, frames: list[np.ndarray], per_clip: int = 100, seed: int = 0) -> dict:
-    """Fit the codebook on the token layer's features of training frames."""
-    model.eval()
-    joint = model.cfg.codebook == "joint"
-    feats, chroma, onset = [], [], []
-    for f in frames:
-        x = torch.from_numpy(f.astype(np.float32))[None]
-        feats.append(model.features(x)[0])
-        if joint:  # the read-outs' targets: the handcrafted chroma and onset of the same frames
-            hand = token_frames(x)[0, : len(feats[-1])]
-            chroma.append(hand[:, HANDCRAFTED_VIEWS["harmony"]])
-            onset.append(hand[:, ONSET_COLUMN])
-    if joint:
-        return {"codebook": "joint", "kmeans_frames": model.codebook.fit(feats, chroma, onset, per_clip, seed)}
-    rng = np.random.default_rng(seed)
-    x = torch.cat([f[rng.choice(len(f), size=min(per_clip, len(f)), replace=False)] for f in feats])
-    model.centroids.copy_(kmeans(x, model.cfg.vocab, iters=20, generator=torch.Generator().manual_seed(seed)))
-    return {"codebook": "flat", "kmeans_frames": len(x)}
-
-
-def start_from_encoder(model: SemanticModel, path: Path) -> None:
-    """Continue from a trained semantic model: its stem, encoder, targets and heads; the codebook
-    is fitted afresh (it may be of another kind)."""
-    trained = load_semantic(path)
-    if trained.cfg.encoder != model.cfg.encoder:
-        raise ValueError(f"{path} has encoder {trained.cfg.encoder}, this preset {model.cfg.encoder}")
-    weights = {k: v for k, v in trained.state_dict().items() if not k.startswith(("centroids", "codebook."))}
-    model.load_state_dict(weights, strict=False)
-
-
-def train_semantic(corpus: Path, preset: str, run_dir: Path, overrides: dict | None = None, progress: bool = True) -> dict:
-    from .data.build import read_records
-    from .training import TRAIN_PRESETS, rewrite_weights, setup_distributed, train_loop
-
-    ddp = setup_distributed()
-    overrides = dict(overrides or {})
-    codebook = overrides.pop("codebook", SEMANTIC_PRESETS[preset].codebook)
-    cfg = replace(TRAIN_PRESETS["semantic"][preset], **overrides)
-    torch.manual_seed(cfg.seed)
-    model = SemanticModel(replace(SEMANTIC_PRESETS[preset], codebook=codebook))
-    frames = corpus_frames(corpus, read_records(corpus, "train"))
-    if cfg.init:  # --init with --steps 0 refits only the codebook
-        start_from_encoder(model, Path(cfg.init))
-    else:
-        model.stem.fit(np.concatenate([f[CHANNELS["mel"], ::50].astype(np.float32) for f in frames], axis=1))
-        model.targets.fit(sample_token_frames(frames, per_clip=100, seed=cfg.seed), seed=cfg.seed)
-    crop = int(cfg.crop_seconds * SEMANTIC_RATE) * FRAMES_PER_TOKEN
-    batches = frame_crops(frames, cfg.batch_size, crop, seed=cfg.seed * 1000 + ddp.rank)
-    result = train_loop("semantic", model, {"preset": preset, **model.config_dict()}, batches, semantic_loss, cfg, run_dir, ddp, progress)
-    if ddp.main:
-        result.update(fit_token_centroids(model, frames, seed=cfg.seed))
-        rewrite_weights(run_dir, model, {"tokens": result})
-    return result

@@ -1,0 +1,16 @@
+"""Every quality question the project asks of its models, one file each; ``report`` runs them
+all into docs/RESULTS.md, ``bench`` measures speed and memory."""
+from __future__ import annotations
+
+from .codec import eval_codec
+from .generation import eval_generation
+from .melody import eval_melody
+from .memorization import eval_memorization
+from .mulan import eval_mulan
+from .semantic import eval_semantic
+from .stages import eval_stages
+from .story import eval_continuation, eval_story
+
+# `python -m engine eval NAME` → its evaluator(corpus, checkpoint, clips, **sizes) -> JSON-ready dict
+EVALUATORS = {"codec": eval_codec, "mulan": eval_mulan, "semantic": eval_semantic, "stages": eval_stages, "generation": eval_generation,
+              "story": eval_story, "continuation": eval_continuation, "melody": eval_melody, "memorization": eval_memorization}

@@ -1,0 +1,84 @@
+"""`eval codec`: the codec on the test split at 1…12 levels, against Opus, and its speed."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from ..audio import SAMPLE_RATE
+from ..data.build import read_records
+from ..nn.codec import HOP, load_codec
+from ..nn.lm import COARSE_LEVELS
+from .common import mean_rows, opus_roundtrip, signal_metrics
+
+
+def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, opus_kbps: tuple[float, ...] = ()) -> dict:
+    """Codec quality on the corpus test split for 1…Q levels, code usage, the Opus baseline, speed;
+    and the encoder → decoder path without the quantizer, which tells the RVQ's losses from the
+    autoencoder's."""
+    model = load_codec(checkpoint)
+    records = read_records(corpus, "test")[:clips]
+    levels = model.cfg.levels
+    per_level: dict[int, list[dict]] = {q: [] for q in range(1, levels + 1)}
+    opus_rates = tuple(opus_kbps) or (model.cfg.bits_per_second / 1000,)
+    opus: dict[float, list[dict]] = {k: [] for k in opus_rates}
+    histograms = np.zeros((levels, model.cfg.codebook_size), dtype=np.int64)
+    unquantized = []
+    for r in records:
+        audio, _ = sf.read(str(Path(corpus) / r["audio"]), dtype="float32")
+        audio = audio[: len(audio) // HOP * HOP]
+        wav = torch.from_numpy(audio)[None]
+        with torch.inference_mode():
+            codes = model.encode(wav)
+            for q in range(1, levels + 1):  # the notes are judged at the coarse and the full bitrate only
+                per_level[q].append(signal_metrics(audio, model.decode(codes[:, :q])[0].numpy(), pitch=q in (COARSE_LEVELS, levels)))
+            unquantized.append(signal_metrics(audio, model.decode_latents(model.encoder(wav))[0].numpy()))
+        for level in range(levels):
+            histograms[level] += np.bincount(codes[0, level].numpy(), minlength=model.cfg.codebook_size)
+        for kbps in opus_rates:
+            opus[kbps].append(signal_metrics(audio, opus_roundtrip(audio, kbps)))
+    probs = histograms / histograms.sum(1, keepdims=True)
+    entropy = -(probs * np.log(np.where(probs > 0, probs, 1))).sum(1)
+    full = mean_rows(per_level[levels])
+    opus_full = mean_rows(opus[opus_rates[0]])
+    return {
+        "clips": len(records),
+        "seconds": round(sum(r["seconds"] for r in records), 1),
+        "levels": levels,
+        "kbps": model.cfg.bits_per_second / 1000,
+        "codec": {str(q): mean_rows(rows) for q, rows in per_level.items()},
+        "unquantized": mean_rows(unquantized),
+        "opus": {f"{k:g}kbps": mean_rows(rows) for k, rows in opus.items()},
+        "log_mel_l1_ratio_vs_opus": round(full["log_mel_l1"] / opus_full["log_mel_l1"], 4),
+        "code_usage": [round(float((h > 0).mean()), 4) for h in histograms],
+        "code_perplexity": [round(float(np.exp(e)), 1) for e in entropy],
+        "speed": codec_speed(model),
+    }
+
+
+
+def codec_speed(model, seconds: float = 10.0, repeats: int = 3) -> dict:
+    """Wall time to encode + decode ``seconds`` of audio, and the latency of the first streamed chunk."""
+    wav = torch.from_numpy(np.random.default_rng(0).standard_normal(int(seconds * SAMPLE_RATE)).astype(np.float32) * 0.1)[None]
+    times, first = [], []
+    with torch.inference_mode():
+        codes = model.encode(wav)
+        model.decode(codes)  # warm-up
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model.decode(model.encode(wav))
+            times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            next(model.stream_decode(codes[0], chunk_tokens=5))
+            first.append(time.perf_counter() - t0)
+    return {
+        "seconds": seconds,
+        "encode_decode_s": round(float(np.median(times)), 4),
+        "realtime_x": round(seconds / float(np.median(times)), 1),
+        "first_chunk_s": round(float(np.median(first)), 4),
+        "threads": torch.get_num_threads(),
+    }
+

@@ -1,0 +1,51 @@
+"""Helpers every evaluation shares: the Opus baseline, a round trip through the codec, metric rows."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from ..audio import SAMPLE_RATE, log_mel_l1, multires_stft_distance, si_snr
+from .metrics import pitch_class_agreement
+
+
+def opus_roundtrip(audio: np.ndarray, kbps: float) -> np.ndarray:
+    """Encode and decode with the reference Opus tools (Debian opus-tools) at ``kbps``, back at 24 kHz."""
+    if not shutil.which("opusenc") or not shutil.which("opusdec"):
+        raise RuntimeError("Opus baseline needs opus-tools: apt-get install opus-tools")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, enc, dec = Path(tmp, "in.wav"), Path(tmp, "x.opus"), Path(tmp, "out.wav")
+        sf.write(src, audio, SAMPLE_RATE, subtype="PCM_16")
+        subprocess.run(["opusenc", "--quiet", "--bitrate", f"{kbps:g}", "--hard-cbr", str(src), str(enc)], check=True)
+        subprocess.run(["opusdec", "--quiet", "--rate", str(SAMPLE_RATE), str(enc), str(dec)], check=True)
+        out, _ = sf.read(dec, dtype="float32")
+    out = out.mean(1) if out.ndim == 2 else out
+    out = np.pad(out, (0, max(0, len(audio) - len(out))))[: len(audio)]
+    return out.astype(np.float32)
+
+
+
+def signal_metrics(ref: np.ndarray, est: np.ndarray, pitch: bool = True) -> dict:
+    r, e = torch.from_numpy(ref), torch.from_numpy(est)
+    out = {"log_mel_l1": log_mel_l1(r, e), "mr_stft": multires_stft_distance(r, e), "si_snr_db": si_snr(r, e)}
+    return {**out, "pitch_class_agreement": pitch_class_agreement(ref, est)} if pitch else out
+
+
+
+def through_codec(codec, audio: np.ndarray) -> np.ndarray:
+    """``audio`` encoded and decoded by ``codec``, cut to its length: what a perfect token
+    generator would output, the ceiling of every generation metric."""
+    device = next(codec.parameters()).device
+    with torch.inference_mode():
+        return codec.decode(codec.encode(torch.from_numpy(audio)[None].to(device)))[0, : len(audio)].cpu().numpy()
+
+
+
+def mean_rows(rows: list[dict]) -> dict:
+    return {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
+

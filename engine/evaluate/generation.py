@@ -1,0 +1,177 @@
+"""`eval generation`: MuLan cycle consistency, tempo, contrast pairs and Fréchet distances of generated music."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from ..audio import SAMPLE_RATE, log_mel_l1
+from ..data.build import read_records
+from ..features import FRAME_RATE, analyze, corpus_frames, window_descriptor
+from ..generate.musiclm import MusicLM
+from ..generate.settings import GenerationSettings
+from ..nn.lm import COARSE_LEVELS, windowed
+from ..prompts import stated_bpm
+from .common import mean_rows, through_codec
+from .metrics import TEMPO_TOLERANCE, descriptors, estimated_bpm, frechet_distance, tempo_error
+
+EVALUATION_CAPTIONS = 30  # eval generation's test captions
+
+
+
+TUNING_CAPTIONS = 60  # the next ones, kept apart for choosing generation settings (--tuning)
+
+
+
+def _generation_set(records: list[dict], n: int, tuning: bool = False) -> list[dict]:
+    """``n`` test captions, two thirds of them stating a bpm so tempo adherence has enough prompts;
+    ``tuning``: drawn from those outside the evaluation's ``EVALUATION_CAPTIONS``, so settings can
+    be chosen on captions the reported figures never see."""
+    if tuning:
+        kept = {r["id"] for r in _generation_set(records, EVALUATION_CAPTIONS)}
+        records = [r for r in records if r["id"] not in kept]
+    timed = [r for r in records if stated_bpm(r["caption"])][: (2 * n) // 3]
+    return timed + [r for r in records if not stated_bpm(r["caption"])][: n - len(timed)]
+
+
+
+def _contrast(model, seconds: float, seeds: int) -> dict:
+    pairs = []
+    for a, b in CONTRAST_PAIRS:
+        deltas = []
+        for seed in range(seeds):
+            settings = GenerationSettings(seconds=seconds, seed=seed)
+            da, db = (descriptors(model.generate(p, settings)[0]) for p in (a, b))
+            deltas.append({k: db[k] - da[k] for k in da})
+        mean = {k: round(float(np.mean([d[k] for d in deltas])), 4) for k in deltas[0]}
+        pairs.append({"a": a, "b": b, "mean_b_minus_a": mean, "moved": all(v > 0 for v in mean.values()),
+                      "seeds_all_moved": sum(all(v > 0 for v in d.values()) for d in deltas)})
+    per_feature = {k: sum(p["mean_b_minus_a"][k] > 0 for p in pairs) for k in pairs[0]["mean_b_minus_a"]}
+    return {"seeds": seeds, "pairs_moved": sum(p["moved"] for p in pairs), "of": len(pairs), "per_feature": per_feature, "pairs": pairs}
+
+
+
+def _fine_stage_fidelity(model, corpus: Path, records: list[dict], seconds: float) -> dict:
+    """Does stage 3 help? On test renders: the codec's own coarse levels (1–4) completed by stage 3,
+    against the coarse levels alone and against all 12 true levels (the codec's ceiling), as
+    log-mel L1 to the render (lower is better)."""
+    stage3 = model.stages["stage3"]
+    rows = []
+    for i, record in enumerate(records):
+        audio, _ = sf.read(str(Path(corpus) / record["audio"]), dtype="float32", frames=int(seconds * SAMPLE_RATE))
+        with torch.inference_mode():
+            codes = model.codec.encode(torch.from_numpy(audio)[None])
+            coarse = codes[:, :COARSE_LEVELS]
+            fine = torch.cat(list(windowed(stage3, coarse.shape[2], [(0, None)], {"A_coarse": coarse}, stage3.cfg.layout.sampling,
+                                           torch.Generator().manual_seed(i))), 2)
+            decoded = {"coarse_plus_stage3": torch.cat([coarse, fine], 1), "coarse_only": coarse, "all_true_levels": codes}
+            reference = torch.from_numpy(audio)
+            rows.append({k: log_mel_l1(reference, model.codec.decode(v)[0, : len(audio)]) for k, v in decoded.items()})
+    return {"clips": len(rows), **mean_rows(rows)}
+
+
+
+def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0,
+                    seeds: int = 3, tempo_drafts: int | None = None, tuning: bool = False) -> dict:
+    """Issue 5's adherence metrics on test captions never seen in training: MuLan cycle
+    consistency (MCC) against reference renders of the same captions, tempo adherence, contrasting
+    prompt pairs, and Fréchet distances to the test renders — each also for the unconditioned
+    generator (null M), the baseline that shows what the text adds. Two more rows locate the
+    losses: the render through the codec (what a perfect token generator would reach) and stages
+    2–3 run on the render's own S instead of stage 1's ("true_semantic").
+
+    Every caption is generated with ``seeds`` seeds (caption i, round k: seed k × captions + i, so
+    round 0 is the one-seed protocol); one draw per caption leaves the MCC ratio ±0.02 and the tempo
+    share ±2 prompts, so each round's own figures are reported beside the pooled ones.
+    ``tempo_drafts``: the generator's setting, its default if None (1: without tempo drafts);
+    ``tuning``: the tuning captions instead (``_generation_set``), ``TUNING_CAPTIONS`` by default."""
+    t0 = time.perf_counter()
+    model = MusicLM.load(checkpoint)
+    mulan = model.mulan
+    records = read_records(corpus, "test")
+    window = int(seconds * FRAME_RATE)
+    reference_frames = [f[:, :window].astype(np.float32) for f in corpus_frames(corpus, records)]  # first `seconds` of each test render (cached as float16)
+    reference = {"mulan": np.stack([mulan.embed_frames(f).numpy() for f in reference_frames]),
+                 "handcrafted": np.stack([window_descriptor(f) for f in reference_frames])}
+    index = {r["id"]: i for i, r in enumerate(records)}
+    chosen = _generation_set(records, clips or (TUNING_CAPTIONS if tuning else EVALUATION_CAPTIONS), tuning)
+    # reference_through_codec: the render encoded and decoded by the codec, what a perfect token generator would reach
+    kinds = ("generated", "unconditional", "reference", "reference_through_codec", "true_semantic")
+    drawn = ("generated", "unconditional", "true_semantic")  # the kinds that depend on the seed
+    mcc = {k: [] for k in kinds}  # per kind: (round, score) pairs
+    tempo = {k: [] for k in kinds}  # per kind: (round, relative error) pairs
+    embeddings = {k: {"mulan": [], "handcrafted": []} for k in kinds[:2]}
+    rtf = []
+    for i, record in enumerate(chosen):
+        longer, _ = sf.read(str(Path(corpus) / record["audio"]), dtype="float32", frames=int((seconds + 1) * SAMPLE_RATE))
+        rendered = longer[: int(seconds * SAMPLE_RATE)]
+        slack = max(0, int((seconds + 1) * SAMPLE_RATE) - len(longer))  # a second more of the render: S for every frame
+        own_s = model.semantic.tokenize(np.pad(longer, (0, slack)))[None, None]
+        text = mulan.embed_text([record["caption"]])[0].numpy()
+        bpm = stated_bpm(record["caption"])
+        pieces = [(0, "reference", rendered), (0, "reference_through_codec", through_codec(model.codec, rendered))]
+        for round_ in range(seeds):
+            settings = GenerationSettings(seconds=seconds, seed=round_ * len(chosen) + i,
+                                          **({} if tempo_drafts is None else {"tempo_drafts": tempo_drafts}))
+            generated, info = model.generate(record["caption"], settings)
+            rtf.append(info["rtf"])
+            pieces += [(round_, "generated", generated),
+                       (round_, "unconditional", model.generate(record["caption"], settings, unconditional=True)[0]),
+                       (round_, "true_semantic", model.generate(record["caption"], settings, semantic=own_s)[0])]
+        for round_, kind, audio in pieces:
+            if kind == "reference":
+                emb = reference["mulan"][index[record["id"]]]
+            else:
+                frames = analyze(torch.from_numpy(audio))[0].numpy()
+                emb = mulan.embed_frames(frames).numpy()
+            if kind in embeddings:
+                embeddings[kind]["mulan"].append(emb)
+                embeddings[kind]["handcrafted"].append(window_descriptor(frames))
+            mcc[kind].append((round_, float(text @ emb)))
+            if bpm:
+                tempo[kind].append((round_, tempo_error(estimated_bpm(audio), bpm)))
+
+    def mean(rows, keep=lambda r: True, score=lambda x: x) -> float:
+        return round(float(np.mean([score(x) for r, x in rows if keep(r)])), 4)
+
+    def within(error: float) -> bool:
+        return error <= TEMPO_TOLERANCE
+
+    scale = {"mulan": 1.0, "handcrafted": reference["handcrafted"].std(0) + 1e-6}  # descriptors mix units: standardize by the renders
+    enough = len(chosen) >= 2 and len(records) >= 2  # a covariance needs two samples (the smoke corpus has one test clip)
+    frechet = {space: {kind: round(frechet_distance(np.stack(embeddings[kind][space]) / scale[space], reference[space] / scale[space]), 4)
+                       if enough else None for kind in embeddings} for space in scale}
+    mean_mcc = {k: mean(v) for k, v in mcc.items()}
+    rounds = range(seeds)
+    return {
+        "captions": len(chosen), "caption_set": "tuning" if tuning else "evaluation", "seeds_per_caption": seeds, "tempo_drafts": settings.tempo_drafts, "seconds": seconds, "reference_renders": len(records),
+        "mcc": {**mean_mcc, "generated_over_reference": round(mean_mcc["generated"] / mean_mcc["reference"], 4),
+                "codec_ceiling_over_reference": round(mean_mcc["reference_through_codec"] / mean_mcc["reference"], 4),
+                "per_seed": {k: [mean(mcc[k], lambda r: r == n) for n in rounds] for k in drawn},
+                "generated_over_reference_per_seed": [round(mean(mcc["generated"], lambda r: r == n) / mean_mcc["reference"], 4) for n in rounds]},
+        "tempo": {"prompts_with_bpm": sum(r == 0 for r, _ in tempo["generated"]),
+                  **{f"{k}_within_8pct": mean(v, score=within) if v else None for k, v in tempo.items()},
+                  **{f"{k}_median_error": round(float(np.median([e for _, e in v])), 4) if v else None for k, v in tempo.items()},
+                  "per_seed_within_8pct": {k: [mean(tempo[k], lambda r: r == n, within) for n in rounds] if tempo[k] else None
+                                           for k in drawn}},
+        "contrast": _contrast(model, seconds, seeds),
+        "fine_stage_log_mel_l1": _fine_stage_fidelity(model, corpus, records[:10], seconds),
+        "frechet": frechet,
+        "generation_rtf_mean": round(float(np.mean(rtf)), 4),
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+
+# ----------------------------------------------------------------------------- generation
+CONTRAST_PAIRS = (  # (A, B): B asks for more percussive, busier and brighter music than A
+    ("tender solo piano, slow tempo, calm", "heavy metal with distorted guitar and powerful drums, fast tempo"),
+    ("calm ambient music with a warm synth pad, slow tempo", "techno with an 808 drum machine and synth bass, fast tempo"),
+    ("melancholic string quartet with violin and cello, slow tempo", "energetic rock with crunchy guitar and a drum kit, fast tempo"),
+    ("peaceful folk with nylon-string guitar and flute, unhurried tempo", "chiptune with a square lead and electronic drums, quick tempo"),
+    ("dreamy vocal pad, sparse texture, slow tempo", "high-energy house with a drum machine, fast tempo"),
+)
+

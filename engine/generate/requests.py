@@ -1,0 +1,203 @@
+"""One request type per mode: what a user asks for, checked before any model runs.
+
+The CLI and the studio build a request and hand it to ``MusicLM.run`` (a stream of chunks) or
+``MusicLM.render`` (the whole piece); that dispatch is the only place a mode is told from another.
+Each request also says how long its output is (``seconds``), how much of that is new music
+(``generated_seconds``, the RTF's denominator) and what to record to reproduce it (``record``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Union
+
+import numpy as np
+
+from ..audio import SAMPLE_RATE
+from ..melody import melody_tokens
+from ..prompts import clean_prompt
+from .settings import MAX_SECONDS, GenerationSettings
+
+MAX_SEGMENTS = 50
+
+
+def check_story(segments) -> list[tuple[str, float]]:
+    """A story's (prompt, seconds) segments, tidied, or a ValueError naming the first problem."""
+    if not isinstance(segments, (list, tuple)) or not segments:
+        raise ValueError("the story has no segments; give at least one (prompt, seconds)")
+    if len(segments) > MAX_SEGMENTS:
+        raise ValueError(f"the story has {len(segments)} segments; the limit is {MAX_SEGMENTS}")
+    tidy = []
+    for i, segment in enumerate(segments, 1):
+        try:
+            text, seconds = segment
+            seconds = float(seconds)
+        except (TypeError, ValueError):
+            raise ValueError(f"segment {i} must be a prompt and a number of seconds") from None
+        if not 0 < seconds <= MAX_SECONDS:  # NaN fails too
+            raise ValueError(f"segment {i} lasts {seconds} s; each segment needs (0, {MAX_SECONDS:.0f}] seconds")
+        try:
+            tidy.append((clean_prompt(text if isinstance(text, str) else ""), seconds))
+        except ValueError as exc:
+            raise ValueError(f"segment {i}: {exc}") from None
+    total = sum(seconds for _, seconds in tidy)
+    if total > MAX_SECONDS:
+        raise ValueError(f"the story lasts {total:g} s; the limit is {MAX_SECONDS:.0f} s")
+    return tidy
+
+
+def parse_story(text: str) -> list[tuple[str, float]]:
+    """A story file, ``{"segments": [{"prompt": …, "seconds": …}, …]}``, read as data only."""
+    try:
+        story = json.loads(text)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ValueError(f"the story is not valid JSON ({exc})") from None
+    if not isinstance(story, dict) or not isinstance(story.get("segments"), list):
+        raise ValueError('a story is {"segments": [{"prompt": "…", "seconds": 12.0}, …]}')
+    rows = story["segments"]
+    if not all(isinstance(r, dict) for r in rows):
+        raise ValueError('each segment is {"prompt": "…", "seconds": 12.0}')
+    return check_story([(r.get("prompt"), r.get("seconds")) for r in rows])
+
+
+def story_json(segments: list[tuple[str, float]]) -> str:
+    return json.dumps({"segments": [{"prompt": p, "seconds": s} for p, s in segments]}, indent=1, ensure_ascii=False)
+
+
+def _optional_prompt(prompt: str | None) -> str | None:
+    return clean_prompt(prompt) if (prompt or "").strip() else None
+
+
+def _clip_seconds(clip: np.ndarray) -> float:
+    return round(len(clip) / SAMPLE_RATE, 2)
+
+
+@dataclass(frozen=True)
+class TextRequest:
+    """Text → music."""
+    prompt: str
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    mode = "text"
+
+    def __post_init__(self):
+        object.__setattr__(self, "prompt", clean_prompt(self.prompt))
+        self.settings.check()
+
+    @property
+    def seconds(self) -> float:
+        return self.settings.seconds
+
+    generated_seconds = seconds
+
+    def record(self) -> dict:
+        return {"mode": self.mode, "prompt": self.prompt, **asdict(self.settings)}
+
+
+@dataclass(frozen=True)
+class HumRequest:
+    """A hum or whistle (24 kHz mono) → music that follows its tune, in the style of ``style``."""
+    hum: np.ndarray
+    style: str
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    melody: np.ndarray = field(init=False, repr=False)  # the hum's 25 Hz melody tokens
+    mode = "hum"
+
+    def __post_init__(self):
+        object.__setattr__(self, "style", clean_prompt(self.style))
+        self.settings.check()
+        object.__setattr__(self, "melody", melody_tokens(self.hum))  # checks the hum: length, silence, clipping
+
+    @property
+    def seconds(self) -> float:
+        return self.settings.seconds
+
+    generated_seconds = seconds
+
+    def record(self) -> dict:
+        return {"mode": self.mode, "prompt": self.style, "melody_frames": int(self.melody.size), **asdict(self.settings)}
+
+
+@dataclass(frozen=True)
+class StoryRequest:
+    """A timeline of (prompt, seconds) segments → one continuous piece; ``settings.seconds`` is
+    the segments' total."""
+    segments: tuple[tuple[str, float], ...]
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    mode = "story"
+
+    def __post_init__(self):
+        segments = tuple(check_story(list(self.segments)))
+        object.__setattr__(self, "segments", segments)
+        object.__setattr__(self, "settings", replace(self.settings, seconds=sum(s for _, s in segments)))
+        self.settings.check()
+
+    @property
+    def seconds(self) -> float:
+        return self.settings.seconds
+
+    generated_seconds = seconds
+
+    def record(self) -> dict:
+        return {"mode": self.mode, "segments": [{"prompt": p, "seconds": s} for p, s in self.segments], **asdict(self.settings)}
+
+
+@dataclass(frozen=True)
+class ContinueRequest:
+    """Continue a clip (24 kHz mono) by ``settings.seconds``; a prompt turns it somewhere new,
+    without one the clip's own style goes on. The output starts with the clip."""
+    clip: np.ndarray
+    prompt: str | None = None
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    mode = "continue"
+
+    def __post_init__(self):
+        object.__setattr__(self, "prompt", _optional_prompt(self.prompt))
+        self.settings.check()
+
+    @property
+    def seconds(self) -> float:
+        return len(self.clip) / SAMPLE_RATE + self.settings.seconds
+
+    @property
+    def generated_seconds(self) -> float:
+        return self.settings.seconds
+
+    def record(self) -> dict:
+        return {"mode": self.mode, "prompt": self.prompt, "clip_seconds": _clip_seconds(self.clip), **asdict(self.settings)}
+
+
+@dataclass(frozen=True)
+class InpaintRequest:
+    """Regenerate [start, end) s of a clip (24 kHz mono) and keep the rest; ``settings.seconds``
+    is not used."""
+    clip: np.ndarray
+    start: float
+    end: float
+    prompt: str | None = None
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    mode = "inpaint"
+
+    def __post_init__(self):
+        object.__setattr__(self, "prompt", _optional_prompt(self.prompt))
+        try:
+            object.__setattr__(self, "start", float(self.start))
+            object.__setattr__(self, "end", float(self.end))
+        except (TypeError, ValueError):
+            raise ValueError("give the range to inpaint as two numbers of seconds") from None
+        self.settings.check()
+
+    @property
+    def seconds(self) -> float:
+        return len(self.clip) / SAMPLE_RATE
+
+    @property
+    def generated_seconds(self) -> float:
+        return max(self.end - self.start, 1e-3)
+
+    def record(self) -> dict:
+        return {"mode": self.mode, "prompt": self.prompt, "range_s": [self.start, self.end], "clip_seconds": _clip_seconds(self.clip),
+                **asdict(self.settings)}
+
+
+Request = Union[TextRequest, HumRequest, StoryRequest, ContinueRequest, InpaintRequest]
+
