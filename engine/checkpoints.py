@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,7 +20,8 @@ from torch import nn
 
 from .files import save_json, save_tensors
 
-CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "assets" / "checkpoints"
+SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "checkpoints"
+CHECKPOINT_DIR = Path(os.environ.get("HUMMINGBIRD_CHECKPOINTS") or SHIPPED)  # a folder of your own exports, or the shipped one
 MANIFEST = "MANIFEST.json"  # SHA-256 of every file in a checkpoint folder, written by export_checkpoint
 TRAINING_ONLY_BUFFERS = ("embed_avg", "cluster_size")  # RVQ EMA statistics: not needed to infer
 SHARD_BYTES = 14_000_000  # assets/checkpoints keeps every file under 15 MB
@@ -31,7 +33,7 @@ class ModelEntry:
     role: str  # what it does in the paper's Figure 2, in plain words
     train_command: str
 
-    def path(self, root: Path = CHECKPOINT_DIR) -> Path:
+    def path(self, root: Path) -> Path:
         return root / f"{self.name}.safetensors"
 
 
@@ -48,12 +50,14 @@ MODELS = (
 MODEL_NAMES = tuple(m.name for m in MODELS)
 
 
-def model_status(root: Path = CHECKPOINT_DIR) -> list[dict]:
-    """One row per model: name, role, whether its checkpoint is present, and how to train it."""
-    return [{"name": m.name, "role": m.role, "present": m.path(root).exists(), "train_command": m.train_command} for m in MODELS]
+def model_status(root: Path | None = None) -> list[dict]:
+    """One row per model: name, role, whether its checkpoint is present (in ``root``, default
+    ``CHECKPOINT_DIR``), and how to train it."""
+    return [{"name": m.name, "role": m.role, "present": m.path(root or CHECKPOINT_DIR).exists(), "train_command": m.train_command}
+            for m in MODELS]
 
 
-def missing_models(root: Path = CHECKPOINT_DIR) -> list[dict]:
+def missing_models(root: Path | None = None) -> list[dict]:
     return [row for row in model_status(root) if not row["present"]]
 
 

@@ -1,6 +1,7 @@
 """The layout docs/ARCHITECTURE.md describes, held by tests: one front door, no import cycles,
 imports at the top of files, the studio on the public API only."""
 import ast
+import re
 from pathlib import Path
 
 import engine
@@ -98,3 +99,20 @@ def test_the_engine_never_imports_the_ui():
     modules = _modules()
     for name, path in modules.items():
         assert not any(t.split(".")[0] in ("gradio", "studio") for t, _, _ in _imports(name, path, modules)), name
+
+
+def test_docs_and_code_refer_only_to_files_the_repository_has():
+    """A path written in the docs or the code (engine/…, docs/…, assets/…) names a file or folder that exists."""
+    path = re.compile(r"(?<![\w/.-])((?:engine|studio|tests|docs|assets|\.ci)/[\w./-]*\w)")
+    texts = [*ROOT.glob("*.md"), *(ROOT / "docs").rglob("*.md"), *(ROOT / "assets").rglob("*.md"), *(ROOT / "engine").rglob("*.py"),
+             *(ROOT / "studio").rglob("*.py"), *(ROOT / "tests").glob("*.py"), ROOT / "launch.py"]
+    missing = [(text.relative_to(ROOT), m.group(1)) for text in texts for m in path.finditer(text.read_text())
+               if not (ROOT / m.group(1).rstrip(".")).exists()]
+    assert not missing, missing
+
+
+def test_nothing_is_dated_by_a_numbered_work_period():
+    texts = [*ROOT.glob("*.md"), *(ROOT / "docs").rglob("*.md"), *(ROOT / "assets").rglob("*.md"), *(ROOT / "engine").rglob("*.py"),
+             *(ROOT / "studio").rglob("*.py")]
+    dated = [text.relative_to(ROOT) for text in texts if re.search(r"\b[Ss]essions? \d|\bsession-\d", text.read_text())]
+    assert not dated, dated

@@ -51,6 +51,7 @@ def test_cli_refuses_bad_audio_with_one_line_and_exit_2(name, tmp_path):
     assert not (tmp_path / "out.wav").exists()  # nothing half-written
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_silent_hum_and_a_silent_clip(tmp_path):
     path, _ = make("silent", tmp_path)
     for flag, message in (("--melody", "the recording is silent"), ("--continue", "the clip is silent")):
@@ -68,6 +69,7 @@ def test_cli_refuses_mode_flags_that_do_not_fit_together(args, message):
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_follows_a_hum_with_the_shipped_models(tmp_path):
     import json
 

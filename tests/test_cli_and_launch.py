@@ -1,9 +1,11 @@
 """The two doors a user walks through first: the corpus CLI and the studio launcher."""
 import json
+import os
 import subprocess
 import sys
 import time
 import urllib.request
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +121,7 @@ def test_model_table_rows_keep_four_cells_and_only_offer_real_trainers():
         assert ("python -m engine train" in row) == (name in TRAINERS), row
 
 
+@pytest.mark.slow
 def test_open_host_warns_requires_the_login_and_keeps_uploads_private_until_exit(tmp_path):
     """--host 0.0.0.0 --auth: a warning on start; no answer without the login; an upload lands in
     a folder only this user can read, which is gone once the studio stops (SIGTERM)."""
@@ -179,3 +182,24 @@ def test_generate_refuses_bad_prompts_durations_and_stories_with_exit_2(tmp_path
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out.wav").exists()
+
+
+def test_without_checkpoints_generate_names_the_training_command_and_models_says_what_is_missing(tmp_path):
+    """A fresh machine before training: HUMMINGBIRD_CHECKPOINTS points at an empty folder."""
+    env = {**os.environ, "HUMMINGBIRD_CHECKPOINTS": str(tmp_path)}
+    run = partial(subprocess.run, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    proc = run([sys.executable, "-m", "engine", "generate", "calm piano", "--seconds", "1", "--out", str(tmp_path / "x.wav")])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "no mulan checkpoint" in proc.stderr and "python -m engine train mulan" in proc.stderr
+    assert not (tmp_path / "x.wav").exists()
+    rows = json.loads(run([sys.executable, "-m", "engine", "models"]).stdout)["models"]
+    assert len(rows) == 7 and not any(r["present"] for r in rows)
+
+
+def test_the_studio_without_checkpoints_names_every_missing_model(tmp_path):
+    script = "from studio.app import status_markdown; print(status_markdown())"
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HUMMINGBIRD_CHECKPOINTS": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert "7 of 7 models are missing" in proc.stdout and proc.stdout.count("❌ missing") == 7
+    assert "python -m engine train stage3 --preset cpu-small" in proc.stdout

@@ -141,6 +141,7 @@ def tiny_corpus(smoke_corpus):
     return out
 
 
+@pytest.mark.slow
 def test_training_resumes_exports_and_runs_under_torchrun_ddp(tmp_path, tiny_corpus):
     corpus = tiny_corpus
     run = tmp_path / "run"
@@ -189,6 +190,7 @@ def test_data_parallel_ranks_average_their_gradients(tmp_path):
         assert torch.allclose(g["weight"], torch.full((2, 3), 1.5)) and torch.allclose(g["unused"], torch.full((2,), 0.5))
 
 
+@pytest.mark.slow
 def test_a_codec_fine_tune_trains_the_decoder_and_keeps_every_token(tmp_path, tiny_corpus):
     """--init on the codec: the encoder and codebooks stay bit-identical (the token caches and
     stage LMs built on them stay valid); the decoder moves. --descriptor-weight is recorded in the

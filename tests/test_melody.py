@@ -93,6 +93,7 @@ def test_the_decoder_is_torchcrepes_weighted_argmax_without_its_dither(monkeypat
     assert torch.allclose(hz, their_hz, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_same_hum_tracks_identically_in_fresh_processes():
     """torchcrepe dithers its pitch table once per process; ours must not depend on the process."""
     import subprocess

@@ -157,6 +157,7 @@ def _engine(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_train_then_eval_mulan_on_the_smoke_corpus(smoke_corpus, tmp_path):
     corpus, _ = smoke_corpus
     run = tmp_path / "mulan"

@@ -78,3 +78,16 @@ def test_the_report_has_every_plot_a_target_table_and_a_growing_history(tmp_path
 @pytest.mark.parametrize("plan", list(report.PLANS))
 def test_every_plan_sizes_every_evaluation(plan):
     assert set(report.PLANS[plan].sizes) == set(report.EVALUATORS)
+
+
+@pytest.mark.slow
+def test_bench_smoke_times_the_shipped_generator_and_codec():
+    """``bench`` as the README runs it, at the smallest sizes: every figure it reports is there and sane."""
+    from engine.evaluate.bench import bench_codec, bench_generate
+
+    result = bench_generate((1.0,), parallel=False)
+    run = result["runs"]["1s"]
+    assert run["seconds"] == 1.0 and 0 < run["rtf"] < 20 and 0 < run["first_chunk_s"] <= run["wall_s"]
+    assert set(run["tokens_per_s"]) == {"stage1", "stage2", "stage3"} and result["peak_rss_mb"] > 0
+    codec = bench_codec(seconds=1.0, repeats=1)
+    assert codec["ours"]["decode_only_s"] > 0 and codec["soundstream_decoder_C16"]["realtime_x"] > 0

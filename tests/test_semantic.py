@@ -157,6 +157,7 @@ def test_linear_probe_learns_what_is_linearly_there_and_not_more():
     assert linear_probe(x[:1500], noise[:1500], x[1500:], noise[1500:]) < 0.6
 
 
+@pytest.mark.slow
 def test_train_then_eval_semantic_on_the_smoke_corpus(smoke_corpus, tmp_path):
     corpus, _ = smoke_corpus
     run = tmp_path / "semantic"

@@ -13,6 +13,7 @@ import torch
 from engine import GenerationSettings, MusicLM, TextRequest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every test here trains the whole chain on the smoke corpus first
 
 
 def _engine(*args):
@@ -60,8 +61,16 @@ def test_stage1_follows_a_hum_through_the_api_and_the_eval(tiny_runs, exported):
     _, runs, _ = tiny_runs
     model = _tiny_model(runs)
     hum = melody_tokens(synthetic_hum([(0.1, 0.5, 60), (0.7, 0.5, 64)], 1.3))
-    audio, _ = model.generate("a calm piano ballad", GenerationSettings(seconds=2.0, seed=0), melody=hum)  # hum tiled over 2 s
-    assert len(audio) == 48_000 and np.isfinite(audio).all()
+    other = melody_tokens(synthetic_hum([(0.1, 0.5, 67), (0.7, 0.5, 62)], 1.3))
+    settings = GenerationSettings(seconds=2.0, seed=0)
+    heard = {}
+    for name, melody in (("hum", hum), ("other", other), ("none", None)):
+        tokens = {}
+        audio, _ = model.generate("a calm piano ballad", settings, melody=melody, tokens_out=tokens)  # a hum is tiled over 2 s
+        assert len(audio) == 48_000 and np.isfinite(audio).all()
+        heard[name] = tokens["S"]
+    # same seed, same text: only the tune differs, and stage 1's tokens follow it
+    assert not torch.equal(heard["hum"], heard["none"]) and not torch.equal(heard["hum"], heard["other"])
     with pytest.raises(ValueError, match="melody tokens"):
         model.generate("a calm piano ballad", GenerationSettings(seconds=1.0), melody=np.array([40]))
     result = _engine("eval", "melody", "--corpus", tiny_runs[0], "--checkpoint", exported, "--seconds", 2)

@@ -251,6 +251,7 @@ def test_kill_9_while_saving_never_leaves_a_corrupt_history(tmp_path):
     assert len(entries) > 0 and not list(tmp_path.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_a_real_browser_generates_music_in_the_text_tab(studio_url):
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path("/usr/bin/chromium").exists():
@@ -327,6 +328,7 @@ def test_desktop_audio_without_a_sound_card_says_so_in_one_sentence(monkeypatch)
         desktop.record(120)
 
 
+@pytest.mark.slow
 def test_stress_script_small_run_all_answered_and_still_serving():
     from studio.stress import run
 

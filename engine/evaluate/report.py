@@ -30,7 +30,7 @@ class ReportPlan:
 
 PLANS = {
     # quick: fewer clips, never fewer seeds: the contrast target is defined over 3 seeds, and one
-    # draw per caption leaves MCC and tempo at the mercy of the seed (README, the generator section)
+    # draw per caption leaves MCC and tempo at the mercy of the seed (docs/experiments.md, three seeds per caption)
     "quick": ReportPlan("quick", {
         "codec": {"clips": 20}, "mulan": {}, "semantic": {"clips": 100, "probe_train_clips": 200}, "stages": {},
         "generation": {"clips": 10, "seconds": 10.0, "seeds": 3}, "story": {"clips": 3, "seconds": 8.0},

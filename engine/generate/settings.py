@@ -19,7 +19,7 @@ class GenerationSettings:
     temperatures: tuple[float, float, float] = (1.0, 0.95, 0.4)  # paper §4
     top_k: int = 0
     guidance: float = 3.0  # classifier-free guidance on stage 1
-    coarse_guidance: float = 1.0  # on stage 2 (1 = off): stresses the text beyond what S implies; see docs/RESULTS.md for what it trades
+    coarse_guidance: float = 1.0  # on stage 2 (1 = off): stresses the text beyond what S implies; see docs/experiments.md for what it trades
     negative_prompt: str = ""
     chunk_seconds: float = 0.5
     tempo_drafts: int = 4  # text that states a bpm (no hum or clip: they bring their own): stage 1 drafts under this many readings of it, the one that keeps the tempo goes on (1 = off)

@@ -113,7 +113,7 @@ class JointCodebook(nn.Module):
     much say in the distances as all the features together. On the shipped encoder (layer 4, 201
     test clips) flat k-means probes chord root 0.167 and melody 0.309 against the handcrafted
     baseline's 0.233 and 0.702; harmony 1.0 and rhythm 0.7 give 0.266 and 0.712 and keep beat
-    phase and instrument family above the baseline (README, semantic tokens)."""
+    phase and instrument family above the baseline (docs/models/semantic.md)."""
     def __init__(self, dim: int, vocab: int, harmony_weight: float, rhythm_weight: float, rhythm_lags: int):
         super().__init__()
         self.harmony_weight, self.rhythm_weight, self.rhythm_lags = harmony_weight, rhythm_weight, rhythm_lags
