@@ -72,8 +72,22 @@ def _clip_seconds(clip: np.ndarray) -> float:
     return round(len(clip) / SAMPLE_RATE, 2)
 
 
+class _NewMusic:
+    """What every request shares: its output lasts ``seconds``, ``generated_seconds`` of which are
+    new music (the RTF's denominator); by default both are ``settings.seconds``."""
+    settings: GenerationSettings
+
+    @property
+    def seconds(self) -> float:
+        return self.settings.seconds
+
+    @property
+    def generated_seconds(self) -> float:
+        return self.settings.seconds
+
+
 @dataclass(frozen=True)
-class TextRequest:
+class TextRequest(_NewMusic):
     """Text → music."""
     prompt: str
     settings: GenerationSettings = field(default_factory=GenerationSettings)
@@ -83,18 +97,12 @@ class TextRequest:
         object.__setattr__(self, "prompt", clean_prompt(self.prompt))
         self.settings.check()
 
-    @property
-    def seconds(self) -> float:
-        return self.settings.seconds
-
-    generated_seconds = seconds
-
     def record(self) -> dict:
         return {"mode": self.mode, "prompt": self.prompt, **asdict(self.settings)}
 
 
 @dataclass(frozen=True)
-class HumRequest:
+class HumRequest(_NewMusic):
     """A hum or whistle (24 kHz mono) → music that follows its tune, in the style of ``style``."""
     hum: np.ndarray
     style: str
@@ -107,18 +115,12 @@ class HumRequest:
         self.settings.check()
         object.__setattr__(self, "melody", melody_tokens(self.hum))  # checks the hum: length, silence, clipping
 
-    @property
-    def seconds(self) -> float:
-        return self.settings.seconds
-
-    generated_seconds = seconds
-
     def record(self) -> dict:
         return {"mode": self.mode, "prompt": self.style, "melody_frames": int(self.melody.size), **asdict(self.settings)}
 
 
 @dataclass(frozen=True)
-class StoryRequest:
+class StoryRequest(_NewMusic):
     """A timeline of (prompt, seconds) segments → one continuous piece; ``settings.seconds`` is
     the segments' total."""
     segments: tuple[tuple[str, float], ...]
@@ -131,18 +133,12 @@ class StoryRequest:
         object.__setattr__(self, "settings", replace(self.settings, seconds=sum(s for _, s in segments)))
         self.settings.check()
 
-    @property
-    def seconds(self) -> float:
-        return self.settings.seconds
-
-    generated_seconds = seconds
-
     def record(self) -> dict:
         return {"mode": self.mode, "segments": [{"prompt": p, "seconds": s} for p, s in self.segments], **asdict(self.settings)}
 
 
 @dataclass(frozen=True)
-class ContinueRequest:
+class ContinueRequest(_NewMusic):
     """Continue a clip (24 kHz mono) by ``settings.seconds``; a prompt turns it somewhere new,
     without one the clip's own style goes on. The output starts with the clip."""
     clip: np.ndarray
@@ -158,16 +154,12 @@ class ContinueRequest:
     def seconds(self) -> float:
         return len(self.clip) / SAMPLE_RATE + self.settings.seconds
 
-    @property
-    def generated_seconds(self) -> float:
-        return self.settings.seconds
-
     def record(self) -> dict:
         return {"mode": self.mode, "prompt": self.prompt, "clip_seconds": _clip_seconds(self.clip), **asdict(self.settings)}
 
 
 @dataclass(frozen=True)
-class InpaintRequest:
+class InpaintRequest(_NewMusic):
     """Regenerate [start, end) s of a clip (24 kHz mono) and keep the rest; ``settings.seconds``
     is not used."""
     clip: np.ndarray
