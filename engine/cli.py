@@ -212,7 +212,7 @@ def _codec(args: argparse.Namespace) -> dict:
 
 def _eval(args: argparse.Namespace) -> dict:
     corpus = Path(args.corpus)
-    if not (corpus / "test.jsonl").exists():
+    if args.what != "tones" and not (corpus / "test.jsonl").exists():  # tones are made, not read
         raise UsageError(f"no corpus at {corpus}")
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
     if (args.tuning or args.tempo_drafts) and args.what != "generation":
@@ -340,11 +340,11 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(run=_codec)
 
     e = sub.add_parser("eval", help="quality metrics as JSON")
-    e.add_argument("what", choices=("codec", "mulan", "semantic", "stages", "generation", "story", "continuation", "memorization",
+    e.add_argument("what", choices=("codec", "tones", "mulan", "semantic", "stages", "generation", "story", "continuation", "memorization",
                                     "melody", "all"))
     e.add_argument("--corpus", default="corpus")
     e.add_argument("--checkpoint", help="a checkpoint file or run folder (generation: a folder holding every model)")
-    e.add_argument("--clips", type=int, help="evaluate only the first N test clips (generation: N test captions, default 30)")
+    e.add_argument("--clips", type=int, help="evaluate only the first N test clips (generation: N test captions, default 30; tones: N frequencies, default 24)")
     e.add_argument("--seconds", type=_positive_float, default=10.0, help="generation, story, continuation: seconds per generated clip / segment")
     e.add_argument("--seeds", type=_positive_int, default=3, help="generation: seeds per caption (MCC, tempo) and per contrasting prompt pair")
     e.add_argument("--tempo-drafts", type=_positive_int, help="generation: the generator's tempo drafts (default: its own; 1 = off)")
@@ -352,7 +352,7 @@ def parser() -> argparse.ArgumentParser:
                    help="generation: the tuning captions (60 test captions kept apart from the evaluation's 30) instead, for choosing settings")
     e.add_argument("--plan", choices=("quick", "full"), default="quick",
                    help="all: quick (12 min on a 2-core CPU: fewer clips and seconds, the same seeds) or full (every command's defaults)")
-    e.add_argument("--only", nargs="+", choices=("codec", "mulan", "semantic", "stages", "generation", "story", "continuation",
+    e.add_argument("--only", nargs="+", choices=("codec", "tones", "mulan", "semantic", "stages", "generation", "story", "continuation",
                                                  "memorization", "melody"), help="all: run only these evaluations")
     e.add_argument("--out", default="docs", help="all: where RESULTS.md, results.json and the plots go")
     e.add_argument("--json", action="store_true")

@@ -288,3 +288,14 @@ def test_eval_codec_reports_levels_usage_opus_and_speed(tiny_corpus):
         assert 0 <= report["codec"][q]["pitch_class_agreement"] <= 1
     assert 0 <= report["opus"]["6kbps"]["pitch_class_agreement"] <= 1
     assert set(report["unquantized"]) >= {"log_mel_l1", "pitch_class_agreement"}
+
+
+def test_eval_tones_runs_without_a_corpus_and_judges_the_codec_against_opus(tmp_path):
+    """The tone judge: no corpus needed; Opus keeps every sine, and the JSON names both."""
+    proc = subprocess.run([sys.executable, "-m", "engine", "eval", "tones", "--corpus", str(tmp_path / "none"), "--clips", "4"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["tones"] == 4 and result["opus_6kbps"]["sines_within_quarter_tone"] == 1.0
+    for judge in ("codec", "opus_6kbps"):
+        assert 0 <= result[judge]["harmonic_pitch_class_agreement"] <= 1 and 0 <= result[judge]["harmonic_comb_share"] <= 1

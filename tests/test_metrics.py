@@ -63,3 +63,25 @@ def test_pitch_class_agreement_tells_kept_notes_from_moved_ones():
     assert pitch_class_agreement(a4, b_flat4) == 0.0
     a4_then_silence = np.where(t < 1.0, a4, 0.0)
     assert pitch_class_agreement(a4_then_silence, np.where(t < 1.0, a4, b_flat4)) > 0.9  # silent frames are not judged (the edge blurs)
+
+
+def test_a_sine_is_heard_at_its_frequency_and_a_frame_rate_comb_is_measured():
+    from engine.evaluate.metrics import cents, comb_share, dominant_frequency
+    from engine.evaluate.tones import tone
+
+    sine = tone(233.1)
+    assert abs(cents(dominant_frequency(sine), 233.1)) < 1
+    assert comb_share(tone(233.1, partials=8)) < 0.15  # harmonics of 233 Hz stay off the 50 Hz grid
+    t = np.arange(2 * 24_000) / 24_000
+    comb = sum(np.sin(2 * np.pi * 50 * k * t) for k in range(2, 40)).astype(np.float32)  # what a frame-rate buzz looks like
+    assert comb_share(comb) > 0.9
+    noise = np.random.default_rng(0).standard_normal(2 * 24_000)
+    assert 0.1 < comb_share(noise) < 0.2  # chance: 7 of every 50 one-hertz bins
+
+
+def test_tone_frequencies_span_80_to_1000_hz_and_stay_off_the_50_hz_grid():
+    from engine.evaluate.tones import tone_frequencies
+
+    freqs = tone_frequencies()
+    assert len(freqs) == 24 and freqs.min() >= 80 and freqs.max() <= 1000
+    assert (np.abs(freqs - 50 * np.round(freqs / 50)) >= 5).all()

@@ -13,6 +13,7 @@ from ..data.build import read_records
 from ..nn.codec import HOP, load_codec
 from ..nn.lm import COARSE_LEVELS
 from .common import mean_rows, opus_roundtrip, signal_metrics
+from .metrics import comb_share
 
 
 def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, opus_kbps: tuple[float, ...] = ()) -> dict:
@@ -26,11 +27,12 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
     opus_rates = tuple(opus_kbps) or (model.cfg.bits_per_second / 1000,)
     opus: dict[float, list[dict]] = {k: [] for k in opus_rates}
     histograms = np.zeros((levels, model.cfg.codebook_size), dtype=np.int64)
-    unquantized = []
+    unquantized, original_comb = [], []
     for r in records:
         audio, _ = sf.read(str(Path(corpus) / r["audio"]), dtype="float32")
         audio = audio[: len(audio) // HOP * HOP]
         wav = torch.from_numpy(audio)[None]
+        original_comb.append(comb_share(audio))
         with torch.inference_mode():
             codes = model.encode(wav)
             for q in range(1, levels + 1):  # the notes are judged at the coarse and the full bitrate only
@@ -53,11 +55,11 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
         "unquantized": mean_rows(unquantized),
         "opus": {f"{k:g}kbps": mean_rows(rows) for k, rows in opus.items()},
         "log_mel_l1_ratio_vs_opus": round(full["log_mel_l1"] / opus_full["log_mel_l1"], 4),
+        "original_comb_share": round(float(np.mean(original_comb)), 4),  # beside each row's comb_share: what the music itself has
         "code_usage": [round(float((h > 0).mean()), 4) for h in histograms],
         "code_perplexity": [round(float(np.exp(e)), 1) for e in entropy],
         "speed": codec_speed(model),
     }
-
 
 
 def codec_speed(model, seconds: float = 10.0, repeats: int = 3) -> dict:
