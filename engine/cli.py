@@ -75,6 +75,10 @@ def _train(args: argparse.Namespace) -> dict:
         if args.stage != "codec" or not args.init:
             raise UsageError("--descriptor-weight applies to a codec fine-tune only (train codec --init CHECKPOINT)")
         overrides["descriptor_weight"] = args.descriptor_weight
+    if args.note_weight is not None:
+        if args.stage != "codec" or args.init:
+            raise UsageError("--note-weight applies to a codec trained from scratch (train codec without --init): the first levels must learn the notes")
+        overrides["note_weight"] = args.note_weight
     if args.pitch_weight is not None:
         if args.stage != "codec" or args.init:
             raise UsageError("--pitch-weight applies to a codec trained from scratch (train codec without --init): the notes must be kept by the encoder")
@@ -292,6 +296,8 @@ def parser() -> argparse.ArgumentParser:
                    help="codec fine-tune: scale of the chroma and MFCC-spread terms beside the reconstruction loss (default 1)")
     t.add_argument("--pitch-weight", type=_positive_float,
                    help="codec from scratch: weight of a 4096-point log-STFT term that keeps the notes (default 0: off)")
+    t.add_argument("--note-weight", type=_positive_float,
+                   help="codec from scratch: weight of a head that reads the notes (the score's pitch classes) from the first two RVQ levels (default 0: off)")
     t.add_argument("--export", action="store_true", help="copy the result to assets/checkpoints/")
     t.add_argument("--no-handcrafted", action="store_true", help="mulan: audio tower without the handcrafted descriptors (ablation)")
     t.add_argument("--codebook", choices=("flat", "joint"),

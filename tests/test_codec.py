@@ -299,3 +299,24 @@ def test_eval_tones_runs_without_a_corpus_and_judges_the_codec_against_opus(tmp_
     assert result["tones"] == 4 and result["opus_6kbps"]["sines_within_quarter_tone"] == 1.0
     for judge in ("codec", "opus_6kbps"):
         assert 0 <= result[judge]["harmonic_pitch_class_agreement"] <= 1 and 0 <= result[judge]["harmonic_comb_share"] <= 1
+
+
+def test_a_note_supervised_codec_trains_and_reports_what_its_first_levels_know(smoke_corpus, tmp_path):
+    """--note-weight: a head reads the score's pitch classes from levels 1–2; eval codec scores it."""
+    from engine.data.build import pitch_class_roll, read_records
+
+    corpus, _ = smoke_corpus
+    record = read_records(corpus, "train")[0]
+    roll = pitch_class_roll(corpus, record, 200, 50.0)
+    note = next(n for n in record["melody"] if n["onset"] + n["duration"] < 3.9)
+    assert roll.shape == (12, 200) and roll[note["pitch"] % 12, int((note["onset"] + note["duration"] / 2) * 50)] == 1
+    run = tmp_path / "codec-notes"
+    for args in (("train", "codec", "--corpus", corpus, "--run-dir", run, "--steps", 2, "--batch-size", 2, "--note-weight", 1, "--quiet"),
+                 ("eval", "codec", "--corpus", corpus, "--checkpoint", run, "--clips", 1)):
+        proc = subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert 0 <= result["note_head_f1"] <= 1 and result["codec"]["12"]["comb_share"] >= 0
+    refused = subprocess.run([sys.executable, "-m", "engine", "train", "codec", "--corpus", str(corpus), "--init", str(run), "--note-weight", "1"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--note-weight applies to a codec trained from scratch" in refused.stderr

@@ -66,6 +66,16 @@ def read_records(corpus: Path, split: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def pitch_class_roll(corpus: Path, record: dict, frames: int, rate: float) -> np.ndarray:
+    """(12, frames) 0/1: which pitch classes the clip's score sounds in each frame at ``rate`` Hz
+    (every pitched part; drums have no pitch class) — the ground truth of the notes."""
+    import pretty_midi
+
+    roll = pretty_midi.PrettyMIDI(str(Path(corpus) / record["midi"])).get_piano_roll(fs=rate)[:, :frames] > 0
+    roll = np.pad(roll, ((0, 4), (0, frames - roll.shape[1])))  # 128 → 132 keys: eleven octaves of twelve
+    return roll.reshape(11, 12, frames).any(0).astype(np.float32)
+
+
 def clip_split(index: int) -> str:
     return "test" if index % TEST_EVERY == TEST_EVERY - 1 else "train"
 

@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 
 from ..audio import SAMPLE_RATE
-from ..data.build import read_records
+from ..data.build import pitch_class_roll, read_records
 from ..nn.codec import HOP, load_codec
 from ..nn.lm import COARSE_LEVELS
 from .common import mean_rows, opus_roundtrip, signal_metrics
@@ -28,6 +28,7 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
     opus: dict[float, list[dict]] = {k: [] for k in opus_rates}
     histograms = np.zeros((levels, model.cfg.codebook_size), dtype=np.int64)
     unquantized, original_comb = [], []
+    notes = {"true_positive": 0, "predicted": 0, "sounding": 0}  # the note head's verdicts, from the first levels alone
     for r in records:
         audio, _ = sf.read(str(Path(corpus) / r["audio"]), dtype="float32")
         audio = audio[: len(audio) // HOP * HOP]
@@ -38,6 +39,12 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
             for q in range(1, levels + 1):  # the notes are judged at the coarse and the full bitrate only
                 per_level[q].append(signal_metrics(audio, model.decode(codes[:, :q])[0].numpy(), pitch=q in (COARSE_LEVELS, levels)))
             unquantized.append(signal_metrics(audio, model.decode_latents(model.encoder(wav))[0].numpy()))
+            if model.note_head is not None:
+                heard = (model.pitch_class_logits(codes)[0] > 0).numpy()
+                sounding = pitch_class_roll(corpus, r, heard.shape[1], SAMPLE_RATE / HOP) > 0
+                notes["true_positive"] += int((heard & sounding).sum())
+                notes["predicted"] += int(heard.sum())
+                notes["sounding"] += int(sounding.sum())
         for level in range(levels):
             histograms[level] += np.bincount(codes[0, level].numpy(), minlength=model.cfg.codebook_size)
         for kbps in opus_rates:
@@ -59,6 +66,8 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
         "code_usage": [round(float((h > 0).mean()), 4) for h in histograms],
         "code_perplexity": [round(float(np.exp(e)), 1) for e in entropy],
         "speed": codec_speed(model),
+        **({"note_head_f1": round(2 * notes["true_positive"] / max(1, notes["predicted"] + notes["sounding"]), 4)}
+           if model.note_head is not None else {}),
     }
 
 

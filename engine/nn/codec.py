@@ -39,6 +39,7 @@ class CodecConfig:
     coarse_levels: int = 4
     quantizer_dropout: float = 0.5
     compress: float = 0.3  # power-law compression of STFT magnitudes fed to the encoder
+    note_levels: int = 0  # > 0: a pitch-class head reads the sum of the first levels, so training can put the notes there (0: none)
 
     @property
     def bits_per_second(self) -> float:
@@ -190,6 +191,7 @@ class Codec(nn.Module):
         self.encoder = Encoder(cfg)
         self.quantizer = ResidualVQ(cfg.levels, cfg.codebook_size, cfg.latent_dim, dropout=cfg.quantizer_dropout)
         self.decoder = Decoder(cfg)
+        self.note_head = nn.Conv1d(cfg.latent_dim, 12, 1) if cfg.note_levels else None
 
     def config_dict(self) -> dict:
         return asdict(self.cfg)
@@ -200,10 +202,19 @@ class Codec(nn.Module):
         return F.pad(wav, (0, (-wav.shape[-1]) % HOP))
 
     def forward(self, wav: torch.Tensor):
-        """Training pass: (B, samples) → reconstruction, codes, commitment loss."""
+        """Training pass: (B, samples) → reconstruction, codes, commitment loss, the encoder's latents."""
         latents = self.encoder(wav)
         quantized, codes, commit = self.quantizer(latents)
-        return self.decode_latents(quantized, wav.shape[-1]), codes, commit
+        return self.decode_latents(quantized, wav.shape[-1]), codes, commit, latents
+
+    def pitch_class_logits(self, codes: torch.Tensor, latents: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 12, T) logits of the pitch classes sounding in each frame, read from the sum of the
+        first ``note_levels`` levels: what stage 2 writes first. In training (``latents`` given) a
+        straight-through estimator passes the head's gradient on to the encoder."""
+        first = self.quantizer.decode(codes[:, : self.cfg.note_levels])
+        if latents is not None:
+            first = latents + (first - latents).detach()
+        return self.note_head(first)
 
     @torch.no_grad()
     def encode(self, wav: torch.Tensor, levels: int | None = None) -> torch.Tensor:

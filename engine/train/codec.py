@@ -2,6 +2,7 @@
 and the decoder-only fine-tune that leaves every token where it is."""
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Iterator
@@ -9,10 +10,11 @@ from typing import Iterator
 import numpy as np
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..audio import SAMPLE_RATE, log_mel, stft_distance
-from ..data.build import read_records
+from ..data.build import pitch_class_roll, read_records
 from ..features import CHANNELS, analyze
 from ..nn.codec import CODEC_PRESETS, HOP, Codec, load_codec
 from .loop import Recipe, TrainConfig
@@ -30,12 +32,14 @@ def reconstruction_loss(wav: torch.Tensor, recon: torch.Tensor) -> tuple[torch.T
 PITCH_RESOLUTIONS = ((4096, 480),)  # 5.9 Hz bins: the harmonics of neighbouring notes stay apart, as they do not at 12–47 Hz
 
 
-def codec_loss(model: nn.Module, wav: torch.Tensor, pitch_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+def codec_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], pitch_weight: float = 0.0,
+               note_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
     """The reconstruction loss + RVQ commitment, + ``pitch_weight`` × a log-STFT distance fine
-    enough to tell the notes apart. Without it the codec learns the spectral envelope and drops
-    the notes (``eval codec``: pitch-class agreement 0.18, Opus 0.78; with this term at weight 2,
-    0.38 after 45 minutes from scratch)."""
-    recon, _, commit = model(wav)
+    enough to tell the notes apart (without it the codec learns the spectral envelope and drops
+    the notes), + ``note_weight`` × the note head's binary cross-entropy against the pitch classes
+    the score says sound in each 50 Hz frame (``batch`` is then (audio, (B, 12, T) roll))."""
+    wav, roll = batch if note_weight else (batch, None)
+    recon, codes, commit, latents = model(wav)
     loss, mel, stft = reconstruction_loss(wav, recon)
     loss = loss + 0.25 * commit
     logs = {"mel": mel.detach(), "stft": stft.detach(), "commit": commit.detach()}
@@ -43,12 +47,15 @@ def codec_loss(model: nn.Module, wav: torch.Tensor, pitch_weight: float = 0.0) -
         pitch = stft_distance(wav, recon, PITCH_RESOLUTIONS)
         loss = loss + pitch_weight * pitch
         logs["pitch"] = pitch.detach()
+    if note_weight:
+        logits = model.pitch_class_logits(codes, latents)
+        notes = F.binary_cross_entropy_with_logits(logits, roll)
+        loss = loss + note_weight * notes
+        logs["notes"] = notes.detach()
     return loss, {"loss": loss.detach(), **logs}
 
 
 CHROMA_WEIGHT = 2.0  # decoder fine-tune: weight of the pitch-class term beside the log-mel (4) and STFT (1) terms
-
-
 MFCC_SPREAD_WEIGHT = 1.0  # … and of the timbre-movement term (per-coefficient MFCC spread over the crop)
 
 
@@ -74,35 +81,51 @@ def codec_decoder_loss(model: nn.Module, wav: torch.Tensor, descriptor_weight: f
 
 
 class CorpusAudio:
-    """Every clip of one corpus split held in memory (int16), for random training crops."""
-    def __init__(self, corpus: Path, split: str = "train", limit: int | None = None):
+    """Every clip of one corpus split held in memory (int16), for random training crops; with
+    ``notes``, each clip's pitch-class roll at the token rate too (``pitch_class_roll``)."""
+    def __init__(self, corpus: Path, split: str = "train", limit: int | None = None, notes: bool = False):
         records = read_records(corpus, split)
         if not records:
             raise ValueError(f"{corpus}/{split}.jsonl has no clips; build the corpus first")
         self.records = records[:limit] if limit else records
         self.clips = [sf.read(str(Path(corpus) / r["audio"]), dtype="int16")[0] for r in self.records]
+        self.rolls = [pitch_class_roll(corpus, r, -(-len(c) // HOP), SAMPLE_RATE / HOP) for r, c in zip(self.records, self.clips)] if notes else None
 
-    def crops(self, batch: int, samples: int, seed: int) -> Iterator[torch.Tensor]:
+    def crops(self, batch: int, samples: int, seed: int) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+        """Random crops (B, samples) at a random gain; with notes, (crops, (B, 12, samples / HOP) rolls),
+        the crops starting on token boundaries so that audio and roll stay aligned."""
         rng = np.random.default_rng(seed)
+        frames = samples // HOP
         while True:
             out = np.empty((batch, samples), dtype=np.float32)
+            rolls = np.zeros((batch, 12, frames), dtype=np.float32)
             for i in range(batch):
-                clip = self.clips[rng.integers(len(self.clips))]
+                index = rng.integers(len(self.clips))
+                clip = self.clips[index]
                 start = rng.integers(0, max(1, len(clip) - samples))
+                if self.rolls is not None:
+                    start = start // HOP * HOP
+                    roll = self.rolls[index][:, start // HOP:start // HOP + frames]
+                    rolls[i, :, : roll.shape[1]] = roll
                 piece = clip[start:start + samples].astype(np.float32) / 32768
                 out[i, : len(piece)] = piece
                 out[i, len(piece):] = 0
             gain = 10 ** (rng.uniform(-6, 3, size=(batch, 1)) / 20)  # loudness augmentation
-            yield torch.from_numpy(out * gain.astype(np.float32))
+            audio = torch.from_numpy(out * gain.astype(np.float32))
+            yield audio if self.rolls is None else (audio, torch.from_numpy(rolls))
+
+
+NOTE_LEVELS = 2  # with --note-weight: the levels whose sum must carry the notes (stage 2 writes levels 1–4)
 
 
 def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Recipe:
-    model = Codec(CODEC_PRESETS[preset])
+    model = Codec(replace(CODEC_PRESETS[preset], note_levels=NOTE_LEVELS) if cfg.note_weight else CODEC_PRESETS[preset])
     if cfg.init:  # a fine-tune keeps the encoder and codebooks: see codec_decoder_loss
         model.load_state_dict(load_codec(Path(cfg.init)).state_dict())
         for module in (model.encoder, model.quantizer):
             module.requires_grad_(False)
     samples = int(cfg.crop_seconds * SAMPLE_RATE) // HOP * HOP
-    batches = CorpusAudio(corpus).crops(cfg.batch_size, samples, seed=cfg.seed * 1000 + rank)
-    loss = partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight) if cfg.init else partial(codec_loss, pitch_weight=cfg.pitch_weight)
+    batches = CorpusAudio(corpus, notes=cfg.note_weight > 0).crops(cfg.batch_size, samples, seed=cfg.seed * 1000 + rank)
+    loss = (partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight) if cfg.init
+            else partial(codec_loss, pitch_weight=cfg.pitch_weight, note_weight=cfg.note_weight))
     return Recipe(model, batches, loss)

@@ -40,6 +40,7 @@ class TrainConfig:
     init: str = ""  # fine-tune: start from this trained checkpoint (file or run folder) instead of random weights
     descriptor_weight: float = 1.0  # codec decoder fine-tune: scale of its chroma and MFCC-spread terms
     pitch_weight: float = 0.0  # codec trained from scratch: weight of the fine log-STFT term that keeps the notes (codec_loss)
+    note_weight: float = 0.0  # codec trained from scratch: weight of the note head on the first levels (codec_loss)
 
 
 TRAIN_PRESETS = {
