@@ -216,9 +216,11 @@ def _codec(args: argparse.Namespace) -> dict:
 
 def _eval(args: argparse.Namespace) -> dict:
     corpus = Path(args.corpus)
-    if args.what != "tones" and not (corpus / "test.jsonl").exists():  # tones are made, not read
+    if args.what not in ("tones", "recordings") and not (corpus / "test.jsonl").exists():  # tones are made, recordings found elsewhere
         raise UsageError(f"no corpus at {corpus}")
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
+    if args.audio and args.what != "recordings":
+        raise UsageError("--audio applies to eval recordings only")
     if (args.tuning or args.tempo_drafts) and args.what != "generation":
         raise UsageError("--tuning and --tempo-drafts apply to eval generation only")
     if args.what == "all":
@@ -232,6 +234,8 @@ def _eval(args: argparse.Namespace) -> dict:
             extra.update(tempo_drafts=args.tempo_drafts, tuning=args.tuning)
         if args.what == "melody":
             extra = {"seconds": args.seconds}
+        if args.what == "recordings" and args.audio:
+            extra = {"folders": tuple(args.audio)}
         return EVALUATORS[args.what](corpus, checkpoint, args.clips, **extra)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
@@ -346,10 +350,11 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(run=_codec)
 
     e = sub.add_parser("eval", help="quality metrics as JSON")
-    e.add_argument("what", choices=("codec", "tones", "mulan", "semantic", "stages", "generation", "story", "continuation", "memorization",
+    e.add_argument("what", choices=("codec", "tones", "recordings", "mulan", "semantic", "stages", "generation", "story", "continuation", "memorization",
                                     "melody", "all"))
     e.add_argument("--corpus", default="corpus")
     e.add_argument("--checkpoint", help="a checkpoint file or run folder (generation: a folder holding every model)")
+    e.add_argument("--audio", nargs="+", metavar="FOLDER", help="recordings: folders of recorded music (default: the held-out Debian game soundtracks)")
     e.add_argument("--clips", type=int, help="evaluate only the first N test clips (generation: N test captions, default 30; tones: N frequencies, default 24)")
     e.add_argument("--seconds", type=_positive_float, default=10.0, help="generation, story, continuation: seconds per generated clip / segment")
     e.add_argument("--seeds", type=_positive_int, default=3, help="generation: seeds per caption (MCC, tempo) and per contrasting prompt pair")
@@ -358,7 +363,7 @@ def parser() -> argparse.ArgumentParser:
                    help="generation: the tuning captions (60 test captions kept apart from the evaluation's 30) instead, for choosing settings")
     e.add_argument("--plan", choices=("quick", "full"), default="quick",
                    help="all: quick (12 min on a 2-core CPU: fewer clips and seconds, the same seeds) or full (every command's defaults)")
-    e.add_argument("--only", nargs="+", choices=("codec", "tones", "mulan", "semantic", "stages", "generation", "story", "continuation",
+    e.add_argument("--only", nargs="+", choices=("codec", "tones", "recordings", "mulan", "semantic", "stages", "generation", "story", "continuation",
                                                  "memorization", "melody"), help="all: run only these evaluations")
     e.add_argument("--out", default="docs", help="all: where RESULTS.md, results.json and the plots go")
     e.add_argument("--json", action="store_true")

@@ -320,3 +320,22 @@ def test_a_note_supervised_codec_trains_and_reports_what_its_first_levels_know(s
     refused = subprocess.run([sys.executable, "-m", "engine", "train", "codec", "--corpus", str(corpus), "--init", str(run), "--note-weight", "1"],
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "--note-weight applies to a codec trained from scratch" in refused.stderr
+
+
+def test_eval_recordings_judges_the_codec_on_music_from_elsewhere(tmp_path):
+    """Recordings in any folder (here two tones written as FLAC and Ogg): excerpts, the codec against Opus."""
+    from engine.evaluate.tones import tone
+
+    folder = tmp_path / "music"
+    folder.mkdir()
+    for name, f in (("a.flac", 220.0), ("b.ogg", 330.0)):
+        sf.write(folder / name, np.tile(tone(f, partials=8, seconds=2.0), 6), 24_000)
+    proc = subprocess.run([sys.executable, "-m", "engine", "eval", "recordings", "--audio", str(folder), "--corpus", str(tmp_path / "none")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["clips"] == 2 and result["excerpt_seconds"] == 10.0 and result["log_mel_l1_ratio_vs_opus"] > 0
+    assert 0 <= result["codec"]["pitch_class_agreement"] <= 1 and 0 <= result["opus_6kbps"]["comb_share"] <= 1
+    empty = subprocess.run([sys.executable, "-m", "engine", "eval", "recordings", "--audio", str(tmp_path / "nothing")],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert empty.returncode == 2 and "no recordings in" in empty.stderr

@@ -1,4 +1,5 @@
-"""`eval codec`: the codec on the test split at 1…12 levels, against Opus, and its speed."""
+"""`eval codec`: the codec on the test split at 1…12 levels, against Opus, and its speed; `eval
+recordings`: the same judges on recorded music the corpus never made."""
 from __future__ import annotations
 
 import time
@@ -8,7 +9,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from ..audio import SAMPLE_RATE
+from ..audio import SAMPLE_RATE, load_audio
 from ..data.build import pitch_class_roll, read_records
 from ..nn.codec import HOP, load_codec
 from ..nn.lm import COARSE_LEVELS
@@ -69,6 +70,47 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
         **({"note_head_f1": round(2 * notes["true_positive"] / max(1, notes["predicted"] + notes["sounding"]), 4)}
            if model.note_head is not None else {}),
     }
+
+
+# Debian asc-music, singularity-music and drascula-music: recorded music kept for evaluation, never trained on
+HELD_OUT_MUSIC = ("/usr/share/games/asc/music", "/usr/share/games/singularity/music", "/usr/share/scummvm/drascula/audio")
+EXCERPT_SECONDS = 10.0
+AUDIO_SUFFIXES = (".ogg", ".mp3", ".flac", ".wav")
+
+
+def recordings(folders: tuple[str, ...], count: int) -> list[Path]:
+    """Up to ``count`` audio files, taken in turn from each folder (sorted by name), so that every
+    source is heard."""
+    lists = [sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES) for folder in folders if Path(folder).is_dir()]
+    if not any(lists):
+        raise FileNotFoundError(f"no recordings in {', '.join(folders)}; install Debian's asc-music, singularity-music and "
+                                "drascula-music, or pass --audio FOLDER")
+    picked = [files[i] for i in range(max(map(len, lists))) for files in lists if i < len(files)]
+    return picked[:count]
+
+
+def eval_recordings(corpus: Path | None = None, checkpoint: Path | None = None, clips: int | None = None,
+                    folders: tuple[str, ...] = HELD_OUT_MUSIC) -> dict:
+    """The codec and Opus at its bitrate on the middle ``EXCERPT_SECONDS`` of recorded music
+    (default: 24 pieces from the Debian packages reserved for held-out evaluation): log-mel L1,
+    pitch class kept, comb share. ``corpus`` is not read."""
+    model = load_codec(checkpoint)
+    kbps = model.cfg.bits_per_second / 1000
+    rows, opus, original_comb = [], [], []
+    files = recordings(tuple(folders), clips or 24)
+    for path in files:
+        audio = load_audio(path)
+        start = max(0, len(audio) // 2 - int(EXCERPT_SECONDS * SAMPLE_RATE) // 2)
+        excerpt = audio[start:start + int(EXCERPT_SECONDS * SAMPLE_RATE)]
+        excerpt = excerpt[: len(excerpt) // HOP * HOP]
+        with torch.inference_mode():
+            rows.append(signal_metrics(excerpt, model.decode(model.encode(torch.from_numpy(excerpt)[None]))[0].numpy()))
+        opus.append(signal_metrics(excerpt, opus_roundtrip(excerpt, kbps)))
+        original_comb.append(comb_share(excerpt))
+    codec, reference = mean_rows(rows), mean_rows(opus)
+    return {"clips": len(files), "excerpt_seconds": EXCERPT_SECONDS, "sources": sorted({str(p.parent) for p in files}), "codec": codec,
+            f"opus_{kbps:g}kbps": reference, "log_mel_l1_ratio_vs_opus": round(codec["log_mel_l1"] / reference["log_mel_l1"], 4),
+            "original_comb_share": round(float(np.mean(original_comb)), 4)}
 
 
 def codec_speed(model, seconds: float = 10.0, repeats: int = 3) -> dict:

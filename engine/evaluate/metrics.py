@@ -109,7 +109,8 @@ COMB_WIDTH_HZ = 3.0
 COMB_BAND_HZ = (90.0, 3000.0)
 
 
-def comb_share(audio: np.ndarray, spacing: float = COMB_SPACING_HZ, width: float = COMB_WIDTH_HZ, band: tuple[float, float] = COMB_BAND_HZ) -> float:
+def comb_share(audio: np.ndarray, spacing: float = COMB_SPACING_HZ, width: float = COMB_WIDTH_HZ,
+               band: tuple[float, float] = COMB_BAND_HZ) -> float:
     """Share of the energy in ``band`` that lies within ``width`` Hz of a multiple of ``spacing``
     (Welch spectrum, 1 Hz bins). A decoder whose overlap-added frames repeat at the frame rate
     piles energy onto that grid whatever the notes were; music and Opus put about what the grid's

@@ -32,12 +32,14 @@ PLANS = {
     # quick: fewer clips, never fewer seeds: the contrast target is defined over 3 seeds, and one
     # draw per caption leaves MCC and tempo at the mercy of the seed (docs/experiments.md, three seeds per caption)
     "quick": ReportPlan("quick", {
-        "codec": {"clips": 20}, "tones": {}, "mulan": {}, "semantic": {"clips": 100, "probe_train_clips": 200}, "stages": {},
+        "codec": {"clips": 20}, "tones": {}, "recordings": {"clips": 12}, "mulan": {},
+        "semantic": {"clips": 100, "probe_train_clips": 200}, "stages": {},
         "generation": {"clips": 10, "seconds": 10.0, "seeds": 3}, "story": {"clips": 3, "seconds": 8.0},
         "continuation": {"clips": 10, "seconds": 10.0}, "melody": {"clips": 8, "seconds": 10.0}, "memorization": {"clips": 100},
     }),
     "full": ReportPlan("full", {name: {} for name in
-                               ("codec", "tones", "mulan", "semantic", "stages", "generation", "story", "continuation", "melody", "memorization")}),
+                               ("codec", "tones", "recordings", "mulan", "semantic", "stages", "generation", "story", "continuation",
+                                "melody", "memorization")}),
 }
 @dataclass(frozen=True)
 class Target:
@@ -69,6 +71,7 @@ TARGETS = [
     Target("codec: sines 80–1000 Hz back within a quarter tone", "tones.codec.sines_within_quarter_tone", at_least=0.99),
     Target("codec: harmonic tones keep their pitch class", "tones.codec.harmonic_pitch_class_agreement", at_least=0.7),
     Target("codec: harmonic tones' energy on the 50 Hz comb", "tones.codec.harmonic_comb_share", below=0.15),
+    Target("codec: recorded music keeps its pitch class", "recordings.codec.pitch_class_agreement", at_least=0.7),
     Target("MuLan text→audio recall@10", "mulan.text_to_audio.recall@10", at_least=0.6),
     Target("MuLan zero-shot genre accuracy", "mulan.zero_shot_genre.accuracy", at_least=0.6),
     Target("MuLan RVQ reconstruction cosine (audio)", "mulan.rvq_cosine.audio_clip", at_least=0.9),
