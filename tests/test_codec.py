@@ -290,6 +290,7 @@ def test_eval_codec_reports_levels_usage_opus_and_speed(tiny_corpus):
     assert set(report["unquantized"]) >= {"log_mel_l1", "pitch_class_agreement"}
 
 
+@pytest.mark.slow
 def test_eval_tones_runs_without_a_corpus_and_judges_the_codec_against_opus(tmp_path):
     """The tone judge: no corpus needed; Opus keeps every sine, and the JSON names both."""
     proc = subprocess.run([sys.executable, "-m", "engine", "eval", "tones", "--corpus", str(tmp_path / "none"), "--clips", "4"],
@@ -301,6 +302,7 @@ def test_eval_tones_runs_without_a_corpus_and_judges_the_codec_against_opus(tmp_
         assert 0 <= result[judge]["harmonic_pitch_class_agreement"] <= 1 and 0 <= result[judge]["harmonic_comb_share"] <= 1
 
 
+@pytest.mark.slow
 def test_a_note_supervised_codec_trains_and_reports_what_its_first_levels_know(smoke_corpus, tmp_path):
     """--note-weight: a head reads the score's pitch classes from levels 1–2; eval codec scores it."""
     from engine.data.build import pitch_class_roll, read_records
@@ -322,6 +324,7 @@ def test_a_note_supervised_codec_trains_and_reports_what_its_first_levels_know(s
     assert refused.returncode == 2 and "--note-weight applies to a codec trained from scratch" in refused.stderr
 
 
+@pytest.mark.slow
 def test_eval_recordings_judges_the_codec_on_music_from_elsewhere(tmp_path):
     """Recordings in any folder (here two tones written as FLAC and Ogg): excerpts, the codec against Opus."""
     from engine.evaluate.tones import tone
