@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, AudioError, load_audio, save_audio
-from .checkpoints import CHECKPOINT_DIR, export_checkpoint, model_status
+from .checkpoints import CHECKPOINT_DIR, MODEL_NAMES, export_checkpoint, model_status
 from .data.build import BuildConfig, build
 from .data.melodies import build_index
 from .data.render import SynthUnavailable
@@ -158,7 +158,8 @@ def _generate(args: argparse.Namespace) -> dict:
         raise UsageError(str(exc)) from None
     record = request.record()
     extra = {"segments": len(record["segments"])} if "segments" in record else {}
-    extra.update({k: record[k] for k in ("melody_frames",) if k in record})
+    if "melody_frames" in record:
+        extra["melody_frames"] = record["melody_frames"]
     if isinstance(request, InpaintRequest):
         extra["inpainted_s"] = [request.start, request.end]
     if isinstance(request, ContinueRequest):
@@ -286,7 +287,7 @@ def parser() -> argparse.ArgumentParser:
     data.set_defaults(run=_data)
 
     t = sub.add_parser("train", help="train a model from the corpus (resumable; works under torchrun)")
-    t.add_argument("stage", choices=("codec", "mulan", "prior", "semantic", "stage1", "stage2", "stage3"))
+    t.add_argument("stage", choices=MODEL_NAMES)
     t.add_argument("--preset", choices=("cpu-small", "gpu-base"), default="cpu-small")
     t.add_argument("--corpus", default="corpus")
     t.add_argument("--run-dir", help="checkpoints and resume state (default runs/<stage>-<preset>)")

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from engine import GenerationSettings, MusicLM, TextRequest
+from engine.checkpoints import MODEL_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # every test here trains the whole chain on the smoke corpus first
@@ -139,9 +140,6 @@ def test_reranking_keeps_the_candidate_mulan_scores_best(tiny_runs):
     assert sorted(scores) == [4, 5, 6] and info["seed"] == max(scores, key=scores.get)
     alone, _ = model.generate("a calm piano ballad", GenerationSettings(seconds=1.0, seed=info["seed"]))
     assert np.array_equal(audio, alone)
-
-
-MODEL_NAMES = ("codec", "mulan", "prior", "semantic", "stage1", "stage2", "stage3")
 
 
 def _tiny_model(runs):

@@ -13,7 +13,7 @@ from ..audio import SAMPLE_RATE, load_audio
 from ..data.build import pitch_class_roll, read_records
 from ..nn.codec import HOP, load_codec
 from ..nn.lm import COARSE_LEVELS
-from .common import mean_rows, opus_roundtrip, signal_metrics
+from .common import mean_rows, opus_roundtrip, signal_metrics, through_codec
 from .metrics import comb_share
 
 
@@ -103,8 +103,7 @@ def eval_recordings(corpus: Path | None = None, checkpoint: Path | None = None, 
         start = max(0, len(audio) // 2 - int(EXCERPT_SECONDS * SAMPLE_RATE) // 2)
         excerpt = audio[start:start + int(EXCERPT_SECONDS * SAMPLE_RATE)]
         excerpt = excerpt[: len(excerpt) // HOP * HOP]
-        with torch.inference_mode():
-            rows.append(signal_metrics(excerpt, model.decode(model.encode(torch.from_numpy(excerpt)[None]))[0].numpy()))
+        rows.append(signal_metrics(excerpt, through_codec(model, excerpt)))
         opus.append(signal_metrics(excerpt, opus_roundtrip(excerpt, kbps)))
         original_comb.append(comb_share(excerpt))
     codec, reference = mean_rows(rows), mean_rows(opus)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.signal import welch
 
 from ..audio import SAMPLE_RATE, log_mel
 
@@ -116,6 +115,8 @@ def comb_share(audio: np.ndarray, spacing: float = COMB_SPACING_HZ, width: float
     (Welch spectrum, 1 Hz bins). A decoder whose overlap-added frames repeat at the frame rate
     piles energy onto that grid whatever the notes were; music and Opus put about what the grid's
     width gives there by chance (2 × 3 + 1 of every 50 bins: 14 %)."""
+    from scipy.signal import welch  # deferred on purpose: scipy.signal takes 0.6 s to import, which every CLI command would pay
+
     audio = np.asarray(audio, np.float64)
     if len(audio) < SAMPLE_RATE:
         raise ValueError("comb_share needs at least 1 s of audio (1 Hz bins)")

@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..audio import SAMPLE_RATE
-from ..nn.codec import HOP, load_codec
-from .common import opus_roundtrip
+from ..nn.codec import load_codec
+from .common import opus_roundtrip, through_codec
 from .metrics import cents, comb_share, dominant_frequency, pitch_class_agreement
 
 TONE_SECONDS = 2.0
@@ -70,12 +69,7 @@ def eval_tones(corpus: Path | None = None, checkpoint: Path | None = None, clips
     frequencies = tone_frequencies(clips or 24)
     kbps = model.cfg.bits_per_second / 1000
 
-    def through_codec(audio: np.ndarray) -> np.ndarray:
-        cut = audio[: len(audio) // HOP * HOP]
-        with torch.inference_mode():
-            return model.decode(model.encode(torch.from_numpy(cut)[None]))[0, : len(cut)].numpy()
-
     clean_comb = float(np.mean([comb_share(_middle(tone(f, PARTIALS))) for f in frequencies]))
     return {"tones": len(frequencies), "range_hz": [80.0, 1000.0], "kbps": kbps,
-            "codec": _judge(frequencies, through_codec), f"opus_{kbps:g}kbps": _judge(frequencies, lambda a: opus_roundtrip(a, kbps)),
+            "codec": _judge(frequencies, lambda audio: through_codec(model, audio)), f"opus_{kbps:g}kbps": _judge(frequencies, lambda a: opus_roundtrip(a, kbps)),
             "clean_harmonic_comb_share": round(clean_comb, 4), "wall_s": round(time.perf_counter() - t0, 1)}

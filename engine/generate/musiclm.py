@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..audio import SAMPLE_RATE, SILENT_PEAK
-from ..checkpoints import CHECKPOINT_DIR
+from ..checkpoints import CHECKPOINT_DIR, MODEL_NAMES
 from ..features import SEMANTIC_RATE
 from ..nn.codec import HOP, CodecStreamer, load_codec
 from ..nn.lm import COARSE_LEVELS, GenerationError, Schedule, TokenLM, load_stage, windowed
@@ -102,7 +102,7 @@ class MusicLM:
         may use two or more cores of)."""
         root = Path(root) if root else CHECKPOINT_DIR
         where = {name: (paths or {}).get(name, root / f"{name}.safetensors")
-                 for name in ("mulan", "prior", "semantic", "codec", "stage1", "stage2", "stage3")}
+                 for name in MODEL_NAMES}
         if parallel is None:
             parallel = torch.get_num_threads() >= 2
         target = resolve_device(device)
@@ -125,15 +125,17 @@ class MusicLM:
         nothing here could act on it)."""
         return stated_tempo(prompt, self.prior.cfg.tempo_tolerance) if self.prior is not None else None
 
-    def conditioning(self, prompt: str, readings: int = 1, tempo: StatedTempo | None | str = "read") -> torch.Tensor:
+    def conditioning(self, prompt: str) -> torch.Tensor:
+        """Text → the 12 MuLan tokens M (1, 12), at the tempo the prompt states (``conditioning_at``)."""
+        return self.conditioning_at(prompt, self.read_tempo(prompt))
+
+    def conditioning_at(self, prompt: str, tempo: StatedTempo | None, readings: int = 1) -> torch.Tensor:
         """Text → the 12 MuLan tokens M (1, 12): through the prior, when there is one, to the
         audio-side embedding the stages were trained on (``engine.nn.mulan.AudioPrior``), among
-        training windows at the tempo the prompt states (``tempo``: ``read_tempo(prompt)``, read
-        here unless the caller has read it). ``readings`` > 1: up to that many rows, that M and
-        then the prior's other readings (``AudioPrior.alternatives``)."""
+        training windows at ``tempo`` (the prompt's, as ``read_tempo`` reads it). ``readings`` > 1:
+        up to that many rows, that M and then the prior's other readings (``AudioPrior.alternatives``)."""
         embedding = self.mulan.embed_text([prompt])
         if self.prior is not None:
-            tempo = self.read_tempo(prompt) if tempo == "read" else tempo
             span = tempo.range if tempo is not None else None
             embedding = (self.prior.alternatives(embedding, self.mulan.rvq, span, readings) if readings > 1
                          else self.prior(embedding, self.mulan.rvq, tempo=span))
@@ -160,13 +162,14 @@ class MusicLM:
         seeds = [settings.seed * 3 + i for i in range(3)]
         timings = {"mulan": 0.0, "stage1": 0.0, "stage2": 0.0, "stage3": 0.0, "codec": 0.0}
         t0 = time.perf_counter()
+        from_text = schedule is None and not unconditional and prefix is None  # M comes from this prompt, read for its tempo once
+        tempo = self.read_tempo(prompt) if from_text else None
         # tempo drafts: text alone (no S, clip, hum or M given) that states a bpm the tokens can be read for
-        text_only = schedule is None and not unconditional and prefix is None and semantic is None and melody is None and not prompt_tokens
-        tempo = self.read_tempo(prompt) if text_only else None
+        text_only = from_text and semantic is None and melody is None and not prompt_tokens
         drafting = text_only and self.drafts_tempo(tempo, settings.tempo_drafts)
         if schedule is None:
             schedule = [(0.0, None if unconditional else prefix if prefix is not None
-                         else self.conditioning(prompt, settings.tempo_drafts if drafting else 1, tempo if text_only else "read"))]
+                         else self.conditioning_at(prompt, tempo, settings.tempo_drafts if drafting else 1))]
         schedule = [(start, m if m is None else m.to(device)) for start, m in schedule]
         negative = self.conditioning(settings.negative_prompt).to(device) if settings.negative_prompt.strip() and not unconditional else None
         timings["mulan"] = time.perf_counter() - t0

@@ -107,13 +107,14 @@ class HumRequest(_NewMusic):
     hum: np.ndarray
     style: str
     settings: GenerationSettings = field(default_factory=GenerationSettings)
-    melody: np.ndarray = field(init=False, repr=False)  # the hum's 25 Hz melody tokens
+    melody: np.ndarray | None = field(default=None, repr=False)  # the hum's 25 Hz melody tokens, tracked from it when not given
     mode = "hum"
 
     def __post_init__(self):
         object.__setattr__(self, "style", clean_prompt(self.style))
         self.settings.check()
-        object.__setattr__(self, "melody", melody_tokens(self.hum))  # checks the hum: length, silence, clipping
+        if self.melody is None:  # tracked once: a copy with other settings (another candidate's seed) keeps them
+            object.__setattr__(self, "melody", melody_tokens(self.hum))  # checks the hum: length, silence, clipping
 
     def record(self) -> dict:
         return {"mode": self.mode, "prompt": self.style, "melody_frames": int(self.melody.size), **asdict(self.settings)}
