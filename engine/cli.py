@@ -41,6 +41,13 @@ def _positive_int(text: str) -> int:
     return int(value)
 
 
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -62,6 +69,14 @@ def _data(args: argparse.Namespace) -> dict:
     raise UsageError(f"unknown data command {args.data_command!r}")
 
 
+CODEC_FROM_SCRATCH = {  # train codec options that shape what the tokens carry, so they need a codec trained from scratch
+    "note_weight": "the first levels must learn the notes",
+    "pitch_weight": "the notes must be kept by the encoder",
+    "recorded_share": "the encoder must learn from the recordings",
+    "recorded": "the encoder must learn from the recordings",
+}
+
+
 def _train(args: argparse.Namespace) -> dict:
     if args.stage not in TRAINERS:
         raise UsageError(f"training {args.stage!r} is not available yet; available: {', '.join(TRAINERS)}")
@@ -75,14 +90,13 @@ def _train(args: argparse.Namespace) -> dict:
         if args.stage != "codec" or not args.init:
             raise UsageError("--descriptor-weight applies to a codec fine-tune only (train codec --init CHECKPOINT)")
         overrides["descriptor_weight"] = args.descriptor_weight
-    if args.note_weight is not None:
-        if args.stage != "codec" or args.init:
-            raise UsageError("--note-weight applies to a codec trained from scratch (train codec without --init): the first levels must learn the notes")
-        overrides["note_weight"] = args.note_weight
-    if args.pitch_weight is not None:
-        if args.stage != "codec" or args.init:
-            raise UsageError("--pitch-weight applies to a codec trained from scratch (train codec without --init): the notes must be kept by the encoder")
-        overrides["pitch_weight"] = args.pitch_weight
+    for option, why in CODEC_FROM_SCRATCH.items():
+        if getattr(args, option) is not None:
+            if args.stage != "codec" or args.init:
+                raise UsageError(f"--{option.replace('_', '-')} applies to a codec trained from scratch (train codec without --init): {why}")
+            overrides[option] = tuple(getattr(args, option)) if option == "recorded" else getattr(args, option)
+    if args.recorded is not None and not args.recorded_share:
+        raise UsageError("--recorded names the music that --recorded-share mixes in; give --recorded-share too")
     if args.no_handcrafted:
         if args.stage != "mulan":
             raise UsageError("--no-handcrafted applies to mulan only")
@@ -303,6 +317,10 @@ def parser() -> argparse.ArgumentParser:
                    help="codec from scratch: weight of a 4096-point log-STFT term that keeps the notes (default 0: off)")
     t.add_argument("--note-weight", type=_positive_float,
                    help="codec from scratch: weight of a head that reads the notes (the score's pitch classes) from the first two RVQ levels (default 0: off)")
+    t.add_argument("--recorded-share", type=_fraction,
+                   help="codec from scratch: share of training crops taken from recorded music instead of the corpus (default 0)")
+    t.add_argument("--recorded", nargs="+", metavar="FOLDER",
+                   help="codec from scratch: folders of recorded music for --recorded-share (default: six Debian game soundtracks)")
     t.add_argument("--export", action="store_true", help="copy the result to assets/checkpoints/")
     t.add_argument("--no-handcrafted", action="store_true", help="mulan: audio tower without the handcrafted descriptors (ablation)")
     t.add_argument("--codebook", choices=("flat", "joint"),

@@ -313,7 +313,11 @@ def test_a_note_supervised_codec_trains_and_reports_what_its_first_levels_know(s
     note = next(n for n in record["melody"] if n["onset"] + n["duration"] < 3.9)
     assert roll.shape == (12, 200) and roll[note["pitch"] % 12, int((note["onset"] + note["duration"] / 2) * 50)] == 1
     run = tmp_path / "codec-notes"
-    for args in (("train", "codec", "--corpus", corpus, "--run-dir", run, "--steps", 2, "--batch-size", 2, "--note-weight", 1, "--quiet"),
+    music = tmp_path / "music"
+    music.mkdir()
+    sf.write(music / "tune.flac", np.random.default_rng(0).standard_normal(48_000).astype(np.float32) * 0.1, 48_000)
+    for args in (("train", "codec", "--corpus", corpus, "--run-dir", run, "--steps", 2, "--batch-size", 2, "--note-weight", 1, "--quiet",
+                  "--recorded-share", 0.5, "--recorded", music),
                  ("eval", "codec", "--corpus", corpus, "--checkpoint", run, "--clips", 1)):
         proc = subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
@@ -322,6 +326,31 @@ def test_a_note_supervised_codec_trains_and_reports_what_its_first_levels_know(s
     refused = subprocess.run([sys.executable, "-m", "engine", "train", "codec", "--corpus", str(corpus), "--init", str(run), "--note-weight", "1"],
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "--note-weight applies to a codec trained from scratch" in refused.stderr
+
+
+def test_recorded_music_for_training_is_levelled_read_from_archives_and_never_the_held_out_music(tmp_path):
+    """Training excerpts: plain files and audio inside zip archives (ufoai and nexuiz ship .pk3),
+    brought to one level; silence skipped; the evaluation folders refused."""
+    import io
+    import zipfile
+
+    from engine.data.recorded import HELD_OUT_MUSIC, LEVEL_RMS, training_excerpts
+
+    rng = np.random.default_rng(0)
+    sf.write(tmp_path / "loud.wav", rng.standard_normal(3 * 44_100).astype(np.float32) * 0.5, 44_100)
+    sf.write(tmp_path / "silent.wav", np.zeros(48_000, np.float32), 24_000)
+    packed = io.BytesIO()
+    sf.write(packed, np.sin(np.arange(5 * 24_000) * 2 * np.pi * 330 / 24_000).astype(np.float32) * 0.01, 24_000, format="OGG")
+    with zipfile.ZipFile(tmp_path / "music.pk3", "w") as archive:
+        archive.writestr("sound/quiet.ogg", packed.getvalue())
+    excerpts = training_excerpts((str(tmp_path),), seconds=2.0)
+    assert sorted(len(e) for e in excerpts) == [48_000, 48_000]
+    for e in excerpts:
+        assert abs(np.sqrt(np.mean((e / 32768.0) ** 2)) - LEVEL_RMS) < 0.01
+    with pytest.raises(ValueError, match="kept for evaluation"):
+        training_excerpts((HELD_OUT_MUSIC[0],))
+    with pytest.raises(FileNotFoundError, match="no recordings"):
+        training_excerpts((str(tmp_path / "nothing"),))
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import torch
 
 from ..audio import SAMPLE_RATE, load_audio
 from ..data.build import pitch_class_roll, read_records
+from ..data.recorded import HELD_OUT_MUSIC, recordings
 from ..nn.codec import HOP, load_codec
 from ..nn.lm import COARSE_LEVELS
 from .common import mean_rows, opus_roundtrip, signal_metrics, through_codec
@@ -72,21 +73,7 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
     }
 
 
-# Debian asc-music, singularity-music and drascula-music: recorded music kept for evaluation, never trained on
-HELD_OUT_MUSIC = ("/usr/share/games/asc/music", "/usr/share/games/singularity/music", "/usr/share/scummvm/drascula/audio")
 EXCERPT_SECONDS = 10.0
-AUDIO_SUFFIXES = (".ogg", ".mp3", ".flac", ".wav")
-
-
-def recordings(folders: tuple[str, ...], count: int) -> list[Path]:
-    """Up to ``count`` audio files, taken in turn from each folder (sorted by name), so that every
-    source is heard."""
-    lists = [sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES) for folder in folders if Path(folder).is_dir()]
-    if not any(lists):
-        raise FileNotFoundError(f"no recordings in {', '.join(folders)}; install Debian's asc-music, singularity-music and "
-                                "drascula-music, or pass --audio FOLDER")
-    picked = [files[i] for i in range(max(map(len, lists))) for files in lists if i < len(files)]
-    return picked[:count]
 
 
 def eval_recordings(corpus: Path | None = None, checkpoint: Path | None = None, clips: int | None = None,

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..audio import SAMPLE_RATE, log_mel, stft_distance
 from ..data.build import pitch_class_roll, read_records
+from ..data.recorded import training_excerpts
 from ..features import CHANNELS, analyze
 from ..nn.codec import CODEC_PRESETS, HOP, Codec, load_codec
 from .loop import Recipe, TrainConfig
@@ -37,8 +38,9 @@ def codec_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch
     """The reconstruction loss + RVQ commitment, + ``pitch_weight`` × a log-STFT distance fine
     enough to tell the notes apart (without it the codec learns the spectral envelope and drops
     the notes), + ``note_weight`` × the note head's binary cross-entropy against the pitch classes
-    the score says sound in each 50 Hz frame (``batch`` is then (audio, (B, 12, T) roll))."""
-    wav, roll = batch if note_weight else (batch, None)
+    the score says sound in each 50 Hz frame (``batch`` is then (audio, (B, 12, T) roll, (B,) notes
+    known): crops of recorded music have no score)."""
+    wav, roll, known = batch if note_weight else (batch, None, None)
     recon, codes, commit, latents = model(wav)
     loss, mel, stft = reconstruction_loss(wav, recon)
     loss = loss + 0.25 * commit
@@ -49,7 +51,8 @@ def codec_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch
         logs["pitch"] = pitch.detach()
     if note_weight:
         logits = model.pitch_class_logits(codes, latents)
-        notes = F.binary_cross_entropy_with_logits(logits, roll)
+        per_crop = F.binary_cross_entropy_with_logits(logits, roll, reduction="none").mean(dim=(1, 2))
+        notes = (per_crop * known).sum() / known.sum().clamp(min=1)  # recorded music: notes unknown, no note loss
         loss = loss + note_weight * notes
         logs["notes"] = notes.detach()
     return loss, {"loss": loss.detach(), **logs}
@@ -82,37 +85,45 @@ def codec_decoder_loss(model: nn.Module, wav: torch.Tensor, descriptor_weight: f
 
 class CorpusAudio:
     """Every clip of one corpus split held in memory (int16), for random training crops; with
-    ``notes``, each clip's pitch-class roll at the token rate too (``pitch_class_roll``)."""
-    def __init__(self, corpus: Path, split: str = "train", limit: int | None = None, notes: bool = False):
+    ``notes``, each clip's pitch-class roll at the token rate too (``pitch_class_roll``); with
+    ``recorded`` (int16 excerpts of recorded music, whose notes nobody wrote down), that share of
+    the crops comes from them instead."""
+    def __init__(self, corpus: Path, split: str = "train", limit: int | None = None, notes: bool = False,
+                 recorded: list[np.ndarray] = (), recorded_share: float = 0.0):
         records = read_records(corpus, split)
         if not records:
             raise ValueError(f"{corpus}/{split}.jsonl has no clips; build the corpus first")
         self.records = records[:limit] if limit else records
         self.clips = [sf.read(str(Path(corpus) / r["audio"]), dtype="int16")[0] for r in self.records]
         self.rolls = [pitch_class_roll(corpus, r, -(-len(c) // HOP), SAMPLE_RATE / HOP) for r, c in zip(self.records, self.clips)] if notes else None
+        self.recorded, self.recorded_share = list(recorded), recorded_share if len(recorded) else 0.0
 
-    def crops(self, batch: int, samples: int, seed: int) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
-        """Random crops (B, samples) at a random gain; with notes, (crops, (B, 12, samples / HOP) rolls),
-        the crops starting on token boundaries so that audio and roll stay aligned."""
+    def crops(self, batch: int, samples: int, seed: int) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Random crops (B, samples) at a random gain; with notes, (crops, (B, 12, samples / HOP)
+        rolls, (B,) whether each crop's notes are known), the corpus crops starting on token
+        boundaries so that audio and roll stay aligned."""
         rng = np.random.default_rng(seed)
         frames = samples // HOP
         while True:
-            out = np.empty((batch, samples), dtype=np.float32)
+            out = np.zeros((batch, samples), dtype=np.float32)
             rolls = np.zeros((batch, 12, frames), dtype=np.float32)
+            known = np.zeros(batch, dtype=np.float32)
             for i in range(batch):
-                index = rng.integers(len(self.clips))
-                clip = self.clips[index]
+                from_recordings = rng.random() < self.recorded_share
+                pool = self.recorded if from_recordings else self.clips
+                index = rng.integers(len(pool))
+                clip = pool[index]
                 start = rng.integers(0, max(1, len(clip) - samples))
-                if self.rolls is not None:
+                if self.rolls is not None and not from_recordings:
                     start = start // HOP * HOP
                     roll = self.rolls[index][:, start // HOP:start // HOP + frames]
                     rolls[i, :, : roll.shape[1]] = roll
+                    known[i] = 1.0
                 piece = clip[start:start + samples].astype(np.float32) / 32768
                 out[i, : len(piece)] = piece
-                out[i, len(piece):] = 0
             gain = 10 ** (rng.uniform(-6, 3, size=(batch, 1)) / 20)  # loudness augmentation
             audio = torch.from_numpy(out * gain.astype(np.float32))
-            yield audio if self.rolls is None else (audio, torch.from_numpy(rolls))
+            yield audio if self.rolls is None else (audio, torch.from_numpy(rolls), torch.from_numpy(known))
 
 
 NOTE_LEVELS = 2  # with --note-weight: the levels whose sum must carry the notes (stage 2 writes levels 1–4)
@@ -125,7 +136,9 @@ def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Reci
         for module in (model.encoder, model.quantizer):
             module.requires_grad_(False)
     samples = int(cfg.crop_seconds * SAMPLE_RATE) // HOP * HOP
-    batches = CorpusAudio(corpus, notes=cfg.note_weight > 0).crops(cfg.batch_size, samples, seed=cfg.seed * 1000 + rank)
+    recorded = training_excerpts(tuple(cfg.recorded)) if cfg.recorded_share else []
+    batches = CorpusAudio(corpus, notes=cfg.note_weight > 0, recorded=recorded,
+                          recorded_share=cfg.recorded_share).crops(cfg.batch_size, samples, seed=cfg.seed * 1000 + rank)
     loss = (partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight) if cfg.init
             else partial(codec_loss, pitch_weight=cfg.pitch_weight, note_weight=cfg.note_weight))
     return Recipe(model, batches, loss)

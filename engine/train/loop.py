@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm import tqdm
 
+from ..data.recorded import TRAINING_MUSIC
 from ..files import save_json, save_tensors
 
 
@@ -41,6 +42,8 @@ class TrainConfig:
     descriptor_weight: float = 1.0  # codec decoder fine-tune: scale of its chroma and MFCC-spread terms
     pitch_weight: float = 0.0  # codec trained from scratch: weight of the fine log-STFT term that keeps the notes (codec_loss)
     note_weight: float = 0.0  # codec trained from scratch: weight of the note head on the first levels (codec_loss)
+    recorded_share: float = 0.0  # codec from scratch: share of crops taken from recorded music (data/recorded.py) instead of the corpus
+    recorded: tuple[str, ...] = TRAINING_MUSIC  # … from these folders
 
 
 TRAIN_PRESETS = {
