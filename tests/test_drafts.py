@@ -24,6 +24,19 @@ def test_the_tempo_of_a_click_track_is_read_within_the_tolerance(period):
     assert tempo_miss(envelope_bpm(clicks(period), RATE), (bpm * 0.98, bpm * 1.02)) == 0.0
 
 
+def test_the_numpy_tempo_estimate_is_librosas_own():
+    """envelope_bpm keeps librosa out of generation (its import and first call cost seconds) but
+    must estimate exactly as librosa.feature.tempo does on the same envelope."""
+    from librosa.feature import tempo
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        frames, bpm = int(rng.integers(60, 400)), rng.uniform(50, 200)
+        envelope = np.maximum(0, np.cos(2 * np.pi * bpm / 60 * np.arange(frames) / RATE)) ** 8 + rng.uniform(0, 1) * rng.random(frames)
+        fine = np.interp(np.arange((frames - 1) * 4 + 1) / 4, np.arange(frames), envelope)
+        assert envelope_bpm(envelope, RATE) == pytest.approx(float(tempo(onset_envelope=fine - fine.min(), sr=RATE * 4, hop_length=1)[0]))
+
+
 def test_a_tempo_miss_is_zero_inside_the_range_and_forgives_half_and_double():
     assert tempo_miss(100.0, (96.0, 104.0)) == 0.0
     assert tempo_miss(50.0, (96.0, 104.0)) == 0.0 and tempo_miss(200.0, (96.0, 104.0)) == 0.0

@@ -116,8 +116,8 @@ class MusicLM:
 
     def warm_up(self) -> "MusicLM":
         """Load the text encoder and run every stage once, so a user's first click does not pay
-        for lazy initialisation (the MiniLM load alone takes seconds)."""
-        self.generate("warm-up, 120 bpm", GenerationSettings(seconds=0.5))  # a tempo: the drafts' first estimate imports librosa
+        for lazy initialisation."""
+        self.generate("warm-up, 120 bpm", GenerationSettings(seconds=0.5))  # a tempo: the drafts run too
         return self
 
     def read_tempo(self, prompt: str) -> StatedTempo | None:

