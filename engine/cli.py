@@ -28,11 +28,17 @@ from .generate.requests import ContinueRequest, HumRequest, InpaintRequest, Stor
 from .generate.settings import GenerationSettings, available_devices
 from .nn.codec import HOP, load_codec
 from .train import TRAINERS
-from .train.tokens import build_melody_cache, build_token_cache
+from .train.tokens import MELODY_SOURCES, build_melody_cache, build_token_cache
 
 
 class UsageError(Exception):
     """A problem with what the user asked for; reported as one line, exit code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line that names it (and where help is), not the usage first."""
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _positive_int(text: str) -> int:
@@ -124,7 +130,7 @@ def _tokenize(args: argparse.Namespace) -> dict:
             if args.only in (None, "tokens"):
                 built[split] = str(build_token_cache(corpus, split, checkpoints, progress=not args.quiet))
             if args.only in (None, "melody"):
-                built[f"melody-{split}"] = str(build_melody_cache(corpus, split, progress=not args.quiet))
+                built[f"melody-{split}"] = str(build_melody_cache(corpus, split, progress=not args.quiet, source=args.melody_source))
         return built
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
@@ -301,7 +307,7 @@ def _models(args: argparse.Namespace) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m engine", description="hummingbird: MusicLM, offline.")
+    p = OneLineParser(prog="python -m engine", description="hummingbird: MusicLM, offline.")
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="build the synthetic training corpus")
@@ -372,6 +378,8 @@ def parser() -> argparse.ArgumentParser:
     for name in ("mulan", "semantic", "codec"):
         tk.add_argument(f"--{name}", help=f"{name} checkpoint or run folder (default: assets/checkpoints)")
     tk.add_argument("--only", choices=("tokens", "melody"), help="build one cache: M/S/A tokens, or the tracked melody tokens (stage 1's hum input)")
+    tk.add_argument("--melody-source", choices=MELODY_SOURCES, default="tracked",
+                    help="melody tokens tracked from each clip's rendition, as a hum is (about 1 s a clip), or read from its score (instant)")
     tk.add_argument("--quiet", action="store_true")
     tk.set_defaults(run=_tokenize)
 

@@ -38,7 +38,7 @@ class TrackerConfig:
     fmin: float = 65.0  # C2: low hums
     fmax: float = 1400.0  # F6: whistles
     voicing: float = 0.45  # periodicity above which a frame is a note
-    silence_db: float = -55.0  # frames quieter than this are unvoiced whatever the periodicity
+    silence_db: float = -50.0  # frames whose RMS is below this (dBFS) are unvoiced whatever the periodicity
     smooth_frames: int = 3  # median filter on pitch and periodicity: vibrato, breath
     bridge_frames: int = 2  # unvoiced gaps this short between notes are filled (breaths, consonants)
 
@@ -53,15 +53,15 @@ def check_hum(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
     """Raise ``AudioError`` with one clear message for a recording we cannot follow."""
     seconds = audio.size / sample_rate
     if seconds < MIN_HUM_SECONDS:
-        raise AudioError(f"the recording is {seconds:.2f} s long; hum or whistle for at least {MIN_HUM_SECONDS:.0f} s")
+        raise AudioError(f"the hum is {seconds:.2f} s long; hum or whistle for at least {MIN_HUM_SECONDS:.0f} s")
     if seconds > MAX_HUM_SECONDS:
-        raise AudioError(f"the recording is {seconds:.0f} s long; the limit for a melody is {MAX_HUM_SECONDS:.0f} s")
+        raise AudioError(f"the hum is {seconds:.0f} s long; the limit for a melody is {MAX_HUM_SECONDS:.0f} s")
     peak = float(np.abs(audio).max())
     if peak < SILENT_PEAK:
-        raise AudioError("the recording is silent; check the microphone and hum a little louder")
+        raise AudioError("the hum is silent; check the microphone and hum a little louder")
     clipped = float(np.mean(np.abs(audio) >= 0.999))
     if clipped > CLIPPED_SHARE:
-        raise AudioError(f"the recording is clipped ({clipped:.0%} of samples at full scale); lower the input level and record again")
+        raise AudioError(f"the hum is clipped ({clipped:.0%} of samples at full scale); lower the input level and record again")
 
 
 @dataclass(frozen=True)
@@ -91,12 +91,23 @@ def track(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, cfg: TrackerConfig 
         pitch, periodicity = torchcrepe.predict(x, TRACKER_RATE, HOP, cfg.fmin, cfg.fmax, cfg.model, return_periodicity=True,
                                                 batch_size=1024, device="cpu", decoder=weighted_argmax)
         periodicity = torchcrepe.filter.median(periodicity, cfg.smooth_frames)
-        periodicity = torchcrepe.threshold.Silence(cfg.silence_db)(periodicity, x, TRACKER_RATE, HOP)
         pitch = torchcrepe.filter.median(pitch, cfg.smooth_frames)
     midi = 69 + 12 * np.log2(pitch[0].numpy()[:frames] / 440.0)
     p = np.nan_to_num(periodicity[0].numpy()[:frames])
+    p[frame_db(x[0].numpy(), frames) < cfg.silence_db] = 0.0
     midi[p < cfg.voicing] = np.nan
     return PitchTrack(_bridge(midi, cfg.bridge_frames), p)
+
+
+def frame_db(audio: np.ndarray, frames: int) -> np.ndarray:
+    """RMS level (dBFS) of each tracker frame, centred like CREPE's. (torchcrepe's own silence
+    gate reads an A-weighted scale on which a sine at -10 dBFS sits at -62 dB: with a threshold
+    of -55 it silenced every whistle and every pure hum.)"""
+    padded = np.pad(audio, HOP // 2)
+    usable = padded[: len(padded) // HOP * HOP].reshape(-1, HOP)
+    rms = np.sqrt(np.mean(usable.astype(np.float64) ** 2, axis=1))[:frames]
+    rms = np.pad(rms, (0, frames - len(rms)))
+    return 20 * np.log10(np.maximum(rms, 1e-10))
 
 
 def weighted_argmax(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,6 +148,17 @@ def tokens(track_: PitchTrack) -> np.ndarray:
     out = np.full(track_.midi.size, UNVOICED, dtype=np.int64)
     v = track_.voiced
     out[v] = np.round(track_.midi[v]).astype(np.int64) % 12
+    return out
+
+
+def score_tokens(notes: list[dict], frames: int) -> np.ndarray:
+    """A score's melody (notes with onset, duration in seconds and MIDI pitch) → the tokens that
+    ``tokens`` reads off a rendition of it: the sounding pitch class per 25 Hz frame (the latest
+    onset wins an overlap), ``UNVOICED`` between notes."""
+    out = np.full(frames, UNVOICED, dtype=np.int64)
+    centres = np.arange(frames) / FRAME_RATE
+    for note in sorted(notes, key=lambda n: n["onset"]):
+        out[(centres >= note["onset"]) & (centres < note["onset"] + note["duration"])] = int(note["pitch"]) % 12
     return out
 
 

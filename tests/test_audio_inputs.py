@@ -25,15 +25,21 @@ def test_load_audio_reads_what_it_can_and_names_what_it_cannot(name, tmp_path):
         assert abs(len(audio) / 24_000 - expect) < 0.01
 
 
-def test_silent_clips_are_refused_where_there_is_nothing_to_follow(tmp_path):
-    from engine import GenerationSettings, MusicLM
+def test_silent_and_too_short_clips_are_refused_before_any_model_runs(tmp_path):
+    """A hum, a clip to continue and a clip to inpaint share one floor: 1 s of sound."""
+    from engine import ContinueRequest, InpaintRequest
 
     silent = load_audio(make("silent", tmp_path)[0])
-    with pytest.raises(AudioError, match="silent"):
+    with pytest.raises(AudioError, match="the hum is silent"):
         melody_tokens(silent)
-    model = MusicLM.load()
     with pytest.raises(ValueError, match="the clip is silent"):
-        next(model.continuation(silent, None, GenerationSettings(seconds=1.0)))
+        ContinueRequest(silent)
+    short = np.sin(np.arange(int(0.8 * 24_000)) * 0.05).astype(np.float32) * 0.3
+    for make_request in (lambda: ContinueRequest(short), lambda: InpaintRequest(short, 0.1, 0.5)):
+        with pytest.raises(ValueError, match="the clip is 0.80 s long; give at least 1 s"):
+            make_request()
+    with pytest.raises(AudioError, match="the hum is 0.80 s long"):
+        melody_tokens(short)
 
 
 def _generate(*args: str) -> subprocess.CompletedProcess:
@@ -54,7 +60,7 @@ def test_cli_refuses_bad_audio_with_one_line_and_exit_2(name, tmp_path):
 @pytest.mark.slow
 def test_cli_refuses_a_silent_hum_and_a_silent_clip(tmp_path):
     path, _ = make("silent", tmp_path)
-    for flag, message in (("--melody", "the recording is silent"), ("--continue", "the clip is silent")):
+    for flag, message in (("--melody", "the hum is silent"), ("--continue", "the clip is silent")):
         proc = _generate(flag, str(path), "--out", str(tmp_path / "out.wav"))
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
 

@@ -33,6 +33,17 @@ def test_tracker_recovers_the_pitch_classes_in_any_octave(shift):
     assert np.mean(found[expected == UNVOICED][:5] == UNVOICED) == 1.0  # the silent lead-in stays unvoiced
 
 
+@pytest.mark.parametrize("level_db", [-10, -40])
+@pytest.mark.parametrize("hz", [110.0, 440.0, 1300.0])
+def test_a_pure_whistle_or_hum_is_heard_at_any_sensible_level_and_silence_is_not(hz, level_db):
+    """A sine is what a whistle nearly is; torchcrepe's own silence gate dropped one at -10 dBFS."""
+    t = np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE
+    found = tokens(track((10 ** (level_db / 20) * np.sqrt(2) * np.sin(2 * np.pi * hz * t)).astype(np.float32)))
+    assert np.mean(found[2:-2] == round(12 * np.log2(hz / 440) + 69) % 12) > 0.95
+    hiss = np.random.default_rng(0).standard_normal(2 * SAMPLE_RATE).astype(np.float32) * 1e-4  # -80 dBFS
+    assert (tokens(track(hiss)) == UNVOICED).all()
+
+
 def test_tracker_survives_wide_vibrato_and_breath_noise():
     audio, expected = _scale_hum(vibrato_cents=45, breath=0.05, seed=3)
     assert _agreement(melody_tokens(audio), expected) >= 0.85

@@ -179,7 +179,7 @@ def test_hum_tab_shows_the_tracked_notes_and_music_follows_through_the_api(studi
     assert progress.startswith("**done** · 2.0 s") and json.loads(settings)["mode"] == "hum"
 
 
-@pytest.mark.parametrize("name, message", [("silent", "the recording is silent"), ("not audio", "cannot read notes.wav"),
+@pytest.mark.parametrize("name, message", [("silent", "the hum is silent"), ("not audio", "cannot read notes.wav"),
                                            ("over 10 minutes", "the limit is 600 s")])
 def test_hum_tab_refuses_bad_recordings_clearly(studio_url, tmp_path, name, message):
     from gradio_client import Client, handle_file

@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..audio import SAMPLE_RATE, SILENT_PEAK
+from ..audio import SAMPLE_RATE
 from ..checkpoints import CHECKPOINT_DIR, MODEL_NAMES
 from ..features import SEMANTIC_RATE
 from ..nn.codec import HOP, CodecStreamer, load_codec
@@ -349,7 +349,7 @@ class MusicLM:
         ``CONTEXT_SECONDS`` are every stage's prompt; M comes from ``prompt``, or, without one, from
         the clip's own MuLan audio embedding. Yields the clip first (cut to whole token frames),
         then ``settings.seconds`` of new music: the stream is the whole output."""
-        audio = self._usable_clip(audio, "continue")
+        audio = self._usable_clip(audio)
         m = self._clip_conditioning(audio, prompt)
         cut, context = self._context_tokens(audio)
         yield Chunk(audio[:cut], cut / SAMPLE_RATE)
@@ -363,7 +363,7 @@ class MusicLM:
         new music grows out of it without a seam; an autoregressive model cannot read the music
         after ``end``, so the new part runs ``INPAINT_FADE`` s past it and is cross-faded into the
         kept remainder. M: ``prompt``, or the clip's own style. ``settings.seconds`` is ignored."""
-        audio = self._usable_clip(audio, "inpaint")
+        audio = self._usable_clip(audio)
         length = len(audio) / SAMPLE_RATE
         if not (np.isfinite(start) and np.isfinite(end) and 0 <= start < end <= length):
             raise ValueError(f"the range to inpaint must satisfy 0 ≤ start < end ≤ {length:.2f} s (the clip's length); got {start}–{end}")
@@ -391,14 +391,10 @@ class MusicLM:
         mixed = tail[:n] * (1 - ramp) + audio[last:last + n] * ramp
         yield Chunk(np.concatenate([mixed, audio[last + n:]]), length)
 
-    def _usable_clip(self, audio: np.ndarray, verb: str) -> np.ndarray:
+    def _usable_clip(self, audio: np.ndarray) -> np.ndarray:
+        """A clip (checked by its request) cut to whole token pairs."""
         audio = np.asarray(audio, np.float32)
-        audio = audio[: len(audio) // FRAME_PAIR * FRAME_PAIR]
-        if len(audio) < SAMPLE_RATE // 2:
-            raise ValueError(f"the clip is too short to {verb}: give at least half a second")
-        if np.abs(audio).max() < SILENT_PEAK:
-            raise ValueError(f"the clip is silent: there is nothing to {verb}")
-        return audio
+        return audio[: len(audio) // FRAME_PAIR * FRAME_PAIR]
 
     def _clip_conditioning(self, audio: np.ndarray, prompt: str | None) -> torch.Tensor:
         """M from a new prompt, or from the clip's own MuLan audio embedding (its style)."""

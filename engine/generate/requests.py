@@ -13,8 +13,8 @@ from typing import Union
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE
-from ..melody import melody_tokens
+from ..audio import SAMPLE_RATE, SILENT_PEAK
+from ..melody import MIN_HUM_SECONDS, melody_tokens
 from ..prompts import clean_prompt
 from .settings import MAX_SECONDS, GenerationSettings
 
@@ -66,6 +66,17 @@ def story_json(segments: list[tuple[str, float]]) -> str:
 
 def _optional_prompt(prompt: str | None) -> str | None:
     return clean_prompt(prompt) if (prompt or "").strip() else None
+
+
+MIN_CLIP_SECONDS = MIN_HUM_SECONDS  # a clip to continue or inpaint: the same floor as a hum
+
+
+def _check_clip(clip: np.ndarray, verb: str) -> None:
+    seconds = len(clip) / SAMPLE_RATE
+    if seconds < MIN_CLIP_SECONDS:
+        raise ValueError(f"the clip is {seconds:.2f} s long; give at least {MIN_CLIP_SECONDS:.0f} s of music to {verb}")
+    if np.abs(clip).max() < SILENT_PEAK:
+        raise ValueError(f"the clip is silent: there is nothing to {verb}")
 
 
 def _clip_seconds(clip: np.ndarray) -> float:
@@ -149,6 +160,7 @@ class ContinueRequest(_NewMusic):
 
     def __post_init__(self):
         object.__setattr__(self, "prompt", _optional_prompt(self.prompt))
+        _check_clip(self.clip, "continue")
         self.settings.check()
 
     @property
@@ -177,6 +189,7 @@ class InpaintRequest(_NewMusic):
             object.__setattr__(self, "end", float(self.end))
         except (TypeError, ValueError):
             raise ValueError("give the range to inpaint as two numbers of seconds") from None
+        _check_clip(self.clip, "inpaint")
         self.settings.check()
 
     @property

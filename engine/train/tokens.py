@@ -21,7 +21,7 @@ from ..checkpoints import CHECKPOINT_DIR
 from ..data.build import read_records
 from ..features import corpus_frames
 from ..files import atomic_write
-from ..melody import FRAME_RATE, UNVOICED, VOCAB, tokens, track
+from ..melody import FRAME_RATE, UNVOICED, VOCAB, score_tokens, tokens, track
 from ..nn.codec import load_codec
 from ..nn.mulan import load_mulan
 from ..nn.semantic import load_semantic
@@ -113,29 +113,41 @@ def melody_cache_path(corpus: Path, split: str) -> Path:
 
 
 
-def build_melody_cache(corpus: Path, split: str, progress: bool = True, save_every: int = 50) -> Path:
-    """Track every clip's melody rendition (``melody/<id>.flac``) into (clips, frames) tokens
-    (``VOCAB``, the pad id, where a clip has none). Resumable: partial results are saved as it goes, since this is the slow step (≈ 2 s a clip)."""
+MELODY_SOURCES = ("tracked", "score")
+
+
+def build_melody_cache(corpus: Path, split: str, progress: bool = True, save_every: int = 50, source: str = "tracked") -> Path:
+    """Every clip's melody as (clips, frames) tokens (``VOCAB``, the pad id, where a clip has
+    none): ``tracked`` from its melody rendition (``melody/<id>.flac``) by the pitch tracker a hum
+    goes through (≈ 1 s a clip: resumable, saved as it goes); ``score`` from the lead line's
+    notes, instantly: what the tracker reads, without its errors (the corpus's ground truth)."""
+    if source not in MELODY_SOURCES:
+        raise ValueError(f"unknown melody source {source!r}; choose from {', '.join(MELODY_SOURCES)}")
     records = read_records(corpus, split)
     path = melody_cache_path(corpus, split)
     done: dict[str, np.ndarray] = {}
     if path.exists():
         data = np.load(path)
-        done = dict(zip(json.loads(str(data["ids"])), data["melody"]))
+        built_from = str(data["source"]) if "source" in data else "tracked"
+        if built_from == source:  # a cache from the other source starts afresh
+            done = dict(zip(json.loads(str(data["ids"])), data["melody"]))
     frames = int(records[0]["seconds"] * FRAME_RATE)
 
     def save() -> None:
         ids = [r["id"] for r in records if r["id"] in done]
         stack = np.stack([np.pad(done[i][:frames], (0, max(0, frames - done[i].size)), constant_values=UNVOICED) for i in ids])
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), ids=np.array(json.dumps(ids)), melody=stack.astype(np.int8)))
+        atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), ids=np.array(json.dumps(ids)), melody=stack.astype(np.int8),
+                                                source=np.array(source)))
 
     todo = [r for r in records if r["id"] not in done]
     iterator = todo
     if progress:
         iterator = tqdm(todo, desc=f"track melodies {split}", unit="clip")
     for n, record in enumerate(iterator, 1):
-        if record.get("rendition"):
+        if record.get("rendition") and source == "score":
+            done[record["id"]] = score_tokens(record["melody"], frames)
+        elif record.get("rendition"):
             done[record["id"]] = tokens(track(load_audio(Path(corpus) / record["rendition"]["audio"])))
         else:  # a crop inside the intro has no lead line: the melody is absent, as in text-only use
             done[record["id"]] = np.full(frames, VOCAB)
