@@ -66,9 +66,11 @@ def check_hum(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
 
 @dataclass(frozen=True)
 class PitchTrack:
-    """Per-frame (25 Hz) MIDI pitch (NaN where unvoiced) and the tracker's periodicity."""
+    """Per-frame (25 Hz) MIDI pitch (NaN where unvoiced), the tracker's periodicity and the
+    frame's level (dBFS), which tells a repeated note from a held one."""
     midi: np.ndarray
     periodicity: np.ndarray
+    level_db: np.ndarray
 
     @property
     def voiced(self) -> np.ndarray:
@@ -94,9 +96,10 @@ def track(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, cfg: TrackerConfig 
         pitch = torchcrepe.filter.median(pitch, cfg.smooth_frames)
     midi = 69 + 12 * np.log2(pitch[0].numpy()[:frames] / 440.0)
     p = np.nan_to_num(periodicity[0].numpy()[:frames])
-    p[frame_db(x[0].numpy(), frames) < cfg.silence_db] = 0.0
+    level = frame_db(x[0].numpy(), frames)
+    p[level < cfg.silence_db] = 0.0
     midi[p < cfg.voicing] = np.nan
-    return PitchTrack(_bridge(midi, cfg.bridge_frames), p)
+    return PitchTrack(_bridge(midi, cfg.bridge_frames), p, level)
 
 
 def frame_db(audio: np.ndarray, frames: int) -> np.ndarray:
@@ -194,27 +197,23 @@ def synthetic_hum(midi_notes: list[tuple[float, float, int]], seconds: float, se
     return (out + breath * rng.standard_normal(t.size)).astype(np.float32)
 
 
-
-
-
-
-
-
 SHORTEST_NOTE_FRAMES = 2  # 80 ms: shorter pitch excursions are a glide, not a note
 HOLD_SEMITONES = 0.7  # vibrato around a held note does not start a new one
 
 
-def notes_heard(midi: np.ndarray) -> list[str]:
-    """The notes of a pitch track (MIDI per frame, NaN unvoiced; C4 = 60), each named by its
-    median pitch: a note ends at a silence or where the pitch leaves it by more than 0.7
-    semitones for at least 80 ms."""
+def notes_heard(pitch: PitchTrack) -> list[str]:
+    """The notes of a pitch track, each named by its median pitch (C4 = 60): a note ends at a
+    silence, at a re-attack (the level dips by ``REATTACK_DB`` and comes back: "twin-kle twin-kle"
+    is four notes, not two), or where the pitch leaves it by more than 0.7 semitones for at least
+    80 ms."""
+    attacks = reattacks(pitch.level_db)
     runs: list[list[float]] = []
     current: list[float] = []
     leaving: list[float] = []
-    for m in list(midi) + [np.nan]:
-        if not np.isfinite(m):
+    for t, m in enumerate(list(pitch.midi) + [np.nan]):
+        if not np.isfinite(m) or (current and attacks[t]):
             runs.append(current)
-            current, leaving = [], []
+            current, leaving = ([m] if np.isfinite(m) else []), []
         elif not current or abs(m - np.median(current)) <= HOLD_SEMITONES:
             current.append(m)
             leaving = []
@@ -224,3 +223,20 @@ def notes_heard(midi: np.ndarray) -> list[str]:
                 runs.append(current)
                 current, leaving = leaving, []
     return [note_name(int(round(np.median(r)))) for r in runs if len(r) >= SHORTEST_NOTE_FRAMES]
+
+
+REATTACK_DB = 6.0  # a dip this deep between two louder stretches is a breath or a new syllable
+REATTACK_FRAMES = 4  # … looked for this far (160 ms) on either side
+
+
+def reattacks(level_db: np.ndarray) -> np.ndarray:
+    """(frames + 1,) bool: True where a new note starts after a dip in level (the frame after
+    the dip's lowest point); the extra last entry keeps ``notes_heard``'s sentinel in range."""
+    out = np.zeros(level_db.size + 1, dtype=bool)
+    for t in range(1, level_db.size - 1):
+        before = level_db[max(0, t - REATTACK_FRAMES):t]
+        after = level_db[t + 1:t + 1 + REATTACK_FRAMES]
+        lowest = level_db[t] <= level_db[t - 1] and level_db[t] < level_db[t + 1]
+        if lowest and before.max() - level_db[t] >= REATTACK_DB and after.max() - level_db[t] >= REATTACK_DB:
+            out[t + 1] = True
+    return out

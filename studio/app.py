@@ -23,15 +23,13 @@ from engine import (CHECKPOINT_DIR, MAX_SECONDS, SAMPLE_RATE, SAMPLING_PRESETS, 
                     missing_models, model_status, notes_heard, parse_story, resolve_device, save_audio, story_json)
 
 from . import desktop
-from .history import History
+from .history import History, kept, summary
 from .plots import pitch_figure, spectrogram_figure, waveform_figure
 from .timeline import story_rows, story_timeline, story_value
 
 TITLE = "hummingbird studio"
-INTRO = (
-    "Text → music at 24 kHz through MusicLM's three-stage token generator "
-    "(MuLan → semantic LM → coarse and fine acoustic LMs → codec), trained from scratch, offline."
-)
+INTRO = ("Describe music in words, hum a tune, or lay out a story, and hear it as it is made. "
+         "Everything runs on this computer; nothing is sent anywhere.")
 EXAMPLES = [
     ["calm violin melody over a distorted guitar riff, 90 bpm"],
     ["tender solo piano, slow tempo, melancholic"],
@@ -39,6 +37,7 @@ EXAMPLES = [
     ["laid-back bossa nova with nylon-string guitar and brushes"],
     ["chiptune with a square lead and electronic drums, quick tempo"],
 ]
+SEED_RANGE = 2**31
 PLOT_EVERY_SECONDS = 2.0  # redraw the previews this often while streaming (each redraw costs CPU the generator needs)
 
 
@@ -49,34 +48,55 @@ def preset_values(name: str) -> tuple:
     return (*preset.temperatures, preset.top_k, preset.guidance, preset.coarse_guidance)
 
 
-def settings_from_controls(seconds, seed, t1, t2, t3, top_k, guidance, coarse_guidance, negative="") -> GenerationSettings:
-    """The shared controls (duration, seed, then the sampling panel in ``preset_values``' order) as settings."""
+def settings_from_controls(seconds, seed, locked, t1, t2, t3, top_k, guidance, coarse_guidance, negative="") -> GenerationSettings:
+    """The shared controls (duration, seed and its lock, then the sampling panel in
+    ``preset_values``' order) as settings. An unlocked seed is drawn afresh: a new take per click."""
     try:
-        return GenerationSettings(seconds=float(seconds), seed=int(seed), temperatures=(float(t1), float(t2), float(t3)), top_k=int(top_k),
+        seed = int(seed) if locked else random.randrange(SEED_RANGE)
+        return GenerationSettings(seconds=float(seconds), seed=seed, temperatures=(float(t1), float(t2), float(t3)), top_k=int(top_k),
                                   guidance=float(guidance), coarse_guidance=float(coarse_guidance), negative_prompt=" ".join((negative or "").split()))
     except (TypeError, ValueError) as exc:
         raise gr.Error(str(exc)) from None
 
 
+PLAIN_ROLES = {  # what each model does, in a musician's words
+    "codec": "turns sound into tokens and tokens back into sound",
+    "mulan": "links words and music: reads your prompt",
+    "prior": "finds the music your words are closest to",
+    "semantic": "hears melody, harmony and rhythm in audio",
+    "stage1": "writes the melody, harmony and rhythm",
+    "stage2": "writes the sound, in broad strokes",
+    "stage3": "adds the fine detail of the sound",
+}
+MODEL_CARD = CHECKPOINT_DIR / "MODEL_CARD.md"
+
+
 def status_markdown() -> str:
     rows = model_status()
     missing = [r for r in rows if not r["present"]]
-    lines = ["| model | role | status | train with |", "|---|---|---|---|"]
-    for r in rows:
-        state = "✅ ready" if r["present"] else "❌ missing"
-        command = f"`{r['train_command']}`"
-        role = r["role"].replace("|", "\\|")  # a literal bar would split the table cell
-        lines.append(f"| **{r['name']}** | {role} | {state} | {command} |")
+    lines = ["| part | what it does | status |", "|---|---|---|"]
+    lines += [f"| **{r['name']}** | {PLAIN_ROLES.get(r['name'], '')} | {'✅ ready' if r['present'] else '❌ missing'} |" for r in rows]
     if missing:
-        head = (
-            f"### {len(missing)} of {len(rows)} models are missing\n"
-            f"Generation needs every checkpoint in `{CHECKPOINT_DIR.parent.name}/{CHECKPOINT_DIR.name}/`. Build the corpus first "
-            "(`python -m engine data build --out corpus --hours 1`), then train each missing model "
-            "with the command in its row."
-        )
+        head = (f"### {len(missing)} of {len(rows)} parts are missing\n"
+                "The studio needs every part to make music. To train them, open *For developers* below.")
     else:
-        head = "### All models are ready"
+        head = f"### All {len(rows)} parts are ready\nEach was trained from scratch on this project's own music; the model card below says how well each works and where it falls short."
     return head + "\n\n" + "\n".join(lines)
+
+
+def training_markdown() -> str:
+    """For developers: where the checkpoints live and the command that trains each part."""
+    lines = [f"Checkpoints live in `{CHECKPOINT_DIR}`. Build the corpus first (`python -m engine data build --out corpus --hours 1`), "
+             "then train each part:", ""]
+    lines += [f"- **{r['name']}** ({r['role']}): `{r['train_command']}`" for r in model_status()]
+    return "\n".join(lines)
+
+
+def model_card_markdown() -> str:
+    try:
+        return MODEL_CARD.read_text(encoding="utf-8")
+    except OSError:
+        return f"no model card at {MODEL_CARD}"
 
 
 class Studio:
@@ -88,6 +108,7 @@ class Studio:
         self.last: Path | None = None  # the latest output, for "continue the last output"
         self._lock = threading.Lock()
         self._generating = 0  # streams in flight: the device may not change under them
+        self._stop = threading.Event()  # Stop: the streams in flight end at their next chunk and keep what they made
 
     def model(self) -> MusicLM:
         with self._lock:
@@ -120,10 +141,17 @@ class Studio:
         if not missing_models():
             threading.Thread(target=self.model, daemon=True).start()
 
+    def stop(self) -> None:
+        """The Stop button: every piece in flight ends after its current chunk, kept as a
+        partial piece (a cancelled event would leave error badges and no download)."""
+        with self._lock:
+            if self._generating:
+                self._stop.set()
+
     def _play(self, make_request, segments=()):
         """Stream any request to the page: audio chunks as they are decoded, progress, growing
-        previews; the finished (or stopped) piece goes to the history with the settings that
-        reproduce it. ``make_request`` builds the request, whose checks may refuse it."""
+        previews, the seed drawn; the finished (or stopped) piece goes to the history with the
+        settings that reproduce it. ``make_request`` builds the request, whose checks may refuse it."""
         try:
             request = make_request()
         except (AudioError, ValueError) as exc:
@@ -131,9 +159,12 @@ class Studio:
         model = self.model()
         chunks, total = model.run(request), request.seconds
         pieces: list[np.ndarray] = []
-        drawn, entry = 0.0, None
+        drawn, entry, stopped = 0.0, None, False
         record = {**request.record(), "device": self.device}  # the same seed draws differently on a GPU
+        seed = request.settings.seed
         with self._lock:
+            if not self._generating:
+                self._stop.clear()
             self._generating += 1
         try:
             for chunk in chunks:
@@ -146,30 +177,36 @@ class Studio:
                     plots = (waveform_figure(so_far, total, segments), spectrogram_figure(so_far, total, segments))
                     drawn = chunk.seconds_done
                 sound = (SAMPLE_RATE, _pcm16(chunk.audio)) if self.streaming else gr.skip()
-                yield sound, progress, *plots, gr.skip(), gr.skip()
+                yield sound, progress, *plots, gr.skip(), gr.skip(), seed
+                seed = gr.skip()
+                if self._stop.is_set():
+                    stopped = True
+                    break
         except ValueError as exc:  # input only the engine can judge (e.g. a clip too short to continue)
             raise gr.Error(str(exc)) from None
         except Exception as exc:  # a fault inside generation: say what happened, keep serving
             raise gr.Error(f"generation failed: {exc}") from None
-        finally:  # also on Stop (the generator is closed): keep what was made
+        finally:  # also when the page goes away (the generator is closed): keep what was made
+            chunks.close()
             with self._lock:
                 self._generating -= 1
             audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
             if len(audio):
-                entry = self.history.add(audio, record)
+                entry = self.history.add(audio, record, planned_seconds=total if stopped else None)
                 self.last = self.history.path(entry)
         whole = gr.skip() if self.streaming else (SAMPLE_RATE, _pcm16(audio))
-        yield (whole, f"**done** · {len(audio) / SAMPLE_RATE:.1f} s", waveform_figure(audio, None, segments), spectrogram_figure(audio, None, segments),
-               json.dumps(record, indent=1), str(self.history.path(entry)) if entry else None)
+        done = f"**stopped** · kept {len(audio) / SAMPLE_RATE:.1f} of {total:g} s" if stopped else f"**done** · {len(audio) / SAMPLE_RATE:.1f} s"
+        yield (whole, done, waveform_figure(audio, None, segments), spectrogram_figure(audio, None, segments),
+               json.dumps(record, indent=1), str(self.history.path(entry)) if entry else None, seed)
 
-    def text_to_music(self, prompt, negative, seconds, seed, *sampling):
-        yield from self._play(lambda: TextRequest(prompt, settings_from_controls(seconds, seed, *sampling, negative)))
+    def text_to_music(self, prompt, negative, seconds, seed, locked, *sampling):
+        yield from self._play(lambda: TextRequest(prompt, settings_from_controls(seconds, seed, locked, *sampling, negative)))
 
-    def story_to_music(self, table, seed, *sampling):
+    def story_to_music(self, table, seed, locked, *sampling):
         segments = _story_rows(table)
         edges = np.cumsum([0.0] + [s for _, s in segments])
         shading = [(float(a), float(b), p) for (p, _), a, b in zip(segments, edges[:-1], edges[1:])]
-        yield from self._play(lambda: StoryRequest(tuple(segments), settings_from_controls(edges[-1], seed, *sampling)), shading)
+        yield from self._play(lambda: StoryRequest(tuple(segments), settings_from_controls(edges[-1], seed, locked, *sampling)), shading)
 
     def track_hum(self, path):
         """The Hum tab's preview: the tracked pitch contour and the notes heard, before generating."""
@@ -179,13 +216,13 @@ class Studio:
             pitch, _ = analyse_hum(load_audio(path))
         except AudioError as exc:
             raise gr.Error(str(exc)) from None
-        notes = notes_heard(pitch.midi)
+        notes = notes_heard(pitch)
         return pitch_figure(pitch.times, pitch.midi), f"**{len(notes)} notes:** " + " ".join(notes[:64]) + (" …" if len(notes) > 64 else "")
 
-    def hum_to_music(self, hum, style, seconds, seed, *sampling):
+    def hum_to_music(self, hum, style, seconds, seed, locked, *sampling):
         if not hum:
-            raise gr.Error("record or upload a hum or whistle first")
-        yield from self._play(lambda: HumRequest(load_audio(hum), style, settings_from_controls(seconds, seed, *sampling)))
+            raise gr.Error("upload or record a hum or whistle first")
+        yield from self._play(lambda: HumRequest(load_audio(hum), style, settings_from_controls(seconds, seed, locked, *sampling)))
 
     def _clip(self, clip, use_last: bool, verb: str) -> np.ndarray:
         """The Continue tab's clip: an upload, a recording or the last output."""
@@ -194,11 +231,12 @@ class Studio:
             raise gr.Error(f"nothing to {verb} yet: generate something first" if use_last else f"upload or record a clip to {verb}")
         return load_audio(source)
 
-    def continue_music(self, clip, use_last, prompt, seconds, seed, *sampling):
-        yield from self._play(lambda: ContinueRequest(self._clip(clip, use_last, "continue"), prompt, settings_from_controls(seconds, seed, *sampling)))
+    def continue_music(self, clip, use_last, prompt, seconds, seed, locked, *sampling):
+        yield from self._play(lambda: ContinueRequest(self._clip(clip, use_last, "continue"), prompt,
+                                                      settings_from_controls(seconds, seed, locked, *sampling)))
 
-    def inpaint_music(self, clip, use_last, prompt, start, end, seed, *sampling):
-        settings = settings_from_controls(GenerationSettings().seconds, seed, *sampling)  # the range sets the length
+    def inpaint_music(self, clip, use_last, prompt, start, end, seed, locked, *sampling):
+        settings = settings_from_controls(GenerationSettings().seconds, seed, locked, *sampling)  # the range sets the length
         yield from self._play(lambda: InpaintRequest(self._clip(clip, use_last, "inpaint"), start, end, prompt, settings),
                               [(float(start or 0), float(end or 0), "inpainted")])
 
@@ -221,17 +259,52 @@ class Studio:
             raise gr.Error(str(exc)) from None
 
     def history_rows(self) -> list[list]:
-        return [[e["created"], e["settings"].get("prompt", ""), e["seconds"], e["settings"].get("seed", ""), e["audio"]]
+        return [[e["created"], e["settings"].get("mode", "text"), summary(e["settings"]), e["seconds"], e["settings"].get("seed", ""), kept(e)]
                 for e in self.history.entries()]
 
     def history_entry(self, evt: gr.SelectData):
+        """A row picked: its audio, settings and file, and which entry the buttons act on."""
         entries = self.history.entries()
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         if not 0 <= row < len(entries):
             raise gr.Error("that history entry is gone; refresh the list")
         entry = entries[row]
         path = str(self.history.path(entry))
-        return path, json.dumps(entry["settings"], indent=1), path
+        return path, json.dumps(entry["settings"], indent=1), path, entry["audio"]
+
+    def _picked(self, name: str | None) -> dict:
+        if not name:
+            raise gr.Error("pick a row of the history first")
+        try:
+            return self.history.find(name)
+        except KeyError:
+            raise gr.Error("that history entry is gone; refresh the list") from None
+
+    def reuse(self, name: str | None) -> dict:
+        """The picked entry's settings back in the controls (its seed locked, so the same
+        settings make the same piece) and its tab opened."""
+        settings = self._picked(name)["settings"]
+        mode = settings.get("mode", "text")
+        values = {"tab": TAB_OF_MODE.get(mode, "text"), "seed": settings["seed"], "locked": True,
+                  "sampling": (*settings["temperatures"], settings["top_k"], settings["guidance"], settings["coarse_guidance"])}
+        if mode == "story":
+            values["story"] = [[s["prompt"], s["seconds"]] for s in settings["segments"]]
+        else:
+            values["seconds"] = settings["seconds"]
+            values[{"text": "prompt", "hum": "style"}.get(mode, "new_prompt")] = settings.get("prompt") or ""
+            if mode == "text":
+                values["negative"] = settings.get("negative_prompt", "")
+        return values
+
+    def delete(self, name: str | None) -> list[list]:
+        self.history.remove(self._picked(name)["audio"])
+        return self.history_rows()
+
+    def entry_path(self, name: str | None) -> str:
+        return str(self.history.path(self._picked(name)))
+
+
+TAB_OF_MODE = {"text": "text", "hum": "hum", "story": "story", "continue": "continue", "inpaint": "continue"}
 
 
 def scratch_folder(kind: str) -> Path:
@@ -294,74 +367,89 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
         studio.warm_up_in_background()
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"# 🐦 {TITLE}\n{INTRO}")
+        picked = gr.State(None)  # the history entry the History buttons act on
         with gr.Row():
             with gr.Column(scale=3):
-                with gr.Tab("Text"):
-                    prompt = gr.Textbox(label="prompt", placeholder="describe the music: genre, instruments, mood, tempo …", lines=2,
-                                        info='a bpm ("… 96 bpm") or a tempo word (slow, moderate, fast) sets the tempo',
-                                        max_length=500, elem_id="prompt")
-                    negative = gr.Textbox(label="negative prompt (optional)", placeholder="what to steer away from", max_length=500)
-                    gr.Examples(EXAMPLES, inputs=prompt, label="try")
-                    run_text = gr.Button("Generate", variant="primary", elem_id="generate")
-                with gr.Tab("Hum"):
-                    gr.Markdown("Hum or whistle a tune (1–60 s); the music follows it in the style you describe.")
-                    hum = gr.Audio(label="hum or whistle", sources=["microphone", "upload"], type="filepath", elem_id="hum")
-                    contour = gr.Plot(label="tracked melody")
-                    notes = gr.Markdown("")
-                    style = gr.Textbox(label="style", placeholder="e.g. jazz piano trio with brushes, 100 bpm", lines=1, max_length=500,
-                                       value="warm piano and strings", elem_id="hum-style")
-                    run_hum = gr.Button("Generate from the hum", variant="primary", elem_id="generate-hum")
-                with gr.Tab("Story"):
-                    gr.Markdown("One continuous piece whose description changes over time. Arrange the segments on the "
-                                "timeline; write each one's prompt in the table.")
-                    timeline = story_timeline(STORY_EXAMPLE, elem_id="timeline")
-                    story = gr.Dataframe(value=STORY_EXAMPLE, headers=["prompt", "seconds"], datatype=["str", "number"],
-                                         column_count=(2, "fixed"), interactive=True, elem_id="story-table")
-                    with gr.Row():
-                        story_in = gr.File(label="import story JSON", file_types=[".json"], height=80)
-                        story_out = gr.File(label="export", height=80)
-                    with gr.Row():
-                        export_story = gr.Button("Export JSON", size="sm")
-                        run_story = gr.Button("Generate story", variant="primary", elem_id="generate-story")
-                with gr.Tab("Continue"):
-                    clip = gr.Audio(label="clip to continue", sources=["upload", "microphone"], type="filepath")
-                    use_last = gr.Checkbox(label="continue the last output instead", value=False)
-                    if desktop:
-                        record_here = gr.Button("🎙 record 8 s from this computer's microphone", size="sm")
-                    new_prompt = gr.Textbox(label="new prompt (optional: otherwise the clip's own style)", max_length=500)
-                    run_continue = gr.Button("Continue", variant="primary", elem_id="generate-continue")
-                    with gr.Row():
-                        inpaint_start = gr.Number(value=2.0, label="inpaint from (s)", minimum=0)
-                        inpaint_end = gr.Number(value=4.0, label="to (s)", minimum=0)
-                        run_inpaint = gr.Button("Regenerate this range", elem_id="generate-inpaint")
-                with gr.Tab("History"):
-                    refresh_history = gr.Button("Refresh", size="sm")
-                    table = gr.Dataframe(headers=["created", "prompt", "seconds", "seed", "file"], value=studio.history_rows,
-                                         interactive=False, wrap=True)
-                    with gr.Row():
-                        past_audio = gr.Audio(label="listen", interactive=False)
-                        with gr.Column():
-                            past_settings = gr.Code(label="settings", language="json")
-                            past_file = gr.File(label="download")
-                with gr.Tab("Models"):
-                    status = gr.Markdown(status_markdown(), elem_id="model-status")
-                    refresh = gr.Button("Check models again", size="sm")
+                with gr.Tabs() as tabs:
+                    with gr.Tab("Text", id="text") as text_tab:
+                        prompt = gr.Textbox(label="prompt", placeholder="describe the music: genre, instruments, mood, tempo …", lines=2,
+                                            info='a bpm ("… 96 bpm") or a tempo word (slow, moderate, fast) sets the tempo',
+                                            max_length=500, elem_id="prompt")
+                        negative = gr.Textbox(label="avoid (optional)", placeholder="what the music should not sound like", max_length=500)
+                        gr.Examples(EXAMPLES, inputs=prompt, label="try")
+                        run_text = gr.Button("Generate", variant="primary", elem_id="generate")
+                    with gr.Tab("Hum", id="hum") as hum_tab:
+                        gr.Markdown("Upload or record a hummed or whistled tune (1–60 s); the music follows it in the style you describe.")
+                        hum = gr.Audio(label="your tune: drop a file here, or switch to the microphone below", sources=["upload", "microphone"],
+                                       type="filepath", elem_id="hum")
+                        contour = gr.Plot(label="tracked melody")
+                        notes = gr.Markdown("")
+                        style = gr.Textbox(label="style", placeholder="e.g. jazz piano trio with brushes, 100 bpm", lines=1, max_length=500,
+                                           value="warm piano and strings", elem_id="hum-style")
+                        run_hum = gr.Button("Generate from the tune", variant="primary", elem_id="generate-hum")
+                    with gr.Tab("Story", id="story") as story_tab:
+                        gr.Markdown("One continuous piece whose description changes over time. Drag the blocks to reorder them, "
+                                    "drag a block's right handle to change its length, and write each one's prompt in the table.")
+                        timeline = story_timeline(STORY_EXAMPLE, elem_id="timeline")
+                        story = gr.Dataframe(value=STORY_EXAMPLE, headers=["prompt", "seconds"], datatype=["str", "number"],
+                                             column_count=(2, "fixed"), interactive=True, elem_id="story-table")
+                        with gr.Row():
+                            story_in = gr.File(label="import story JSON", file_types=[".json"], height=80)
+                            story_out = gr.File(label="export", height=80)
+                        with gr.Row():
+                            export_story = gr.Button("Export JSON", size="sm")
+                            run_story = gr.Button("Generate story", variant="primary", elem_id="generate-story")
+                    with gr.Tab("Continue", id="continue") as continue_tab:
+                        clip = gr.Audio(label="clip to continue (at least 1 s)", sources=["upload", "microphone"], type="filepath",
+                                        elem_id="clip")
+                        use_last = gr.Checkbox(label="continue the last output instead", value=False)
+                        if desktop:
+                            record_here = gr.Button("🎙 record 8 s from this computer's microphone", size="sm")
+                        new_prompt = gr.Textbox(label="new prompt (optional: otherwise the clip's own style)", max_length=500)
+                        run_continue = gr.Button("Continue", variant="primary", elem_id="generate-continue")
+                        with gr.Row():
+                            inpaint_start = gr.Number(value=2.0, label="regenerate from (s)", minimum=0)
+                            inpaint_end = gr.Number(value=4.0, label="to (s)", minimum=0)
+                            run_inpaint = gr.Button("Regenerate this range", elem_id="generate-inpaint")
+                    with gr.Tab("History", id="history") as history_tab:
+                        table = gr.Dataframe(headers=["created", "mode", "what", "seconds", "seed", "kept"], value=studio.history_rows,
+                                             interactive=False, wrap=True, column_widths=["14%", "8%", "48%", "8%", "10%", "12%"],
+                                             elem_id="history-table")
+                        with gr.Row():
+                            reuse = gr.Button("↺ reuse its settings", size="sm", elem_id="history-reuse")
+                            send = gr.Button("→ continue from it", size="sm", elem_id="history-continue")
+                            delete = gr.Button("🗑 delete", size="sm", variant="stop", elem_id="history-delete")
+                            refresh_history = gr.Button("refresh", size="sm")
+                        with gr.Row():
+                            past_audio = gr.Audio(label="listen", interactive=False)
+                            with gr.Column():
+                                past_settings = gr.Code(label="settings", language="json")
+                                past_file = gr.File(label="download")
+                    with gr.Tab("Models", id="models"):
+                        status = gr.Markdown(status_markdown(), elem_id="model-status")
+                        refresh = gr.Button("Check again", size="sm")
+                        with gr.Accordion("Model card: how each part was trained and how well it works", open=False):
+                            gr.Markdown(model_card_markdown())
+                        with gr.Accordion("For developers: training a missing part", open=False):
+                            gr.Markdown(training_markdown())
             with gr.Column(scale=2):
-                seconds = gr.Slider(1, MAX_SECONDS, value=10, step=0.5, label="duration (s) · text, hum and continuation", elem_id="duration")
+                seconds = gr.Slider(1, MAX_SECONDS, value=10, step=0.5, label="duration (s)", elem_id="duration")
                 with gr.Row():
-                    seed = gr.Number(value=0, precision=0, label="seed", minimum=0)
-                    dice = gr.Button("🎲 random", size="sm", scale=0)
+                    seed = gr.Number(value=0, precision=0, label="seed (the last one used)", minimum=0, maximum=SEED_RANGE - 1, elem_id="seed")
+                    locked = gr.Checkbox(label="🔒 keep this seed", value=False, elem_id="seed-lock",
+                                         info="off: every click makes a new take")
                 with gr.Row():
                     preset = gr.Radio(list(SAMPLING_PRESETS), value="quality", label="preset", scale=2)
                     device = gr.Dropdown(available_devices(), value=studio.device, label="device", scale=1, elem_id="device",
                                          info="cuda appears when PyTorch sees a GPU")
-                with gr.Accordion("sampling", open=False):
-                    temps = [gr.Slider(0, 2, value=v, step=0.05, label=f"stage {i + 1} temperature")
-                             for i, v in enumerate(SAMPLING_PRESETS["quality"].temperatures)]
-                    top_k = gr.Slider(0, 1024, value=0, step=1, label="top-k (0 = off)")
-                    guidance = gr.Slider(0, 10, value=3.0, step=0.5, label="guidance scale (stage 1)")
-                    coarse_guidance = gr.Slider(0, 10, value=1.0, step=0.5, label="guidance scale (stage 2; 1 = off)")
-                stop = gr.Button("Stop", variant="stop")
+                with gr.Accordion("fine control", open=False):
+                    temps = [gr.Slider(0, 2, value=v, step=0.05, label=f"adventurousness: {what}")
+                             for what, v in zip(("melody and rhythm (stage 1 temperature)", "sound (stage 2 temperature)",
+                                                 "detail (stage 3 temperature)"), SAMPLING_PRESETS["quality"].temperatures)]
+                    top_k = gr.Slider(0, 1024, value=0, step=1, label="choose only among the k likeliest tokens (0 = all)")
+                    guidance = gr.Slider(0, 10, value=3.0, step=0.5, label="follow the prompt: melody and rhythm (stage 1 guidance)")
+                    coarse_guidance = gr.Slider(0, 10, value=1.0, step=0.5, label="follow the prompt: sound (stage 2 guidance; 1 = off)")
+                stop = gr.Button("Stop (keeps what is made)", variant="stop", elem_id="stop")
                 if desktop:
                     play_here = gr.Button("🔊 play the last output on this computer", size="sm")
                 progress = gr.Markdown("", elem_id="progress")
@@ -373,22 +461,23 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
             download = gr.File(label="download")
 
         sampling = [*temps, top_k, guidance, coarse_guidance]
-        outputs = [audio, progress, waveform, spectrogram, settings_json, download]
+        outputs = [audio, progress, waveform, spectrogram, settings_json, download, seed]
         events = [
-            run_text.click(studio.text_to_music, [prompt, negative, seconds, seed, *sampling], outputs, api_name="text", concurrency_limit=1),
-            run_hum.click(studio.hum_to_music, [hum, style, seconds, seed, *sampling], outputs, api_name="hum", concurrency_limit=1),
-            run_story.click(studio.story_to_music, [story, seed, *sampling], outputs, api_name="story", concurrency_limit=1),
-            run_continue.click(studio.continue_music, [clip, use_last, new_prompt, seconds, seed, *sampling], outputs,
+            run_text.click(studio.text_to_music, [prompt, negative, seconds, seed, locked, *sampling], outputs, api_name="text", concurrency_limit=1),
+            run_hum.click(studio.hum_to_music, [hum, style, seconds, seed, locked, *sampling], outputs, api_name="hum", concurrency_limit=1),
+            run_story.click(studio.story_to_music, [story, seed, locked, *sampling], outputs, api_name="story", concurrency_limit=1),
+            run_continue.click(studio.continue_music, [clip, use_last, new_prompt, seconds, seed, locked, *sampling], outputs,
                                api_name="continue", concurrency_limit=1),
-            run_inpaint.click(studio.inpaint_music, [clip, use_last, new_prompt, inpaint_start, inpaint_end, seed, *sampling], outputs,
+            run_inpaint.click(studio.inpaint_music, [clip, use_last, new_prompt, inpaint_start, inpaint_end, seed, locked, *sampling], outputs,
                               api_name="inpaint", concurrency_limit=1),
         ]
         for event in events:
             event.then(studio.history_rows, outputs=table, api_name=False)
-        stop.click(None, cancels=events, api_name=False)
+        stop.click(studio.stop, api_name="stop", queue=False)
         for heard in (hum.stop_recording, hum.upload):
             heard(studio.track_hum, hum, [contour, notes], api_name=False)
-        dice.click(lambda: random.randrange(2**31), outputs=seed, api_name=False)
+        for tab, length_matters in ((text_tab, True), (hum_tab, True), (story_tab, False), (continue_tab, True), (history_tab, True)):
+            tab.select(lambda shown=length_matters: gr.Slider(visible=shown), outputs=seconds, api_name=False)  # a story's blocks set its length
         device.change(studio.use_device, device, progress, api_name="device")
         preset.change(preset_values, preset, sampling, api_name=False)
         timeline.input(story_rows, timeline, story, api_name=False)  # user edits only: no ping-pong between the two
@@ -396,7 +485,25 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
         story_in.upload(story_table, story_in, story, api_name=False).then(story_from_table, story, timeline, api_name=False)
         export_story.click(story_file, story, story_out, api_name=False)
         refresh_history.click(studio.history_rows, outputs=table, api_name="history")
-        table.select(studio.history_entry, outputs=[past_audio, past_settings, past_file], api_name=False)
+        table.select(studio.history_entry, outputs=[past_audio, past_settings, past_file, picked], api_name=False)
+
+        reused = {"prompt": prompt, "negative": negative, "style": style, "new_prompt": new_prompt, "story": story, "seconds": seconds,
+                  "seed": seed, "locked": locked}
+
+        def reuse_settings(name):
+            values = studio.reuse(name)
+            updates = {reused[k]: v for k, v in values.items() if k in reused}
+            updates.update(zip(sampling, values["sampling"]))
+            updates[tabs] = gr.Tabs(selected=values["tab"])
+            updates[seconds] = (gr.Slider(value=values["seconds"], visible=True) if "seconds" in values else gr.Slider(visible=False))
+            if "story" in values:
+                updates[timeline] = story_value(values["story"])
+            return updates
+
+        reuse.click(reuse_settings, picked, [tabs, timeline, *reused.values(), *sampling], api_name=False)
+        send.click(lambda name: (studio.entry_path(name), False, gr.Tabs(selected="continue")), picked, [clip, use_last, tabs], api_name=False)
+        delete.click(studio.delete, picked, table, api_name=False).then(lambda: (None, "", None, None), outputs=[past_audio, past_settings,
+                                                                                                              past_file, picked], api_name=False)
         refresh.click(status_markdown, outputs=status, api_name="model_status")
         if desktop:
             record_here.click(studio.record_here, outputs=clip, api_name=False)

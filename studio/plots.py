@@ -56,8 +56,21 @@ def pitch_figure(times: np.ndarray, midi: np.ndarray) -> go.Figure:
                                hovertemplate="%{x:.2f} s · MIDI %{y:.1f}<extra></extra>"))
     voiced = midi[np.isfinite(midi)]
     lo, hi = (int(np.floor(voiced.min())) - 2, int(np.ceil(voiced.max())) + 2) if voiced.size else (55, 79)
-    ticks = list(range(lo, hi + 1))
+    ticks = readable_note_ticks(lo, hi)
     fig.update_layout(title="tracked melody", height=240, margin=dict(l=50, r=10, t=35, b=35), showlegend=False,
                       xaxis=dict(title="seconds"), yaxis=dict(title="note", tickvals=ticks, range=[lo, hi],
                                                               ticktext=[note_name(t) for t in ticks]))
     return fig
+
+
+MAX_NOTE_LABELS = 10
+
+
+def readable_note_ticks(lo: int, hi: int) -> list[int]:
+    """Note labels that do not overlap: the naturals, then C E G, then only the Cs, whichever
+    first fits ``MAX_NOTE_LABELS`` over the contour's range."""
+    for classes in ((0, 2, 4, 5, 7, 9, 11), (0, 4, 7), (0,)):
+        ticks = [m for m in range(lo, hi + 1) if m % 12 in classes]
+        if len(ticks) <= MAX_NOTE_LABELS:
+            return ticks
+    return ticks

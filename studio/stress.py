@@ -48,7 +48,7 @@ def run(users: int = 8, seconds: float = 5.0, sequential: int = 50) -> dict:
     try:
         def one(i: int) -> str:
             try:
-                out = Client(url, verbose=False).predict(f"stress test {i}: calm piano", "", seconds, i, *SAMPLING, api_name="/text")
+                out = Client(url, verbose=False).predict(f"stress test {i}: calm piano", "", seconds, i, True, *SAMPLING, api_name="/text")
                 return "ok" if out[1].startswith("**done**") else "wrong"
             except Exception as exc:  # the answer a user would see
                 return "busy" if "queue is full" in str(exc).lower() or "busy" in str(exc).lower() else f"error: {exc}"
@@ -58,17 +58,17 @@ def run(users: int = 8, seconds: float = 5.0, sequential: int = 50) -> dict:
             answers = list(pool.map(one, range(users)))
         concurrent_s = time.perf_counter() - t0
         client = Client(url, verbose=False)
-        client.predict("warm", "", seconds, 0, *SAMPLING, api_name="/text")
+        client.predict("warm", "", seconds, 0, True, *SAMPLING, api_name="/text")
         before = _rss_mb(proc.pid)
         t0 = time.perf_counter()
         failures = 0
         for i in range(sequential):
             try:
-                client.predict(f"sequential {i}", "", seconds, i, *SAMPLING, api_name="/text")
+                client.predict(f"sequential {i}", "", seconds, i, True, *SAMPLING, api_name="/text")
             except Exception:
                 failures += 1
         after = _rss_mb(proc.pid)
-        still_serving = "models" in client.predict(api_name="/model_status")
+        still_serving = "parts are" in client.predict(api_name="/model_status")
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -91,7 +91,7 @@ def test_launch_serves_the_studio_and_names_missing_models():
                 time.sleep(0.5)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5) as r:
             config = r.read().decode()
-        assert "models are missing" in config or "All models are ready" in config
+        assert "parts are missing" in config or "parts are ready" in config
         assert "python -m engine train codec" in config
     finally:
         proc.terminate()
@@ -149,11 +149,11 @@ def test_open_host_warns_requires_the_login_and_keeps_uploads_private_until_exit
         with pytest.raises(Exception):
             Client(url, verbose=False).predict(api_name="/model_status")
         client = Client(url, auth=("ada", "lovelace"), verbose=False)
-        assert "models" in client.predict(api_name="/model_status")
+        assert "parts are" in client.predict(api_name="/model_status")
         fake = tmp_path / "my notes.wav"
         fake.write_text("not audio")
         with pytest.raises(Exception, match="cannot read my notes.wav as audio"):
-            client.predict(handle_file(fake), False, "", 2, 0, *preset_values("quality"), api_name="/continue")
+            client.predict(handle_file(fake), False, "", 2, 0, True, *preset_values("quality"), api_name="/continue")
         assert any(p.name == "my notes.wav" for p in Path(uploads).rglob("*"))  # gradio's own copy, in the private folder
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -197,9 +197,9 @@ def test_without_checkpoints_generate_names_the_training_command_and_models_says
 
 
 def test_the_studio_without_checkpoints_names_every_missing_model(tmp_path):
-    script = "from studio.app import status_markdown; print(status_markdown())"
+    script = "from studio.app import status_markdown, training_markdown; print(status_markdown()); print(training_markdown())"
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "HUMMINGBIRD_CHECKPOINTS": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
-    assert "7 of 7 models are missing" in proc.stdout and proc.stdout.count("❌ missing") == 7
+    assert "7 of 7 parts are missing" in proc.stdout and proc.stdout.count("❌ missing") == 7
     assert "python -m engine train stage3 --preset cpu-small" in proc.stdout

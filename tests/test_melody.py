@@ -44,6 +44,22 @@ def test_a_pure_whistle_or_hum_is_heard_at_any_sensible_level_and_silence_is_not
     assert (tokens(track(hiss)) == UNVOICED).all()
 
 
+def test_repeated_notes_are_heard_as_notes_and_a_held_note_as_one():
+    """notes_heard: "Twinkle, twinkle" keeps its 14 notes whether the breaths are long or short."""
+    from engine.melody import notes_heard
+
+    tune, beats = [60, 60, 67, 67, 69, 69, 67, 65, 65, 64, 64, 62, 62, 60], [1] * 6 + [2] + [1] * 6 + [2]
+    for breath in (0.08, 0.03):
+        notes, onset = [], 0.2
+        for pitch, beat in zip(tune, beats):
+            notes.append((onset, 0.4 * beat - breath, pitch))
+            onset += 0.4 * beat
+        heard = notes_heard(track(synthetic_hum(notes, onset + 0.3)))
+        assert heard == ["C4", "C4", "G4", "G4", "A4", "A4", "G4", "F4", "F4", "E4", "E4", "D4", "D4", "C4"]
+    held = track(synthetic_hum([(0.2, 2.0, 64), (2.3, 1.0, 67)], 3.5, vibrato_cents=45, breath=0.05))
+    assert notes_heard(held) == ["E4", "G4"]
+
+
 def test_tracker_survives_wide_vibrato_and_breath_noise():
     audio, expected = _scale_hum(vibrato_cents=45, breath=0.05, seed=3)
     assert _agreement(melody_tokens(audio), expected) >= 0.85

@@ -1,5 +1,5 @@
-"""The Story tab's timeline: one block per segment, drag to reorder, drag an edge to resize
-(0.5 s steps), add and remove. Its value is the story JSON itself (the file `generate --story` reads), so import, export,
+"""The Story tab's timeline: one block per segment, sharing the width in proportion to its
+length; drag to reorder, drag the right handle to resize (0.5 s steps), add and remove. Its value is the story JSON itself (the file `generate --story` reads), so import, export,
 the segment table and generation all speak the same format.
 
 Built on ``gr.HTML`` templates: the markup, style and behaviour live beside this file as plain
@@ -12,7 +12,6 @@ from pathlib import Path
 import gradio as gr
 
 HERE = Path(__file__).parent
-PX_PER_SECOND = 16
 
 
 def story_value(rows: list[tuple[str, float]]) -> dict:
@@ -25,4 +24,4 @@ def story_rows(value: dict | None) -> list[list]:
 
 def story_timeline(rows: list[tuple[str, float]], **kwargs) -> gr.HTML:
     return gr.HTML(story_value(rows), html_template=(HERE / "template.html").read_text(), css_template=(HERE / "style.css").read_text(),
-                   js_on_load=(HERE / "behaviour.js").read_text(), px_per_second=PX_PER_SECOND, **kwargs)
+                   js_on_load=(HERE / "behaviour.js").read_text(), **kwargs)
