@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -24,6 +23,7 @@ from engine import (CHECKPOINT_DIR, MAX_SECONDS, SAMPLE_RATE, SAMPLING_PRESETS, 
 
 from . import desktop
 from .history import History, kept, summary
+from .player import PlayerStream, live_player
 from .plots import pitch_figure, spectrogram_figure, waveform_figure
 from .timeline import story_rows, story_timeline, story_value
 
@@ -102,8 +102,8 @@ def model_card_markdown() -> str:
 class Studio:
     """What the page's callbacks share: one loaded generator (loaded on first use) and the history."""
 
-    def __init__(self, model: MusicLM | None = None, history: History | None = None, streaming: bool = True, device: str = "auto"):
-        self._model, self.history, self.streaming = model, history or History(), streaming
+    def __init__(self, model: MusicLM | None = None, history: History | None = None, device: str = "auto"):
+        self._model, self.history = model, history or History()
         self.device = resolve_device(device).type if model is None else model.device.type
         self.last: Path | None = None  # the latest output, for "continue the last output"
         self._lock = threading.Lock()
@@ -149,15 +149,17 @@ class Studio:
                 self._stop.set()
 
     def _play(self, make_request, segments=()):
-        """Stream any request to the page: audio chunks as they are decoded, progress, growing
-        previews, the seed drawn; the finished (or stopped) piece goes to the history with the
-        settings that reproduce it. ``make_request`` builds the request, whose checks may refuse it."""
+        """Stream any request to the page: audio chunks to the live player as they are decoded,
+        progress, growing previews, the seed drawn; the finished (or stopped) piece goes to the
+        history with the settings that reproduce it, and to the audio player to replay and
+        download. ``make_request`` builds the request, whose checks may refuse it."""
         try:
             request = make_request()
         except (AudioError, ValueError) as exc:
             raise gr.Error(str(exc)) from None
         model = self.model()
         chunks, total = model.run(request), request.seconds
+        player = PlayerStream(SAMPLE_RATE)
         pieces: list[np.ndarray] = []
         drawn, entry, stopped = 0.0, None, False
         record = {**request.record(), "device": self.device}  # the same seed draws differently on a GPU
@@ -176,8 +178,7 @@ class Studio:
                     so_far = np.concatenate(pieces)
                     plots = (waveform_figure(so_far, total, segments), spectrogram_figure(so_far, total, segments))
                     drawn = chunk.seconds_done
-                sound = (SAMPLE_RATE, _pcm16(chunk.audio)) if self.streaming else gr.skip()
-                yield sound, progress, *plots, gr.skip(), gr.skip(), seed
+                yield gr.skip(), progress, *plots, gr.skip(), gr.skip(), seed, player.chunk(_pcm16(chunk.audio))
                 seed = gr.skip()
                 if self._stop.is_set():
                     stopped = True
@@ -194,10 +195,10 @@ class Studio:
             if len(audio):
                 entry = self.history.add(audio, record, planned_seconds=total if stopped else None)
                 self.last = self.history.path(entry)
-        whole = gr.skip() if self.streaming else (SAMPLE_RATE, _pcm16(audio))
         done = f"**stopped** · kept {len(audio) / SAMPLE_RATE:.1f} of {total:g} s" if stopped else f"**done** · {len(audio) / SAMPLE_RATE:.1f} s"
-        yield (whole, done, waveform_figure(audio, None, segments), spectrogram_figure(audio, None, segments),
-               json.dumps(record, indent=1), str(self.history.path(entry)) if entry else None, seed)
+        saved = str(self.history.path(entry)) if entry else None
+        yield (saved, done, waveform_figure(audio, None, segments), spectrogram_figure(audio, None, segments), json.dumps(record, indent=1),
+               saved, seed, player.end(len(audio) / SAMPLE_RATE, stopped))
 
     def text_to_music(self, prompt, negative, seconds, seed, locked, *sampling):
         yield from self._play(lambda: TextRequest(prompt, settings_from_controls(seconds, seed, locked, *sampling, negative)))
@@ -361,8 +362,7 @@ STORY_EXAMPLE = [["tender solo piano, slow tempo", 10.0], ["energetic rock with 
 
 def build_app(model: MusicLM | None = None, history: History | None = None, warm_up: bool = False, desktop: bool = False,
               device: str = "auto") -> gr.Blocks:
-    streaming = shutil.which("ffmpeg") is not None  # gradio encodes streamed audio with ffmpeg; without it: the whole piece at the end
-    studio = Studio(model, history, streaming, device)
+    studio = Studio(model, history, device)
     if warm_up:
         studio.warm_up_in_background()
     with gr.Blocks(title=TITLE) as app:
@@ -453,7 +453,8 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
                 if desktop:
                     play_here = gr.Button("🔊 play the last output on this computer", size="sm")
                 progress = gr.Markdown("", elem_id="progress")
-        audio = gr.Audio(label="music", streaming=streaming, autoplay=True, interactive=False, elem_id="output-audio")
+        live = live_player(elem_id="live-player")
+        audio = gr.Audio(label="the finished piece: replay, scrub, download", autoplay=False, interactive=False, elem_id="output-audio")
         waveform = gr.Plot(label="waveform")
         spectrogram = gr.Plot(label="spectrogram")
         with gr.Row():
@@ -461,7 +462,7 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
             download = gr.File(label="download")
 
         sampling = [*temps, top_k, guidance, coarse_guidance]
-        outputs = [audio, progress, waveform, spectrogram, settings_json, download, seed]
+        outputs = [audio, progress, waveform, spectrogram, settings_json, download, seed, live]
         events = [
             run_text.click(studio.text_to_music, [prompt, negative, seconds, seed, locked, *sampling], outputs, api_name="text", concurrency_limit=1),
             run_hum.click(studio.hum_to_music, [hum, style, seconds, seed, locked, *sampling], outputs, api_name="hum", concurrency_limit=1),

@@ -70,23 +70,27 @@ def test_every_endpoint_answers_through_gradio_client(studio_url):
     job = client.submit("calm violin melody over a distorted guitar riff, 90 bpm", "", 2, 7, True, *SAMPLING, api_name="/text")
     updates = list(job)
     assert len(updates) >= 4  # streamed: one update per half-second chunk, then the finished piece
-    _, progress, _, _, settings, download, seed_shown = updates[-1]
-    assert progress.startswith("**done** · 2.0 s") and updates[0][-1] == 7  # a locked seed is kept and shown
+    _, progress, _, _, settings, download, seed_shown, live = updates[-1]
+    assert progress.startswith("**done** · 2.0 s") and updates[0][-2] == 7  # a locked seed is kept and shown
+    streamed = [u[-1] for u in updates[:-1]]
+    assert len({u["stream"] for u in streamed} | {live["stream"]}) == 1 and live["ended"]  # one stream, chunk by chunk to the live player
+    sequences = sorted({seq for u in streamed for seq, _ in u["chunks"]})
+    assert sequences == list(range(1, len(updates)))  # every chunk reaches the player (the last few resent with each update)
     assert json.loads(settings)["seed"] == 7 and Path(download).stat().st_size > 2 * 24_000 * 2
     rows = client.predict(api_name="/history")["data"]
     assert rows and rows[0][1:3] == ["text", "calm violin melody over a distorted guitar riff, 90 bpm"] and rows[0][5] == "complete"
     assert "All 7 parts are ready" in client.predict(api_name="/model_status")
 
     story = {"headers": ["prompt", "seconds"], "data": [["tender solo piano", 1.0], ["metal with distorted guitars", 1.5]]}
-    *_, (_, progress, _, _, settings, download, _) = client.submit(story, 3, True, *SAMPLING, api_name="/story")
+    *_, (_, progress, _, _, settings, download, _, _) = client.submit(story, 3, True, *SAMPLING, api_name="/story")
     assert progress.startswith("**done** · 2.5 s") and json.loads(settings)["mode"] == "story"
 
     clip = handle_file(download)
-    *_, (_, progress, _, _, settings, _, _) = client.submit(clip, False, "", 1, 0, True, *SAMPLING, api_name="/continue")
+    *_, (_, progress, _, _, settings, _, _, _) = client.submit(clip, False, "", 1, 0, True, *SAMPLING, api_name="/continue")
     assert progress.startswith("**done** · 3.5 s") and json.loads(settings)["clip_seconds"] == 2.48  # the story snapped to the 25 Hz grid
-    *_, (_, progress, _, _, _, _, _) = client.submit(None, True, "a flute lullaby", 1, 0, True, *SAMPLING, api_name="/continue")
+    *_, (_, progress, _, _, _, _, _, _) = client.submit(None, True, "a flute lullaby", 1, 0, True, *SAMPLING, api_name="/continue")
     assert progress.startswith("**done** · 4.5 s")  # the last output (3.5 s) continued by 1 s
-    *_, (_, progress, _, _, settings, _, _) = client.submit(None, True, "", 1.0, 2.0, 0, True, *SAMPLING, api_name="/inpaint")
+    *_, (_, progress, _, _, settings, _, _, _) = client.submit(None, True, "", 1.0, 2.0, 0, True, *SAMPLING, api_name="/inpaint")
     assert progress.startswith("**done** · 4.5 s") and json.loads(settings)["range_s"] == [1.0, 2.0]  # same length, range regenerated
     with pytest.raises(Exception, match="range to inpaint"):
         client.predict(None, True, "", 3.0, 9.0, 0, True, *SAMPLING, api_name="/inpaint")
@@ -98,7 +102,7 @@ def test_each_click_draws_a_new_seed_unless_it_is_locked_and_the_seed_shown_repr
 
     client = Client(studio_url, verbose=False)
     takes = [list(client.submit("calm piano", "", 1, 5, False, *SAMPLING, api_name="/text")) for _ in range(2)]
-    seeds = [take[0][-1] for take in takes]
+    seeds = [take[0][-2] for take in takes]
     assert seeds[0] != seeds[1] and 5 not in seeds  # unlocked: a new take per click, whatever the box said
     assert [json.loads(take[-1][4])["seed"] for take in takes] == seeds  # the seed shown is the seed used
     again = list(client.submit("calm piano", "", 1, seeds[0], True, *SAMPLING, api_name="/text"))
@@ -113,13 +117,13 @@ def test_stop_keeps_a_playable_partial_with_its_settings_marked_in_the_history(s
     while len(job.outputs()) < 3:
         time.sleep(0.05)
     client.predict(api_name="/stop")
-    *_, (_, progress, _, _, settings, download, _) = list(job)
+    *_, (_, progress, _, _, settings, download, _, _) = list(job)
     kept = float(progress.split("kept ")[1].split(" of")[0])
     assert progress.startswith("**stopped** · kept") and 0 < kept < 60 and json.loads(settings)["seed"] == 3
     assert abs(sf.info(download).duration - kept) < 0.05  # the partial is there to play and download
     row = client.predict(api_name="/history")["data"][0]
     assert row[5] == f"stopped at {row[3]:g} of 60 s"
-    *_, (_, progress, _, _, _, _, _) = client.submit("calm piano", "", 1, 0, True, *SAMPLING, api_name="/text")
+    *_, (_, progress, _, _, _, _, _, _) = client.submit("calm piano", "", 1, 0, True, *SAMPLING, api_name="/text")
     assert progress.startswith("**done** · 1.0 s")  # the next piece is not stopped by the last Stop
 
 
@@ -156,7 +160,7 @@ def test_the_device_control_moves_generation_or_says_why_not(studio_url, shipped
         with pytest.raises(gr.Error, match="no CUDA GPU is visible"):
             Studio(shipped).use_device("cuda")
     assert shipped.device == torch.device("cpu")
-    *_, (_, progress, _, _, _, _, _) = client.submit("calm piano", "", 1, 0, True, *SAMPLING, api_name="/text")
+    *_, (_, progress, _, _, _, _, _, _) = client.submit("calm piano", "", 1, 0, True, *SAMPLING, api_name="/text")
     assert progress.startswith("**done** · 1.0 s")
 
 
@@ -227,7 +231,7 @@ def test_hum_tab_shows_the_tracked_notes_and_music_follows_through_the_api(studi
     assert notes.startswith("**8 notes:** A3 C4 E4 D4 C4 B3 A3 A3")  # the repeated A3: a breath between, so two notes
     assert len(figure.data[0].x) == 112
     client = Client(studio_url, verbose=False)
-    *_, (_, progress, _, _, settings, _, _) = client.submit(handle_file(_hum_file(tmp_path)), "jazz piano trio", 2, 0, True, *SAMPLING,
+    *_, (_, progress, _, _, settings, _, _, _) = client.submit(handle_file(_hum_file(tmp_path)), "jazz piano trio", 2, 0, True, *SAMPLING,
                                                          api_name="/hum")
     assert progress.startswith("**done** · 2.0 s") and json.loads(settings)["mode"] == "hum"
 
@@ -258,7 +262,7 @@ def test_a_fault_inside_generation_is_reported_and_the_next_request_works(shippe
     finally:
         with torch.no_grad():
             weight.copy_(saved)
-    *_, (_, progress, _, _, _, _, _) = client.submit("calm piano", "", 1, 0, True, *SAMPLING, api_name="/text")
+    *_, (_, progress, _, _, _, _, _, _) = client.submit("calm piano", "", 1, 0, True, *SAMPLING, api_name="/text")
     assert progress.startswith("**done** · 1.0 s")
 
 
@@ -273,7 +277,7 @@ def test_out_of_memory_mid_generation_is_one_clear_message(shipped, studio_url, 
     with pytest.raises(Exception, match="out of memory while generating 1 s; try a shorter piece"):
         client.predict("calm piano", "", 1, 0, True, *SAMPLING, api_name="/text")
     monkeypatch.undo()
-    *_, (_, progress, _, _, _, _, _) = client.submit("calm piano", "", 1, 0, True, *SAMPLING, api_name="/text")
+    *_, (_, progress, _, _, _, _, _, _) = client.submit("calm piano", "", 1, 0, True, *SAMPLING, api_name="/text")
     assert progress.startswith("**done** · 1.0 s")
 
 
@@ -330,9 +334,11 @@ def test_a_real_browser_generates_music_in_the_text_tab(studio_url):
         page.locator("#generate").click()
         page.get_by_text("done ·").wait_for(timeout=60_000)
         wall = time.perf_counter() - started
-        audio = page.locator("#output-audio audio")
+        assert page.evaluate("() => window.__hbPlayer.chunks") >= 4  # the live player played the piece chunk by chunk
+        assert page.evaluate("() => window.__hbPlayer.firstSoundAt - window.__hbPlayer.clickedAt") < 5_000
+        page.locator("#live-player").get_by_text("finished").wait_for(timeout=10_000)
+        audio = page.locator("#output-audio audio[src]").first  # the whole piece, to replay and download
         audio.wait_for(state="attached", timeout=10_000)
-        assert audio.evaluate("a => a.readyState") >= 1 or audio.get_attribute("src")
         page.screenshot(path=str(ARTIFACTS / "studio-text-generated.png"), full_page=True)
         _stop_keeps_the_partial_without_an_error(page)
         browser.close()
