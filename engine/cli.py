@@ -21,7 +21,7 @@ from .data.build import BuildConfig, build
 from .data.melodies import build_index
 from .data.render import SynthUnavailable
 from .evaluate import EVALUATORS
-from .evaluate.bench import bench_codec, bench_generate, bench_peer, bench_stage_steps
+from .evaluate.bench import bench_cli, bench_codec, bench_generate, bench_peer, bench_stage_steps
 from .evaluate.report import run_all, write_report
 from .generate.musiclm import MusicLM
 from .generate.requests import ContinueRequest, HumRequest, InpaintRequest, StoryRequest, TextRequest, parse_story
@@ -291,10 +291,13 @@ def _bench(args: argparse.Namespace) -> dict:
         if args.threads:
             torch.set_num_threads(args.threads)
         result = bench_generate(tuple(args.lengths), parallel=parallel, device=args.device)
-        if args.what == "all":  # ours and the peer architecture, same machine, same run
+        if args.what == "all":  # ours and the peer architecture, same machine, same cores, same run
             peer = bench_peer(args.seconds)
             ours = result["runs"].get(f"{args.seconds:g}s") or bench_generate((args.seconds,), parallel=parallel)["runs"][f"{args.seconds:g}s"]
-            result["peer"] = {**peer, "our_speedup_x": round(peer["wall_s"] / ours["wall_s"], 1)}
+            cli = bench_cli(args.seconds)
+            result["peer"] = {**peer, "our_speedup_in_process_x": round(peer["wall_s"] / ours["wall_s"], 1),
+                              "our_cli": cli, "our_speedup_as_commands_x": round(peer["cold_s"] / cli["process_wall_s"], 1),
+                              "ours": {"torch": torch.__version__, "threads": result["threads"], "processes": 1 + result["upstream_processes"]}}
             if args.device == "cpu" and "cuda" in available_devices():  # the GPU too, where this machine has one
                 result["cuda"] = bench_generate(tuple(args.lengths), parallel=False, device="cuda")
         return result

@@ -8,6 +8,7 @@ the command that trains each one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import tempfile
@@ -41,6 +42,16 @@ SEED_RANGE = 2**31
 PLOT_EVERY_SECONDS = 2.0  # redraw the previews this often while streaming (each redraw costs CPU the generator needs)
 
 
+log = logging.getLogger("hummingbird.studio")
+
+
+def refuse(message: str) -> gr.Error:
+    """What the user asked for cannot be done: the message in the page, one line in the server
+    log (gradio would print a traceback for every refusal)."""
+    log.warning("refused: %s", message)
+    return gr.Error(message, print_exception=False)
+
+
 def preset_values(name: str) -> tuple:
     """A preset as the sampling controls' values, in their order: T1, T2, T3, top-k, guidance on
     stages 1 and 2 (the order every generation endpoint takes them in, after its own inputs)."""
@@ -56,7 +67,7 @@ def settings_from_controls(seconds, seed, locked, t1, t2, t3, top_k, guidance, c
         return GenerationSettings(seconds=float(seconds), seed=seed, temperatures=(float(t1), float(t2), float(t3)), top_k=int(top_k),
                                   guidance=float(guidance), coarse_guidance=float(coarse_guidance), negative_prompt=" ".join((negative or "").split()))
     except (TypeError, ValueError) as exc:
-        raise gr.Error(str(exc)) from None
+        raise refuse(str(exc)) from None
 
 
 PLAIN_ROLES = {  # what each model does, in a musician's words
@@ -115,11 +126,11 @@ class Studio:
             if self._model is None:
                 missing = missing_models()
                 if missing:
-                    raise gr.Error(f"missing checkpoints: {', '.join(m['name'] for m in missing)} — see the Models tab")
+                    raise refuse(f"missing checkpoints: {', '.join(m['name'] for m in missing)} — see the Models tab")
                 try:
                     self._model = MusicLM.load(device=self.device).warm_up()
                 except ValueError as exc:  # checkpoints that do not belong together
-                    raise gr.Error(str(exc)) from None
+                    raise refuse(str(exc)) from None
             return self._model
 
     def use_device(self, name: str) -> str:
@@ -127,10 +138,10 @@ class Studio:
         try:
             device = resolve_device(name)
         except ValueError as exc:
-            raise gr.Error(str(exc)) from None
+            raise refuse(str(exc)) from None
         with self._lock:
             if self._generating:
-                raise gr.Error("a piece is being generated; stop it or let it finish, then switch the device")
+                raise refuse("a piece is being generated; stop it or let it finish, then switch the device")
             self.device = device.type
             if self._model is not None:
                 self._model.to(device)
@@ -156,7 +167,7 @@ class Studio:
         try:
             request = make_request()
         except (AudioError, ValueError) as exc:
-            raise gr.Error(str(exc)) from None
+            raise refuse(str(exc)) from None
         model = self.model()
         chunks, total = model.run(request), request.seconds
         player = PlayerStream(SAMPLE_RATE)
@@ -184,9 +195,9 @@ class Studio:
                     stopped = True
                     break
         except ValueError as exc:  # input only the engine can judge (e.g. a clip too short to continue)
-            raise gr.Error(str(exc)) from None
+            raise refuse(str(exc)) from None
         except Exception as exc:  # a fault inside generation: say what happened, keep serving
-            raise gr.Error(f"generation failed: {exc}") from None
+            raise gr.Error(f"generation failed: {exc}") from exc  # a fault, not a refusal: its traceback goes to the log
         finally:  # also when the page goes away (the generator is closed): keep what was made
             chunks.close()
             with self._lock:
@@ -216,20 +227,20 @@ class Studio:
         try:
             pitch, _ = analyse_hum(load_audio(path))
         except AudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise refuse(str(exc)) from None
         notes = notes_heard(pitch)
         return pitch_figure(pitch.times, pitch.midi), f"**{len(notes)} notes:** " + " ".join(notes[:64]) + (" …" if len(notes) > 64 else "")
 
     def hum_to_music(self, hum, style, seconds, seed, locked, *sampling):
         if not hum:
-            raise gr.Error("upload or record a hum or whistle first")
+            raise refuse("upload or record a hum or whistle first")
         yield from self._play(lambda: HumRequest(load_audio(hum), style, settings_from_controls(seconds, seed, locked, *sampling)))
 
     def _clip(self, clip, use_last: bool, verb: str) -> np.ndarray:
         """The Continue tab's clip: an upload, a recording or the last output."""
         source = self.last if use_last else clip
         if not source:
-            raise gr.Error(f"nothing to {verb} yet: generate something first" if use_last else f"upload or record a clip to {verb}")
+            raise refuse(f"nothing to {verb} yet: generate something first" if use_last else f"upload or record a clip to {verb}")
         return load_audio(source)
 
     def continue_music(self, clip, use_last, prompt, seconds, seed, locked, *sampling):
@@ -246,18 +257,18 @@ class Studio:
         try:
             audio = desktop.record(8.0)
         except desktop.DesktopAudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise refuse(str(exc)) from None
         path = scratch_folder("rec") / "recording.wav"
         save_audio(path, audio)
         return str(path)
 
     def play_here(self) -> None:
         if self.last is None:
-            raise gr.Error("nothing to play yet: generate something first")
+            raise refuse("nothing to play yet: generate something first")
         try:
             desktop.play(load_audio(self.last))
         except desktop.DesktopAudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise refuse(str(exc)) from None
 
     def history_rows(self) -> list[list]:
         return [[e["created"], e["settings"].get("mode", "text"), summary(e["settings"]), e["seconds"], e["settings"].get("seed", ""), kept(e)]
@@ -268,18 +279,18 @@ class Studio:
         entries = self.history.entries()
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         if not 0 <= row < len(entries):
-            raise gr.Error("that history entry is gone; refresh the list")
+            raise refuse("that history entry is gone; refresh the list")
         entry = entries[row]
         path = str(self.history.path(entry))
         return path, json.dumps(entry["settings"], indent=1), path, entry["audio"]
 
     def _picked(self, name: str | None) -> dict:
         if not name:
-            raise gr.Error("pick a row of the history first")
+            raise refuse("pick a row of the history first")
         try:
             return self.history.find(name)
         except KeyError:
-            raise gr.Error("that history entry is gone; refresh the list") from None
+            raise refuse("that history entry is gone; refresh the list") from None
 
     def reuse(self, name: str | None) -> dict:
         """The picked entry's settings back in the controls (its seed locked, so the same
@@ -321,7 +332,7 @@ def _story_rows(table) -> list[tuple[str, float]]:
     try:
         return check_story([(r[0], r[1]) for r in rows])
     except (ValueError, IndexError) as exc:
-        raise gr.Error(str(exc)) from None
+        raise refuse(str(exc)) from None
 
 
 def story_file(table) -> str:
@@ -334,13 +345,13 @@ def story_file(table) -> str:
 def story_table(path) -> list[list]:
     """A story JSON file → editor rows; data only, checked like any story."""
     if not path:
-        raise gr.Error("choose a story JSON file")
+        raise refuse("choose a story JSON file")
     try:
         if Path(path).stat().st_size > 1_000_000:
             raise ValueError("a story file is small JSON; this one is over 1 MB")
         segments = parse_story(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise gr.Error(str(exc)) from None
+        raise refuse(str(exc)) from None
     return [[p, s] for p, s in segments]
 
 
@@ -365,7 +376,7 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
     studio = Studio(model, history, device)
     if warm_up:
         studio.warm_up_in_background()
-    with gr.Blocks(title=TITLE) as app:
+    with gr.Blocks(title=TITLE, js=(Path(__file__).parent / "limits.js").read_text()) as app:
         gr.Markdown(f"# 🐦 {TITLE}\n{INTRO}")
         picked = gr.State(None)  # the history entry the History buttons act on
         with gr.Row():
@@ -434,6 +445,7 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
                             gr.Markdown(training_markdown())
             with gr.Column(scale=2):
                 seconds = gr.Slider(1, MAX_SECONDS, value=10, step=0.5, label="duration (s)", elem_id="duration")
+                gr.HTML('<div id="duration-note" role="status"></div>', padding=False)
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, label="seed (the last one used)", minimum=0, maximum=SEED_RANGE - 1, elem_id="seed")
                     locked = gr.Checkbox(label="🔒 keep this seed", value=False, elem_id="seed-lock",

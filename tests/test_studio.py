@@ -328,8 +328,11 @@ def test_a_real_browser_generates_music_in_the_text_tab(studio_url):
         assert page.locator("#device input").input_value() == "cpu"  # where the served model runs
         page.locator("#prompt textarea").fill("tender solo piano, slow tempo, calm")
         duration = page.locator("#duration input[type=number]")
+        duration.fill("400")  # past the longest piece: the page says what it does with it
+        assert page.locator("#duration-note").inner_text() == "400 s is longer than the longest piece: it is set to 300 s"
         duration.fill("2")
         duration.press("Enter")
+        assert page.locator("#duration-note").inner_text() == ""
         started = time.perf_counter()
         page.locator("#generate").click()
         page.get_by_text("done ·").wait_for(timeout=60_000)
