@@ -41,3 +41,4 @@ if [ -z "${PYTHON:-}" ] && { [ "$managed" = "True" ] || ! "$python" -m pip --ver
   echo "install.sh: the Python packages go into .venv/; activate it before running: source .venv/bin/activate" >&2
 fi
 "$python" -m pip install -q -r requirements.txt
+"$python" -m pip install -q --no-deps basic-pitch==0.4.0  # its TensorFlow dependency is not needed: the ONNX model runs on onnxruntime

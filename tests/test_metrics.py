@@ -85,3 +85,18 @@ def test_tone_frequencies_span_80_to_1000_hz_and_stay_off_the_50_hz_grid():
     freqs = tone_frequencies()
     assert len(freqs) == 24 and freqs.min() >= 80 and freqs.max() <= 1000
     assert (np.abs(freqs - 50 * np.round(freqs / 50)) >= 5).all()
+
+
+def test_the_outside_transcriber_hears_the_notes_of_a_tune_and_scores_them_against_a_score():
+    """basic-pitch (an ear nobody here trained) finds a plain tune's notes; note F1 is 1 against
+    itself, falls when the pitches are wrong, and is 0 for nothing heard."""
+    from engine.evaluate.transcribe import note_f1, transcribe
+    from engine.evaluate.tones import tone
+
+    pitches = [60, 64, 67, 72, 67, 64]
+    audio = np.concatenate([np.concatenate([tone(440 * 2 ** ((p - 69) / 12), partials=6, seconds=0.45), np.zeros(1200)]) for p in pitches])
+    score = np.array([(i * 0.5, i * 0.5 + 0.45, p) for i, p in enumerate(pitches)], dtype=np.float64)
+    heard = transcribe(audio.astype(np.float32))
+    assert note_f1(score, heard) >= 0.7  # every note, and a few ghosts on the upper partials
+    assert note_f1(score, heard[np.isin(heard[:, 2], pitches)]) == 1.0
+    assert note_f1(score, score) == 1.0 and note_f1(score, score + [0, 0, 1]) == 0.0 and note_f1(score, np.zeros((0, 3))) == 0.0

@@ -16,12 +16,14 @@ from ..nn.codec import HOP, load_codec
 from ..nn.lm import COARSE_LEVELS
 from .common import mean_rows, opus_roundtrip, signal_metrics, through_codec
 from .metrics import comb_share
+from .transcribe import note_f1, score_notes, transcribe
 
 
 def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, opus_kbps: tuple[float, ...] = ()) -> dict:
     """Codec quality on the corpus test split for 1…Q levels, code usage, the Opus baseline, speed;
-    and the encoder → decoder path without the quantizer, which tells the RVQ's losses from the
-    autoencoder's."""
+    the encoder → decoder path without the quantizer, which tells the RVQ's losses from the
+    autoencoder's; and the notes a transcriber nobody here trained finds in the original, the
+    round trip and Opus, against the score (``note_f1_vs_score``)."""
     model = load_codec(checkpoint)
     records = read_records(corpus, "test")[:clips]
     levels = model.cfg.levels
@@ -31,6 +33,7 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
     histograms = np.zeros((levels, model.cfg.codebook_size), dtype=np.int64)
     unquantized, original_comb = [], []
     notes = {"true_positive": 0, "predicted": 0, "sounding": 0}  # the note head's verdicts, from the first levels alone
+    transcribed: dict[str, list[float]] = {"original": [], "codec": [], "opus": []}
     for r in records:
         audio, _ = sf.read(str(Path(corpus) / r["audio"]), dtype="float32")
         audio = audio[: len(audio) // HOP * HOP]
@@ -41,6 +44,7 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
             for q in range(1, levels + 1):  # the notes are judged at the coarse and the full bitrate only
                 per_level[q].append(signal_metrics(audio, model.decode(codes[:, :q])[0].numpy(), pitch=q in (COARSE_LEVELS, levels)))
             unquantized.append(signal_metrics(audio, model.decode_latents(model.encoder(wav))[0].numpy()))
+            round_trip = model.decode(codes)[0].numpy()
             if model.note_head is not None:
                 heard = (model.pitch_class_logits(codes)[0] > 0).numpy()
                 sounding = pitch_class_roll(corpus, r, heard.shape[1], SAMPLE_RATE / HOP) > 0
@@ -51,6 +55,9 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
             histograms[level] += np.bincount(codes[0, level].numpy(), minlength=model.cfg.codebook_size)
         for kbps in opus_rates:
             opus[kbps].append(signal_metrics(audio, opus_roundtrip(audio, kbps)))
+        score = score_notes(Path(corpus) / r["midi"], len(audio) / SAMPLE_RATE)
+        for name, version in (("original", audio), ("codec", round_trip), ("opus", opus_roundtrip(audio, opus_rates[0]))):
+            transcribed[name].append(note_f1(score, transcribe(version)))
     probs = histograms / histograms.sum(1, keepdims=True)
     entropy = -(probs * np.log(np.where(probs > 0, probs, 1))).sum(1)
     full = mean_rows(per_level[levels])
@@ -68,6 +75,7 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
         "code_usage": [round(float((h > 0).mean()), 4) for h in histograms],
         "code_perplexity": [round(float(np.exp(e)), 1) for e in entropy],
         "speed": codec_speed(model),
+        "note_f1_vs_score": {name: round(float(np.mean(f1s)), 4) for name, f1s in transcribed.items()},
         **({"note_head_f1": round(2 * notes["true_positive"] / max(1, notes["predicted"] + notes["sounding"]), 4)}
            if model.note_head is not None else {}),
     }
@@ -80,7 +88,8 @@ def eval_recordings(corpus: Path | None = None, checkpoint: Path | None = None, 
                     folders: tuple[str, ...] = HELD_OUT_MUSIC) -> dict:
     """The codec and Opus at its bitrate on the middle ``EXCERPT_SECONDS`` of recorded music
     (default: 24 pieces from the Debian packages reserved for held-out evaluation): log-mel L1,
-    pitch class kept, comb share. ``corpus`` is not read."""
+    pitch class kept, comb share, and the share of the notes basic-pitch hears in the original
+    that it hears again in the round trip (``notes_kept_f1``). ``corpus`` is not read."""
     model = load_codec(checkpoint)
     kbps = model.cfg.bits_per_second / 1000
     rows, opus, original_comb = [], [], []
@@ -90,8 +99,10 @@ def eval_recordings(corpus: Path | None = None, checkpoint: Path | None = None, 
         start = max(0, len(audio) // 2 - int(EXCERPT_SECONDS * SAMPLE_RATE) // 2)
         excerpt = audio[start:start + int(EXCERPT_SECONDS * SAMPLE_RATE)]
         excerpt = excerpt[: len(excerpt) // HOP * HOP]
-        rows.append(signal_metrics(excerpt, through_codec(model, excerpt)))
-        opus.append(signal_metrics(excerpt, opus_roundtrip(excerpt, kbps)))
+        ours, theirs = through_codec(model, excerpt), opus_roundtrip(excerpt, kbps)
+        heard = transcribe(excerpt)  # no score here: the notes a transcriber hears in the original are the reference
+        rows.append({**signal_metrics(excerpt, ours), "notes_kept_f1": note_f1(heard, transcribe(ours))})
+        opus.append({**signal_metrics(excerpt, theirs), "notes_kept_f1": note_f1(heard, transcribe(theirs))})
         original_comb.append(comb_share(excerpt))
     codec, reference = mean_rows(rows), mean_rows(opus)
     return {"clips": len(files), "excerpt_seconds": EXCERPT_SECONDS, "sources": sorted({str(p.parent) for p in files}), "codec": codec,
