@@ -58,3 +58,19 @@ def note_f1(reference: np.ndarray, estimate: np.ndarray) -> float:
     _, _, f1, _ = mir_eval.transcription.precision_recall_f1_overlap(reference[:, :2], hz(reference), estimate[:, :2], hz(estimate),
                                                                      onset_tolerance=ONSET_TOLERANCE_S, offset_ratio=None)
     return float(f1)
+
+
+def pitch_class_frames(notes: np.ndarray, frames: int, rate: float) -> np.ndarray:
+    """(12, frames) bool: which pitch classes the transcribed ``notes`` sound in each frame."""
+    roll = np.zeros((12, frames), dtype=bool)
+    for onset, offset, pitch in notes:
+        roll[int(pitch) % 12, max(0, int(round(onset * rate))):max(0, int(round(offset * rate)))] = True
+    return roll
+
+
+def melody_heard(melody: np.ndarray, roll: np.ndarray, unvoiced: int) -> float:
+    """Share of a melody's voiced frames (pitch-class tokens) whose pitch class the transcriber
+    hears sounding in the other audio at that moment, in any octave."""
+    frames = min(len(melody), roll.shape[1])
+    voiced = np.flatnonzero(melody[:frames] != unvoiced)
+    return float(roll[melody[voiced], voiced].mean()) if voiced.size else 0.0
