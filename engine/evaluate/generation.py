@@ -16,7 +16,8 @@ from ..generate.settings import GenerationSettings
 from ..nn.lm import COARSE_LEVELS, windowed
 from ..prompts import stated_bpm
 from .common import mean_rows, through_codec
-from .metrics import TEMPO_TOLERANCE, descriptors, estimated_bpm, frechet_distance, tempo_error
+from .metrics import TEMPO_TOLERANCE, comb_share, descriptors, estimated_bpm, frechet_distance, tempo_error
+from .transcribe import transcribe
 
 EVALUATION_CAPTIONS = 30  # eval generation's test captions
 
@@ -104,6 +105,8 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
     mcc = {k: [] for k in kinds}  # per kind: (round, score) pairs
     tempo = {k: [] for k in kinds}  # per kind: (round, relative error) pairs
     embeddings = {k: {"mulan": [], "handcrafted": []} for k in kinds[:2]}
+    # how clear the notes are, by ears nobody here trained: basic-pitch's notes per second, and the energy on the 50 Hz comb
+    clarity = {k: {"notes_per_second": [], "comb_share": []} for k in ("generated", "reference", "reference_through_codec")}
     rtf = []
     for i, record in enumerate(chosen):
         longer, _ = sf.read(str(Path(corpus) / record["audio"]), dtype="float32", frames=int((seconds + 1) * SAMPLE_RATE))
@@ -131,6 +134,9 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
                 embeddings[kind]["mulan"].append(emb)
                 embeddings[kind]["handcrafted"].append(window_descriptor(frames))
             mcc[kind].append((round_, float(text @ emb)))
+            if kind in clarity:
+                clarity[kind]["notes_per_second"].append(len(transcribe(audio)) / seconds)
+                clarity[kind]["comb_share"].append(comb_share(audio))
             if bpm:
                 tempo[kind].append((round_, tempo_error(estimated_bpm(audio), bpm)))
 
@@ -157,6 +163,7 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
                   **{f"{k}_median_error": round(float(np.median([e for _, e in v])), 4) if v else None for k, v in tempo.items()},
                   "per_seed_within_8pct": {k: [mean(tempo[k], lambda r: r == n, within) for n in rounds] if tempo[k] else None
                                            for k in drawn}},
+        "notes": {kind: {k: round(float(np.mean(v)), 4) for k, v in rows.items()} for kind, rows in clarity.items()},
         "contrast": _contrast(model, seconds, seeds),
         "fine_stage_log_mel_l1": _fine_stage_fidelity(model, corpus, records[:10], seconds),
         "frechet": frechet,
