@@ -152,7 +152,7 @@ def load_trained(name: str, path: Path | str | None, build: Callable[[dict], nn.
         command = next((m.train_command for m in MODELS if m.name == name), f"python -m engine train {name}")
         raise FileNotFoundError(f"no {name} checkpoint at {path}; train one with: {command}")
     model = build(config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)  # take the loaded tensors: no second copy
     if unexpected or any(not k.endswith(TRAINING_ONLY_BUFFERS) for k in missing):
         raise ValueError(f"{path} does not match the {name} config (missing {missing}, unexpected {unexpected})")
     return model.to(device).eval()

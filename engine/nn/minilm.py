@@ -56,7 +56,7 @@ class MiniLM(nn.Module):
                 state[dst + f"linear1.{kind}"] = weights[src + f"intermediate.dense.{kind}"]
                 state[dst + f"linear2.{kind}"] = weights[src + f"output.dense.{kind}"]
                 state[dst + f"norm2.{kind}"] = weights[src + f"output.LayerNorm.{kind}"]
-        self.load_state_dict(state)
+        self.load_state_dict(state, assign=True)  # take the loaded tensors: no second copy
         return self
 
 
