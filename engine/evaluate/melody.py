@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..audio import SAMPLE_RATE, load_audio
 from ..data.build import read_records
@@ -40,6 +41,19 @@ def _notes_hum(record: dict, seconds: float, seed: int) -> np.ndarray:
 
 
 
+def _pitch_classes_by_link(model: MusicLM, made: dict, frames: int) -> dict[str, np.ndarray]:
+    """The pitch class each link of a generated piece carries per 25 Hz frame: its S (the
+    semantic tokens' harmony read-out) and, where the codec reads notes from its first levels, its
+    coarse tokens (the strongest pitch class of the note head, every other 50 Hz frame)."""
+    s = made["S"][0, 0, -frames:]
+    out = {"semantic": model.semantic.pitch_classes(s.cpu()).numpy()}
+    if model.codec.note_head is not None:
+        a = made["A"][:, :, -2 * frames:]
+        with torch.inference_mode():
+            out["coarse"] = model.codec.pitch_class_logits(a.cpu())[0, :, ::2].argmax(0).numpy()
+    return out
+
+
 def eval_melody(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0) -> dict:
     """Issue 6 (paper §5.3): hum → music on held-out test melodies, as the corpus renditions on
     patches never used in training and as synthetic hums. For each hum: generate with the clip's
@@ -56,9 +70,9 @@ def eval_melody(corpus: Path, checkpoint: Path | None = None, clips: int | None 
     dominant = TrackerConfig(voicing=0.0)  # the output's dominant pitch on every audible frame
     length = int(seconds * FRAME_RATE)
     result = {}
-    text_only, reference, coded = {}, {}, {}
+    text_only, reference, coded, reference_links = {}, {}, {}, {}
     for kind in ("rendition", "synthetic"):
-        hums, outputs, heard = [], [], []
+        hums, outputs, heard, links = [], [], [], []
         for seed, record in enumerate(records):
             if kind == "rendition":
                 audio = _lead_window(Path(corpus) / record["rendition"]["audio"], record, seconds)
@@ -66,7 +80,9 @@ def eval_melody(corpus: Path, checkpoint: Path | None = None, clips: int | None 
                 audio = _notes_hum(record, seconds, seed)
             hum = melody_tokens(audio)
             settings = GenerationSettings(seconds=seconds, seed=seed)
-            generated, _ = model.generate(record["caption"], settings, melody=hum)
+            made: dict = {}
+            generated, _ = model.generate(record["caption"], settings, melody=hum, tokens_out=made)
+            links.append(_pitch_classes_by_link(model, made, length))
             hums.append(hum[:length])
             outputs.append(tokens(track(generated, cfg=dominant)))
             heard.append(pitch_class_frames(transcribe(generated), length, FRAME_RATE))
@@ -75,6 +91,9 @@ def eval_melody(corpus: Path, checkpoint: Path | None = None, clips: int | None 
                 text_only[seed] = tokens(track(plain, cfg=dominant))
                 render = _lead_window(Path(corpus) / record["audio"], record, seconds)
                 reference[seed] = tokens(track(render, cfg=dominant))
+                with torch.inference_mode():
+                    rendered_tokens = {"S": model.semantic.tokenize(render)[None, None], "A": model.codec.encode(torch.from_numpy(render)[None])}
+                reference_links[seed] = _pitch_classes_by_link(model, rendered_tokens, length)
                 coded[seed] = tokens(track(through_codec(model.codec, render), cfg=dominant))
         own = [melody_chroma_cosine(h, o) for h, o in zip(hums, outputs)]
         shuffled = [melody_chroma_cosine(hums[(i + 1) % len(hums)], o) for i, o in enumerate(outputs)]
@@ -82,6 +101,12 @@ def eval_melody(corpus: Path, checkpoint: Path | None = None, clips: int | None 
         rendered = [melody_chroma_cosine(h, reference[i]) for i, h in enumerate(hums)]
         rendered_coded = [melody_chroma_cosine(h, coded[i]) for i, h in enumerate(hums)]
         transcribed = [melody_heard(h, r, UNVOICED) for h, r in zip(hums, heard)]
+        by_link = {link: {"own": round(float(np.mean([melody_chroma_cosine(h, c[link]) for h, c in zip(hums, links)])), 4),
+                          "reference_render": round(float(np.mean([melody_chroma_cosine(h, reference_links[i][link])
+                                                                   for i, h in enumerate(hums)])), 4),
+                          "shuffled": round(float(np.mean([melody_chroma_cosine(hums[(i + 1) % len(hums)], c[link])
+                                                           for i, c in enumerate(links)])), 4)}
+                   for link in links[0]}
         transcribed_shuffled = [melody_heard(hums[(i + 1) % len(hums)], r, UNVOICED) for i, r in enumerate(heard)]
         result[kind] = {"chroma_cosine": round(float(np.mean(own)), 4), "shuffled": round(float(np.mean(shuffled)), 4),
                         "text_only": round(float(np.mean(plain)), 4), "reference_render": round(float(np.mean(rendered)), 4),
@@ -90,7 +115,9 @@ def eval_melody(corpus: Path, checkpoint: Path | None = None, clips: int | None 
                         "per_clip": [round(x, 3) for x in own],
                         # an ear nobody here trained: the hum's pitch class among the notes basic-pitch hears in the output
                         "transcribed_hum_heard": round(float(np.mean(transcribed)), 4),
-                        "transcribed_shuffled": round(float(np.mean(transcribed_shuffled)), 4)}
+                        "transcribed_shuffled": round(float(np.mean(transcribed_shuffled)), 4),
+                        # where along hum → S → coarse tokens → audio the tune is lost
+                        "links": {**by_link, "audio": {"own": round(float(np.mean(own)), 4), "shuffled": round(float(np.mean(shuffled)), 4)}}}
     targets = {"chroma_cosine": 0.55, "ratio_to_shuffled": 2.0}
     met = all(result[k][m] >= v for k in result for m, v in targets.items())
     return {"clips": len(records), "seconds": seconds, **result, "targets": targets, "met": met,

@@ -257,6 +257,14 @@ class SemanticModel(nn.Module):
             raise ValueError("a flat semantic codebook holds no rhythm read-out; train one with --codebook joint")
         return self.codebook.onset_per_token()[tokens]
 
+    def pitch_classes(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(..., T) token ids → (..., T) the pitch class (0–11) each token's harmony read-out
+        stands for: the notes S carries, read with no audio decoded (joint codebook only)."""
+        if not self.reads_rhythm:
+            raise ValueError("a flat semantic codebook holds no harmony read-out; train one with --codebook joint")
+        dim = self.codebook.mean.numel()
+        return self.codebook.centroids[:, dim:dim + 12].argmax(1)[tokens]
+
     def token_vectors(self) -> torch.Tensor:
         """(vocab, D): a point per token, so that distances between tokens mean something."""
         return self.codebook.centroids if self.cfg.codebook == "joint" else self.centroids
