@@ -194,3 +194,17 @@ def test_a_codebook_for_another_model_is_refused(smoke_corpus):
     proc = subprocess.run([sys.executable, "-m", "engine", "train", "stage1", "--corpus", str(corpus), "--codebook", "joint"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "--codebook applies to semantic only" in proc.stderr + proc.stdout
+
+
+def test_semantic_tokens_say_which_note_sounds_with_no_audio_decoded():
+    """pitch_classes: the joint codebook's harmony read-out of each token (how eval melody follows a
+    hum into S). Steady harmonic tones on the shipped model read as their own pitch class."""
+    from engine.evaluate.tones import tone
+    from engine.nn.semantic import load_semantic
+
+    model = load_semantic()
+    right = 0
+    for midi in range(60, 72):
+        read = model.pitch_classes(model.tokenize(tone(440.0 * 2 ** ((midi - 69) / 12), partials=6, seconds=3.0))).numpy()
+        right += np.mean(read[5:-5] == midi % 12) > 0.5
+    assert right >= 8  # of 12
