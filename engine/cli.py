@@ -28,6 +28,7 @@ from .generate.requests import ContinueRequest, HumRequest, InpaintRequest, Stor
 from .generate.settings import GenerationSettings, available_devices
 from .nn.codec import HOP, load_codec
 from .train import TRAINERS
+from .train.pipeline import CHAINS, run_chain
 from .train.tokens import MELODY_SOURCES, build_melody_cache, build_token_cache
 
 
@@ -305,6 +306,13 @@ def _bench(args: argparse.Namespace) -> dict:
         raise UsageError(str(exc)) from None
 
 
+def _retrain(args: argparse.Namespace) -> dict:
+    try:
+        return run_chain(args.chain, Path(args.corpus), Path(args.runs) if args.runs else None, log=lambda line: print(line, file=sys.stderr))
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _models(args: argparse.Namespace) -> dict:
     return {"models": model_status()}
 
@@ -428,6 +436,12 @@ def parser() -> argparse.ArgumentParser:
     bn.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="generate: where to run (all: CUDA is added when present)")
     bn.add_argument("--json", action="store_true")
     bn.set_defaults(run=_bench)
+
+    rt_chain = sub.add_parser("retrain", help="run every step a change needs, in order, each resumable (engine/train/pipeline.py)")
+    rt_chain.add_argument("chain", choices=tuple(CHAINS), help="acoustic: the pitch-true codec, its tokens, stages 2 and 3, their judges")
+    rt_chain.add_argument("--corpus", default="corpus")
+    rt_chain.add_argument("--runs", help="where the runs, logs and step times go (default runs/<chain>)")
+    rt_chain.set_defaults(run=_retrain)
 
     models = sub.add_parser("models", help="which checkpoints are present and how to train the rest")
     models.set_defaults(run=_models)

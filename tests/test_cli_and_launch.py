@@ -203,3 +203,18 @@ def test_the_studio_without_checkpoints_names_every_missing_model(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "7 of 7 parts are missing" in proc.stdout and proc.stdout.count("❌ missing") == 7
     assert "python -m engine train stage3 --preset cpu-small" in proc.stdout
+
+
+def test_a_retrain_chain_runs_its_steps_in_order_skips_finished_ones_and_stops_at_a_failure(tmp_path, monkeypatch):
+    from engine.train import pipeline
+
+    chain = (pipeline.Step("list", ("models",), "models.json"), pipeline.Step("broken", ("eval", "codec", "--corpus", "{corpus}")))
+    monkeypatch.setitem(pipeline.CHAINS, "tiny", chain)
+    with pytest.raises(RuntimeError, match="broken failed"):
+        pipeline.run_chain("tiny", tmp_path / "no corpus", tmp_path / "runs", log=lambda line: None)
+    assert json.loads((tmp_path / "runs" / "models.json").read_text())["models"]
+    assert (tmp_path / "runs" / "list.done.json").exists() and not (tmp_path / "runs" / "broken.done.json").exists()
+    seen = []
+    monkeypatch.setitem(pipeline.CHAINS, "tiny", chain[:1])
+    result = pipeline.run_chain("tiny", tmp_path, tmp_path / "runs", log=seen.append)
+    assert seen == [f"list: done before ({result['wall_s']['list']:.0f} s)"] and result["total_s"] == result["wall_s"]["list"]

@@ -1,0 +1,69 @@
+"""Retraining chains: one command runs every step a change needs, in order, each resumable.
+
+``python -m engine retrain acoustic --corpus corpus`` rebuilds what the pitch-true codec changes:
+the codec (with its note head, the fine STFT term and recorded music), the token caches of its
+tokens, stages 2 and 3 on them, and the judges of the result. Each step is a command of this CLI
+run in a process of its own with its log in ``runs/<chain>/``; a step that finished is skipped
+when the chain runs again (its marker holds the wall time it took), and the training steps
+resume from their run folders, so an interrupted chain picks up where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..files import atomic_write
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    args: tuple[str, ...]  # after ``python -m engine``; {corpus} and {runs} are filled in
+    output: str = ""  # a step that prints JSON keeps it here (an evaluation)
+
+
+CHAINS = {
+    "acoustic": (
+        Step("corpus", ("data", "build", "--out", "{corpus}", "--hours", "11.2", "--seed", "1", "--quiet")),
+        Step("codec", ("train", "codec", "--preset", "cpu-small", "--corpus", "{corpus}", "--run-dir", "{runs}/codec", "--pitch-weight", "4",
+                       "--note-weight", "4", "--recorded-share", "0.3", "--steps", "14000", "--quiet")),
+        Step("tokens", ("tokenize", "--corpus", "{corpus}", "--only", "tokens", "--codec", "{runs}/codec", "--quiet")),
+        Step("melody", ("tokenize", "--corpus", "{corpus}", "--only", "melody", "--melody-source", "score", "--quiet")),
+        Step("stage2", ("train", "stage2", "--preset", "cpu-small", "--corpus", "{corpus}", "--init", "assets/checkpoints/stage2.safetensors",
+                        "--run-dir", "{runs}/stage2", "--steps", "1500", "--warmup", "100", "--quiet")),
+        Step("stage3", ("train", "stage3", "--preset", "cpu-small", "--corpus", "{corpus}", "--init", "assets/checkpoints/stage3.safetensors",
+                        "--run-dir", "{runs}/stage3", "--steps", "800", "--warmup", "50", "--quiet")),
+        Step("eval-codec", ("eval", "codec", "--corpus", "{corpus}", "--checkpoint", "{runs}/codec", "--clips", "40", "--json"), "codec.json"),
+        Step("eval-tones", ("eval", "tones", "--checkpoint", "{runs}/codec", "--json"), "tones.json"),
+        Step("eval-recordings", ("eval", "recordings", "--checkpoint", "{runs}/codec", "--clips", "12", "--json"), "recordings.json"),
+    ),
+}
+
+
+def run_chain(name: str, corpus: Path, runs: Path | None = None, log=print) -> dict:
+    """Run chain ``name`` step by step; returns each step's wall time (from this or an earlier run)."""
+    runs = Path(runs or Path("runs") / name)
+    runs.mkdir(parents=True, exist_ok=True)
+    times = {}
+    for step in CHAINS[name]:
+        marker = runs / f"{step.name}.done.json"
+        if marker.exists():
+            times[step.name] = json.loads(marker.read_text())["wall_s"]
+            log(f"{step.name}: done before ({times[step.name]:.0f} s)")
+            continue
+        args = [a.format(corpus=corpus, runs=runs) for a in step.args]
+        log(f"{step.name}: python -m engine {' '.join(args)}")
+        t0 = time.perf_counter()
+        with open(runs / f"{step.name}.log", "w") as out:
+            proc = subprocess.run([sys.executable, "-m", "engine", *args], stdout=subprocess.PIPE if step.output else out, stderr=out, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"{step.name} failed (exit {proc.returncode}); see {runs / (step.name + '.log')}")
+        if step.output:
+            atomic_write(runs / step.output, lambda tmp: tmp.write_text(proc.stdout))
+        times[step.name] = round(time.perf_counter() - t0, 1)
+        atomic_write(marker, lambda tmp: tmp.write_text(json.dumps({"wall_s": times[step.name], "command": args})))
+    return {"chain": name, "runs": str(runs), "wall_s": times, "total_s": round(sum(times.values()), 1)}
