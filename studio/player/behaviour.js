@@ -2,7 +2,7 @@
 // stream starts LEAD s after it arrives; a chunk that arrives after the previous one has finished
 // is a stall (recorded, then played LEAD s later). A new stream id silences the old stream.
 // window.__hbPlayer holds the figures studio/first_sound.py reads: when the last click happened,
-// when the first chunk began to sound, and every stall, all on the page's performance.now() clock.
+// when the Web Audio clock passed the first chunk's start (playback advancing), and every stall, all on the page's performance.now() clock.
 const LEAD = 0.05;
 let context = null, stream = null, nextTime = 0, lastPlayed = 0, sources = [];
 const audio = () => {
@@ -44,8 +44,13 @@ watch('value', () => {
     const now = ctx.currentTime;
     if (nextTime === 0) {
       nextTime = now + LEAD;
-      const wait = LEAD * 1000;
-      setTimeout(() => { window.__hbPlayer.firstSoundAt = performance.now(); }, wait);
+      const start = nextTime, mine = stream;
+      const watchStart = () => {  // the moment the clock is past the first chunk's start: playback advancing
+        if (stream !== mine) return;
+        if (ctx.currentTime > start) window.__hbPlayer.firstSoundAt = performance.now();
+        else setTimeout(watchStart, 5);
+      };
+      watchStart();
     } else if (nextTime < now) {
       window.__hbPlayer.stalls.push(now - nextTime + LEAD);
       nextTime = now + LEAD;
