@@ -120,6 +120,7 @@ class Studio:
         self._lock = threading.Lock()
         self._generating = 0  # streams in flight: the device may not change under them
         self._stop = threading.Event()  # Stop: the streams in flight end at their next chunk and keep what they made
+        self._tracked: dict[str, np.ndarray] = {}  # the last hum file's melody tokens, tracked when it arrived
 
     def model(self) -> MusicLM:
         with self._lock:
@@ -225,16 +226,18 @@ class Studio:
         if not path:
             return None, ""
         try:
-            pitch, _ = analyse_hum(load_audio(path))
+            pitch, melody = analyse_hum(load_audio(path))
         except AudioError as exc:
             raise refuse(str(exc)) from None
+        self._tracked = {path: melody}  # the click that follows need not track it again
         notes = notes_heard(pitch)
         return pitch_figure(pitch.times, pitch.midi), f"**{len(notes)} notes:** " + " ".join(notes[:64]) + (" …" if len(notes) > 64 else "")
 
     def hum_to_music(self, hum, style, seconds, seed, locked, *sampling):
         if not hum:
             raise refuse("upload or record a hum or whistle first")
-        yield from self._play(lambda: HumRequest(load_audio(hum), style, settings_from_controls(seconds, seed, locked, *sampling)))
+        yield from self._play(lambda: HumRequest(load_audio(hum), style, settings_from_controls(seconds, seed, locked, *sampling),
+                                                 melody=self._tracked.get(hum)))
 
     def _clip(self, clip, use_last: bool, verb: str) -> np.ndarray:
         """The Continue tab's clip: an upload, a recording or the last output."""
