@@ -118,6 +118,8 @@ class MusicLM:
         """Load the text encoder and run every stage once, so a user's first click does not pay
         for lazy initialisation."""
         self.generate("warm-up, 120 bpm", GenerationSettings(seconds=0.5))  # a tempo: the drafts run too
+        clip = (0.3 * np.sin(2 * np.pi * 220 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32)
+        collect(self.continuation(clip, None, GenerationSettings(seconds=0.5)), GenerationSettings(seconds=0.5))  # a clip's analysis too
         return self
 
     def read_tempo(self, prompt: str) -> StatedTempo | None:
