@@ -428,3 +428,23 @@ def test_stress_script_small_run_all_answered_and_still_serving():
     result = run(users=3, seconds=1.0, sequential=2)
     assert result["concurrent"]["ok"] + result["concurrent"]["busy"] == 3 and not result["concurrent"]["failures"]
     assert result["sequential"]["failures"] == 0 and result["still_serving"]
+
+
+def test_the_live_player_gets_every_chunk_once_even_when_updates_merge():
+    """PlayerStream: each update repeats the last few chunks with their sequence numbers, so a page
+    that renders two updates as one still plays every chunk, once, in order; a new piece is a new stream."""
+    import base64
+
+    from studio.player import RESENT_CHUNKS, PlayerStream
+
+    stream = PlayerStream(24_000)
+    pieces = [np.full(100, i, np.int16) for i in range(1, 8)]
+    updates = [stream.chunk(p) for p in pieces]
+    played, last = [], 0
+    for update in updates[1::2] + [stream.end(0.03, stopped=False)]:  # every other update lost: merged with the next
+        for sequence, data in update["chunks"]:
+            if sequence > last:
+                played.append(np.frombuffer(base64.b64decode(data), "<i2")[0])
+                last = sequence
+    assert played == list(range(1, 8)) and len(updates[-1]["chunks"]) == RESENT_CHUNKS
+    assert PlayerStream(24_000).chunk(pieces[0])["stream"] != stream.id
