@@ -34,7 +34,7 @@ CHAINS = {
         Step("tokens", ("tokenize", "--corpus", "{corpus}", "--only", "tokens", "--codec", "{runs}/codec", "--quiet")),
         Step("melody", ("tokenize", "--corpus", "{corpus}", "--only", "melody", "--melody-source", "score", "--quiet")),
         Step("stage2", ("train", "stage2", "--preset", "cpu-small", "--corpus", "{corpus}", "--init", "assets/checkpoints/stage2.safetensors",
-                        "--run-dir", "{runs}/stage2", "--steps", "1500", "--warmup", "100", "--quiet")),
+                        "--run-dir", "{runs}/stage2", "--steps", "1100", "--warmup", "100", "--quiet")),
         Step("stage3", ("train", "stage3", "--preset", "cpu-small", "--corpus", "{corpus}", "--init", "assets/checkpoints/stage3.safetensors",
                         "--run-dir", "{runs}/stage3", "--steps", "800", "--warmup", "50", "--quiet")),
         Step("eval-codec", ("eval", "codec", "--corpus", "{corpus}", "--checkpoint", "{runs}/codec", "--clips", "40", "--json"), "codec.json"),
