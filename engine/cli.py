@@ -79,7 +79,6 @@ def _data(args: argparse.Namespace) -> dict:
 
 CODEC_FROM_SCRATCH = {  # train codec options that shape what the tokens carry, so they need a codec trained from scratch
     "note_weight": "the first levels must learn the notes",
-    "pitch_weight": "the notes must be kept by the encoder",
     "recorded_share": "the encoder must learn from the recordings",
     "recorded": "the encoder must learn from the recordings",
 }
@@ -98,6 +97,10 @@ def _train(args: argparse.Namespace) -> dict:
         if args.stage != "codec" or not args.init:
             raise UsageError("--descriptor-weight applies to a codec fine-tune only (train codec --init CHECKPOINT)")
         overrides["descriptor_weight"] = args.descriptor_weight
+    if args.pitch_weight is not None:
+        if args.stage != "codec":
+            raise UsageError("--pitch-weight applies to the codec only")
+        overrides["pitch_weight"] = args.pitch_weight
     for option, why in CODEC_FROM_SCRATCH.items():
         if getattr(args, option) is not None:
             if args.stage != "codec" or args.init:
@@ -348,7 +351,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--descriptor-weight", type=_positive_float,
                    help="codec fine-tune: scale of the chroma and MFCC-spread terms beside the reconstruction loss (default 1)")
     t.add_argument("--pitch-weight", type=_positive_float,
-                   help="codec from scratch: weight of a 4096-point log-STFT term that keeps the notes (default 0: off)")
+                   help="codec: weight of a 4096-point log-STFT term that keeps the notes (default 0: off; in a decoder fine-tune, it keeps them there)")
     t.add_argument("--note-weight", type=_positive_float,
                    help="codec from scratch: weight of a head that reads the notes (the score's pitch classes) from the first two RVQ levels (default 0: off)")
     t.add_argument("--recorded-share", type=_fraction,

@@ -371,3 +371,12 @@ def test_eval_recordings_judges_the_codec_on_music_from_elsewhere(tmp_path):
     empty = subprocess.run([sys.executable, "-m", "engine", "eval", "recordings", "--audio", str(tmp_path / "nothing")],
                            cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert empty.returncode == 2 and "no recordings in" in empty.stderr
+
+
+def test_a_decoder_fine_tune_can_keep_the_fine_stft_term_of_a_pitch_true_codec(codec):
+    from engine.train.codec import codec_decoder_loss
+
+    wav = torch.randn(2, 24_000) * 0.1
+    plain, logs = codec_decoder_loss(codec, wav)
+    kept, kept_logs = codec_decoder_loss(codec, wav, pitch_weight=2.0)
+    assert "pitch" not in logs and float(kept) == pytest.approx(float(plain) + 2.0 * float(kept_logs["pitch"]), rel=1e-5)

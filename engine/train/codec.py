@@ -62,7 +62,7 @@ CHROMA_WEIGHT = 2.0  # decoder fine-tune: weight of the pitch-class term beside 
 MFCC_SPREAD_WEIGHT = 1.0  # … and of the timbre-movement term (per-coefficient MFCC spread over the crop)
 
 
-def codec_decoder_loss(model: nn.Module, wav: torch.Tensor, descriptor_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+def codec_decoder_loss(model: nn.Module, wav: torch.Tensor, descriptor_weight: float = 1.0, pitch_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
     """Fine-tuning a trained codec: its tokens stay exactly as they are (every token cache and
     stage LM was built on them), so only the decoder learns, from the full-bitrate codes.
 
@@ -79,8 +79,12 @@ def codec_decoder_loss(model: nn.Module, wav: torch.Tensor, descriptor_weight: f
     chroma = (frames[:, CHANNELS["chroma"]] - target[:, CHANNELS["chroma"]]).abs().mean()
     spread = (frames[:, CHANNELS["mfcc"]].std(-1) - target[:, CHANNELS["mfcc"]].std(-1)).abs().mean()
     loss = loss + descriptor_weight * (CHROMA_WEIGHT * chroma + MFCC_SPREAD_WEIGHT * spread)
-    return loss, {"loss": loss.detach(), "mel": mel.detach(), "stft": stft.detach(), "chroma": chroma.detach(),
-                  "mfcc_spread": spread.detach()}
+    logs = {"mel": mel.detach(), "stft": stft.detach(), "chroma": chroma.detach(), "mfcc_spread": spread.detach()}
+    if pitch_weight:
+        pitch = stft_distance(wav, recon, PITCH_RESOLUTIONS)
+        loss = loss + pitch_weight * pitch
+        logs["pitch"] = pitch.detach()
+    return loss, {"loss": loss.detach(), **logs}
 
 
 class CorpusAudio:
@@ -139,6 +143,6 @@ def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Reci
     recorded = training_excerpts(tuple(cfg.recorded)) if cfg.recorded_share else []
     batches = CorpusAudio(corpus, notes=cfg.note_weight > 0, recorded=recorded,
                           recorded_share=cfg.recorded_share).crops(cfg.batch_size, samples, seed=cfg.seed * 1000 + rank)
-    loss = (partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight) if cfg.init
+    loss = (partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight, pitch_weight=cfg.pitch_weight) if cfg.init
             else partial(codec_loss, pitch_weight=cfg.pitch_weight, note_weight=cfg.note_weight))
     return Recipe(model, batches, loss)
