@@ -105,20 +105,21 @@ def test_launch_rejects_bad_flags():
     assert proc.returncode == 2 and "user:password" in proc.stderr
 
 
-def test_model_table_rows_keep_four_cells_and_only_offer_real_trainers():
+def test_model_table_rows_keep_their_cells_and_only_offer_real_trainers():
     import re
 
-    from studio.app import status_markdown
+    from engine.train import TRAINERS
+    from studio.app import status_markdown, training_markdown
 
     rows = [line for line in status_markdown().splitlines() if line.startswith("| **")]
     assert len(rows) == 7
     for row in rows:
-        assert len(re.split(r"(?<!\\)\|", row)) == 6, row  # 4 cells between 5 unescaped bars
-    from engine.train import TRAINERS
-
-    for row in rows:
-        name = row.split("**")[1]
-        assert ("python -m engine train" in row) == (name in TRAINERS), row
+        assert len(re.split(r"(?<!\\)\|", row)) == 5, row  # 3 cells between 4 unescaped bars
+        assert "p(" not in row and "RVQ" not in row  # plain words for users
+    lines = [line for line in training_markdown().splitlines() if line.startswith("- **")]
+    assert len(lines) == 7
+    for line in lines:
+        assert ("python -m engine train" in line) == (line.split("**")[1] in TRAINERS), line
 
 
 @pytest.mark.slow
