@@ -379,7 +379,7 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
     studio = Studio(model, history, device)
     if warm_up:
         studio.warm_up_in_background()
-    with gr.Blocks(title=TITLE, js=(Path(__file__).parent / "limits.js").read_text()) as app:
+    with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"# 🐦 {TITLE}\n{INTRO}")
         picked = gr.State(None)  # the history entry the History buttons act on
         with gr.Row():
@@ -448,7 +448,8 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
                             gr.Markdown(training_markdown())
             with gr.Column(scale=2):
                 seconds = gr.Slider(1, MAX_SECONDS, value=10, step=0.5, label="duration (s)", elem_id="duration")
-                gr.HTML('<div id="duration-note" role="status"></div>', padding=False)
+                gr.HTML("", html_template='<div id="duration-note" role="status"></div>', js_on_load=(Path(__file__).parent / "limits.js").read_text(),
+                        padding=False)
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, label="seed (the last one used)", minimum=0, maximum=SEED_RANGE - 1, elem_id="seed")
                     locked = gr.Checkbox(label="🔒 keep this seed", value=False, elem_id="seed-lock",

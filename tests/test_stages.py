@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine import GenerationSettings, MusicLM, TextRequest
+from engine import ContinueRequest, GenerationSettings, MusicLM, TextRequest
 from engine.checkpoints import MODEL_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,8 +173,8 @@ def test_continuation_returns_the_clip_then_new_music(tiny_runs):
         first = chunks[0].audio
         assert len(first) == 29_760 and np.array_equal(first, clip[:29_760])  # cut to whole 40 ms token frames
         assert sum(len(c.audio) for c in chunks) == 29_760 + 24_000
-    with pytest.raises(ValueError, match="too short"):
-        next(model.continuation(clip[:5000], None, GenerationSettings(seconds=1.0)))
+    with pytest.raises(ValueError, match="give at least 1 s of music to continue"):  # the request checks, before any model runs
+        model.run(ContinueRequest(clip[:5000], None, GenerationSettings(seconds=1.0)))
 
 
 def test_inpainting_regenerates_only_the_range_and_fades_back(tiny_runs):
