@@ -209,9 +209,12 @@ def test_a_codec_fine_tune_trains_the_decoder_and_keeps_every_token(tmp_path, ti
     from_scratch = subprocess.run(common + ["--run-dir", str(tmp_path / "scratch"), "--steps", "1", "--descriptor-weight", "2"],
                                   cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert from_scratch.returncode == 2 and "codec fine-tune only" in from_scratch.stderr and "Traceback" not in from_scratch.stderr
-    pitch_in_fine_tune = subprocess.run(common + ["--run-dir", str(tmp_path / "x"), "--steps", "1", "--init", str(base_run), "--pitch-weight", "1"],
+    pitch_kept = subprocess.run(common + ["--run-dir", str(tmp_path / "x"), "--steps", "1", "--init", str(base_run), "--pitch-weight", "1"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=300)  # a pitch-true codec's fine term stays in its fine-tune
+    assert pitch_kept.returncode == 0 and json.loads((tmp_path / "x" / "state.json").read_text())["train"]["pitch_weight"] == 1.0
+    notes_in_fine_tune = subprocess.run(common + ["--run-dir", str(tmp_path / "y"), "--steps", "1", "--init", str(base_run), "--note-weight", "1"],
                                         cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert pitch_in_fine_tune.returncode == 2 and "trained from scratch" in pitch_in_fine_tune.stderr
+    assert notes_in_fine_tune.returncode == 2 and "trained from scratch" in notes_in_fine_tune.stderr
     before, after = load_codec(base_run).state_dict(), load_codec(tuned_run).state_dict()
     for name, value in before.items():
         if name.startswith(("encoder.", "quantizer.")):
