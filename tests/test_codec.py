@@ -382,4 +382,4 @@ def test_a_decoder_fine_tune_can_keep_the_fine_stft_term_of_a_pitch_true_codec(c
     wav = torch.randn(2, 24_000) * 0.1
     plain, logs = codec_decoder_loss(codec, wav)
     kept, kept_logs = codec_decoder_loss(codec, wav, pitch_weight=2.0)
-    assert "pitch" not in logs and float(kept) == pytest.approx(float(plain) + 2.0 * float(kept_logs["pitch"]), rel=1e-5)
+    assert "pitch" not in logs and float(kept.detach()) == pytest.approx(float(plain.detach()) + 2.0 * float(kept_logs["pitch"]), rel=1e-5)
