@@ -134,11 +134,12 @@ NOTE_LEVELS = 2  # with --note-weight: the levels whose sum must carry the notes
 
 
 def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Recipe:
-    model = Codec(replace(CODEC_PRESETS[preset], note_levels=NOTE_LEVELS) if cfg.note_weight else CODEC_PRESETS[preset])
-    if cfg.init:  # a fine-tune keeps the encoder and codebooks: see codec_decoder_loss
-        model.load_state_dict(load_codec(Path(cfg.init)).state_dict())
+    if cfg.init:  # a fine-tune keeps the trained codec's layout (a note head too), its encoder and codebooks: see codec_decoder_loss
+        model = load_codec(Path(cfg.init)).train()
         for module in (model.encoder, model.quantizer):
             module.requires_grad_(False)
+    else:
+        model = Codec(replace(CODEC_PRESETS[preset], note_levels=NOTE_LEVELS) if cfg.note_weight else CODEC_PRESETS[preset])
     samples = int(cfg.crop_seconds * SAMPLE_RATE) // HOP * HOP
     recorded = training_excerpts(tuple(cfg.recorded)) if cfg.recorded_share else []
     batches = CorpusAudio(corpus, notes=cfg.note_weight > 0, recorded=recorded,
