@@ -300,7 +300,7 @@ class Studio:
         settings make the same piece) and its tab opened."""
         settings = self._picked(name)["settings"]
         mode = settings.get("mode", "text")
-        values = {"tab": TAB_OF_MODE.get(mode, "text"), "seed": settings["seed"], "locked": True,
+        values = {"tab": "continue" if mode == "inpaint" else mode, "seed": settings["seed"], "locked": True,
                   "sampling": (*settings["temperatures"], settings["top_k"], settings["guidance"], settings["coarse_guidance"])}
         if mode == "story":
             values["story"] = [[s["prompt"], s["seconds"]] for s in settings["segments"]]
@@ -317,9 +317,6 @@ class Studio:
 
     def entry_path(self, name: str | None) -> str:
         return str(self.history.path(self._picked(name)))
-
-
-TAB_OF_MODE = {"text": "text", "hum": "hum", "story": "story", "continue": "continue", "inpaint": "continue"}
 
 
 def scratch_folder(kind: str) -> Path:

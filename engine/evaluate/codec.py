@@ -42,9 +42,9 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
         with torch.inference_mode():
             codes = model.encode(wav)
             for q in range(1, levels + 1):  # the notes are judged at the coarse and the full bitrate only
-                per_level[q].append(signal_metrics(audio, model.decode(codes[:, :q])[0].numpy(), pitch=q in (COARSE_LEVELS, levels)))
+                round_trip = model.decode(codes[:, :q])[0].numpy()  # the last: every level, which the transcriber judges below
+                per_level[q].append(signal_metrics(audio, round_trip, pitch=q in (COARSE_LEVELS, levels)))
             unquantized.append(signal_metrics(audio, model.decode_latents(model.encoder(wav))[0].numpy()))
-            round_trip = model.decode(codes)[0].numpy()
             if model.note_head is not None:
                 heard = (model.pitch_class_logits(codes)[0] > 0).numpy()
                 sounding = pitch_class_roll(corpus, r, heard.shape[1], SAMPLE_RATE / HOP) > 0
@@ -53,10 +53,11 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
                 notes["sounding"] += int(sounding.sum())
         for level in range(levels):
             histograms[level] += np.bincount(codes[0, level].numpy(), minlength=model.cfg.codebook_size)
-        for kbps in opus_rates:
-            opus[kbps].append(signal_metrics(audio, opus_roundtrip(audio, kbps)))
+        through_opus = {kbps: opus_roundtrip(audio, kbps) for kbps in opus_rates}
+        for kbps, version in through_opus.items():
+            opus[kbps].append(signal_metrics(audio, version))
         score = score_notes(Path(corpus) / r["midi"], len(audio) / SAMPLE_RATE)
-        for name, version in (("original", audio), ("codec", round_trip), ("opus", opus_roundtrip(audio, opus_rates[0]))):
+        for name, version in (("original", audio), ("codec", round_trip), ("opus", through_opus[opus_rates[0]])):
             transcribed[name].append(note_f1(score, transcribe(version)))
     probs = histograms / histograms.sum(1, keepdims=True)
     entropy = -(probs * np.log(np.where(probs > 0, probs, 1))).sum(1)

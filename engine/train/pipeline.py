@@ -2,10 +2,11 @@
 
 ``python -m engine retrain acoustic --corpus corpus`` rebuilds what the pitch-true codec changes:
 the codec (with its note head, the fine STFT term and recorded music), its decoder tuned for what
-MuLan reads (the tokens stay), the token caches of its tokens, stages 2 and 3 on them, and the judges of the result. Each step is a command of this CLI
-run in a process of its own with its log in ``runs/<chain>/``; a step that finished is skipped
-when the chain runs again (its marker holds the wall time it took), and the training steps
-resume from their run folders, so an interrupted chain picks up where it stopped.
+MuLan reads (the tokens stay), the token caches of its tokens, stages 2 and 3 on them, and the
+judges of the result. Each step is a command of this CLI run in a process of its own with its log
+in ``runs/<chain>/``; a step that finished is skipped when the chain runs again (its marker holds
+the wall time it took), and the training steps resume from their run folders, so an interrupted
+chain picks up where it stopped.
 """
 from __future__ import annotations
 

@@ -29,11 +29,13 @@ class PlayerStream:
     def chunk(self, pcm16: np.ndarray) -> dict:
         self.sequence += 1
         self.recent.append([self.sequence, base64.b64encode(np.ascontiguousarray(pcm16, dtype="<i2").tobytes()).decode("ascii")])
-        return {"stream": self.id, "rate": self.rate, "chunks": list(self.recent), "ended": False}
+        return self._value(ended=False)
 
     def end(self, seconds: float, stopped: bool) -> dict:
-        return {"stream": self.id, "rate": self.rate, "chunks": list(self.recent), "ended": True, "seconds": round(seconds, 2),
-                "stopped": stopped}
+        return self._value(ended=True, seconds=round(seconds, 2), stopped=stopped)
+
+    def _value(self, **state) -> dict:
+        return {"stream": self.id, "rate": self.rate, "chunks": list(self.recent), **state}
 
 
 def live_player(**kwargs) -> gr.HTML:
