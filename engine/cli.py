@@ -23,7 +23,7 @@ from .data.render import SynthUnavailable
 from .evaluate import EVALUATORS
 from .evaluate.bench import bench_cli, bench_codec, bench_generate, bench_peer, bench_stage_steps
 from .evaluate.report import run_all, write_report
-from .generate.musiclm import MusicLM
+from .generate.musiclm import ONE_SHOT_INLINE_SECONDS, MusicLM
 from .generate.requests import ContinueRequest, HumRequest, InpaintRequest, StoryRequest, TextRequest, parse_story
 from .generate.settings import GenerationSettings, available_devices
 from .nn.codec import HOP, load_codec
@@ -188,7 +188,8 @@ def _generate(args: argparse.Namespace) -> dict:
     except (ValueError, AudioError) as exc:
         raise UsageError(str(exc)) from None
     try:
-        model = MusicLM.load(device=args.device)
+        in_line = request.generated_seconds * args.candidates <= ONE_SHOT_INLINE_SECONDS
+        model = MusicLM.load(device=args.device, parallel=False if in_line else None)
     except (FileNotFoundError, ValueError) as exc:  # a missing checkpoint, or --device cuda without a GPU
         raise UsageError(str(exc)) from None
     started = _process_age_s()

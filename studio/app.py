@@ -185,13 +185,13 @@ class Studio:
                 pieces.append(chunk.audio)
                 stages = " · ".join(f"{k} {v:.1f} s" for k, v in chunk.stages.items())
                 progress = f"**{chunk.seconds_done:.1f} / {total:g} s**" + (f" · {stages}" if stages else "")
-                plots = (gr.skip(), gr.skip())
-                if chunk.seconds_done - drawn >= PLOT_EVERY_SECONDS:
-                    so_far = np.concatenate(pieces)
-                    plots = (waveform_figure(so_far, total, segments), spectrogram_figure(so_far, total, segments))
-                    drawn = chunk.seconds_done
-                yield gr.skip(), progress, *plots, gr.skip(), gr.skip(), seed, player.chunk(_pcm16(chunk.audio))
+                yield gr.skip(), progress, gr.skip(), gr.skip(), gr.skip(), gr.skip(), seed, player.chunk(_pcm16(chunk.audio))
                 seed = gr.skip()
+                if chunk.seconds_done - drawn >= PLOT_EVERY_SECONDS:  # after the chunk is on its way: plots are slow to send
+                    so_far = np.concatenate(pieces)
+                    yield (gr.skip(), gr.skip(), waveform_figure(so_far, total, segments), spectrogram_figure(so_far, total, segments),
+                           *(gr.skip(),) * 4)
+                    drawn = chunk.seconds_done
                 if self._stop.is_set():
                     stopped = True
                     break

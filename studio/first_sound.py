@@ -10,7 +10,9 @@ that arrived after the previous one had finished playing) until the piece has pl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -103,7 +105,8 @@ def measure(repeats: int = 5, seconds: float = 6.0, cases: tuple[str, ...] = tup
                 page.screenshot(path=str(screenshot), full_page=True)
             browser.close()
     finally:
-        app.close()
+        with contextlib.redirect_stdout(sys.stderr):  # gradio says it closes on stdout, where the JSON goes
+            app.close()
     return {"cases": results, "seconds": seconds, "repeats": repeats, "studio_ready_s": round(ready_s, 2),
             "measure": "click (pointerdown) to the first chunk starting on the page's Web Audio clock; stalls: chunks that "
                        "arrived after the previous one had played out", "screenshot": str(screenshot) if screenshot else None}

@@ -38,6 +38,10 @@ CONTEXT_SECONDS = 10.0  # how much of a clip to continue the stages read (no cro
 FRAME_PAIR = 2 * HOP  # samples of one 25 Hz semantic frame = two 50 Hz acoustic frames
 INPAINT_FADE = 0.25  # seconds of cross-fade from the regenerated range into the kept remainder
 STAGE_THREADS = 1  # operator threads of the caller's stage when the upstream stages run on their own processes
+# A one-shot process (the CLI) makes up to this much music in line: its upstream workers would take
+# about 2 s of both cores to start (each imports torch), which is what parallel decoding saves on
+# 30 s (10 s: 2.6 s in line, 1.3 s on warm workers; 30 s: 6.6 s and 4.5 s).
+ONE_SHOT_INLINE_SECONDS = 30.0
 STORY_HANDOVER = 0.4  # seconds of the previous segment a story's next segment starts from (a window's context is longer)
 TEMPO_DRAFT_SECONDS = 10.0  # how much of stage 1 a tempo draft covers (at most its window): the tempo estimate needs bars, not beats
 TEMPO_DRAFT_SLACK = 0.04  # a draft within 4 % of the prior's ±4 % range is within 8 % of the stated bpm, the evaluation's tolerance
