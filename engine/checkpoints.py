@@ -137,6 +137,21 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     return load_exported(path)[1] if path.suffix == ".safetensors" else load_file(str(path / "model.safetensors"))
 
 
+def model_set(root: Path | None) -> dict[str, Path]:
+    """Where each model of a set lies: in ``root`` as an exported file (``<name>.safetensors``) or
+    a training run folder named after it (a retraining chain's runs folder holds ``codec/``,
+    ``stage2/`` …), else the shipped one, so a folder names only the models that differ."""
+    if root is None:
+        return {name: CHECKPOINT_DIR / f"{name}.safetensors" for name in MODEL_NAMES}
+    root = Path(root)
+    candidates = {name: (root / f"{name}.safetensors", root / name) for name in MODEL_NAMES}
+    found = {name: next(p for p in paths if p.is_file() or (p / "state.json").exists())
+             for name, paths in candidates.items() if any(p.is_file() or (p / "state.json").exists() for p in paths)}
+    if not found:
+        raise FileNotFoundError(f"{root} holds no model: neither <name>.safetensors nor a run folder <name>/ for any of {', '.join(MODEL_NAMES)}")
+    return {name: found.get(name, CHECKPOINT_DIR / f"{name}.safetensors") for name in MODEL_NAMES}
+
+
 def load_trained(name: str, path: Path | str | None, build: Callable[[dict], nn.Module], device: str = "cpu") -> nn.Module:
     """Load a model from ``assets/checkpoints/<name>.safetensors`` (default), another exported
     file, a folder of them, or a training run folder; ``build`` makes the module from the stored config."""

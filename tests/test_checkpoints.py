@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from engine import CHECKPOINT_DIR
-from engine.checkpoints import MANIFEST, load_exported
+from engine.checkpoints import MANIFEST, load_exported, model_set
 
 
 def test_every_shipped_file_is_in_the_manifest_with_its_hash():
@@ -30,3 +30,15 @@ def test_a_changed_or_unlisted_checkpoint_is_refused(tmp_path):
     (tmp_path / MANIFEST).write_text(json.dumps(hashes))
     with pytest.raises(ValueError, match="not listed"):
         load_exported(tmp_path / "semantic.safetensors")
+
+
+def test_a_folder_names_only_the_models_that_differ(tmp_path):
+    (tmp_path / "stage2").mkdir()
+    (tmp_path / "stage2" / "state.json").write_text("{}")  # a training run folder
+    shutil.copy(CHECKPOINT_DIR / "codec.safetensors", tmp_path / "codec.safetensors")  # an exported file
+    where = model_set(tmp_path)
+    assert where["stage2"] == tmp_path / "stage2" and where["codec"] == tmp_path / "codec.safetensors"
+    assert where["stage1"] == CHECKPOINT_DIR / "stage1.safetensors"  # the rest: the shipped ones
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no model"):
+        model_set(tmp_path / "empty")

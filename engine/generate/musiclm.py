@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..audio import SAMPLE_RATE
-from ..checkpoints import CHECKPOINT_DIR, MODEL_NAMES
+from ..checkpoints import model_set
 from ..features import SEMANTIC_RATE
 from ..nn.codec import HOP, CodecStreamer, load_codec
 from ..nn.lm import COARSE_LEVELS, GenerationError, Schedule, TokenLM, load_stage, windowed
@@ -100,13 +100,11 @@ class MusicLM:
     @classmethod
     def load(cls, root: Path | None = None, device: str = "cpu", paths: dict[str, Path] | None = None,
              parallel: bool | None = None) -> "MusicLM":
-        """Every model from ``assets/checkpoints/`` (or ``root``) on ``device`` (auto, cpu, cuda);
-        ``paths`` overrides single models (a run folder or an exported file); ``parallel`` runs the
+        """Every model from ``assets/checkpoints/`` (or those ``root`` holds, ``checkpoints.model_set``)
+        on ``device`` (auto, cpu, cuda); ``paths`` overrides single models (a run folder or an exported file); ``parallel`` runs the
         upstream stages on processes of their own, started here (default: on a CPU this process
         may use two or more cores of)."""
-        root = Path(root) if root else CHECKPOINT_DIR
-        where = {name: (paths or {}).get(name, root / f"{name}.safetensors")
-                 for name in MODEL_NAMES}
+        where = {**model_set(root), **(paths or {})}
         if parallel is None:
             parallel = torch.get_num_threads() >= 2
         target = resolve_device(device)

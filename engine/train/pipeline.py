@@ -3,10 +3,12 @@
 ``python -m engine retrain acoustic --corpus corpus`` rebuilds what the pitch-true codec changes:
 the codec (with its note head, the fine STFT term and recorded music), its decoder tuned for what
 MuLan reads (the tokens stay), the token caches of its tokens, stages 2 and 3 on them, and the
-judges of the result. Each step is a command of this CLI run in a process of its own with its log
-in ``runs/<chain>/``; a step that finished is skipped when the chain runs again (its marker holds
-the wall time it took), and the training steps resume from their run folders, so an interrupted
-chain picks up where it stopped.
+judges of the result: the codec's, then the whole set's (the runs folder holds ``codec/``,
+``stage2/`` and ``stage3/``, which ``MusicLM.load`` takes in place of the shipped ones). Each
+step is a command of this CLI run in a process of its own with its log in ``runs/<chain>/``; a
+step that finished is skipped when the chain runs again (its marker holds the wall time it took),
+and the training steps resume from their run folders, so an interrupted chain picks up where it
+stopped.
 """
 from __future__ import annotations
 
@@ -30,19 +32,23 @@ class Step:
 CHAINS = {
     "acoustic": (
         Step("corpus", ("data", "build", "--out", "{corpus}", "--hours", "11.2", "--seed", "1", "--quiet")),
-        Step("codec", ("train", "codec", "--preset", "cpu-small", "--corpus", "{corpus}", "--run-dir", "{runs}/codec", "--pitch-weight", "4",
+        Step("codec", ("train", "codec", "--preset", "cpu-small", "--corpus", "{corpus}", "--run-dir", "{runs}/codec-scratch", "--pitch-weight", "4",
                        "--note-weight", "4", "--recorded-share", "0.3", "--steps", "14000", "--quiet")),
-        Step("codec-decoder", ("train", "codec", "--preset", "cpu-small", "--corpus", "{corpus}", "--init", "{runs}/codec", "--run-dir",
-                               "{runs}/codec-decoder", "--steps", "3000", "--warmup", "100", "--lr", "3e-4", "--pitch-weight", "4", "--quiet")),
-        Step("tokens", ("tokenize", "--corpus", "{corpus}", "--only", "tokens", "--codec", "{runs}/codec-decoder", "--quiet")),
+        Step("codec-decoder", ("train", "codec", "--preset", "cpu-small", "--corpus", "{corpus}", "--init", "{runs}/codec-scratch", "--run-dir",
+                               "{runs}/codec", "--steps", "3000", "--warmup", "100", "--lr", "3e-4", "--pitch-weight", "4", "--quiet")),
+        Step("tokens", ("tokenize", "--corpus", "{corpus}", "--only", "tokens", "--codec", "{runs}/codec", "--quiet")),
         Step("melody", ("tokenize", "--corpus", "{corpus}", "--only", "melody", "--melody-source", "score", "--quiet")),
         Step("stage2", ("train", "stage2", "--preset", "cpu-small", "--corpus", "{corpus}", "--init", "assets/checkpoints/stage2.safetensors",
                         "--run-dir", "{runs}/stage2", "--steps", "1600", "--warmup", "100", "--quiet")),
         Step("stage3", ("train", "stage3", "--preset", "cpu-small", "--corpus", "{corpus}", "--init", "assets/checkpoints/stage3.safetensors",
                         "--run-dir", "{runs}/stage3", "--steps", "1200", "--warmup", "50", "--quiet")),
-        Step("eval-codec", ("eval", "codec", "--corpus", "{corpus}", "--checkpoint", "{runs}/codec-decoder", "--clips", "40", "--json"), "codec.json"),
-        Step("eval-tones", ("eval", "tones", "--checkpoint", "{runs}/codec-decoder", "--json"), "tones.json"),
-        Step("eval-recordings", ("eval", "recordings", "--checkpoint", "{runs}/codec-decoder", "--clips", "12", "--json"), "recordings.json"),
+        Step("eval-codec", ("eval", "codec", "--corpus", "{corpus}", "--checkpoint", "{runs}/codec", "--clips", "40", "--json"), "codec.json"),
+        Step("eval-tones", ("eval", "tones", "--checkpoint", "{runs}/codec", "--json"), "tones.json"),
+        Step("eval-recordings", ("eval", "recordings", "--checkpoint", "{runs}/codec", "--clips", "12", "--json"), "recordings.json"),
+        # the runs folder is a model set (codec/, stage2/, stage3/ beside the shipped rest): judge it whole
+        Step("eval-generation", ("eval", "generation", "--corpus", "{corpus}", "--checkpoint", "{runs}", "--clips", "12", "--seeds", "1", "--json"),
+             "generation.json"),
+        Step("eval-melody", ("eval", "melody", "--corpus", "{corpus}", "--checkpoint", "{runs}", "--clips", "8", "--json"), "melody.json"),
     ),
 }
 
