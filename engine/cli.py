@@ -19,7 +19,7 @@ from .audio import SAMPLE_RATE, AudioError, load_audio, save_audio
 from .checkpoints import CHECKPOINT_DIR, MODEL_NAMES, export_checkpoint, model_status
 from .data.build import BuildConfig, build
 from .data.melodies import build_index
-from .data.render import SynthUnavailable
+from .data.render import SynthUnavailable, bundled_soundfont
 from .evaluate import EVALUATORS
 from .evaluate.bench import bench_cli, bench_codec, bench_generate, bench_peer, bench_stage_steps
 from .evaluate.report import run_all, write_report
@@ -264,6 +264,8 @@ def _eval(args: argparse.Namespace) -> dict:
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
     if args.audio and args.what != "recordings":
         raise UsageError("--audio applies to eval recordings only")
+    if args.soundfont and args.what != "codec":
+        raise UsageError("--soundfont applies to eval codec only")
     if (args.tuning or args.tempo_drafts) and args.what != "generation":
         raise UsageError("--tuning and --tempo-drafts apply to eval generation only")
     if args.what == "all":
@@ -279,9 +281,18 @@ def _eval(args: argparse.Namespace) -> dict:
             extra = {"seconds": args.seconds}
         if args.what == "recordings" and args.audio:
             extra = {"folders": tuple(args.audio)}
+        if args.soundfont:
+            extra = {"soundfont": _soundfont(args.soundfont)}
         return EVALUATORS[args.what](corpus, checkpoint, args.clips, **extra)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _soundfont(name: str) -> Path:
+    path = bundled_soundfont() if name.lower() == "timgm6mb" else Path(name)
+    if path is None or not path.is_file():
+        raise UsageError(f"--soundfont {name}: no such SoundFont file" + (" (pretty_midi is not installed)" if path is None else ""))
+    return path
 
 
 def _bench(args: argparse.Namespace) -> dict:
@@ -413,6 +424,8 @@ def parser() -> argparse.ArgumentParser:
                                     "melody", "all"))
     e.add_argument("--corpus", default="corpus")
     e.add_argument("--checkpoint", help="a checkpoint file or run folder (generation: a folder holding every model)")
+    e.add_argument("--soundfont", metavar="SF2",
+                   help="codec: render the test clips again from their MIDI through this SoundFont (timgm6mb: the one inside pretty_midi)")
     e.add_argument("--audio", nargs="+", metavar="FOLDER", help="recordings: folders of recorded music (default: the held-out Debian game soundtracks)")
     e.add_argument("--clips", type=int, help="evaluate only the first N test clips (generation: N test captions, default 30; tones: N frequencies, default 24)")
     e.add_argument("--seconds", type=_positive_float, default=10.0, help="generation, story, continuation: seconds per generated clip / segment")

@@ -293,6 +293,24 @@ def test_eval_codec_reports_levels_usage_opus_and_speed(tiny_corpus):
     assert set(report["unquantized"]) >= {"log_mel_l1", "pitch_class_agreement"}
 
 
+def test_a_clip_rendered_again_through_another_soundfont_keeps_its_notes_in_other_sounds(tiny_corpus):
+    """The judge on timbres the corpus never used: the same MIDI through TimGM6mb instead of FluidR3."""
+    from engine.data.build import read_records
+    from engine.data.render import bundled_soundfont, render_midi
+
+    record = read_records(tiny_corpus, "test")[0]
+    corpus_audio, _ = sf.read(str(tiny_corpus / record["audio"]), dtype="float32")
+    other = render_midi(tiny_corpus / record["midi"], record["seconds"], bundled_soundfont())
+    assert len(other) == len(corpus_audio) and 0.02 < np.sqrt(np.mean(other ** 2)) < 0.5  # loudness-normalized like the corpus
+    spectrum = lambda a: np.abs(np.fft.rfft(a))  # noqa: E731
+    assert np.corrcoef(spectrum(other), spectrum(corpus_audio))[0, 1] < 0.95  # other sounds, not the corpus render again
+    proc = subprocess.run([sys.executable, "-m", "engine", "eval", "codec", "--corpus", str(tiny_corpus), "--soundfont", "timgm6mb",
+                           "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["soundfont"].endswith("TimGM6mb.sf2") and 0 <= report["codec"]["12"]["pitch_class_agreement"] <= 1
+
+
 @pytest.mark.slow
 def test_eval_tones_runs_without_a_corpus_and_judges_the_codec_against_opus(tmp_path):
     """The tone judge: no corpus needed; Opus keeps every sine, and the JSON names both."""

@@ -279,3 +279,21 @@ def test_conditioning_hands_the_prompts_stated_tempo_to_the_prior(tiny_pipeline)
         assert model.conditioning(prompt).shape == (1, 12)
     assert asked[0] == pytest.approx((120 * (1 - PriorConfig().tempo_tolerance), 120 * (1 + PriorConfig().tempo_tolerance)))
     assert asked[1:] == [TEMPO_RANGES["fast"], None]
+
+
+def test_a_script_without_a_main_guard_can_use_the_upstream_processes(tmp_path):
+    """Spawned workers do not re-run the caller's script (which would load and spawn again)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = tmp_path / "make.py"
+    script.write_text("import numpy as np\nimport torch\nfrom tests.tiny import tiny_pipeline\nfrom engine import GenerationSettings\n"
+                      "print('loaded', flush=True)\nmodel = tiny_pipeline()\nmodel.parallel = True\n"
+                      "audio, _ = model.generate('', GenerationSettings(seconds=1.0), prefix=torch.zeros(1, 12, dtype=torch.long))\n"
+                      "print('made', len(audio), np.isfinite(audio).all())\n")
+    proc = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["loaded", "made", "24000", "True"]  # the script ran once: no worker printed "loaded"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .arranger import Arrangement, Part
+from .arranger import Arrangement, Note, Part
 
 SAMPLE_RATE = 24_000
 TARGET_LUFS = -18.0
@@ -32,18 +32,20 @@ class SynthUnavailable(RuntimeError):
     pass
 
 
-def find_soundfont() -> Path:
-    for path in SOUNDFONT_CANDIDATES:
-        if path.exists():
-            return path
+def bundled_soundfont() -> Path | None:
+    """TimGM6mb, inside the pretty_midi wheel (None without it)."""
     try:
         import pretty_midi
-
-        bundled = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
-        if bundled.exists():
-            return bundled
     except ImportError:
-        pass
+        return None
+    bundled = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
+    return bundled if bundled.exists() else None
+
+
+def find_soundfont() -> Path:
+    for path in (*SOUNDFONT_CANDIDATES, bundled_soundfont()):
+        if path is not None and path.exists():
+            return path
     raise SynthUnavailable("no General MIDI SoundFont found: apt-get install fluid-soundfont-gm")
 
 
@@ -133,3 +135,14 @@ def normalize_loudness(audio: np.ndarray, target_lufs: float = TARGET_LUFS) -> t
 def render(arrangement: Arrangement, soundfont: Path | None = None) -> tuple[np.ndarray, float]:
     audio = synthesize(arrangement.parts, arrangement.spec.seconds, soundfont)
     return normalize_loudness(audio)
+
+
+def render_midi(path: Path, seconds: float, soundfont: Path) -> np.ndarray:
+    """A corpus clip's MIDI file through another SoundFont, loudness-normalized: the same notes in
+    sounds the corpus never used, for judging a model on timbres it was not trained on. The MIDI
+    keeps notes, programs and velocities; part volumes and reverb take their defaults."""
+    import pretty_midi
+
+    parts = [Part(inst.name or "part", inst.program, inst.is_drum, [Note(n.start, n.end, n.pitch, n.velocity) for n in inst.notes])
+             for inst in pretty_midi.PrettyMIDI(str(path)).instruments]
+    return normalize_loudness(synthesize(parts, seconds, soundfont))[0]

@@ -12,6 +12,7 @@ import torch
 from ..audio import SAMPLE_RATE, load_audio
 from ..data.build import pitch_class_roll, read_records
 from ..data.recorded import HELD_OUT_MUSIC, recordings
+from ..data.render import render_midi
 from ..nn.codec import HOP, load_codec
 from ..nn.lm import COARSE_LEVELS
 from .common import mean_rows, opus_roundtrip, signal_metrics, through_codec
@@ -19,11 +20,13 @@ from .metrics import comb_share
 from .transcribe import note_f1, score_notes, transcribe
 
 
-def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, opus_kbps: tuple[float, ...] = ()) -> dict:
+def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, opus_kbps: tuple[float, ...] = (),
+               soundfont: Path | None = None) -> dict:
     """Codec quality on the corpus test split for 1…Q levels, code usage, the Opus baseline, speed;
     the encoder → decoder path without the quantizer, which tells the RVQ's losses from the
     autoencoder's; and the notes a transcriber nobody here trained finds in the original, the
-    round trip and Opus, against the score (``note_f1_vs_score``)."""
+    round trip and Opus, against the score (``note_f1_vs_score``). ``soundfont``: each test clip
+    is rendered again from its MIDI through this SoundFont instead (timbres the corpus never used)."""
     model = load_codec(checkpoint)
     records = read_records(corpus, "test")[:clips]
     levels = model.cfg.levels
@@ -35,7 +38,8 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
     notes = {"true_positive": 0, "predicted": 0, "sounding": 0}  # the note head's verdicts, from the first levels alone
     transcribed: dict[str, list[float]] = {"original": [], "codec": [], "opus": []}
     for r in records:
-        audio, _ = sf.read(str(Path(corpus) / r["audio"]), dtype="float32")
+        audio = (render_midi(Path(corpus) / r["midi"], r["seconds"], soundfont) if soundfont
+                 else sf.read(str(Path(corpus) / r["audio"]), dtype="float32")[0])
         audio = audio[: len(audio) // HOP * HOP]
         wav = torch.from_numpy(audio)[None]
         original_comb.append(comb_share(audio))
@@ -66,6 +70,7 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
     return {
         "clips": len(records),
         "seconds": round(sum(r["seconds"] for r in records), 1),
+        "soundfont": str(soundfont) if soundfont else "the corpus renders",
         "levels": levels,
         "kbps": model.cfg.bits_per_second / 1000,
         "codec": {str(q): mean_rows(rows) for q, rows in per_level.items()},

@@ -12,7 +12,9 @@ in either form.
 from __future__ import annotations
 
 import resource
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -117,6 +119,24 @@ class Watched:
             time.sleep(POLL_SECONDS)
 
 
+@contextmanager
+def caller_script_hidden() -> Iterator[None]:
+    """Start a spawned process without the caller's script: spawn re-runs ``__main__`` in the child,
+    so a script without an ``if __name__ == "__main__":`` guard would load models and start
+    workers again there (and ``launch.py`` would import the whole studio). A worker needs nothing
+    from it: its target lives in this module."""
+    main = sys.modules["__main__"]
+    saved = {key: main.__dict__[key] for key in ("__file__", "__spec__") if key in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.update(saved)
+        if "__spec__" not in saved:
+            del main.__spec__
+
+
 class StageWorker:
     """A spawned process that decodes one stage's jobs, one at a time. The stage model is sent
     once (its weights move to shared memory) and again only when the caller's model changes."""
@@ -124,7 +144,8 @@ class StageWorker:
         context = torch.multiprocessing.get_context("spawn")  # forking a process with torch's threads running is unsafe
         self.conn, child = context.Pipe()
         self.process = context.Process(target=serve, args=(child,), name=f"hummingbird-{name}", daemon=True)
-        self.process.start()
+        with caller_script_hidden():
+            self.process.start()
         child.close()
         self.model: TokenLM | None = None
         self.busy = False
