@@ -39,6 +39,7 @@ EXAMPLES = [
     ["chiptune with a square lead and electronic drums, quick tempo"],
 ]
 SEED_RANGE = 2**31
+LIVE_PROGRESS = "hidden"  # the progress line and the live player show a piece's progress; gradio's overlays and timers on every output repaint the page the whole time, on the cores generation needs
 PLOT_EVERY_SECONDS = 2.0  # redraw the previews this often while streaming (each redraw costs CPU the generator needs)
 
 
@@ -173,7 +174,7 @@ class Studio:
         chunks, total = model.run(request), request.seconds
         player = PlayerStream(SAMPLE_RATE)
         pieces: list[np.ndarray] = []
-        drawn, entry, stopped = 0.0, None, False
+        drawn, entry, stopped = None, None, False  # the previews are first drawn PLOT_EVERY_SECONDS after the first chunk
         record = {**request.record(), "device": self.device}  # the same seed draws differently on a GPU
         seed = request.settings.seed
         with self._lock:
@@ -187,7 +188,8 @@ class Studio:
                 progress = f"**{chunk.seconds_done:.1f} / {total:g} s**" + (f" · {stages}" if stages else "")
                 yield gr.skip(), progress, gr.skip(), gr.skip(), gr.skip(), gr.skip(), seed, player.chunk(_pcm16(chunk.audio))
                 seed = gr.skip()
-                if chunk.seconds_done - drawn >= PLOT_EVERY_SECONDS:  # after the chunk is on its way: plots are slow to send
+                drawn = chunk.seconds_done if drawn is None else drawn
+                if chunk.seconds_done - drawn >= PLOT_EVERY_SECONDS:  # after the chunk is on its way: plots are slow to send and draw
                     so_far = np.concatenate(pieces)
                     yield (gr.skip(), gr.skip(), waveform_figure(so_far, total, segments), spectrogram_figure(so_far, total, segments),
                            *(gr.skip(),) * 4)
@@ -477,13 +479,13 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
         sampling = [*temps, top_k, guidance, coarse_guidance]
         outputs = [audio, progress, waveform, spectrogram, settings_json, download, seed, live]
         events = [
-            run_text.click(studio.text_to_music, [prompt, negative, seconds, seed, locked, *sampling], outputs, api_name="text", concurrency_limit=1),
-            run_hum.click(studio.hum_to_music, [hum, style, seconds, seed, locked, *sampling], outputs, api_name="hum", concurrency_limit=1),
-            run_story.click(studio.story_to_music, [story, seed, locked, *sampling], outputs, api_name="story", concurrency_limit=1),
+            run_text.click(studio.text_to_music, [prompt, negative, seconds, seed, locked, *sampling], outputs, api_name="text", concurrency_limit=1, show_progress=LIVE_PROGRESS),
+            run_hum.click(studio.hum_to_music, [hum, style, seconds, seed, locked, *sampling], outputs, api_name="hum", concurrency_limit=1, show_progress=LIVE_PROGRESS),
+            run_story.click(studio.story_to_music, [story, seed, locked, *sampling], outputs, api_name="story", concurrency_limit=1, show_progress=LIVE_PROGRESS),
             run_continue.click(studio.continue_music, [clip, use_last, new_prompt, seconds, seed, locked, *sampling], outputs,
-                               api_name="continue", concurrency_limit=1),
+                               api_name="continue", concurrency_limit=1, show_progress=LIVE_PROGRESS),
             run_inpaint.click(studio.inpaint_music, [clip, use_last, new_prompt, inpaint_start, inpaint_end, seed, locked, *sampling], outputs,
-                              api_name="inpaint", concurrency_limit=1),
+                              api_name="inpaint", concurrency_limit=1, show_progress=LIVE_PROGRESS),
         ]
         for event in events:
             event.then(studio.history_rows, outputs=table, api_name=False)

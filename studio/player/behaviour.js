@@ -2,7 +2,8 @@
 // stream starts LEAD s after it arrives; a chunk that arrives after the previous one has finished
 // is a stall (recorded, then played LEAD s later). A new stream id silences the old stream.
 // window.__hbPlayer holds the figures studio/first_sound.py reads: when the last click happened,
-// when the Web Audio clock passed the first chunk's start (playback advancing), and every stall, all on the page's performance.now() clock.
+// when the first chunk's first sample reached the output (the Web Audio clock's output timestamp: playback advancing), and every
+// stall, all on the page's performance.now() clock.
 const LEAD = 0.05;
 let context = null, stream = null, nextTime = 0, lastPlayed = 0, sources = [];
 const audio = () => {
@@ -47,8 +48,10 @@ watch('value', () => {
       const start = nextTime, mine = stream;
       const watchStart = () => {  // the moment the clock is past the first chunk's start: playback advancing
         if (stream !== mine) return;
-        if (ctx.currentTime > start) window.__hbPlayer.firstSoundAt = performance.now();
-        else setTimeout(watchStart, 5);
+        if (ctx.currentTime > start) {  // when the first sample reached the output: the audio clock's own stamp, not this callback's
+          const stamp = ctx.getOutputTimestamp ? ctx.getOutputTimestamp() : {};  // late whenever the page is busy drawing
+          window.__hbPlayer.firstSoundAt = stamp.performanceTime ? stamp.performanceTime - (stamp.contextTime - start) * 1000 : performance.now();
+        } else setTimeout(watchStart, 5);
       };
       watchStart();
     } else if (nextTime < now) {
