@@ -186,8 +186,9 @@ class Studio:
                 pieces.append(chunk.audio)
                 stages = " · ".join(f"{k} {v:.1f} s" for k, v in chunk.stages.items())
                 progress = f"**{chunk.seconds_done:.1f} / {total:g} s**" + (f" · {stages}" if stages else "")
-                yield gr.skip(), progress, gr.skip(), gr.skip(), gr.skip(), gr.skip(), seed, player.chunk(_pcm16(chunk.audio))
-                seed = gr.skip()
+                for update in player.chunks(_pcm16(chunk.audio)):
+                    yield gr.skip(), progress, gr.skip(), gr.skip(), gr.skip(), gr.skip(), seed, update
+                    seed = gr.skip()
                 drawn = chunk.seconds_done if drawn is None else drawn
                 if chunk.seconds_done - drawn >= PLOT_EVERY_SECONDS:  # after the chunk is on its way: plots are slow to send and draw
                     so_far = np.concatenate(pieces)

@@ -439,7 +439,7 @@ def test_the_live_player_gets_every_chunk_once_even_when_updates_merge():
 
     stream = PlayerStream(24_000)
     pieces = [np.full(100, i, np.int16) for i in range(1, 8)]
-    updates = [stream.chunk(p) for p in pieces]
+    updates = [update for p in pieces for update in stream.chunks(p)]
     played, last = [], 0
     for update in updates[1::2] + [stream.end(0.03, stopped=False)]:  # every other update lost: merged with the next
         for sequence, data in update["chunks"]:
@@ -447,4 +447,8 @@ def test_the_live_player_gets_every_chunk_once_even_when_updates_merge():
                 played.append(np.frombuffer(base64.b64decode(data), "<i2")[0])
                 last = sequence
     assert played == list(range(1, 8)) and len(updates[-1]["chunks"]) == RESENT_CHUNKS
-    assert PlayerStream(24_000).chunk(pieces[0])["stream"] != stream.id
+    assert next(PlayerStream(24_000).chunks(pieces[0]))["stream"] != stream.id
+    clip = np.arange(int(1.2 * 24_000)).astype(np.int16)  # a long chunk (a clip to continue) goes in slices, the first at once
+    sliced = list(PlayerStream(24_000).chunks(clip))
+    sent = [np.frombuffer(base64.b64decode(u["chunks"][-1][1]), "<i2") for u in sliced]
+    assert [len(s) for s in sent] == [12_000, 12_000, 4_800] and np.array_equal(np.concatenate(sent), clip)

@@ -12,12 +12,14 @@ import base64
 import uuid
 from collections import deque
 from pathlib import Path
+from typing import Iterator
 
 import gradio as gr
 import numpy as np
 
 HERE = Path(__file__).parent
 RESENT_CHUNKS = 3  # each update repeats the last few chunks; the page plays each sequence number once
+SLICE_SECONDS = 0.5  # longer audio (the clip a continuation starts with) goes in slices: the first plays while the rest travel
 
 
 class PlayerStream:
@@ -26,10 +28,14 @@ class PlayerStream:
         self.id, self.rate, self.sequence = uuid.uuid4().hex, sample_rate, 0
         self.recent: deque = deque(maxlen=RESENT_CHUNKS)
 
-    def chunk(self, pcm16: np.ndarray) -> dict:
-        self.sequence += 1
-        self.recent.append([self.sequence, base64.b64encode(np.ascontiguousarray(pcm16, dtype="<i2").tobytes()).decode("ascii")])
-        return self._value(ended=False)
+    def chunks(self, pcm16: np.ndarray) -> Iterator[dict]:
+        """The updates that carry ``pcm16``: one per slice of at most ``SLICE_SECONDS``."""
+        step = int(SLICE_SECONDS * self.rate)
+        for start in range(0, max(len(pcm16), 1), step):
+            self.sequence += 1
+            piece = np.ascontiguousarray(pcm16[start:start + step], dtype="<i2")
+            self.recent.append([self.sequence, base64.b64encode(piece.tobytes()).decode("ascii")])
+            yield self._value(ended=False)
 
     def end(self, seconds: float, stopped: bool) -> dict:
         return self._value(ended=True, seconds=round(seconds, 2), stopped=stopped)
