@@ -33,7 +33,7 @@ CHAINS = {
     "acoustic": (
         Step("corpus", ("data", "build", "--out", "{corpus}", "--hours", "11.2", "--seed", "1", "--quiet")),
         Step("codec", ("train", "codec", "--preset", "cpu-small", "--corpus", "{corpus}", "--run-dir", "{runs}/codec-scratch", "--pitch-weight", "4",
-                       "--note-weight", "4", "--recorded-share", "0.3", "--steps", "12000", "--quiet")),
+                       "--note-weight", "4", "--recorded-share", "0.3", "--steps", "16000", "--quiet")),
         Step("codec-decoder", ("train", "codec", "--preset", "cpu-small", "--corpus", "{corpus}", "--init", "{runs}/codec-scratch", "--run-dir",
                                "{runs}/codec", "--steps", "3000", "--warmup", "100", "--lr", "3e-4", "--pitch-weight", "4", "--quiet")),
         Step("tokens", ("tokenize", "--corpus", "{corpus}", "--only", "tokens", "--codec", "{runs}/codec", "--quiet")),
