@@ -43,7 +43,7 @@ STAGE_THREADS = 1  # operator threads of the caller's stage when the upstream st
 # 30 s (10 s: 2.6 s in line, 1.3 s on warm workers; 30 s: 6.6 s and 4.5 s).
 ONE_SHOT_INLINE_SECONDS = 30.0
 STORY_HANDOVER = 0.4  # seconds of the previous segment a story's next segment starts from (a window's context is longer)
-TEMPO_DRAFT_SECONDS = 10.0  # how much of stage 1 a tempo draft covers (at most its window): the tempo estimate needs bars, not beats
+TEMPO_DRAFT_SECONDS = 5.0  # how much of stage 1 a tempo draft covers: two bars or more; 10 s kept the tempo no more often (docs/experiments.md) and waited twice as long before the first chunk
 TEMPO_DRAFT_SLACK = 0.04  # a draft within 4 % of the prior's ±4 % range is within 8 % of the stated bpm, the evaluation's tolerance
 
 
