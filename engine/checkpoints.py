@@ -144,9 +144,11 @@ def model_set(root: Path | None) -> dict[str, Path]:
     if root is None:
         return {name: CHECKPOINT_DIR / f"{name}.safetensors" for name in MODEL_NAMES}
     root = Path(root)
-    candidates = {name: (root / f"{name}.safetensors", root / name) for name in MODEL_NAMES}
-    found = {name: next(p for p in paths if p.is_file() or (p / "state.json").exists())
-             for name, paths in candidates.items() if any(p.is_file() or (p / "state.json").exists() for p in paths)}
+    found = {}
+    for name in MODEL_NAMES:  # an exported file first, then a run folder
+        path = next((p for p in (root / f"{name}.safetensors", root / name) if p.is_file() or (p / "state.json").exists()), None)
+        if path is not None:
+            found[name] = path
     if not found:
         raise FileNotFoundError(f"{root} holds no model: neither <name>.safetensors nor a run folder <name>/ for any of {', '.join(MODEL_NAMES)}")
     return {name: found.get(name, CHECKPOINT_DIR / f"{name}.safetensors") for name in MODEL_NAMES}

@@ -39,7 +39,9 @@ EXAMPLES = [
     ["chiptune with a square lead and electronic drums, quick tempo"],
 ]
 SEED_RANGE = 2**31
-LIVE_PROGRESS = "hidden"  # the progress line and the live player show a piece's progress; gradio's overlays and timers on every output repaint the page the whole time, on the cores generation needs
+# The progress line and the live player show a piece's progress; gradio's overlays and timers on
+# every output would repaint the page the whole time, on the cores generation needs.
+LIVE_PROGRESS = "hidden"
 PLOT_EVERY_SECONDS = 2.0  # redraw the previews this often while streaming (each redraw costs CPU the generator needs)
 
 
@@ -479,14 +481,14 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
 
         sampling = [*temps, top_k, guidance, coarse_guidance]
         outputs = [audio, progress, waveform, spectrogram, settings_json, download, seed, live]
+        piece = dict(outputs=outputs, concurrency_limit=1, show_progress=LIVE_PROGRESS)  # what every Generate button shares
         events = [
-            run_text.click(studio.text_to_music, [prompt, negative, seconds, seed, locked, *sampling], outputs, api_name="text", concurrency_limit=1, show_progress=LIVE_PROGRESS),
-            run_hum.click(studio.hum_to_music, [hum, style, seconds, seed, locked, *sampling], outputs, api_name="hum", concurrency_limit=1, show_progress=LIVE_PROGRESS),
-            run_story.click(studio.story_to_music, [story, seed, locked, *sampling], outputs, api_name="story", concurrency_limit=1, show_progress=LIVE_PROGRESS),
-            run_continue.click(studio.continue_music, [clip, use_last, new_prompt, seconds, seed, locked, *sampling], outputs,
-                               api_name="continue", concurrency_limit=1, show_progress=LIVE_PROGRESS),
-            run_inpaint.click(studio.inpaint_music, [clip, use_last, new_prompt, inpaint_start, inpaint_end, seed, locked, *sampling], outputs,
-                              api_name="inpaint", concurrency_limit=1, show_progress=LIVE_PROGRESS),
+            run_text.click(studio.text_to_music, [prompt, negative, seconds, seed, locked, *sampling], api_name="text", **piece),
+            run_hum.click(studio.hum_to_music, [hum, style, seconds, seed, locked, *sampling], api_name="hum", **piece),
+            run_story.click(studio.story_to_music, [story, seed, locked, *sampling], api_name="story", **piece),
+            run_continue.click(studio.continue_music, [clip, use_last, new_prompt, seconds, seed, locked, *sampling], api_name="continue", **piece),
+            run_inpaint.click(studio.inpaint_music, [clip, use_last, new_prompt, inpaint_start, inpaint_end, seed, locked, *sampling],
+                              api_name="inpaint", **piece),
         ]
         for event in events:
             event.then(studio.history_rows, outputs=table, api_name=False)

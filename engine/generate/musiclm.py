@@ -108,9 +108,9 @@ class MusicLM:
     def load(cls, root: Path | None = None, device: str = "cpu", paths: dict[str, Path] | None = None,
              parallel: bool | None = None) -> "MusicLM":
         """Every model from ``assets/checkpoints/`` (or those ``root`` holds, ``checkpoints.model_set``)
-        on ``device`` (auto, cpu, cuda); ``paths`` overrides single models (a run folder or an exported file); ``parallel`` runs the
-        upstream stages on processes of their own, started here (default: on a CPU this process
-        may use two or more cores of)."""
+        on ``device`` (auto, cpu, cuda); ``paths`` overrides single models (a run folder or an
+        exported file); ``parallel`` runs the upstream stages on processes of their own, started
+        here (default: on a CPU this process may use two or more cores of)."""
         where = {**model_set(root), **(paths or {})}
         if parallel is None:
             parallel = torch.get_num_threads() >= 2
