@@ -20,9 +20,12 @@ from .checkpoints import CHECKPOINT_DIR, MODEL_NAMES, export_checkpoint, model_s
 from .data.build import BuildConfig, build
 from .data.melodies import build_index
 from .data.render import SynthUnavailable, bundled_soundfont
+from .files import atomic_write
 from .evaluate import EVALUATORS
 from .evaluate.bench import bench_cli, bench_codec, bench_generate, bench_peer, bench_stage_steps
+from .evaluate.live import judge_changes, parse_script, render_timeline, run_script
 from .evaluate.report import run_all, write_report
+from .generate.live import DEFAULT_BUFFER, MAX_BUFFER
 from .generate.musiclm import ONE_SHOT_INLINE_SECONDS, MusicLM
 from .generate.requests import ContinueRequest, HumRequest, InpaintRequest, StoryRequest, TextRequest, parse_story
 from .generate.settings import GenerationSettings, available_devices
@@ -209,6 +212,39 @@ def _generate(args: argparse.Namespace) -> dict:
     info["first_chunk_since_start_s"] = round(started + info["first_chunk_s"], 3)  # what a user waits for at the prompt
     return {"mode": request.mode, "prompt": record.get("prompt") or "", "out": str(args.out), **info, **extra, "device": model.device.type,
             "peak_rss_mb": _peak_rss_mb(), "peak_abs": round(float(np.max(np.abs(audio))) if audio.size else 0.0, 4)}
+
+
+def _live(args: argparse.Namespace) -> dict:
+    """A scripted live run (or a saved timeline rendered again), with what a listener would get."""
+    try:
+        if args.replay:
+            record = json.loads(_read_text(args.replay))
+        elif args.script:
+            changes = parse_script(_read_text(args.script))
+        elif args.prompt:
+            changes = parse_script(json.dumps([{"at": 0, "prompt": args.prompt}]))
+        else:
+            raise ValueError("give a starting prompt or --script CHANGES.json (or --replay TIMELINE.json)")
+        if args.buffer > MAX_BUFFER:
+            raise ValueError(f"--buffer is at most {MAX_BUFFER:g} s")
+        if Path(args.out).suffix.lower() != ".wav":
+            raise ValueError(f"live mode writes WAV; name the output *.wav, got {args.out}")
+        model = MusicLM.load(device=args.device)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from None
+    out = Path(args.out)
+    if args.replay:
+        try:
+            return {"mode": "live replay", **render_timeline(model, record, out)}
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    settings = GenerationSettings(seed=args.seed)
+    report, timeline = run_script(model, changes, args.minutes, out, settings, args.buffer, skip_waits=args.clock == "skip")
+    timeline_path = Path(args.timeline or out.with_suffix(".json"))
+    atomic_write(timeline_path, lambda tmp: tmp.write_text(json.dumps(timeline, indent=1, ensure_ascii=False)))
+    if args.judge:
+        report["heard"] = judge_changes(model, out, timeline)
+    return {"mode": "live", **report, "timeline": str(timeline_path), "peak_rss_mb": _peak_rss_mb(), "device": model.device.type}
 
 
 def _read_text(path: str, limit: int = 1_000_000) -> str:
@@ -398,6 +434,23 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: the GPU when one is visible, else the CPU")
     g.add_argument("--json", action="store_true", help="print the result as JSON (the default)")
     g.set_defaults(run=_generate)
+
+    lv = sub.add_parser("live", help="an endless stream steered while it plays, here by a script of changes (or a saved run rendered again)")
+    lv.add_argument("prompt", nargs="?", default="", help="what it starts with (or the first change of --script)")
+    lv.add_argument("--script", metavar="JSON", help='changes in playback seconds: [{"at": 0, "prompt": …}, {"at": 20, "prompt": …, "bpm": 100}, '
+                                                  '{"at": 40, "blend": [["…", 0.7], ["…", 0.3]]}, …]')
+    lv.add_argument("--minutes", type=_positive_float, default=1.0, help="how much music to play")
+    lv.add_argument("--out", default="live.wav", help="the audio (32-bit float WAV); its timeline goes beside it as .json")
+    lv.add_argument("--timeline", metavar="JSON", help="where the run's timeline goes (default: OUT with .json)")
+    lv.add_argument("--replay", metavar="TIMELINE", help="render a saved timeline again, without a clock: the same audio, sample for sample")
+    lv.add_argument("--buffer", type=_positive_float, default=DEFAULT_BUFFER, help="seconds the stream may run ahead of playback")
+    lv.add_argument("--clock", choices=("wall", "skip"), default="wall",
+                    help="wall: real time, as a listener hears it; skip: the stream's waits skipped (an hour in its compute time; underruns counted no fewer)")
+    lv.add_argument("--judge", action="store_true", help="after the run, MuLan says how soon each change is heard")
+    lv.add_argument("--seed", type=int, default=0)
+    lv.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    lv.add_argument("--json", action="store_true", help="print the result as JSON (the default)")
+    lv.set_defaults(run=_live)
 
     tk = sub.add_parser("tokenize", help="cache M_A, S, A and the melody tokens of every corpus clip for the stage LMs")
     tk.add_argument("--corpus", default="corpus")

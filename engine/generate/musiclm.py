@@ -153,21 +153,38 @@ class MusicLM:
                              else self.prior(embedding, self.mulan.rvq, tempo=span))
             return self.mulan.tokens(embedding)
 
+    def blend_conditioning(self, blend: list[tuple[str, float]], tempo: StatedTempo | None = None) -> torch.Tensor:
+        """M (1, 12) for a weighted blend of prompts (live mode's sliders): each prompt read as
+        ``conditioning_at`` reads it, at ``tempo`` or else at the one it states; their audio-side
+        embeddings mixed by weight, then quantized. One prompt is exactly ``conditioning_at``."""
+        if len(blend) == 1:
+            return self.conditioning_at(blend[0][0], tempo or self.read_tempo(blend[0][0]))
+        with operator_threads(caller_threads()):
+            embeddings = self.mulan.embed_text([prompt for prompt, _ in blend])
+            if self.prior is not None:
+                spans = [(tempo or self.read_tempo(prompt)) for prompt, _ in blend]
+                embeddings = torch.cat([self.prior(e[None], self.mulan.rvq, tempo=span.range if span else None)
+                                        for e, span in zip(embeddings, spans)])
+            weights = torch.tensor([weight for _, weight in blend], dtype=embeddings.dtype)
+            return self.mulan.tokens(torch.nn.functional.normalize((weights[:, None] * embeddings).sum(0, keepdim=True), dim=-1))
+
     def stream(self, prompt: str, settings: GenerationSettings = GenerationSettings(), prefix: torch.Tensor | None = None,
                prompt_tokens: dict[str, torch.Tensor] | None = None, unconditional: bool = False,
                schedule: list[tuple[float, torch.Tensor]] | None = None, tokens_out: dict | None = None,
-               melody: np.ndarray | None = None, semantic: torch.Tensor | None = None) -> Iterator[Chunk]:
+               melody: np.ndarray | None = None, semantic: torch.Tensor | None = None, decoder: CodecStreamer | None = None) -> Iterator[Chunk]:
         """Yield audio chunks of about ``chunk_seconds`` as soon as they are decoded.
 
         ``prefix`` overrides M (e.g. MuLan audio tokens for continuation); ``schedule`` gives M per
         time instead, as (start second, M) pairs (story mode); ``prompt_tokens`` holds S (1, 1, Ts)
         and A (1, 12, Ta) of audio to continue from; ``unconditional`` ignores the text (the learned
         null M of conditioning dropout): the baseline the evaluation compares against;
-        ``tokens_out``, if given, receives the S and A of the whole piece, prompt included;
+        ``tokens_out``, if given, receives the S and A of the whole piece, prompt included, as they
+        are made, and under ``decoded`` how many frames of A (prompt included) are in the audio so far;
         ``melody``: 25 Hz melody tokens of a hum (``engine.melody.melody_tokens``) for stage 1 to
         follow, repeated if the piece is longer than the hum; ``semantic`` (1, 1, ≥ the piece's 25 Hz
         frames): S given instead of drawn, so stage 1 is skipped — how the evaluation tells what
-        stage 1 loses from what stages 2–3 lose."""
+        stage 1 loses from what stages 2–3 lose; ``decoder``: the codec stream of the music so far
+        (live mode), which already holds the prompt's tokens and is left open for what follows."""
         settings.check()
         # one generator per stage: a stage's draws never depend on how the stages interleave
         device = self.device
@@ -234,9 +251,11 @@ class MusicLM:
         a_buf = torch.zeros(1, self.codec.cfg.levels, frames + offset_a, dtype=torch.long, device=device)  # the whole piece, for tokens_out
         if given_a is not None:
             a_buf[:, :, :offset_a] = given_a
-        streamer = CodecStreamer(self.codec)
-        if given_a is not None:  # decoder context: the prompt's tokens, whose audio the caller has
+        streamer = decoder or CodecStreamer(self.codec)
+        if given_a is not None and decoder is None:  # decoder context: the prompt's tokens, whose audio the caller has
             streamer.push(given_a[0])
+        if tokens_out is not None:
+            tokens_out.update(S=s_buf, A=a_buf, decoded=offset_a)
         chunk = max(1, int(settings.chunk_seconds * SAMPLE_RATE / HOP))
         jobs = [job for job in (job1, job2) if job is not None]
         coarse, workers = self._start_upstream(job1, job2)
@@ -254,8 +273,10 @@ class MusicLM:
                     if len(pending) < chunk and f < frames - 1:
                         continue
                     t = time.perf_counter()
-                    audio = streamer.push(torch.cat(pending, 1), final=f == frames - 1)
+                    audio = streamer.push(torch.cat(pending, 1), final=f == frames - 1 and decoder is None)
                     timings["codec"] += time.perf_counter() - t
+                    if tokens_out is not None:
+                        tokens_out["decoded"] = offset_a + f + 1
                 pending = []  # a chunk is decoded: hand it over with the caller's own thread settings back
                 keep = min(len(audio), int(settings.seconds * SAMPLE_RATE) - done)
                 done += keep
@@ -270,8 +291,6 @@ class MusicLM:
                 for worker in workers:
                     worker.finish()
                 self._upstream_lock.release()
-        if tokens_out is not None:
-            tokens_out.update(S=s_buf, A=a_buf)
 
     def drafts_tempo(self, tempo: StatedTempo | None, count: int) -> bool:
         """Whether a text prompt gets tempo drafts: ``count`` ≥ 2, it states a bpm (a tempo word's
@@ -327,6 +346,10 @@ class MusicLM:
             for worker, name in zip(self._upstream_workers, ("stage1", "stage2")):
                 worker.load(self.stages[name])
         return self._upstream_workers
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the upstream stages' workers (none while they run in line)."""
+        return [worker.process.pid for worker in self._upstream_workers or () if worker.alive]
 
     def melody_stream(self, melody: np.ndarray | None, offset: int, frames: int) -> dict[str, torch.Tensor]:
         """The aligned melody input of stages 1 and 2 (25 Hz): the hum's tokens tiled over

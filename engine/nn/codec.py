@@ -242,22 +242,28 @@ class Codec(nn.Module):
 class CodecStreamer:
     """Incremental decoding: push the next tokens (q, n) of one stream, get the audio that is now
     final. Each push decodes only its tokens plus the causal decoder's receptive field of past
-    tokens, so the result equals whole decoding."""
+    tokens, so the result equals whole decoding; only that field is kept, so an endless stream
+    (live mode) decodes in flat memory."""
     def __init__(self, codec: Codec):
         self.codec = codec
-        self.codes: torch.Tensor | None = None
+        self.codes: torch.Tensor | None = None  # the last receptive field of tokens pushed
+        self.pushed = 0  # frames pushed in all
         self.ola = OverlapAdd(next(codec.parameters()).device)
 
     @torch.no_grad()
     def push(self, codes: torch.Tensor, final: bool = False) -> torch.Tensor:
-        start = 0 if self.codes is None else self.codes.shape[-1]
+        kept = 0 if self.codes is None else self.codes.shape[-1]
         self.codes = codes if self.codes is None else torch.cat([self.codes, codes], -1)
-        left = max(0, start - self.codec.decoder.receptive_field)
+        left = max(0, kept - self.codec.decoder.receptive_field)
         latents = self.codec.quantizer.decode(self.codes[None, :, left:])
-        piece = self.ola.push(self.codec.decoder.frames(latents)[0, (start - left) * FRAMES_PER_TOKEN:])
-        if final:
-            piece = torch.cat([piece, self.ola.flush(self.codes.shape[-1] * HOP)])
-        return piece
+        piece = self.ola.push(self.codec.decoder.frames(latents)[0, (kept - left) * FRAMES_PER_TOKEN:])
+        self.pushed += codes.shape[-1]
+        self.codes = self.codes[:, max(0, self.codes.shape[-1] - self.codec.decoder.receptive_field):]
+        return torch.cat([piece, self.finish()]) if final else piece
+
+    def finish(self) -> torch.Tensor:
+        """The audio the last frames still held back (no more tokens come)."""
+        return self.ola.flush(self.pushed * HOP)
 
 
 def load_codec(path=None, device: str = "cpu") -> Codec:

@@ -45,7 +45,7 @@ CHAINS = {
         Step("tokens", ("tokenize", "--corpus", "{corpus}", "--only", "tokens", "--codec", "{runs}/codec", "--quiet")),
         Step("melody", ("tokenize", "--corpus", "{corpus}", "--only", "melody", "--melody-source", "score", "--quiet")),
         Step("stage2", ("train", "stage2", "--preset", "cpu-small", "--corpus", "{corpus}", "--init", "assets/checkpoints/stage2.safetensors",
-                        "--run-dir", "{runs}/stage2", "--steps", "1600", "--warmup", "100", "--quiet")),
+                        "--run-dir", "{runs}/stage2", "--steps", "3000", "--warmup", "100", "--quiet")),
         Step("stage3", ("train", "stage3", "--preset", "cpu-small", "--corpus", "{corpus}", "--init", "assets/checkpoints/stage3.safetensors",
                         "--run-dir", "{runs}/stage3", "--steps", "1200", "--warmup", "50", "--quiet")),
         # the runs folder is a model set (codec/, stage2/, stage3/ beside the shipped rest): judge it whole
