@@ -20,6 +20,7 @@ from __future__ import annotations
 from .audio import SAMPLE_RATE, AudioError, load_audio, log_mel, save_audio
 from .checkpoints import CHECKPOINT_DIR, missing_models, model_status
 from .files import atomic_write
+from .generate.live import Direction, LiveStream, replay
 from .generate.musiclm import Chunk, MusicLM
 from .generate.requests import (ContinueRequest, HumRequest, InpaintRequest, Request, StoryRequest, TextRequest, check_story, parse_story,
                                 story_json)
@@ -34,6 +35,8 @@ __all__ = [
     # one request per mode
     "Request", "TextRequest", "HumRequest", "StoryRequest", "ContinueRequest", "InpaintRequest",
     "clean_prompt", "check_story", "parse_story", "story_json",
+    # live mode: an endless stream steered while it plays, and its timeline rendered again
+    "LiveStream", "Direction", "replay",
     # audio in and out, hum analysis
     "SAMPLE_RATE", "AudioError", "load_audio", "save_audio", "log_mel", "atomic_write", "analyse_hum", "notes_heard", "note_name", "PitchTrack",
     # models and devices

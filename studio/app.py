@@ -13,14 +13,16 @@ import os
 import random
 import tempfile
 import threading
+from collections import deque
+from dataclasses import asdict
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 
-from engine import (CHECKPOINT_DIR, MAX_SECONDS, SAMPLE_RATE, SAMPLING_PRESETS, AudioError, ContinueRequest, GenerationSettings, HumRequest,
-                    InpaintRequest, MusicLM, StoryRequest, TextRequest, analyse_hum, available_devices, check_story, load_audio,
-                    missing_models, model_status, notes_heard, parse_story, resolve_device, save_audio, story_json)
+from engine import (CHECKPOINT_DIR, MAX_SECONDS, SAMPLE_RATE, SAMPLING_PRESETS, AudioError, ContinueRequest, Direction, GenerationSettings,
+                    HumRequest, InpaintRequest, LiveStream, MusicLM, StoryRequest, TextRequest, analyse_hum, available_devices, check_story,
+                    load_audio, missing_models, model_status, notes_heard, parse_story, resolve_device, save_audio, story_json)
 
 from . import desktop
 from .history import History, kept, summary
@@ -43,6 +45,9 @@ SEED_RANGE = 2**31
 # every output would repaint the page the whole time, on the cores generation needs.
 LIVE_PROGRESS = "hidden"
 PLOT_EVERY_SECONDS = 2.0  # redraw the previews this often while streaming (each redraw costs CPU the generator needs)
+LIVE_BUFFER = 1.0  # seconds the live stream runs ahead of the page's player: how much old music plays after a change
+LIVE_VIEW_SECONDS = 10.0  # the live spectrogram scrolls over this much
+LIVE_KEEP_MINUTES = 10.0  # the most of a live stream the page holds for "keep"
 
 
 log = logging.getLogger("hummingbird.studio")
@@ -124,6 +129,8 @@ class Studio:
         self._generating = 0  # streams in flight: the device may not change under them
         self._stop = threading.Event()  # Stop: the streams in flight end at their next chunk and keep what they made
         self._tracked: dict[str, np.ndarray] = {}  # the last hum file's melody tokens, tracked when it arrived
+        self._live: LiveStream | None = None  # the live stream playing (or last played), and its recent audio
+        self._live_audio: deque[np.ndarray] = deque()
 
     def model(self) -> MusicLM:
         with self._lock:
@@ -162,6 +169,8 @@ class Studio:
         with self._lock:
             if self._generating:
                 self._stop.set()
+            if self._live is not None:
+                self._live.stop()
 
     def _play(self, make_request, segments=()):
         """Stream any request to the page: audio chunks to the live player as they are decoded,
@@ -260,6 +269,105 @@ class Studio:
         yield from self._play(lambda: InpaintRequest(self._clip(clip, use_last, "inpaint"), start, end, prompt, settings),
                               [(float(start or 0), float(end or 0), "inpainted")])
 
+    # -- live mode ----------------------------------------------------------------------------
+    @staticmethod
+    def live_direction(prompt, other, mix, bpm) -> Direction:
+        """The Live tab's controls as a direction: the prompt, blended with the second one by the mix."""
+        mix = float(mix or 0)
+        blend = [(prompt or "", 1 - mix)] + ([(other, mix)] if (other or "").strip() else [])
+        try:
+            return Direction(tuple(blend), float(bpm) if bpm else None).checked()
+        except ValueError as exc:
+            raise refuse(str(exc)) from None
+
+    def live_music(self, prompt, other, mix, bpm, seed, locked, *sampling):
+        """The Live tab: music without end, steered while it plays (``steer_live``), until Stop.
+        Yields the status line, the scrolling spectrogram, the seed and the player's updates."""
+        direction = self.live_direction(prompt, other, mix, bpm)
+        settings = settings_from_controls(GenerationSettings().seconds, seed, locked, *sampling)
+        stream = LiveStream(self.model(), direction, settings, buffer=LIVE_BUFFER, prebuffer=0.0)  # the page plays from the first chunk
+        with self._lock:
+            if self._live is not None:
+                self._live.stop()
+            self._live, self._live_audio = stream, deque()
+        player, chunks, drawn = PlayerStream(SAMPLE_RATE), iter(stream), 0.0
+        seed = settings.seed
+        try:
+            for chunk in chunks:
+                self._hold(chunk.audio)
+                line = f"**live** · {chunk.seconds_done:.0f} s · {self._live_heading(stream)}"
+                for update in player.chunks(_pcm16(chunk.audio)):
+                    yield line, gr.skip(), seed, update
+                    seed = gr.skip()
+                if chunk.seconds_done - drawn >= PLOT_EVERY_SECONDS:
+                    yield gr.skip(), self._live_view(stream), gr.skip(), gr.skip()
+                    drawn = chunk.seconds_done
+        except Exception as exc:  # a fault inside generation: say what happened, keep serving
+            raise gr.Error(f"live generation failed: {exc}") from exc
+        finally:  # Stop, or the page went away
+            chunks.close()
+        yield (f"**stopped** after {stream.seconds:.0f} s · keep the last minutes to History, or save the timeline", self._live_view(stream),
+               gr.skip(), player.end(stream.seconds, True))
+
+    def _hold(self, audio: np.ndarray) -> None:
+        """Keep the live stream's last ``LIVE_KEEP_MINUTES``."""
+        self._live_audio.append(audio)
+        held = sum(map(len, self._live_audio))
+        while held - len(self._live_audio[0]) >= LIVE_KEEP_MINUTES * 60 * SAMPLE_RATE:
+            held -= len(self._live_audio.popleft())
+
+    @staticmethod
+    def _live_heading(stream: LiveStream) -> str:
+        direction = stream.timeline[-1].direction if stream.timeline else None
+        if direction is None:
+            return ""
+        mix = " + ".join(f"{p} ({w:.0%})" if len(direction.blend) > 1 else p for p, w in direction.blend)
+        return mix + (f" · {direction.bpm:g} bpm" if direction.bpm else "")
+
+    def _live_view(self, stream: LiveStream):
+        """The spectrogram of the last ``LIVE_VIEW_SECONDS``, each change marked."""
+        recent = np.concatenate(list(self._live_audio)) if self._live_audio else np.zeros(0, np.float32)
+        shown = recent[-int(LIVE_VIEW_SECONDS * SAMPLE_RATE):]
+        start = stream.seconds - len(shown) / SAMPLE_RATE
+        rows = stream.timeline_record()["segments"]
+        marks = [(max(start, r["start_s"]), r["start_s"] + r["seconds"], r["prompt"]) for r in rows if r["start_s"] + r["seconds"] > start]
+        return spectrogram_figure(shown, LIVE_VIEW_SECONDS, marks, start=start)
+
+    def steer_live(self, prompt, other, mix, bpm) -> str:
+        """A change made while the stream plays: heard after the buffer ahead of the player."""
+        direction = self.live_direction(prompt, other, mix, bpm)
+        stream = self._live
+        if stream is None or stream.stopped:
+            return "press **Start live** first; the change will be its start"
+        try:
+            stream.steer(direction)
+        except ValueError as exc:
+            raise refuse(str(exc)) from None
+        return f"→ **{direction.prompt}** in about {LIVE_BUFFER:g} s"
+
+    def stop_live(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+    def keep_live(self, minutes) -> tuple:
+        """The live stream's last ``minutes`` to History, with its timeline; (file, history rows)."""
+        stream = self._live
+        if stream is None or not self._live_audio:
+            raise refuse("nothing live to keep yet: press Start live first")
+        audio = np.concatenate(list(self._live_audio))[-int(float(minutes) * 60 * SAMPLE_RATE):]
+        record = {"mode": "live", "prompt": stream.timeline[-1].direction.prompt, **asdict(stream.settings), "seconds": round(len(audio) / SAMPLE_RATE, 2),
+                  "kept_from_s": round(stream.seconds - len(audio) / SAMPLE_RATE, 2), "timeline": stream.timeline_record(), "device": self.device}
+        entry = self.history.add(audio, record)
+        return str(self.history.path(entry)), self.history_rows()
+
+    def live_timeline(self) -> str:
+        """The live stream's timeline as a story JSON file (``python -m engine live --replay`` renders it again)."""
+        if self._live is None or not self._live.timeline:
+            raise refuse("nothing live yet: press Start live first")
+        path = scratch_folder("live") / "live-timeline.json"
+        path.write_text(json.dumps(self._live.timeline_record(), indent=1, ensure_ascii=False))
+        return str(path)
+
     def record_here(self) -> str:
         """Desktop mode: a clip from this computer's microphone, saved like an upload."""
         try:
@@ -311,7 +419,7 @@ class Studio:
             values["story"] = [[s["prompt"], s["seconds"]] for s in settings["segments"]]
         else:
             values["seconds"] = settings["seconds"]
-            values[{"text": "prompt", "hum": "style"}.get(mode, "new_prompt")] = settings.get("prompt") or ""
+            values[{"text": "prompt", "hum": "style", "live": "live_prompt"}.get(mode, "new_prompt")] = settings.get("prompt") or ""
             if mode == "text":
                 values["negative"] = settings.get("negative_prompt", "")
         return values
@@ -427,6 +535,29 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
                             inpaint_start = gr.Number(value=2.0, label="regenerate from (s)", minimum=0)
                             inpaint_end = gr.Number(value=4.0, label="to (s)", minimum=0)
                             run_inpaint = gr.Button("Regenerate this range", elem_id="generate-inpaint")
+                    with gr.Tab("Live", id="live") as live_tab:
+                        gr.Markdown("Music without end that you steer while it plays: change the words, the blend or the tempo and "
+                                    f"the music follows after about {LIVE_BUFFER:g} s. Press Enter in a box (or Apply) to change it.")
+                        with gr.Row():
+                            live_prompt = gr.Textbox(label="prompt", value="warm lo-fi hip hop with mellow keys, 85 bpm", max_length=500, scale=3,
+                                                     elem_id="live-prompt")
+                            live_other = gr.Textbox(label="blend with (optional)", placeholder="a second description to mix in", max_length=500,
+                                                    scale=2, elem_id="live-other")
+                        with gr.Row():
+                            live_mix = gr.Slider(0, 1, value=0.5, step=0.05, label="blend: 0 = the prompt alone, 1 = the second alone",
+                                                 elem_id="live-mix")
+                            live_bpm = gr.Number(value=None, label="tempo in bpm, 40–240 (0: the prompt's own)", elem_id="live-bpm")
+                        with gr.Row():
+                            live_start = gr.Button("▶ Start live", variant="primary", elem_id="live-start")
+                            live_apply = gr.Button("Apply change", elem_id="live-apply")
+                            live_stop = gr.Button("■ Stop live", variant="stop", elem_id="live-stop")
+                        live_status = gr.Markdown("", elem_id="live-status")
+                        live_view = gr.Plot(label="the last 10 s (each change marked)")
+                        with gr.Row():
+                            keep_minutes = gr.Slider(0.5, LIVE_KEEP_MINUTES, value=2, step=0.5, label="keep the last … minutes")
+                            keep_live = gr.Button("Keep to History", elem_id="live-keep")
+                            save_timeline = gr.Button("Save the timeline (JSON)", elem_id="live-timeline")
+                        live_file = gr.File(label="download", height=80)
                     with gr.Tab("History", id="history") as history_tab:
                         table = gr.Dataframe(headers=["created", "mode", "what", "seconds", "seed", "kept"], value=studio.history_rows,
                                              interactive=False, wrap=True, column_widths=["14%", "8%", "48%", "8%", "10%", "12%"],
@@ -495,7 +626,16 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
         stop.click(studio.stop, api_name="stop", queue=False)
         for heard in (hum.stop_recording, hum.upload):
             heard(studio.track_hum, hum, [contour, notes], api_name=False)
-        for tab, length_matters in ((text_tab, True), (hum_tab, True), (story_tab, False), (continue_tab, True), (history_tab, True)):
+        live_controls = [live_prompt, live_other, live_mix, live_bpm]
+        live_start.click(studio.live_music, [*live_controls, seed, locked, *sampling], [live_status, live_view, seed, live], concurrency_limit=1,
+                         show_progress=LIVE_PROGRESS, api_name="live")
+        for changed in (live_prompt.submit, live_other.submit, live_bpm.submit, live_mix.release, live_apply.click):
+            changed(studio.steer_live, live_controls, live_status, queue=False, api_name="live_steer" if changed == live_apply.click else False)
+        live_stop.click(studio.stop_live, api_name="live_stop", queue=False)
+        keep_live.click(studio.keep_live, keep_minutes, [live_file, table], api_name="live_keep")
+        save_timeline.click(studio.live_timeline, outputs=live_file, api_name="live_timeline")
+        for tab, length_matters in ((text_tab, True), (hum_tab, True), (story_tab, False), (continue_tab, True), (live_tab, False),
+                                    (history_tab, True)):
             tab.select(lambda shown=length_matters: gr.Slider(visible=shown), outputs=seconds, api_name=False)  # a story's blocks set its length
         device.change(studio.use_device, device, progress, api_name="device")
         preset.change(preset_values, preset, sampling, api_name=False)
@@ -506,8 +646,8 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
         refresh_history.click(studio.history_rows, outputs=table, api_name="history")
         table.select(studio.history_entry, outputs=[past_audio, past_settings, past_file, picked], api_name=False)
 
-        reused = {"prompt": prompt, "negative": negative, "style": style, "new_prompt": new_prompt, "story": story, "seconds": seconds,
-                  "seed": seed, "locked": locked}
+        reused = {"prompt": prompt, "negative": negative, "style": style, "new_prompt": new_prompt, "live_prompt": live_prompt, "story": story,
+                  "seconds": seconds, "seed": seed, "locked": locked}
 
         def reuse_settings(name):
             values = studio.reuse(name)

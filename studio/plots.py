@@ -15,9 +15,9 @@ SPECTROGRAM_COLUMNS = 1200
 Segments = list[tuple[float, float, str]]  # story mode: (start s, end s, prompt), shaded on both previews
 
 
-def _layout(fig: go.Figure, title: str, seconds: float, y_title: str, segments: Segments = ()) -> go.Figure:
+def _layout(fig: go.Figure, title: str, seconds: float, y_title: str, segments: Segments = (), start: float = 0.0) -> go.Figure:
     fig.update_layout(title=title, height=220, margin=dict(l=50, r=10, t=35, b=35), showlegend=False,
-                      xaxis=dict(title="seconds", range=[0, max(seconds, 1e-3)]), yaxis=dict(title=y_title))
+                      xaxis=dict(title="seconds", range=[start, start + max(seconds, 1e-3)]), yaxis=dict(title=y_title))
     for i, (start, end, prompt) in enumerate(segments):
         fig.add_vrect(x0=start, x1=end, fillcolor=f"hsl({i * 67 % 360}, 60%, 60%)", opacity=0.15, line_width=0,
                       annotation_text=f"{i + 1}. {prompt[:30]}", annotation_position="top left", annotation_font_size=10)
@@ -37,17 +37,18 @@ def waveform_figure(audio: np.ndarray, seconds: float | None = None, segments: S
     return _layout(fig, "waveform", total, "amplitude", segments)
 
 
-def spectrogram_figure(audio: np.ndarray, seconds: float | None = None, segments: Segments = ()) -> go.Figure:
-    """80-band log-mel (the codec metric's own settings), thinned to at most 1200 columns."""
+def spectrogram_figure(audio: np.ndarray, seconds: float | None = None, segments: Segments = (), start: float = 0.0) -> go.Figure:
+    """80-band log-mel (the codec metric's own settings), thinned to at most 1200 columns;
+    ``start``: the second the audio begins at (live mode's scrolling view)."""
     total = seconds or len(audio) / SAMPLE_RATE
     fig = go.Figure()
     if len(audio) >= 1024:
         mel = log_mel(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))).numpy()
         step = max(1, mel.shape[1] // SPECTROGRAM_COLUMNS)
         mel = mel[:, ::step]
-        fig.add_trace(go.Heatmap(z=mel, x=np.arange(mel.shape[1]) * step * 256 / SAMPLE_RATE, colorscale="Magma",
+        fig.add_trace(go.Heatmap(z=mel, x=start + np.arange(mel.shape[1]) * step * 256 / SAMPLE_RATE, colorscale="Magma",
                                  showscale=False, zmin=-5, zmax=max(float(mel.max()), -4)))
-    return _layout(fig, "log-mel spectrogram", total, "mel band", segments)
+    return _layout(fig, "log-mel spectrogram", total, "mel band", segments, start)
 
 
 def pitch_figure(times: np.ndarray, midi: np.ndarray) -> go.Figure:

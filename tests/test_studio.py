@@ -127,6 +127,34 @@ def test_stop_keeps_a_playable_partial_with_its_settings_marked_in_the_history(s
     assert progress.startswith("**done** · 1.0 s")  # the next piece is not stopped by the last Stop
 
 
+def test_live_plays_until_stopped_takes_a_change_and_keeps_its_last_minutes(studio_url):
+    from gradio_client import Client
+
+    client = Client(studio_url, verbose=False)
+    assert "press **Start live** first" in client.predict("calm piano", "", 0.5, None, api_name="/live_steer")
+    job = client.submit("tender solo piano, slow tempo", "", 0.5, None, 4, True, *SAMPLING, api_name="/live")
+    while len(job.outputs()) < 8:
+        time.sleep(0.05)
+    with pytest.raises(Exception, match="between 40 and 240 bpm"):
+        client.predict("metal", "", 0.5, 999, api_name="/live_steer")
+    assert "energetic rock" in client.predict("energetic rock with crunchy guitar and drums", "", 0.5, None, api_name="/live_steer")
+    seen = len(job.outputs())
+    while len(job.outputs()) < seen + 15:  # about 3 s more: past the buffer ahead of the player
+        time.sleep(0.05)
+    client.predict(api_name="/live_stop")
+    updates = list(job)
+    status = updates[-1][0]
+    assert status.startswith("**stopped** after") and updates[0][2] == 4
+    streamed = [u[-1] for u in updates if isinstance(u[-1], dict) and u[-1].get("chunks")]
+    assert len({u["stream"] for u in streamed}) == 1 and updates[-1][-1]["ended"]
+    timeline = json.loads(Path(client.predict(api_name="/live_timeline")).read_text())
+    assert [r["prompt"] for r in timeline["segments"] if r["handover"] or r["frame"] == 0] == [
+        "tender solo piano, slow tempo", "energetic rock with crunchy guitar and drums"]
+    path, rows = client.predict(0.5, api_name="/live_keep")
+    assert rows["data"][0][1] == "live" and "tender solo piano, slow tempo → energetic rock" in rows["data"][0][2]
+    assert sf.info(path).duration == pytest.approx(min(30.0, timeline["live"]["seconds"]), abs=0.05)
+
+
 def test_history_rows_say_what_each_piece_is_and_its_buttons_reuse_send_and_delete(shipped, tmp_path):
     studio = Studio(shipped, History(tmp_path / "history"))
     audio = np.zeros(24_000, np.float32)
@@ -318,7 +346,7 @@ def test_a_real_browser_generates_music_in_the_text_tab(studio_url):
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--autoplay-policy=no-user-gesture-required"])
         page = browser.new_page(viewport={"width": 1280, "height": 1400})
         page.goto(studio_url)
-        for tab in ("Hum", "Story", "Continue", "History", "Models"):  # every tab renders
+        for tab in ("Hum", "Story", "Continue", "Live", "History", "Models"):  # every tab renders
             page.get_by_role("tab", name=tab, exact=True).click()
             page.wait_for_timeout(700)  # let plots draw
             page.screenshot(path=str(ARTIFACTS / f"studio-{tab.lower()}.png"))
@@ -344,6 +372,7 @@ def test_a_real_browser_generates_music_in_the_text_tab(studio_url):
         audio.wait_for(state="attached", timeout=10_000)
         page.screenshot(path=str(ARTIFACTS / "studio-text-generated.png"), full_page=True)
         _stop_keeps_the_partial_without_an_error(page)
+        _live_takes_a_change_while_it_plays_without_a_stall(page)
         browser.close()
     assert wall < 60
 
@@ -401,6 +430,25 @@ def _stop_keeps_the_partial_without_an_error(page):
     assert page.locator(".error:visible").count() == 0 and page.get_by_text("Error", exact=True).count() == 0
     assert '"seed"' in page.locator("#output-audio ~ * , body").first.inner_text()
     page.screenshot(path=str(ARTIFACTS / "studio-stopped.png"), full_page=True)
+
+
+def _live_takes_a_change_while_it_plays_without_a_stall(page):
+    page.get_by_role("tab", name="Live", exact=True).click()
+    page.locator("#live-prompt textarea").fill("tender solo piano, slow tempo")
+    page.locator("#live-start").click()
+    page.wait_for_function("() => window.__hbPlayer.firstSoundAt && window.__hbPlayer.chunks >= 15", timeout=60_000)
+    prompt = page.locator("#live-prompt textarea")
+    prompt.fill("energetic rock with crunchy guitar and drums")
+    prompt.press("Enter")
+    page.locator("#live-status").get_by_text("energetic rock").first.wait_for(timeout=20_000)
+    chunks = page.evaluate("() => window.__hbPlayer.chunks")
+    page.wait_for_function(f"() => window.__hbPlayer.chunks >= {chunks + 20}", timeout=60_000)  # 4 s more of playing
+    page.screenshot(path=str(ARTIFACTS / "studio-live.png"), full_page=True)
+    page.locator("#live-stop").click()
+    page.get_by_text("stopped after").wait_for(timeout=30_000)
+    stalls = page.evaluate("() => window.__hbPlayer.stalls")
+    assert max(stalls, default=0) <= 0.3, stalls
+    assert page.locator(".error:visible").count() == 0
 
 
 def test_desktop_audio_without_a_sound_card_says_so_in_one_sentence(monkeypatch):

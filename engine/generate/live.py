@@ -169,16 +169,18 @@ class LiveStream:
     thread) to change the direction and ``stop`` to end it after the current chunk.
 
     ``buffer``: seconds the stream may run ahead of playback (None: not paced, as fast as the
-    machine goes: how ``replay`` renders); ``plan``: segments to follow instead of listening for
-    changes (a replay)."""
+    machine goes: how ``replay`` renders); ``prebuffer``: seconds the player waits for before it
+    starts (default the whole buffer; a browser player starts with the first chunk: 0);
+    ``plan``: segments to follow instead of listening for changes (a replay)."""
     def __init__(self, model: MusicLM, direction: Direction, settings: GenerationSettings = GenerationSettings(),
-                 buffer: float | None = DEFAULT_BUFFER, clock: WallClock | None = None, plan: list[Segment] | None = None):
+                 buffer: float | None = DEFAULT_BUFFER, clock: WallClock | None = None, plan: list[Segment] | None = None,
+                 prebuffer: float | None = None):
         if buffer is not None and not 0 < buffer <= MAX_BUFFER:
             raise ValueError(f"the live buffer must be in (0, {MAX_BUFFER:.0f}] seconds, got {buffer}")
         settings.check()
         self.model, self.settings, self.buffer = model, replace(settings, chunk_seconds=CHUNK_SECONDS, tempo_drafts=1), buffer
         self.clock = clock or WallClock()
-        self.playback = Playback(self.clock, buffer or 0.0)
+        self.playback = Playback(self.clock, (buffer or 0.0) if prebuffer is None else prebuffer)
         self.plan = list(plan) if plan is not None else None
         self.timeline: list[Segment] = []
         self._index = -1  # the segment being made
@@ -203,6 +205,10 @@ class LiveStream:
 
     def stop(self) -> None:
         self._stopped.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
 
     @property
     def seconds(self) -> float:
