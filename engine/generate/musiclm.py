@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..audio import SAMPLE_RATE
-from ..checkpoints import model_set
+from ..checkpoints import hash_ahead, manifest_files, model_set
 from ..features import SEMANTIC_RATE
 from ..nn.codec import HOP, CodecStreamer, load_codec
 from ..nn.lm import COARSE_LEVELS, GenerationError, Schedule, TokenLM, load_stage, windowed
@@ -112,6 +112,7 @@ class MusicLM:
         exported file); ``parallel`` runs the upstream stages on processes of their own, started
         here (default: on a CPU this process may use two or more cores of)."""
         where = {**model_set(root), **(paths or {})}
+        hash_ahead([file for path in where.values() if Path(path).suffix == ".safetensors" for file in manifest_files(path)])
         if parallel is None:
             parallel = torch.get_num_threads() >= 2
         target = resolve_device(device)

@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from torch import nn
 
+from ..checkpoints import initial_weights_skipped
+
 MAX_TOKENS = 256  # the model's sentence_bert_config: longer texts are truncated
 
 
@@ -66,7 +68,9 @@ class SentenceEncoder:
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-        self.model = MiniLM(json.loads((folder / "config.json").read_text())).load_bert(load_file(str(folder / "model.safetensors"))).eval()
+        with initial_weights_skipped():
+            model = MiniLM(json.loads((folder / "config.json").read_text()))
+        self.model = model.load_bert(load_file(str(folder / "model.safetensors"))).eval()
 
     @torch.inference_mode()
     def encode(self, texts: list[str], batch_size: int = 128) -> torch.Tensor:
