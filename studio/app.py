@@ -13,6 +13,7 @@ import os
 import random
 import tempfile
 import threading
+import time
 from collections import deque
 from dataclasses import asdict
 from pathlib import Path
@@ -177,11 +178,13 @@ class Studio:
         progress, growing previews, the seed drawn; the finished (or stopped) piece goes to the
         history with the settings that reproduce it, and to the audio player to replay and
         download. ``make_request`` builds the request, whose checks may refuse it."""
+        called = time.perf_counter()
         try:
             request = make_request()
         except (AudioError, ValueError) as exc:
             raise refuse(str(exc)) from None
         model = self.model()
+        asked = time.perf_counter()
         chunks, total = model.run(request), request.seconds
         player = PlayerStream(SAMPLE_RATE)
         pieces: list[np.ndarray] = []
@@ -194,6 +197,8 @@ class Studio:
             self._generating += 1
         try:
             for chunk in chunks:
+                if not pieces:  # where a click's first second goes on the server (studio.first_sound reads it)
+                    log.info("first chunk: %s, request %.3f s, generation %.3f s", request.mode, asked - called, time.perf_counter() - asked)
                 pieces.append(chunk.audio)
                 stages = " · ".join(f"{k} {v:.1f} s" for k, v in chunk.stages.items())
                 progress = f"**{chunk.seconds_done:.1f} / {total:g} s**" + (f" · {stages}" if stages else "")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import sys
 import tempfile
 import time
@@ -68,8 +69,24 @@ def _prepare(page, case: str, files: dict[str, Path], seconds: float) -> None:
         duration.press("Enter")
 
 
+class ServerSide(logging.Handler):
+    """The studio's own account of each click: seconds to build the request and to its first chunk."""
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.firsts: list[tuple[float, float]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg.startswith("first chunk"):
+            self.firsts.append((round(record.args[1], 3), round(record.args[2], 3)))
+
+
 def measure(repeats: int = 5, seconds: float = 6.0, cases: tuple[str, ...] = tuple(CASES), screenshot: Path | None = None) -> dict:
     from playwright.sync_api import sync_playwright
+
+    server = ServerSide()
+    studio_log = logging.getLogger("hummingbird.studio")
+    studio_log.addHandler(server)
+    studio_log.setLevel(logging.INFO)
 
     port = free_port()
     t0 = time.perf_counter()
@@ -86,6 +103,7 @@ def measure(repeats: int = 5, seconds: float = 6.0, cases: tuple[str, ...] = tup
             for case in cases:
                 _prepare(page, case, files, seconds)
                 firsts, stalls, arrivals = [], [], []
+                server.firsts.clear()
                 for _ in range(repeats):
                     page.evaluate("() => Object.assign(window.__hbPlayer, {firstSoundAt: null, clickedAt: null, stalls: []})")
                     page.locator(CASES[case][2]).click()
@@ -100,7 +118,7 @@ def measure(repeats: int = 5, seconds: float = 6.0, cases: tuple[str, ...] = tup
                     stalls.extend(player["stalls"])
                 results[case] = {"click_to_first_sound_s": firsts, "median_s": round(float(np.median(firsts)), 3),
                                  "worst_s": max(firsts), "stalls": len(stalls), "longest_stall_s": round(max(stalls, default=0.0), 3),
-                                 "chunk_arrivals_s": arrivals}
+                                 "chunk_arrivals_s": arrivals, "server_request_and_first_chunk_s": list(server.firsts)}
             if screenshot:
                 page.screenshot(path=str(screenshot), full_page=True)
             browser.close()
@@ -109,7 +127,8 @@ def measure(repeats: int = 5, seconds: float = 6.0, cases: tuple[str, ...] = tup
             app.close()
     return {"cases": results, "seconds": seconds, "repeats": repeats, "studio_ready_s": round(ready_s, 2),
             "measure": "click (pointerdown) to the first chunk starting on the page's Web Audio clock; stalls: chunks that "
-                       "arrived after the previous one had played out", "screenshot": str(screenshot) if screenshot else None}
+                       "arrived after the previous one had played out; server: seconds the studio took to build each request and "
+                       "then to its first chunk", "screenshot": str(screenshot) if screenshot else None}
 
 
 def main() -> None:

@@ -174,11 +174,13 @@ class LiveStream:
     ``plan``: segments to follow instead of listening for changes (a replay)."""
     def __init__(self, model: MusicLM, direction: Direction, settings: GenerationSettings = GenerationSettings(),
                  buffer: float | None = DEFAULT_BUFFER, clock: WallClock | None = None, plan: list[Segment] | None = None,
-                 prebuffer: float | None = None):
+                 prebuffer: float | None = None, segment_seconds: float | None = None, chunk_seconds: float | None = None):
         if buffer is not None and not 0 < buffer <= MAX_BUFFER:
             raise ValueError(f"the live buffer must be in (0, {MAX_BUFFER:.0f}] seconds, got {buffer}")
         settings.check()
-        self.model, self.settings, self.buffer = model, replace(settings, chunk_seconds=CHUNK_SECONDS, tempo_drafts=1), buffer
+        self.segment_seconds = segment_seconds or SEGMENT_SECONDS  # a replay takes both from its timeline
+        self.model, self.buffer = model, buffer
+        self.settings = replace(settings, chunk_seconds=chunk_seconds or CHUNK_SECONDS, tempo_drafts=1)
         self.clock = clock or WallClock()
         self.playback = Playback(self.clock, (buffer or 0.0) if prebuffer is None else prebuffer)
         self.plan = list(plan) if plan is not None else None
@@ -234,12 +236,12 @@ class LiveStream:
             index = self._index = len(self.timeline) if self.plan is None else self._index + 1
             segment = self._next_segment(index, current)
             if segment is None:
-                return
+                break
             if self.plan is None:
                 self.timeline.append(segment)
             m = self.conditioning(segment.direction)
             schedule = [(0.0, self.conditioning(current)), (0.0, m)] if segment.handover else [(0.0, m)]
-            settings = replace(self.settings, seconds=SEGMENT_SECONDS, seed=segment_seed(self.settings.seed, index))
+            settings = replace(self.settings, seconds=self.segment_seconds, seed=segment_seed(self.settings.seed, index))
             if segment.direction.guidance is not None:
                 settings = replace(settings, guidance=segment.direction.guidance)
             tokens: dict = {}
@@ -312,8 +314,9 @@ class LiveStream:
         """The run as a story file: its segments with their starts and lengths, directions and the
         live settings, from which ``replay`` renders the same audio."""
         ends = [s.frame for s in self.timeline[1:]] + [self.frames]
-        rows = [{**s.record(), "seconds": round((end - s.frame) / FRAME_RATE, 3)} for s, end in zip(self.timeline, ends) if end > s.frame]
-        return {"segments": rows, "live": {"frames": self.frames, "seconds": round(self.seconds, 3), "settings": asdict(self.settings)}}
+        rows = [{**s.record(), "seconds": round((end - s.frame) / FRAME_RATE, 3)} for s, end in zip(self.timeline, ends)]
+        return {"segments": rows, "live": {"frames": self.frames, "seconds": round(self.seconds, 3), "segment_seconds": self.segment_seconds,
+                                           "settings": asdict(self.settings)}}
 
 
 def replay(model: MusicLM, record: dict) -> Iterator[Chunk]:
@@ -327,7 +330,8 @@ def replay(model: MusicLM, record: dict) -> Iterator[Chunk]:
         raise ValueError(f"not a live timeline (missing or malformed {exc})") from None
     if not plan or plan[0].frame != 0 or any(b.frame <= a.frame for a, b in zip(plan, plan[1:])) or total <= plan[-1].frame:
         raise ValueError("a live timeline's segments start at frame 0, in order, before its end")
-    stream = LiveStream(model, plan[0].direction, settings, buffer=None, plan=plan)
+    stream = LiveStream(model, plan[0].direction, settings, buffer=None, plan=plan, segment_seconds=float(live["segment_seconds"]),
+                        chunk_seconds=settings.chunk_seconds)
     for chunk in stream:
         yield chunk
         if stream.frames >= total:
