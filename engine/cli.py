@@ -111,6 +111,10 @@ def _train(args: argparse.Namespace) -> dict:
             overrides[option] = tuple(getattr(args, option)) if option == "recorded" else getattr(args, option)
     if args.recorded is not None and not args.recorded_share:
         raise UsageError("--recorded names the music that --recorded-share mixes in; give --recorded-share too")
+    if args.tone_share is not None:
+        if args.stage != "codec":
+            raise UsageError("--tone-share applies to the codec only")
+        overrides["tone_share"] = args.tone_share
     if args.no_handcrafted:
         if args.stage != "mulan":
             raise UsageError("--no-handcrafted applies to mulan only")
@@ -406,6 +410,8 @@ def parser() -> argparse.ArgumentParser:
                    help="codec from scratch: share of training crops taken from recorded music instead of the corpus (default 0)")
     t.add_argument("--recorded", nargs="+", metavar="FOLDER",
                    help="codec from scratch: folders of recorded music for --recorded-share (default: six Debian game soundtracks)")
+    t.add_argument("--tone-share", type=_fraction,
+                   help="codec: share of training crops that are synthetic pure and harmonic tones, 55–1500 Hz (default 0)")
     t.add_argument("--export", action="store_true", help="copy the result to assets/checkpoints/")
     t.add_argument("--no-handcrafted", action="store_true", help="mulan: audio tower without the handcrafted descriptors (ablation)")
     t.add_argument("--codebook", choices=("flat", "joint"),

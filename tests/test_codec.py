@@ -401,3 +401,20 @@ def test_a_decoder_fine_tune_can_keep_the_fine_stft_term_of_a_pitch_true_codec(c
     plain, logs = codec_decoder_loss(codec, wav)
     kept, kept_logs = codec_decoder_loss(codec, wav, pitch_weight=2.0)
     assert "pitch" not in logs and float(kept.detach()) == pytest.approx(float(plain.detach()) + 2.0 * float(kept_logs["pitch"]), rel=1e-5)
+
+
+def test_synthetic_tones_say_which_pitch_classes_sound_and_when():
+    """The codec's tone crops: the roll names the fundamentals' pitch classes while they sound."""
+    from engine.evaluate.metrics import dominant_frequency
+    from engine.train.codec import synthetic_tones
+
+    rng = np.random.default_rng(3)
+    checked = 0
+    for _ in range(40):
+        audio, roll = synthetic_tones(rng, 24_000)
+        assert audio.dtype == np.float32 and np.abs(audio).max() <= 0.5 and roll.shape == (12, 24_000 // 480)
+        if roll.any(0).sum() > 25 and roll.any(1).sum() == 1:  # one pitch class sounding most of the crop
+            pitch_class = int(np.round(12 * np.log2(dominant_frequency(audio) / 440.0) + 9)) % 12
+            checked += 1
+            assert roll[pitch_class].any(), (pitch_class, roll.sum(1))
+    assert checked >= 5

@@ -87,13 +87,38 @@ def codec_decoder_loss(model: nn.Module, wav: torch.Tensor, descriptor_weight: f
     return loss, {"loss": loss.detach(), **logs}
 
 
+TONE_RANGE_HZ = (55.0, 1500.0)  # fundamentals of the synthetic tones: beyond the 80–1000 Hz that eval tones asks for
+
+
+def synthetic_tones(rng: np.random.Generator, samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """A crop of plain tones, the sound the corpus's instruments never make: one to three notes at
+    once, each a pure sine or 2–10 harmonics with a random roll-off, at a fundamental drawn
+    log-uniformly from ``TONE_RANGE_HZ``, with a random attack and release. Returns the audio and
+    its (12, samples / HOP) pitch-class roll, which the fundamentals give exactly."""
+    t = np.arange(samples) / SAMPLE_RATE
+    audio = np.zeros(samples)
+    roll = np.zeros((12, samples // HOP), dtype=np.float32)
+    for _ in range(rng.integers(1, 4)):
+        f0 = float(np.exp(rng.uniform(*np.log(TONE_RANGE_HZ))))
+        partials = 1 if rng.random() < 0.5 else int(rng.integers(2, 11))
+        rolloff = rng.uniform(0.5, 2.0)
+        start, end = sorted(rng.uniform(-0.3, 1.3, size=2) * samples / SAMPLE_RATE)
+        envelope = np.clip(np.minimum((t - start) / rng.uniform(0.005, 0.1), (end - t) / rng.uniform(0.01, 0.2)), 0, 1)
+        audio += envelope * sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi)) / k ** rolloff
+                                for k in range(1, partials + 1) if f0 * k < SAMPLE_RATE / 2)
+        sounding = envelope[: samples // HOP * HOP].reshape(-1, HOP).mean(1) > 0.1
+        roll[int(np.round(12 * np.log2(f0 / 440.0) + 9)) % 12, sounding] = 1.0  # pitch class 0 = C
+    peak = np.abs(audio).max()
+    return (audio / peak * rng.uniform(0.05, 0.5) if peak > 0 else audio).astype(np.float32), roll
+
+
 class CorpusAudio:
     """Every clip of one corpus split held in memory (int16), for random training crops; with
     ``notes``, each clip's pitch-class roll at the token rate too (``pitch_class_roll``); with
     ``recorded`` (int16 excerpts of recorded music, whose notes nobody wrote down), that share of
-    the crops comes from them instead."""
+    the crops comes from them instead; ``tone_share`` of them are ``synthetic_tones``."""
     def __init__(self, corpus: Path, split: str = "train", limit: int | None = None, notes: bool = False,
-                 recorded: list[np.ndarray] = (), recorded_share: float = 0.0):
+                 recorded: list[np.ndarray] = (), recorded_share: float = 0.0, tone_share: float = 0.0):
         records = read_records(corpus, split)
         if not records:
             raise ValueError(f"{corpus}/{split}.jsonl has no clips; build the corpus first")
@@ -101,6 +126,7 @@ class CorpusAudio:
         self.clips = [sf.read(str(Path(corpus) / r["audio"]), dtype="int16")[0] for r in self.records]
         self.rolls = [pitch_class_roll(corpus, r, -(-len(c) // HOP), SAMPLE_RATE / HOP) for r, c in zip(self.records, self.clips)] if notes else None
         self.recorded, self.recorded_share = list(recorded), recorded_share if len(recorded) else 0.0
+        self.tone_share = tone_share
 
     def crops(self, batch: int, samples: int, seed: int) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Random crops (B, samples) at a random gain; with notes, (crops, (B, 12, samples / HOP)
@@ -113,6 +139,10 @@ class CorpusAudio:
             rolls = np.zeros((batch, 12, frames), dtype=np.float32)
             known = np.zeros(batch, dtype=np.float32)
             for i in range(batch):
+                if rng.random() < self.tone_share:
+                    out[i], rolls[i] = synthetic_tones(rng, samples)
+                    known[i] = 1.0
+                    continue
                 from_recordings = rng.random() < self.recorded_share
                 pool = self.recorded if from_recordings else self.clips
                 index = rng.integers(len(pool))
@@ -142,8 +172,8 @@ def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Reci
         model = Codec(replace(CODEC_PRESETS[preset], note_levels=NOTE_LEVELS) if cfg.note_weight else CODEC_PRESETS[preset])
     samples = int(cfg.crop_seconds * SAMPLE_RATE) // HOP * HOP
     recorded = training_excerpts(tuple(cfg.recorded)) if cfg.recorded_share else []
-    batches = CorpusAudio(corpus, notes=cfg.note_weight > 0, recorded=recorded,
-                          recorded_share=cfg.recorded_share).crops(cfg.batch_size, samples, seed=cfg.seed * 1000 + rank)
+    batches = CorpusAudio(corpus, notes=cfg.note_weight > 0, recorded=recorded, recorded_share=cfg.recorded_share,
+                          tone_share=cfg.tone_share).crops(cfg.batch_size, samples, seed=cfg.seed * 1000 + rank)
     loss = (partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight, pitch_weight=cfg.pitch_weight) if cfg.init
             else partial(codec_loss, pitch_weight=cfg.pitch_weight, note_weight=cfg.note_weight))
     return Recipe(model, batches, loss)

@@ -44,6 +44,7 @@ class TrainConfig:
     note_weight: float = 0.0  # codec trained from scratch: weight of the note head on the first levels (codec_loss)
     recorded_share: float = 0.0  # codec from scratch: share of crops taken from recorded music (data/recorded.py) instead of the corpus
     recorded: tuple[str, ...] = TRAINING_MUSIC  # … from these folders
+    tone_share: float = 0.0  # codec: share of crops that are synthetic tones (train/codec.py synthetic_tones)
 
 
 TRAIN_PRESETS = {
