@@ -42,3 +42,25 @@ def test_a_folder_names_only_the_models_that_differ(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="holds no model"):
         model_set(tmp_path / "empty")
+
+
+def test_a_file_hashed_ahead_is_still_checked_and_weights_built_unset_load_whole(tmp_path):
+    import torch
+
+    from engine.checkpoints import hash_ahead, initial_weights_skipped, manifest_files
+    from engine.nn.semantic import load_semantic
+
+    for name in ("semantic.safetensors", "semantic.json", MANIFEST):
+        shutil.copy(CHECKPOINT_DIR / name, tmp_path / name)
+    data = bytearray((tmp_path / "semantic.safetensors").read_bytes())
+    data[-1] ^= 1
+    (tmp_path / "semantic.safetensors").write_bytes(bytes(data))
+    hash_ahead(manifest_files(tmp_path / "semantic.safetensors"))  # what MusicLM.load starts while it builds the models
+    with pytest.raises(ValueError, match="does not match its SHA-256"):
+        load_exported(tmp_path / "semantic.safetensors")
+    draw = torch.nn.init.normal_
+    with initial_weights_skipped():
+        assert torch.nn.init.normal_ is not draw
+    assert torch.nn.init.normal_ is draw  # restored
+    a, b = load_semantic(CHECKPOINT_DIR / "semantic.safetensors"), load_semantic(CHECKPOINT_DIR / "semantic.safetensors")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
