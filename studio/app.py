@@ -46,6 +46,10 @@ SEED_RANGE = 2**31
 # every output would repaint the page the whole time, on the cores generation needs.
 LIVE_PROGRESS = "hidden"
 PLOT_EVERY_SECONDS = 2.0  # redraw the previews this often while streaming (each redraw costs CPU the generator needs)
+# A continuation (or inpainting) starts with the user's own clip: the player gets only its last
+# seconds as a lead-in to the new music (the saved piece keeps all of it). Every update costs the
+# page a re-render; the whole clip, even in slices, cost 0.3–1.4 s late in a session.
+LEAD_IN_SECONDS = 1.0
 LIVE_BUFFER = 1.0  # seconds the live stream runs ahead of the page's player: how much old music plays after a change
 LIVE_VIEW_SECONDS = 10.0  # the live spectrogram scrolls over this much
 LIVE_KEEP_MINUTES = 10.0  # the most of a live stream the page holds for "keep"
@@ -202,7 +206,9 @@ class Studio:
                 pieces.append(chunk.audio)
                 stages = " · ".join(f"{k} {v:.1f} s" for k, v in chunk.stages.items())
                 progress = f"**{chunk.seconds_done:.1f} / {total:g} s**" + (f" · {stages}" if stages else "")
-                for update in player.chunks(_pcm16(chunk.audio)):
+                given_clip = len(pieces) == 1 and not chunk.stages  # a continuation's first chunk: the user's clip
+                heard = chunk.audio[-int(LEAD_IN_SECONDS * SAMPLE_RATE):] if given_clip else chunk.audio
+                for update in player.chunks(_pcm16(heard)):
                     yield gr.skip(), progress, gr.skip(), gr.skip(), gr.skip(), gr.skip(), seed, update
                     seed = gr.skip()
                 drawn = chunk.seconds_done if drawn is None else drawn
