@@ -177,6 +177,7 @@ def _request(args: argparse.Namespace):
         raise UsageError("--story, --continue and --inpaint do not combine; choose one")
     settings = GenerationSettings(seconds=args.seconds, seed=args.seed, top_k=args.top_k, guidance=args.guidance,
                                   coarse_guidance=args.coarse_guidance, negative_prompt=args.negative or "", temperatures=tuple(args.temperatures),
+                                  fine_stage=not args.coarse_only,
                                   **({} if args.tempo_drafts is None else {"tempo_drafts": args.tempo_drafts}))
     if args.story:
         return StoryRequest(tuple(parse_story(_read_text(args.story))), settings)
@@ -306,8 +307,8 @@ def _eval(args: argparse.Namespace) -> dict:
         raise UsageError("--audio applies to eval recordings only")
     if args.soundfont and args.what != "codec":
         raise UsageError("--soundfont applies to eval codec only")
-    if (args.tuning or args.tempo_drafts) and args.what != "generation":
-        raise UsageError("--tuning and --tempo-drafts apply to eval generation only")
+    if (args.tuning or args.tempo_drafts or args.coarse_only) and args.what != "generation":
+        raise UsageError("--tuning, --tempo-drafts and --coarse-only apply to eval generation only")
     if args.what == "all":
         results = run_all(corpus, checkpoint, args.plan, tuple(args.only or ()), progress=lambda line: print(line, file=sys.stderr))
         report = write_report(results, Path(args.out))
@@ -316,7 +317,7 @@ def _eval(args: argparse.Namespace) -> dict:
     try:
         extra = {"seconds": args.seconds, "seeds": args.seeds} if args.what in ("generation", "story", "continuation") else {}
         if args.what == "generation":
-            extra.update(tempo_drafts=args.tempo_drafts, tuning=args.tuning)
+            extra.update(tempo_drafts=args.tempo_drafts, tuning=args.tuning, fine_stage=not args.coarse_only)
         if args.what == "melody":
             extra = {"seconds": args.seconds}
         if args.what == "recordings" and args.audio:
@@ -429,6 +430,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--coarse-guidance", type=_positive_float, default=1.0, help="classifier-free guidance scale on stage 2 (1 = off, faster)")
     g.add_argument("--top-k", type=int, default=0)
     g.add_argument("--temperatures", type=_positive_float, nargs=3, default=(1.0, 0.95, 0.4), metavar=("T1", "T2", "T3"))
+    g.add_argument("--coarse-only", action="store_true", help="decode codec levels 1–4 alone, without stage 3's fine levels")
     g.add_argument("--candidates", type=_positive_int, default=1, help="generate N (seeds seed…seed+N−1), keep the best MuLan match")
     g.add_argument("--tempo-drafts", type=_positive_int,
                    help="a prompt stating a tempo: stage 1 drafts under N readings of it and keeps one that plays it (default: the generator's; 1 = off)")
@@ -490,6 +492,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--seconds", type=_positive_float, default=10.0, help="generation, story, continuation: seconds per generated clip / segment")
     e.add_argument("--seeds", type=_positive_int, default=3, help="generation: seeds per caption (MCC, tempo) and per contrasting prompt pair")
     e.add_argument("--tempo-drafts", type=_positive_int, help="generation: the generator's tempo drafts (default: its own; 1 = off)")
+    e.add_argument("--coarse-only", action="store_true", help="generation: decode codec levels 1–4 alone, without stage 3's fine levels")
     e.add_argument("--tuning", action="store_true",
                    help="generation: the tuning captions (60 test captions kept apart from the evaluation's 30) instead, for choosing settings")
     e.add_argument("--plan", choices=("quick", "full"), default="quick",

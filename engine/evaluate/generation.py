@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +40,12 @@ def _generation_set(records: list[dict], n: int, tuning: bool = False) -> list[d
 
 
 
-def _contrast(model, seconds: float, seeds: int) -> dict:
+def _contrast(model, base: GenerationSettings, seeds: int) -> dict:
     pairs = []
     for a, b in CONTRAST_PAIRS:
         deltas = []
         for seed in range(seeds):
-            settings = GenerationSettings(seconds=seconds, seed=seed)
+            settings = replace(base, seed=seed)
             da, db = (descriptors(model.generate(p, settings)[0]) for p in (a, b))
             deltas.append({k: db[k] - da[k] for k in da})
         mean = {k: round(float(np.mean([d[k] for d in deltas])), 4) for k in deltas[0]}
@@ -76,7 +77,7 @@ def _fine_stage_fidelity(model, corpus: Path, records: list[dict], seconds: floa
 
 
 def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0,
-                    seeds: int = 3, tempo_drafts: int | None = None, tuning: bool = False) -> dict:
+                    seeds: int = 3, tempo_drafts: int | None = None, tuning: bool = False, fine_stage: bool = True) -> dict:
     """Issue 5's adherence metrics on test captions never seen in training: MuLan cycle
     consistency (MCC) against reference renders of the same captions, tempo adherence, contrasting
     prompt pairs, and Fréchet distances to the test renders — each also for the unconditioned
@@ -88,8 +89,10 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
     round 0 is the one-seed protocol); one draw per caption leaves the MCC ratio ±0.02 and the tempo
     share ±2 prompts, so each round's own figures are reported beside the pooled ones.
     ``tempo_drafts``: the generator's setting, its default if None (1: without tempo drafts);
-    ``tuning``: the tuning captions instead (``_generation_set``), ``TUNING_CAPTIONS`` by default."""
+    ``tuning``: the tuning captions instead (``_generation_set``), ``TUNING_CAPTIONS`` by default;
+    ``fine_stage``: off, the codec decodes the coarse levels alone (``GenerationSettings.fine_stage``)."""
     t0 = time.perf_counter()
+    base = GenerationSettings(seconds=seconds, fine_stage=fine_stage, **({} if tempo_drafts is None else {"tempo_drafts": tempo_drafts}))
     model = MusicLM.load(checkpoint)
     mulan = model.mulan
     records = read_records(corpus, "test")
@@ -117,8 +120,7 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
         bpm = stated_bpm(record["caption"])
         pieces = [(0, "reference", rendered), (0, "reference_through_codec", through_codec(model.codec, rendered))]
         for round_ in range(seeds):
-            settings = GenerationSettings(seconds=seconds, seed=round_ * len(chosen) + i,
-                                          **({} if tempo_drafts is None else {"tempo_drafts": tempo_drafts}))
+            settings = replace(base, seed=round_ * len(chosen) + i)
             generated, info = model.generate(record["caption"], settings)
             rtf.append(info["rtf"])
             pieces += [(round_, "generated", generated),
@@ -153,7 +155,7 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
     mean_mcc = {k: mean(v) for k, v in mcc.items()}
     rounds = range(seeds)
     return {
-        "captions": len(chosen), "caption_set": "tuning" if tuning else "evaluation", "seeds_per_caption": seeds, "tempo_drafts": settings.tempo_drafts, "seconds": seconds, "reference_renders": len(records),
+        "captions": len(chosen), "caption_set": "tuning" if tuning else "evaluation", "seeds_per_caption": seeds, "tempo_drafts": base.tempo_drafts, "fine_stage": fine_stage, "seconds": seconds, "reference_renders": len(records),
         "mcc": {**mean_mcc, "generated_over_reference": round(mean_mcc["generated"] / mean_mcc["reference"], 4),
                 "codec_ceiling_over_reference": round(mean_mcc["reference_through_codec"] / mean_mcc["reference"], 4),
                 "per_seed": {k: [mean(mcc[k], lambda r: r == n) for n in rounds] for k in drawn},
@@ -164,7 +166,7 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
                   "per_seed_within_8pct": {k: [mean(tempo[k], lambda r: r == n, within) for n in rounds] if tempo[k] else None
                                            for k in drawn}},
         "notes": {kind: {k: round(float(np.mean(v)), 4) for k, v in rows.items()} for kind, rows in clarity.items()},
-        "contrast": _contrast(model, seconds, seeds),
+        "contrast": _contrast(model, base, seeds),
         "fine_stage_log_mel_l1": _fine_stage_fidelity(model, corpus, records[:10], seconds),
         "frechet": frechet,
         "generation_rtf_mean": round(float(np.mean(rtf)), 4),

@@ -246,15 +246,16 @@ class MusicLM:
         job2 = StageJob(frames, at_rate(s2.cfg.layout.rate), {"S": s_buf, **hum}, sampling[1], seeds[1], c_buf, offset_a, None,
                         given_a[:, :COARSE_LEVELS] if given_a is not None else None, int(STORY_HANDOVER * s2.cfg.layout.rate),
                         reads=Reads(semantic_total, s_reads.lookahead + s2.cfg.layout.max_delay, int(1 / s_reads.frames_per_position)) if job1 else None)
+        levels = self.codec.cfg.levels if settings.fine_stage else COARSE_LEVELS  # what the codec decodes
         gen3 = windowed(s3, frames, [(0, None)], {"A_coarse": c_buf}, sampling[2], torch.Generator(device=device).manual_seed(seeds[2]), None,
-                        given_a[:, COARSE_LEVELS:] if given_a is not None else None)
-        reads3 = Reads(frames, s3.cfg.layout.aligned[0].lookahead + s3.cfg.layout.max_delay)
+                        given_a[:, COARSE_LEVELS:] if given_a is not None else None) if settings.fine_stage else None
+        reads3 = Reads(frames, s3.cfg.layout.aligned[0].lookahead + s3.cfg.layout.max_delay if gen3 else 0)
         a_buf = torch.zeros(1, self.codec.cfg.levels, frames + offset_a, dtype=torch.long, device=device)  # the whole piece, for tokens_out
         if given_a is not None:
             a_buf[:, :, :offset_a] = given_a
         streamer = decoder or CodecStreamer(self.codec)
         if given_a is not None and decoder is None:  # decoder context: the prompt's tokens, whose audio the caller has
-            streamer.push(given_a[0])
+            streamer.push(given_a[0, :levels])
         if tokens_out is not None:
             tokens_out.update(S=s_buf, A=a_buf, decoded=offset_a)
         chunk = max(1, int(settings.chunk_seconds * SAMPLE_RATE / HOP))
@@ -266,11 +267,12 @@ class MusicLM:
             for f in range(frames):
                 with operator_threads(STAGE_THREADS if workers else caller_threads()):
                     coarse.wait_for(reads3.needed(f))  # stage 3 reads the coarse frames a little ahead
-                    t = time.perf_counter()
-                    fine = next(gen3)
-                    timings["stage3"] += time.perf_counter() - t
-                    a_buf[:, :, offset_a + f] = torch.cat([c_buf[:, :, offset_a + f], fine[:, :, 0]], 1)
-                    pending.append(a_buf[0, :, offset_a + f:offset_a + f + 1])
+                    a_buf[:, :COARSE_LEVELS, offset_a + f] = c_buf[:, :, offset_a + f]
+                    if gen3 is not None:
+                        t = time.perf_counter()
+                        a_buf[:, COARSE_LEVELS:, offset_a + f] = next(gen3)[:, :, 0]
+                        timings["stage3"] += time.perf_counter() - t
+                    pending.append(a_buf[0, :levels, offset_a + f:offset_a + f + 1])
                     if len(pending) < chunk and f < frames - 1:
                         continue
                     t = time.perf_counter()

@@ -22,6 +22,7 @@ class GenerationSettings:
     coarse_guidance: float = 1.0  # on stage 2 (1 = off): stresses the text beyond what S implies; see docs/experiments.md for what it trades
     negative_prompt: str = ""
     chunk_seconds: float = 0.5
+    fine_stage: bool = True  # stage 3 writes codec levels 5–12 (the paper); off: the codec decodes levels 1–4 alone, for a stage 3 no better than chance
     tempo_drafts: int = 4  # text that states a bpm (no hum or clip: they bring their own): stage 1 drafts under this many readings of it, the one that keeps the tempo goes on (1 = off)
 
     def check(self) -> None:
