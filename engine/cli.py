@@ -23,9 +23,9 @@ from .data.render import SynthUnavailable, bundled_soundfont
 from .files import atomic_write
 from .evaluate import EVALUATORS
 from .evaluate.bench import bench_cli, bench_codec, bench_generate, bench_peer, bench_stage_steps
-from .evaluate.live import judge_changes, parse_script, render_timeline, run_script
+from .evaluate.live import FloatWav, judge_changes, parse_script, render_timeline, run_script
 from .evaluate.report import run_all, write_report
-from .generate.live import DEFAULT_BUFFER, MAX_BUFFER
+from .generate.live import DEFAULT_BUFFER, check_buffer
 from .generate.musiclm import ONE_SHOT_INLINE_SECONDS, MusicLM
 from .generate.requests import ContinueRequest, HumRequest, InpaintRequest, StoryRequest, TextRequest, parse_story
 from .generate.settings import GenerationSettings, available_devices
@@ -230,14 +230,11 @@ def _live(args: argparse.Namespace) -> dict:
             changes = parse_script(json.dumps([{"at": 0, "prompt": args.prompt}]))
         else:
             raise ValueError("give a starting prompt or --script CHANGES.json (or --replay TIMELINE.json)")
-        if args.buffer > MAX_BUFFER:
-            raise ValueError(f"--buffer is at most {MAX_BUFFER:g} s")
-        if Path(args.out).suffix.lower() != ".wav":
-            raise ValueError(f"live mode writes WAV; name the output *.wav, got {args.out}")
+        check_buffer(args.buffer)  # both checked before the models load
+        out = FloatWav.checked(args.out)
         model = MusicLM.load(device=args.device)
     except (ValueError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from None
-    out = Path(args.out)
     if args.replay:
         try:
             return {"mode": "live replay", **render_timeline(model, record, out)}

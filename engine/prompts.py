@@ -37,13 +37,18 @@ class StatedTempo:
     bpm: float | None
     range: tuple[float, float]
 
+    @classmethod
+    def at(cls, bpm: float, tolerance: float) -> "StatedTempo":
+        """A bpm, answered by anything within ``tolerance`` (relative) of it."""
+        return cls(bpm, (bpm * (1 - tolerance), bpm * (1 + tolerance)))
+
 
 def stated_tempo(text: str, tolerance: float) -> StatedTempo | None:
     """The tempo a prompt asks for: its bpm ± ``tolerance`` (relative), else the bucket of its
     first tempo word ("slow", "brisk" …, the words the captions use), else None."""
     bpm = stated_bpm(text)
     if bpm is not None:
-        return StatedTempo(bpm, (bpm * (1 - tolerance), bpm * (1 + tolerance)))
+        return StatedTempo.at(bpm, tolerance)
     word = _TEMPO_WORD_PATTERN.search(text)
     return StatedTempo(None, TEMPO_RANGES[_TEMPO_WORD_BUCKET[word.group(1).lower()]]) if word else None
 

@@ -19,8 +19,8 @@ Segments = list[tuple[float, float, str]]  # story mode: (start s, end s, prompt
 def _layout(fig: go.Figure, title: str, seconds: float, y_title: str, segments: Segments = (), start: float = 0.0) -> go.Figure:
     fig.update_layout(title=title, height=220, margin=dict(l=50, r=10, t=35, b=35), showlegend=False,
                       xaxis=dict(title="seconds", range=[start, start + max(seconds, 1e-3)]), yaxis=dict(title=y_title))
-    for i, (start, end, prompt) in enumerate(segments):
-        fig.add_vrect(x0=start, x1=end, fillcolor=f"hsl({i * 67 % 360}, 60%, 60%)", opacity=0.15, line_width=0,
+    for i, (begins, ends, prompt) in enumerate(segments):
+        fig.add_vrect(x0=begins, x1=ends, fillcolor=f"hsl({i * 67 % 360}, 60%, 60%)", opacity=0.15, line_width=0,
                       annotation_text=f"{i + 1}. {prompt[:30]}", annotation_position="top left", annotation_font_size=10)
     return fig
 
@@ -41,15 +41,15 @@ def waveform_figure(audio: np.ndarray, seconds: float | None = None, segments: S
 def spectrogram_figure(audio: np.ndarray, seconds: float | None = None, segments: Segments = (), start: float = 0.0) -> go.Figure:
     """80-band log-mel (the codec metric's own settings) at most ``SPECTROGRAM_COLUMNS`` wide (the
     loudest frame of each group of frames), sent as one byte per cell: the figure is redrawn
-    while the music streams, on the cores that make it, so it stays small (10 s: 40 kB, not 570);
+    while the music streams, on the cores that make it, so it stays small (10 s: 49 kB of JSON, not 567);
     ``start``: the second the audio begins at (live mode's scrolling view)."""
     total = seconds or len(audio) / SAMPLE_RATE
     fig = go.Figure()
     if len(audio) >= 1024:
         mel = log_mel(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))).numpy()
         step = -(-mel.shape[1] // SPECTROGRAM_COLUMNS)
-        columns = mel.shape[1] // step * step
-        mel = mel[:, :columns].reshape(mel.shape[0], -1, step).max(2) if columns else mel[:, :1]
+        columns = mel.shape[1] // step * step  # ≥ step: step is at most the frame count
+        mel = mel[:, :columns].reshape(mel.shape[0], -1, step).max(2)
         top = max(float(mel.max()), SPECTROGRAM_FLOOR + 1)
         levels = np.round((np.clip(mel, SPECTROGRAM_FLOOR, top) - SPECTROGRAM_FLOOR) / (top - SPECTROGRAM_FLOOR) * 255).astype(np.uint8)
         fig.add_trace(go.Heatmap(z=levels, x=start + np.arange(levels.shape[1]) * step * 256 / SAMPLE_RATE, colorscale="Magma",

@@ -17,6 +17,7 @@ from ..audio import SAMPLE_RATE
 from ..generate.live import DEFAULT_BUFFER, FRAME_RATE, Direction, LiveStream, SkipClock, WallClock, replay
 from ..generate.musiclm import MusicLM
 from ..generate.settings import GenerationSettings
+from ..nn.mulan import blend_embeddings
 from .bench import proportional_set_size_mb
 
 MEMORY_EVERY_S = 30.0  # seconds of music between memory samples
@@ -66,11 +67,16 @@ class FloatWav:
     """Audio appended to a 32-bit float WAV as it comes (no clipping, an hour never in memory),
     renamed into place only when the run ends well: never a half-written file."""
     def __init__(self, path: Path):
-        self.path = Path(path)
-        if self.path.suffix.lower() != ".wav":
-            raise ValueError(f"live mode writes WAV; name the output *.wav, got {self.path.name}")
+        self.path = self.checked(path)
         self.tmp = self.path.with_name(f".{self.path.name}.tmp")
         self.digest = hashlib.sha256()
+
+    @staticmethod
+    def checked(path: Path) -> Path:
+        """``path``, or a ValueError unless it names a WAV file."""
+        if Path(path).suffix.lower() != ".wav":
+            raise ValueError(f"live mode writes WAV; name the output *.wav, got {Path(path).name}")
+        return Path(path)
 
     def __enter__(self):
         self.file = sf.SoundFile(str(self.tmp), "w", SAMPLE_RATE, 1, subtype="FLOAT", format="WAV")
@@ -156,9 +162,7 @@ def judge_changes(model: MusicLM, audio_path: Path, timeline: dict) -> dict:
             return f.read(int(JUDGE_WINDOW_S * SAMPLE_RATE), dtype="float32")
 
         def text(row: dict) -> torch.Tensor:
-            e = model.mulan.embed_text([p for p, _ in row["blend"]])
-            w = torch.tensor([w for _, w in row["blend"]], dtype=e.dtype)
-            return torch.nn.functional.normalize((w[:, None] * e).sum(0), dim=-1)
+            return blend_embeddings(model.mulan.embed_text([p for p, _ in row["blend"]]), [w for _, w in row["blend"]])[0]
 
         for old, new in zip(rows, rows[1:]):
             if new["asked_at"] is None or old["prompt"] == new["prompt"] and old["blend"] == new["blend"]:

@@ -159,6 +159,12 @@ class Playback:
             self.started_at = now
 
 
+def check_buffer(buffer: float) -> None:
+    """A ValueError unless ``buffer`` (seconds ahead of playback) is in (0, ``MAX_BUFFER``]."""
+    if not 0 < buffer <= MAX_BUFFER:
+        raise ValueError(f"the live buffer must be in (0, {MAX_BUFFER:.0f}] seconds, got {buffer}")
+
+
 def segment_seed(seed: int, index: int) -> int:
     """Each segment draws from its own seed, fixed by the stream's seed and the segment's place."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] % (2**31 - 1))
@@ -175,8 +181,8 @@ class LiveStream:
     def __init__(self, model: MusicLM, direction: Direction, settings: GenerationSettings = GenerationSettings(),
                  buffer: float | None = DEFAULT_BUFFER, clock: WallClock | None = None, plan: list[Segment] | None = None,
                  prebuffer: float | None = None, segment_seconds: float | None = None, chunk_seconds: float | None = None):
-        if buffer is not None and not 0 < buffer <= MAX_BUFFER:
-            raise ValueError(f"the live buffer must be in (0, {MAX_BUFFER:.0f}] seconds, got {buffer}")
+        if buffer is not None:
+            check_buffer(buffer)
         settings.check()
         self.segment_seconds = segment_seconds or SEGMENT_SECONDS  # a replay takes both from its timeline
         self.model, self.buffer = model, buffer
@@ -192,7 +198,6 @@ class LiveStream:
         self._lock = threading.Lock()
         self._pending: tuple[Direction, float | None] | None = (direction.checked(), None)
         self._stopped = threading.Event()
-        self._current: Direction | None = None  # the direction playing (or about to)
         self._conditioning: dict[Direction, torch.Tensor] = {}
 
     # -- the listener's controls --------------------------------------------------------------
@@ -201,7 +206,7 @@ class LiveStream:
         direction = direction.checked()
         self.conditioning(direction)  # MuLan reads the prompts here, on the caller's time
         with self._lock:
-            if direction == self._current and self._pending is None:
+            if self._pending is None and self.timeline and direction == self.timeline[-1].direction:
                 return  # already playing it
             self._pending = (direction, round(self.playback.position(), 3))
 
@@ -222,8 +227,7 @@ class LiveStream:
         if direction not in self._conditioning:
             tempo = None
             if direction.bpm is not None and self.model.prior is not None:
-                tolerance = self.model.prior.cfg.tempo_tolerance
-                tempo = StatedTempo(direction.bpm, (direction.bpm * (1 - tolerance), direction.bpm * (1 + tolerance)))
+                tempo = StatedTempo.at(direction.bpm, self.model.prior.cfg.tempo_tolerance)
             self._conditioning[direction] = self.model.blend_conditioning(list(direction.blend), tempo)
         return self._conditioning[direction]
 
@@ -233,12 +237,10 @@ class LiveStream:
         context: dict[str, torch.Tensor] | None = None
         current: Direction | None = None
         while not self._stopped.is_set():
-            index = self._index = len(self.timeline) if self.plan is None else self._index + 1
+            index = self._index = self._index + 1
             segment = self._next_segment(index, current)
             if segment is None:
                 break
-            if self.plan is None:
-                self.timeline.append(segment)
             m = self.conditioning(segment.direction)
             schedule = [(0.0, self.conditioning(current)), (0.0, m)] if segment.handover else [(0.0, m)]
             settings = replace(self.settings, seconds=self.segment_seconds, seed=segment_seed(self.settings.seed, index))
@@ -269,17 +271,18 @@ class LiveStream:
         return Chunk(audio, self.seconds, stages)
 
     def _next_segment(self, index: int, current: Direction | None) -> Segment | None:
-        """The segment that starts at the current frame: the next planned one, a change asked
-        for, or a continuation under the current direction."""
+        """The segment that starts at the current frame: the next planned one, or (added to the
+        timeline) a change asked for or a continuation under the current direction."""
         if self.plan is not None:
             return self.plan[index] if index < len(self.plan) else None
-        with self._lock:
+        with self._lock:  # with the pending change taken, the timeline says what plays (``steer`` reads it)
             pending, self._pending = self._pending, None
-            if pending is not None:
-                self._current = pending[0]
-        if pending is None or pending[0] == current:
-            return Segment(self.frames, current, handover=False)
-        return Segment(self.frames, pending[0], handover=current is not None, asked_at=pending[1])
+            if pending is None or pending[0] == current:
+                segment = Segment(self.frames, current, handover=False)
+            else:
+                segment = Segment(self.frames, pending[0], handover=current is not None, asked_at=pending[1])
+            self.timeline.append(segment)
+        return segment
 
     def _cut_here(self) -> bool:
         """Whether the current segment ends at this chunk: a change or a stop is waiting, or the plan's next segment starts here."""

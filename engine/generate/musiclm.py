@@ -25,7 +25,7 @@ from ..checkpoints import hash_ahead, manifest_files, model_set
 from ..features import SEMANTIC_RATE
 from ..nn.codec import HOP, CodecStreamer, load_codec
 from ..nn.lm import COARSE_LEVELS, GenerationError, Schedule, TokenLM, load_stage, windowed
-from ..nn.mulan import load_mulan, load_prior
+from ..nn.mulan import blend_embeddings, load_mulan, load_prior
 from ..nn.sampling import Sampling
 from ..nn.semantic import load_semantic
 from ..prompts import StatedTempo, clean_prompt, stated_tempo
@@ -166,8 +166,7 @@ class MusicLM:
                 spans = [(tempo or self.read_tempo(prompt)) for prompt, _ in blend]
                 embeddings = torch.cat([self.prior(e[None], self.mulan.rvq, tempo=span.range if span else None)
                                         for e, span in zip(embeddings, spans)])
-            weights = torch.tensor([weight for _, weight in blend], dtype=embeddings.dtype)
-            return self.mulan.tokens(torch.nn.functional.normalize((weights[:, None] * embeddings).sum(0, keepdim=True), dim=-1))
+            return self.mulan.tokens(blend_embeddings(embeddings, [weight for _, weight in blend]))
 
     def stream(self, prompt: str, settings: GenerationSettings = GenerationSettings(), prefix: torch.Tensor | None = None,
                prompt_tokens: dict[str, torch.Tensor] | None = None, unconditional: bool = False,
@@ -249,7 +248,7 @@ class MusicLM:
         levels = self.codec.cfg.levels if settings.fine_stage else COARSE_LEVELS  # what the codec decodes
         gen3 = windowed(s3, frames, [(0, None)], {"A_coarse": c_buf}, sampling[2], torch.Generator(device=device).manual_seed(seeds[2]), None,
                         given_a[:, COARSE_LEVELS:] if given_a is not None else None) if settings.fine_stage else None
-        reads3 = Reads(frames, s3.cfg.layout.aligned[0].lookahead + s3.cfg.layout.max_delay if gen3 else 0)
+        reads3 = Reads(frames, s3.cfg.layout.aligned[0].lookahead + s3.cfg.layout.max_delay if gen3 is not None else 0)
         a_buf = torch.zeros(1, self.codec.cfg.levels, frames + offset_a, dtype=torch.long, device=device)  # the whole piece, for tokens_out
         if given_a is not None:
             a_buf[:, :, :offset_a] = given_a

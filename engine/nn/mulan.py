@@ -31,6 +31,12 @@ from .transformer import Transformer, TransformerConfig
 TEXT_DIM = 384  # all-MiniLM-L6-v2
 
 
+def blend_embeddings(embeddings: torch.Tensor, weights: list[float]) -> torch.Tensor:
+    """(N, D) unit vectors and N weights → the (1, D) unit vector of their weighted sum (a blend
+    of prompts in MuLan's space)."""
+    return F.normalize((torch.tensor(weights, dtype=embeddings.dtype)[:, None] * embeddings).sum(0, keepdim=True), dim=-1)
+
+
 @dataclass(frozen=True)
 class MuLanConfig:
     embed_dim: int = 128
