@@ -22,7 +22,8 @@ from .checkpoints import CHECKPOINT_DIR, missing_models, model_status
 from .files import atomic_write
 from .generate.live import Direction, LiveStream, replay
 from .generate.musiclm import Chunk, MusicLM
-from .generate.requests import (ContinueRequest, HumRequest, InpaintRequest, Request, StoryRequest, TextRequest, check_story, parse_story,
+from .generate.requests import (ContinueRequest, HumRequest, InpaintRequest, Request, StoryRequest, StyleRequest, TextRequest, check_story,
+                                parse_story,
                                 story_json)
 from .generate.settings import MAX_SECONDS, SAMPLING_PRESETS, GenerationSettings, available_devices, resolve_device
 from .melody import PitchTrack, analyse_hum, note_name, notes_heard
@@ -33,7 +34,7 @@ __all__ = [
     # generation
     "MusicLM", "GenerationSettings", "SAMPLING_PRESETS", "Chunk", "GenerationError", "MAX_SECONDS", "MAX_PROMPT_CHARS",
     # one request per mode
-    "Request", "TextRequest", "HumRequest", "StoryRequest", "ContinueRequest", "InpaintRequest",
+    "Request", "TextRequest", "HumRequest", "StoryRequest", "ContinueRequest", "InpaintRequest", "StyleRequest",
     "clean_prompt", "check_story", "parse_story", "story_json",
     # live mode: an endless stream steered while it plays, and its timeline rendered again
     "LiveStream", "Direction", "replay",

@@ -27,7 +27,7 @@ from .evaluate.live import FloatWav, judge_changes, parse_script, render_timelin
 from .evaluate.report import run_all, write_report
 from .generate.live import DEFAULT_BUFFER, check_buffer
 from .generate.musiclm import ONE_SHOT_INLINE_SECONDS, MusicLM
-from .generate.requests import ContinueRequest, HumRequest, InpaintRequest, StoryRequest, TextRequest, parse_story
+from .generate.requests import ContinueRequest, HumRequest, InpaintRequest, StoryRequest, StyleRequest, TextRequest, parse_story
 from .generate.settings import GenerationSettings, available_devices
 from .nn.codec import HOP, load_codec
 from .train import TRAINERS
@@ -167,18 +167,15 @@ def _peak_rss_mb() -> float:
 
 def _request(args: argparse.Namespace):
     """The request the flags describe, checked; a UsageError names the first problem."""
-    if args.melody and (args.story or args.continue_ or args.inpaint):
-        raise UsageError("--melody follows a hum with a text style; it does not combine with --story, --continue or --inpaint")
     if args.between and not args.inpaint:
         raise UsageError("--between START END goes with --inpaint CLIP")
     if args.inpaint and not args.between:
         raise UsageError("--inpaint CLIP needs the range to regenerate: --between START END (seconds)")
-    if sum(map(bool, (args.story, args.continue_, args.inpaint))) > 1:
-        raise UsageError("--story, --continue and --inpaint do not combine; choose one")
-    settings = GenerationSettings(seconds=args.seconds, seed=args.seed, top_k=args.top_k, guidance=args.guidance,
-                                  coarse_guidance=args.coarse_guidance, negative_prompt=args.negative or "", temperatures=tuple(args.temperatures),
-                                  fine_stage=not args.coarse_only,
-                                  **({} if args.tempo_drafts is None else {"tempo_drafts": args.tempo_drafts}))
+    if sum(map(bool, (args.story, args.continue_, args.inpaint, args.style, args.melody))) > 1:
+        raise UsageError("--story, --continue, --inpaint, --style and --melody do not combine; choose one")
+    if args.weights and not args.style:
+        raise UsageError("--weights go with --style CLIP …: one per source, the prompt's first")
+    settings = GenerationSettings(seconds=args.seconds, seed=args.seed, negative_prompt=args.negative or "", **_sampling_settings(args))
     if args.story:
         return StoryRequest(tuple(parse_story(_read_text(args.story))), settings)
     if args.continue_:
@@ -187,6 +184,8 @@ def _request(args: argparse.Namespace):
         return InpaintRequest(load_audio(args.inpaint), args.between[0], args.between[1], args.prompt, settings)
     if args.melody:
         return HumRequest(load_audio(args.melody), args.prompt, settings)
+    if args.style:
+        return StyleRequest(tuple(load_audio(clip) for clip in args.style), args.prompt, tuple(args.weights) if args.weights else None, settings)
     return TextRequest(args.prompt, settings)
 
 
@@ -211,6 +210,8 @@ def _generate(args: argparse.Namespace) -> dict:
         extra["melody_frames"] = record["melody_frames"]
     if isinstance(request, InpaintRequest):
         extra["inpainted_s"] = [request.start, request.end]
+    if isinstance(request, StyleRequest):
+        extra.update(style_clips=len(request.clips), weights=list(request.weights))
     if isinstance(request, ContinueRequest):
         extra["continued_from_s"] = round(len(audio) / SAMPLE_RATE - request.generated_seconds, 3)
     save_audio(args.out, audio)
@@ -242,7 +243,7 @@ def _live(args: argparse.Namespace) -> dict:
             raise UsageError(str(exc)) from None
     settings = GenerationSettings(seed=args.seed)
     report, timeline = run_script(model, changes, args.minutes, out, settings, args.buffer, skip_waits=args.clock == "skip")
-    timeline_path = Path(args.timeline or out.with_suffix(".json"))
+    timeline_path = Path(args.timeline or out.with_suffix(".timeline.json"))  # not OUT.json: a report redirected there would be overwritten
     atomic_write(timeline_path, lambda tmp: tmp.write_text(json.dumps(timeline, indent=1, ensure_ascii=False)))
     if args.judge:
         report["heard"] = judge_changes(model, out, timeline)
@@ -295,17 +296,44 @@ def _codec(args: argparse.Namespace) -> dict:
     }
 
 
+def _add_sampling_arguments(parser: argparse.ArgumentParser, scope: str = "") -> None:
+    """How each stage draws its tokens; unset options keep ``GenerationSettings``' defaults, so the
+    generator, its evaluation and the studio share one set of numbers."""
+    d = GenerationSettings()
+    parser.add_argument("--guidance", type=_positive_float, help=f"{scope}classifier-free guidance scale on stage 1 (default {d.guidance})")
+    parser.add_argument("--coarse-guidance", type=_positive_float, help=f"{scope}classifier-free guidance scale on stage 2 (default {d.coarse_guidance}; 1 = off, faster)")
+    parser.add_argument("--top-k", type=int, help=f"{scope}keep the k likeliest tokens (default {d.top_k}: off)")
+    parser.add_argument("--temperatures", type=_positive_float, nargs=3, metavar=("T1", "T2", "T3"),
+                        help=f"{scope}each stage's sampling temperature (default {' '.join(map(str, d.temperatures))})")
+    parser.add_argument("--coarse-only", action="store_true", help=f"{scope}decode codec levels 1–4 alone, without stage 3's fine levels")
+    parser.add_argument("--tempo-drafts", type=_positive_int,
+                        help=f"{scope}a prompt stating a tempo: stage 1 drafts under N readings of it and keeps one that plays it (default {d.tempo_drafts}; 1 = off)")
+
+
+def _sampling_settings(args: argparse.Namespace) -> dict:
+    """The ``GenerationSettings`` fields the sampling options set (those given only)."""
+    given = {"guidance": args.guidance, "coarse_guidance": args.coarse_guidance, "top_k": args.top_k,
+             "temperatures": tuple(args.temperatures) if args.temperatures else None, "tempo_drafts": args.tempo_drafts,
+             "fine_stage": False if args.coarse_only else None}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _eval(args: argparse.Namespace) -> dict:
     corpus = Path(args.corpus)
     if args.what not in ("tones", "recordings") and not (corpus / "test.jsonl").exists():  # tones are made, recordings found elsewhere
         raise UsageError(f"no corpus at {corpus}")
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
-    if args.audio and args.what != "recordings":
-        raise UsageError("--audio applies to eval recordings only")
+    if args.audio and args.what not in ("recordings", "style"):
+        raise UsageError("--audio applies to eval recordings and eval style only")
     if args.soundfont and args.what != "codec":
         raise UsageError("--soundfont applies to eval codec only")
-    if (args.tuning or args.tempo_drafts or args.coarse_only) and args.what != "generation":
-        raise UsageError("--tuning, --tempo-drafts and --coarse-only apply to eval generation only")
+    if (args.tuning or _sampling_settings(args)) and args.what != "generation":
+        raise UsageError("--tuning and the sampling options (--temperatures, --guidance, --coarse-guidance, --top-k, --tempo-drafts, --coarse-only) "
+                         "apply to eval generation only")
+    try:
+        GenerationSettings(**_sampling_settings(args)).check()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if args.what == "all":
         results = run_all(corpus, checkpoint, args.plan, tuple(args.only or ()), progress=lambda line: print(line, file=sys.stderr))
         report = write_report(results, Path(args.out))
@@ -314,9 +342,11 @@ def _eval(args: argparse.Namespace) -> dict:
     try:
         extra = {"seconds": args.seconds, "seeds": args.seeds} if args.what in ("generation", "story", "continuation") else {}
         if args.what == "generation":
-            extra.update(tempo_drafts=args.tempo_drafts, tuning=args.tuning, fine_stage=not args.coarse_only)
+            extra.update(tuning=args.tuning, **_sampling_settings(args))
         if args.what == "melody":
             extra = {"seconds": args.seconds}
+        if args.what == "style":
+            extra = {"seconds": args.seconds, "folders": tuple(args.audio) if args.audio else None}
         if args.what == "recordings" and args.audio:
             extra = {"folders": tuple(args.audio)}
         if args.soundfont:
@@ -423,18 +453,15 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="out.wav")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--negative", help="negative prompt: steer away from this description")
-    g.add_argument("--guidance", type=_positive_float, default=3.0, help="classifier-free guidance scale on stage 1")
-    g.add_argument("--coarse-guidance", type=_positive_float, default=1.0, help="classifier-free guidance scale on stage 2 (1 = off, faster)")
-    g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--temperatures", type=_positive_float, nargs=3, default=(1.0, 0.95, 0.4), metavar=("T1", "T2", "T3"))
-    g.add_argument("--coarse-only", action="store_true", help="decode codec levels 1–4 alone, without stage 3's fine levels")
+    _add_sampling_arguments(g)
     g.add_argument("--candidates", type=_positive_int, default=1, help="generate N (seeds seed…seed+N−1), keep the best MuLan match")
-    g.add_argument("--tempo-drafts", type=_positive_int,
-                   help="a prompt stating a tempo: stage 1 drafts under N readings of it and keeps one that plays it (default: the generator's; 1 = off)")
     g.add_argument("--melody", metavar="HUM", help="a hum or whistle (1–60 s, any format soundfile reads) for the music to follow; the prompt sets the style")
     g.add_argument("--continue", dest="continue_", metavar="CLIP", help="continue this clip (any format soundfile reads); --seconds of new music")
     g.add_argument("--inpaint", metavar="CLIP", help="regenerate a time range of this clip (with --between); the prompt, if any, sets its style")
     g.add_argument("--between", type=float, nargs=2, metavar=("START", "END"), help="--inpaint: the range in seconds")
+    g.add_argument("--style", nargs="+", metavar="CLIP", help="new music in the style of these clips (any format soundfile reads), "
+                   "mixed with the prompt if there is one")
+    g.add_argument("--weights", type=float, nargs="+", metavar="W", help="--style: each source's weight in the blend, the prompt's first (default: equal)")
     g.add_argument("--story", metavar="JSON", help='a timeline: {"segments": [{"prompt": …, "seconds": …}, …]}; --seconds is ignored')
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: the GPU when one is visible, else the CPU")
     g.add_argument("--json", action="store_true", help="print the result as JSON (the default)")
@@ -445,8 +472,8 @@ def parser() -> argparse.ArgumentParser:
     lv.add_argument("--script", metavar="JSON", help='changes in playback seconds: [{"at": 0, "prompt": …}, {"at": 20, "prompt": …, "bpm": 100}, '
                                                   '{"at": 40, "blend": [["…", 0.7], ["…", 0.3]]}, …]')
     lv.add_argument("--minutes", type=_positive_float, default=1.0, help="how much music to play")
-    lv.add_argument("--out", default="live.wav", help="the audio (32-bit float WAV); its timeline goes beside it as .json")
-    lv.add_argument("--timeline", metavar="JSON", help="where the run's timeline goes (default: OUT with .json)")
+    lv.add_argument("--out", default="live.wav", help="the audio (32-bit float WAV); its timeline goes beside it as .timeline.json")
+    lv.add_argument("--timeline", metavar="JSON", help="where the run's timeline goes (default: OUT with .timeline.json)")
     lv.add_argument("--replay", metavar="TIMELINE", help="render a saved timeline again, without a clock: the same audio, sample for sample")
     lv.add_argument("--buffer", type=_positive_float, default=DEFAULT_BUFFER, help="seconds the stream may run ahead of playback")
     lv.add_argument("--clock", choices=("wall", "skip"), default="wall",
@@ -478,24 +505,21 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(run=_codec)
 
     e = sub.add_parser("eval", help="quality metrics as JSON")
-    e.add_argument("what", choices=("codec", "tones", "recordings", "mulan", "semantic", "stages", "generation", "story", "continuation", "memorization",
-                                    "melody", "all"))
+    e.add_argument("what", choices=(*EVALUATORS, "all"))
     e.add_argument("--corpus", default="corpus")
     e.add_argument("--checkpoint", help="a checkpoint file or run folder (generation: a folder holding every model)")
     e.add_argument("--soundfont", metavar="SF2",
                    help="codec: render the test clips again from their MIDI through this SoundFont (timgm6mb: the one inside pretty_midi)")
-    e.add_argument("--audio", nargs="+", metavar="FOLDER", help="recordings: folders of recorded music (default: the held-out Debian game soundtracks)")
+    e.add_argument("--audio", nargs="+", metavar="FOLDER", help="recordings, style: folders of recorded music (recordings' default: the held-out Debian game soundtracks; style's: the test renders)")
     e.add_argument("--clips", type=int, help="evaluate only the first N test clips (generation: N test captions, default 30; tones: N frequencies, default 24)")
     e.add_argument("--seconds", type=_positive_float, default=10.0, help="generation, story, continuation: seconds per generated clip / segment")
     e.add_argument("--seeds", type=_positive_int, default=3, help="generation: seeds per caption (MCC, tempo) and per contrasting prompt pair")
-    e.add_argument("--tempo-drafts", type=_positive_int, help="generation: the generator's tempo drafts (default: its own; 1 = off)")
-    e.add_argument("--coarse-only", action="store_true", help="generation: decode codec levels 1–4 alone, without stage 3's fine levels")
+    _add_sampling_arguments(e, "generation: ")
     e.add_argument("--tuning", action="store_true",
                    help="generation: the tuning captions (60 test captions kept apart from the evaluation's 30) instead, for choosing settings")
     e.add_argument("--plan", choices=("quick", "full"), default="quick",
                    help="all: quick (12 min on a 2-core CPU: fewer clips and seconds, the same seeds) or full (every command's defaults)")
-    e.add_argument("--only", nargs="+", choices=("codec", "tones", "recordings", "mulan", "semantic", "stages", "generation", "story", "continuation",
-                                                 "memorization", "melody"), help="all: run only these evaluations")
+    e.add_argument("--only", nargs="+", choices=tuple(EVALUATORS), help="all: run only these evaluations")
     e.add_argument("--out", default="docs", help="all: where RESULTS.md, results.json and the plots go")
     e.add_argument("--json", action="store_true")
     e.set_defaults(run=_eval)

@@ -85,7 +85,7 @@ def test_imports_sit_at_the_top_unless_a_heavy_optional_dependency_is_deferred()
 def test_the_front_door_exposes_the_api_and_the_studio_uses_nothing_else():
     for name in engine.__all__:
         assert hasattr(engine, name), name
-    for mode in ("TextRequest", "HumRequest", "StoryRequest", "ContinueRequest", "InpaintRequest"):
+    for mode in ("TextRequest", "HumRequest", "StoryRequest", "ContinueRequest", "InpaintRequest", "StyleRequest"):
         assert mode in engine.__all__
     assert callable(engine.MusicLM.run) and callable(engine.MusicLM.render) and callable(engine.MusicLM.load)
     for path in [*(ROOT / "studio").rglob("*.py"), ROOT / "launch.py"]:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine import ContinueRequest, GenerationSettings, MusicLM, TextRequest
+from engine import ContinueRequest, GenerationSettings, MusicLM, StyleRequest, TextRequest
 from engine.checkpoints import MODEL_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,6 +175,57 @@ def test_continuation_returns_the_clip_then_new_music(tiny_runs):
         assert sum(len(c.audio) for c in chunks) == 29_760 + 24_000
     with pytest.raises(ValueError, match="give at least 1 s of music to continue"):  # the request checks, before any model runs
         model.run(ContinueRequest(clip[:5000], None, GenerationSettings(seconds=1.0)))
+
+
+def test_style_takes_m_from_the_clips_blended_with_the_prompt(tiny_runs):
+    _, runs, _ = tiny_runs
+    model = _tiny_model(runs)
+    t = np.arange(36_000) / 24_000
+    low, high = ((0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32) for f in (110, 1760))
+    alone = model.blend_conditioning(StyleRequest((low,)).blend())
+    assert torch.equal(alone, model._clip_conditioning(low, None))  # one clip: its own style, as a continuation reads it
+    text_only = StyleRequest((low,), "a flute lullaby", weights=(1.0, 0.0))
+    assert torch.equal(model.blend_conditioning(text_only.blend()), model.conditioning("a flute lullaby"))  # weight 0 leaves a source out
+    assert torch.equal(model.blend_conditioning(StyleRequest((low, high), weights=(0.0, 2.0)).blend()), model._clip_conditioning(high, None))
+    audio, info = model.render(StyleRequest((low, high), "a flute lullaby", (1, 2, 0.5), GenerationSettings(seconds=1.0, seed=3)))
+    assert len(audio) == 24_000 and np.isfinite(audio).all() and info["seconds"] == 1.0
+    again, _ = model.render(StyleRequest((low, high), "a flute lullaby", (1, 2, 0.5), GenerationSettings(seconds=1.0, seed=3)))
+    assert np.array_equal(audio, again)
+
+
+@pytest.mark.parametrize("clips, prompt, weights, message", [
+    ((), None, None, "at least one reference clip"),
+    ((np.zeros(36_000, np.float32),), None, None, "silent"),
+    ((np.full(6_000, 0.1, np.float32),), None, None, "give at least 1 s of music to take a style from"),
+    ((np.full(36_000, 0.1, np.float32),), "funk", (1.0,), "one weight per source"),
+    ((np.full(36_000, 0.1, np.float32),), None, (-1.0,), "a blend weight must be a number ≥ 0"),
+    ((np.full(36_000, 0.1, np.float32),), "funk", (0.0, 0.0), "every blend weight is 0"),
+    ((np.full(36_000, 0.1, np.float32),) * 9, None, None, "at most 8"),
+])
+def test_bad_style_requests_get_one_clear_message(clips, prompt, weights, message):
+    with pytest.raises(ValueError, match=message):
+        StyleRequest(clips, prompt, weights)
+
+
+def test_longest_shared_run_finds_a_copied_stretch_at_any_offsets():
+    from engine.evaluate.style import longest_shared_run
+
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 1000, 200), rng.integers(0, 1000, 150)
+    b[40:77] = a[120:157]  # a 37-token copy, placed elsewhere
+    assert longest_shared_run(a, b) == 37 == longest_shared_run(b, a)
+    assert longest_shared_run(np.arange(5), np.arange(5, 10)) == 0
+
+
+def test_style_eval_runs_through_the_cli_on_recordings(tiny_runs, exported, tmp_path):
+    import soundfile as sf
+
+    t = np.arange(48_000) / 24_000
+    for f in (110, 440, 1760):
+        sf.write(tmp_path / f"tone{f}.wav", (0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32), 24_000)
+    result = _engine("eval", "style", "--corpus", tiny_runs[0], "--checkpoint", exported, "--clips", 3, "--seconds", 1, "--audio", tmp_path)
+    assert result["clips"] == 3 and result["source"] == "recordings"
+    assert 0 <= result["closest_to_own_reference"]["mulan"] <= 1 and 0 <= result["exact_match_rate"] <= 1
 
 
 def test_inpainting_regenerates_only_the_range_and_fades_back(tiny_runs):

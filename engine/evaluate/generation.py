@@ -77,7 +77,7 @@ def _fine_stage_fidelity(model, corpus: Path, records: list[dict], seconds: floa
 
 
 def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0,
-                    seeds: int = 3, tempo_drafts: int | None = None, tuning: bool = False, fine_stage: bool = True) -> dict:
+                    seeds: int = 3, tuning: bool = False, **settings) -> dict:
     """Issue 5's adherence metrics on test captions never seen in training: MuLan cycle
     consistency (MCC) against reference renders of the same captions, tempo adherence, contrasting
     prompt pairs, and Fréchet distances to the test renders — each also for the unconditioned
@@ -88,11 +88,12 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
     Every caption is generated with ``seeds`` seeds (caption i, round k: seed k × captions + i, so
     round 0 is the one-seed protocol); one draw per caption leaves the MCC ratio ±0.02 and the tempo
     share ±2 prompts, so each round's own figures are reported beside the pooled ones.
-    ``tempo_drafts``: the generator's setting, its default if None (1: without tempo drafts);
     ``tuning``: the tuning captions instead (``_generation_set``), ``TUNING_CAPTIONS`` by default;
-    ``fine_stage``: off, the codec decodes the coarse levels alone (``GenerationSettings.fine_stage``)."""
+    ``settings``: the generator's own settings to change (``GenerationSettings`` fields: tempo_drafts,
+    fine_stage, temperatures, coarse_guidance …), its defaults otherwise."""
     t0 = time.perf_counter()
-    base = GenerationSettings(seconds=seconds, fine_stage=fine_stage, **({} if tempo_drafts is None else {"tempo_drafts": tempo_drafts}))
+    base = GenerationSettings(seconds=seconds, **settings)
+    base.check()
     model = MusicLM.load(checkpoint)
     mulan = model.mulan
     records = read_records(corpus, "test")
@@ -155,7 +156,8 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
     mean_mcc = {k: mean(v) for k, v in mcc.items()}
     rounds = range(seeds)
     return {
-        "captions": len(chosen), "caption_set": "tuning" if tuning else "evaluation", "seeds_per_caption": seeds, "tempo_drafts": base.tempo_drafts, "fine_stage": fine_stage, "seconds": seconds, "reference_renders": len(records),
+        "captions": len(chosen), "caption_set": "tuning" if tuning else "evaluation", "seeds_per_caption": seeds, "tempo_drafts": base.tempo_drafts, "fine_stage": base.fine_stage,
+        "temperatures": list(base.temperatures), "coarse_guidance": base.coarse_guidance, "seconds": seconds, "reference_renders": len(records),
         "mcc": {**mean_mcc, "generated_over_reference": round(mean_mcc["generated"] / mean_mcc["reference"], 4),
                 "codec_ceiling_over_reference": round(mean_mcc["reference_through_codec"] / mean_mcc["reference"], 4),
                 "per_seed": {k: [mean(mcc[k], lambda r: r == n) for n in rounds] for k in drawn},

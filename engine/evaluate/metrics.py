@@ -47,6 +47,15 @@ def descriptors(audio: np.ndarray) -> dict[str, float]:
     }
 
 
+def mfcc_statistics(audio: np.ndarray, coefficients: int = 20) -> np.ndarray:
+    """A clip's timbre and its movement as librosa hears them: the mean and standard deviation of
+    each MFCC over time (2 × ``coefficients`` numbers), the classic genre and instrument fingerprint."""
+    import librosa
+
+    mfcc = librosa.feature.mfcc(y=audio.astype(np.float32), sr=SAMPLE_RATE, n_mfcc=coefficients)
+    return np.concatenate([mfcc.mean(1), mfcc.std(1)])
+
+
 def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to two sets of embeddings (N, D) (FAD's formula).
 

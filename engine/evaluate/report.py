@@ -36,10 +36,11 @@ PLANS = {
         "semantic": {"clips": 100, "probe_train_clips": 200}, "stages": {},
         "generation": {"clips": 10, "seconds": 10.0, "seeds": 3}, "story": {"clips": 3, "seconds": 8.0},
         "continuation": {"clips": 10, "seconds": 10.0}, "melody": {"clips": 8, "seconds": 10.0}, "memorization": {"clips": 100},
+        "style": {"clips": 10, "seconds": 10.0},
     }),
     "full": ReportPlan("full", {name: {} for name in
                                ("codec", "tones", "recordings", "mulan", "semantic", "stages", "generation", "story", "continuation",
-                                "melody", "memorization")}),
+                                "melody", "memorization", "style")}),
 }
 @dataclass(frozen=True)
 class Target:
@@ -86,6 +87,8 @@ TARGETS = [
     Target("hum chroma cosine (renditions)", "melody.rendition.chroma_cosine", at_least=0.55),
     Target("hum chroma cosine / shuffled hum (renditions)", "melody.rendition.ratio_to_shuffled", at_least=2.0),
     Target("exact-match memorization", "memorization.exact_match_rate", below=0.01),
+    Target("style: closest to its own reference clip (MuLan)", "style.closest_to_own_reference.mulan", at_least=0.8),
+    Target("style: exact copies of the reference's tokens", "style.exact_match_rate", below=0.01),
 ]
 
 

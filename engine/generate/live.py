@@ -28,6 +28,7 @@ from ..audio import SAMPLE_RATE
 from ..nn.codec import HOP, CodecStreamer
 from ..prompts import StatedTempo, clean_prompt
 from .musiclm import CONTEXT_SECONDS, Chunk, MusicLM
+from .requests import MAX_BLEND, check_weight
 from .settings import GenerationSettings
 
 FRAME_RATE = SAMPLE_RATE / HOP  # acoustic frames per second (50)
@@ -36,7 +37,6 @@ CHUNK_SECONDS = 0.2  # how often the stream decodes, and so how soon a change ca
 DEFAULT_BUFFER = 1.0  # seconds the stream runs ahead of playback
 MAX_BUFFER = 10.0
 WAIT_SLICE = 0.05  # a paced wait looks for a change or a stop this often
-MAX_BLEND = 8  # prompts in one blend
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,7 @@ class Direction:
             raise ValueError(f"a blend mixes at most {MAX_BLEND} prompts, got {len(self.blend)}")
         blend = []
         for prompt, weight in self.blend:
-            if not (isinstance(weight, (int, float)) and np.isfinite(weight) and weight >= 0):
-                raise ValueError(f"a blend weight must be a number ≥ 0, got {weight!r}")
-            if weight > 0:
+            if check_weight(weight) > 0:
                 blend.append((clean_prompt(prompt), float(weight)))
         if not blend:
             raise ValueError("every blend weight is 0: give at least one prompt a weight above 0")

@@ -30,7 +30,7 @@ from ..nn.sampling import Sampling
 from ..nn.semantic import load_semantic
 from ..prompts import StatedTempo, clean_prompt, stated_tempo
 from .drafts import pick_draft
-from .requests import ContinueRequest, HumRequest, InpaintRequest, Request, StoryRequest, TextRequest, check_story
+from .requests import ContinueRequest, HumRequest, InpaintRequest, Request, StoryRequest, StyleRequest, TextRequest, check_story
 from .settings import MAX_SECONDS, GenerationSettings, resolve_device
 from .upstream import InLine, Reads, StageJob, StageWorker, Watched, decode
 
@@ -154,19 +154,25 @@ class MusicLM:
                              else self.prior(embedding, self.mulan.rvq, tempo=span))
             return self.mulan.tokens(embedding)
 
-    def blend_conditioning(self, blend: list[tuple[str, float]], tempo: StatedTempo | None = None) -> torch.Tensor:
-        """M (1, 12) for a weighted blend of prompts (live mode's sliders): each prompt read as
-        ``conditioning_at`` reads it, at ``tempo`` or else at the one it states; their audio-side
-        embeddings mixed by weight, then quantized. One prompt is exactly ``conditioning_at``."""
-        if len(blend) == 1:
-            return self.conditioning_at(blend[0][0], tempo or self.read_tempo(blend[0][0]))
+    def blend_conditioning(self, blend: list[tuple[str | np.ndarray, float]], tempo: StatedTempo | None = None) -> torch.Tensor:
+        """M (1, 12) for a weighted blend of prompts and reference clips (live mode's sliders,
+        ``StyleRequest``): each prompt read as ``conditioning_at`` reads it, at ``tempo`` or else
+        at the one it states, each clip (24 kHz mono) by MuLan's audio tower — both land in the
+        audio-side space the stages were trained on —, mixed by weight, then quantized. One
+        prompt alone is exactly ``conditioning_at``; one clip alone, its own style."""
         with operator_threads(caller_threads()):
-            embeddings = self.mulan.embed_text([prompt for prompt, _ in blend])
-            if self.prior is not None:
-                spans = [(tempo or self.read_tempo(prompt)) for prompt, _ in blend]
-                embeddings = torch.cat([self.prior(e[None], self.mulan.rvq, tempo=span.range if span else None)
-                                        for e, span in zip(embeddings, spans)])
-            return self.mulan.tokens(blend_embeddings(embeddings, [weight for _, weight in blend]))
+            embeddings = torch.stack([self._audio_side_embedding(source, tempo) for source, _ in blend])
+            return self.mulan.tokens(embeddings if len(blend) == 1 else blend_embeddings(embeddings, [weight for _, weight in blend]))
+
+    def _audio_side_embedding(self, source: str | np.ndarray, tempo: StatedTempo | None) -> torch.Tensor:
+        """A prompt or a clip → its (128,) MuLan embedding on the audio side (a prompt through the prior)."""
+        if not isinstance(source, str):
+            return self.mulan.embed_audio(source)
+        embedding = self.mulan.embed_text([source])
+        if self.prior is not None:
+            span = tempo or self.read_tempo(source)
+            embedding = self.prior(embedding, self.mulan.rvq, tempo=span.range if span else None)
+        return embedding[0]
 
     def stream(self, prompt: str, settings: GenerationSettings = GenerationSettings(), prefix: torch.Tensor | None = None,
                prompt_tokens: dict[str, torch.Tensor] | None = None, unconditional: bool = False,
@@ -438,8 +444,7 @@ class MusicLM:
         """M from a new prompt, or from the clip's own MuLan audio embedding (its style)."""
         if prompt and prompt.strip():
             return self.conditioning(clean_prompt(prompt))
-        with operator_threads(caller_threads()):
-            return self.mulan.tokens(self.mulan.embed_audio(audio)[None])
+        return self.blend_conditioning([(audio, 1.0)])
 
     def _context_tokens(self, audio: np.ndarray) -> tuple[int, dict[str, torch.Tensor]]:
         """S and A of the last ``CONTEXT_SECONDS`` of ``audio`` as every stage's prompt, and how
@@ -471,6 +476,8 @@ class MusicLM:
             return self.continuation(request.clip, request.prompt, settings)
         if isinstance(request, InpaintRequest):
             return self.inpaint(request.clip, request.start, request.end, request.prompt, settings)
+        if isinstance(request, StyleRequest):
+            return self.stream(request.prompt or "", settings, prefix=self.blend_conditioning(request.blend()))
         raise TypeError(f"not a generation request: {type(request).__name__}")
 
     def render(self, request: Request, candidates: int = 1) -> tuple[np.ndarray, dict]:

@@ -19,6 +19,7 @@ from ..prompts import clean_prompt
 from .settings import MAX_SECONDS, GenerationSettings
 
 MAX_SEGMENTS = 50
+MAX_BLEND = 8  # sources in one blend of prompts and clips (live mode's sliders, --style)
 
 
 def check_story(segments) -> list[tuple[str, float]]:
@@ -77,6 +78,13 @@ def _check_clip(clip: np.ndarray, verb: str) -> None:
         raise ValueError(f"the clip is {seconds:.2f} s long; give at least {MIN_CLIP_SECONDS:.0f} s of music to {verb}")
     if np.abs(clip).max() < SILENT_PEAK:
         raise ValueError(f"the clip is silent: there is nothing to {verb}")
+
+
+def check_weight(weight) -> float:
+    """A blend weight as a float, or a ValueError: a finite number ≥ 0."""
+    if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and np.isfinite(weight) and weight >= 0):
+        raise ValueError(f"a blend weight must be a number ≥ 0, got {weight!r}")
+    return float(weight)
 
 
 def _clip_seconds(clip: np.ndarray) -> float:
@@ -205,5 +213,46 @@ class InpaintRequest(_NewMusic):
                 **asdict(self.settings)}
 
 
-Request = Union[TextRequest, HumRequest, StoryRequest, ContinueRequest, InpaintRequest]
+@dataclass(frozen=True)
+class StyleRequest(_NewMusic):
+    """New music in the style of reference clips (24 kHz mono), a prompt optional beside them:
+    M from a weighted blend of the clips' MuLan audio embeddings and the prompt's, in the space
+    MuLan shares between text and music. Unlike a continuation, none of a clip's tokens is a
+    prompt: only its style goes in, so the music is drawn fresh."""
+    clips: tuple[np.ndarray, ...]
+    prompt: str | None = None
+    weights: tuple[float, ...] | None = None  # one per source, the prompt's first when there is one; None: equal
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    mode = "style"
+
+    def __post_init__(self):
+        object.__setattr__(self, "prompt", _optional_prompt(self.prompt))
+        clips = tuple(np.asarray(clip, np.float32) for clip in self.clips)
+        sources = len(clips) + (self.prompt is not None)
+        if not clips:
+            raise ValueError("give at least one reference clip to take a style from")
+        if sources > MAX_BLEND:
+            raise ValueError(f"a style blends at most {MAX_BLEND} clips and prompts, got {sources}")
+        for clip in clips:
+            _check_clip(clip, "take a style from")
+        weights = tuple(check_weight(w) for w in self.weights) if self.weights is not None else (1.0,) * sources
+        if len(weights) != sources:
+            raise ValueError(f"give one weight per source ({sources}: the prompt first, then each clip), got {len(weights)}")
+        if not sum(weights) > 0:
+            raise ValueError("every blend weight is 0: give at least one source a weight above 0")
+        object.__setattr__(self, "clips", clips)
+        object.__setattr__(self, "weights", weights)
+        self.settings.check()
+
+    def blend(self) -> list[tuple[str | np.ndarray, float]]:
+        """(source, weight) pairs, the prompt first; sources of weight 0 left out."""
+        sources = ([self.prompt] if self.prompt is not None else []) + list(self.clips)
+        return [(source, weight) for source, weight in zip(sources, self.weights) if weight > 0]
+
+    def record(self) -> dict:
+        return {"mode": self.mode, "prompt": self.prompt, "clip_seconds": [_clip_seconds(c) for c in self.clips],
+                "weights": list(self.weights), **asdict(self.settings)}
+
+
+Request = Union[TextRequest, HumRequest, StoryRequest, ContinueRequest, InpaintRequest, StyleRequest]
 
