@@ -22,7 +22,7 @@ import gradio as gr
 import numpy as np
 
 from engine import (CHECKPOINT_DIR, MAX_SECONDS, SAMPLE_RATE, SAMPLING_PRESETS, AudioError, ContinueRequest, Direction, GenerationSettings,
-                    HumRequest, InpaintRequest, LiveStream, MusicLM, StoryRequest, TextRequest, analyse_hum, available_devices, check_story,
+                    HumRequest, InpaintRequest, LiveStream, MusicLM, StoryRequest, StyleRequest, TextRequest, analyse_hum, available_devices, check_story,
                     load_audio, missing_models, model_status, notes_heard, parse_story, resolve_device, save_audio, story_json)
 
 from . import desktop
@@ -53,6 +53,7 @@ LEAD_IN_SECONDS = 1.0
 LIVE_BUFFER = 1.0  # seconds the live stream runs ahead of the page's player: how much old music plays after a change
 LIVE_VIEW_SECONDS = 10.0  # the live spectrogram scrolls over this much
 LIVE_KEEP_MINUTES = 10.0  # the most of a live stream the page holds for "keep"
+STYLE_CLIPS = 3  # reference clips the Style tab offers (the engine blends up to 8 sources)
 
 
 log = logging.getLogger("hummingbird.studio")
@@ -280,6 +281,23 @@ class Studio:
         yield from self._play(lambda: InpaintRequest(self._clip(clip, use_last, "inpaint"), start, end, prompt, settings),
                               [(float(start or 0), float(end or 0), "inpainted")])
 
+    def style_music(self, prompt, prompt_weight, *sources_and_settings):
+        """The Style tab: up to ``STYLE_CLIPS`` reference clips, each with its weight, and an
+        optional prompt with its own; the rest are the shared controls."""
+        pairs, rest = sources_and_settings[:2 * STYLE_CLIPS], sources_and_settings[2 * STYLE_CLIPS:]
+        seconds, seed, locked, *sampling = rest
+
+        def request() -> StyleRequest:
+            given = [(path, weight) for path, weight in zip(pairs[::2], pairs[1::2]) if path]
+            if not given:
+                raise ValueError("upload or record at least one reference clip")
+            has_prompt = bool((prompt or "").strip())
+            weights = ((prompt_weight,) if has_prompt else ()) + tuple(weight for _, weight in given)
+            return StyleRequest(tuple(load_audio(path) for path, _ in given), prompt if has_prompt else None,
+                                tuple(float(w or 0) for w in weights), settings_from_controls(seconds, seed, locked, *sampling))
+
+        yield from self._play(request)
+
     # -- live mode ----------------------------------------------------------------------------
     @staticmethod
     def live_direction(prompt, other, mix, bpm) -> Direction:
@@ -430,7 +448,7 @@ class Studio:
             values["story"] = [[s["prompt"], s["seconds"]] for s in settings["segments"]]
         else:
             values["seconds"] = settings["seconds"]
-            values[{"text": "prompt", "hum": "style", "live": "live_prompt"}.get(mode, "new_prompt")] = settings.get("prompt") or ""
+            values[{"text": "prompt", "hum": "style", "live": "live_prompt", "style": "style_prompt"}.get(mode, "new_prompt")] = settings.get("prompt") or ""
             if mode == "text":
                 values["negative"] = settings.get("negative_prompt", "")
         return values
@@ -546,6 +564,22 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
                             inpaint_start = gr.Number(value=2.0, label="regenerate from (s)", minimum=0)
                             inpaint_end = gr.Number(value=4.0, label="to (s)", minimum=0)
                             run_inpaint = gr.Button("Regenerate this range", elem_id="generate-inpaint")
+                    with gr.Tab("Style", id="style") as style_tab:
+                        gr.Markdown("New music in the style of your clips: drop one to three recordings (at least 1 s each), "
+                                    "set how much each counts, and add words if you like. Nothing of a clip is copied: only its style goes in.")
+                        style_clips, style_weights = [], []
+                        with gr.Row():
+                            for i in range(STYLE_CLIPS):
+                                with gr.Column(min_width=160):
+                                    style_clips.append(gr.Audio(label=f"reference {i + 1}", sources=["upload", "microphone"], type="filepath",
+                                                                elem_id=f"style-clip-{i + 1}"))
+                                    style_weights.append(gr.Slider(0, 1, value=1.0, step=0.05, label="how much it counts",
+                                                                   elem_id=f"style-weight-{i + 1}"))
+                        with gr.Row():
+                            style_prompt = gr.Textbox(label="words to mix in (optional)", placeholder="e.g. with a flute lead, 100 bpm",
+                                                      max_length=500, scale=3, elem_id="style-prompt")
+                            style_prompt_weight = gr.Slider(0, 1, value=0.5, step=0.05, label="how much the words count", scale=2)
+                        run_style = gr.Button("Generate in this style", variant="primary", elem_id="generate-style")
                     with gr.Tab("Live", id="live") as live_tab:
                         gr.Markdown("Music without end that you steer while it plays: change the words, the blend or the tempo and "
                                     f"the music follows after about {LIVE_BUFFER:g} s. Press Enter in a box (or Apply) to change it.")
@@ -629,6 +663,8 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
             run_hum.click(studio.hum_to_music, [hum, style, seconds, seed, locked, *sampling], api_name="hum", **piece),
             run_story.click(studio.story_to_music, [story, seed, locked, *sampling], api_name="story", **piece),
             run_continue.click(studio.continue_music, [clip, use_last, new_prompt, seconds, seed, locked, *sampling], api_name="continue", **piece),
+            run_style.click(studio.style_music, [style_prompt, style_prompt_weight, *(x for pair in zip(style_clips, style_weights) for x in pair),
+                                                 seconds, seed, locked, *sampling], api_name="style", **piece),
             run_inpaint.click(studio.inpaint_music, [clip, use_last, new_prompt, inpaint_start, inpaint_end, seed, locked, *sampling],
                               api_name="inpaint", **piece),
         ]
@@ -645,7 +681,7 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
         live_stop.click(studio.stop_live, api_name="live_stop", queue=False)
         keep_live.click(studio.keep_live, keep_minutes, [live_file, table], api_name="live_keep")
         save_timeline.click(studio.live_timeline, outputs=live_file, api_name="live_timeline")
-        for tab, length_matters in ((text_tab, True), (hum_tab, True), (story_tab, False), (continue_tab, True), (live_tab, False),
+        for tab, length_matters in ((text_tab, True), (hum_tab, True), (story_tab, False), (continue_tab, True), (style_tab, True), (live_tab, False),
                                     (history_tab, True)):
             tab.select(lambda shown=length_matters: gr.Slider(visible=shown), outputs=seconds, api_name=False)  # a story's blocks set its length
         device.change(studio.use_device, device, progress, api_name="device")
@@ -657,7 +693,7 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
         refresh_history.click(studio.history_rows, outputs=table, api_name="history")
         table.select(studio.history_entry, outputs=[past_audio, past_settings, past_file, picked], api_name=False)
 
-        reused = {"prompt": prompt, "negative": negative, "style": style, "new_prompt": new_prompt, "live_prompt": live_prompt, "story": story,
+        reused = {"prompt": prompt, "negative": negative, "style": style, "new_prompt": new_prompt, "style_prompt": style_prompt, "live_prompt": live_prompt, "story": story,
                   "seconds": seconds, "seed": seed, "locked": locked}
 
         def reuse_settings(name):

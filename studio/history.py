@@ -80,6 +80,9 @@ def summary(settings: dict) -> str:
         return f"a {settings.get('clip_seconds', 0):g} s clip continued" + (f" as {prompt}" if prompt else " in its own style")
     if mode == "live":
         return "live: " + " → ".join(s["prompt"] for s in settings.get("timeline", {}).get("segments", []) if s.get("handover") or s["frame"] == 0)
+    if mode == "style":
+        clips = len(settings.get("clip_seconds", []))
+        return f"in the style of {clips} clip{'s' * (clips != 1)}" + (f" + \"{prompt}\"" if prompt else "")
     if mode == "inpaint":
         start, end = settings.get("range_s", (0, 0))
         return f"{start:g}–{end:g} s of a {settings.get('clip_seconds', 0):g} s clip regenerated" + (f" as {prompt}" if prompt else "")
