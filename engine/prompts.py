@@ -15,19 +15,44 @@ TEMPO_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "fast": (("fast", "quick"), ("brisk",)),
 }
 TEMPO_RANGES = {"slow": (0.0, 85.0), "medium": (85.0, 125.0), "fast": (125.0, float("inf"))}  # bpm, each word's bucket [low, high)
-_BPM = re.compile(r"(\d{2,3})\s*bpm", re.IGNORECASE)
+# words people write for a tempo that the captions never use: they are read, never trained on
+TEMPO_ALIASES = {"slow": ("largo", "lento", "adagio", "grave", "downtempo", "down-tempo", "slow-tempo"),
+                 "medium": ("andante", "moderato", "allegretto", "midtempo", "mid tempo", "medium-tempo"),
+                 "fast": ("allegro", "vivace", "presto", "prestissimo", "uptempo", "up-tempo", "fast-paced", "speedy")}
+MIN_BPM, MAX_BPM = 30.0, 300.0  # a number outside is not a tempo ("808 drum machine" has no unit anyway)
+
 _TEMPO_WORD_BUCKET = {word.lower(): bucket for bucket, (seen, held_out) in TEMPO_WORDS.items() for word in seen + held_out}
-_TEMPO_WORD_PATTERN = re.compile(r"\b(" + "|".join(map(re.escape, _TEMPO_WORD_BUCKET)) + r")\b", re.IGNORECASE)
+_TEMPO_WORD_BUCKET.update({word: bucket for bucket, words in TEMPO_ALIASES.items() for word in words})
+_TEMPO_WORD_PATTERN = re.compile(r"\b(" + "|".join(map(re.escape, sorted(_TEMPO_WORD_BUCKET, key=len, reverse=True))) + r")\b", re.IGNORECASE)
+
+# numbers written out ("ninety", "a hundred and twenty", "eighty-five") become digits before the tempo is read
+_UNITS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+                                     "sixteen seventeen eighteen nineteen".split())}
+_TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
+_NUMBER_WORD = r"(?:" + "|".join(sorted([*_UNITS, *_TENS], key=len, reverse=True)) + r"|(?:a[\s-]+)?hundred)"
+_SPELLED = re.compile(rf"\b{_NUMBER_WORD}(?:[\s-]+(?:and[\s-]+)?{_NUMBER_WORD})*\b", re.IGNORECASE)
+_NUMBER = r"(\d{2,3}(?:\.\d+)?)"
+_UNIT = r"(?:bpm|b\.p\.m\.?|beats?\s*(?:per|a|an|/)\s*min(?:ute)?s?)"
+_ABOUT = r"(?:(?:of|at|is|around|about|roughly|approximately|near|~|:|=)\s*)*"
+_RANGE = re.compile(rf"(?:between\s+)?{_NUMBER}\s*(?:-|–|to|and)\s*{_NUMBER}\s*{_UNIT}", re.IGNORECASE)
+_SINGLE = [re.compile(rf"{_NUMBER}\s*(?:-\s*|ish\s*)?{_UNIT}", re.IGNORECASE),  # "96 bpm", "a 90-bpm groove", "100 beats per minute"
+           re.compile(rf"\b(?:bpm|tempo)\s*{_ABOUT}{_NUMBER}\b(?!\s*(?:%|percent|s\b|seconds|minutes|bars))", re.IGNORECASE)]  # "tempo 150", "bpm: 128"
 
 
-def tempo_bucket(bpm: float) -> str:
-    return next(bucket for bucket, (low, high) in TEMPO_RANGES.items() if low <= bpm < high)
-
-
-def stated_bpm(text: str) -> float | None:
-    """The tempo a prompt asks for ("… at 96 bpm"), or None."""
-    match = _BPM.search(text)
-    return float(match.group(1)) if match else None
+def _digits(match: re.Match) -> str:
+    """A written-out number as digits ("a hundred and twenty" → "120")."""
+    words = [w for w in re.split(r"[\s-]+", match.group(0).lower()) if w != "and"]
+    if len(words) >= 2 and _UNITS.get(words[0]) in (1, 2) and (words[1] in _TENS or _UNITS.get(words[1], 0) >= 10):
+        words = [words[0], "hundred", *words[1:]]  # "one-thirty", "one twenty-five": how tempi are said aloud
+    total = 0
+    for word in words:
+        if word in _UNITS:
+            total += _UNITS[word]
+        elif word in _TENS:
+            total += _TENS[word]
+        elif word == "hundred":
+            total = max(total, 1) * 100
+    return str(total)
 
 
 @dataclass(frozen=True)
@@ -43,12 +68,40 @@ class StatedTempo:
         return cls(bpm, (bpm * (1 - tolerance), bpm * (1 + tolerance)))
 
 
+def tempo_bucket(bpm: float) -> str:
+    return next(bucket for bucket, (low, high) in TEMPO_RANGES.items() if low <= bpm < high)
+
+
+def stated_bpms(text: str) -> tuple[float, float] | None:
+    """The bpm a prompt asks for, however it is written, as (low, high): equal for one number
+    ("96 bpm", "tempo 150", "at 100 beats per minute", "a 90-bpm groove", "ninety bpm"), a span
+    for a range ("90–100 bpm", "between 90 and 100 bpm"); None when it names no bpm in 30–300."""
+    plain = _SPELLED.sub(_digits, text)
+    match = _RANGE.search(plain)
+    if match:
+        low, high = sorted(float(x) for x in match.groups())
+        if MIN_BPM <= low and high <= MAX_BPM:
+            return low, high
+    for pattern in _SINGLE:
+        for match in pattern.finditer(plain):
+            bpm = float(match.group(1))
+            if MIN_BPM <= bpm <= MAX_BPM:
+                return bpm, bpm
+    return None
+
+
+def stated_bpm(text: str) -> float | None:
+    """The tempo a prompt asks for in bpm (a range's middle), or None (``stated_bpms``)."""
+    span = stated_bpms(text)
+    return (span[0] + span[1]) / 2 if span else None
+
+
 def stated_tempo(text: str, tolerance: float) -> StatedTempo | None:
-    """The tempo a prompt asks for: its bpm ± ``tolerance`` (relative), else the bucket of its
-    first tempo word ("slow", "brisk" …, the words the captions use), else None."""
-    bpm = stated_bpm(text)
-    if bpm is not None:
-        return StatedTempo.at(bpm, tolerance)
+    """The tempo a prompt asks for: its bpm ± ``tolerance`` (relative; a range widened by it), else
+    the bucket of its first tempo word ("slow", "brisk", "allegro" …), else None."""
+    span = stated_bpms(text)
+    if span is not None:
+        return StatedTempo((span[0] + span[1]) / 2, (span[0] * (1 - tolerance), span[1] * (1 + tolerance)))
     word = _TEMPO_WORD_PATTERN.search(text)
     return StatedTempo(None, TEMPO_RANGES[_TEMPO_WORD_BUCKET[word.group(1).lower()]]) if word else None
 

@@ -3,13 +3,35 @@ import pytest
 
 from engine.audio import SAMPLE_RATE
 from engine.evaluate.metrics import descriptors, estimated_bpm, frechet_distance, tempo_error
-from engine.prompts import stated_bpm
+from engine.prompts import TEMPO_RANGES, StatedTempo, stated_bpm, stated_tempo
 
 
-def test_stated_bpm_reads_the_prompt():
-    assert stated_bpm("The pulse sits at 76 bpm; tonal center C# minor.") == 76
-    assert stated_bpm("calm violin melody, 90 BPM") == 90
-    assert stated_bpm("a slow ballad") is None
+@pytest.mark.parametrize("prompt, bpm", [
+    ("The pulse sits at 76 bpm; tonal center C# minor.", 76), ("calm violin melody, 90 BPM", 90), ("techno 128bpm", 128),
+    ("tempo 150, aggressive", 150), ("tempo: 150", 150), ("a tempo of about 72", 72), ("bpm = 128", 128), ("BPM: 174 drum and bass", 174),
+    ("at 100 beats per minute", 100), ("at around 160 beats per minute", 160), ("lo-fi at 70 beats a minute", 70), ("84 beats/min", 84),
+    ("a 90-bpm groove", 90), ("~128 bpm", 128), ("120ish bpm house", 120), ("trap at 140 b.p.m.", 140),
+    ("ninety bpm", 90), ("eighty-five bpm", 85), ("one hundred and twenty bpm", 120), ("a hundred twenty beats per minute", 120),
+    ("one-thirty bpm two-step", 130), ("one twenty-five bpm", 125), ("Seventy Two BPM", 72),
+    ("90-100 bpm", 95), ("90–100 bpm", 95), ("between 90 and 100 bpm", 95), ("90 to 110 beats per minute", 100),
+])
+def test_a_stated_tempo_is_read_however_it_is_written(prompt, bpm):
+    assert stated_bpm(prompt) == bpm
+
+
+@pytest.mark.parametrize("prompt", ["a slow ballad", "808 drum machine techno", "tempo 150% faster", "1970s disco", "music for 2 minutes",
+                                    "one bpm", "999 bpm", "a 10 bpm drone", "tempo rubato", "breakfast jazz", "3 beats per bar"])
+def test_numbers_that_are_not_a_tempo_are_not_read_as_one(prompt):
+    assert stated_bpm(prompt) is None
+
+
+def test_a_range_is_answered_by_its_span_and_tempo_words_by_their_bucket():
+    assert stated_tempo("between 90 and 100 bpm", 0.04).range == pytest.approx((86.4, 104.0))
+    assert stated_tempo("ninety bpm", 0.04) == StatedTempo.at(90.0, 0.04)
+    for prompt, bucket in (("an allegro string quartet", "fast"), ("downtempo chill", "slow"), ("andante piano", "medium"),
+                           ("up-tempo funk", "fast"), ("a leisurely waltz", "slow"), ("brisk reel", "fast")):
+        assert stated_tempo(prompt, 0.04) == StatedTempo(None, TEMPO_RANGES[bucket]), prompt
+    assert stated_tempo("breakfast music", 0.04) is None
 
 
 def test_tempo_error_forgives_half_and_double_time():
