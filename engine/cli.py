@@ -22,6 +22,7 @@ from .data.melodies import build_index
 from .data.render import SynthUnavailable, bundled_soundfont
 from .files import atomic_write
 from .evaluate import EVALUATORS
+from .evaluate.generation import eval_free_form
 from .evaluate.bench import bench_cli, bench_codec, bench_generate, bench_peer, bench_stage_steps
 from .evaluate.live import FloatWav, judge_changes, parse_script, render_timeline, run_script
 from .evaluate.report import run_all, write_report
@@ -327,8 +328,10 @@ def _eval(args: argparse.Namespace) -> dict:
         raise UsageError("--audio applies to eval recordings and eval style only")
     if args.soundfont and args.what != "codec":
         raise UsageError("--soundfont applies to eval codec only")
-    if (args.tuning or _sampling_settings(args)) and args.what != "generation":
-        raise UsageError("--tuning and the sampling options (--temperatures, --guidance, --coarse-guidance, --top-k, --tempo-drafts, --coarse-only) "
+    if args.tuning and args.free_form:
+        raise UsageError("--tuning and --free-form are two different prompt sets; choose one")
+    if (args.tuning or args.free_form or _sampling_settings(args)) and args.what != "generation":
+        raise UsageError("--tuning, --free-form and the sampling options (--temperatures, --guidance, --coarse-guidance, --top-k, --tempo-drafts, --coarse-only) "
                          "apply to eval generation only")
     try:
         GenerationSettings(**_sampling_settings(args)).check()
@@ -342,6 +345,8 @@ def _eval(args: argparse.Namespace) -> dict:
     try:
         extra = {"seconds": args.seconds, "seeds": args.seeds} if args.what in ("generation", "story", "continuation") else {}
         if args.what == "generation":
+            if args.free_form:
+                return eval_free_form(corpus, checkpoint, args.clips, args.seconds, args.seeds, **_sampling_settings(args))
             extra.update(tuning=args.tuning, **_sampling_settings(args))
         if args.what == "melody":
             extra = {"seconds": args.seconds}
@@ -515,6 +520,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--seconds", type=_positive_float, default=10.0, help="generation, story, continuation: seconds per generated clip / segment")
     e.add_argument("--seeds", type=_positive_int, default=3, help="generation: seeds per caption (MCC, tempo) and per contrasting prompt pair")
     _add_sampling_arguments(e, "generation: ")
+    e.add_argument("--free-form", action="store_true",
+                   help="generation: the held-out free-form prompts (assets/eval/free-form-prompts.json) instead of test captions")
     e.add_argument("--tuning", action="store_true",
                    help="generation: the tuning captions (60 test captions kept apart from the evaluation's 30) instead, for choosing settings")
     e.add_argument("--plan", choices=("quick", "full"), default="quick",

@@ -36,7 +36,8 @@ _UNIT = r"(?:bpm|b\.p\.m\.?|beats?\s*(?:per|a|an|/)\s*min(?:ute)?s?)"
 _ABOUT = r"(?:(?:of|at|is|around|about|roughly|approximately|near|~|:|=)\s*)*"
 _RANGE = re.compile(rf"(?:between\s+)?{_NUMBER}\s*(?:-|–|to|and)\s*{_NUMBER}\s*{_UNIT}", re.IGNORECASE)
 _SINGLE = [re.compile(rf"{_NUMBER}\s*(?:-\s*|ish\s*)?{_UNIT}", re.IGNORECASE),  # "96 bpm", "a 90-bpm groove", "100 beats per minute"
-           re.compile(rf"\b(?:bpm|tempo)\s*{_ABOUT}{_NUMBER}\b(?!\s*(?:%|percent|s\b|seconds|minutes|bars))", re.IGNORECASE)]  # "tempo 150", "bpm: 128"
+           re.compile(rf"\b(?:bpm|tempo)\s*{_ABOUT}{_NUMBER}\b(?!\s*(?:%|percent|s\b|seconds|minutes|bars))", re.IGNORECASE),  # "tempo 150", "bpm: 128"
+           re.compile(rf"(?:^|[,;])\s*~?{_NUMBER}\s*(?=$|[,;])")]  # a tag that is a number alone: "dnb, reese bass, 174"
 
 
 def _digits(match: re.Match) -> str:

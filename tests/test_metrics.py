@@ -13,14 +13,14 @@ from engine.prompts import TEMPO_RANGES, StatedTempo, stated_bpm, stated_tempo
     ("a 90-bpm groove", 90), ("~128 bpm", 128), ("120ish bpm house", 120), ("trap at 140 b.p.m.", 140),
     ("ninety bpm", 90), ("eighty-five bpm", 85), ("one hundred and twenty bpm", 120), ("a hundred twenty beats per minute", 120),
     ("one-thirty bpm two-step", 130), ("one twenty-five bpm", 125), ("Seventy Two BPM", 72),
-    ("90-100 bpm", 95), ("90–100 bpm", 95), ("between 90 and 100 bpm", 95), ("90 to 110 beats per minute", 100),
+    ("dnb, rolling breakbeats, 174", 174), ("dubstep, wobble bass, 140, dark", 140), ("90-100 bpm", 95), ("90–100 bpm", 95), ("between 90 and 100 bpm", 95), ("90 to 110 beats per minute", 100),
 ])
 def test_a_stated_tempo_is_read_however_it_is_written(prompt, bpm):
     assert stated_bpm(prompt) == bpm
 
 
 @pytest.mark.parametrize("prompt", ["a slow ballad", "808 drum machine techno", "tempo 150% faster", "1970s disco", "music for 2 minutes",
-                                    "one bpm", "999 bpm", "a 10 bpm drone", "tempo rubato", "breakfast jazz", "3 beats per bar"])
+                                    "one bpm", "999 bpm", "a 10 bpm drone", "trap with 808s, 1999 vibes", "techno, 2", "songs from 1985", "tempo rubato", "breakfast jazz", "3 beats per bar"])
 def test_numbers_that_are_not_a_tempo_are_not_read_as_one(prompt):
     assert stated_bpm(prompt) is None
 

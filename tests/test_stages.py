@@ -113,6 +113,30 @@ def test_generation_eval_runs_through_the_cli(tiny_runs, exported):
     assert set(result["frechet"]) == {"mulan", "handcrafted"}  # None here: the smoke corpus has one test render
 
 
+def test_the_free_form_eval_judges_each_pair_on_the_feature_it_names(tiny_runs, exported):
+    result = _engine("eval", "generation", "--free-form", "--corpus", tiny_runs[0], "--checkpoint", exported, "--clips", 2, "--seconds", 1,
+                     "--seeds", 1)
+    assert result["prompts"] == 2 and result["prompts_with_bpm"] == 2 and len(result["tempo"]["draws"]) == 2  # "72 bpm"; "dnb, …, 174"
+    pairs = result["contrast"]["pairs"]
+    assert result["contrast"]["of"] == 5 and [list(p["mean_b_minus_a"]) for p in pairs] == [[p["feature"]] for p in pairs]
+    assert {p["feature"] for p in pairs} == {"percussive_ratio", "onset_rate", "spectral_centroid", "rms"}
+
+
+def test_the_free_form_prompts_are_unlike_every_caption_and_state_tempi_in_many_ways():
+    from engine.data.captions import TEMPLATES
+    from engine.evaluate.generation import FREE_FORM_PROMPTS
+    from engine.prompts import stated_bpm
+
+    held_out = json.loads(FREE_FORM_PROMPTS.read_text())
+    prompts = held_out["prompts"]
+    assert len(prompts) >= 60 and len(set(prompts)) == len(prompts)
+    stated = [p for p in prompts if stated_bpm(p)]
+    assert len(stated) >= 40 and all(60 <= stated_bpm(p) <= 200 for p in stated)
+    assert sum("bpm" not in p.lower() for p in stated) >= 8  # "tempo 150", "beats per minute", a bare number …
+    templates = [t for group in TEMPLATES.values() for pair in group for t in pair]
+    assert not any(t.split("{")[0].strip() and p.startswith(t.split("{")[0].strip()) for p in prompts for t in templates)
+
+
 def test_the_tuning_captions_never_overlap_the_evaluations():
     from engine.evaluate.generation import EVALUATION_CAPTIONS, _generation_set
     from engine.prompts import stated_bpm
