@@ -83,6 +83,7 @@ TARGETS = [
     Target("tempo within 8 % (prompts with a bpm)", "generation.tempo.generated_within_8pct", at_least=0.6),
     Target("contrasting pairs moved (of 5)", "generation.contrast.pairs_moved", at_least=4),
     Target("story segments with a positive MuLan margin", "story.margin_positive_fraction", at_least=0.8),
+    Target("story segments that keep their own stated tempo", "story.tempo.within_8pct", at_least=0.75),
     Target("continuations closer to their own clip", "continuation.closer_to_own_clip_fraction", at_least=0.8),
     Target("hum chroma cosine (renditions)", "melody.rendition.chroma_cosine", at_least=0.55),
     Target("hum chroma cosine / shuffled hum (renditions)", "melody.rendition.ratio_to_shuffled", at_least=2.0),

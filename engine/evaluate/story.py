@@ -11,7 +11,8 @@ from ..audio import SAMPLE_RATE
 from ..data.build import read_records
 from ..generate.musiclm import MusicLM, collect
 from ..generate.settings import GenerationSettings
-from .metrics import seam_jump
+from ..prompts import stated_bpm
+from .metrics import TEMPO_TOLERANCE, estimated_bpm, seam_jump, tempo_error
 
 
 def _margins(mulan, pieces: list[np.ndarray], prompts: list[str]) -> list[float]:
@@ -31,6 +32,7 @@ def eval_story(corpus: Path, checkpoint: Path | None = None, clips: int | None =
     stories = STORIES[: clips or len(STORIES)]
     margins, independent_margins, story_seams, cut_seams, rtf = [], [], [], [], []
     seg = int(seconds * SAMPLE_RATE)
+    tempo = _story_tempi(model, seconds, clips)
     for i, prompts in enumerate(stories):
         settings = GenerationSettings(seconds=seconds * len(prompts), seed=i)
         audio, info = collect(model.story([(p, seconds) for p in prompts], settings), settings)
@@ -48,9 +50,23 @@ def eval_story(corpus: Path, checkpoint: Path | None = None, clips: int | None =
         "independent_clips_margin_positive_fraction": round(float(np.mean([m > 0 for m in independent_margins])), 4),
         "seam_jump_story_median": round(float(np.median(story_seams)), 3),
         "seam_jump_hard_cut_median": round(float(np.median(cut_seams)), 3),
-        "generation_rtf_mean": round(float(np.mean(rtf)), 4), "wall_s": round(time.perf_counter() - t0, 1),
+        "tempo": tempo, "generation_rtf_mean": round(float(np.mean(rtf)), 4), "wall_s": round(time.perf_counter() - t0, 1),
     }
 
+
+def _story_tempi(model, seconds: float, clips: int | None) -> dict:
+    """Stories whose segments state different tempi (``TEMPO_STORIES``): is each segment's own
+    tempo kept (librosa's beat tracker on the segment, its first second skipped: the handover)?"""
+    stories = TEMPO_STORIES[: clips or len(TEMPO_STORIES)]
+    seg, skip = int(seconds * SAMPLE_RATE), SAMPLE_RATE
+    draws = []
+    for i, prompts in enumerate(stories):
+        settings = GenerationSettings(seconds=seconds * len(prompts), seed=100 + i)
+        audio, _ = collect(model.story([(p, seconds) for p in prompts], settings), settings)
+        for k, prompt in enumerate(prompts):
+            heard = estimated_bpm(audio[k * seg + skip:(k + 1) * seg])
+            draws.append({"prompt": prompt, "stated": stated_bpm(prompt), "heard": round(heard, 1), "error": round(tempo_error(heard, stated_bpm(prompt)), 4)})
+    return {"segments": len(draws), "within_8pct": round(float(np.mean([d["error"] <= TEMPO_TOLERANCE for d in draws])), 4), "draws": draws}
 
 
 def eval_continuation(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0,
@@ -89,3 +105,9 @@ STORIES = (  # contrasting neighbours, so a segment that ignored its prompt show
     ("melancholic cello solo, slow", "happy pop music with piano and drums", "dark ominous ambient drone", "blues with harmonica and shuffle drums"),
 )
 
+TEMPO_STORIES = (  # three segments, three stated tempi from 60 to 180 bpm, moved between without a gap
+    ("lo-fi hip hop with mellow keys, 75 bpm", "funk with slap bass and clavinet, 105 bpm", "techno with a driving kick drum, 140 bpm"),
+    ("slow piano ballad, 62 bpm", "pop rock with guitars and drums, 120 bpm", "drum and bass with fast breakbeats, 172 bpm"),
+    ("reggae one-drop groove, 80 bpm", "disco with strings and four-on-the-floor drums, 118 bpm", "punk rock, 180 bpm"),
+    ("house music with piano chords, 124 bpm", "hip hop beat with boom bap drums, 90 bpm", "dubstep, half-time drums, 70 bpm"),
+)
