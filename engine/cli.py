@@ -89,6 +89,8 @@ CODEC_FROM_SCRATCH = {  # train codec options that shape what the tokens carry, 
 
 
 def _train(args: argparse.Namespace) -> dict:
+    if args.stage == "all":  # the whole chain, corpus first (engine/train/pipeline.py)
+        return _chain("all", args.corpus, args.run_dir)
     if args.stage not in TRAINERS:
         raise UsageError(f"training {args.stage!r} is not available yet; available: {', '.join(TRAINERS)}")
     corpus = Path(args.corpus)
@@ -395,8 +397,12 @@ def _bench(args: argparse.Namespace) -> dict:
 
 
 def _retrain(args: argparse.Namespace) -> dict:
+    return _chain(args.chain, args.corpus, args.runs)
+
+
+def _chain(name: str, corpus: str, runs: str | None) -> dict:
     try:
-        return run_chain(args.chain, Path(args.corpus), Path(args.runs) if args.runs else None, log=lambda line: print(line, file=sys.stderr))
+        return run_chain(name, Path(corpus), Path(runs) if runs else None, log=lambda line: print(line, file=sys.stderr))
     except RuntimeError as exc:
         raise UsageError(str(exc)) from None
 
@@ -423,7 +429,8 @@ def parser() -> argparse.ArgumentParser:
     data.set_defaults(run=_data)
 
     t = sub.add_parser("train", help="train a model from the corpus (resumable; works under torchrun)")
-    t.add_argument("stage", choices=MODEL_NAMES)
+    t.add_argument("stage", choices=(*MODEL_NAMES, "all"), help="one model, or all: every model from nothing (corpus → codec → MuLan → "
+                   "semantic → token caches → prior → stages → eval all), each step resumable; --run-dir is then the chain's folder (default runs/all)")
     t.add_argument("--preset", choices=("cpu-small", "gpu-base"), default="cpu-small")
     t.add_argument("--corpus", default="corpus")
     t.add_argument("--run-dir", help="checkpoints and resume state (default runs/<stage>-<preset>)")
@@ -545,7 +552,7 @@ def parser() -> argparse.ArgumentParser:
     bn.set_defaults(run=_bench)
 
     rt_chain = sub.add_parser("retrain", help="run every step a change needs, in order, each resumable (engine/train/pipeline.py)")
-    rt_chain.add_argument("chain", choices=tuple(CHAINS), help="acoustic: the pitch-true codec, its tokens, stages 2 and 3, their judges")
+    rt_chain.add_argument("chain", choices=tuple(CHAINS), help="acoustic: the pitch-true codec, its tokens, stages 2 and 3, their judges; all: every model (= train all)")
     rt_chain.add_argument("--corpus", default="corpus")
     rt_chain.add_argument("--runs", help="where the runs, logs and step times go (default runs/<chain>)")
     rt_chain.set_defaults(run=_retrain)

@@ -219,3 +219,25 @@ def test_a_retrain_chain_runs_its_steps_in_order_skips_finished_ones_and_stops_a
     monkeypatch.setitem(pipeline.CHAINS, "tiny", chain[:1])
     result = pipeline.run_chain("tiny", tmp_path, tmp_path / "runs", log=seen.append)
     assert seen == [f"list: done before ({result['wall_s']['list']:.0f} s)"] and result["total_s"] == result["wall_s"]["list"]
+
+
+def test_train_all_trains_every_model_of_the_set_from_its_own_inputs():
+    """Every model's run folder comes from a step of the chain (so `--checkpoint runs/all` judges a
+    set with nothing shipped in it), each after the models it reads, and the set is judged whole."""
+    from engine.checkpoints import MODEL_NAMES
+    from engine.train.pipeline import CHAINS
+
+    steps = CHAINS["all"]
+    made = {}
+    for i, step in enumerate(steps):
+        args = list(step.args)
+        if "--run-dir" in args:
+            made[args[args.index("--run-dir") + 1].removeprefix("{runs}/")] = i
+        for flag in ("--init", "--mulan", "--semantic", "--codec"):
+            if flag in args and args[args.index(flag) + 1].startswith("{runs}/"):
+                assert made.get(args[args.index(flag) + 1].removeprefix("{runs}/"), len(steps)) < i, (step.name, flag)
+        assert not any("assets/checkpoints" in a for a in args), step.name  # from nothing: no shipped model goes in
+    assert set(MODEL_NAMES) <= set(made)
+    tokens = next(i for i, s in enumerate(steps) if s.name == "tokens")
+    assert max(made[n] for n in ("codec", "mulan", "semantic")) < tokens < min(made[n] for n in ("prior", "stage1", "stage2", "stage3"))
+    assert steps[0].name == "corpus" and steps[-1].args[:2] == ("eval", "all") and "{runs}" in steps[-1].args

@@ -46,16 +46,21 @@ def test_a_failing_evaluation_is_recorded_and_the_others_still_run(monkeypatch, 
 
     monkeypatch.setattr(report, "EVALUATORS", {**report.EVALUATORS, "stages": broken,
                                                "mulan": lambda *a, **k: _results()["mulan"]})
-    results = report.run_all(tmp_path, tmp_path, "quick", only=("stages", "mulan"), progress=lambda line: None)
+    candidate = tmp_path / "set" / "stage3"  # a model set: one run folder beside the shipped rest
+    candidate.mkdir(parents=True)
+    (candidate / "state.json").write_text("{}")
+    (candidate / "model.safetensors").write_bytes(b"weights")
+    results = report.run_all(tmp_path, tmp_path / "set", "quick", only=("stages", "mulan"), progress=lambda line: None)
     assert results["stages"]["error"] == "RuntimeError: no token cache"
     assert results["mulan"]["text_to_audio"]["recall@10"] == 0.75
     met = {t["label"]: t["met"] for t in results["targets"]}
     assert met["MuLan text→audio recall@10"] is True and met["exact-match memorization"] is None
-    assert results["commit"] and results["checkpoints"] == {}
+    assert results["commit"] and {"stage3/model.safetensors", "stage1.safetensors", "codec-1.safetensors"} <= set(results["checkpoints"])
+    assert "stage3.safetensors" not in results["checkpoints"]  # the candidate's, not the shipped one
 
 
 def test_the_report_has_every_plot_a_target_table_and_a_growing_history(tmp_path):
-    results = {**_results(), **report.provenance(tmp_path), "plan": "quick", "sizes": {}, "wall_s": 60.0}
+    results = {**_results(), **report.provenance(None), "plan": "quick", "sizes": {}, "wall_s": 60.0}
     results["semantic"]["probes_won"] = 1
     results["targets"] = [{"label": t.label, "bar": t.bar, "value": t.value(results), "met": t.met(t.value(results))} for t in report.TARGETS]
     results["story"] = {"error": "ValueError: boom"}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoints import CHECKPOINT_DIR
+from ..checkpoints import model_set
 from ..features import SEMANTIC_RATE
 from ..nn.lm import load_stage
 from ..nn.semantic import load_semantic
@@ -41,9 +41,9 @@ def eval_memorization(corpus: Path, checkpoint: Path | None = None, clips: int |
     against the training targets. Exact match: every token equal. Approximate match: optimal
     transport between token histograms with the semantic k-means centroid distances as cost,
     below a threshold set so that ≤ 0.01 % of permuted (unrelated) pairs pass."""
-    root = Path(checkpoint) if checkpoint else CHECKPOINT_DIR
-    stage1 = load_stage("stage1", root / "stage1.safetensors")
-    centroids = load_semantic(root / "semantic.safetensors").token_vectors().numpy().astype(np.float64)
+    models = model_set(checkpoint)
+    stage1 = load_stage("stage1", models["stage1"])
+    centroids = load_semantic(models["semantic"]).token_vectors().numpy().astype(np.float64)
     cost = np.sqrt(((centroids[:, None] - centroids[None]) ** 2).sum(-1))
     cost /= cost.max()
     tokens = load_token_cache(corpus, "train")

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checkpoints import CHECKPOINT_DIR, file_sha256
+from ..checkpoints import file_sha256, manifest_files, model_set
 from ..files import atomic_write
 from . import EVALUATORS
 
@@ -93,8 +93,21 @@ TARGETS = [
 ]
 
 
-def provenance(checkpoints: Path) -> dict:
-    """The git commit (and whether the tree had changes) and the SHA-256 of every checkpoint file."""
+def _weight_files(checkpoint: Path | None) -> list[tuple[str, Path]]:
+    """(label, file) for every weight file of the set: an exported model's shards by name, a run
+    folder's weights as ``<model>/model.safetensors``."""
+    files = []
+    for path in model_set(checkpoint).values():
+        if path.is_file():
+            files += [(f.name, f) for f in manifest_files(path) or [path] if f.suffix == ".safetensors"]
+        else:
+            files.append((f"{path.name}/model.safetensors", path / "model.safetensors"))
+    return files
+
+
+def provenance(checkpoint: Path | None) -> dict:
+    """The git commit (and whether the tree had changes) and the SHA-256 of every model of the set
+    judged (``checkpoints.model_set``: the shipped ones without ``checkpoint``)."""
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
@@ -102,23 +115,29 @@ def provenance(checkpoints: Path) -> dict:
             return ""
 
     return {"commit": git("rev-parse", "HEAD") or "unknown", "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-            "checkpoints": {p.name: file_sha256(p) for p in sorted(Path(checkpoints).glob("*.safetensors"))},
+            "checkpoints": {label: file_sha256(f) for label, f in _weight_files(checkpoint)},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+ONE_MODEL = {"codec": "codec", "tones": "codec", "recordings": "codec", "mulan": "mulan", "semantic": "semantic"}  # evaluations of one model
 
 
 def run_all(corpus: Path, checkpoint: Path | None = None, plan: str = "quick", only: tuple[str, ...] = (), progress=print) -> dict:
     """Every evaluation of the plan (or ``only`` some); one that fails is recorded with its error
     and the rest still run."""
     chosen = PLANS[plan]
-    results: dict = {"plan": chosen.name, "sizes": chosen.sizes, **provenance(checkpoint or CHECKPOINT_DIR)}
+    results: dict = {"plan": chosen.name, "sizes": chosen.sizes, **provenance(checkpoint)}
     t0 = time.perf_counter()
+    models = model_set(checkpoint)
     for name, kwargs in chosen.sizes.items():
         if only and name not in only:
             continue
+        # an evaluation of one model is given that model of the set; the rest take the set's folder
+        judged = models[ONE_MODEL[name]] if checkpoint and name in ONE_MODEL else checkpoint
         progress(f"eval {name} {kwargs or ''}")
         start = time.perf_counter()
         try:
-            results[name] = EVALUATORS[name](corpus, checkpoint, **kwargs)
+            results[name] = EVALUATORS[name](corpus, judged, **kwargs)
         except Exception as exc:  # one broken evaluation must not cost the others' results
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
         results[name]["eval_wall_s"] = round(time.perf_counter() - start, 1)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoints import CHECKPOINT_DIR
+from ..checkpoints import model_set
 from ..nn.lm import hears_melody, load_stage
 from ..train.stages import held_out_loss, with_melody
 from ..train.tokens import load_token_cache
@@ -19,7 +19,7 @@ def eval_stages(corpus: Path, checkpoint: Path | None = None, clips: int | None 
     tokens = load_token_cache(corpus, "test")
     result = {}
     for stage in ("stage1", "stage2", "stage3"):
-        model = load_stage(stage, (Path(checkpoint) if checkpoint else CHECKPOINT_DIR) / f"{stage}.safetensors")
+        model = load_stage(stage, model_set(checkpoint)[stage])
         hums = hears_melody(model.cfg.layout)
         crops = with_melody(corpus, "test", tokens) if hums else tokens
         row = {k: held_out_loss(model, crops, batches=clips or 16, prefix=k) for k in ("own", "null", "shuffled")}

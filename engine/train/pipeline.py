@@ -1,6 +1,8 @@
 """Retraining chains: one command runs every step a change needs, in order, each resumable.
 
-``python -m engine retrain acoustic --corpus corpus`` rebuilds what the pitch-true codec changes:
+``python -m engine train all --corpus corpus`` trains every model from nothing (corpus, codec,
+MuLan, semantic tokenizer, token caches, prior, the three stages) and judges the set with ``eval
+all``; ``python -m engine retrain acoustic --corpus corpus`` rebuilds what the pitch-true codec changes:
 the codec (with its note head, the fine STFT term and recorded music), its decoder tuned for what
 MuLan reads (the tokens stay), the token caches of its tokens, stages 2 and 3 on them, and the
 judges of the result: the codec's, then the whole set's (the runs folder holds ``codec/``,
@@ -29,29 +31,52 @@ class Step:
     output: str = ""  # a step that prints JSON keeps it here (an evaluation)
 
 
+CORPUS = Step("corpus", ("data", "build", "--out", "{corpus}", "--hours", "11.2", "--seed", "1", "--quiet"))
+CODEC = (  # the note-supervised codec from scratch, then its decoder tuned for what MuLan reads (the tokens stay)
+    Step("codec", ("train", "codec", "--preset", "cpu-small", "--corpus", "{corpus}", "--run-dir", "{runs}/codec-scratch", "--pitch-weight", "4",
+                   "--note-weight", "4", "--recorded-share", "0.3", "--steps", "16000", "--quiet")),
+    Step("codec-decoder", ("train", "codec", "--preset", "cpu-small", "--corpus", "{corpus}", "--init", "{runs}/codec-scratch", "--run-dir",
+                           "{runs}/codec", "--steps", "3000", "--warmup", "100", "--lr", "3e-4", "--pitch-weight", "4", "--quiet")),
+)
+CODEC_JUDGES = (  # the codec is judged before anything is built on its tokens
+    Step("eval-codec", ("eval", "codec", "--corpus", "{corpus}", "--checkpoint", "{runs}/codec", "--clips", "20", "--json"), "codec.json"),
+    Step("eval-codec-soundfont", ("eval", "codec", "--corpus", "{corpus}", "--checkpoint", "{runs}/codec", "--clips", "20", "--soundfont", "timgm6mb",
+                                  "--json"), "codec-timgm6mb.json"),
+    Step("eval-tones", ("eval", "tones", "--checkpoint", "{runs}/codec", "--json"), "tones.json"),
+    Step("eval-recordings", ("eval", "recordings", "--checkpoint", "{runs}/codec", "--clips", "12", "--json"), "recordings.json"),
+)
+MELODY = Step("melody", ("tokenize", "--corpus", "{corpus}", "--only", "melody", "--melody-source", "score", "--quiet"))
+STAGE3 = ("train", "stage3", "--preset", "cpu-small", "--corpus", "{corpus}", "--run-dir", "{runs}/stage3", "--steps", "1200", "--quiet")
+
 CHAINS = {
     "acoustic": (
-        Step("corpus", ("data", "build", "--out", "{corpus}", "--hours", "11.2", "--seed", "1", "--quiet")),
-        Step("codec", ("train", "codec", "--preset", "cpu-small", "--corpus", "{corpus}", "--run-dir", "{runs}/codec-scratch", "--pitch-weight", "4",
-                       "--note-weight", "4", "--recorded-share", "0.3", "--steps", "16000", "--quiet")),
-        Step("codec-decoder", ("train", "codec", "--preset", "cpu-small", "--corpus", "{corpus}", "--init", "{runs}/codec-scratch", "--run-dir",
-                               "{runs}/codec", "--steps", "3000", "--warmup", "100", "--lr", "3e-4", "--pitch-weight", "4", "--quiet")),
-        # the codec is judged before anything is built on its tokens
-        Step("eval-codec", ("eval", "codec", "--corpus", "{corpus}", "--checkpoint", "{runs}/codec", "--clips", "20", "--json"), "codec.json"),
-        Step("eval-codec-soundfont", ("eval", "codec", "--corpus", "{corpus}", "--checkpoint", "{runs}/codec", "--clips", "20", "--soundfont", "timgm6mb",
-                                      "--json"), "codec-timgm6mb.json"),
-        Step("eval-tones", ("eval", "tones", "--checkpoint", "{runs}/codec", "--json"), "tones.json"),
-        Step("eval-recordings", ("eval", "recordings", "--checkpoint", "{runs}/codec", "--clips", "12", "--json"), "recordings.json"),
+        CORPUS, *CODEC, *CODEC_JUDGES,
         Step("tokens", ("tokenize", "--corpus", "{corpus}", "--only", "tokens", "--codec", "{runs}/codec", "--quiet")),
-        Step("melody", ("tokenize", "--corpus", "{corpus}", "--only", "melody", "--melody-source", "score", "--quiet")),
+        MELODY,
         Step("stage2", ("train", "stage2", "--preset", "cpu-small", "--corpus", "{corpus}", "--init", "assets/checkpoints/stage2.safetensors",
                         "--run-dir", "{runs}/stage2", "--steps", "3000", "--warmup", "100", "--quiet")),
-        Step("stage3", ("train", "stage3", "--preset", "cpu-small", "--corpus", "{corpus}", "--init", "assets/checkpoints/stage3.safetensors",
-                        "--run-dir", "{runs}/stage3", "--steps", "1200", "--warmup", "50", "--quiet")),
+        Step("stage3", (*STAGE3, "--init", "assets/checkpoints/stage3.safetensors", "--warmup", "50")),
         # the runs folder is a model set (codec/, stage2/, stage3/ beside the shipped rest): judge it whole
         Step("eval-generation", ("eval", "generation", "--corpus", "{corpus}", "--checkpoint", "{runs}", "--clips", "12", "--seeds", "1", "--json"),
              "generation.json"),
         Step("eval-melody", ("eval", "melody", "--corpus", "{corpus}", "--checkpoint", "{runs}", "--clips", "8", "--json"), "melody.json"),
+    ),
+    # every model from nothing, in the order each needs the last: `python -m engine train all`
+    "all": (
+        CORPUS, *CODEC,
+        Step("mulan", ("train", "mulan", "--preset", "cpu-small", "--corpus", "{corpus}", "--run-dir", "{runs}/mulan", "--steps", "1000", "--quiet")),
+        Step("semantic-encoder", ("train", "semantic", "--preset", "cpu-small", "--corpus", "{corpus}", "--run-dir", "{runs}/semantic-encoder",
+                                  "--steps", "2000", "--quiet")),
+        Step("semantic", ("train", "semantic", "--preset", "cpu-small", "--corpus", "{corpus}", "--init", "{runs}/semantic-encoder", "--steps", "0",
+                          "--codebook", "joint", "--run-dir", "{runs}/semantic", "--quiet")),
+        Step("tokens", ("tokenize", "--corpus", "{corpus}", "--only", "tokens", "--mulan", "{runs}/mulan", "--semantic", "{runs}/semantic",
+                        "--codec", "{runs}/codec", "--quiet")),
+        MELODY,
+        Step("prior", ("train", "prior", "--corpus", "{corpus}", "--run-dir", "{runs}/prior", "--quiet")),
+        Step("stage1", ("train", "stage1", "--preset", "cpu-small", "--corpus", "{corpus}", "--run-dir", "{runs}/stage1", "--steps", "3000", "--quiet")),
+        Step("stage2", ("train", "stage2", "--preset", "cpu-small", "--corpus", "{corpus}", "--run-dir", "{runs}/stage2", "--steps", "6000", "--quiet")),
+        Step("stage3", STAGE3),
+        Step("report", ("eval", "all", "--corpus", "{corpus}", "--checkpoint", "{runs}", "--out", "{runs}/report", "--json"), "report.json"),
     ),
 }
 
