@@ -332,9 +332,11 @@ def _eval(args: argparse.Namespace) -> dict:
         raise UsageError("--soundfont applies to eval codec only")
     if args.tuning and args.free_form:
         raise UsageError("--tuning and --free-form are two different prompt sets; choose one")
-    if (args.tuning or args.free_form or _sampling_settings(args)) and args.what != "generation":
-        raise UsageError("--tuning, --free-form and the sampling options (--temperatures, --guidance, --coarse-guidance, --top-k, --tempo-drafts, --coarse-only) "
-                         "apply to eval generation only")
+    if (args.tuning or args.free_form) and args.what != "generation":
+        raise UsageError("--tuning and --free-form apply to eval generation only")
+    if _sampling_settings(args) and args.what not in ("generation", "style"):
+        raise UsageError("the sampling options (--temperatures, --guidance, --coarse-guidance, --top-k, --tempo-drafts, --coarse-only) "
+                         "apply to eval generation and eval style only")
     try:
         GenerationSettings(**_sampling_settings(args)).check()
     except ValueError as exc:
@@ -353,7 +355,7 @@ def _eval(args: argparse.Namespace) -> dict:
         if args.what == "melody":
             extra = {"seconds": args.seconds}
         if args.what == "style":
-            extra = {"seconds": args.seconds, "folders": tuple(args.audio) if args.audio else None}
+            extra = {"seconds": args.seconds, "folders": tuple(args.audio) if args.audio else None, **_sampling_settings(args)}
         if args.what == "recordings" and args.audio:
             extra = {"folders": tuple(args.audio)}
         if args.soundfont:
@@ -526,7 +528,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--clips", type=int, help="evaluate only the first N test clips (generation: N test captions, default 30; tones: N frequencies, default 24)")
     e.add_argument("--seconds", type=_positive_float, default=10.0, help="generation, story, continuation: seconds per generated clip / segment")
     e.add_argument("--seeds", type=_positive_int, default=3, help="generation: seeds per caption (MCC, tempo) and per contrasting prompt pair")
-    _add_sampling_arguments(e, "generation: ")
+    _add_sampling_arguments(e, "generation, style: ")
     e.add_argument("--free-form", action="store_true",
                    help="generation: the held-out free-form prompts (assets/eval/free-form-prompts.json) instead of test captions")
     e.add_argument("--tuning", action="store_true",

@@ -64,15 +64,17 @@ def _identified(outputs: np.ndarray, references: np.ndarray) -> np.ndarray:
 
 
 def eval_style(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0,
-               folders: tuple[str, ...] | None = None) -> dict:
+               folders: tuple[str, ...] | None = None, **settings) -> dict:
+    """``settings``: the generator's own to change (``GenerationSettings`` fields), its defaults otherwise."""
     t0 = time.perf_counter()
+    base = GenerationSettings(seconds=seconds, **settings)
     model = MusicLM.load(checkpoint)
     references = _references(corpus, clips or STYLE_CLIPS, seconds, folders)
     if len(references) < 2:
         raise FileNotFoundError("eval style needs at least two reference clips")
     outputs, runs = [], []
     for i, reference in enumerate(references):
-        request = StyleRequest((reference,), settings=GenerationSettings(seconds=seconds, seed=i))
+        request = StyleRequest((reference,), settings=replace(base, seed=i))
         made: dict = {}
         audio = np.concatenate([c.audio for c in model.stream("", request.settings, prefix=model.blend_conditioning(request.blend()),
                                                                 tokens_out=made)])
@@ -87,6 +89,7 @@ def eval_style(corpus: Path, checkpoint: Path | None = None, clips: int | None =
     exact = np.array(runs) >= int(EXACT_RUN_SECONDS * SEMANTIC_RATE)
     return {
         "clips": len(references), "source": "recordings" if folders else "test renders", "seconds": seconds,
+        "guidance": base.guidance, "coarse_guidance": base.coarse_guidance,
         "closest_to_own_reference": {"mulan": round(float(heard.mean()), 4), "mfcc": round(float(heard_mfcc.mean()), 4),
                                      "chance": round(1 / len(references), 4)},
         "own_reference_cosine": round(float(np.mean([o @ r for o, r in zip(mulan["out"], mulan["ref"])])), 4),
