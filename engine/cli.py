@@ -311,12 +311,15 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser, scope: str = "") ->
     parser.add_argument("--coarse-only", action="store_true", help=f"{scope}decode codec levels 1–4 alone, without stage 3's fine levels")
     parser.add_argument("--tempo-drafts", type=_positive_int,
                         help=f"{scope}a prompt stating a tempo: stage 1 drafts under N readings of it and keeps one that plays it (default {d.tempo_drafts}; 1 = off)")
+    parser.add_argument("--tempo-draft-seconds", type=_positive_float, metavar="S",
+                        help=f"{scope}how much of stage 1 each tempo draft covers (default {d.tempo_draft_seconds:g}; the first chunk waits for it)")
 
 
 def _sampling_settings(args: argparse.Namespace) -> dict:
     """The ``GenerationSettings`` fields the sampling options set (those given only)."""
     given = {"guidance": args.guidance, "coarse_guidance": args.coarse_guidance, "top_k": args.top_k,
              "temperatures": tuple(args.temperatures) if args.temperatures else None, "tempo_drafts": args.tempo_drafts,
+             "tempo_draft_seconds": args.tempo_draft_seconds,
              "fine_stage": False if args.coarse_only else None}
     return {k: v for k, v in given.items() if v is not None}
 
@@ -335,7 +338,7 @@ def _eval(args: argparse.Namespace) -> dict:
     if (args.tuning or args.free_form) and args.what != "generation":
         raise UsageError("--tuning and --free-form apply to eval generation only")
     if _sampling_settings(args) and args.what not in ("generation", "style"):
-        raise UsageError("the sampling options (--temperatures, --guidance, --coarse-guidance, --top-k, --tempo-drafts, --coarse-only) "
+        raise UsageError("the sampling options (--temperatures, --guidance, --coarse-guidance, --top-k, --tempo-drafts, --tempo-draft-seconds, --coarse-only) "
                          "apply to eval generation and eval style only")
     try:
         GenerationSettings(**_sampling_settings(args)).check()

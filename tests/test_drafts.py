@@ -114,6 +114,15 @@ def test_a_stated_tempo_continues_the_kept_draft_under_its_own_reading(drafting)
     assert np.array_equal(audio, again)
 
 
+def test_a_draft_covers_as_much_of_stage_1_as_the_settings_say(drafting):
+    model, shown = drafting
+    model.generate("funk with slap bass, 120 bpm", GenerationSettings(seconds=3.0, seed=4, tempo_drafts=3, tempo_draft_seconds=1.0))
+    assert shown[0].shape == (3, 25)  # 1 s at 25 Hz (the default 5 s fills the tiny stage 1's 2 s window)
+    for seconds in (0.5, 12.0, float("nan")):
+        with pytest.raises(ValueError, match="a tempo draft must cover 1–10 seconds"):
+            GenerationSettings(tempo_draft_seconds=seconds).check()
+
+
 def test_the_kept_reading_conditions_what_follows_the_draft(drafting):
     model, _ = drafting
     settings = GenerationSettings(seconds=3.0, seed=4, tempo_drafts=3)

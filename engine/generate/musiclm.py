@@ -43,7 +43,6 @@ STAGE_THREADS = 1  # operator threads of the caller's stage when the upstream st
 # 30 s (10 s: 2.6 s in line, 1.3 s on warm workers; 30 s: 6.6 s and 4.5 s).
 ONE_SHOT_INLINE_SECONDS = 30.0
 STORY_HANDOVER = 0.4  # seconds of the previous segment a story's next segment starts from (a window's context is longer)
-TEMPO_DRAFT_SECONDS = 5.0  # how much of stage 1 a tempo draft covers: two bars or more; 10 s kept the tempo no more often (docs/experiments.md) and waited twice as long before the first chunk
 TEMPO_DRAFT_SLACK = 0.04  # a draft within 4 % of the prior's ±4 % range is within 8 % of the stated bpm, the evaluation's tolerance
 
 
@@ -236,7 +235,8 @@ class MusicLM:
         drafted = 0
         if drafting:
             t = time.perf_counter()
-            drafted = self.tempo_draft(tempo, semantic_total, sampling[0], seeds[0], negative, schedule, s_buf)
+            drafted = self.tempo_draft(tempo, min(semantic_total, int(settings.tempo_draft_seconds * SEMANTIC_RATE)), sampling[0], seeds[0],
+                                       negative, schedule, s_buf)
             timings["stage1"] = time.perf_counter() - t
         if semantic is not None:
             if semantic.dim() != 3 or semantic.shape[:2] != (1, 1) or semantic.shape[2] < semantic_total:
@@ -314,7 +314,7 @@ class MusicLM:
         as the schedule's M. Returns how many S frames were drafted."""
         s1 = self.stages["stage1"]
         readings = schedule[0][1]
-        length = min(frames, int(TEMPO_DRAFT_SECONDS * SEMANTIC_RATE), s1.cfg.layout.positions)
+        length = min(frames, s1.cfg.layout.positions)
         with operator_threads(caller_threads()):
             drafts = s1.generate(length, readings, None, sampling, torch.Generator(device=self.device).manual_seed(seed),
                                  None if negative is None else negative.expand(len(readings), -1))

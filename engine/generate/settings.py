@@ -24,6 +24,7 @@ class GenerationSettings:
     chunk_seconds: float = 0.5
     fine_stage: bool = True  # stage 3 writes codec levels 5–12 (the paper); off: the codec decodes levels 1–4 alone, for a stage 3 no better than chance
     tempo_drafts: int = 4  # text that states a bpm (no hum or clip: they bring their own): stage 1 drafts under this many readings of it, the one that keeps the tempo goes on (1 = off)
+    tempo_draft_seconds: float = 5.0  # how much of stage 1 each draft covers (two bars or more); the first chunk waits for it; 10 s kept the tempo no more often (docs/experiments.md)
 
     def check(self) -> None:
         """A ValueError naming the first setting out of range (NaN fails every comparison)."""
@@ -36,6 +37,8 @@ class GenerationSettings:
         for name in ("guidance", "coarse_guidance"):
             if not 0 <= getattr(self, name) <= 20:
                 raise ValueError(f"{name.replace('_', ' ')} must be in [0, 20], got {getattr(self, name)}")
+        if not 1 <= self.tempo_draft_seconds <= 10:
+            raise ValueError(f"a tempo draft must cover 1–10 seconds, got {self.tempo_draft_seconds}")
         if not 1 <= self.tempo_drafts <= MAX_TEMPO_DRAFTS:
             raise ValueError(f"tempo drafts must be in [1, {MAX_TEMPO_DRAFTS}] (1 = off), got {self.tempo_drafts}")
         if len(self.negative_prompt) > MAX_PROMPT_CHARS:
