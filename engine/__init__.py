@@ -23,8 +23,7 @@ from .files import atomic_write
 from .generate.live import Direction, LiveStream, replay
 from .generate.musiclm import Chunk, MusicLM
 from .generate.requests import (ContinueRequest, HumRequest, InpaintRequest, Request, StoryRequest, StyleRequest, TextRequest, check_story,
-                                parse_story,
-                                story_json)
+                                parse_story, story_json)
 from .generate.settings import MAX_SECONDS, SAMPLING_PRESETS, GenerationSettings, available_devices, resolve_device
 from .melody import PitchTrack, analyse_hum, note_name, notes_heard
 from .nn.lm import GenerationError

@@ -39,6 +39,16 @@ def recordings(folders: tuple[str, ...], count: int) -> list[Path]:
     return picked[:count]
 
 
+def middle_excerpt(source, seconds: float) -> np.ndarray:
+    """The middle ``seconds`` of a recording (a path or an open file) as 24 kHz mono float32, read
+    without decoding the rest of it."""
+    with sf.SoundFile(source) as f:
+        length = int(seconds * f.samplerate)
+        f.seek(max(0, f.frames // 2 - length // 2))
+        audio, sr = f.read(length, dtype="float32", always_2d=True), f.samplerate
+    return to_mono_24k(audio, sr)
+
+
 def training_excerpts(folders: tuple[str, ...] = TRAINING_MUSIC, seconds: float = 60.0) -> list[np.ndarray]:
     """The middle ``seconds`` of every recording in ``folders``, 24 kHz mono int16 at a common
     level, for training crops. Refuses the held-out folders: evaluation must hear music that
@@ -53,11 +63,8 @@ def training_excerpts(folders: tuple[str, ...] = TRAINING_MUSIC, seconds: float 
                                 "warzone2100-music, nexuiz-music, hyperrogue-music and planetblupi-music-ogg, or name folders")
     excerpts = []
     for open_file in sources:
-        with open_file() as handle, sf.SoundFile(handle) as f:
-            length = int(seconds * f.samplerate)
-            f.seek(max(0, f.frames // 2 - length // 2))
-            audio, sr = f.read(length, dtype="float32", always_2d=True), f.samplerate
-        mono = to_mono_24k(audio, sr)
+        with open_file() as handle:
+            mono = middle_excerpt(handle, seconds)
         rms = float(np.sqrt(np.mean(mono ** 2)))
         if len(mono) < SAMPLE_RATE or rms < 1e-3:  # too short or silent: nothing to learn
             continue

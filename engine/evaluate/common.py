@@ -37,6 +37,11 @@ def signal_metrics(ref: np.ndarray, est: np.ndarray, pitch: bool = True) -> dict
 
 
 
+def render_openings(corpus: Path, records: list[dict], seconds: float) -> list[np.ndarray]:
+    """The first ``seconds`` of each record's render (24 kHz mono float32)."""
+    return [sf.read(str(Path(corpus) / r["audio"]), dtype="float32", frames=int(seconds * SAMPLE_RATE))[0] for r in records]
+
+
 def through_codec(codec, audio: np.ndarray) -> np.ndarray:
     """``audio`` encoded and decoded by ``codec``, cut to its length: what a perfect token
     generator would output, the ceiling of every generation metric."""

@@ -41,6 +41,11 @@ def _generation_set(records: list[dict], n: int, tuning: bool = False) -> list[d
 
 
 
+def _render_frames(corpus: Path, records: list[dict], seconds: float) -> list[np.ndarray]:
+    """The analysis frames of the first ``seconds`` of each test render (cached as float16)."""
+    return [f[:, : int(seconds * FRAME_RATE)].astype(np.float32) for f in corpus_frames(corpus, records)]
+
+
 def _contrast(model, base: GenerationSettings, seeds: int, pairs=None) -> dict:
     """Does B move what it asks for against A? ``pairs``: (A, B) — B asks for more percussive, busier
     and brighter music, all three must rise (``CONTRAST_PAIRS``) — or (A, B, feature): the one
@@ -107,8 +112,7 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
     model = MusicLM.load(checkpoint)
     mulan = model.mulan
     records = read_records(corpus, "test")
-    window = int(seconds * FRAME_RATE)
-    reference_frames = [f[:, :window].astype(np.float32) for f in corpus_frames(corpus, records)]  # first `seconds` of each test render (cached as float16)
+    reference_frames = _render_frames(corpus, records, seconds)
     reference = {"mulan": np.stack([mulan.embed_frames(f).numpy() for f in reference_frames]),
                  "handcrafted": np.stack([window_descriptor(f) for f in reference_frames])}
     index = {r["id"]: i for i, r in enumerate(records)}
@@ -205,8 +209,7 @@ def eval_free_form(corpus: Path, checkpoint: Path | None = None, clips: int | No
     model = MusicLM.load(checkpoint)
     mulan = model.mulan
     records = read_records(corpus, "test")
-    frames = [f[:, : int(seconds * FRAME_RATE)].astype(np.float32) for f in corpus_frames(corpus, records)]
-    renders = np.stack([mulan.embed_frames(f).numpy() for f in frames])
+    renders = np.stack([mulan.embed_frames(f).numpy() for f in _render_frames(corpus, records, seconds)])
     index = {r["id"]: i for i, r in enumerate(records)}
     template = _generation_set(records, EVALUATION_CAPTIONS)
     template_text = mulan.embed_text([r["caption"] for r in template]).numpy()
@@ -221,8 +224,8 @@ def eval_free_form(corpus: Path, checkpoint: Path | None = None, clips: int | No
             embeddings.append(emb)
             bpm = stated_bpm(prompt)
             if bpm:
-                tempo.append({"prompt": prompt, "seed_round": round_, "stated": bpm, "heard": round(estimated_bpm(audio), 1),
-                              "error": round(tempo_error(estimated_bpm(audio), bpm), 4)})
+                heard = estimated_bpm(audio)
+                tempo.append({"prompt": prompt, "seed_round": round_, "stated": bpm, "heard": round(heard, 1), "error": round(tempo_error(heard, bpm), 4)})
     within = [t["error"] <= TEMPO_TOLERANCE for t in tempo]
     return {
         "prompts": len(prompts), "seeds_per_prompt": seeds, "seconds": seconds, "prompts_with_bpm": len(tempo) // seeds,

@@ -5,13 +5,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from ..audio import SAMPLE_RATE
 from ..data.build import read_records
 from ..generate.musiclm import MusicLM, collect
 from ..generate.settings import GenerationSettings
 from ..prompts import stated_bpm
+from .common import render_openings
 from .metrics import TEMPO_TOLERANCE, estimated_bpm, seam_jump, tempo_error
 
 
@@ -76,7 +76,7 @@ def eval_continuation(corpus: Path, checkpoint: Path | None = None, clips: int |
     t0 = time.perf_counter()
     model = MusicLM.load(checkpoint)
     records = read_records(corpus, "test")[: clips or 20]
-    prompts = [sf.read(str(Path(corpus) / r["audio"]), dtype="float32", frames=int(seconds * SAMPLE_RATE))[0] for r in records]
+    prompts = render_openings(corpus, records, seconds)
     own, other, seams = [], [], []
     for i, clip in enumerate(prompts):
         settings = GenerationSettings(seconds=seconds, seed=i)

@@ -15,15 +15,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-from ..audio import SAMPLE_RATE, to_mono_24k
 from ..data.build import read_records
-from ..data.recorded import recordings
+from ..data.recorded import middle_excerpt, recordings
 from ..features import SEMANTIC_RATE
 from ..generate.musiclm import MusicLM
 from ..generate.requests import StyleRequest
 from ..generate.settings import GenerationSettings
+from .common import render_openings
 from .metrics import mfcc_statistics
 
 STYLE_CLIPS = 20
@@ -45,15 +44,8 @@ def longest_shared_run(a: np.ndarray, b: np.ndarray) -> int:
 def _references(corpus: Path, count: int, seconds: float, folders: tuple[str, ...] | None) -> list[np.ndarray]:
     """``count`` clips of ``seconds``: the first test renders, or the middle of recordings in ``folders``."""
     if folders:
-        clips = []
-        for path in recordings(folders, count):
-            with sf.SoundFile(str(path)) as f:
-                length = int(seconds * f.samplerate)
-                f.seek(max(0, f.frames // 2 - length // 2))
-                clips.append(to_mono_24k(f.read(length, dtype="float32", always_2d=True), f.samplerate))
-        return clips
-    records = read_records(corpus, "test")[:count]
-    return [sf.read(str(Path(corpus) / r["audio"]), dtype="float32", frames=int(seconds * SAMPLE_RATE))[0] for r in records]
+        return [middle_excerpt(str(path), seconds) for path in recordings(folders, count)]
+    return render_openings(corpus, read_records(corpus, "test")[:count], seconds)
 
 
 def _identified(outputs: np.ndarray, references: np.ndarray) -> np.ndarray:

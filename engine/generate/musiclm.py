@@ -309,7 +309,7 @@ class MusicLM:
 
     def tempo_draft(self, tempo: StatedTempo, frames: int, sampling: Sampling, seed: int, negative: torch.Tensor | None,
                     schedule: list, s_buf: torch.Tensor) -> int:
-        """Draft stage 1's first window under each reading of the prompt in ``schedule``'s M
+        """Draft stage 1's first ``frames`` (at most its window) under each reading of the prompt in ``schedule``'s M
         (``engine.drafts``); keep the draft that plays the stated bpm in ``s_buf`` and its reading
         as the schedule's M. Returns how many S frames were drafted."""
         s1 = self.stages["stage1"]
