@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import GenerationSettings
+from engine import GenerationSettings, StyleRequest
 from engine.melody import melody_tokens, synthetic_hum
 from tests.golden_models import golden_pipeline
 
@@ -37,6 +37,8 @@ def _pieces(model) -> dict[str, np.ndarray]:
         "continue": whole(model.continuation(_clip(1.2), None, GenerationSettings(seconds=0.8, seed=5))),
         "continue_prompt": whole(model.continuation(_clip(1.2), "a flute lullaby", GenerationSettings(seconds=0.8, seed=5))),
         "inpaint": whole(model.inpaint(_clip(2.0), 0.5, 1.0, "a flute lullaby", GenerationSettings(seed=6))),
+        "style": whole(model.run(StyleRequest((_clip(1.2),), "a flute lullaby", (0.5, 1.0),
+                                              GenerationSettings(seconds=0.8, seed=7, style_guidance=5.0)))),
     }
 
 

@@ -64,6 +64,24 @@ def test_guidance_contrasts_with_the_prefix_and_the_optional_streams_dropped(nam
     assert torch.equal(logits.argmax(-1)[mask], delayed[mask])
 
 
+def test_double_guidance_follows_the_anchor_and_what_the_full_condition_adds_each_at_its_own_scale():
+    """A style's words (the anchor) and its words-and-clips blend (the prefix): guided greedy
+    decoding equals teacher forcing under uncond + 3·(anchor − uncond) + 6·(cond − anchor); with
+    the two scales equal it is plain CFG on the full condition, token for token."""
+    from engine.nn.sampling import guide
+
+    model = tiny("stage1")
+    prefix, aligned = conditions(model)
+    anchor = torch.randint(0, 16, prefix.shape, generator=torch.Generator().manual_seed(7))
+    tokens = model.generate(20, prefix, aligned, Sampling(temperature=0.0, guidance=3.0, anchor_guidance=6.0), anchor=anchor)
+    kept = {s.name: aligned[s.name] for s in model.cfg.layout.aligned if s.dropout == 0}
+    logits = guide(model(tokens, prefix, aligned), model(tokens, None, kept), 3.0, model(tokens, anchor, aligned), 6.0)
+    assert torch.equal(logits.argmax(-1), tokens)
+    plain = model.generate(20, prefix, aligned, Sampling(temperature=0.0, guidance=3.0))
+    assert torch.equal(model.generate(20, prefix, aligned, Sampling(temperature=0.0, guidance=3.0, anchor_guidance=3.0), anchor=anchor), plain)
+    assert not torch.equal(tokens, plain)
+
+
 def test_continuation_keeps_the_prompt_context_and_matches_teacher_forcing():
     model = tiny("stage2")
     prefix, aligned = conditions(model)

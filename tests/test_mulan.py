@@ -100,7 +100,9 @@ def test_a_stated_tempo_keeps_the_prior_among_windows_played_at_that_tempo():
     assert torch.allclose(fast, bank[[closest_fast]], atol=1e-4)  # the nearest window among those at 140 bpm
     assert torch.allclose(prior(text, rvq, tempo=stated_tempo("a slow one", 0.04).range), bank[[7]], atol=1e-4)
     only_one = prior(text, rvq, tempo=stated_tempo("at 100 bpm", 0.04).range)  # one window at 100 bpm, two neighbours asked for
-    assert torch.allclose(only_one, bank[[7]], atol=1e-4)  # too few: the tempo is not enforced
+    assert torch.allclose(only_one, bank[[7]], atol=1e-4)  # too few, and none at 50 or 200 bpm: the tempo is not enforced
+    double = prior(text, rvq, tempo=stated_tempo("at 280 bpm", 0.04).range)  # no window at 280 bpm: those at its half, 140
+    assert torch.allclose(double, bank[[closest_fast]], atol=1e-4)
 
 
 def test_the_priors_alternative_readings_are_its_blend_then_the_nearest_windows_at_the_tempo():
@@ -115,6 +117,10 @@ def test_the_priors_alternative_readings_are_its_blend_then_the_nearest_windows_
     nearest_fast = 25 + (text @ bank[25:47].T)[0].topk(3).indices
     assert torch.allclose(readings[1:], bank[nearest_fast], atol=1e-5)  # then single windows at 140 bpm, nearest first
     assert len(prior.alternatives(text, rvq, stated_tempo("at 100 bpm", 0.04).range, 6)) == 4  # only three windows play 100 bpm
+    slow = stated_tempo("the same, 70 bpm", prior.cfg.tempo_tolerance).range  # no window at 70 bpm: the blend and the single windows at 140
+    assert torch.allclose(prior.alternatives(text, rvq, slow, 4)[1:], bank[nearest_fast], atol=1e-5)
+    at_80 = prior.alternatives(text, rvq, stated_tempo("the same, 160 bpm", prior.cfg.tempo_tolerance).range, 30)
+    assert len(at_80) == 26 and torch.allclose(at_80[1:2], bank[[7]], atol=1e-5)  # the windows at half the tempo, nearest first
 
 
 def test_a_window_on_a_bucket_edge_answers_one_tempo_word_only():

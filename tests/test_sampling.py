@@ -8,6 +8,8 @@ def test_guidance_scale_one_is_the_conditional_model():
     assert torch.equal(guide(cond, uncond, 1.0), cond)
     guided = guide(cond, uncond, 3.0)
     assert torch.allclose(guided, uncond.log_softmax(-1) + 3 * (cond.log_softmax(-1) - uncond.log_softmax(-1)))
+    anchor = torch.randn(3, 10)
+    assert torch.allclose(guide(cond, uncond, 3.0, anchor, 3.0), guided, atol=1e-5)  # equal scales: the anchor cancels
 
 
 def test_top_k_and_top_p_keep_only_the_likely_tokens():

@@ -215,6 +215,10 @@ def test_style_takes_m_from_the_clips_blended_with_the_prompt(tiny_runs):
     assert len(audio) == 24_000 and np.isfinite(audio).all() and info["seconds"] == 1.0
     again, _ = model.render(StyleRequest((low, high), "a flute lullaby", (1, 2, 0.5), GenerationSettings(seconds=1.0, seed=3)))
     assert np.array_equal(audio, again)
+    # clips alone are followed at style_guidance (words beside them: double guidance, tests/test_lm.py)
+    clips_alone = StyleRequest((low,), settings=GenerationSettings(seconds=1.0, seed=3, style_guidance=8.0))
+    as_text_guidance = model.stream("", GenerationSettings(seconds=1.0, seed=3, guidance=8.0), prefix=model.blend_conditioning(clips_alone.blend()))
+    assert np.array_equal(model.render(clips_alone)[0], np.concatenate([c.audio for c in as_text_guidance]))
 
 
 @pytest.mark.parametrize("clips, prompt, weights, message", [

@@ -176,7 +176,8 @@ class MusicLM:
     def stream(self, prompt: str, settings: GenerationSettings = GenerationSettings(), prefix: torch.Tensor | None = None,
                prompt_tokens: dict[str, torch.Tensor] | None = None, unconditional: bool = False,
                schedule: list[tuple[float, torch.Tensor]] | None = None, tokens_out: dict | None = None,
-               melody: np.ndarray | None = None, semantic: torch.Tensor | None = None, decoder: CodecStreamer | None = None) -> Iterator[Chunk]:
+               melody: np.ndarray | None = None, semantic: torch.Tensor | None = None, decoder: CodecStreamer | None = None,
+               anchor: torch.Tensor | None = None) -> Iterator[Chunk]:
         """Yield audio chunks of about ``chunk_seconds`` as soon as they are decoded.
 
         ``prefix`` overrides M (e.g. MuLan audio tokens for continuation); ``schedule`` gives M per
@@ -189,7 +190,9 @@ class MusicLM:
         follow, repeated if the piece is longer than the hum; ``semantic`` (1, 1, ≥ the piece's 25 Hz
         frames): S given instead of drawn, so stage 1 is skipped — how the evaluation tells what
         stage 1 loses from what stages 2–3 lose; ``decoder``: the codec stream of the music so far
-        (live mode), which already holds the prompt's tokens and is left open for what follows."""
+        (live mode), which already holds the prompt's tokens and is left open for what follows;
+        ``anchor``: M of the words alone beside a style's ``prefix`` (words and clips blended), for
+        stage 1's double guidance: the words at ``guidance``, what the clips add at ``style_guidance``."""
         settings.check()
         # one generator per stage: a stage's draws never depend on how the stages interleave
         device = self.device
@@ -227,6 +230,7 @@ class MusicLM:
         sampling = [replace(s.cfg.layout.sampling, temperature=t, top_k=settings.top_k) for s, t in zip((s1, s2, s3), temps)]
         for stage, scale in enumerate((settings.guidance, settings.coarse_guidance)):
             sampling[stage] = replace(sampling[stage], guidance=1.0 if unconditional else scale)
+        sampling[0] = replace(sampling[0], anchor_guidance=settings.style_guidance)
         def at_rate(rate: float) -> Schedule:  # the schedule in one stage's frames
             return [(int(round(start * rate)), m) for start, m in schedule]
 
@@ -245,7 +249,7 @@ class MusicLM:
         elif drafted < semantic_total:
             job1 = StageJob(semantic_total, at_rate(s1.cfg.layout.rate), hum, sampling[0], seeds[0], s_buf, offset_s, negative,
                             s_buf[:, :, :offset_s + drafted].clone() if drafted else given_s, int(STORY_HANDOVER * s1.cfg.layout.rate),
-                            ready=drafted)
+                            ready=drafted, anchor=None if anchor is None else anchor.to(device))
             job1.progress[1] = timings["stage1"]
         s_reads = s2.cfg.layout.aligned[0]  # S, read ahead of each coarse frame
         job2 = StageJob(frames, at_rate(s2.cfg.layout.rate), {"S": s_buf, **hum}, sampling[1], seeds[1], c_buf, offset_a, None,
@@ -477,8 +481,18 @@ class MusicLM:
         if isinstance(request, InpaintRequest):
             return self.inpaint(request.clip, request.start, request.end, request.prompt, settings)
         if isinstance(request, StyleRequest):
-            return self.stream(request.prompt or "", settings, prefix=self.blend_conditioning(request.blend()))
+            return self.style(request)
         raise TypeError(f"not a generation request: {type(request).__name__}")
+
+    def style(self, request: StyleRequest) -> Iterator[Chunk]:
+        """New music in the style of reference clips: M from the blend of the clips and the words
+        (``blend_conditioning``). Words beside the clips are guided on their own too (double
+        guidance): stage 1 follows the words at ``guidance`` and what the clips add at
+        ``style_guidance``; clips alone are followed at ``style_guidance``."""
+        settings, blend = request.settings, request.blend()
+        if not isinstance(blend[0][0], str):  # no words, or words of weight 0
+            return self.stream("", replace(settings, guidance=settings.style_guidance), prefix=self.blend_conditioning(blend))
+        return self.stream(request.prompt, settings, prefix=self.blend_conditioning(blend), anchor=self.conditioning(request.prompt))
 
     def render(self, request: Request, candidates: int = 1) -> tuple[np.ndarray, dict]:
         """The whole piece a request asks for: (audio, info: wall time, RTF over the new music,

@@ -19,6 +19,7 @@ class GenerationSettings:
     temperatures: tuple[float, float, float] = (1.0, 0.95, 0.4)  # paper §4
     top_k: int = 0
     guidance: float = 3.0  # classifier-free guidance on stage 1
+    style_guidance: float = 3.0  # a style request: how strongly stage 1 follows its reference clips (beside its words: what the clips add to them)
     coarse_guidance: float = 1.0  # on stage 2 (1 = off): stresses the text beyond what S implies; see docs/experiments.md for what it trades
     negative_prompt: str = ""
     chunk_seconds: float = 0.5
@@ -34,7 +35,7 @@ class GenerationSettings:
             raise ValueError(f"temperatures must be three numbers in [0, 5], got {self.temperatures}")
         if not 0 <= self.top_k <= 1024:
             raise ValueError(f"top-k must be in [0, 1024] (0 = off), got {self.top_k}")
-        for name in ("guidance", "coarse_guidance"):
+        for name in ("guidance", "style_guidance", "coarse_guidance"):
             if not 0 <= getattr(self, name) <= 20:
                 raise ValueError(f"{name.replace('_', ' ')} must be in [0, 20], got {getattr(self, name)}")
         if not 1 <= self.tempo_draft_seconds <= 10:

@@ -53,6 +53,7 @@ class StageJob:
     handover: int | None = None
     reads: Reads | None = None  # what it reads of the stage before it (None: nothing that stage still makes)
     ready: int = 0  # frames of ``out`` after ``offset`` made before the job (a tempo draft); ``prompt`` ends with them
+    anchor: torch.Tensor | None = None  # M of the words alone beside a style's blend: double guidance (``engine.nn.sampling.guide``)
     # bookkeeping, always on the CPU (where another process can watch it): frames done, seconds spent; a stop flag
     progress: torch.Tensor = field(default_factory=lambda: torch.zeros(2, dtype=torch.float64, device="cpu"))
     stop: torch.Tensor = field(default_factory=lambda: torch.zeros(1, dtype=torch.bool, device="cpu"))
@@ -80,7 +81,8 @@ def decode(model: TokenLM, job: StageJob, upstream=None) -> Iterator[int]:
     """Decode ``job`` frame by frame into ``job.out``, yielding how many frames exist; before each
     frame, ``upstream.wait_for`` makes sure the frames it reads exist."""
     generator = torch.Generator(device=model.device).manual_seed(job.seed)
-    frames = windowed(model, job.total - job.ready, job.schedule, job.aligned, job.sampling, generator, job.negative, job.prompt, job.handover)
+    frames = windowed(model, job.total - job.ready, job.schedule, job.aligned, job.sampling, generator, job.negative, job.prompt, job.handover,
+                      job.anchor)
     job.progress[0] = job.ready
     for n in range(job.ready, job.total):
         if upstream is not None:

@@ -193,29 +193,33 @@ class TokenLM(nn.Module):
     @torch.inference_mode()
     def generate(self, length: int, prefix: torch.Tensor | None = None, aligned: dict[str, torch.Tensor] | None = None,
                  sampling: Sampling | None = None, generator: torch.Generator | None = None,
-                 negative: torch.Tensor | None = None, prompt: torch.Tensor | None = None) -> torch.Tensor:
+                 negative: torch.Tensor | None = None, prompt: torch.Tensor | None = None, anchor: torch.Tensor | None = None) -> torch.Tensor:
         """Sample ``length`` target positions (B, L, length) with a KV cache.
 
         ``prompt`` (B, L, P) continues given tokens; ``negative`` (B, levels) prefix ids replace the
-        null prefix as the unconditional branch of classifier-free guidance (a negative prompt).
+        null prefix as the unconditional branch of classifier-free guidance (a negative prompt);
+        ``anchor`` (B, levels): prefix ids of part of the condition, guided separately (``guide``).
         """
-        steps = list(self.stream(length, prefix, aligned, sampling, generator, negative, prompt))
+        steps = list(self.stream(length, prefix, aligned, sampling, generator, negative, prompt, anchor))
         return torch.cat(steps, 2) if steps else torch.zeros(1, self.cfg.layout.target.levels, 0, dtype=torch.long, device=self.device)
 
     @torch.inference_mode()
     def stream(self, length: int, prefix: torch.Tensor | None = None, aligned: dict[str, torch.Tensor] | None = None,
                sampling: Sampling | None = None, generator: torch.Generator | None = None,
-               negative: torch.Tensor | None = None, prompt: torch.Tensor | None = None):
+               negative: torch.Tensor | None = None, prompt: torch.Tensor | None = None, anchor: torch.Tensor | None = None):
         """Yield each finished target frame (B, L, 1) as soon as all its levels are sampled.
 
         Classifier-free guidance contrasts the conditional model with the one conditioning
         dropout trained: the null (or ``negative``) prefix *and* every optional aligned stream
-        absent, so a hum is guided along with the text (MusicGen's joint text + melody CFG)."""
+        absent, so a hum is guided along with the text (MusicGen's joint text + melody CFG). An
+        ``anchor`` prefix adds a third branch between the two (double guidance, ``guide``)."""
         lay, aligned = self.cfg.layout, aligned or {}
         sampling = sampling or lay.sampling
         batch = prefix.shape[0] if prefix is not None else next(iter(aligned.values())).shape[0] if aligned else 1
         unconditional = {s.name: aligned[s.name] for s in lay.aligned if s.name in aligned and s.dropout == 0}
-        guided = sampling.guidance != 1.0 and (lay.prefix is not None or len(unconditional) < len(aligned))
+        anchored = anchor is not None and lay.prefix is not None and sampling.anchor_guidance != sampling.guidance  # equal scales: plain CFG
+        guided = (sampling.guidance != 1.0 or anchored) and (lay.prefix is not None or len(unconditional) < len(aligned))
+        branches = 3 if anchored else 2 if guided else 1  # rows: conditional, anchor, unconditional
         pad = lay.target.vocab
         given = prompt.shape[2] if prompt is not None else 0
         total = given + length
@@ -223,6 +227,8 @@ class TokenLM(nn.Module):
         if given:
             delayed[:, :, : given + lay.max_delay] = self.delayed(prompt)
         p = self.embed_prefix(prefix, batch)
+        if anchored:
+            p = torch.cat([p, self.embed_prefix(anchor, batch)])
         if guided:
             p = torch.cat([p, self.embed_prefix(negative, batch)])
         cache = self.transformer.new_cache()
@@ -232,7 +238,7 @@ class TokenLM(nn.Module):
             inputs = self.shifted_inputs(delayed[:, :, :given])
             x = self.embed_positions(inputs, aligned, 0)
             if guided:
-                x = torch.cat([x, self.embed_positions(inputs, unconditional, 0)])
+                x = torch.cat([x] * (branches - 1) + [self.embed_positions(inputs, unconditional, 0)])
             x[:, 0] = x[:, 0] + self.bos
             self.transformer(x, cache=cache)
         emitted = given
@@ -244,7 +250,7 @@ class TokenLM(nn.Module):
             prev = delayed[:, :, t - 1] if t > 0 else torch.full_like(delayed[:, :, 0], pad)
             x = step_inputs(prev, aligned, t)  # aligned streams are read now, so a caller may fill them as it goes
             if guided:
-                x = torch.cat([x, step_inputs(prev, unconditional, t)])
+                x = torch.cat([x] * (branches - 1) + [step_inputs(prev, unconditional, t)])
             if t == 0:
                 x = x + self.bos
             h = self.transformer(x, cache=cache)[:, -1]
@@ -253,7 +259,8 @@ class TokenLM(nn.Module):
                 raise GenerationError(f"{lay.name} produced invalid (NaN or infinite) scores at frame {t}; "
                                       "the checkpoint may be damaged: run python -m engine models")
             if guided:
-                logits = guide(logits[:batch], logits[batch:], sampling.guidance)
+                rows = logits.split(batch)
+                logits = guide(rows[0], rows[-1], sampling.guidance, rows[1] if anchored else None, sampling.anchor_guidance)
             ids = sample(logits, sampling, generator)  # one draw for all levels; the delay pattern keeps those it needs
             first, last = (max(0, t - total + 1), min(lay.target.levels, t - given + 1)) if lay.delay else (0, lay.target.levels)
             delayed[:, first:last, t] = ids[:, first:last]  # the levels whose frame (t − lag) is one to generate
@@ -286,7 +293,8 @@ Schedule = list[tuple[int, "torch.Tensor | None"]]  # (first target frame, M fro
 
 
 def windowed(model: TokenLM, total: int, schedule: Schedule, aligned: dict[str, torch.Tensor], sampling: Sampling, generator,
-             negative=None, prompt: torch.Tensor | None = None, handover: int | None = None) -> Iterator[torch.Tensor]:
+             negative=None, prompt: torch.Tensor | None = None, handover: int | None = None,
+             anchor: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """Yield ``total`` target frames (B, L, 1), in windows of the stage's crop length that
     overlap by half: each window continues the previous one's last half-crop of frames.
 
@@ -311,7 +319,7 @@ def windowed(model: TokenLM, total: int, schedule: Schedule, aligned: dict[str, 
         length = min(window - ctx, changes[segment] - end)
         views = {s.name: aligned[s.name][..., int(start * s.frames_per_position):] for s in lay.aligned if s.name in aligned}
         prefix = schedule[segment][1]
-        for frame in model.stream(length, prefix, views, sampling, generator, negative, produced[:, :, start:end] if ctx else None):
+        for frame in model.stream(length, prefix, views, sampling, generator, negative, produced[:, :, start:end] if ctx else None, anchor):
             produced[:, :, end] = frame[:, :, 0]
             end += 1
             yield frame

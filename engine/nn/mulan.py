@@ -215,8 +215,8 @@ class AudioPrior(nn.Module):
     def forward(self, text: torch.Tensor, rvq: ResidualVQ, tempo: tuple[float, float] | None = None) -> torch.Tensor:
         """(N, D) text embeddings → (N, D) unit audio-side embeddings; ``tempo``: the bpm range
         [low, high) the prompts state (``engine.data.captions.stated_tempo``), half-open as
-        ``tempo_bucket`` reads it, so a window at a bucket edge answers one tempo word only; ignored
-        when it holds fewer than ``neighbours`` windows."""
+        ``tempo_bucket`` reads it, so a window at a bucket edge answers one tempo word only; when it
+        holds fewer than ``neighbours`` windows, its half and double tempo too (``_at_tempo``)."""
         top = self._nearest(text, rvq, tempo, self.cfg.neighbours)
         weights = (top.values / self.cfg.temperature).softmax(-1)
         return F.normalize((weights[..., None] * self._bank[top.indices]).sum(1), dim=-1)
@@ -225,22 +225,35 @@ class AudioPrior(nn.Module):
     def alternatives(self, text: torch.Tensor, rvq: ResidualVQ, tempo: tuple[float, float] | None, count: int) -> torch.Tensor:
         """(1, D) text embedding → (count, D): the blend ``forward`` gives, then the nearest windows
         one by one, nearest first: other audio-side readings of the same prompt, each one stage 1
-        has met in training, for a caller that can tell which of them plays the stated tempo."""
-        top = self._nearest(text, rvq, tempo, count - 1)
+        has met in training, for a caller that can tell which of them plays the stated tempo. The
+        windows come from every octave of the tempo (half, stated, double): one that a beat counted
+        at half the stated tempo is kept by that caller as by a listener, and stage 1, which rarely
+        plays above 150 bpm under windows at that tempo, plays their half far more often."""
+        top = self._nearest(text, rvq, tempo, count - 1, octaves=True)
         return torch.cat([self(text, rvq, tempo), self._bank[top.indices[0]]])
 
-    def _nearest(self, text: torch.Tensor, rvq: ResidualVQ, tempo: tuple[float, float] | None, count: int):
+    def _nearest(self, text: torch.Tensor, rvq: ResidualVQ, tempo: tuple[float, float] | None, count: int, octaves: bool = False):
         """The ``count`` windows nearest to each prompt (topk values and indices), among those at
-        ``tempo`` when at least ``neighbours`` of them are (then perhaps fewer than ``count``)."""
+        ``tempo`` (``_at_tempo``) when there are any (then perhaps fewer than ``count``)."""
         if self._bank is None:  # the windows' embeddings, decoded once through MuLan's RVQ
             self._bank = F.normalize(rvq.decode(self.tokens.long()[:, :, None])[:, :, 0], dim=-1)
         scores = text @ self._bank.T
-        if tempo is not None:
-            elsewhere = (self.tempo < tempo[0]) | (self.tempo >= tempo[1])
-            if int((~elsewhere).sum()) >= self.cfg.neighbours:
-                scores = scores.masked_fill(elsewhere, float("-inf"))
-                count = min(count, int((~elsewhere).sum()))
+        at_tempo = self._at_tempo(tempo, octaves) if tempo is not None else None
+        if at_tempo is not None:
+            scores = scores.masked_fill(~at_tempo, float("-inf"))
+            count = min(count, int(at_tempo.sum()))
         return scores.topk(min(count, len(self._bank)), dim=-1)
+
+    def _at_tempo(self, tempo: tuple[float, float], octaves: bool) -> torch.Tensor | None:
+        """Which windows play ``tempo`` [low, high): those inside it; with ``octaves``, or when
+        fewer than ``neighbours`` are (the corpus has no clip above 180 bpm), those at its half and
+        double tempo too, since a listener counts a beat in either octave. None: still too few."""
+        def within(scale: float) -> torch.Tensor:
+            return (self.tempo >= tempo[0] * scale) & (self.tempo < tempo[1] * scale)
+        chosen = within(1.0)
+        if octaves or int(chosen.sum()) < self.cfg.neighbours:
+            chosen = chosen | within(0.5) | within(2.0)
+        return chosen if int(chosen.sum()) >= self.cfg.neighbours else None
 
 
 def rvq_fingerprint(rvq: ResidualVQ) -> str:

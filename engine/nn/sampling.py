@@ -16,15 +16,24 @@ class Sampling:
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
     guidance: float = 1.0  # classifier-free guidance scale; 1 = the conditional model alone
+    anchor_guidance: float = 1.0  # double guidance, when an anchor condition is given: the scale on what the full condition adds to it
 
 
-def guide(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float) -> torch.Tensor:
+def guide(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float, anchor: torch.Tensor | None = None,
+          anchor_scale: float = 1.0) -> torch.Tensor:
     """CFG on log-probabilities (AudioGen): uncond + scale · (cond − uncond). ``unconditional``
-    may come from dropped conditioning or from a negative prompt."""
-    if scale == 1.0:
-        return conditional
-    cond, uncond = conditional.log_softmax(-1), unconditional.log_softmax(-1)
-    return uncond + scale * (cond - uncond)
+    may come from dropped conditioning or from a negative prompt.
+
+    ``anchor``: the logits under part of the condition (a style request's words without its
+    reference clips), guided on both (the double guidance of MusicGen-Style): uncond +
+    scale · (anchor − uncond) + anchor_scale · (cond − anchor). Equal scales give plain CFG."""
+    if anchor is None:
+        if scale == 1.0:
+            return conditional
+        cond, uncond = conditional.log_softmax(-1), unconditional.log_softmax(-1)
+        return uncond + scale * (cond - uncond)
+    cond, middle, uncond = conditional.log_softmax(-1), anchor.log_softmax(-1), unconditional.log_softmax(-1)
+    return uncond + scale * (middle - uncond) + anchor_scale * (cond - middle)
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
