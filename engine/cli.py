@@ -31,6 +31,7 @@ from .generate.musiclm import ONE_SHOT_INLINE_SECONDS, MusicLM
 from .generate.requests import ContinueRequest, HumRequest, InpaintRequest, StoryRequest, StyleRequest, TextRequest, parse_story
 from .generate.settings import GenerationSettings, available_devices
 from .nn.codec import HOP, load_codec
+from .prompts import clean_prompt
 from .train import TRAINERS
 from .train.pipeline import CHAINS, run_chain
 from .train.tokens import MELODY_SOURCES, build_melody_cache, build_token_cache
@@ -333,6 +334,8 @@ def _eval(args: argparse.Namespace) -> dict:
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
     if args.audio and args.what not in ("recordings", "style"):
         raise UsageError("--audio applies to eval recordings and eval style only")
+    if args.words is not None and args.what != "style":
+        raise UsageError("--words applies to eval style only")
     if args.soundfont and args.what != "codec":
         raise UsageError("--soundfont applies to eval codec only")
     if args.tuning and args.free_form:
@@ -360,13 +363,24 @@ def _eval(args: argparse.Namespace) -> dict:
         if args.what == "melody":
             extra = {"seconds": args.seconds}
         if args.what == "style":
-            extra = {"seconds": args.seconds, "folders": tuple(args.audio) if args.audio else None, **_sampling_settings(args)}
+            extra = {"seconds": args.seconds, "folders": tuple(args.audio) if args.audio else None, "words": _words(args.words),
+                     **_sampling_settings(args)}
         if args.what == "recordings" and args.audio:
             extra = {"folders": tuple(args.audio)}
         if args.soundfont:
             extra = {"soundfont": _soundfont(args.soundfont)}
         return EVALUATORS[args.what](corpus, checkpoint, args.clips, **extra)
     except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _words(words: str | None) -> str | None:
+    """``eval style --words``: cleaned like a prompt, or one line saying why not."""
+    if words is None:
+        return None
+    try:
+        return clean_prompt(words)
+    except ValueError as exc:
         raise UsageError(str(exc)) from None
 
 
@@ -534,6 +548,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--seconds", type=_positive_float, default=10.0, help="generation, story, continuation: seconds per generated clip / segment")
     e.add_argument("--seeds", type=_positive_int, default=3, help="generation: seeds per caption (MCC, tempo) and per contrasting prompt pair")
     _add_sampling_arguments(e, "generation, style: ")
+    e.add_argument("--words", metavar="TEXT", help="style: words mixed into every style at weight 0.5 (the clip at 1), "
+                                                   "to weigh --guidance (the words) against --style-guidance (the clip)")
     e.add_argument("--free-form", action="store_true",
                    help="generation: the held-out free-form prompts (assets/eval/free-form-prompts.json) instead of test captions")
     e.add_argument("--tuning", action="store_true",

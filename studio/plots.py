@@ -2,15 +2,23 @@
 drawn from whatever audio exists so far, so they grow while the music streams in."""
 from __future__ import annotations
 
+import base64
+import io
+
 import numpy as np
 import plotly.graph_objects as go
 import torch
+from plotly.colors import get_colorscale, sample_colorscale
+from PIL import Image
 
 from engine import SAMPLE_RATE, log_mel, note_name
 
 WAVEFORM_POINTS = 2000  # min/max pairs: enough for a sharp envelope, small enough to send every chunk
 SPECTROGRAM_COLUMNS = 400  # about the plot's width in pixels
 SPECTROGRAM_FLOOR = -5.0  # log10 magnitude shown as black
+N_MELS = 80
+MAGMA = np.array([[int(c) for c in rgb[4:-1].split(",")] for rgb in sample_colorscale(get_colorscale("Magma"), np.linspace(0, 1, 256))],
+                 dtype=np.uint8)  # one colour per byte level of a cell
 
 
 Segments = list[tuple[float, float, str]]  # story mode: (start s, end s, prompt), shaded on both previews
@@ -40,9 +48,10 @@ def waveform_figure(audio: np.ndarray, seconds: float | None = None, segments: S
 
 def spectrogram_figure(audio: np.ndarray, seconds: float | None = None, segments: Segments = (), start: float = 0.0) -> go.Figure:
     """80-band log-mel (the codec metric's own settings) at most ``SPECTROGRAM_COLUMNS`` wide (the
-    loudest frame of each group of frames), sent as one byte per cell: the figure is redrawn
-    while the music streams, on the cores that make it, so it stays small (10 s: 49 kB of JSON, not 567);
-    ``start``: the second the audio begins at (live mode's scrolling view)."""
+    loudest frame of each group of frames), sent as one small PNG under the plot's axes: a heatmap
+    trace of the same cells cost the page more to draw with every piece it showed (the first
+    sound of a later piece came later and later), a picture does not; ``start``: the second the
+    audio begins at (live mode's scrolling view)."""
     total = seconds or len(audio) / SAMPLE_RATE
     fig = go.Figure()
     if len(audio) >= 1024:
@@ -52,9 +61,13 @@ def spectrogram_figure(audio: np.ndarray, seconds: float | None = None, segments
         mel = mel[:, :columns].reshape(mel.shape[0], -1, step).max(2)
         top = max(float(mel.max()), SPECTROGRAM_FLOOR + 1)
         levels = np.round((np.clip(mel, SPECTROGRAM_FLOOR, top) - SPECTROGRAM_FLOOR) / (top - SPECTROGRAM_FLOOR) * 255).astype(np.uint8)
-        fig.add_trace(go.Heatmap(z=levels, x=start + np.arange(levels.shape[1]) * step * 256 / SAMPLE_RATE, colorscale="Magma",
-                                 showscale=False, zmin=0, zmax=255, hoverinfo="x+y"))
-    return _layout(fig, "log-mel spectrogram", total, "mel band", segments, start)
+        picture = io.BytesIO()
+        Image.fromarray(MAGMA[levels[::-1]]).save(picture, format="PNG")  # row 0 of a picture is its top: the highest band
+        fig.add_layout_image(source="data:image/png;base64," + base64.b64encode(picture.getvalue()).decode("ascii"),
+                             xref="x", yref="y", x=start, y=mel.shape[0], sizex=levels.shape[1] * step * 256 / SAMPLE_RATE,
+                             sizey=mel.shape[0], sizing="stretch", layer="below")
+    fig = _layout(fig, "log-mel spectrogram", total, "mel band", segments, start)
+    return fig.update_yaxes(range=[0, N_MELS]).update_layout(plot_bgcolor="black")
 
 
 def pitch_figure(times: np.ndarray, midi: np.ndarray) -> go.Figure:

@@ -61,6 +61,17 @@ def test_cli_bad_input_gets_one_clear_line_and_exit_2(args, message):
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["generation", "--words", "with a flute"], "--words applies to eval style only"),
+    (["style", "--words", "   "], "empty"),
+    (["melody", "--style-guidance", "5"], "apply to eval generation and eval style only"),
+])
+def test_eval_options_meant_for_another_evaluation_get_one_line(tmp_path, args, message):
+    (tmp_path / "test.jsonl").write_text("")
+    proc = run_engine("eval", args[0], "--corpus", str(tmp_path), *args[1:])
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_models_command_lists_every_stage_with_its_train_command():
     proc = run_engine("models")
     assert proc.returncode == 0

@@ -56,8 +56,10 @@ def _identified(outputs: np.ndarray, references: np.ndarray) -> np.ndarray:
 
 
 def eval_style(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0,
-               folders: tuple[str, ...] | None = None, **settings) -> dict:
-    """``settings``: the generator's own to change (``GenerationSettings`` fields), its defaults otherwise."""
+               folders: tuple[str, ...] | None = None, words: str | None = None, words_weight: float = 0.5, **settings) -> dict:
+    """``settings``: the generator's own to change (``GenerationSettings`` fields), its defaults otherwise.
+    ``words``: mixed into every style at ``words_weight`` (the clip at 1), so the two guidance
+    scales can be weighed: how often the clip is still heard, and how near MuLan hears the words."""
     t0 = time.perf_counter()
     base = GenerationSettings(seconds=seconds, **settings)
     model = MusicLM.load(checkpoint)
@@ -66,10 +68,9 @@ def eval_style(corpus: Path, checkpoint: Path | None = None, clips: int | None =
         raise FileNotFoundError("eval style needs at least two reference clips")
     outputs, runs = [], []
     for i, reference in enumerate(references):
-        request = StyleRequest((reference,), settings=replace(base, seed=i))
+        request = StyleRequest((reference,), words, (words_weight, 1.0) if words else None, replace(base, seed=i))
         made: dict = {}
-        audio = np.concatenate([c.audio for c in model.stream("", request.settings, prefix=model.blend_conditioning(request.blend()),
-                                                                tokens_out=made)])
+        audio = np.concatenate([c.audio for c in model.style(request, tokens_out=made)])
         outputs.append(audio)
         runs.append(longest_shared_run(made["S"][0, 0].cpu().numpy(), model.semantic.tokenize(reference).numpy()))
     mulan = {kind: np.stack([model.mulan.embed_audio(a).numpy() for a in audios]) for kind, audios in (("out", outputs), ("ref", references))}
@@ -81,7 +82,9 @@ def eval_style(corpus: Path, checkpoint: Path | None = None, clips: int | None =
     exact = np.array(runs) >= int(EXACT_RUN_SECONDS * SEMANTIC_RATE)
     return {
         "clips": len(references), "source": "recordings" if folders else "test renders", "seconds": seconds,
-        "guidance": base.guidance, "coarse_guidance": base.coarse_guidance,
+        "guidance": base.guidance, "style_guidance": base.style_guidance, "coarse_guidance": base.coarse_guidance,
+        **({"words": words, "words_weight": words_weight,
+            "words_cosine": round(float((mulan["out"] @ model.mulan.embed_text([words])[0].numpy()).mean()), 4)} if words else {}),
         "closest_to_own_reference": {"mulan": round(float(heard.mean()), 4), "mfcc": round(float(heard_mfcc.mean()), 4),
                                      "chance": round(1 / len(references), 4)},
         "own_reference_cosine": round(float(np.mean([o @ r for o, r in zip(mulan["out"], mulan["ref"])])), 4),

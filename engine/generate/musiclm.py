@@ -484,15 +484,17 @@ class MusicLM:
             return self.style(request)
         raise TypeError(f"not a generation request: {type(request).__name__}")
 
-    def style(self, request: StyleRequest) -> Iterator[Chunk]:
+    def style(self, request: StyleRequest, tokens_out: dict | None = None) -> Iterator[Chunk]:
         """New music in the style of reference clips: M from the blend of the clips and the words
         (``blend_conditioning``). Words beside the clips are guided on their own too (double
         guidance): stage 1 follows the words at ``guidance`` and what the clips add at
-        ``style_guidance``; clips alone are followed at ``style_guidance``."""
+        ``style_guidance``; clips alone are followed at ``style_guidance``. ``tokens_out``: as ``stream``'s."""
         settings, blend = request.settings, request.blend()
         if not isinstance(blend[0][0], str):  # no words, or words of weight 0
-            return self.stream("", replace(settings, guidance=settings.style_guidance), prefix=self.blend_conditioning(blend))
-        return self.stream(request.prompt, settings, prefix=self.blend_conditioning(blend), anchor=self.conditioning(request.prompt))
+            return self.stream("", replace(settings, guidance=settings.style_guidance), prefix=self.blend_conditioning(blend),
+                               tokens_out=tokens_out)
+        return self.stream(request.prompt, settings, prefix=self.blend_conditioning(blend), anchor=self.conditioning(request.prompt),
+                           tokens_out=tokens_out)
 
     def render(self, request: Request, candidates: int = 1) -> tuple[np.ndarray, dict]:
         """The whole piece a request asks for: (audio, info: wall time, RTF over the new music,
