@@ -50,7 +50,6 @@ PLOT_EVERY_SECONDS = 2.0  # redraw the previews this often while streaming (each
 # seconds as a lead-in to the new music (the saved piece keeps all of it). Every update costs the
 # page a re-render; the whole clip, even in slices, cost 0.3–1.4 s late in a session.
 LEAD_IN_SECONDS = 1.0
-LEAD_IN_HANDOVER_SECONDS = 0.03  # the lead-in reached the page 0.2–0.7 s late when generation started at once
 LIVE_BUFFER = 1.0  # seconds the live stream runs ahead of the page's player: how much old music plays after a change
 LIVE_VIEW_SECONDS = 10.0  # the live spectrogram scrolls over this much
 LIVE_KEEP_MINUTES = 10.0  # the most of a live stream the page holds for "keep"
@@ -213,8 +212,6 @@ class Studio:
                 for update in player.chunks(_pcm16(heard)):
                     yield gr.skip(), progress, gr.skip(), gr.skip(), gr.skip(), gr.skip(), seed, update
                     seed = gr.skip()
-                if given_clip:  # let the server's event loop send the lead-in before the stages' set-up holds the interpreter
-                    time.sleep(LEAD_IN_HANDOVER_SECONDS)
                 drawn = chunk.seconds_done if drawn is None else drawn
                 if chunk.seconds_done - drawn >= PLOT_EVERY_SECONDS:  # after the chunk is on its way: plots are slow to send and draw
                     so_far = np.concatenate(pieces)
