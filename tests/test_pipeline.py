@@ -187,9 +187,9 @@ def test_a_new_story_segment_starts_from_only_the_last_second_of_the_old_one(mon
     contexts = []
     stream = stage.stream
 
-    def spy(length, prefix, aligned, sampling, generator, negative, prompt):
+    def spy(length, prefix, aligned, sampling, generator, negative, prompt, anchor=None):
         contexts.append((0 if prompt is None else prompt.shape[2], int(prefix[0, 0])))
-        return stream(length, prefix, aligned, sampling, generator, negative, prompt)
+        return stream(length, prefix, aligned, sampling, generator, negative, prompt, anchor)
 
     monkeypatch.setattr(stage, "stream", spy)
     other = (M + 5) % 1024
