@@ -62,13 +62,25 @@ def _fraction(text: str) -> float:
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
+    value = _number(text)
+    if not value > 0 or value == float("inf"):  # NaN fails the first comparison
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
+
+
+def _temperature(text: str) -> float:
+    """A sampling temperature: 0 is allowed (greedy), as ``GenerationSettings`` allows it."""
+    value = _number(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 (greedy) or a positive number, got {text}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
 def _data(args: argparse.Namespace) -> dict:
@@ -309,7 +321,7 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser, scope: str = "") ->
     parser.add_argument("--style-guidance", type=_positive_float,
                         help=f"{scope}--style: guidance on the clips' style (default {d.style_guidance}); words beside it keep --guidance")
     parser.add_argument("--top-k", type=int, help=f"{scope}keep the k likeliest tokens (default {d.top_k}: off)")
-    parser.add_argument("--temperatures", type=_positive_float, nargs=3, metavar=("T1", "T2", "T3"),
+    parser.add_argument("--temperatures", type=_temperature, nargs=3, metavar=("T1", "T2", "T3"),
                         help=f"{scope}each stage's sampling temperature (default {' '.join(map(str, d.temperatures))})")
     parser.add_argument("--coarse-only", action="store_true", help=f"{scope}decode codec levels 1–4 alone, without stage 3's fine levels")
     parser.add_argument("--tempo-drafts", type=_positive_int,

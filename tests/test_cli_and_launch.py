@@ -179,6 +179,7 @@ def test_open_host_warns_requires_the_login_and_keeps_uploads_private_until_exit
     (["x" * 501], None, "the limit is 500"),
     (["calm", "--seconds", "nan"], None, "must be a positive number"),
     (["calm", "--seconds", "0"], None, "must be a positive number"),
+    (["calm", "--temperatures", "1", "-0.5", "0"], None, "must be 0 (greedy) or a positive number"),
     (["calm", "--seconds", "301"], None, "duration must be in (0, 300]"),
     (["--story"], '{"segments": []}', "no segments"),
     (["--story"], '{"segments": [{"prompt": "calm", "seconds": -3}]}', "segment 1 lasts -3"),
