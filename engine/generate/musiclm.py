@@ -160,8 +160,15 @@ class MusicLM:
         audio-side space the stages were trained on —, mixed by weight, then quantized. One
         prompt alone is exactly ``conditioning_at``; one clip alone, its own style."""
         with operator_threads(caller_threads()):
-            embeddings = torch.stack([self._audio_side_embedding(source, tempo) for source, _ in blend])
-            return self.mulan.tokens(embeddings if len(blend) == 1 else blend_embeddings(embeddings, [weight for _, weight in blend]))
+            return self._blended_tokens(self._source_embeddings(blend, tempo), [weight for _, weight in blend])
+
+    def _source_embeddings(self, blend: list[tuple[str | np.ndarray, float]], tempo: StatedTempo | None) -> torch.Tensor:
+        """(sources, 128): each source of a blend on the audio side (``_audio_side_embedding``)."""
+        return torch.stack([self._audio_side_embedding(source, tempo) for source, _ in blend])
+
+    def _blended_tokens(self, embeddings: torch.Tensor, weights: list[float]) -> torch.Tensor:
+        """M (1, 12) of the weighted blend of ``embeddings`` (one source: its own tokens)."""
+        return self.mulan.tokens(embeddings if len(weights) == 1 else blend_embeddings(embeddings, weights))
 
     def _audio_side_embedding(self, source: str | np.ndarray, tempo: StatedTempo | None) -> torch.Tensor:
         """A prompt or a clip → its (128,) MuLan embedding on the audio side (a prompt through the prior)."""
@@ -490,11 +497,14 @@ class MusicLM:
         guidance): stage 1 follows the words at ``guidance`` and what the clips add at
         ``style_guidance``; clips alone are followed at ``style_guidance``. ``tokens_out``: as ``stream``'s."""
         settings, blend = request.settings, request.blend()
-        if not isinstance(blend[0][0], str):  # no words, or words of weight 0
-            return self.stream("", replace(settings, guidance=settings.style_guidance), prefix=self.blend_conditioning(blend),
-                               tokens_out=tokens_out)
-        return self.stream(request.prompt, settings, prefix=self.blend_conditioning(blend), anchor=self.conditioning(request.prompt),
-                           tokens_out=tokens_out)
+        with operator_threads(caller_threads()):
+            embeddings = self._source_embeddings(blend, None)  # each source read once: the blend and the words alone share them
+            prefix = self._blended_tokens(embeddings, [weight for _, weight in blend])
+            worded = isinstance(blend[0][0], str)  # words of weight 0 are not in the blend
+            anchor = self.mulan.tokens(embeddings[:1]) if worded else None  # the words alone, as ``conditioning`` reads them
+        if not worded:
+            return self.stream("", replace(settings, guidance=settings.style_guidance), prefix=prefix, tokens_out=tokens_out)
+        return self.stream(request.prompt, settings, prefix=prefix, anchor=anchor, tokens_out=tokens_out)
 
     def render(self, request: Request, candidates: int = 1) -> tuple[np.ndarray, dict]:
         """The whole piece a request asks for: (audio, info: wall time, RTF over the new music,
