@@ -8,7 +8,7 @@ import io
 import numpy as np
 import plotly.graph_objects as go
 import torch
-from plotly.colors import get_colorscale, sample_colorscale
+from plotly.colors import get_colorscale, sample_colorscale, unlabel_rgb
 from PIL import Image
 
 from engine import SAMPLE_RATE, log_mel, note_name
@@ -16,8 +16,7 @@ from engine import SAMPLE_RATE, log_mel, note_name
 WAVEFORM_POINTS = 2000  # min/max pairs: enough for a sharp envelope, small enough to send every chunk
 SPECTROGRAM_COLUMNS = 400  # about the plot's width in pixels
 SPECTROGRAM_FLOOR = -5.0  # log10 magnitude shown as black
-N_MELS = 80
-MAGMA = np.array([[int(c) for c in rgb[4:-1].split(",")] for rgb in sample_colorscale(get_colorscale("Magma"), np.linspace(0, 1, 256))],
+MAGMA = np.array([unlabel_rgb(rgb) for rgb in sample_colorscale(get_colorscale("Magma"), np.linspace(0, 1, 256))],
                  dtype=np.uint8)  # one colour per byte level of a cell
 
 
@@ -66,8 +65,8 @@ def spectrogram_figure(audio: np.ndarray, seconds: float | None = None, segments
         fig.add_layout_image(source="data:image/png;base64," + base64.b64encode(picture.getvalue()).decode("ascii"),
                              xref="x", yref="y", x=start, y=mel.shape[0], sizex=levels.shape[1] * step * 256 / SAMPLE_RATE,
                              sizey=mel.shape[0], sizing="stretch", layer="below")
-    fig = _layout(fig, "log-mel spectrogram", total, "mel band", segments, start)
-    return fig.update_yaxes(range=[0, N_MELS]).update_layout(plot_bgcolor="black")
+        fig.update_yaxes(range=[0, mel.shape[0]])
+    return _layout(fig, "log-mel spectrogram", total, "mel band", segments, start).update_layout(plot_bgcolor="black")
 
 
 def pitch_figure(times: np.ndarray, midi: np.ndarray) -> go.Figure:
