@@ -131,6 +131,11 @@ def _train(args: argparse.Namespace) -> dict:
         if args.stage != "codec":
             raise UsageError("--tone-share applies to the codec only")
         overrides["tone_share"] = args.tone_share
+    if args.phase_glide or args.phase_weight is not None:
+        if args.stage != "codec":
+            raise UsageError("--phase-glide and --phase-weight apply to the codec only")
+        overrides["phase_glide"] = args.phase_glide
+        overrides["phase_weight"] = args.phase_weight or 0.0
     if args.no_handcrafted:
         if args.stage != "mulan":
             raise UsageError("--no-handcrafted applies to mulan only")
@@ -485,6 +490,10 @@ def parser() -> argparse.ArgumentParser:
                    help="codec from scratch: folders of recorded music for --recorded-share (default: six Debian game soundtracks)")
     t.add_argument("--tone-share", type=_fraction,
                    help="codec: share of training crops that are synthetic pure and harmonic tones, 55–1500 Hz (default 0)")
+    t.add_argument("--phase-glide", action="store_true",
+                   help="codec: a decoder whose phases run on from frame to frame, so steady notes leave the 50 Hz comb (with --init: added to the trained decoder)")
+    t.add_argument("--phase-weight", type=_positive_float,
+                   help="codec: weight of the phase-derivative term (instantaneous frequency and group delay against the target's; default 0: off)")
     t.add_argument("--export", action="store_true", help="copy the result to assets/checkpoints/")
     t.add_argument("--no-handcrafted", action="store_true", help="mulan: audio tower without the handcrafted descriptors (ablation)")
     t.add_argument("--codebook", choices=("flat", "joint"),

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -220,6 +221,14 @@ def test_a_codec_fine_tune_trains_the_decoder_and_keeps_every_token(tmp_path, ti
         if name.startswith(("encoder.", "quantizer.")):
             assert torch.equal(value, after[name]), name
     assert any(not torch.equal(value, after[name]) for name, value in before.items() if name.startswith("decoder."))
+    glide = subprocess.run(common + ["--run-dir", str(tmp_path / "glide"), "--steps", "1", "--init", str(base_run), "--phase-glide", "--phase-weight", "1"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)  # a gliding decoder on the same tokens
+    assert glide.returncode == 0, glide.stderr
+    glided = load_codec(tmp_path / "glide")
+    assert glided.cfg.phase_glide and json.loads((tmp_path / "glide" / "state.json").read_text())["train"]["phase_weight"] == 1.0
+    assert all(torch.equal(value, glided.state_dict()[name]) for name, value in before.items() if name.startswith(("encoder.", "quantizer.")))
+    elsewhere = subprocess.run([sys.executable, "-m", "engine", "train", "stage2", "--corpus", str(corpus), "--phase-glide"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert elsewhere.returncode == 2 and "codec only" in elsewhere.stderr
 
 
 def test_cli_roundtrip_reports_json_and_rejects_bad_input(tmp_path):
@@ -418,3 +427,61 @@ def test_synthetic_tones_say_which_pitch_classes_sound_and_when():
             checked += 1
             assert roll[pitch_class].any(), (pitch_class, roll.sum(1))
     assert checked >= 5
+
+
+def _steady_decoder(glide: bool, hz: float) -> Codec:
+    """A decoder that ignores its tokens and draws one steady partial at ``hz``: its head's biases
+    say which bins sound (magnitude), their phase, and (gliding) how far that phase turns per frame."""
+    from engine.nn.codec import N_FFT, STFT_HOP
+
+    model = Codec(replace(TINY, phase_glide=glide))
+    head, bins, kinds = model.decoder.head, model.decoder.bins, model.decoder.kinds
+    torch.nn.init.zeros_(head.weight)
+    bias = torch.zeros(2, kinds, bins)
+    bias[:, 0] = -12.0
+    peak = int(round(hz * N_FFT / 24_000))
+    bias[:, 0, peak - 1: peak + 2] = 2.0
+    bias[:, 1, peak - 1: peak + 2] = torch.pi * torch.arange(3.0)  # a Hann window's alternation, centred
+    if glide:
+        bias[:, 2] = hz * N_FFT / 24_000 - torch.arange(bins)  # the frequency's offset from each bin's centre, in bins
+        bias[:, 3] = 10.0  # tonal
+    head.bias.data = bias.flatten()
+    return model.eval()
+
+
+def test_a_gliding_decoder_keeps_a_steady_partial_off_the_token_rate_comb():
+    """Why phase_glide exists: a head that states each frame's phase outright draws the same
+    phases every token, so a steady partial comes back on a multiple of 50 Hz; one whose phase
+    runs on from frame to frame puts it where it was asked to be."""
+    from engine.evaluate.metrics import dominant_frequency
+
+    codes = torch.zeros(1, TINY.levels, 100, dtype=torch.long)
+    heard = {glide: dominant_frequency(_steady_decoder(glide, 311.0).decode(codes)[0, 4800:].numpy()) for glide in (False, True)}
+    assert heard[True] == pytest.approx(311.0, abs=3.0)
+    assert round(heard[False] / 50) * 50 == pytest.approx(heard[False], abs=3.0)
+
+
+def test_phase_glide_extends_a_trained_decoder_keeping_its_magnitudes_and_streams_exactly(codec):
+    from engine.nn.codec import with_phase_glide
+
+    codes = codec.encode(torch.randn(1, 3 * 24_000) * 0.1)
+    glide = with_phase_glide(codec)
+    latents = codec.quantizer.decode(codes)
+    assert glide.cfg.phase_glide and torch.equal(glide.decoder(latents)[0], codec.decoder(latents)[0])
+    torch.manual_seed(1)
+    torch.nn.init.normal_(glide.decoder.head.weight, std=0.05)  # a decoder that has learnt to glide
+    whole = glide.decode(codes)[0]
+    for chunk in (1, 7, 50):
+        assert float((torch.cat(list(glide.stream_decode(codes[0], chunk_tokens=chunk))) - whole).abs().max()) < 1e-4
+
+
+def test_the_phase_term_is_zero_for_the_target_own_phases_and_counts_a_wrong_turn():
+    from engine.nn.codec import N_FFT, STFT_HOP
+    from engine.train.codec import phase_derivative_loss
+
+    wav = torch.randn(2, 24_000)
+    spec = torch.stft(wav, N_FFT, STFT_HOP, window=torch.hann_window(N_FFT), return_complex=True)[..., :100].transpose(1, 2)
+    mag, phase = spec.abs(), spec.angle()
+    assert float(phase_derivative_loss(wav, mag, phase)) < 1e-5
+    assert float(phase_derivative_loss(wav, mag, phase + 2 * torch.pi)) < 1e-4  # wrapped: a whole turn is no error
+    assert float(phase_derivative_loss(wav, mag, phase + 0.1 * torch.arange(100.0)[:, None])) == pytest.approx(0.1, abs=0.01)

@@ -6,12 +6,18 @@ and the decoder is a *causal* ConvNeXt stack with a Vocos-style head that predic
 per token (magnitude and phase) and overlap-adds them back to audio. No layer runs at 24 kHz,
 which is what makes encode + decode many times faster than real time.
 
+A network that sees the same tokens twice draws the same phases twice, so a head that predicts
+each frame's phase outright repeats itself every token: a steady note comes out on a 50 Hz comb.
+With ``phase_glide`` the head also predicts how far each bin's phase moves on from the frame
+before, and those moves accumulate over the whole stream (a phase vocoder's running phase), so a
+steady partial can sit anywhere between the comb's teeth.
+
 Causality makes streaming exact: a chunk of tokens decoded with its receptive field of past
 tokens gives the same frames as whole decoding, and one overlap-add class serves both paths.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +46,7 @@ class CodecConfig:
     quantizer_dropout: float = 0.5
     compress: float = 0.3  # power-law compression of STFT magnitudes fed to the encoder
     note_levels: int = 0  # > 0: a pitch-class head reads the sum of the first levels, so training can put the notes there (0: none)
+    phase_glide: bool = False  # the decoder's phases also accumulate a predicted advance per frame (a phase-continuous source)
 
     @property
     def bits_per_second(self) -> float:
@@ -94,31 +101,92 @@ class Encoder(nn.Module):
         return self.proj_out(self.norm(x.transpose(1, 2)).transpose(1, 2))
 
 
+GLIDE_LOBE = 2  # bins either side of a partial's peak that a Hann window spreads it over: they follow the peak's phase
+GLIDE_START = -4.0  # a fine-tuned decoder's "tonal" gates start almost shut: it decodes as before, then learns where to glide
+
+
+def _wrap(phase: torch.Tensor) -> torch.Tensor:
+    return torch.remainder(phase + torch.pi, 2 * torch.pi) - torch.pi
+
+
+def _lobe_peaks(mag: torch.Tensor) -> torch.Tensor:
+    """For each bin (B, n, bins), the index of the strongest bin within ``GLIDE_LOBE`` of it: the
+    partial whose main lobe it belongs to."""
+    reach = 2 * GLIDE_LOBE + 1
+    best = F.pad(mag, (GLIDE_LOBE, GLIDE_LOBE)).unfold(-1, reach, 1).argmax(-1)
+    return (best + torch.arange(mag.shape[-1], device=mag.device) - GLIDE_LOBE).clamp(0, mag.shape[-1] - 1)
+
+
 class Decoder(nn.Module):
     def __init__(self, cfg: CodecConfig):
         super().__init__()
         self.cfg = cfg
         self.bins = N_FFT // 2 + 1
+        # per bin: log-magnitude, phase; gliding also: the frequency's offset from the bin's centre, how tonal it is
+        self.kinds = 4 if cfg.phase_glide else 2
         self.proj_in = nn.Conv1d(cfg.latent_dim, cfg.dim, 1)
         self.blocks = nn.Sequential(*(ConvNeXtBlock(cfg.dim, cfg.kernel, causal=True) for _ in range(cfg.decoder_blocks)))
         self.norm = nn.LayerNorm(cfg.dim)
-        self.head = nn.Linear(cfg.dim, 2 * self.bins * FRAMES_PER_TOKEN)
+        self.head = nn.Linear(cfg.dim, self.kinds * self.bins * FRAMES_PER_TOKEN)
 
     @property
     def receptive_field(self) -> int:
         """How many past tokens influence a token's frames (for exact streaming)."""
         return (self.cfg.kernel - 1) * self.cfg.decoder_blocks
 
-    def frames(self, latents: torch.Tensor) -> torch.Tensor:
-        """latents (B, D, T) → windowed time-domain STFT frames (B, 2T, N_FFT)."""
+    def forward(self, latents: torch.Tensor, skip: int = 0, running: torch.Tensor | None = None):
+        """latents (B, D, T) → magnitude and phase (B, 2T − skip, bins) of the STFT frames after the
+        first ``skip`` (context whose frames were already made), and the last frame's phases to carry
+        into the next call (None without ``phase_glide``; ``running`` is what the last call returned)."""
         x = self.blocks(self.proj_in(latents))
-        x = self.head(self.norm(x.transpose(1, 2)))  # (B, T, 2·bins·2)
+        x = self.head(self.norm(x.transpose(1, 2)))  # (B, T, kinds·bins·2)
         b, t, _ = x.shape
-        x = x.reshape(b, t * FRAMES_PER_TOKEN, 2, self.bins)
+        x = x.reshape(b, t * FRAMES_PER_TOKEN, self.kinds, self.bins)[:, skip:]
         mag = torch.exp(x[:, :, 0].clamp(max=6.0))
-        phase = x[:, :, 1]
-        spec = torch.polar(mag, phase)
-        return torch.fft.irfft(spec, n=N_FFT) * torch.hann_window(N_FFT, device=latents.device)
+        if not self.cfg.phase_glide:
+            return mag, x[:, :, 1], None
+        return (mag, *self._glide(mag, x[:, :, 1], x[:, :, 2], torch.sigmoid(x[:, :, 3]), running))
+
+    def _glide(self, mag, stated, offset, tonal, running):
+        """A phase vocoder with identity phase locking (Laroche & Dolson): each partial's peak bin
+        turns on from its last phase at its own frequency (a quarter turn per frame at a bin's
+        centre, hop = N_FFT / 4, plus the offset in bins), and the bins of its lobe keep the stated
+        phases' differences to the peak. Where a bin is not tonal (a drum's attack), the stated phase."""
+        turn = (torch.arange(self.bins, device=mag.device) + offset) * (torch.pi / 2)
+        peak = _lobe_peaks(mag.detach())
+        lobe = stated - stated.gather(-1, peak)
+        phase = running if running is not None else mag.new_zeros(mag.shape[0], self.bins)
+        phases = []
+        for k in range(mag.shape[1]):
+            carried = (phase + turn[:, k]).gather(-1, peak[:, k]) + lobe[:, k]
+            phase = _wrap(stated[:, k] + tonal[:, k] * _wrap(carried - stated[:, k]))
+            phases.append(phase)
+        return (torch.stack(phases, 1) if phases else stated), phase
+
+
+def synthesize(mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """STFT frames (B, n, bins) as magnitude and phase → windowed time-domain frames (B, n, N_FFT)."""
+    return torch.fft.irfft(torch.polar(mag, phase), n=N_FFT) * torch.hann_window(N_FFT, device=mag.device)
+
+
+def with_phase_glide(codec: "Codec") -> "Codec":
+    """The same codec with a phase-gliding decoder, to fine-tune: every trained weight kept, the
+    frequency offsets at the bins' centres and the tonal gates almost shut (``GLIDE_START``), so it
+    decodes nearly as before until the fine-tune opens them."""
+    if codec.cfg.phase_glide:
+        return codec
+    glide = Codec(replace(codec.cfg, phase_glide=True))
+    state = codec.state_dict()
+    frames, bins = FRAMES_PER_TOKEN, codec.decoder.bins
+    for name in ("decoder.head.weight", "decoder.head.bias"):
+        old = state[name].reshape(frames, 2, bins, *state[name].shape[1:])
+        new = torch.zeros(frames, 4, bins, *old.shape[3:])
+        new[:, :2] = old
+        if name.endswith("bias"):
+            new[:, 3] = GLIDE_START
+        state[name] = new.reshape(frames * 4 * bins, *old.shape[3:])
+    glide.load_state_dict(state)
+    return glide.train(codec.training)
 
 
 def _fold(frames: torch.Tensor) -> torch.Tensor:
@@ -202,10 +270,11 @@ class Codec(nn.Module):
         return F.pad(wav, (0, (-wav.shape[-1]) % HOP))
 
     def forward(self, wav: torch.Tensor):
-        """Training pass: (B, samples) → reconstruction, codes, commitment loss, the encoder's latents."""
+        """Training pass: (B, samples) → reconstruction, its STFT (magnitude, phase), codes, commitment
+        loss, the encoder's latents."""
         latents = self.encoder(wav)
         quantized, codes, commit = self.quantizer(latents)
-        return self.decode_latents(quantized, wav.shape[-1]), codes, commit, latents
+        return *self.reconstruct(quantized, wav.shape[-1]), codes, commit, latents
 
     def pitch_class_logits(self, codes: torch.Tensor, latents: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 12, T) logits of the pitch classes sounding in each frame, read from the sum of the
@@ -221,9 +290,14 @@ class Codec(nn.Module):
         """(B, samples) → codes (B, Q, T), T = ceil(samples / 480)."""
         return self.quantizer.encode(self.encoder(self.pad(wav)), levels)
 
+    def reconstruct(self, latents: torch.Tensor, samples: int | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """latents → waveform and the STFT frames (magnitude, phase) it was made from (training's losses read both)."""
+        mag, phase, _ = self.decoder(latents)
+        wav = overlap_add(synthesize(mag, phase))
+        return (wav[..., :samples] if samples else wav), (mag, phase)
+
     def decode_latents(self, latents: torch.Tensor, samples: int | None = None) -> torch.Tensor:
-        wav = overlap_add(self.decoder.frames(latents))
-        return wav[..., :samples] if samples else wav
+        return self.reconstruct(latents, samples)[0]
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -248,6 +322,7 @@ class CodecStreamer:
         self.codec = codec
         self.codes: torch.Tensor | None = None  # the last receptive field of tokens pushed
         self.pushed = 0  # frames pushed in all
+        self.running: torch.Tensor | None = None  # a gliding decoder's running phase
         self.ola = OverlapAdd(next(codec.parameters()).device)
 
     @torch.no_grad()
@@ -256,7 +331,8 @@ class CodecStreamer:
         self.codes = codes if self.codes is None else torch.cat([self.codes, codes], -1)
         left = max(0, kept - self.codec.decoder.receptive_field)
         latents = self.codec.quantizer.decode(self.codes[None, :, left:])
-        piece = self.ola.push(self.codec.decoder.frames(latents)[0, (kept - left) * FRAMES_PER_TOKEN:])
+        mag, phase, self.running = self.codec.decoder(latents, (kept - left) * FRAMES_PER_TOKEN, self.running)
+        piece = self.ola.push(synthesize(mag, phase)[0])
         self.pushed += codes.shape[-1]
         self.codes = self.codes[:, max(0, self.codes.shape[-1] - self.codec.decoder.receptive_field):]
         return torch.cat([piece, self.finish()]) if final else piece

@@ -17,7 +17,7 @@ from ..audio import SAMPLE_RATE, log_mel, stft_distance
 from ..data.build import pitch_class_roll, read_records
 from ..data.recorded import training_excerpts
 from ..features import CHANNELS, analyze
-from ..nn.codec import CODEC_PRESETS, HOP, Codec, load_codec
+from ..nn.codec import CODEC_PRESETS, HOP, N_FFT, STFT_HOP, Codec, load_codec, with_phase_glide
 from .loop import Recipe, TrainConfig
 
 MEL_RESOLUTIONS = ((512, 128, 64), (1024, 256, 80), (2048, 512, 128))
@@ -33,22 +33,39 @@ def reconstruction_loss(wav: torch.Tensor, recon: torch.Tensor) -> tuple[torch.T
 PITCH_RESOLUTIONS = ((4096, 480),)  # 5.9 Hz bins: the harmonics of neighbouring notes stay apart, as they do not at 12–47 Hz
 
 
+def phase_derivative_loss(wav: torch.Tensor, mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """How far the decoder's phases move from frame to frame (instantaneous frequency) and from bin
+    to bin (group delay) from the target STFT's, each difference wrapped to (−π, π] (APNet's
+    anti-wrapping losses) and weighted by the target's magnitude: the note is in how fast a
+    partial's phase turns, which no magnitude loss at the decoder's 25 Hz bins can see."""
+    frames = phase.shape[1]
+    target = torch.stft(wav, N_FFT, STFT_HOP, window=torch.hann_window(N_FFT, device=wav.device), return_complex=True)
+    target = target[..., :frames].transpose(1, 2)  # frame k centred on sample k·240, as the decoder's
+    weight, angle = target.abs(), target.angle()
+
+    def wrapped(x: torch.Tensor) -> torch.Tensor:
+        return (x - 2 * torch.pi * torch.round(x / (2 * torch.pi))).abs()
+
+    def weighted(dim: int) -> torch.Tensor:
+        w = torch.minimum(weight.narrow(dim, 1, weight.shape[dim] - 1), weight.narrow(dim, 0, weight.shape[dim] - 1))
+        return (w * wrapped(phase.diff(dim=dim) - angle.diff(dim=dim))).sum() / w.sum().clamp(min=1e-7)
+
+    return weighted(1) + weighted(2)
+
+
 def codec_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], pitch_weight: float = 0.0,
-               note_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+               note_weight: float = 0.0, phase_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
     """The reconstruction loss + RVQ commitment, + ``pitch_weight`` × a log-STFT distance fine
     enough to tell the notes apart (without it the codec learns the spectral envelope and drops
     the notes), + ``note_weight`` × the note head's binary cross-entropy against the pitch classes
     the score says sound in each 50 Hz frame (``batch`` is then (audio, (B, 12, T) roll, (B,) notes
-    known): crops of recorded music have no score)."""
+    known): crops of recorded music have no score), + ``phase_weight`` × ``phase_derivative_loss``."""
     wav, roll, known = batch if note_weight else (batch, None, None)
-    recon, codes, commit, latents = model(wav)
+    recon, spectrum, codes, commit, latents = model(wav)
     loss, mel, stft = reconstruction_loss(wav, recon)
     loss = loss + 0.25 * commit
     logs = {"mel": mel.detach(), "stft": stft.detach(), "commit": commit.detach()}
-    if pitch_weight:
-        pitch = stft_distance(wav, recon, PITCH_RESOLUTIONS)
-        loss = loss + pitch_weight * pitch
-        logs["pitch"] = pitch.detach()
+    loss = loss + _fine_terms(wav, recon, spectrum, pitch_weight, phase_weight, logs)
     if note_weight:
         logits = model.pitch_class_logits(codes, latents)
         per_crop = F.binary_cross_entropy_with_logits(logits, roll, reduction="none").mean(dim=(1, 2))
@@ -62,7 +79,24 @@ CHROMA_WEIGHT = 2.0  # decoder fine-tune: weight of the pitch-class term beside 
 MFCC_SPREAD_WEIGHT = 1.0  # … and of the timbre-movement term (per-coefficient MFCC spread over the crop)
 
 
-def codec_decoder_loss(model: nn.Module, wav: torch.Tensor, descriptor_weight: float = 1.0, pitch_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+def _fine_terms(wav: torch.Tensor, recon: torch.Tensor, spectrum: tuple[torch.Tensor, torch.Tensor], pitch_weight: float,
+                phase_weight: float, logs: dict) -> torch.Tensor:
+    """The terms that keep the notes, both trainers': a log-STFT fine enough to resolve them, and
+    the phase derivatives (each logged by name when on)."""
+    total = wav.new_zeros(())
+    if pitch_weight:
+        pitch = stft_distance(wav, recon, PITCH_RESOLUTIONS)
+        total = total + pitch_weight * pitch
+        logs["pitch"] = pitch.detach()
+    if phase_weight:
+        phase = phase_derivative_loss(wav, *spectrum)
+        total = total + phase_weight * phase
+        logs["phase"] = phase.detach()
+    return total
+
+
+def codec_decoder_loss(model: nn.Module, wav: torch.Tensor, descriptor_weight: float = 1.0, pitch_weight: float = 0.0,
+                       phase_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
     """Fine-tuning a trained codec: its tokens stay exactly as they are (every token cache and
     stage LM was built on them), so only the decoder learns, from the full-bitrate codes.
 
@@ -73,17 +107,14 @@ def codec_decoder_loss(model: nn.Module, wav: torch.Tensor, descriptor_weight: f
     with torch.no_grad():
         latents = model.quantizer.decode(model.encode(wav))
         target = analyze(wav)
-    recon = model.decode_latents(latents, wav.shape[-1])
+    recon, spectrum = model.reconstruct(latents, wav.shape[-1])
     loss, mel, stft = reconstruction_loss(wav, recon)
     frames = analyze(recon)
     chroma = (frames[:, CHANNELS["chroma"]] - target[:, CHANNELS["chroma"]]).abs().mean()
     spread = (frames[:, CHANNELS["mfcc"]].std(-1) - target[:, CHANNELS["mfcc"]].std(-1)).abs().mean()
     loss = loss + descriptor_weight * (CHROMA_WEIGHT * chroma + MFCC_SPREAD_WEIGHT * spread)
     logs = {"mel": mel.detach(), "stft": stft.detach(), "chroma": chroma.detach(), "mfcc_spread": spread.detach()}
-    if pitch_weight:
-        pitch = stft_distance(wav, recon, PITCH_RESOLUTIONS)
-        loss = loss + pitch_weight * pitch
-        logs["pitch"] = pitch.detach()
+    loss = loss + _fine_terms(wav, recon, spectrum, pitch_weight, phase_weight, logs)
     return loss, {"loss": loss.detach(), **logs}
 
 
@@ -166,14 +197,16 @@ NOTE_LEVELS = 2  # with --note-weight: the levels whose sum must carry the notes
 def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Recipe:
     if cfg.init:  # a fine-tune keeps the trained codec's layout (a note head too), its encoder and codebooks: see codec_decoder_loss
         model = load_codec(Path(cfg.init)).train()
+        if cfg.phase_glide:
+            model = with_phase_glide(model)
         for module in (model.encoder, model.quantizer):
             module.requires_grad_(False)
     else:
-        model = Codec(replace(CODEC_PRESETS[preset], note_levels=NOTE_LEVELS) if cfg.note_weight else CODEC_PRESETS[preset])
+        model = Codec(replace(CODEC_PRESETS[preset], note_levels=NOTE_LEVELS if cfg.note_weight else 0, phase_glide=cfg.phase_glide))
     samples = int(cfg.crop_seconds * SAMPLE_RATE) // HOP * HOP
     recorded = training_excerpts(tuple(cfg.recorded)) if cfg.recorded_share else []
     batches = CorpusAudio(corpus, notes=cfg.note_weight > 0, recorded=recorded, recorded_share=cfg.recorded_share,
                           tone_share=cfg.tone_share).crops(cfg.batch_size, samples, seed=cfg.seed * 1000 + rank)
-    loss = (partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight, pitch_weight=cfg.pitch_weight) if cfg.init
-            else partial(codec_loss, pitch_weight=cfg.pitch_weight, note_weight=cfg.note_weight))
+    loss = (partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight, pitch_weight=cfg.pitch_weight, phase_weight=cfg.phase_weight)
+            if cfg.init else partial(codec_loss, pitch_weight=cfg.pitch_weight, note_weight=cfg.note_weight, phase_weight=cfg.phase_weight))
     return Recipe(model, batches, loss)
