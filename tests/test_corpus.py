@@ -57,6 +57,8 @@ def test_rendering_is_deterministic_for_a_seed(tmp_path):
     assert np.array_equal(a, b)
     strip = lambda r: {k: v for k, v in r.items() if k != "render_s"}  # noqa: E731
     assert strip(records[0]) == strip(records[1])
+    record = records[0]  # rendered at the loudness its music calls for, unless the peak ceiling held it back
+    assert record["loudness_lufs"] == pytest.approx(record["loudness_target_lufs"], abs=0.5) or record["peak"] >= PEAK_CEILING - 1e-3
     # Rebuilding the same folder with another corpus seed re-renders instead of resuming.
     other = build_clip((tmp_path / "a", 4, 5, 6.0, soundfont, version))
     c, _ = sf.read(tmp_path / "a" / other["audio"])
@@ -94,9 +96,23 @@ def test_ground_truth_beats_match_rendered_drum_onsets(genre):
     assert len(matched) / len(hit_beats) >= 0.9, f"{genre}: {len(matched)}/{len(hit_beats)}"
 
 
-def test_captions_state_the_true_tempo_and_instruments(arrangements):
-    for arr in arrangements:
-        cap = caption_for(arr)
+LOUDNESS_CASES = (-31.0, -25.0, -18.0, -14.5, -12.5)  # one per band of dynamics.DYNAMICS_BANDS
+
+
+def test_captions_state_the_true_tempo_instruments_and_dynamics(arrangements):
+    from engine.data.captions import DYNAMICS_NAMES
+    from engine.data.dynamics import dynamics_word
+
+    said = 0
+    for i, arr in enumerate(arrangements):
+        lufs = LOUDNESS_CASES[i % len(LOUDNESS_CASES)]
+        cap = caption_for(arr, lufs)
+        band = dynamics_word(lufs)
+        wrong = {w for key, syn in DYNAMICS_NAMES.items() if key != band for w in all_synonyms(syn)}
+        assert not wrong & set(cap["aspects"]), (lufs, cap["aspects"])
+        if band and set(all_synonyms(DYNAMICS_NAMES[band])) & set(cap["aspects"]):
+            said += 1
+            assert any(w in cap["caption"] or w.capitalize() in cap["caption"] for w in all_synonyms(DYNAMICS_NAMES[band])), cap["caption"]
         spec = arr.spec
         assert f"{spec.tempo} bpm" in cap["aspects"]
         for number in re.findall(r"(\d+) (?:bpm|BPM|beats per minute)", cap["caption"]):
@@ -111,7 +127,26 @@ def test_captions_state_the_true_tempo_and_instruments(arrangements):
             names = all_synonyms((KIT_NAMES if part.is_drum else INSTRUMENT_NAMES)[part.program])
             assert any(n.lower() in text for n in names), (part.role, part.program, cap["aspects"])
         assert any(g.lower() in text for g in all_synonyms(GENRE_NAMES[spec.genre]))
-        assert 1 <= len(re.findall(r"[.!?](\s|$)", cap["caption"])) <= 4
+        assert 1 <= len(re.findall(r"[.!?](\s|$)", cap["caption"])) <= 5
+    soft_or_loud = sum(dynamics_word(LOUDNESS_CASES[i % len(LOUDNESS_CASES)]) is not None for i in range(len(arrangements)))
+    assert 0.7 * soft_or_loud <= said < soft_or_loud  # mostly said, not always
+
+
+def test_loudness_follows_the_music_over_a_musical_range():
+    """Quiet moods, soft genres, sparse arrangements and intros render softer; every clip stays in
+    the range; the spread of one kind of clip is its own."""
+    from engine.data.dynamics import LOUDNESS_RANGE_LUFS, loudness_target
+
+    def typical(genre, mood, notes, intro=False):
+        return np.median([loudness_target(genre, mood, notes, intro, np.random.default_rng(seed)) for seed in range(200)])
+
+    assert typical("ambient", "calm", 6.0) < typical("folk", "calm", 6.0) < typical("metal", "energetic", 40.0)
+    assert typical("metal", "energetic", 40.0) - typical("ambient", "calm", 6.0) > 12
+    assert typical("pop", "happy", 18.0, intro=True) < typical("pop", "happy", 18.0) < typical("pop", "happy", 36.0)
+    draws = [loudness_target(g, m, n, False, np.random.default_rng(s)) for s, (g, m, n) in enumerate(
+        [("ambient", "calm", 1.0), ("metal", "energetic", 80.0), ("pop", "happy", 18.0)] * 100)]
+    assert min(draws) >= LOUDNESS_RANGE_LUFS[0] and max(draws) <= LOUDNESS_RANGE_LUFS[1]
+    assert np.std([loudness_target("pop", "happy", 18.0, False, np.random.default_rng(s)) for s in range(200)]) > 1.5
 
 
 def _template_regex(template: str) -> re.Pattern:
@@ -128,12 +163,12 @@ def test_test_split_uses_only_held_out_wording(arrangements):
     for arr in arrangements:
         if arr.spec.split != "test":
             continue
-        for sentence in re.split(r"(?<=[.])\s+", caption_for(arr)["caption"]):
+        for sentence in re.split(r"(?<=[.])\s+", caption_for(arr, -31.0)["caption"]):  # a whispered clip: its dynamics said too
             assert not any(p.match(sentence) for p in train_patterns), sentence
             checked += 1
     assert checked >= 30
     # and the train captions really are made of train templates (the check can fail)
-    train_caption = caption_for(next(a for a in arrangements if a.spec.split == "train"))["caption"]
+    train_caption = caption_for(next(a for a in arrangements if a.spec.split == "train"), -18.0)["caption"]
     first = re.split(r"(?<=[.])\s+", train_caption)[0]
     assert any(p.match(first) for p in train_patterns), first
 

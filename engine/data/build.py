@@ -2,7 +2,7 @@
 
 Layout of a corpus folder::
 
-    audio/clip000123.flac        the full arrangement, 24 kHz mono, loudness-normalized
+    audio/clip000123.flac        the full arrangement, 24 kHz mono, at the loudness its music calls for (data/dynamics.py)
     melody/clip000123.flac       the lead line alone on a voice/whistle-like patch
     midi/clip000123.mid          the arrangement as General MIDI (all parts)
     meta/clip000123.json         one clip's ground truth and caption (lets a build resume)
@@ -29,6 +29,7 @@ from tqdm import tqdm
 from ..files import atomic_write
 from .arranger import Arrangement, Note, Part, arrange, sample_spec
 from .captions import INSTRUMENT_NAMES, KIT_NAMES, write_caption
+from .dynamics import dynamics_word, loudness_target
 from .genres import GENRES, RENDITION_PATCHES
 from .melodies import INDEX_PATH
 from .render import SAMPLE_RATE, find_soundfont, normalize_loudness, render, synthesize
@@ -135,7 +136,8 @@ def ground_truth(arr: Arrangement) -> dict:
     }
 
 
-def caption_for(arr: Arrangement) -> dict:
+def caption_for(arr: Arrangement, lufs: float) -> dict:
+    """The clip's caption, which names its dynamics when the render at ``lufs`` is clearly soft or loud."""
     spec = arr.spec
     genre = GENRES[spec.genre]
     rng = np.random.default_rng([spec.seed, 2])
@@ -143,7 +145,7 @@ def caption_for(arr: Arrangement) -> dict:
     caption = write_caption(
         rng, spec.split, spec.genre, spec.mood,
         descriptor=genre.descriptors[rng.integers(len(genre.descriptors))],
-        texture=genre.texture, bpm=spec.tempo, key_name=spec.key.name, instruments=instruments,
+        texture=genre.texture, bpm=spec.tempo, key_name=spec.key.name, instruments=instruments, dynamics=dynamics_word(lufs),
     )
     return {"caption": caption.text, "aspects": list(caption.aspects)}
 
@@ -175,15 +177,18 @@ def build_clip(job: tuple[Path, int, int, float, str, str]) -> dict:
     t0 = time.perf_counter()
     spec = sample_spec(seed, clip_split(index), seconds)
     arr = arrange(spec)
-    audio, lufs = render(arr, Path(soundfont))
+    notes_per_second = sum(len(p.notes) for p in arr.parts) / seconds
+    target = loudness_target(spec.genre, spec.mood, notes_per_second, intro=not arr.melody, rng=np.random.default_rng([spec.seed, 4]))
+    audio, lufs = render(arr, Path(soundfont), target)
     record = {
         "id": clip_id,
         "corpus_version": version,
         "audio": f"audio/{clip_id}.flac",
         "midi": f"midi/{clip_id}.mid",
-        **caption_for(arr),
+        **caption_for(arr, lufs),
         **ground_truth(arr),
-        "loudness_lufs": round(lufs, 2),
+        "loudness_lufs": round(lufs, 2),  # measured: below loudness_target_lufs where the peak ceiling held it back
+        "loudness_target_lufs": round(target, 2),
         "peak": round(float(np.max(np.abs(audio))), 4),
         "rendition": None,  # a clip cropped inside the intro has no lead line to hum
     }
@@ -256,6 +261,7 @@ def corpus_manifest(records: list[dict], cfg: BuildConfig, soundfont: str, wall_
         "key_histogram": dict(Counter(r["key"]["name"] for r in records).most_common()),
         "tempo_histogram": dict(sorted(tempi.items())),
         "mood_histogram": dict(Counter(r["mood"] for r in records).most_common()),
+        "loudness_histogram_lufs": dict(sorted(Counter(f"{4 * int(r['loudness_lufs'] // 4)}" for r in records if r["loudness_lufs"] > -70).items(), key=lambda kv: int(kv[0]))),
         "melody_sources": dict(Counter("music21" if r["melody_source"] != "generated" else "generated" for r in records)),
         "rendition_patches": dict(Counter(r["rendition"]["name"] for r in records if r["rendition"])),
         "clips_without_melody": sum(r["rendition"] is None for r in records),

@@ -124,6 +124,12 @@ MOOD_NAMES: dict[str, Synonyms] = {
     "epic": (("epic", "heroic", "majestic"), ("triumphant",)),
     "romantic": (("romantic", "tender", "loving"), ("sentimental",)),
 }
+DYNAMICS_NAMES: dict[str, Synonyms] = {  # keys: dynamics.DYNAMICS_BANDS
+    "whisper": (("whisper-quiet", "barely audible", "very soft", "very quiet"), ("pianissimo",)),
+    "soft": (("soft", "hushed", "quiet", "gentle"), ("subdued", "low-key")),
+    "loud": (("loud", "powerful", "forceful", "punchy"), ("full-throated",)),
+    "very loud": (("very loud", "full-power", "blasting", "thunderous"), ("fortissimo",)),
+}
 PIECE_WORDS: Synonyms = (("piece", "track", "song", "tune"), ("composition", "number"))
 USES: Synonyms = (
     ("a film scene", "a video game", "a coffee shop", "a late-night drive", "a workout", "studying"),
@@ -131,7 +137,7 @@ USES: Synonyms = (
 )
 
 # Sentence templates. Fields: {mood} {genre} {piece} {descriptor} {lead} {chords} {bass} {drums}
-# {pad} {tempo_word} {bpm} {key} {texture} {use}. A template is used only when its fields exist.
+# {pad} {tempo_word} {bpm} {key} {texture} {use} {dynamics}. A template is used only when its fields exist.
 TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "opener": (
         (
@@ -187,6 +193,19 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "The pulse sits at {bpm} bpm; tonal center {key}.",
         ),
     ),
+    "dynamics": (
+        (
+            "It is played {dynamics}.",
+            "The dynamics are {dynamics}.",
+            "The volume is {dynamics} throughout.",
+            "A {dynamics} performance.",
+            "{Dynamics} from start to finish.",
+        ),
+        (
+            "Its level stays {dynamics}.",
+            "Performed {dynamics}.",
+        ),
+    ),
     "texture": (
         (
             "The texture is {texture}.",
@@ -202,6 +221,9 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
     ),
 }
+
+
+DYNAMICS_SAID = 0.85  # how often a clearly soft or loud clip's caption says so
 
 
 def pick(rng: np.random.Generator, synonyms: Synonyms, split: str) -> str:
@@ -238,8 +260,10 @@ def write_caption(
     bpm: int,
     key_name: str,
     instruments: dict[str, tuple[int, bool]],  # role → (program, is_drum_kit)
+    dynamics: str | None = None,  # a key of DYNAMICS_NAMES: the clip is clearly soft or loud
 ) -> Caption:
-    """Write one caption: an opener, then 0–3 of instrumentation / tempo & key / texture."""
+    """Write one caption: an opener, then 0–3 of instrumentation / tempo & key / texture, and
+    (mostly) the dynamics of a clearly soft or loud clip."""
     names = {
         role: pick(rng, (KIT_NAMES if is_kit else INSTRUMENT_NAMES)[program], split)
         for role, (program, is_kit) in instruments.items()
@@ -263,6 +287,10 @@ def write_caption(
         sentence = _choose(rng, section, split, fields)
         if sentence:
             sentences.append(sentence)
+    said = None
+    if dynamics and rng.random() < DYNAMICS_SAID:
+        said = pick(rng, DYNAMICS_NAMES[dynamics], split)
+        sentences.append(_choose(rng, "dynamics", split, {**fields, "dynamics": said}))
     aspects = (
         fields["genre"],
         fields["mood"],
@@ -272,6 +300,7 @@ def write_caption(
         *names.values(),
         f"{texture} texture",
         descriptor,
+        *((said,) if said else ()),
     )
     return Caption(_articles(" ".join(sentences)), tuple(dict.fromkeys(aspects)))
 

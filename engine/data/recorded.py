@@ -21,7 +21,7 @@ TRAINING_MUSIC = ("/usr/share/games/wesnoth/1.16/data/core/music", "/usr/share/g
 HELD_OUT_MUSIC = ("/usr/share/games/asc/music", "/usr/share/games/singularity/music", "/usr/share/scummvm/drascula/audio")
 AUDIO_SUFFIXES = (".ogg", ".opus", ".mp3", ".flac", ".wav")
 ARCHIVE_SUFFIXES = (".pk3", ".zip")
-LEVEL_RMS = 0.1  # -20 dBFS: about where the corpus's -18 LUFS renders sit
+LEVEL_RMS = 0.1  # -20 dBFS: about the middle of the corpus renders' loudness
 
 
 def music_files(folders: tuple[str, ...]) -> list[list[Path]]:

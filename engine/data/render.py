@@ -17,6 +17,7 @@ from .arranger import Arrangement, Note, Part
 SAMPLE_RATE = 24_000
 TARGET_LUFS = -18.0
 PEAK_CEILING = 10 ** (-1.0 / 20)  # -1 dBFS
+MAX_DRIVE_DB = 10.0  # the most a loud clip is pushed into the limiter (as mastering makes music loud)
 BLOCK = 64  # fluidsynth renders in 64-sample blocks; events land on block edges
 DRUM_CHANNEL = 9
 
@@ -114,8 +115,10 @@ def synthesize(parts: list[Part], seconds: float, soundfont: Path | None = None)
     return (0.5 * (left + right)).astype(np.float32)
 
 
-def normalize_loudness(audio: np.ndarray, target_lufs: float = TARGET_LUFS) -> tuple[np.ndarray, float]:
-    """Scale to the target integrated loudness, but never above the peak ceiling.
+def normalize_loudness(audio: np.ndarray, target_lufs: float = TARGET_LUFS, limit: bool = False) -> tuple[np.ndarray, float]:
+    """Scale to the target integrated loudness, but never above the peak ceiling; with ``limit``,
+    a target the ceiling would hold back drives the music into a limiter instead (up to
+    ``MAX_DRIVE_DB``), so loud music is loud as mastered music is, peaks held at the ceiling.
 
     Returns the scaled audio and its measured loudness (LUFS) after scaling.
     """
@@ -127,14 +130,22 @@ def normalize_loudness(audio: np.ndarray, target_lufs: float = TARGET_LUFS) -> t
         return audio.astype(np.float32), float("-inf")
     loudness = meter.integrated_loudness(audio.astype(np.float64))
     gain = 10 ** ((target_lufs - loudness) / 20) if np.isfinite(loudness) else 1.0
-    gain = min(gain, PEAK_CEILING / peak)
-    out = (audio * gain).astype(np.float32)
+    if limit and gain * peak > PEAK_CEILING:
+        from pedalboard import Limiter
+
+        drive = min(MAX_DRIVE_DB, 20 * np.log10(gain * peak / PEAK_CEILING))
+        out = Limiter(threshold_db=-drive, release_ms=100.0)((audio / peak).astype(np.float32)[None], SAMPLE_RATE)[0]
+        out = np.clip(out, -1.0, 1.0) * PEAK_CEILING
+        over = meter.integrated_loudness(out.astype(np.float64)) - target_lufs  # the limiter's own make-up gain overshoots
+        out = (out * 10 ** (-max(over, 0.0) / 20)).astype(np.float32)
+    else:
+        out = (audio * min(gain, PEAK_CEILING / peak)).astype(np.float32)
     return out, float(meter.integrated_loudness(out.astype(np.float64)))
 
 
-def render(arrangement: Arrangement, soundfont: Path | None = None) -> tuple[np.ndarray, float]:
+def render(arrangement: Arrangement, soundfont: Path | None = None, target_lufs: float = TARGET_LUFS) -> tuple[np.ndarray, float]:
     audio = synthesize(arrangement.parts, arrangement.spec.seconds, soundfont)
-    return normalize_loudness(audio)
+    return normalize_loudness(audio, target_lufs, limit=True)
 
 
 def render_midi(path: Path, seconds: float, soundfont: Path) -> np.ndarray:
