@@ -372,7 +372,7 @@ def _eval(args: argparse.Namespace) -> dict:
         print(f"report: {report}", file=sys.stderr)
         return results
     try:
-        extra = {"seconds": args.seconds, "seeds": args.seeds} if args.what in ("generation", "story", "continuation") else {}
+        extra = {"seconds": args.seconds, "seeds": args.seeds} if args.what in ("generation", "story", "continuation", "dynamics") else {}
         if args.what == "generation":
             if args.free_form:
                 return eval_free_form(corpus, checkpoint, args.clips, args.seconds, args.seeds, **_sampling_settings(args))

@@ -256,6 +256,18 @@ def test_style_eval_runs_through_the_cli_on_recordings(tiny_runs, exported, tmp_
     assert 0 <= result["closest_to_own_reference"]["mulan"] <= 1 and 0 <= result["exact_match_rate"] <= 1
 
 
+def test_dynamics_eval_judges_pairs_and_stories_by_meters_nobody_here_trained(tiny_runs, exported):
+    from engine.evaluate.dynamics import integrated_loudness, rms
+
+    result = _engine("eval", "dynamics", "--corpus", tiny_runs[0], "--checkpoint", exported, "--clips", 1, "--seconds", 2, "--seeds", 2)
+    assert result["pairs"] == 1 and len(result["draws"]) == 2 and result["stories"] == 1
+    assert 0 <= result["loud_louder_fraction"] <= 1 and result["story_draws"][0]["middle_over_neighbours"] > 0
+    t = np.arange(48_000) / 24_000
+    tone = np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    assert integrated_loudness(0.5 * tone) - integrated_loudness(0.05 * tone) == pytest.approx(20.0, abs=0.1)
+    assert rms(0.5 * tone) == pytest.approx(0.5 / np.sqrt(2), rel=1e-3)
+
+
 def test_inpainting_regenerates_only_the_range_and_fades_back(tiny_runs):
     from engine.generate.musiclm import INPAINT_FADE
 

@@ -36,11 +36,11 @@ PLANS = {
         "semantic": {"clips": 100, "probe_train_clips": 200}, "stages": {},
         "generation": {"clips": 10, "seconds": 10.0, "seeds": 3}, "story": {"clips": 3, "seconds": 8.0},
         "continuation": {"clips": 10, "seconds": 10.0}, "melody": {"clips": 8, "seconds": 10.0}, "memorization": {"clips": 100},
-        "style": {"clips": 10, "seconds": 10.0},
+        "style": {"clips": 10, "seconds": 10.0}, "dynamics": {"clips": 5, "seconds": 8.0, "seeds": 3},
     }),
     "full": ReportPlan("full", {name: {} for name in
                                ("codec", "tones", "recordings", "mulan", "semantic", "stages", "generation", "story", "continuation",
-                                "melody", "memorization", "style")}),
+                                "melody", "memorization", "style", "dynamics")}),
 }
 @dataclass(frozen=True)
 class Target:
@@ -90,6 +90,8 @@ TARGETS = [
     Target("exact-match memorization", "memorization.exact_match_rate", below=0.01),
     Target("style: closest to its own reference clip (MuLan)", "style.closest_to_own_reference.mulan", at_least=0.8),
     Target("style: exact copies of the reference's tokens", "style.exact_match_rate", below=0.01),
+    Target("dynamics: the loud prompt of a pair comes out louder", "dynamics.loud_louder_fraction", at_least=0.9),
+    Target("dynamics: stories whose loud middle has ≥ 1.5 × its quiet neighbours' RMS", "dynamics.story_swell_fraction", at_least=0.75),
 ]
 
 
