@@ -50,6 +50,9 @@ PLOT_EVERY_SECONDS = 2.0  # redraw the previews this often while streaming (each
 # seconds as a lead-in to the new music (the saved piece keeps all of it). Every update costs the
 # page a re-render; the whole clip, even in slices, cost 0.3–1.4 s late in a session.
 LEAD_IN_SECONDS = 1.0
+# ... and generation waits this long after sending it, so that the browser, on the same cores as
+# the stage workers, starts playing before they take them; the lead-in covers the wait.
+LEAD_IN_HEAD_START = 0.25
 LIVE_BUFFER = 1.0  # seconds the live stream runs ahead of the page's player: how much old music plays after a change
 LIVE_VIEW_SECONDS = 10.0  # the live spectrogram scrolls over this much
 LIVE_KEEP_MINUTES = 10.0  # the most of a live stream the page holds for "keep"
@@ -212,6 +215,8 @@ class Studio:
                 for update in player.chunks(_pcm16(heard)):
                     yield gr.skip(), progress, gr.skip(), gr.skip(), gr.skip(), gr.skip(), seed, update
                     seed = gr.skip()
+                if given_clip:
+                    time.sleep(LEAD_IN_HEAD_START)
                 drawn = chunk.seconds_done if drawn is None else drawn
                 if chunk.seconds_done - drawn >= PLOT_EVERY_SECONDS:  # after the chunk is on its way: plots are slow to send and draw
                     so_far = np.concatenate(pieces)
