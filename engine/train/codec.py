@@ -34,23 +34,19 @@ PITCH_RESOLUTIONS = ((4096, 480),)  # 5.9 Hz bins: the harmonics of neighbouring
 
 
 def phase_derivative_loss(wav: torch.Tensor, mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
-    """How far the decoder's phases move from frame to frame (instantaneous frequency) and from bin
-    to bin (group delay) from the target STFT's, each difference wrapped to (−π, π] (APNet's
-    anti-wrapping losses) and weighted by the target's magnitude: the note is in how fast a
-    partial's phase turns, which no magnitude loss at the decoder's 25 Hz bins can see."""
+    """How far the decoder's phases turn from frame to frame (the instantaneous frequency) from the
+    target STFT's, the difference wrapped to (−π, π] (APNet's anti-wrapping loss) and weighted by
+    the target's magnitude: the note is in how fast a partial's phase turns, which no magnitude loss
+    at the decoder's 25 Hz bins can see. (APNet's group-delay term, across bins, is left out: a
+    gliding decoder's partials each keep the phase of their own history, so their phases relative
+    to one another are free, and that term taught it to stop gliding.)"""
     frames = phase.shape[1]
     target = torch.stft(wav, N_FFT, STFT_HOP, window=torch.hann_window(N_FFT, device=wav.device), return_complex=True)
     target = target[..., :frames].transpose(1, 2)  # frame k centred on sample k·240, as the decoder's
-    weight, angle = target.abs(), target.angle()
-
-    def wrapped(x: torch.Tensor) -> torch.Tensor:
-        return (x - 2 * torch.pi * torch.round(x / (2 * torch.pi))).abs()
-
-    def weighted(dim: int) -> torch.Tensor:
-        w = torch.minimum(weight.narrow(dim, 1, weight.shape[dim] - 1), weight.narrow(dim, 0, weight.shape[dim] - 1))
-        return (w * wrapped(phase.diff(dim=dim) - angle.diff(dim=dim))).sum() / w.sum().clamp(min=1e-7)
-
-    return weighted(1) + weighted(2)
+    weight = torch.minimum(target.abs()[:, 1:], target.abs()[:, :-1])
+    turn = phase.diff(dim=1) - target.angle().diff(dim=1)
+    wrapped = (turn - 2 * torch.pi * torch.round(turn / (2 * torch.pi))).abs()
+    return (weight * wrapped).sum() / weight.sum().clamp(min=1e-7)
 
 
 def codec_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], pitch_weight: float = 0.0,
