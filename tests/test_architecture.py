@@ -7,7 +7,7 @@ from pathlib import Path
 import engine
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY_OPTIONAL = {"librosa", "matplotlib", "music21", "torchcrepe", "fluidsynth", "pretty_midi", "pyloudnorm", "scipy", "basic_pitch", "mir_eval",
+HEAVY_OPTIONAL = {"librosa", "matplotlib", "music21", "torchcrepe", "fluidsynth", "pretty_midi", "pyloudnorm", "pedalboard", "scipy", "basic_pitch", "mir_eval",
                   "transformers"}
 
 

@@ -307,7 +307,7 @@ def test_out_of_memory_mid_generation_is_one_clear_message(shipped, studio_url, 
     def exhausted(*args, **kwargs):
         raise MemoryError
 
-    monkeypatch.setattr(shipped.codec.decoder, "frames", exhausted)  # the codec runs out of memory mid-stream
+    monkeypatch.setattr(shipped.codec.decoder, "forward", exhausted)  # the codec runs out of memory mid-stream
     client = Client(studio_url, verbose=False)
     with pytest.raises(Exception, match="out of memory while generating 1 s; try a shorter piece"):
         client.predict("calm piano", "", 1, 0, True, *SAMPLING, api_name="/text")
