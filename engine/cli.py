@@ -493,7 +493,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--phase-glide", action="store_true",
                    help="codec: a decoder whose phases run on from frame to frame, so steady notes leave the 50 Hz comb (with --init: added to the trained decoder)")
     t.add_argument("--phase-weight", type=_positive_float,
-                   help="codec: weight of the phase-derivative term (instantaneous frequency and group delay against the target's; default 0: off)")
+                   help="codec: weight of the decoder's own frames held to the target STFT's: instantaneous frequency and log-magnitude (default 0: off)")
     t.add_argument("--export", action="store_true", help="copy the result to assets/checkpoints/")
     t.add_argument("--no-handcrafted", action="store_true", help="mulan: audio tower without the handcrafted descriptors (ablation)")
     t.add_argument("--codebook", choices=("flat", "joint"),

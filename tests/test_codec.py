@@ -486,3 +486,6 @@ def test_the_phase_term_is_zero_for_the_target_own_phases_and_counts_a_wrong_tur
     assert float(phase_derivative_loss(wav, mag, phase + 2 * torch.pi)) < 1e-4  # wrapped: a whole turn is no error
     assert float(phase_derivative_loss(wav, mag, phase + 0.1 * torch.arange(100.0)[:, None])) == pytest.approx(0.1, abs=0.01)
     assert float(phase_derivative_loss(wav, mag, phase + torch.rand(481) * 6)) < 1e-4  # phases relative across bins are free
+    from engine.train.codec import amplitude_loss
+
+    assert float(amplitude_loss(wav, mag)) < 1e-5 and float(amplitude_loss(wav, 0.5 * mag)) == pytest.approx(np.log(2), rel=0.01)

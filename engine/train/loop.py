@@ -46,7 +46,7 @@ class TrainConfig:
     recorded: tuple[str, ...] = TRAINING_MUSIC  # … from these folders
     tone_share: float = 0.0  # codec: share of crops that are synthetic tones (train/codec.py synthetic_tones)
     phase_glide: bool = False  # codec: a decoder whose phases accumulate a predicted advance (nn/codec.py); with --init, added to the trained one
-    phase_weight: float = 0.0  # codec: weight of the phase-derivative term (train/codec.py phase_derivative_loss)
+    phase_weight: float = 0.0  # codec: weight of the decoder's own frames against the target's (train/codec.py phase_derivative_loss, amplitude_loss)
 
 
 TRAIN_PRESETS = {
