@@ -432,7 +432,7 @@ def test_synthetic_tones_say_which_pitch_classes_sound_and_when():
 def _steady_decoder(glide: bool, hz: float) -> Codec:
     """A decoder that ignores its tokens and draws one steady partial at ``hz``: its head's biases
     say which bins sound (magnitude), their phase, and (gliding) how far that phase turns per frame."""
-    from engine.nn.codec import N_FFT, STFT_HOP
+    from engine.nn.codec import N_FFT
 
     model = Codec(replace(TINY, phase_glide=glide))
     head, bins, kinds = model.decoder.head, model.decoder.bins, model.decoder.kinds
@@ -476,16 +476,15 @@ def test_phase_glide_extends_a_trained_decoder_keeping_its_magnitudes_and_stream
 
 
 def test_the_phase_term_is_zero_for_the_target_own_phases_and_counts_a_wrong_turn():
-    from engine.nn.codec import N_FFT, STFT_HOP
-    from engine.train.codec import phase_derivative_loss
+    from engine.nn.codec import stft_frames
+    from engine.train.codec import amplitude_loss, phase_derivative_loss
 
     wav = torch.randn(2, 24_000)
-    spec = torch.stft(wav, N_FFT, STFT_HOP, window=torch.hann_window(N_FFT), return_complex=True)[..., :100].transpose(1, 2)
-    mag, phase = spec.abs(), spec.angle()
-    assert float(phase_derivative_loss(wav, mag, phase)) < 1e-5
-    assert float(phase_derivative_loss(wav, mag, phase + 2 * torch.pi)) < 1e-4  # wrapped: a whole turn is no error
-    assert float(phase_derivative_loss(wav, mag, phase + 0.1 * torch.arange(100.0)[:, None])) == pytest.approx(0.1, abs=0.01)
-    assert float(phase_derivative_loss(wav, mag, phase + torch.rand(481) * 6)) < 1e-4  # phases relative across bins are free
-    from engine.train.codec import amplitude_loss
+    target = stft_frames(wav)[..., :100].transpose(1, 2)
+    mag, phase = target.abs(), target.angle()
+    assert float(phase_derivative_loss(target, phase)) < 1e-5
+    assert float(phase_derivative_loss(target, phase + 2 * torch.pi)) < 1e-4  # wrapped: a whole turn is no error
+    assert float(phase_derivative_loss(target, phase + 0.1 * torch.arange(100.0)[:, None])) == pytest.approx(0.1, abs=0.01)
+    assert float(phase_derivative_loss(target, phase + torch.rand(481) * 6)) < 1e-4  # phases relative across bins are free
 
-    assert float(amplitude_loss(wav, mag)) < 1e-5 and float(amplitude_loss(wav, 0.5 * mag)) == pytest.approx(np.log(2), rel=0.01)
+    assert float(amplitude_loss(target, mag)) < 1e-5 and float(amplitude_loss(target, 0.5 * mag)) == pytest.approx(np.log(2), rel=0.01)

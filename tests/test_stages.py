@@ -257,7 +257,8 @@ def test_style_eval_runs_through_the_cli_on_recordings(tiny_runs, exported, tmp_
 
 
 def test_dynamics_eval_judges_pairs_and_stories_by_meters_nobody_here_trained(tiny_runs, exported):
-    from engine.evaluate.dynamics import integrated_loudness, rms
+    from engine.evaluate.dynamics import integrated_loudness
+    from engine.evaluate.metrics import rms
 
     result = _engine("eval", "dynamics", "--corpus", tiny_runs[0], "--checkpoint", exported, "--clips", 1, "--seconds", 2, "--seeds", 2)
     assert result["pairs"] == 1 and len(result["draws"]) == 2 and result["stories"] == 1

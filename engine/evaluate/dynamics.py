@@ -13,6 +13,7 @@ from ..audio import SAMPLE_RATE
 from ..generate.musiclm import MusicLM, collect
 from ..generate.settings import GenerationSettings
 from .generation import FREE_FORM_PROMPTS
+from .metrics import rms
 
 STORY_SWELL = 1.5  # a story's loud middle must be this many times either neighbour's RMS
 HANDOVER_SECONDS = 1.0  # the start of a story segment, where the last one still sounds, is not judged
@@ -22,10 +23,6 @@ def integrated_loudness(audio: np.ndarray) -> float:
     import pyloudnorm
 
     return float(pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(np.asarray(audio, np.float64)))
-
-
-def rms(audio: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
 
 
 def eval_dynamics(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0, seeds: int = 3) -> dict:

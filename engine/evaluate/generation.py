@@ -18,7 +18,7 @@ from ..generate.settings import GenerationSettings
 from ..nn.lm import COARSE_LEVELS, windowed
 from ..prompts import stated_bpm
 from .common import mean_rows, through_codec
-from .metrics import TEMPO_TOLERANCE, comb_share, descriptors, estimated_bpm, frechet_distance, tempo_error
+from .metrics import TEMPO_TOLERANCE, comb_share, descriptors, estimated_bpm, frechet_distance, rms, tempo_error
 from .transcribe import transcribe
 
 EVALUATION_CAPTIONS = 30  # eval generation's test captions
@@ -68,7 +68,7 @@ def _contrast(model, base: GenerationSettings, seeds: int, pairs=None) -> dict:
 
 
 def _contrast_features(audio: np.ndarray) -> dict[str, float]:
-    return {**descriptors(audio), "rms": float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))}
+    return {**descriptors(audio), "rms": rms(audio)}
 
 
 def _fine_stage_fidelity(model, corpus: Path, records: list[dict], seconds: float) -> dict:

@@ -28,6 +28,10 @@ def tempo_error(estimate: float, target: float) -> float:
     return min(abs(estimate * factor - target) / target for factor in (1.0, 0.5, 2.0))
 
 
+def rms(audio: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+
+
 def descriptors(audio: np.ndarray) -> dict[str, float]:
     """What "metal with pounding drums" should raise over "solo piano ballad": the percussive share
     of the energy (harmonic/percussive separation), onsets per second, spectral centroid (Hz)."""

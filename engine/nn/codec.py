@@ -77,12 +77,17 @@ class ConvNeXtBlock(nn.Module):
         return x + (self.gamma * y).transpose(1, 2)
 
 
+def stft_frames(wav: torch.Tensor) -> torch.Tensor:
+    """(B, samples) → the complex STFT (B, bins, frames) the codec works on: frame k centred on
+    sample k·240, as the encoder reads it and the decoder writes it."""
+    return torch.stft(wav, N_FFT, STFT_HOP, window=torch.hann_window(N_FFT, device=wav.device), return_complex=True)
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: CodecConfig):
         super().__init__()
         self.cfg = cfg
         bins = N_FFT // 2 + 1
-        self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
         self.proj_in = nn.Conv1d(2 * bins * FRAMES_PER_TOKEN, cfg.dim, 1)
         self.blocks = nn.Sequential(*(ConvNeXtBlock(cfg.dim, cfg.kernel, causal=False) for _ in range(cfg.encoder_blocks)))
         self.norm = nn.LayerNorm(cfg.dim)
@@ -91,7 +96,7 @@ class Encoder(nn.Module):
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         """(B, samples) with samples a multiple of 480 → latents (B, latent_dim, samples / 480)."""
         tokens = wav.shape[-1] // HOP
-        spec = torch.stft(wav, N_FFT, STFT_HOP, window=self.window, return_complex=True)[..., : tokens * FRAMES_PER_TOKEN]
+        spec = stft_frames(wav)[..., : tokens * FRAMES_PER_TOKEN]
         mag = spec.abs().clamp(min=1e-7)
         spec = spec / mag * mag.pow(self.cfg.compress)
         feats = torch.cat([spec.real, spec.imag], 1)  # (B, 2·bins, frames)

@@ -17,7 +17,7 @@ from ..audio import SAMPLE_RATE, log_mel, stft_distance
 from ..data.build import pitch_class_roll, read_records
 from ..data.recorded import training_excerpts
 from ..features import CHANNELS, analyze
-from ..nn.codec import CODEC_PRESETS, HOP, N_FFT, STFT_HOP, Codec, load_codec, with_phase_glide
+from ..nn.codec import CODEC_PRESETS, HOP, Codec, load_codec, stft_frames, with_phase_glide
 from .loop import Recipe, TrainConfig
 
 MEL_RESOLUTIONS = ((512, 128, 64), (1024, 256, 80), (2048, 512, 128))
@@ -33,30 +33,26 @@ def reconstruction_loss(wav: torch.Tensor, recon: torch.Tensor) -> tuple[torch.T
 PITCH_RESOLUTIONS = ((4096, 480),)  # 5.9 Hz bins: the harmonics of neighbouring notes stay apart, as they do not at 12–47 Hz
 
 
-def phase_derivative_loss(wav: torch.Tensor, mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
-    """How far the decoder's phases turn from frame to frame (the instantaneous frequency) from the
-    target STFT's, the difference wrapped to (−π, π] (APNet's anti-wrapping loss) and weighted by
-    the target's magnitude: the note is in how fast a partial's phase turns, which no magnitude loss
-    at the decoder's 25 Hz bins can see. (APNet's group-delay term, across bins, is left out: a
-    gliding decoder's partials each keep the phase of their own history, so their phases relative
-    to one another are free, and that term taught it to stop gliding.)"""
-    frames = phase.shape[1]
-    target = torch.stft(wav, N_FFT, STFT_HOP, window=torch.hann_window(N_FFT, device=wav.device), return_complex=True)
-    target = target[..., :frames].transpose(1, 2)  # frame k centred on sample k·240, as the decoder's
+def phase_derivative_loss(target: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """How far the decoder's phases (B, frames, bins) turn from frame to frame (the instantaneous
+    frequency) from the target STFT's (``stft_frames`` laid out alike), the difference wrapped to
+    (−π, π] (APNet's anti-wrapping loss) and weighted by the target's magnitude: the note is in how
+    fast a partial's phase turns, which no magnitude loss at the decoder's 25 Hz bins can see.
+    (APNet's group-delay term, across bins, is left out: a gliding decoder's partials each keep the
+    phase of their own history, so their phases relative to one another are free, and that term
+    taught it to stop gliding.)"""
     weight = torch.minimum(target.abs()[:, 1:], target.abs()[:, :-1])
     turn = phase.diff(dim=1) - target.angle().diff(dim=1)
     wrapped = (turn - 2 * torch.pi * torch.round(turn / (2 * torch.pi))).abs()
     return (weight * wrapped).sum() / weight.sum().clamp(min=1e-7)
 
 
-def amplitude_loss(wav: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
+def amplitude_loss(target: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
     """Log-magnitude L1 of the decoder's own frames against the target STFT's (APNet's amplitude
     loss). A gliding decoder unsure of a partial's frequency otherwise hedges by making less of it,
     since the output's magnitude losses punish energy in the wrong place (a scratch run at 2,000
     steps predicted 0.45 × the target's magnitudes)."""
-    target = torch.stft(wav, N_FFT, STFT_HOP, window=torch.hann_window(N_FFT, device=wav.device), return_complex=True)
-    target = target[..., : mag.shape[1]].transpose(1, 2).abs()
-    return (torch.log(mag.clamp(min=1e-5)) - torch.log(target.clamp(min=1e-5))).abs().mean()
+    return (torch.log(mag.clamp(min=1e-5)) - torch.log(target.abs().clamp(min=1e-5))).abs().mean()
 
 
 def codec_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], pitch_weight: float = 0.0,
@@ -96,7 +92,9 @@ def _fine_terms(wav: torch.Tensor, recon: torch.Tensor, spectrum: tuple[torch.Te
         total = total + pitch_weight * pitch
         logs["pitch"] = pitch.detach()
     if phase_weight:
-        phase, amplitude = phase_derivative_loss(wav, *spectrum), amplitude_loss(wav, spectrum[0])
+        mag, phase = spectrum
+        target = stft_frames(wav)[..., : mag.shape[1]].transpose(1, 2)  # (B, frames, bins), as the decoder's
+        phase, amplitude = phase_derivative_loss(target, phase), amplitude_loss(target, mag)
         total = total + phase_weight * (phase + amplitude)
         logs["phase"], logs["amplitude"] = phase.detach(), amplitude.detach()
     return total
