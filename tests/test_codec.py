@@ -328,6 +328,7 @@ def test_eval_tones_runs_without_a_corpus_and_judges_the_codec_against_opus(tmp_
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.splitlines()[-1])
     assert result["tones"] == 4 and result["opus_6kbps"]["sines_within_quarter_tone"] == 1.0
+    assert result["opus_6kbps"]["sines_in_tune_and_level"] == 1.0 and abs(result["opus_6kbps"]["sine_median_level_db"]) < 3
     for judge in ("codec", "opus_6kbps"):
         assert 0 <= result[judge]["harmonic_pitch_class_agreement"] <= 1 and 0 <= result[judge]["harmonic_comb_share"] <= 1
 

@@ -70,6 +70,7 @@ class Target:
 
 TARGETS = [
     Target("codec: sines 80–1000 Hz back within a quarter tone", "tones.codec.sines_within_quarter_tone", at_least=0.99),
+    Target("codec: … and at their level (within 6 dB)", "tones.codec.sines_in_tune_and_level", at_least=0.99),
     Target("codec: harmonic tones keep their pitch class", "tones.codec.harmonic_pitch_class_agreement", at_least=0.7),
     Target("codec: harmonic tones' energy on the 50 Hz comb", "tones.codec.harmonic_comb_share", below=0.15),
     Target("codec: recorded music keeps its pitch class", "recordings.codec.pitch_class_agreement", at_least=0.7),

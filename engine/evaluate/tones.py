@@ -15,6 +15,7 @@ from .metrics import cents, comb_share, dominant_frequency, pitch_class_agreemen
 
 TONE_SECONDS = 2.0
 QUARTER_TONE_CENTS = 50.0
+LEVEL_KEPT_DB = 6.0  # a sine "comes back" only at about its own level: its pitch alone can be read off a whisper
 PARTIALS = 8  # harmonic tones: partials 1…8 at amplitude 1/k, as a bowed or sung note roughly has
 
 
@@ -46,15 +47,20 @@ def _judge(frequencies: np.ndarray, roundtrip) -> dict:
     sines, harmonics = [], []
     for f in frequencies:
         clean = tone(f)
-        heard = dominant_frequency(_middle(roundtrip(clean)))
-        sines.append({"hz": round(float(f), 1), "heard_hz": round(heard, 1), "cents": round(cents(heard, f), 1)})
+        back = _middle(roundtrip(clean))
+        heard = dominant_frequency(back)
+        level = 20 * np.log10(max(float(np.sqrt(np.mean(back ** 2))), 1e-9) / float(np.sqrt(np.mean(_middle(clean) ** 2))))
+        sines.append({"hz": round(float(f), 1), "heard_hz": round(heard, 1), "cents": round(cents(heard, f), 1), "level_db": round(level, 1)})
         rich = tone(f, PARTIALS)
         back = roundtrip(rich)
         harmonics.append({"pitch_class_agreement": pitch_class_agreement(rich, back), "comb_share": comb_share(_middle(back))})
     errors = np.abs([s["cents"] for s in sines])
+    levels = np.array([s["level_db"] for s in sines])
     return {
         "sines_within_quarter_tone": round(float(np.mean(errors <= QUARTER_TONE_CENTS)), 4),
         "sine_median_abs_cents": round(float(np.median(errors)), 1),
+        "sine_median_level_db": round(float(np.median(levels)), 1),
+        "sines_in_tune_and_level": round(float(np.mean((errors <= QUARTER_TONE_CENTS) & (np.abs(levels) <= LEVEL_KEPT_DB))), 4),
         "harmonic_pitch_class_agreement": round(float(np.mean([h["pitch_class_agreement"] for h in harmonics])), 4),
         "harmonic_comb_share": round(float(np.mean([h["comb_share"] for h in harmonics])), 4),
         "sines": sines,
