@@ -432,20 +432,21 @@ def test_synthetic_tones_say_which_pitch_classes_sound_and_when():
 
 def _steady_decoder(glide: bool, hz: float) -> Codec:
     """A decoder that ignores its tokens and draws one steady partial at ``hz``: its head's biases
-    say which bins sound (magnitude), their phase, and (gliding) how far that phase turns per frame."""
+    give the magnitudes a partial at ``hz`` has under the window, their phases, and (gliding) open
+    gates."""
     from engine.nn.codec import N_FFT
 
     model = Codec(replace(TINY, phase_glide=glide))
     head, bins, kinds = model.decoder.head, model.decoder.bins, model.decoder.kinds
     torch.nn.init.zeros_(head.weight)
+    t = np.arange(N_FFT)
+    lobe = np.abs(np.fft.rfft(np.hanning(N_FFT + 1)[:-1] * np.cos(2 * np.pi * hz * t / 24_000)))
     bias = torch.zeros(2, kinds, bins)
-    bias[:, 0] = -12.0
+    bias[:, 0] = torch.from_numpy(np.log(np.maximum(lobe, 1e-5))).float()
     peak = int(round(hz * N_FFT / 24_000))
-    bias[:, 0, peak - 1: peak + 2] = 2.0
     bias[:, 1, peak - 1: peak + 2] = torch.pi * torch.arange(3.0)  # a Hann window's alternation, centred
     if glide:
-        bias[:, 2] = hz * N_FFT / 24_000 - torch.arange(bins)  # the frequency's offset from each bin's centre, in bins
-        bias[:, 3] = 10.0  # tonal
+        bias[:, 2] = 10.0  # tonal
     head.bias.data = bias.flatten()
     return model.eval()
 

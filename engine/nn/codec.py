@@ -8,9 +8,9 @@ which is what makes encode + decode many times faster than real time.
 
 A network that sees the same tokens twice draws the same phases twice, so a head that predicts
 each frame's phase outright repeats itself every token: a steady note comes out on a 50 Hz comb.
-With ``phase_glide`` the head also predicts how far each bin's phase moves on from the frame
-before, and those moves accumulate over the whole stream (a phase vocoder's running phase), so a
-steady partial can sit anywhere between the comb's teeth.
+With ``phase_glide`` each partial's phase runs on from the frame before at the partial's own
+frequency, read off the decoder's magnitudes (a phase vocoder's running phase), so a steady
+partial can sit anywhere between the comb's teeth.
 
 Causality makes streaming exact: a chunk of tokens decoded with its receptive field of past
 tokens gives the same frames as whole decoding, and one overlap-add class serves both paths.
@@ -108,6 +108,7 @@ class Encoder(nn.Module):
 
 GLIDE_LOBE = 2  # bins either side of a partial's peak that a Hann window spreads it over: they follow the peak's phase
 GLIDE_START = -4.0  # a fine-tuned decoder's "tonal" gates start almost shut: it decodes as before, then learns where to glide
+GLIDE_OPEN = 2.0  # a decoder trained from scratch starts with its gates mostly open (0.88): every partial glides until training says a bin is noise
 
 
 def _wrap(phase: torch.Tensor) -> torch.Tensor:
@@ -122,17 +123,29 @@ def _lobe_peaks(mag: torch.Tensor) -> torch.Tensor:
     return (best + torch.arange(mag.shape[-1], device=mag.device) - GLIDE_LOBE).clamp(0, mag.shape[-1] - 1)
 
 
+def _peak_offset(mag: torch.Tensor) -> torch.Tensor:
+    """Where, in bins from each bin's centre, a partial peaking at that bin sits: the vertex of a
+    parabola through the log magnitudes of the bin and its two neighbours (a Hann window's main
+    lobe is close to a parabola in log magnitude). Only peak bins' values are used."""
+    level = torch.log(mag.clamp(min=1e-7))
+    below, above = F.pad(level, (1, 0), value=-16.0)[..., :-1], F.pad(level, (0, 1), value=-16.0)[..., 1:]
+    curve = below - 2 * level + above  # < 0 at a peak
+    return (0.5 * (below - above) / curve.clamp(max=-1e-6)).clamp(-0.5, 0.5)
+
+
 class Decoder(nn.Module):
     def __init__(self, cfg: CodecConfig):
         super().__init__()
         self.cfg = cfg
         self.bins = N_FFT // 2 + 1
-        # per bin: log-magnitude, phase; gliding also: the frequency's offset from the bin's centre, how tonal it is
-        self.kinds = 4 if cfg.phase_glide else 2
+        # per bin: log-magnitude, phase; gliding also: how tonal it is
+        self.kinds = 3 if cfg.phase_glide else 2
         self.proj_in = nn.Conv1d(cfg.latent_dim, cfg.dim, 1)
         self.blocks = nn.Sequential(*(ConvNeXtBlock(cfg.dim, cfg.kernel, causal=True) for _ in range(cfg.decoder_blocks)))
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, self.kinds * self.bins * FRAMES_PER_TOKEN)
+        if cfg.phase_glide:
+            self.head.bias.data.view(FRAMES_PER_TOKEN, self.kinds, self.bins)[:, 2] = GLIDE_OPEN
 
     @property
     def receptive_field(self) -> int:
@@ -150,17 +163,18 @@ class Decoder(nn.Module):
         mag = torch.exp(x[:, :, 0].clamp(max=6.0))
         if not self.cfg.phase_glide:
             return mag, x[:, :, 1], None
-        return (mag, *self._glide(mag, x[:, :, 1], x[:, :, 2], torch.sigmoid(x[:, :, 3]), running))
+        return (mag, *self._glide(mag, x[:, :, 1], torch.sigmoid(x[:, :, 2]), running))
 
-    def _glide(self, mag, stated, offset, tonal, running):
+    def _glide(self, mag, stated, tonal, running):
         """A phase vocoder with phase locking (Laroche & Dolson): each partial's peak bin turns on
         from its last phase at its own frequency (a quarter turn per frame at a bin's centre, hop =
-        N_FFT / 4, plus the offset in bins), and the bins of its lobe sit half a turn apart, as a
-        steady partial's do under a Hann window centred in its frame (learnt differences came out
-        wrong and cancelled the partial: a scratch run at 4,750 steps made tones 30–150 times too
-        quiet). Where a bin is not tonal (a drum's attack), the stated phase."""
+        N_FFT / 4, plus ``_peak_offset`` of the decoder's own magnitudes), and the bins of its lobe
+        sit half a turn apart, as a steady partial's do under a Hann window centred in its frame.
+        Where a bin is not tonal (a drum's attack), the stated phase. The frequency is read off
+        the magnitudes, which the amplitude loss teaches directly: a learnt offset got no gradient
+        while the gates were shut, and the gates shut because the offsets were wrong."""
         bins = torch.arange(self.bins, device=mag.device)
-        turn = (bins + offset) * (torch.pi / 2)
+        turn = (bins + _peak_offset(mag.detach())) * (torch.pi / 2)
         peak = _lobe_peaks(mag.detach())
         lobe = torch.pi * ((bins - peak) % 2)
         phase = running if running is not None else mag.new_zeros(mag.shape[0], self.bins)
@@ -179,8 +193,8 @@ def synthesize(mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
 
 def with_phase_glide(codec: "Codec") -> "Codec":
     """The same codec with a phase-gliding decoder, to fine-tune: every trained weight kept, the
-    frequency offsets at the bins' centres and the tonal gates almost shut (``GLIDE_START``), so it
-    decodes nearly as before until the fine-tune opens them."""
+    tonal gates almost shut (``GLIDE_START``), so it decodes nearly as before until the fine-tune
+    opens them."""
     if codec.cfg.phase_glide:
         return codec
     glide = Codec(replace(codec.cfg, phase_glide=True))
@@ -188,11 +202,11 @@ def with_phase_glide(codec: "Codec") -> "Codec":
     frames, bins = FRAMES_PER_TOKEN, codec.decoder.bins
     for name in ("decoder.head.weight", "decoder.head.bias"):
         old = state[name].reshape(frames, 2, bins, *state[name].shape[1:])
-        new = torch.zeros(frames, 4, bins, *old.shape[3:])
+        new = torch.zeros(frames, 3, bins, *old.shape[3:])
         new[:, :2] = old
         if name.endswith("bias"):
-            new[:, 3] = GLIDE_START
-        state[name] = new.reshape(frames * 4 * bins, *old.shape[3:])
+            new[:, 2] = GLIDE_START
+        state[name] = new.reshape(frames * 3 * bins, *old.shape[3:])
     glide.load_state_dict(state)
     return glide.train(codec.training)
 
