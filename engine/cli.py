@@ -380,7 +380,7 @@ def _eval(args: argparse.Namespace) -> dict:
         if args.what == "melody":
             extra = {"seconds": args.seconds}
         if args.what == "style":
-            extra = {"seconds": args.seconds, "folders": tuple(args.audio) if args.audio else None, "words": _words(args.words),
+            extra = {"seconds": args.seconds, "seeds": args.seeds, "folders": tuple(args.audio) if args.audio else None, "words": _words(args.words),
                      **_sampling_settings(args)}
         if args.what == "recordings" and args.audio:
             extra = {"folders": tuple(args.audio)}
@@ -567,7 +567,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--audio", nargs="+", metavar="FOLDER", help="recordings, style: folders of recorded music (recordings' default: the held-out Debian game soundtracks; style's: the test renders)")
     e.add_argument("--clips", type=int, help="evaluate only the first N test clips (generation: N test captions, default 30; tones: N frequencies, default 24)")
     e.add_argument("--seconds", type=_positive_float, default=10.0, help="generation, story, continuation: seconds per generated clip / segment")
-    e.add_argument("--seeds", type=_positive_int, default=3, help="generation: seeds per caption (MCC, tempo) and per contrasting prompt pair")
+    e.add_argument("--seeds", type=_positive_int, default=3, help="generation: seeds per caption (MCC, tempo) and per contrasting prompt pair; style: pieces per reference clip")
     _add_sampling_arguments(e, "generation, style: ")
     e.add_argument("--words", metavar="TEXT", help="style: words mixed into every style at weight 0.5 (the clip at 1), "
                                                    "to weigh --guidance (the words) against --style-guidance (the clip)")

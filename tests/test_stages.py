@@ -245,14 +245,22 @@ def test_longest_shared_run_finds_a_copied_stretch_at_any_offsets():
     assert longest_shared_run(np.arange(5), np.arange(5, 10)) == 0
 
 
+def test_style_identification_counts_each_draw_against_its_own_reference():
+    from engine.evaluate.style import _identified
+
+    references = np.eye(3)
+    outputs = np.array([[1.0, 0.1, 0.0], [0.0, 0.2, 1.0], [0.9, 0.0, 0.1], [0.0, 1.0, 0.0]])  # draws of clips 0, 1, 0, 1
+    assert _identified(outputs, references, np.array([0, 1, 0, 1])).tolist() == [True, False, True, True]
+
+
 def test_style_eval_runs_through_the_cli_on_recordings(tiny_runs, exported, tmp_path):
     import soundfile as sf
 
     t = np.arange(48_000) / 24_000
     for f in (110, 440, 1760):
         sf.write(tmp_path / f"tone{f}.wav", (0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32), 24_000)
-    result = _engine("eval", "style", "--corpus", tiny_runs[0], "--checkpoint", exported, "--clips", 3, "--seconds", 1, "--audio", tmp_path)
-    assert result["clips"] == 3 and result["source"] == "recordings"
+    result = _engine("eval", "style", "--corpus", tiny_runs[0], "--checkpoint", exported, "--clips", 3, "--seconds", 1, "--seeds", 2, "--audio", tmp_path)
+    assert result["clips"] == 3 and result["seeds"] == 2 and result["source"] == "recordings"
     assert 0 <= result["closest_to_own_reference"]["mulan"] <= 1 and 0 <= result["exact_match_rate"] <= 1
 
 

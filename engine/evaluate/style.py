@@ -48,16 +48,17 @@ def _references(corpus: Path, count: int, seconds: float, folders: tuple[str, ..
     return render_openings(corpus, read_records(corpus, "test")[:count], seconds)
 
 
-def _identified(outputs: np.ndarray, references: np.ndarray) -> np.ndarray:
-    """Row i: whether output i is nearer (cosine) to reference i than to every other reference."""
+def _identified(outputs: np.ndarray, references: np.ndarray, owners: np.ndarray) -> np.ndarray:
+    """Row i: whether output i is nearer (cosine) to its own reference ``owners[i]`` than to every other reference."""
     unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
     similarity = unit(outputs) @ unit(references).T
-    return similarity.argmax(1) == np.arange(len(outputs))
+    return similarity.argmax(1) == owners
 
 
-def eval_style(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0,
+def eval_style(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0, seeds: int = 1,
                folders: tuple[str, ...] | None = None, words: str | None = None, words_weight: float = 0.5, **settings) -> dict:
-    """``settings``: the generator's own to change (``GenerationSettings`` fields), its defaults otherwise.
+    """``seeds`` pieces per reference clip (one clip is 1 / N of the figure: more draws tell a
+    setting from seed noise). ``settings``: the generator's own to change (``GenerationSettings`` fields), its defaults otherwise.
     ``words``: mixed into every style at ``words_weight`` (the clip at 1), so the two guidance
     scales can be weighed: how often the clip is still heard, and how near MuLan hears the words."""
     t0 = time.perf_counter()
@@ -66,28 +67,31 @@ def eval_style(corpus: Path, checkpoint: Path | None = None, clips: int | None =
     references = _references(corpus, clips or STYLE_CLIPS, seconds, folders)
     if len(references) < 2:
         raise FileNotFoundError("eval style needs at least two reference clips")
-    outputs, runs = [], []
-    for i, reference in enumerate(references):
-        request = StyleRequest((reference,), words, (words_weight, 1.0) if words else None, replace(base, seed=i))
-        made: dict = {}
-        audio = np.concatenate([c.audio for c in model.style(request, tokens_out=made)])
-        outputs.append(audio)
-        runs.append(longest_shared_run(made["S"][0, 0].cpu().numpy(), model.semantic.tokenize(reference).numpy()))
+    outputs, runs, owners = [], [], []
+    for draw in range(seeds):
+        for i, reference in enumerate(references):
+            seed = draw * len(references) + i
+            request = StyleRequest((reference,), words, (words_weight, 1.0) if words else None, replace(base, seed=seed))
+            made: dict = {}
+            outputs.append(np.concatenate([c.audio for c in model.style(request, tokens_out=made)]))
+            owners.append(i)
+            runs.append(longest_shared_run(made["S"][0, 0].cpu().numpy(), model.semantic.tokenize(reference).numpy()))
+    owners = np.array(owners)
     mulan = {kind: np.stack([model.mulan.embed_audio(a).numpy() for a in audios]) for kind, audios in (("out", outputs), ("ref", references))}
     mfcc = {kind: np.stack([mfcc_statistics(a) for a in audios]) for kind, audios in (("out", outputs), ("ref", references))}
     scale = mfcc["ref"].std(0) + 1e-6  # standardized by the references, so no coefficient outweighs the rest
     centre = mfcc["ref"].mean(0)
-    heard = _identified(mulan["out"], mulan["ref"])
-    heard_mfcc = _identified((mfcc["out"] - centre) / scale, (mfcc["ref"] - centre) / scale)
+    heard = _identified(mulan["out"], mulan["ref"], owners)
+    heard_mfcc = _identified((mfcc["out"] - centre) / scale, (mfcc["ref"] - centre) / scale, owners)
     exact = np.array(runs) >= int(EXACT_RUN_SECONDS * SEMANTIC_RATE)
     return {
-        "clips": len(references), "source": "recordings" if folders else "test renders", "seconds": seconds,
+        "clips": len(references), "seeds": seeds, "source": "recordings" if folders else "test renders", "seconds": seconds,
         "guidance": base.guidance, "style_guidance": base.style_guidance, "coarse_guidance": base.coarse_guidance,
         **({"words": words, "words_weight": words_weight,
             "words_cosine": round(float((mulan["out"] @ model.mulan.embed_text([words])[0].numpy()).mean()), 4)} if words else {}),
         "closest_to_own_reference": {"mulan": round(float(heard.mean()), 4), "mfcc": round(float(heard_mfcc.mean()), 4),
                                      "chance": round(1 / len(references), 4)},
-        "own_reference_cosine": round(float(np.mean([o @ r for o, r in zip(mulan["out"], mulan["ref"])])), 4),
+        "own_reference_cosine": round(float(np.mean([o @ mulan["ref"][i] for o, i in zip(mulan["out"], owners)])), 4),
         "exact_match_rate": round(float(exact.mean()), 4),
         "longest_shared_run_s": round(max(runs) / SEMANTIC_RATE, 2), "median_shared_run_s": round(float(np.median(runs)) / SEMANTIC_RATE, 2),
         "targets": {"closest_to_own_reference": 0.8, "exact_match_rate": 0.0},
