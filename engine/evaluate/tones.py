@@ -11,7 +11,7 @@ import numpy as np
 from ..audio import SAMPLE_RATE
 from ..nn.codec import load_codec
 from .common import opus_roundtrip, through_codec
-from .metrics import cents, comb_share, dominant_frequency, pitch_class_agreement
+from .metrics import cents, comb_share, dominant_frequency, pitch_class_agreement, rms
 
 TONE_SECONDS = 2.0
 QUARTER_TONE_CENTS = 50.0
@@ -49,7 +49,7 @@ def _judge(frequencies: np.ndarray, roundtrip) -> dict:
         clean = tone(f)
         back = _middle(roundtrip(clean))
         heard = dominant_frequency(back)
-        level = 20 * np.log10(max(float(np.sqrt(np.mean(back ** 2))), 1e-9) / float(np.sqrt(np.mean(_middle(clean) ** 2))))
+        level = 20 * np.log10(max(rms(back), 1e-9) / rms(_middle(clean)))
         sines.append({"hz": round(float(f), 1), "heard_hz": round(heard, 1), "cents": round(cents(heard, f), 1), "level_db": round(level, 1)})
         rich = tone(f, PARTIALS)
         back = roundtrip(rich)

@@ -45,7 +45,7 @@ class TrainConfig:
     recorded_share: float = 0.0  # codec from scratch: share of crops taken from recorded music (data/recorded.py) instead of the corpus
     recorded: tuple[str, ...] = TRAINING_MUSIC  # … from these folders
     tone_share: float = 0.0  # codec: share of crops that are synthetic tones (train/codec.py synthetic_tones)
-    phase_glide: bool = False  # codec: a decoder whose phases accumulate a predicted advance (nn/codec.py); with --init, added to the trained one
+    phase_glide: bool = False  # codec: a decoder whose partials' phases run on at the frequency its magnitudes say (nn/codec.py); with --init, added to the trained one
     phase_weight: float = 0.0  # codec: weight of the decoder's own frames against the target's (train/codec.py phase_derivative_loss, amplitude_loss)
 
 
