@@ -98,6 +98,7 @@ CODEC_FROM_SCRATCH = {  # train codec options that shape what the tokens carry, 
     "note_weight": "the first levels must learn the notes",
     "recorded_share": "the encoder must learn from the recordings",
     "recorded": "the encoder must learn from the recordings",
+    "phase_vector": "the encoder must learn to say each partial's phase",
 }
 
 
@@ -127,10 +128,11 @@ def _train(args: argparse.Namespace) -> dict:
             overrides[option] = tuple(getattr(args, option)) if option == "recorded" else getattr(args, option)
     if args.recorded is not None and not args.recorded_share:
         raise UsageError("--recorded names the music that --recorded-share mixes in; give --recorded-share too")
-    if args.tone_share is not None:
-        if args.stage != "codec":
-            raise UsageError("--tone-share applies to the codec only")
-        overrides["tone_share"] = args.tone_share
+    for option in ("tone_share", "spectrum_weight"):
+        if getattr(args, option) is not None:
+            if args.stage != "codec":
+                raise UsageError(f"--{option.replace('_', '-')} applies to the codec only")
+            overrides[option] = getattr(args, option)
     if args.phase_glide or args.phase_weight is not None:
         if args.stage != "codec":
             raise UsageError("--phase-glide and --phase-weight apply to the codec only")
@@ -492,8 +494,12 @@ def parser() -> argparse.ArgumentParser:
                    help="codec: share of training crops that are synthetic pure and harmonic tones, 55–1500 Hz (default 0)")
     t.add_argument("--phase-glide", action="store_true",
                    help="codec: a decoder whose phases run on from frame to frame, so steady notes leave the 50 Hz comb (with --init: added to the trained decoder)")
+    t.add_argument("--phase-vector", action="store_const", const=True,
+                   help="codec from scratch: the decoder states each phase as a 2-vector's angle, which can follow a partial's phase all the way round")
     t.add_argument("--phase-weight", type=_positive_float,
                    help="codec: weight of the decoder's own frames held to the target STFT's: instantaneous frequency and log-magnitude (default 0: off)")
+    t.add_argument("--spectrum-weight", type=_positive_float,
+                   help="codec: weight of the decoder's own frames' power-compressed spectra (magnitude and complex) against the target's (default 0: off)")
     t.add_argument("--export", action="store_true", help="copy the result to assets/checkpoints/")
     t.add_argument("--no-handcrafted", action="store_true", help="mulan: audio tower without the handcrafted descriptors (ablation)")
     t.add_argument("--codebook", choices=("flat", "joint"),

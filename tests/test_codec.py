@@ -405,11 +405,11 @@ def test_eval_recordings_judges_the_codec_on_music_from_elsewhere(tmp_path):
 
 
 def test_a_decoder_fine_tune_can_keep_the_fine_stft_term_of_a_pitch_true_codec(codec):
-    from engine.train.codec import codec_decoder_loss
+    from engine.train.codec import NoteTerms, codec_decoder_loss
 
     wav = torch.randn(2, 24_000) * 0.1
     plain, logs = codec_decoder_loss(codec, wav)
-    kept, kept_logs = codec_decoder_loss(codec, wav, pitch_weight=2.0)
+    kept, kept_logs = codec_decoder_loss(codec, wav, terms=NoteTerms(pitch=2.0))
     assert "pitch" not in logs and float(kept.detach()) == pytest.approx(float(plain.detach()) + 2.0 * float(kept_logs["pitch"]), rel=1e-5)
 
 
@@ -477,6 +477,43 @@ def test_phase_glide_extends_a_trained_decoder_keeping_its_magnitudes_and_stream
         assert float((torch.cat(list(glide.stream_decode(codes[0], chunk_tokens=chunk))) - whole).abs().max()) < 1e-4
 
 
+def test_a_vector_phase_head_follows_a_phase_all_the_way_round_where_one_number_must_jump():
+    """Why phase_vector exists: a decoder must hand on the phase its tokens carry. As one number a
+    smooth head cannot do it everywhere (its phase has to jump a whole turn somewhere on the
+    circle, and is wrong about the step); as the angle of a 2-vector it can. Both heads learn the
+    same map, latents (cos θ, sin θ) → phase θ, and are judged on a finer circle than they saw."""
+    def latents(theta: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(len(theta), TINY.latent_dim, 2)
+        out[:, 0], out[:, 1] = torch.cos(theta)[:, None], torch.sin(theta)[:, None]
+        return out
+
+    worst = {}
+    for vector in (False, True):
+        torch.manual_seed(0)
+        decoder = Codec(replace(TINY, phase_vector=vector)).decoder
+        optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-2)
+        for _ in range(300):
+            theta = torch.rand(128) * 2 * torch.pi - torch.pi
+            loss = (1 - torch.cos(decoder(latents(theta))[1][:, -1, 40] - theta)).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        theta = torch.linspace(-torch.pi, torch.pi, 4097)[:-1]
+        with torch.no_grad():
+            error = torch.remainder(decoder(latents(theta))[1][:, -1, 40] - theta + torch.pi, 2 * torch.pi) - torch.pi
+        worst[vector] = float(error.abs().max())
+    assert worst[True] < 0.05 and worst[False] > 0.2, worst
+
+
+def test_phase_glide_extends_a_vector_head_keeping_its_magnitudes():
+    from engine.nn.codec import with_phase_glide
+
+    codec = Codec(replace(TINY, phase_vector=True)).eval()
+    latents = torch.randn(1, TINY.latent_dim, 6)
+    glide = with_phase_glide(codec)
+    assert glide.decoder.kinds == 4 and torch.equal(glide.decoder(latents)[0], codec.decoder(latents)[0])
+
+
 def test_the_phase_term_is_zero_for_the_target_own_phases_and_counts_a_wrong_turn():
     from engine.nn.codec import stft_frames
     from engine.train.codec import amplitude_loss, phase_derivative_loss
@@ -490,3 +527,21 @@ def test_the_phase_term_is_zero_for_the_target_own_phases_and_counts_a_wrong_tur
     assert float(phase_derivative_loss(target, phase + torch.rand(481) * 6)) < 1e-4  # phases relative across bins are free
 
     assert float(amplitude_loss(target, mag)) < 1e-5 and float(amplitude_loss(target, 0.5 * mag)) == pytest.approx(np.log(2), rel=0.01)
+
+
+def test_the_spectrum_term_holds_phase_and_would_rather_have_a_tone_than_silence():
+    """Why spectrum_loss exists: on a pure tone a log-magnitude loss would rather have silence
+    than the tone with a faint floor under it; the compressed spectrum weighs the tone's peak
+    above the silent bins. Its complex part counts a wrong phase; a whole turn is no error."""
+    from engine.evaluate.tones import tone
+    from engine.nn.codec import stft_frames
+    from engine.train.codec import amplitude_loss, spectrum_loss
+
+    target = stft_frames(torch.from_numpy(tone(719.3))[None])[..., 20:80].transpose(1, 2)
+    mag, phase = target.abs(), target.angle()
+    assert float(spectrum_loss(target, mag, phase)) < 1e-5
+    assert float(spectrum_loss(target, mag, phase + 2 * torch.pi)) < 1e-5
+    assert float(spectrum_loss(target, mag, phase + torch.pi / 2)) == pytest.approx(0.3 * 2, rel=0.05)  # |1 − i|² = 2
+    silence, floored = torch.full_like(mag, 1e-5), mag + 1e-2
+    assert float(amplitude_loss(target, floored)) > float(amplitude_loss(target, silence))
+    assert float(spectrum_loss(target, floored, phase)) < float(spectrum_loss(target, silence, phase))

@@ -47,6 +47,7 @@ class CodecConfig:
     compress: float = 0.3  # power-law compression of STFT magnitudes fed to the encoder
     note_levels: int = 0  # > 0: a pitch-class head reads the sum of the first levels, so training can put the notes there (0: none)
     phase_glide: bool = False  # the decoder's phases also accumulate a predicted advance per frame (a phase-continuous source)
+    phase_vector: bool = False  # the head states each phase as a 2-vector's angle (APNet's parallel estimation), not as one number
 
     @property
     def bits_per_second(self) -> float:
@@ -138,14 +139,14 @@ class Decoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.bins = N_FFT // 2 + 1
-        # per bin: log-magnitude, phase; gliding also: how tonal it is
-        self.kinds = 3 if cfg.phase_glide else 2
+        # per bin: log-magnitude, phase (or the two parts of a vector whose angle it is); gliding also: how tonal it is
+        self.kinds = 2 + cfg.phase_vector + cfg.phase_glide
         self.proj_in = nn.Conv1d(cfg.latent_dim, cfg.dim, 1)
         self.blocks = nn.Sequential(*(ConvNeXtBlock(cfg.dim, cfg.kernel, causal=True) for _ in range(cfg.decoder_blocks)))
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, self.kinds * self.bins * FRAMES_PER_TOKEN)
         if cfg.phase_glide:
-            self.head.bias.data.view(FRAMES_PER_TOKEN, self.kinds, self.bins)[:, 2] = GLIDE_OPEN
+            self.head.bias.data.view(FRAMES_PER_TOKEN, self.kinds, self.bins)[:, -1] = GLIDE_OPEN
 
     @property
     def receptive_field(self) -> int:
@@ -161,9 +162,19 @@ class Decoder(nn.Module):
         b, t, _ = x.shape
         x = x.reshape(b, t * FRAMES_PER_TOKEN, self.kinds, self.bins)[:, skip:]
         mag = torch.exp(x[:, :, 0].clamp(max=6.0))
+        stated = self._stated_phase(x)
         if not self.cfg.phase_glide:
-            return mag, x[:, :, 1], None
-        return (mag, *self._glide(mag, x[:, :, 1], torch.sigmoid(x[:, :, 2]), running))
+            return mag, stated, None
+        return (mag, *self._glide(mag, stated, torch.sigmoid(x[:, :, -1]), running))
+
+    def _stated_phase(self, x: torch.Tensor) -> torch.Tensor:
+        """The phase the head states for each bin. As one number it must jump by a whole turn
+        somewhere as the input's phase turns round (a continuous map from a circle to the line
+        cannot wind round it), so a network smooth in its input cannot follow a partial's phase
+        all the way round; the angle of a 2-vector can (APNet's parallel phase estimation)."""
+        if self.cfg.phase_vector:
+            return torch.atan2(x[:, :, 2], x[:, :, 1])
+        return x[:, :, 1]
 
     def _glide(self, mag, stated, tonal, running):
         """A phase vocoder with phase locking (Laroche & Dolson): each partial's peak bin turns on
@@ -199,14 +210,14 @@ def with_phase_glide(codec: "Codec") -> "Codec":
         return codec
     glide = Codec(replace(codec.cfg, phase_glide=True))
     state = codec.state_dict()
-    frames, bins = FRAMES_PER_TOKEN, codec.decoder.bins
+    frames, bins, kinds = FRAMES_PER_TOKEN, codec.decoder.bins, codec.decoder.kinds
     for name in ("decoder.head.weight", "decoder.head.bias"):
-        old = state[name].reshape(frames, 2, bins, *state[name].shape[1:])
-        new = torch.zeros(frames, 3, bins, *old.shape[3:])
-        new[:, :2] = old
+        old = state[name].reshape(frames, kinds, bins, *state[name].shape[1:])
+        new = torch.zeros(frames, kinds + 1, bins, *old.shape[3:])
+        new[:, :kinds] = old
         if name.endswith("bias"):
-            new[:, 2] = GLIDE_START
-        state[name] = new.reshape(frames * 3 * bins, *old.shape[3:])
+            new[:, kinds] = GLIDE_START
+        state[name] = new.reshape(frames * (kinds + 1) * bins, *old.shape[3:])
     glide.load_state_dict(state)
     return glide.train(codec.training)
 

@@ -2,7 +2,7 @@
 and the decoder-only fine-tune that leaves every token where it is."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Iterator
@@ -55,19 +55,53 @@ def amplitude_loss(target: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
     return (torch.log(mag.clamp(min=1e-5)) - torch.log(target.abs().clamp(min=1e-5))).abs().mean()
 
 
-def codec_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], pitch_weight: float = 0.0,
-               note_weight: float = 0.0, phase_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
-    """The reconstruction loss + RVQ commitment, + ``pitch_weight`` × a log-STFT distance fine
-    enough to tell the notes apart (without it the codec learns the spectral envelope and drops
-    the notes), + ``note_weight`` × the note head's binary cross-entropy against the pitch classes
-    the score says sound in each 50 Hz frame (``batch`` is then (audio, (B, 12, T) roll, (B,) notes
-    known): crops of recorded music have no score), + ``phase_weight`` × ``phase_derivative_loss``."""
+COMPRESSION = 0.3  # power-law compression of magnitudes in spectrum_loss (as the encoder reads them)
+COMPLEX_SHARE = 0.3  # … and the share of its complex term beside its magnitude term
+
+
+def spectrum_loss(target: torch.Tensor, mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """The decoder's own frames (B, frames, bins) against the target STFT's, as power-compressed
+    spectra: 0.7 × the compressed magnitudes' and 0.3 × the compressed complex values' squared
+    error, each relative to the target's energy (the loss of speech enhancement's phase-aware
+    networks). Compression weighs a tone's peak far above the bins where it is silent, where a
+    log-magnitude loss weighs them alike and so teaches a decoder unsure of a partial to make none
+    of it; the complex term holds the phase each frame must have for the partial to come out."""
+    want_mag = target.abs().clamp(min=1e-7).pow(COMPRESSION)
+    got_mag = mag.clamp(min=1e-7).pow(COMPRESSION)
+    energy = want_mag.pow(2).sum((1, 2)).clamp(min=1e-7)
+    magnitude = (got_mag - want_mag).pow(2).sum((1, 2)) / energy
+    complex_part = (torch.polar(got_mag, phase) - torch.polar(want_mag, target.angle())).abs().pow(2).sum((1, 2)) / energy
+    return ((1 - COMPLEX_SHARE) * magnitude + COMPLEX_SHARE * complex_part).mean()
+
+
+@dataclass(frozen=True)
+class NoteTerms:
+    """Weights of the terms that keep the notes, beside the reconstruction loss (both trainers'):
+    ``pitch``, a log-STFT fine enough to tell the notes apart (without it the codec learns the
+    spectral envelope and drops them); ``phase``, the decoder's own frames' instantaneous
+    frequency and log magnitude against the target's (``phase_derivative_loss``,
+    ``amplitude_loss``); ``spectrum``, its frames' compressed spectra (``spectrum_loss``)."""
+    pitch: float = 0.0
+    phase: float = 0.0
+    spectrum: float = 0.0
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> "NoteTerms":
+        return cls(cfg.pitch_weight, cfg.phase_weight, cfg.spectrum_weight)
+
+
+def codec_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], terms: NoteTerms = NoteTerms(),
+               note_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """The reconstruction loss + RVQ commitment + ``terms``, + ``note_weight`` × the note head's
+    binary cross-entropy against the pitch classes the score says sound in each 50 Hz frame
+    (``batch`` is then (audio, (B, 12, T) roll, (B,) notes known): crops of recorded music have no
+    score)."""
     wav, roll, known = batch if note_weight else (batch, None, None)
     recon, spectrum, codes, commit, latents = model(wav)
     loss, mel, stft = reconstruction_loss(wav, recon)
     loss = loss + 0.25 * commit
     logs = {"mel": mel.detach(), "stft": stft.detach(), "commit": commit.detach()}
-    loss = loss + _fine_terms(wav, recon, spectrum, pitch_weight, phase_weight, logs)
+    loss = loss + _fine_terms(wav, recon, spectrum, terms, logs)
     if note_weight:
         logits = model.pitch_class_logits(codes, latents)
         per_crop = F.binary_cross_entropy_with_logits(logits, roll, reduction="none").mean(dim=(1, 2))
@@ -81,27 +115,30 @@ CHROMA_WEIGHT = 2.0  # decoder fine-tune: weight of the pitch-class term beside 
 MFCC_SPREAD_WEIGHT = 1.0  # … and of the timbre-movement term (per-coefficient MFCC spread over the crop)
 
 
-def _fine_terms(wav: torch.Tensor, recon: torch.Tensor, spectrum: tuple[torch.Tensor, torch.Tensor], pitch_weight: float,
-                phase_weight: float, logs: dict) -> torch.Tensor:
-    """The terms that keep the notes, both trainers': a log-STFT fine enough to resolve them, and
-    the decoder's own frames held to the target's (instantaneous frequency and magnitude; each
-    logged by name when on)."""
+def _fine_terms(wav: torch.Tensor, recon: torch.Tensor, spectrum: tuple[torch.Tensor, torch.Tensor], terms: NoteTerms,
+                logs: dict) -> torch.Tensor:
+    """The ``NoteTerms`` that are on, each logged by name."""
     total = wav.new_zeros(())
-    if pitch_weight:
+    if terms.pitch:
         pitch = stft_distance(wav, recon, PITCH_RESOLUTIONS)
-        total = total + pitch_weight * pitch
+        total = total + terms.pitch * pitch
         logs["pitch"] = pitch.detach()
-    if phase_weight:
+    if terms.phase or terms.spectrum:
         mag, phase = spectrum
         target = stft_frames(wav)[..., : mag.shape[1]].transpose(1, 2)  # (B, frames, bins), as the decoder's
-        phase, amplitude = phase_derivative_loss(target, phase), amplitude_loss(target, mag)
-        total = total + phase_weight * (phase + amplitude)
-        logs["phase"], logs["amplitude"] = phase.detach(), amplitude.detach()
+    if terms.phase:
+        turn, amplitude = phase_derivative_loss(target, phase), amplitude_loss(target, mag)
+        total = total + terms.phase * (turn + amplitude)
+        logs["phase"], logs["amplitude"] = turn.detach(), amplitude.detach()
+    if terms.spectrum:
+        compressed = spectrum_loss(target, mag, phase)
+        total = total + terms.spectrum * compressed
+        logs["spectrum"] = compressed.detach()
     return total
 
 
-def codec_decoder_loss(model: nn.Module, wav: torch.Tensor, descriptor_weight: float = 1.0, pitch_weight: float = 0.0,
-                       phase_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+def codec_decoder_loss(model: nn.Module, wav: torch.Tensor, descriptor_weight: float = 1.0,
+                       terms: NoteTerms = NoteTerms()) -> tuple[torch.Tensor, dict]:
     """Fine-tuning a trained codec: its tokens stay exactly as they are (every token cache and
     stage LM was built on them), so only the decoder learns, from the full-bitrate codes.
 
@@ -119,7 +156,7 @@ def codec_decoder_loss(model: nn.Module, wav: torch.Tensor, descriptor_weight: f
     spread = (frames[:, CHANNELS["mfcc"]].std(-1) - target[:, CHANNELS["mfcc"]].std(-1)).abs().mean()
     loss = loss + descriptor_weight * (CHROMA_WEIGHT * chroma + MFCC_SPREAD_WEIGHT * spread)
     logs = {"mel": mel.detach(), "stft": stft.detach(), "chroma": chroma.detach(), "mfcc_spread": spread.detach()}
-    loss = loss + _fine_terms(wav, recon, spectrum, pitch_weight, phase_weight, logs)
+    loss = loss + _fine_terms(wav, recon, spectrum, terms, logs)
     return loss, {"loss": loss.detach(), **logs}
 
 
@@ -207,11 +244,13 @@ def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Reci
         for module in (model.encoder, model.quantizer):
             module.requires_grad_(False)
     else:
-        model = Codec(replace(CODEC_PRESETS[preset], note_levels=NOTE_LEVELS if cfg.note_weight else 0, phase_glide=cfg.phase_glide))
+        model = Codec(replace(CODEC_PRESETS[preset], note_levels=NOTE_LEVELS if cfg.note_weight else 0, phase_glide=cfg.phase_glide,
+                                                        phase_vector=cfg.phase_vector))
     samples = int(cfg.crop_seconds * SAMPLE_RATE) // HOP * HOP
     recorded = training_excerpts(tuple(cfg.recorded)) if cfg.recorded_share else []
     batches = CorpusAudio(corpus, notes=cfg.note_weight > 0, recorded=recorded, recorded_share=cfg.recorded_share,
                           tone_share=cfg.tone_share).crops(cfg.batch_size, samples, seed=cfg.seed * 1000 + rank)
-    loss = (partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight, pitch_weight=cfg.pitch_weight, phase_weight=cfg.phase_weight)
-            if cfg.init else partial(codec_loss, pitch_weight=cfg.pitch_weight, note_weight=cfg.note_weight, phase_weight=cfg.phase_weight))
+    terms = NoteTerms.of(cfg)
+    loss = (partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight, terms=terms)
+            if cfg.init else partial(codec_loss, terms=terms, note_weight=cfg.note_weight))
     return Recipe(model, batches, loss)

@@ -46,7 +46,9 @@ class TrainConfig:
     recorded: tuple[str, ...] = TRAINING_MUSIC  # … from these folders
     tone_share: float = 0.0  # codec: share of crops that are synthetic tones (train/codec.py synthetic_tones)
     phase_glide: bool = False  # codec: a decoder whose partials' phases run on at the frequency its magnitudes say (nn/codec.py); with --init, added to the trained one
+    phase_vector: bool = False  # codec from scratch: the decoder's phases are 2-vectors' angles (nn/codec.py Decoder._stated_phase)
     phase_weight: float = 0.0  # codec: weight of the decoder's own frames against the target's (train/codec.py phase_derivative_loss, amplitude_loss)
+    spectrum_weight: float = 0.0  # codec: weight of the decoder's own frames' compressed spectra against the target's (train/codec.py spectrum_loss)
 
 
 TRAIN_PRESETS = {
