@@ -32,11 +32,13 @@ class Step:
 
 
 CORPUS = Step("corpus", ("data", "build", "--out", "{corpus}", "--hours", "11.2", "--seed", "1", "--quiet"))
-CODEC = (  # the note-supervised codec from scratch, then its decoder tuned for what MuLan reads (the tokens stay)
+CODEC = (  # the note-supervised, phase-coding codec from scratch, then its decoder tuned for what MuLan reads (the tokens stay)
     Step("codec", ("train", "codec", "--preset", "cpu-small", "--corpus", "{corpus}", "--run-dir", "{runs}/codec-scratch", "--pitch-weight", "4",
-                   "--note-weight", "4", "--recorded-share", "0.3", "--steps", "16000", "--quiet")),
+                   "--note-weight", "4", "--recorded-share", "0.3", "--tone-share", "0.15", "--phase-vector", "--spectrum-weight", "8",
+                   "--steps", "16000", "--quiet")),
     Step("codec-decoder", ("train", "codec", "--preset", "cpu-small", "--corpus", "{corpus}", "--init", "{runs}/codec-scratch", "--run-dir",
-                           "{runs}/codec", "--steps", "3000", "--warmup", "100", "--lr", "3e-4", "--pitch-weight", "4", "--quiet")),
+                           "{runs}/codec", "--steps", "3000", "--warmup", "100", "--lr", "3e-4", "--pitch-weight", "4", "--tone-share", "0.15",
+                           "--spectrum-weight", "8", "--quiet")),
 )
 CODEC_JUDGES = (  # the codec is judged before anything is built on its tokens
     Step("eval-codec", ("eval", "codec", "--corpus", "{corpus}", "--checkpoint", "{runs}/codec", "--clips", "20", "--json"), "codec.json"),
