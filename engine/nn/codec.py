@@ -170,8 +170,8 @@ class Decoder(nn.Module):
     def _stated_phase(self, x: torch.Tensor) -> torch.Tensor:
         """The phase the head states for each bin. As one number it must jump by a whole turn
         somewhere as the input's phase turns round (a continuous map from a circle to the line
-        cannot wind round it), so a network smooth in its input cannot follow a partial's phase
-        all the way round; the angle of a 2-vector can (APNet's parallel phase estimation)."""
+        cannot wind round it): a smooth network makes the jump a steep step, wrong near it. The
+        angle of a 2-vector needs no step (APNet's parallel phase estimation)."""
         if self.cfg.phase_vector:
             return torch.atan2(x[:, :, 2], x[:, :, 1])
         return x[:, :, 1]
