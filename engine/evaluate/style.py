@@ -68,6 +68,7 @@ def eval_style(corpus: Path, checkpoint: Path | None = None, clips: int | None =
     if len(references) < 2:
         raise FileNotFoundError("eval style needs at least two reference clips")
     outputs, runs, owners = [], [], []
+    reference_tokens = [model.semantic.tokenize(reference).numpy() for reference in references]
     for draw in range(seeds):
         for i, reference in enumerate(references):
             seed = draw * len(references) + i
@@ -75,7 +76,7 @@ def eval_style(corpus: Path, checkpoint: Path | None = None, clips: int | None =
             made: dict = {}
             outputs.append(np.concatenate([c.audio for c in model.style(request, tokens_out=made)]))
             owners.append(i)
-            runs.append(longest_shared_run(made["S"][0, 0].cpu().numpy(), model.semantic.tokenize(reference).numpy()))
+            runs.append(longest_shared_run(made["S"][0, 0].cpu().numpy(), reference_tokens[i]))
     owners = np.array(owners)
     mulan = {kind: np.stack([model.mulan.embed_audio(a).numpy() for a in audios]) for kind, audios in (("out", outputs), ("ref", references))}
     mfcc = {kind: np.stack([mfcc_statistics(a) for a in audios]) for kind, audios in (("out", outputs), ("ref", references))}
