@@ -99,6 +99,7 @@ CODEC_FROM_SCRATCH = {  # train codec options that shape what the tokens carry, 
     "recorded_share": "the encoder must learn from the recordings",
     "recorded": "the encoder must learn from the recordings",
     "phase_vector": "the encoder must learn to say each partial's phase",
+    "phase_beyond_levels": "it decides which levels carry the phase",
 }
 
 
@@ -126,6 +127,8 @@ def _train(args: argparse.Namespace) -> dict:
             if args.stage != "codec" or args.init:
                 raise UsageError(f"--{option.replace('_', '-')} applies to a codec trained from scratch (train codec without --init): {why}")
             overrides[option] = tuple(getattr(args, option)) if option == "recorded" else getattr(args, option)
+    if args.phase_beyond_levels is not None and not args.spectrum_weight:
+        raise UsageError("--phase-beyond-levels says which decodes the spectrum term's phase counts for; give --spectrum-weight too")
     if args.recorded is not None and not args.recorded_share:
         raise UsageError("--recorded names the music that --recorded-share mixes in; give --recorded-share too")
     for option in ("tone_share", "spectrum_weight"):
@@ -500,6 +503,9 @@ def parser() -> argparse.ArgumentParser:
                    help="codec: weight of the decoder's own frames held to the target STFT's: instantaneous frequency and log-magnitude (default 0: off)")
     t.add_argument("--spectrum-weight", type=_positive_float,
                    help="codec: weight of the decoder's own frames' power-compressed spectra (magnitude and complex) against the target's (default 0: off)")
+    t.add_argument("--phase-beyond-levels", type=_positive_int, metavar="N",
+                   help="codec from scratch: that spectrum's phase counts only for decodes from more than N levels, so the first N "
+                        "(what stage 2 writes) keep their bits for the notes (default: every decode)")
     t.add_argument("--export", action="store_true", help="copy the result to assets/checkpoints/")
     t.add_argument("--no-handcrafted", action="store_true", help="mulan: audio tower without the handcrafted descriptors (ablation)")
     t.add_argument("--codebook", choices=("flat", "joint"),

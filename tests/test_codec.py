@@ -86,15 +86,11 @@ def test_quantizer_dropout_trains_prefixes():
     torch.manual_seed(0)
     rvq = ResidualVQ(levels=4, size=16, dim=4, decay=1.0, dropout=1.0).train()  # frozen EMA: codes stay put
     z = torch.randn(64, 4, 10)
-    q, codes, _ = rvq(z)
-    # some examples kept fewer levels: their quantized latents equal a prefix sum
-    prefix_used = 0
+    q, codes, _, kept = rvq(z)
+    # some examples kept fewer levels: their quantized latents equal the prefix sum they report
     for b in range(64):
-        sums = [rvq.decode(codes[b:b + 1, :k])[0] for k in range(1, 5)]
-        match = [k for k, s in enumerate(sums, 1) if torch.allclose(s, q[b], atol=1e-5)]
-        assert match
-        prefix_used += match[0] < 4
-    assert prefix_used > 10
+        assert torch.allclose(rvq.decode(codes[b:b + 1, :int(kept[b])])[0], q[b], atol=1e-5)
+    assert int((kept < 4).sum()) > 10
 
 
 @pytest.mark.parametrize("sr, channels", [(8_000, 1), (96_000, 1), (44_100, 2), (24_000, 2)])
@@ -348,7 +344,7 @@ def test_a_note_supervised_codec_trains_and_reports_what_its_first_levels_know(s
     music.mkdir()
     sf.write(music / "tune.flac", np.random.default_rng(0).standard_normal(48_000).astype(np.float32) * 0.1, 48_000)
     for args in (("train", "codec", "--corpus", corpus, "--run-dir", run, "--steps", 2, "--batch-size", 2, "--note-weight", 1, "--quiet",
-                  "--recorded-share", 0.5, "--recorded", music),
+                  "--recorded-share", 0.5, "--recorded", music, "--spectrum-weight", 1, "--phase-beyond-levels", 4),
                  ("eval", "codec", "--corpus", corpus, "--checkpoint", run, "--clips", 1)):
         proc = subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
@@ -547,3 +543,21 @@ def test_the_spectrum_term_holds_phase_and_would_rather_have_a_tone_than_silence
     silence, floored = torch.full_like(mag, 1e-5), mag + 1e-2
     assert float(amplitude_loss(target, floored)) > float(amplitude_loss(target, silence))
     assert float(spectrum_loss(target, floored, phase)) < float(spectrum_loss(target, silence, phase))
+
+
+def test_the_spectrum_terms_phase_counts_only_for_the_decodes_it_is_asked_for():
+    """``phase_beyond_levels``: a decode from the coarse levels is held to its magnitudes alone, so
+    those levels need not spend their bits on phase; the quantizer reports what each example kept."""
+    from engine.evaluate.tones import tone
+    from engine.nn.codec import stft_frames
+    from engine.train.codec import spectrum_loss
+
+    target = stft_frames(torch.from_numpy(tone(719.3))[None])[..., 20:80].transpose(1, 2).repeat(2, 1, 1)
+    mag, turned = target.abs(), target.angle() + torch.pi / 2
+    both, neither = spectrum_loss(target, mag, turned), spectrum_loss(target, mag, turned, torch.tensor([False, False]))
+    assert float(neither) < 1e-5 and float(both) == pytest.approx(0.6, rel=0.05)
+    assert float(spectrum_loss(target, mag, turned, torch.tensor([True, False]))) == pytest.approx(float(both) / 2, rel=1e-4)
+
+    codec = Codec(replace(TINY, quantizer_dropout=1.0)).train()
+    *_, codes, _, _, kept = codec(torch.randn(6, 4800) * 0.1)
+    assert codes.shape[1] == 4 and kept.shape == (6,) and bool(((kept >= 1) & (kept <= 4)).all())

@@ -304,10 +304,10 @@ class Codec(nn.Module):
 
     def forward(self, wav: torch.Tensor):
         """Training pass: (B, samples) → reconstruction, its STFT (magnitude, phase), codes, commitment
-        loss, the encoder's latents."""
+        loss, the encoder's latents, the levels each example kept (quantizer dropout)."""
         latents = self.encoder(wav)
-        quantized, codes, commit = self.quantizer(latents)
-        return *self.reconstruct(quantized, wav.shape[-1]), codes, commit, latents
+        quantized, codes, commit, kept = self.quantizer(latents)
+        return *self.reconstruct(quantized, wav.shape[-1]), codes, commit, latents, kept
 
     def pitch_class_logits(self, codes: torch.Tensor, latents: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 12, T) logits of the pitch classes sounding in each frame, read from the sum of the

@@ -90,9 +90,9 @@ class EMACodebook(nn.Module):
 class ResidualVQ(nn.Module):
     """Q levels of ``size`` codes in ``dim`` dimensions.
 
-    ``forward`` takes (B, D, T) and returns the quantized tensor, the codes (B, Q, T) and the
-    commitment loss. During training each example keeps a random prefix of levels
-    (quantizer dropout, probability ``dropout``), so any prefix decodes.
+    ``forward`` takes (B, D, T) and returns the quantized tensor, the codes (B, Q, T), the
+    commitment loss and how many levels each example kept (B,): during training each example keeps
+    a random prefix of levels (quantizer dropout, probability ``dropout``), so any prefix decodes.
     """
 
     def __init__(self, levels: int, size: int, dim: int, decay: float = 0.99, dropout: float = 0.5):
@@ -126,7 +126,7 @@ class ResidualVQ(nn.Module):
         commit = F.mse_loss(x, quantized.detach())
         quantized = x + (quantized - x).detach()  # straight-through estimator
         out = quantized.reshape(b, t, d).permute(0, 2, 1)
-        return out, torch.stack(codes, 1).reshape(b, t, levels).permute(0, 2, 1), commit
+        return out, torch.stack(codes, 1).reshape(b, t, levels).permute(0, 2, 1), commit, keep
 
     @torch.no_grad()
     def fit(self, x: torch.Tensor, iters: int = 20, seed: int = 0) -> None:

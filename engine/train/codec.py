@@ -59,19 +59,21 @@ COMPRESSION = 0.3  # power-law compression of magnitudes in spectrum_loss (as th
 COMPLEX_SHARE = 0.3  # … and the share of its complex term beside its magnitude term
 
 
-def spectrum_loss(target: torch.Tensor, mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+def spectrum_loss(target: torch.Tensor, mag: torch.Tensor, phase: torch.Tensor, phase_counts: torch.Tensor | None = None) -> torch.Tensor:
     """The decoder's own frames (B, frames, bins) against the target STFT's, as power-compressed
     spectra: 0.7 × the compressed magnitudes' and 0.3 × the compressed complex values' squared
     error, each relative to the target's energy (the loss of speech enhancement's phase-aware
     networks). Compression weighs a tone's peak far above the bins where it is silent, where a
     log-magnitude loss weighs them alike and so teaches a decoder unsure of a partial to make none
-    of it; the complex term holds the phase each frame must have for the partial to come out."""
+    of it; the complex term holds the phase each frame must have for the partial to come out.
+    ``phase_counts`` (B,) bool: the examples whose complex term counts (default: all)."""
     want_mag = target.abs().clamp(min=1e-7).pow(COMPRESSION)
     got_mag = mag.clamp(min=1e-7).pow(COMPRESSION)
     energy = want_mag.pow(2).sum((1, 2)).clamp(min=1e-7)
     magnitude = (got_mag - want_mag).pow(2).sum((1, 2)) / energy
     complex_part = (torch.polar(got_mag, phase) - torch.polar(want_mag, target.angle())).abs().pow(2).sum((1, 2)) / energy
-    return ((1 - COMPLEX_SHARE) * magnitude + COMPLEX_SHARE * complex_part).mean()
+    share = COMPLEX_SHARE if phase_counts is None else COMPLEX_SHARE * phase_counts.to(complex_part.dtype)
+    return ((1 - COMPLEX_SHARE) * magnitude + share * complex_part).mean()
 
 
 @dataclass(frozen=True)
@@ -80,14 +82,18 @@ class NoteTerms:
     ``pitch``, a log-STFT fine enough to tell the notes apart (without it the codec learns the
     spectral envelope and drops them); ``phase``, the decoder's own frames' instantaneous
     frequency and log magnitude against the target's (``phase_derivative_loss``,
-    ``amplitude_loss``); ``spectrum``, its frames' compressed spectra (``spectrum_loss``)."""
+    ``amplitude_loss``); ``spectrum``, its frames' compressed spectra (``spectrum_loss``), whose
+    phase counts only for decodes from more than ``phase_beyond_levels`` levels (0: every decode).
+    Phase costs bits: held to it at every bitrate, the coarse levels that stage 2 writes spend
+    theirs on it instead of on the notes."""
     pitch: float = 0.0
     phase: float = 0.0
     spectrum: float = 0.0
+    phase_beyond_levels: int = 0
 
     @classmethod
     def of(cls, cfg: TrainConfig) -> "NoteTerms":
-        return cls(cfg.pitch_weight, cfg.phase_weight, cfg.spectrum_weight)
+        return cls(cfg.pitch_weight, cfg.phase_weight, cfg.spectrum_weight, cfg.phase_beyond_levels)
 
 
 def codec_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], terms: NoteTerms = NoteTerms(),
@@ -97,11 +103,11 @@ def codec_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch
     (``batch`` is then (audio, (B, 12, T) roll, (B,) notes known): crops of recorded music have no
     score)."""
     wav, roll, known = batch if note_weight else (batch, None, None)
-    recon, spectrum, codes, commit, latents = model(wav)
+    recon, spectrum, codes, commit, latents, kept = model(wav)
     loss, mel, stft = reconstruction_loss(wav, recon)
     loss = loss + 0.25 * commit
     logs = {"mel": mel.detach(), "stft": stft.detach(), "commit": commit.detach()}
-    loss = loss + _fine_terms(wav, recon, spectrum, terms, logs)
+    loss = loss + _fine_terms(wav, recon, spectrum, terms, logs, kept)
     if note_weight:
         logits = model.pitch_class_logits(codes, latents)
         per_crop = F.binary_cross_entropy_with_logits(logits, roll, reduction="none").mean(dim=(1, 2))
@@ -116,8 +122,9 @@ MFCC_SPREAD_WEIGHT = 1.0  # … and of the timbre-movement term (per-coefficient
 
 
 def _fine_terms(wav: torch.Tensor, recon: torch.Tensor, spectrum: tuple[torch.Tensor, torch.Tensor], terms: NoteTerms,
-                logs: dict) -> torch.Tensor:
-    """The ``NoteTerms`` that are on, each logged by name."""
+                logs: dict, kept: torch.Tensor | None = None) -> torch.Tensor:
+    """The ``NoteTerms`` that are on, each logged by name; ``kept`` (B,): the levels each example
+    was decoded from (None: all of them)."""
     total = wav.new_zeros(())
     if terms.pitch:
         pitch = stft_distance(wav, recon, PITCH_RESOLUTIONS)
@@ -131,7 +138,8 @@ def _fine_terms(wav: torch.Tensor, recon: torch.Tensor, spectrum: tuple[torch.Te
         total = total + terms.phase * (turn + amplitude)
         logs["phase"], logs["amplitude"] = turn.detach(), amplitude.detach()
     if terms.spectrum:
-        compressed = spectrum_loss(target, mag, phase)
+        phased = kept > terms.phase_beyond_levels if kept is not None and terms.phase_beyond_levels else None
+        compressed = spectrum_loss(target, mag, phase, phased)
         total = total + terms.spectrum * compressed
         logs["spectrum"] = compressed.detach()
     return total

@@ -49,6 +49,7 @@ class TrainConfig:
     phase_vector: bool = False  # codec from scratch: the decoder's phases are 2-vectors' angles (nn/codec.py Decoder._stated_phase)
     phase_weight: float = 0.0  # codec: weight of the decoder's own frames against the target's (train/codec.py phase_derivative_loss, amplitude_loss)
     spectrum_weight: float = 0.0  # codec: weight of the decoder's own frames' compressed spectra against the target's (train/codec.py spectrum_loss)
+    phase_beyond_levels: int = 0  # codec from scratch: that spectrum's phase counts only for decodes from more levels than this (0: all)
 
 
 TRAIN_PRESETS = {
