@@ -318,14 +318,15 @@ def test_a_clip_rendered_again_through_another_soundfont_keeps_its_notes_in_othe
 
 @pytest.mark.slow
 def test_eval_tones_runs_without_a_corpus_and_judges_the_codec_against_opus(tmp_path):
-    """The tone judge: no corpus needed; Opus keeps every sine, and the JSON names both."""
+    """The tone judge: no corpus needed; Opus keeps every sine, and the JSON names all three
+    (the codec at every level and at the coarse levels alone, Opus)."""
     proc = subprocess.run([sys.executable, "-m", "engine", "eval", "tones", "--corpus", str(tmp_path / "none"), "--clips", "4"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.splitlines()[-1])
     assert result["tones"] == 4 and result["opus_6kbps"]["sines_within_quarter_tone"] == 1.0
     assert result["opus_6kbps"]["sines_in_tune_and_level"] == 1.0 and abs(result["opus_6kbps"]["sine_median_level_db"]) < 3
-    for judge in ("codec", "opus_6kbps"):
+    for judge in ("codec", "codec_4_levels", "opus_6kbps"):
         assert 0 <= result[judge]["harmonic_pitch_class_agreement"] <= 1 and 0 <= result[judge]["harmonic_comb_share"] <= 1
 
 

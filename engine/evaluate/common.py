@@ -42,13 +42,12 @@ def render_openings(corpus: Path, records: list[dict], seconds: float) -> list[n
     return [sf.read(str(Path(corpus) / r["audio"]), dtype="float32", frames=int(seconds * SAMPLE_RATE))[0] for r in records]
 
 
-def through_codec(codec, audio: np.ndarray) -> np.ndarray:
-    """``audio`` encoded and decoded by ``codec``, cut to its length: what a perfect token
-    generator would output, the ceiling of every generation metric."""
+def through_codec(codec, audio: np.ndarray, levels: int | None = None) -> np.ndarray:
+    """``audio`` encoded and decoded by ``codec`` (from its first ``levels``; default all), cut to
+    its length: what a perfect token generator would output, the ceiling of every generation metric."""
     device = next(codec.parameters()).device
     with torch.inference_mode():
-        return codec.decode(codec.encode(torch.from_numpy(audio)[None].to(device)))[0, : len(audio)].cpu().numpy()
-
+        return codec.decode(codec.encode(torch.from_numpy(audio)[None].to(device), levels))[0, : len(audio)].cpu().numpy()
 
 
 def mean_rows(rows: list[dict]) -> dict:

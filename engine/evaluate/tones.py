@@ -1,6 +1,8 @@
 """`eval tones`: does the codec keep pitch on sound the corpus never made? Pure sines and
 harmonic tones from 80 to 1000 Hz, judged by measures this repository did not train (the tone's
-own frequency, librosa's chroma), against Opus at the same bitrate."""
+own frequency, librosa's chroma), against Opus at the same bitrate; and decoded from the coarse
+levels alone, all that stage 2 writes (stage 3 predicts the rest at chance), so the best any
+generated note can sound."""
 from __future__ import annotations
 
 import time
@@ -10,6 +12,7 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE
 from ..nn.codec import load_codec
+from ..nn.lm import COARSE_LEVELS
 from .common import opus_roundtrip, through_codec
 from .metrics import cents, comb_share, dominant_frequency, pitch_class_agreement, rms
 
@@ -77,5 +80,7 @@ def eval_tones(corpus: Path | None = None, checkpoint: Path | None = None, clips
 
     clean_comb = float(np.mean([comb_share(_middle(tone(f, PARTIALS))) for f in frequencies]))
     return {"tones": len(frequencies), "range_hz": [80.0, 1000.0], "kbps": kbps,
-            "codec": _judge(frequencies, lambda audio: through_codec(model, audio)), f"opus_{kbps:g}kbps": _judge(frequencies, lambda a: opus_roundtrip(a, kbps)),
+            "codec": _judge(frequencies, lambda audio: through_codec(model, audio)),
+            f"codec_{COARSE_LEVELS}_levels": _judge(frequencies, lambda audio: through_codec(model, audio, COARSE_LEVELS)),
+            f"opus_{kbps:g}kbps": _judge(frequencies, lambda a: opus_roundtrip(a, kbps)),
             "clean_harmonic_comb_share": round(clean_comb, 4), "wall_s": round(time.perf_counter() - t0, 1)}
