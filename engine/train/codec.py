@@ -85,7 +85,8 @@ class NoteTerms:
     ``amplitude_loss``); ``spectrum``, its frames' compressed spectra (``spectrum_loss``), whose
     phase counts only for decodes from more than ``phase_beyond_levels`` levels (0: every decode).
     Phase costs bits: held to it at every bitrate, the coarse levels that stage 2 writes spend
-    theirs on it instead of on the notes."""
+    theirs on it instead of on the notes; judging only the fuller decodes on it did not move it
+    out of them (docs/experiments.md, 2026-12-03)."""
     pitch: float = 0.0
     phase: float = 0.0
     spectrum: float = 0.0
