@@ -174,6 +174,7 @@ def _tokenize(args: argparse.Namespace) -> dict:
 
 
 IMPORTED_AT = time.perf_counter()
+SAMPLED_EVALUATIONS = ("generation", "story", "continuation", "style")  # the evaluations that take the generator's sampling options
 
 
 def _process_age_s() -> float:
@@ -364,9 +365,9 @@ def _eval(args: argparse.Namespace) -> dict:
         raise UsageError("--tuning and --free-form are two different prompt sets; choose one")
     if (args.tuning or args.free_form) and args.what != "generation":
         raise UsageError("--tuning and --free-form apply to eval generation only")
-    if _sampling_settings(args) and args.what not in ("generation", "style"):
+    if _sampling_settings(args) and args.what not in SAMPLED_EVALUATIONS:
         raise UsageError("the sampling options (--temperatures, --guidance, --coarse-guidance, --style-guidance, --top-k, --tempo-drafts, --tempo-draft-seconds, --coarse-only) "
-                         "apply to eval generation and eval style only")
+                         f"apply to eval {', '.join(SAMPLED_EVALUATIONS)} only")
     try:
         GenerationSettings(**_sampling_settings(args)).check()
     except ValueError as exc:
@@ -381,7 +382,9 @@ def _eval(args: argparse.Namespace) -> dict:
         if args.what == "generation":
             if args.free_form:
                 return eval_free_form(corpus, checkpoint, args.clips, args.seconds, args.seeds, **_sampling_settings(args))
-            extra.update(tuning=args.tuning, **_sampling_settings(args))
+            extra.update(tuning=args.tuning)
+        if args.what in ("generation", "story", "continuation"):
+            extra.update(_sampling_settings(args))
         if args.what == "melody":
             extra = {"seconds": args.seconds}
         if args.what == "style":
@@ -580,7 +583,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--clips", type=int, help="evaluate only the first N test clips (generation: N test captions, default 30; tones: N frequencies, default 24)")
     e.add_argument("--seconds", type=_positive_float, default=10.0, help="generation, story, continuation: seconds per generated clip / segment")
     e.add_argument("--seeds", type=_positive_int, default=3, help="generation: seeds per caption (MCC, tempo) and per contrasting prompt pair; style: pieces per reference clip")
-    _add_sampling_arguments(e, "generation, style: ")
+    _add_sampling_arguments(e, f"{', '.join(SAMPLED_EVALUATIONS)}: ")
     e.add_argument("--words", metavar="TEXT", help="style: words mixed into every style at weight 0.5 (the clip at 1), "
                                                    "to weigh --guidance (the words) against --style-guidance (the clip)")
     e.add_argument("--free-form", action="store_true",

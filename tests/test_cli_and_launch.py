@@ -64,7 +64,7 @@ def test_cli_bad_input_gets_one_clear_line_and_exit_2(args, message):
 @pytest.mark.parametrize("args, message", [
     (["generation", "--words", "with a flute"], "--words applies to eval style only"),
     (["style", "--words", "   "], "empty"),
-    (["melody", "--style-guidance", "5"], "apply to eval generation and eval style only"),
+    (["melody", "--style-guidance", "5"], "apply to eval generation, story, continuation, style only"),
 ])
 def test_eval_options_meant_for_another_evaluation_get_one_line(tmp_path, args, message):
     (tmp_path / "test.jsonl").write_text("")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,22 +25,25 @@ def _margins(mulan, pieces: list[np.ndarray], prompts: list[str]) -> list[float]
 
 
 
-def eval_story(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0, seeds: int = 1) -> dict:
+def eval_story(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0, seeds: int = 1,
+               **settings) -> dict:
     """Story mode: per-segment MuLan margin, and the seams against hard cuts between
-    independently generated clips of the same prompts."""
+    independently generated clips of the same prompts. ``settings``: the generator's own to
+    change (``GenerationSettings`` fields), its defaults otherwise."""
     t0 = time.perf_counter()
     model = MusicLM.load(checkpoint)
+    base = GenerationSettings(**settings)
     stories = STORIES[: clips or len(STORIES)]
     margins, independent_margins, story_seams, cut_seams, rtf = [], [], [], [], []
     seg = int(seconds * SAMPLE_RATE)
-    tempo = _story_tempi(model, seconds, clips)
+    tempo = _story_tempi(model, base, seconds, clips)
     for i, prompts in enumerate(stories):
-        settings = GenerationSettings(seconds=seconds * len(prompts), seed=i)
+        settings = replace(base, seconds=seconds * len(prompts), seed=i)
         audio, info = collect(model.story([(p, seconds) for p in prompts], settings), settings)
         rtf.append(info["rtf"])
         margins += _margins(model.mulan, [audio[k * seg:(k + 1) * seg] for k in range(len(prompts))], list(prompts))
         story_seams += [seam_jump(audio, k * seg) for k in range(1, len(prompts))]
-        alone = [model.generate(p, GenerationSettings(seconds=seconds, seed=i))[0] for p in prompts]
+        alone = [model.generate(p, replace(base, seconds=seconds, seed=i))[0] for p in prompts]
         independent_margins += _margins(model.mulan, alone, list(prompts))
         joined = np.concatenate(alone)
         cut_seams += [seam_jump(joined, k * seg) for k in range(1, len(prompts))]
@@ -54,14 +58,14 @@ def eval_story(corpus: Path, checkpoint: Path | None = None, clips: int | None =
     }
 
 
-def _story_tempi(model, seconds: float, clips: int | None) -> dict:
+def _story_tempi(model, base: GenerationSettings, seconds: float, clips: int | None) -> dict:
     """Stories whose segments state different tempi (``TEMPO_STORIES``): is each segment's own
     tempo kept (librosa's beat tracker on the segment, its first second skipped: the handover)?"""
     stories = TEMPO_STORIES[: clips or len(TEMPO_STORIES)]
     seg, skip = int(seconds * SAMPLE_RATE), SAMPLE_RATE
     draws = []
     for i, prompts in enumerate(stories):
-        settings = GenerationSettings(seconds=seconds * len(prompts), seed=100 + i)
+        settings = replace(base, seconds=seconds * len(prompts), seed=100 + i)
         audio, _ = collect(model.story([(p, seconds) for p in prompts], settings), settings)
         for k, prompt in enumerate(prompts):
             heard = estimated_bpm(audio[k * seg + skip:(k + 1) * seg])
@@ -70,16 +74,18 @@ def _story_tempi(model, seconds: float, clips: int | None) -> dict:
 
 
 def eval_continuation(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0,
-                      seeds: int = 1) -> dict:
+                      seeds: int = 1, **settings) -> dict:
     """Continuation: is the continuation of a test clip (no new prompt: M from the
-    clip itself) closer in MuLan space to its own clip than to an unrelated one; and its seam."""
+    clip itself) closer in MuLan space to its own clip than to an unrelated one; and its seam.
+    ``settings``: as ``eval_story``'s."""
     t0 = time.perf_counter()
     model = MusicLM.load(checkpoint)
+    base = GenerationSettings(**settings)
     records = read_records(corpus, "test")[: clips or 20]
     prompts = render_openings(corpus, records, seconds)
     own, other, seams = [], [], []
     for i, clip in enumerate(prompts):
-        settings = GenerationSettings(seconds=seconds, seed=i)
+        settings = replace(base, seconds=seconds, seed=i)
         audio, _ = collect(model.continuation(clip, None, settings), settings)
         given = len(audio) - int(seconds * SAMPLE_RATE)
         new = model.mulan.embed_audio(audio[given:]).numpy()
