@@ -334,7 +334,8 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser, scope: str = "") ->
     parser.add_argument("--top-k", type=int, help=f"{scope}keep the k likeliest tokens (default {d.top_k}: off)")
     parser.add_argument("--temperatures", type=_temperature, nargs=3, metavar=("T1", "T2", "T3"),
                         help=f"{scope}each stage's sampling temperature (default {' '.join(map(str, d.temperatures))})")
-    parser.add_argument("--coarse-only", action="store_true", help=f"{scope}decode codec levels 1–4 alone, without stage 3's fine levels")
+    parser.add_argument("--fine-stage", action="store_true",
+                        help=f"{scope}stage 3 writes codec levels 5–12 (the paper's; off by default: its fine levels are no better than chance, and levels 1–4 alone decode cleaner)")
     parser.add_argument("--tempo-drafts", type=_positive_int,
                         help=f"{scope}a prompt stating a tempo: stage 1 drafts under N readings of it and keeps one that plays it (default {d.tempo_drafts}; 1 = off)")
     parser.add_argument("--tempo-draft-seconds", type=_positive_float, metavar="S",
@@ -346,7 +347,7 @@ def _sampling_settings(args: argparse.Namespace) -> dict:
     given = {"guidance": args.guidance, "coarse_guidance": args.coarse_guidance, "style_guidance": args.style_guidance, "top_k": args.top_k,
              "temperatures": tuple(args.temperatures) if args.temperatures else None, "tempo_drafts": args.tempo_drafts,
              "tempo_draft_seconds": args.tempo_draft_seconds,
-             "fine_stage": False if args.coarse_only else None}
+             "fine_stage": True if args.fine_stage else None}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -366,7 +367,7 @@ def _eval(args: argparse.Namespace) -> dict:
     if (args.tuning or args.free_form) and args.what != "generation":
         raise UsageError("--tuning and --free-form apply to eval generation only")
     if _sampling_settings(args) and args.what not in SAMPLED_EVALUATIONS:
-        raise UsageError("the sampling options (--temperatures, --guidance, --coarse-guidance, --style-guidance, --top-k, --tempo-drafts, --tempo-draft-seconds, --coarse-only) "
+        raise UsageError("the sampling options (--temperatures, --guidance, --coarse-guidance, --style-guidance, --top-k, --tempo-drafts, --tempo-draft-seconds, --fine-stage) "
                          f"apply to eval {', '.join(SAMPLED_EVALUATIONS)} only")
     try:
         GenerationSettings(**_sampling_settings(args)).check()

@@ -94,7 +94,7 @@ PLAIN_ROLES = {  # what each model does, in a musician's words
     "semantic": "hears melody, harmony and rhythm in audio",
     "stage1": "writes the melody, harmony and rhythm",
     "stage2": "writes the sound, in broad strokes",
-    "stage3": "adds the fine detail of the sound",
+    "stage3": "adds the fine detail of the sound (off: it guesses no better than chance yet)",
 }
 MODEL_CARD = CHECKPOINT_DIR / "MODEL_CARD.md"
 
@@ -645,9 +645,10 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
                     device = gr.Dropdown(available_devices(), value=studio.device, label="device", scale=1, elem_id="device",
                                          info="cuda appears when PyTorch sees a GPU")
                 with gr.Accordion("fine control", open=False):
-                    temps = [gr.Slider(0, 2, value=v, step=0.05, label=f"adventurousness: {what}")
-                             for what, v in zip(("melody and rhythm (stage 1 temperature)", "sound (stage 2 temperature)",
-                                                 "detail (stage 3 temperature)"), SAMPLING_PRESETS["quality"].temperatures)]
+                    # stage 3 is off (GenerationSettings.fine_stage), so its temperature is carried but not shown
+                    temps = [gr.Slider(0, 2, value=v, step=0.05, label=f"adventurousness: {what}", visible=shown)
+                             for what, v, shown in zip(("melody and rhythm (stage 1 temperature)", "sound (stage 2 temperature)",
+                                                        "detail (stage 3 temperature)"), SAMPLING_PRESETS["quality"].temperatures, (True, True, False))]
                     top_k = gr.Slider(0, 1024, value=0, step=1, label="choose only among the k likeliest tokens (0 = all)")
                     guidance = gr.Slider(0, 10, value=3.0, step=0.5, label="follow the prompt: melody and rhythm (stage 1 guidance)")
                     coarse_guidance = gr.Slider(0, 10, value=1.0, step=0.5, label="follow the prompt: sound (stage 2 guidance; 1 = off)")

@@ -302,8 +302,8 @@ def test_a_script_without_a_main_guard_can_use_the_upstream_processes(tmp_path):
 def test_without_the_fine_stage_the_codec_decodes_the_coarse_levels_alone(tiny_pipeline):
     settings = GenerationSettings(seconds=1.0, seed=4)
     full_tokens, coarse_tokens = {}, {}
-    full, _ = tiny_pipeline.generate("", settings, prefix=M, tokens_out=full_tokens)
-    coarse, info = tiny_pipeline.generate("", replace(settings, fine_stage=False), prefix=M, tokens_out=coarse_tokens)
+    full, _ = tiny_pipeline.generate("", replace(settings, fine_stage=True), prefix=M, tokens_out=full_tokens)
+    coarse, info = tiny_pipeline.generate("", settings, prefix=M, tokens_out=coarse_tokens)  # the default
     assert torch.equal(full_tokens["A"][:, :4], coarse_tokens["A"][:, :4])  # stages 1 and 2 draw the same
     assert not coarse_tokens["A"][:, 4:].any() and info["stages"]["stage3"] == 0.0
     expected = tiny_pipeline.codec.decode_latents(tiny_pipeline.codec.quantizer.decode(coarse_tokens["A"][:, :4]), len(coarse))[0]
