@@ -76,8 +76,9 @@ CHAINS = {
                         "--codec", "{runs}/codec", "--quiet")),
         MELODY,
         Step("prior", ("train", "prior", "--corpus", "{corpus}", "--run-dir", "{runs}/prior", "--quiet")),
-        Step("stage1", ("train", "stage1", "--preset", "cpu-small", "--corpus", "{corpus}", "--run-dir", "{runs}/stage1", "--steps", "3000", "--quiet")),
-        Step("stage2", ("train", "stage2", "--preset", "cpu-small", "--corpus", "{corpus}", "--run-dir", "{runs}/stage2", "--steps", "6000", "--quiet")),
+        # about as many steps as the shipped stages saw over their fine-tunes (stage1 4,000; stage2 5,754 + 7,800)
+        Step("stage1", ("train", "stage1", "--preset", "cpu-small", "--corpus", "{corpus}", "--run-dir", "{runs}/stage1", "--steps", "4000", "--quiet")),
+        Step("stage2", ("train", "stage2", "--preset", "cpu-small", "--corpus", "{corpus}", "--run-dir", "{runs}/stage2", "--steps", "12000", "--quiet")),
         Step("stage3", STAGE3),
         Step("report", ("eval", "all", "--corpus", "{corpus}", "--checkpoint", "{runs}", "--out", "{runs}/report", "--json"), "report.json"),
     ),
