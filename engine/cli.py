@@ -384,13 +384,12 @@ def _eval(args: argparse.Namespace) -> dict:
             if args.free_form:
                 return eval_free_form(corpus, checkpoint, args.clips, args.seconds, args.seeds, **_sampling_settings(args))
             extra.update(tuning=args.tuning)
-        if args.what in ("generation", "story", "continuation"):
-            extra.update(_sampling_settings(args))
         if args.what == "melody":
             extra = {"seconds": args.seconds}
         if args.what == "style":
-            extra = {"seconds": args.seconds, "seeds": args.seeds, "folders": tuple(args.audio) if args.audio else None, "words": _words(args.words),
-                     **_sampling_settings(args)}
+            extra = {"seconds": args.seconds, "seeds": args.seeds, "folders": tuple(args.audio) if args.audio else None, "words": _words(args.words)}
+        if args.what in SAMPLED_EVALUATIONS:
+            extra.update(_sampling_settings(args))
         if args.what == "recordings" and args.audio:
             extra = {"folders": tuple(args.audio)}
         if args.soundfont:

@@ -301,9 +301,9 @@ def test_story_and_continuation_evals_run_through_the_cli(tiny_runs, exported):
     assert story["tempo"]["segments"] == 3 and [d["stated"] for d in story["tempo"]["draws"]] == [75, 105, 140]
     cont = _engine("eval", "continuation", "--corpus", corpus, "--checkpoint", exported, "--seconds", 1)
     assert cont["clips"] == 1 and 0 <= cont["closer_to_own_clip_fraction"] <= 1 and cont["seam_jump_median"] > 0
-    coarse = _engine("eval", "continuation", "--corpus", corpus, "--checkpoint", exported, "--seconds", 1, "--temperatures", 0, 0, 0)
+    greedy = _engine("eval", "continuation", "--corpus", corpus, "--checkpoint", exported, "--seconds", 1, "--temperatures", 0, 0, 0)
     measured = ("similarity_own_mean", "similarity_unrelated_mean", "seam_jump_median")
-    assert [coarse[k] for k in measured] != [cont[k] for k in measured], (coarse, cont)  # the sampling options reach the generator
+    assert [greedy[k] for k in measured] != [cont[k] for k in measured], (greedy, cont)  # the sampling options reach the generator
 
 
 def test_stage_eval_reports_what_m_is_worth(tiny_runs, exported):

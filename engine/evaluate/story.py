@@ -38,8 +38,8 @@ def eval_story(corpus: Path, checkpoint: Path | None = None, clips: int | None =
     seg = int(seconds * SAMPLE_RATE)
     tempo = _story_tempi(model, base, seconds, clips)
     for i, prompts in enumerate(stories):
-        settings = replace(base, seconds=seconds * len(prompts), seed=i)
-        audio, info = collect(model.story([(p, seconds) for p in prompts], settings), settings)
+        piece = replace(base, seconds=seconds * len(prompts), seed=i)
+        audio, info = collect(model.story([(p, seconds) for p in prompts], piece), piece)
         rtf.append(info["rtf"])
         margins += _margins(model.mulan, [audio[k * seg:(k + 1) * seg] for k in range(len(prompts))], list(prompts))
         story_seams += [seam_jump(audio, k * seg) for k in range(1, len(prompts))]
@@ -65,8 +65,8 @@ def _story_tempi(model, base: GenerationSettings, seconds: float, clips: int | N
     seg, skip = int(seconds * SAMPLE_RATE), SAMPLE_RATE
     draws = []
     for i, prompts in enumerate(stories):
-        settings = replace(base, seconds=seconds * len(prompts), seed=100 + i)
-        audio, _ = collect(model.story([(p, seconds) for p in prompts], settings), settings)
+        piece = replace(base, seconds=seconds * len(prompts), seed=100 + i)
+        audio, _ = collect(model.story([(p, seconds) for p in prompts], piece), piece)
         for k, prompt in enumerate(prompts):
             heard = estimated_bpm(audio[k * seg + skip:(k + 1) * seg])
             draws.append({"prompt": prompt, "stated": stated_bpm(prompt), "heard": round(heard, 1), "error": round(tempo_error(heard, stated_bpm(prompt)), 4)})
@@ -85,8 +85,8 @@ def eval_continuation(corpus: Path, checkpoint: Path | None = None, clips: int |
     prompts = render_openings(corpus, records, seconds)
     own, other, seams = [], [], []
     for i, clip in enumerate(prompts):
-        settings = replace(base, seconds=seconds, seed=i)
-        audio, _ = collect(model.continuation(clip, None, settings), settings)
+        piece = replace(base, seconds=seconds, seed=i)
+        audio, _ = collect(model.continuation(clip, None, piece), piece)
         given = len(audio) - int(seconds * SAMPLE_RATE)
         new = model.mulan.embed_audio(audio[given:]).numpy()
         own.append(float(new @ model.mulan.embed_audio(clip).numpy()))
