@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from engine import GenerationSettings, MusicLM
+from engine.generate.musiclm import collect
 from engine.generate.drafts import envelope_bpm, pick_draft, tempo_miss
 from engine.nn.mulan import PriorConfig
 
@@ -79,8 +80,8 @@ class Readings:
 class TokensAsOnsets:
     reads_rhythm = True
 
-    def onset_envelope(self, tokens):
-        return tokens.float()
+    def onset_table(self):
+        return torch.arange(1025).float()
 
 
 @pytest.fixture
@@ -92,7 +93,7 @@ def drafting(tiny_pipeline, monkeypatch):
         shown.append(envelopes)
         return min(2, len(envelopes) - 1), [0.0] * len(envelopes)
 
-    monkeypatch.setattr("engine.generate.musiclm.pick_draft", keep_the_third)
+    monkeypatch.setattr("engine.generate.drafts.pick_draft", keep_the_third)
     model = MusicLM(TextSide(), tiny_pipeline.codec, *tiny_pipeline.stages.values(), semantic=TokensAsOnsets(), prior=Readings())
     return model, shown
 
@@ -156,6 +157,42 @@ def test_the_workers_continue_a_draft_as_the_caller_does(drafting):
         for worker in model._upstream_workers or ():
             worker.close()
     assert np.array_equal(inline, parallel)
+
+
+STORY = [("calm piano", 1.5), ("funk with slap bass, 120 bpm", 1.5)]
+
+
+def test_a_story_segment_that_states_a_bpm_is_drafted_where_it_begins(drafting):
+    model, shown = drafting
+    settings = GenerationSettings(seconds=3.0, seed=4, tempo_drafts=3)
+    tokens = {}
+    audio, _ = collect(model.story(STORY, settings, tokens_out=tokens), settings)
+    (envelopes,) = shown  # the first segment states none: only the second is drafted, from the first's handover
+    boundary = 38  # 1.5 s on the 25 Hz grid (37.5 rounds to even)
+    assert envelopes.shape == (3, 75 - boundary)  # the tiny window (2 s) less the handover holds the whole segment
+    s = tokens["S"][0, 0]
+    assert torch.equal(s[boundary:].float(), torch.from_numpy(envelopes[2]))
+    assert np.isfinite(audio).all() and len(audio) == 3 * 24_000
+    given = {}  # stage 2 under the kept reading, handed the same S, makes the same coarse tokens: it read the reading kept
+    schedule = [(0.0, model.conditioning("calm piano")), (1.52, TextSide().tokens(torch.full((1, 4), 2.0)))]
+    model.generate("", settings, schedule=schedule, semantic=tokens["S"], tokens_out=given)
+    assert torch.equal(tokens["A"], given["A"])
+
+
+def test_the_workers_draft_a_story_segment_as_the_caller_does(tiny_pipeline):
+    model = MusicLM(TextSide(), tiny_pipeline.codec, *tiny_pipeline.stages.values(), semantic=TokensAsOnsets(), prior=Readings())
+    settings = GenerationSettings(seconds=3.0, seed=2, tempo_drafts=3)
+    inline = {}
+    audio, _ = collect(model.story(STORY, settings, tokens_out=inline), settings)
+    model.parallel = True
+    try:
+        parallel = {}
+        again, _ = collect(model.story(STORY, settings, tokens_out=parallel), settings)
+    finally:
+        model.parallel = False
+        for worker in model._upstream_workers or ():
+            worker.close()
+    assert torch.equal(inline["S"], parallel["S"]) and np.array_equal(audio, again)
 
 
 def test_tempo_drafts_out_of_range_are_refused():

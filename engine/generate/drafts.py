@@ -12,7 +12,10 @@ and their MuLan cycle consistency rose from 0.276 to 0.289.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import torch
 
 ENVELOPE_UPSAMPLING = 4  # 25 Hz lags step 9 % near 140 bpm, wider than the tolerance; 100 Hz steps 2 %
 TEMPOGRAM_SECONDS = 8.0  # autocorrelation window
@@ -57,3 +60,26 @@ def pick_draft(envelopes: np.ndarray, rate: float, wanted: tuple[float, float], 
     misses = [tempo_miss(bpm, wanted) for bpm in estimates]
     keeping = [i for i, miss in enumerate(misses) if miss <= slack]
     return (keeping[0] if keeping else int(np.argmin(misses))), estimates
+
+
+@dataclass
+class TempoDraft:
+    """One stretch of music to draft: stage 1 writes its first ``frames`` under each of the
+    ``readings`` (K, 12) of its words, and the reading whose draft plays the ``wanted`` bpm range
+    goes on. Plain tensors and arrays, so a stage's worker process can draft a story's later
+    segments itself: ``onsets`` is the semantic tokenizer's onset strength per token."""
+    readings: torch.Tensor
+    wanted: tuple[float, float]
+    onsets: torch.Tensor  # (vocab,)
+    rate: float  # S tokens per second
+    frames: int
+    slack: float
+
+    def pick(self, drafts: torch.Tensor) -> int:
+        """(K, 1, T) drafted S → the row to keep (``pick_draft``)."""
+        keep, _ = pick_draft(self.onsets[drafts[:, 0].cpu()].numpy(), self.rate, self.wanted, self.slack)
+        return keep
+
+    def share(self) -> "TempoDraft":
+        self.readings.share_memory_()
+        return self

@@ -24,12 +24,12 @@ from ..audio import SAMPLE_RATE
 from ..checkpoints import hash_ahead, manifest_files, model_set
 from ..features import SEMANTIC_RATE
 from ..nn.codec import HOP, CodecStreamer, load_codec
-from ..nn.lm import COARSE_LEVELS, GenerationError, Schedule, TokenLM, load_stage, windowed
+from ..nn.lm import COARSE_LEVELS, GenerationError, Schedule, TokenLM, drafted, load_stage, windowed
 from ..nn.mulan import blend_embeddings, load_mulan, load_prior
 from ..nn.sampling import Sampling
 from ..nn.semantic import load_semantic
 from ..prompts import StatedTempo, clean_prompt, stated_tempo
-from .drafts import pick_draft
+from .drafts import TempoDraft
 from .requests import ContinueRequest, HumRequest, InpaintRequest, Request, StoryRequest, StyleRequest, TextRequest, check_story
 from .settings import MAX_SECONDS, GenerationSettings, resolve_device
 from .upstream import InLine, Reads, StageJob, StageWorker, Watched, decode
@@ -184,7 +184,7 @@ class MusicLM:
                prompt_tokens: dict[str, torch.Tensor] | None = None, unconditional: bool = False,
                schedule: list[tuple[float, torch.Tensor]] | None = None, tokens_out: dict | None = None,
                melody: np.ndarray | None = None, semantic: torch.Tensor | None = None, decoder: CodecStreamer | None = None,
-               anchor: torch.Tensor | None = None) -> Iterator[Chunk]:
+               anchor: torch.Tensor | None = None, drafts: dict[int, TempoDraft] | None = None) -> Iterator[Chunk]:
         """Yield audio chunks of about ``chunk_seconds`` as soon as they are decoded.
 
         ``prefix`` overrides M (e.g. MuLan audio tokens for continuation); ``schedule`` gives M per
@@ -199,7 +199,9 @@ class MusicLM:
         stage 1 loses from what stages 2–3 lose; ``decoder``: the codec stream of the music so far
         (live mode), which already holds the prompt's tokens and is left open for what follows;
         ``anchor``: M of the words alone beside a style's ``prefix`` (words and clips blended), for
-        stage 1's double guidance: the words at ``guidance``, what the clips add at ``style_guidance``."""
+        stage 1's double guidance: the words at ``guidance``, what the clips add at ``style_guidance``;
+        ``drafts``: schedule index → the tempo draft of that segment's opening (``tempo_draft_of``;
+        a text prompt that states a bpm gets one of its own)."""
         settings.check()
         # one generator per stage: a stage's draws never depend on how the stages interleave
         device = self.device
@@ -210,11 +212,14 @@ class MusicLM:
         tempo = self.read_tempo(prompt) if from_text else None
         # tempo drafts: text alone (no S, clip, hum or M given) that states a bpm the tokens can be read for
         text_only = from_text and semantic is None and melody is None and not prompt_tokens
-        drafting = text_only and self.drafts_tempo(tempo, settings.tempo_drafts)
+        drafts = dict(drafts or {})
+        if schedule is None and text_only and self.drafts_tempo(tempo, settings.tempo_drafts):
+            drafts[0] = self.tempo_draft_of(prompt, tempo, settings)
+            schedule = [(0.0, drafts[0].readings[:1].clone())]
         if schedule is None:
-            schedule = [(0.0, None if unconditional else prefix if prefix is not None
-                         else self.conditioning_at(prompt, tempo, settings.tempo_drafts if drafting else 1))]
+            schedule = [(0.0, None if unconditional else prefix if prefix is not None else self.conditioning_at(prompt, tempo))]
         schedule = [(start, m if m is None else m.to(device)) for start, m in schedule]
+        drafts = {i: replace(draft, readings=draft.readings.to(device)) for i, draft in drafts.items()}
         negative = self.conditioning(settings.negative_prompt).to(device) if settings.negative_prompt.strip() and not unconditional else None
         timings["mulan"] = time.perf_counter() - t0
         s1, s2, s3 = (self.stages[n] for n in ("stage1", "stage2", "stage3"))
@@ -244,10 +249,9 @@ class MusicLM:
         hum = self.melody_stream(melody, offset_s, semantic_total)  # stage 1 follows it; stage 2 too if it was trained to
         job1 = None
         drafted = 0
-        if drafting:
+        if semantic is None and 0 in drafts and offset_s == 0:  # the opening's draft, here: the first chunk waits for it anyway
             t = time.perf_counter()
-            drafted = self.tempo_draft(tempo, min(semantic_total, int(settings.tempo_draft_seconds * SEMANTIC_RATE)), sampling[0], seeds[0],
-                                       negative, schedule, s_buf)
+            drafted = self.tempo_draft(drafts.pop(0), semantic_total, sampling[0], seeds[0], negative, schedule[0][1], s_buf)
             timings["stage1"] = time.perf_counter() - t
         if semantic is not None:
             if semantic.dim() != 3 or semantic.shape[:2] != (1, 1) or semantic.shape[2] < semantic_total:
@@ -256,7 +260,7 @@ class MusicLM:
         elif drafted < semantic_total:
             job1 = StageJob(semantic_total, at_rate(s1.cfg.layout.rate), hum, sampling[0], seeds[0], s_buf, offset_s, negative,
                             s_buf[:, :, :offset_s + drafted].clone() if drafted else given_s, int(STORY_HANDOVER * s1.cfg.layout.rate),
-                            ready=drafted, anchor=None if anchor is None else anchor.to(device))
+                            ready=drafted, anchor=None if anchor is None else anchor.to(device), drafts=drafts)
             job1.progress[1] = timings["stage1"]
         s_reads = s2.cfg.layout.aligned[0]  # S, read ahead of each coarse frame
         job2 = StageJob(frames, at_rate(s2.cfg.layout.rate), {"S": s_buf, **hum}, sampling[1], seeds[1], c_buf, offset_a, None,
@@ -318,20 +322,22 @@ class MusicLM:
         return (count >= 2 and tempo is not None and tempo.bpm is not None and self.prior is not None and self.semantic is not None
                 and self.semantic.reads_rhythm)
 
-    def tempo_draft(self, tempo: StatedTempo, frames: int, sampling: Sampling, seed: int, negative: torch.Tensor | None,
-                    schedule: list, s_buf: torch.Tensor) -> int:
-        """Draft stage 1's first ``frames`` (at most its window) under each reading of the prompt in ``schedule``'s M
-        (``engine.drafts``); keep the draft that plays the stated bpm in ``s_buf`` and its reading
-        as the schedule's M. Returns how many S frames were drafted."""
+    def tempo_draft_of(self, words: str, tempo: StatedTempo, settings: GenerationSettings) -> TempoDraft:
+        """A draft of stage 1's opening under ``settings.tempo_drafts`` readings of ``words`` at
+        their stated ``tempo`` (``engine.generate.drafts``); ``drafts_tempo`` says when one pays."""
+        return TempoDraft(self.conditioning_at(words, tempo, settings.tempo_drafts), tempo.range, self.semantic.onset_table().cpu(),
+                          SEMANTIC_RATE, int(settings.tempo_draft_seconds * SEMANTIC_RATE), TEMPO_DRAFT_SLACK)
+
+    def tempo_draft(self, draft: TempoDraft, frames: int, sampling: Sampling, seed: int, negative: torch.Tensor | None,
+                    m: torch.Tensor, s_buf: torch.Tensor) -> int:
+        """Draft stage 1's opening here, before the stages start (at most ``frames`` and its window):
+        the kept draft goes into ``s_buf``, its reading into ``m``. Returns how many S frames were drafted."""
         s1 = self.stages["stage1"]
-        readings = schedule[0][1]
-        length = min(frames, s1.cfg.layout.positions)
+        length = min(frames, draft.frames, s1.cfg.layout.positions)
         with operator_threads(caller_threads()):
-            drafts = s1.generate(length, readings, None, sampling, torch.Generator(device=self.device).manual_seed(seed),
-                                 None if negative is None else negative.expand(len(readings), -1))
-        keep, _ = pick_draft(self.semantic.onset_envelope(drafts[:, 0].cpu()).numpy(), SEMANTIC_RATE, tempo.range, TEMPO_DRAFT_SLACK)
-        schedule[0] = (schedule[0][0], readings[keep:keep + 1])
-        s_buf[:, :, :length] = drafts[keep:keep + 1]
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+            for n, frame in enumerate(drafted(s1, draft, m, length, {}, sampling, generator, negative, None, None)):
+                s_buf[:, :, n] = frame[:, :, 0]
         return length
 
     def _start_upstream(self, job1: StageJob | None, job2: StageJob):
@@ -395,8 +401,16 @@ class MusicLM:
         segments = check_story(segments)
         grid = 1 / SEMANTIC_RATE
         edges = np.round(np.cumsum([0.0] + [seconds for _, seconds in segments]) / grid) * grid
-        schedule = [(float(start), self.conditioning(text)) for (text, _), start in zip(segments, edges[:-1])]
-        yield from self.stream(segments[0][0], replace(settings, seconds=float(edges[-1])), schedule=schedule, tokens_out=tokens_out)
+        schedule, drafts = [], {}
+        for i, ((text, _), start) in enumerate(zip(segments, edges[:-1])):
+            tempo = self.read_tempo(text)
+            if self.drafts_tempo(tempo, settings.tempo_drafts):  # each segment that states a bpm is drafted for it
+                drafts[i] = self.tempo_draft_of(text, tempo, settings)
+                schedule.append((float(start), drafts[i].readings[:1].clone()))
+            else:
+                schedule.append((float(start), self.conditioning_at(text, tempo)))
+        yield from self.stream(segments[0][0], replace(settings, seconds=float(edges[-1])), schedule=schedule, tokens_out=tokens_out,
+                               drafts=drafts)
 
     def continuation(self, audio: np.ndarray, prompt: str | None = None, settings: GenerationSettings = GenerationSettings(),
                      tokens_out: dict | None = None) -> Iterator[Chunk]:

@@ -54,14 +54,18 @@ class StageJob:
     reads: Reads | None = None  # what it reads of the stage before it (None: nothing that stage still makes)
     ready: int = 0  # frames of ``out`` after ``offset`` made before the job (a tempo draft); ``prompt`` ends with them
     anchor: torch.Tensor | None = None  # M of the words alone beside a style's blend: double guidance (``engine.nn.sampling.guide``)
+    drafts: dict = field(default_factory=dict)  # schedule index → the tempo draft of that segment's opening (``engine.generate.drafts``)
     # bookkeeping, always on the CPU (where another process can watch it): frames done, seconds spent; a stop flag
     progress: torch.Tensor = field(default_factory=lambda: torch.zeros(2, dtype=torch.float64, device="cpu"))
     stop: torch.Tensor = field(default_factory=lambda: torch.zeros(1, dtype=torch.bool, device="cpu"))
 
     def share(self) -> "StageJob":
-        """Put the tensors other processes write or watch into shared memory (in place)."""
-        for tensor in (self.out, self.progress, self.stop, *self.aligned.values()):
+        """Put the tensors other processes write or watch into shared memory (in place): M too,
+        since a draft's kept reading is written into it for the next stage."""
+        for tensor in (self.out, self.progress, self.stop, *self.aligned.values(), *(m for _, m in self.schedule if m is not None)):
             tensor.share_memory_()
+        for draft in self.drafts.values():
+            draft.share()
         return self
 
     @property
@@ -82,7 +86,7 @@ def decode(model: TokenLM, job: StageJob, upstream=None) -> Iterator[int]:
     frame, ``upstream.wait_for`` makes sure the frames it reads exist."""
     generator = torch.Generator(device=model.device).manual_seed(job.seed)
     frames = windowed(model, job.total - job.ready, job.schedule, job.aligned, job.sampling, generator, job.negative, job.prompt, job.handover,
-                      job.anchor)
+                      job.anchor, job.drafts)
     job.progress[0] = job.ready
     for n in range(job.ready, job.total):
         if upstream is not None:

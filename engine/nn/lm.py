@@ -294,7 +294,7 @@ Schedule = list[tuple[int, "torch.Tensor | None"]]  # (first target frame, M fro
 
 def windowed(model: TokenLM, total: int, schedule: Schedule, aligned: dict[str, torch.Tensor], sampling: Sampling, generator,
              negative=None, prompt: torch.Tensor | None = None, handover: int | None = None,
-             anchor: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+             anchor: torch.Tensor | None = None, drafts: dict | None = None) -> Iterator[torch.Tensor]:
     """Yield ``total`` target frames (B, L, 1), in windows of the stage's crop length that
     overlap by half: each window continues the previous one's last half-crop of frames.
 
@@ -302,7 +302,9 @@ def windowed(model: TokenLM, total: int, schedule: Schedule, aligned: dict[str, 
     where M changes, and the next one starts from the end of the music so far under the new M —
     the paper's time-varying text (story mode) without a seam. Only the last ``handover`` frames
     are its context there: a whole half-crop of the old segment would keep its style going
-    against the new text."""
+    against the new text. ``drafts``: schedule index → a draft (``engine.generate.drafts.TempoDraft``)
+    of that segment's opening under several readings of its M; the kept reading is written into
+    the schedule's M in place, where the next stage (on another process too) reads it."""
     lay = model.cfg.layout
     window = lay.positions - lay.positions % 2
     context = window // 2
@@ -319,10 +321,32 @@ def windowed(model: TokenLM, total: int, schedule: Schedule, aligned: dict[str, 
         length = min(window - ctx, changes[segment] - end)
         views = {s.name: aligned[s.name][..., int(start * s.frames_per_position):] for s in lay.aligned if s.name in aligned}
         prefix = schedule[segment][1]
-        for frame in model.stream(length, prefix, views, sampling, generator, negative, produced[:, :, start:end] if ctx else None, anchor):
+        context_tokens = produced[:, :, start:end] if ctx else None
+        draft = (drafts or {}).get(segment) if end == (changes[segment - 1] if segment else given) else None
+        if draft is None:
+            frames = model.stream(length, prefix, views, sampling, generator, negative, context_tokens, anchor)
+        else:
+            frames = drafted(model, draft, prefix, min(length, draft.frames), views, sampling, generator, negative, context_tokens, anchor)
+        for frame in frames:
             produced[:, :, end] = frame[:, :, 0]
             end += 1
             yield frame
+
+
+def drafted(model: TokenLM, draft, prefix: torch.Tensor, length: int, views: dict[str, torch.Tensor], sampling: Sampling, generator,
+            negative, context: torch.Tensor | None, anchor) -> Iterator[torch.Tensor]:
+    """The frames of ``draft``'s kept row: ``length`` frames drawn under each of its readings at
+    once (one batch), the one its ``pick`` keeps, whose reading becomes ``prefix`` in place."""
+    rows = draft.readings.shape[0]
+    def each(t):  # one row → a row per reading
+        return None if t is None else t.expand(rows, *t.shape[1:])
+    tokens = model.generate(length, draft.readings, {k: each(v) for k, v in views.items()}, sampling, generator, each(negative),
+                            each(context), each(anchor))
+    keep = draft.pick(tokens)
+    with torch.inference_mode():  # M may come from inference mode (MuLan), where alone it can change in place
+        prefix.copy_(draft.readings[keep:keep + 1])
+    for n in range(length):
+        yield tokens[keep:keep + 1, :, n:n + 1]
 
 
 def stage_layouts(crop_scale: float = 1.0) -> dict[str, StageLayout]:

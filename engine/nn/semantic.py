@@ -253,9 +253,13 @@ class SemanticModel(nn.Module):
         """(..., T) token ids → (..., T) onset strength, read from the joint codebook's rhythm
         read-out: on the 201 test clips' own S, librosa's tempo estimate on it keeps the score's
         tempo (within 8 %, half or double allowed) for 79 % over their first 10 s, 83 % over 20 s."""
+        return self.onset_table()[tokens]
+
+    def onset_table(self) -> torch.Tensor:
+        """(vocab,): the onset strength each token stands for (``onset_envelope`` is a lookup in it)."""
         if not self.reads_rhythm:
             raise ValueError("a flat semantic codebook holds no rhythm read-out; train one with --codebook joint")
-        return self.codebook.onset_per_token()[tokens]
+        return self.codebook.onset_per_token()
 
     def pitch_classes(self, tokens: torch.Tensor) -> torch.Tensor:
         """(..., T) token ids → (..., T) the pitch class (0–11) each token's harmony read-out
