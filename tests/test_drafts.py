@@ -179,6 +179,18 @@ def test_a_story_segment_that_states_a_bpm_is_drafted_where_it_begins(drafting):
     assert torch.equal(tokens["A"], given["A"])
 
 
+def test_a_drafted_opening_leaves_the_later_segments_where_they_begin(drafting):
+    model, shown = drafting
+    settings = GenerationSettings(seconds=3.0, seed=4, tempo_drafts=3)
+    tokens = {}
+    collect(model.story([("funk, 120 bpm", 1.0), ("disco, 118 bpm", 2.0)], settings, tokens_out=tokens), settings)
+    opening, second = shown
+    assert opening.shape == (3, 25)  # the opening's draft stops at its segment's end (1 s), not at the 5 s a draft may cover
+    assert second.shape == (3, 40)  # the tiny window (2 s) less the handover
+    s = tokens["S"][0, 0]
+    assert torch.equal(s[:25].float(), torch.from_numpy(opening[2])) and torch.equal(s[25:65].float(), torch.from_numpy(second[2]))
+
+
 def test_the_workers_draft_a_story_segment_as_the_caller_does(tiny_pipeline):
     model = MusicLM(TextSide(), tiny_pipeline.codec, *tiny_pipeline.stages.values(), semantic=TokensAsOnsets(), prior=Readings())
     settings = GenerationSettings(seconds=3.0, seed=2, tempo_drafts=3)

@@ -243,22 +243,23 @@ class MusicLM:
         for stage, scale in enumerate((settings.guidance, settings.coarse_guidance)):
             sampling[stage] = replace(sampling[stage], guidance=1.0 if unconditional else scale)
         sampling[0] = replace(sampling[0], anchor_guidance=settings.style_guidance)
-        def at_rate(rate: float) -> Schedule:  # the schedule in one stage's frames
-            return [(int(round(start * rate)), m) for start, m in schedule]
+        def at_rate(rate: float, made: int = 0) -> Schedule:  # the schedule in one stage's frames after the ``made`` ones
+            return [(max(0, int(round(start * rate)) - made), m) for start, m in schedule]
 
         hum = self.melody_stream(melody, offset_s, semantic_total)  # stage 1 follows it; stage 2 too if it was trained to
         job1 = None
         drafted = 0
         if semantic is None and 0 in drafts and offset_s == 0:  # the opening's draft, here: the first chunk waits for it anyway
             t = time.perf_counter()
-            drafted = self.tempo_draft(drafts.pop(0), semantic_total, sampling[0], seeds[0], negative, schedule[0][1], s_buf)
+            opening = at_rate(s1.cfg.layout.rate)[1][0] if len(schedule) > 1 else semantic_total  # a draft stays in its segment
+            drafted = self.tempo_draft(drafts.pop(0), opening, sampling[0], seeds[0], negative, schedule[0][1], s_buf)
             timings["stage1"] = time.perf_counter() - t
         if semantic is not None:
             if semantic.dim() != 3 or semantic.shape[:2] != (1, 1) or semantic.shape[2] < semantic_total:
                 raise ValueError(f"semantic tokens must have shape (1, 1, ≥ {semantic_total}), got {tuple(semantic.shape)}")
             s_buf[:, :, offset_s:] = semantic[:, :, :semantic_total].to(device)
         elif drafted < semantic_total:
-            job1 = StageJob(semantic_total, at_rate(s1.cfg.layout.rate), hum, sampling[0], seeds[0], s_buf, offset_s, negative,
+            job1 = StageJob(semantic_total, at_rate(s1.cfg.layout.rate, drafted), hum, sampling[0], seeds[0], s_buf, offset_s, negative,
                             s_buf[:, :, :offset_s + drafted].clone() if drafted else given_s, int(STORY_HANDOVER * s1.cfg.layout.rate),
                             ready=drafted, anchor=None if anchor is None else anchor.to(device), drafts=drafts)
             job1.progress[1] = timings["stage1"]
