@@ -582,7 +582,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--audio", nargs="+", metavar="FOLDER", help="recordings, style: folders of recorded music (recordings' default: the held-out Debian game soundtracks; style's: the test renders)")
     e.add_argument("--clips", type=int, help="evaluate only the first N test clips (generation: N test captions, default 30; tones: N frequencies, default 24)")
     e.add_argument("--seconds", type=_positive_float, default=10.0, help="generation, story, continuation: seconds per generated clip / segment")
-    e.add_argument("--seeds", type=_positive_int, default=3, help="generation: seeds per caption (MCC, tempo) and per contrasting prompt pair; style: pieces per reference clip")
+    e.add_argument("--seeds", type=_positive_int, default=3, help="generation: seeds per caption (MCC, tempo) and per contrasting prompt pair; story: draws per tempo story; style: pieces per reference clip")
     _add_sampling_arguments(e, f"{', '.join(SAMPLED_EVALUATIONS)}: ")
     e.add_argument("--words", metavar="TEXT", help="style: words mixed into every style at weight 0.5 (the clip at 1), "
                                                    "to weigh --guidance (the words) against --style-guidance (the clip)")

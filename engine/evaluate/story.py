@@ -28,15 +28,16 @@ def _margins(mulan, pieces: list[np.ndarray], prompts: list[str]) -> list[float]
 def eval_story(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0, seeds: int = 1,
                **settings) -> dict:
     """Story mode: per-segment MuLan margin, and the seams against hard cuts between
-    independently generated clips of the same prompts. ``settings``: the generator's own to
-    change (``GenerationSettings`` fields), its defaults otherwise."""
+    independently generated clips of the same prompts; each tempo story (``_story_tempi``) drawn
+    ``seeds`` times. ``settings``: the generator's own to change (``GenerationSettings`` fields),
+    its defaults otherwise."""
     t0 = time.perf_counter()
     model = MusicLM.load(checkpoint)
     base = GenerationSettings(**settings)
     stories = STORIES[: clips or len(STORIES)]
     margins, independent_margins, story_seams, cut_seams, rtf = [], [], [], [], []
     seg = int(seconds * SAMPLE_RATE)
-    tempo = _story_tempi(model, base, seconds, clips)
+    tempo = _story_tempi(model, base, seconds, clips, seeds)
     for i, prompts in enumerate(stories):
         piece = replace(base, seconds=seconds * len(prompts), seed=i)
         audio, info = collect(model.story([(p, seconds) for p in prompts], piece), piece)
@@ -58,18 +59,21 @@ def eval_story(corpus: Path, checkpoint: Path | None = None, clips: int | None =
     }
 
 
-def _story_tempi(model, base: GenerationSettings, seconds: float, clips: int | None) -> dict:
-    """Stories whose segments state different tempi (``TEMPO_STORIES``): is each segment's own
-    tempo kept (librosa's beat tracker on the segment, its first second skipped: the handover)?"""
+def _story_tempi(model, base: GenerationSettings, seconds: float, clips: int | None, seeds: int) -> dict:
+    """Stories whose segments state different tempi (``TEMPO_STORIES``), each drawn with ``seeds``
+    seeds: is each segment's own tempo kept (librosa's beat tracker on the segment, its first
+    second skipped: the handover)?"""
     stories = TEMPO_STORIES[: clips or len(TEMPO_STORIES)]
     seg, skip = int(seconds * SAMPLE_RATE), SAMPLE_RATE
     draws = []
     for i, prompts in enumerate(stories):
-        piece = replace(base, seconds=seconds * len(prompts), seed=100 + i)
-        audio, _ = collect(model.story([(p, seconds) for p in prompts], piece), piece)
-        for k, prompt in enumerate(prompts):
-            heard = estimated_bpm(audio[k * seg + skip:(k + 1) * seg])
-            draws.append({"prompt": prompt, "stated": stated_bpm(prompt), "heard": round(heard, 1), "error": round(tempo_error(heard, stated_bpm(prompt)), 4)})
+        for draw in range(seeds):
+            piece = replace(base, seconds=seconds * len(prompts), seed=100 + i + len(TEMPO_STORIES) * draw)
+            audio, _ = collect(model.story([(p, seconds) for p in prompts], piece), piece)
+            for k, prompt in enumerate(prompts):
+                heard = estimated_bpm(audio[k * seg + skip:(k + 1) * seg])
+                draws.append({"prompt": prompt, "seed": piece.seed, "stated": stated_bpm(prompt), "heard": round(heard, 1),
+                              "error": round(tempo_error(heard, stated_bpm(prompt)), 4)})
     return {"segments": len(draws), "within_8pct": round(float(np.mean([d["error"] <= TEMPO_TOLERANCE for d in draws])), 4), "draws": draws}
 
 
