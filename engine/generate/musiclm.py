@@ -24,7 +24,7 @@ from ..audio import SAMPLE_RATE
 from ..checkpoints import hash_ahead, manifest_files, model_set
 from ..features import SEMANTIC_RATE
 from ..nn.codec import HOP, CodecStreamer, load_codec
-from ..nn.lm import COARSE_LEVELS, GenerationError, Schedule, TokenLM, drafted, load_stage, windowed
+from ..nn.lm import COARSE_LEVELS, GenerationError, Schedule, TokenLM, kept_draft, load_stage, windowed
 from ..nn.mulan import blend_embeddings, load_mulan, load_prior
 from ..nn.sampling import Sampling
 from ..nn.semantic import load_semantic
@@ -337,7 +337,7 @@ class MusicLM:
         length = min(frames, draft.frames, s1.cfg.layout.positions)
         with operator_threads(caller_threads()):
             generator = torch.Generator(device=self.device).manual_seed(seed)
-            for n, frame in enumerate(drafted(s1, draft, m, length, {}, sampling, generator, negative, None, None)):
+            for n, frame in enumerate(kept_draft(s1, draft, m, length, {}, sampling, generator, negative, None, None)):
                 s_buf[:, :, n] = frame[:, :, 0]
         return length
 

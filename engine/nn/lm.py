@@ -326,14 +326,14 @@ def windowed(model: TokenLM, total: int, schedule: Schedule, aligned: dict[str, 
         if draft is None:
             frames = model.stream(length, prefix, views, sampling, generator, negative, context_tokens, anchor)
         else:
-            frames = drafted(model, draft, prefix, min(length, draft.frames), views, sampling, generator, negative, context_tokens, anchor)
+            frames = kept_draft(model, draft, prefix, min(length, draft.frames), views, sampling, generator, negative, context_tokens, anchor)
         for frame in frames:
             produced[:, :, end] = frame[:, :, 0]
             end += 1
             yield frame
 
 
-def drafted(model: TokenLM, draft, prefix: torch.Tensor, length: int, views: dict[str, torch.Tensor], sampling: Sampling, generator,
+def kept_draft(model: TokenLM, draft, prefix: torch.Tensor, length: int, views: dict[str, torch.Tensor], sampling: Sampling, generator,
             negative, context: torch.Tensor | None, anchor) -> Iterator[torch.Tensor]:
     """The frames of ``draft``'s kept row: ``length`` frames drawn under each of its readings at
     once (one batch), the one its ``pick`` keeps, whose reading becomes ``prefix`` in place."""
