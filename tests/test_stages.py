@@ -296,7 +296,7 @@ def test_inpainting_regenerates_only_the_range_and_fades_back(tiny_runs):
 
 def test_story_and_continuation_evals_run_through_the_cli(tiny_runs, exported):
     corpus = tiny_runs[0]
-    story = _engine("eval", "story", "--corpus", corpus, "--checkpoint", exported, "--clips", 1, "--seconds", 1)
+    story = _engine("eval", "story", "--corpus", corpus, "--checkpoint", exported, "--clips", 1, "--seconds", 1, "--seeds", 1)
     assert story["segments"] == 4 and 0 <= story["margin_positive_fraction"] <= 1 and story["seam_jump_hard_cut_median"] > 0
     assert story["tempo"]["segments"] == 3 and [d["stated"] for d in story["tempo"]["draws"]] == [75, 105, 140]
     cont = _engine("eval", "continuation", "--corpus", corpus, "--checkpoint", exported, "--seconds", 1)
