@@ -213,11 +213,12 @@ class MusicLM:
         # tempo drafts: text alone (no S, clip, hum or M given) that states a bpm the tokens can be read for
         text_only = from_text and semantic is None and melody is None and not prompt_tokens
         drafts = dict(drafts or {})
-        if schedule is None and text_only and self.drafts_tempo(tempo, settings.tempo_drafts):
-            drafts[0] = self.tempo_draft_of(prompt, tempo, settings)
-            schedule = [(0.0, drafts[0].readings[:1].clone())]
-        if schedule is None:
-            schedule = [(0.0, None if unconditional else prefix if prefix is not None else self.conditioning_at(prompt, tempo))]
+        if from_text:
+            m, opening = self.words_conditioning(prompt, tempo, settings, drafting=text_only)
+            schedule = [(0.0, m)]
+            drafts.update({0: opening} if opening else {})
+        elif schedule is None:
+            schedule = [(0.0, None if unconditional else prefix)]
         schedule = [(start, m if m is None else m.to(device)) for start, m in schedule]
         drafts = {i: replace(draft, readings=draft.readings.to(device)) for i, draft in drafts.items()}
         negative = self.conditioning(settings.negative_prompt).to(device) if settings.negative_prompt.strip() and not unconditional else None
@@ -323,6 +324,15 @@ class MusicLM:
         return (count >= 2 and tempo is not None and tempo.bpm is not None and self.prior is not None and self.semantic is not None
                 and self.semantic.reads_rhythm)
 
+    def words_conditioning(self, words: str, tempo: StatedTempo | None, settings: GenerationSettings,
+                           drafting: bool = True) -> tuple[torch.Tensor, TempoDraft | None]:
+        """M (1, 12) of ``words`` at their stated ``tempo``, and, when ``drafting`` and a draft pays
+        (``drafts_tempo``), the tempo draft whose kept reading will be written into that M."""
+        if drafting and self.drafts_tempo(tempo, settings.tempo_drafts):
+            draft = self.tempo_draft_of(words, tempo, settings)
+            return draft.readings[:1].clone(), draft
+        return self.conditioning_at(words, tempo), None
+
     def tempo_draft_of(self, words: str, tempo: StatedTempo, settings: GenerationSettings) -> TempoDraft:
         """A draft of stage 1's opening under ``settings.tempo_drafts`` readings of ``words`` at
         their stated ``tempo`` (``engine.generate.drafts``); ``drafts_tempo`` says when one pays."""
@@ -403,13 +413,10 @@ class MusicLM:
         grid = 1 / SEMANTIC_RATE
         edges = np.round(np.cumsum([0.0] + [seconds for _, seconds in segments]) / grid) * grid
         schedule, drafts = [], {}
-        for i, ((text, _), start) in enumerate(zip(segments, edges[:-1])):
-            tempo = self.read_tempo(text)
-            if self.drafts_tempo(tempo, settings.tempo_drafts):  # each segment that states a bpm is drafted for it
-                drafts[i] = self.tempo_draft_of(text, tempo, settings)
-                schedule.append((float(start), drafts[i].readings[:1].clone()))
-            else:
-                schedule.append((float(start), self.conditioning_at(text, tempo)))
+        for i, ((text, _), start) in enumerate(zip(segments, edges[:-1])):  # each segment that states a bpm is drafted for it
+            m, draft = self.words_conditioning(text, self.read_tempo(text), settings)
+            schedule.append((float(start), m))
+            drafts.update({i: draft} if draft else {})
         yield from self.stream(segments[0][0], replace(settings, seconds=float(edges[-1])), schedule=schedule, tokens_out=tokens_out,
                                drafts=drafts)
 

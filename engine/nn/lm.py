@@ -334,7 +334,7 @@ def windowed(model: TokenLM, total: int, schedule: Schedule, aligned: dict[str, 
 
 
 def kept_draft(model: TokenLM, draft, prefix: torch.Tensor, length: int, views: dict[str, torch.Tensor], sampling: Sampling, generator,
-            negative, context: torch.Tensor | None, anchor) -> Iterator[torch.Tensor]:
+               negative, context: torch.Tensor | None, anchor) -> Iterator[torch.Tensor]:
     """The frames of ``draft``'s kept row: ``length`` frames drawn under each of its readings at
     once (one batch), the one its ``pick`` keeps, whose reading becomes ``prefix`` in place."""
     rows = draft.readings.shape[0]
