@@ -1,5 +1,6 @@
 """What a prompt says, read the same way by the corpus captions and by generation: its tempo (a
-bpm, or a tempo word and the range of bpm it covers), and the prompt itself tidied or refused."""
+bpm, or a tempo word and the range of bpm it covers), its loudness (a dynamics word and the range
+of integrated loudness it covers), and the prompt itself tidied or refused."""
 from __future__ import annotations
 
 import re
@@ -38,6 +39,47 @@ _RANGE = re.compile(rf"(?:between\s+)?{_NUMBER}\s*(?:-|–|to|and)\s*{_NUMBER}\s
 _SINGLE = [re.compile(rf"{_NUMBER}\s*(?:-\s*|ish\s*)?{_UNIT}", re.IGNORECASE),  # "96 bpm", "a 90-bpm groove", "100 beats per minute"
            re.compile(rf"\b(?:bpm|tempo)\s*{_ABOUT}{_NUMBER}\b(?!\s*(?:%|percent|s\b|seconds|minutes|bars))", re.IGNORECASE),  # "tempo 150", "bpm: 128"
            re.compile(rf"(?:^|[,;])\s*~?{_NUMBER}\s*(?=$|[,;])")]  # a tag that is a number alone: "dnb, reese bass, 174"
+
+
+# Dynamics, keyed as the corpus's loudness bands: (words the training captions use, held-out words
+# only test captions use), and the integrated loudness (LUFS) each key covers, [low, high). The
+# bands nest towards the extremes: a clip below -28 LUFS is soft too, but its caption says
+# "whisper-quiet" (``engine.data.dynamics.dynamics_word`` names the narrowest band).
+DYNAMICS_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "whisper": (("whisper-quiet", "barely audible", "very soft", "very quiet"), ("pianissimo",)),
+    "soft": (("soft", "hushed", "quiet", "gentle"), ("subdued", "low-key")),
+    "loud": (("loud", "powerful", "forceful", "punchy"), ("full-throated",)),
+    "very loud": (("very loud", "full-power", "blasting", "thunderous"), ("fortissimo",)),
+}
+DYNAMICS_RANGES = {"whisper": (float("-inf"), -28.0), "soft": (float("-inf"), -23.0),
+                   "loud": (-16.0, float("inf")), "very loud": (-13.5, float("inf"))}
+# words people write for loud and quiet that the captions never use: read, never trained on
+DYNAMICS_ALIASES = {"whisper": ("ppp", "almost silent", "barely there", "whispered", "whispering", "faint", "extremely quiet"),
+                    "soft": ("softly", "quietly", "gently", "delicate", "muted", "low volume", "low-volume", "mezzo-piano",
+                             "understated", "restrained", "intimate", "pp"),
+                    "loud": ("loudly", "forte", "booming", "high volume", "high-volume", "cranked", "roaring",
+                             "mezzo-forte", "ff"),
+                    "very loud": ("fff", "deafening", "ear-splitting", "full blast", "full volume", "maximum volume",
+                                  "cranked up", "extremely loud", "as loud as possible")}
+_NEGATION = re.compile(r"\b(?:not|no|never|without|isn't|never too|not too)\s+(?:too\s+|so\s+|very\s+|overly\s+)?$", re.IGNORECASE)
+# "soft rock" and "quiet storm" are genres: these words after a dynamics word take it back
+_NOT_DYNAMICS_AFTER = re.compile(r"^[\s-]*(?:rock|pop|storm)\b", re.IGNORECASE)
+
+_DYNAMICS_WORD_KEY = {word.lower(): key for key, (seen, held_out) in DYNAMICS_WORDS.items() for word in seen + held_out}
+_DYNAMICS_WORD_KEY.update({word.lower(): key for key, words in DYNAMICS_ALIASES.items() for word in words})
+_DYNAMICS_PATTERN = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, sorted(_DYNAMICS_WORD_KEY, key=len, reverse=True))) + r")(?![\w-])",
+                               re.IGNORECASE)
+
+
+def stated_loudness(text: str) -> tuple[float, float] | None:
+    """The loudness a prompt asks for, as the LUFS range [low, high) of ``DYNAMICS_RANGES`` its
+    first dynamics word covers (one not negated, "not too loud", nor part of a genre, "soft rock"),
+    or None."""
+    for match in _DYNAMICS_PATTERN.finditer(text):
+        if _NEGATION.search(text[: match.start()]) or _NOT_DYNAMICS_AFTER.match(text[match.end():]):
+            continue
+        return DYNAMICS_RANGES[_DYNAMICS_WORD_KEY[match.group(1).lower()]]
+    return None
 
 
 def _digits(match: re.Match) -> str:

@@ -96,7 +96,7 @@ def test_ground_truth_beats_match_rendered_drum_onsets(genre):
     assert len(matched) / len(hit_beats) >= 0.9, f"{genre}: {len(matched)}/{len(hit_beats)}"
 
 
-LOUDNESS_CASES = (-31.0, -25.0, -18.0, -14.5, -12.5)  # one per band of dynamics.DYNAMICS_BANDS
+LOUDNESS_CASES = (-31.0, -25.0, -18.0, -14.5, -12.5)  # one per band of prompts.DYNAMICS_RANGES, and the unsaid middle
 
 
 def test_captions_state_the_true_tempo_instruments_and_dynamics(arrangements):

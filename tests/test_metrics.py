@@ -3,7 +3,7 @@ import pytest
 
 from engine.audio import SAMPLE_RATE
 from engine.evaluate.metrics import descriptors, estimated_bpm, frechet_distance, tempo_error
-from engine.prompts import TEMPO_RANGES, StatedTempo, stated_bpm, stated_tempo
+from engine.prompts import DYNAMICS_RANGES, TEMPO_RANGES, StatedTempo, stated_bpm, stated_loudness, stated_tempo
 
 
 @pytest.mark.parametrize("prompt, bpm", [
@@ -32,6 +32,23 @@ def test_a_range_is_answered_by_its_span_and_tempo_words_by_their_bucket():
                            ("up-tempo funk", "fast"), ("a leisurely waltz", "slow"), ("brisk reel", "fast")):
         assert stated_tempo(prompt, 0.04) == StatedTempo(None, TEMPO_RANGES[bucket]), prompt
     assert stated_tempo("breakfast music", 0.04) is None
+
+
+@pytest.mark.parametrize("prompt, key", [
+    ("soft piano", "soft"), ("A hushed, intimate jazz trio", "soft"), ("quietly drifting ambient", "soft"), ("subdued strings", "soft"),
+    ("whisper-quiet pad", "whisper"), ("barely audible music box", "whisper"), ("pianissimo string quartet", "whisper"),
+    ("a LOUD punk song", "loud"), ("powerful epic orchestra", "loud"), ("booming brass, forte", "loud"),
+    ("very loud drums", "very loud"), ("full-power metal", "very loud"), ("fortissimo timpani", "very loud"), ("techno at full volume", "very loud"),
+    ("from soft to loud", "soft"),  # the first one said
+])
+def test_loud_and_quiet_are_read_however_they_are_written(prompt, key):
+    assert stated_loudness(prompt) == DYNAMICS_RANGES[key]
+
+
+@pytest.mark.parametrize("prompt", ["soft rock anthem", "a quiet storm slow jam", "not too loud, please", "never loud", "jazz trio",
+                                    "loudspeaker test", "piano ballad", "powerfully"])
+def test_genres_negations_and_other_words_are_not_read_as_loudness(prompt):
+    assert stated_loudness(prompt) is None
 
 
 def test_tempo_error_forgives_half_and_double_time():

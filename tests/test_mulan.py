@@ -10,7 +10,7 @@ from engine.features import N_CHANNELS, analyze
 from engine.nn.mulan import AudioPrior, MuLan, MuLanConfig, PriorConfig, load_mulan, load_prior
 from engine.nn.quantization import ResidualVQ
 from engine.nn.transformer import TransformerConfig
-from engine.prompts import TEMPO_RANGES, StatedTempo, stated_tempo
+from engine.prompts import DYNAMICS_RANGES, TEMPO_RANGES, StatedTempo, stated_tempo
 from engine.train.mulan import caption_variants
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -121,6 +121,38 @@ def test_the_priors_alternative_readings_are_its_blend_then_the_nearest_windows_
     assert torch.allclose(prior.alternatives(text, rvq, slow, 4)[1:], bank[nearest_fast], atol=1e-5)
     at_80 = prior.alternatives(text, rvq, stated_tempo("the same, 160 bpm", prior.cfg.tempo_tolerance).range, 30)
     assert len(at_80) == 26 and torch.allclose(at_80[1:2], bank[[7]], atol=1e-5)  # the windows at half the tempo, nearest first
+
+
+def test_a_stated_loudness_keeps_the_prior_among_windows_that_loud_within_the_tempo():
+    rvq, windows, bank = _windows_bank()
+    prior = AudioPrior(PriorConfig(neighbours=2, temperature=1e-3), 50, 4)
+    prior.tokens.copy_(windows.to(torch.int16))
+    prior.tempo.copy_(torch.tensor([80] * 25 + [140] * 25, dtype=torch.int16))
+    prior.loudness.copy_(torch.tensor(([-30.0] * 5 + [-18.0] * 20) * 2))  # five soft windows at each tempo
+    text = bank[[7]]  # a prompt that sits on a window at 80 bpm, -18 LUFS
+    soft = DYNAMICS_RANGES["soft"]
+    assert torch.allclose(prior(text, rvq), bank[[7]], atol=1e-4)
+    closest_soft = int((text @ bank[:5].T).argmax())
+    assert torch.allclose(prior(text, rvq, loudness=soft), bank[[closest_soft]], atol=1e-4)
+    fast = stated_tempo("140 bpm", prior.cfg.tempo_tolerance).range
+    closest_soft_fast = 25 + int((text @ bank[25:30].T).argmax())
+    assert torch.allclose(prior(text, rvq, fast, soft), bank[[closest_soft_fast]], atol=1e-4)  # both conditions
+    loud = prior(text, rvq, fast, DYNAMICS_RANGES["loud"])  # no window is loud: the tempo alone still holds
+    assert torch.allclose(loud, prior(text, rvq, fast), atol=1e-6)
+    readings = prior.alternatives(text, rvq, None, 4, soft)
+    assert torch.allclose(readings[:1], prior(text, rvq, loudness=soft))
+    assert set((readings[1:] @ bank.T).argmax(-1).tolist()) <= {0, 1, 2, 3, 4, 25, 26, 27, 28, 29}  # soft windows only
+
+
+def test_a_prior_built_before_loudness_was_known_loads_and_ignores_a_stated_loudness():
+    rvq, windows, bank = _windows_bank()
+    old = AudioPrior(PriorConfig(neighbours=2, temperature=1e-3), 50, 4)
+    old.tokens.copy_(windows.to(torch.int16))
+    state = {k: v for k, v in old.state_dict().items() if k != "loudness"}
+    prior = AudioPrior(PriorConfig(neighbours=2, temperature=1e-3), 50, 4)
+    prior.load_state_dict(state)
+    assert prior.loudness.isnan().all()
+    assert torch.allclose(prior(bank[[7]], rvq, loudness=DYNAMICS_RANGES["soft"]), prior(bank[[7]], rvq))
 
 
 def test_a_window_on_a_bucket_edge_answers_one_tempo_word_only():

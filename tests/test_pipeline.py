@@ -7,7 +7,7 @@ import torch
 from engine import GenerationSettings, MusicLM, resolve_device
 from engine.nn.lm import windowed
 from engine.nn.mulan import PriorConfig
-from engine.prompts import TEMPO_RANGES
+from engine.prompts import DYNAMICS_RANGES, TEMPO_RANGES
 from tests.tiny import tiny_stage
 
 M = torch.arange(12)[None] * 7
@@ -255,7 +255,7 @@ def test_prompts_that_say_nothing_or_too_much_are_refused(raw, message):
         clean_prompt(raw)
 
 
-def test_conditioning_hands_the_prompts_stated_tempo_to_the_prior(tiny_pipeline):
+def test_conditioning_hands_the_prompts_stated_tempo_and_loudness_to_the_prior(tiny_pipeline):
     class TextSide:  # MuLan as far as conditioning uses it
         rvq = None
 
@@ -270,15 +270,16 @@ def test_conditioning_hands_the_prompts_stated_tempo_to_the_prior(tiny_pipeline)
     class RecordingPrior:
         cfg = PriorConfig()
 
-        def __call__(self, embedding, rvq, tempo=None):
-            asked.append(tempo)
+        def __call__(self, embedding, rvq, tempo=None, loudness=None):
+            asked.append((tempo, loudness))
             return embedding
 
     model = MusicLM(TextSide(), tiny_pipeline.codec, *tiny_pipeline.stages.values(), prior=RecordingPrior())
-    for prompt in ("funk with slap bass, 120 bpm", "fast techno", "funk with slap bass"):
+    for prompt in ("funk with slap bass, 120 bpm", "fast techno, very loud", "hushed funk with slap bass"):
         assert model.conditioning(prompt).shape == (1, 12)
-    assert asked[0] == pytest.approx((120 * (1 - PriorConfig().tempo_tolerance), 120 * (1 + PriorConfig().tempo_tolerance)))
-    assert asked[1:] == [TEMPO_RANGES["fast"], None]
+    assert asked[0][0] == pytest.approx((120 * (1 - PriorConfig().tempo_tolerance), 120 * (1 + PriorConfig().tempo_tolerance)))
+    assert asked[1:] == [(TEMPO_RANGES["fast"], DYNAMICS_RANGES["very loud"]), (None, DYNAMICS_RANGES["soft"])]
+    assert asked[0][1] is None
 
 
 def test_a_script_without_a_main_guard_can_use_the_upstream_processes(tmp_path):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..prompts import TEMPO_WORDS, tempo_bucket
+from ..prompts import DYNAMICS_WORDS, TEMPO_WORDS, tempo_bucket
 
 # (train synonyms, held-out synonyms)
 Synonyms = tuple[tuple[str, ...], tuple[str, ...]]
@@ -124,12 +124,7 @@ MOOD_NAMES: dict[str, Synonyms] = {
     "epic": (("epic", "heroic", "majestic"), ("triumphant",)),
     "romantic": (("romantic", "tender", "loving"), ("sentimental",)),
 }
-DYNAMICS_NAMES: dict[str, Synonyms] = {  # keys: dynamics.DYNAMICS_BANDS
-    "whisper": (("whisper-quiet", "barely audible", "very soft", "very quiet"), ("pianissimo",)),
-    "soft": (("soft", "hushed", "quiet", "gentle"), ("subdued", "low-key")),
-    "loud": (("loud", "powerful", "forceful", "punchy"), ("full-throated",)),
-    "very loud": (("very loud", "full-power", "blasting", "thunderous"), ("fortissimo",)),
-}
+DYNAMICS_NAMES: dict[str, Synonyms] = DYNAMICS_WORDS  # keys: prompts.DYNAMICS_RANGES
 PIECE_WORDS: Synonyms = (("piece", "track", "song", "tune"), ("composition", "number"))
 USES: Synonyms = (
     ("a film scene", "a video game", "a coffee shop", "a late-night drive", "a workout", "studying"),

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..prompts import DYNAMICS_RANGES
+
 LOUDNESS_RANGE_LUFS = (-32.0, -12.0)
 MOOD_LUFS = {  # where each mood's clips centre
     "calm": -26.0, "dreamy": -25.0, "sad": -25.0, "romantic": -23.0, "dark": -21.0,
@@ -21,9 +23,6 @@ NOTES_PER_SECOND = 18.0  # about the corpus's median (all parts)
 INTRO_OFFSET_DB = -2.0  # a clip cropped inside the intro (no lead line yet) sits below the piece
 SPREAD_DB = 2.5  # the clip's own deviation (standard deviation)
 
-# Caption words, from the measured loudness: (upper bound in LUFS, key) from the quietest; the
-# middle band (louder than "soft", quieter than "loud") goes unsaid, as most captions leave it.
-DYNAMICS_BANDS = ((-28.0, "whisper"), (-23.0, "soft"), (-16.0, None), (-13.5, "loud"), (float("inf"), "very loud"))
 
 
 def loudness_target(genre: str, mood: str, notes_per_second: float, intro: bool, rng: np.random.Generator) -> float:
@@ -35,5 +34,9 @@ def loudness_target(genre: str, mood: str, notes_per_second: float, intro: bool,
 
 
 def dynamics_word(lufs: float) -> str | None:
-    """The dynamics a caption names for a clip at ``lufs`` (None: unremarkable)."""
-    return next(key for bound, key in DYNAMICS_BANDS if lufs <= bound)
+    """The dynamics a caption names for a clip at ``lufs``: the narrowest band of
+    ``prompts.DYNAMICS_RANGES`` that holds it, the words a prompt asking for it would use (None:
+    the middle, louder than "soft" and quieter than "loud", goes unsaid, as most captions leave it)."""
+    quietest, loudest = LOUDNESS_RANGE_LUFS
+    held = [(min(high, loudest) - max(low, quietest), key) for key, (low, high) in DYNAMICS_RANGES.items() if low <= lufs < high]
+    return min(held)[1] if held else None

@@ -28,7 +28,7 @@ from ..nn.lm import COARSE_LEVELS, GenerationError, Schedule, TokenLM, kept_draf
 from ..nn.mulan import blend_embeddings, load_mulan, load_prior
 from ..nn.sampling import Sampling
 from ..nn.semantic import load_semantic
-from ..prompts import StatedTempo, clean_prompt, stated_tempo
+from ..prompts import StatedTempo, clean_prompt, stated_loudness, stated_tempo
 from .drafts import TempoDraft
 from .requests import ContinueRequest, HumRequest, InpaintRequest, Request, StoryRequest, StyleRequest, TextRequest, check_story
 from .settings import MAX_SECONDS, GenerationSettings, resolve_device
@@ -143,14 +143,15 @@ class MusicLM:
     def conditioning_at(self, prompt: str, tempo: StatedTempo | None, readings: int = 1) -> torch.Tensor:
         """Text → the 12 MuLan tokens M (1, 12): through the prior, when there is one, to the
         audio-side embedding the stages were trained on (``engine.nn.mulan.AudioPrior``), among
-        training windows at ``tempo`` (the prompt's, as ``read_tempo`` reads it). ``readings`` > 1:
+        training windows at ``tempo`` (the prompt's, as ``read_tempo`` reads it) and as loud as
+        the prompt asks (``stated_loudness``). ``readings`` > 1:
         up to that many rows, that M and then the prior's other readings (``AudioPrior.alternatives``)."""
         with operator_threads(caller_threads()):
             embedding = self.mulan.embed_text([prompt])
             if self.prior is not None:
-                span = tempo.range if tempo is not None else None
-                embedding = (self.prior.alternatives(embedding, self.mulan.rvq, span, readings) if readings > 1
-                             else self.prior(embedding, self.mulan.rvq, tempo=span))
+                span, loudness = tempo.range if tempo is not None else None, stated_loudness(prompt)
+                embedding = (self.prior.alternatives(embedding, self.mulan.rvq, span, readings, loudness) if readings > 1
+                             else self.prior(embedding, self.mulan.rvq, span, loudness))
             return self.mulan.tokens(embedding)
 
     def blend_conditioning(self, blend: list[tuple[str | np.ndarray, float]], tempo: StatedTempo | None = None) -> torch.Tensor:
@@ -177,7 +178,7 @@ class MusicLM:
         embedding = self.mulan.embed_text([source])
         if self.prior is not None:
             span = tempo or self.read_tempo(source)
-            embedding = self.prior(embedding, self.mulan.rvq, tempo=span.range if span else None)
+            embedding = self.prior(embedding, self.mulan.rvq, span.range if span else None, stated_loudness(source))
         return embedding[0]
 
     def stream(self, prompt: str, settings: GenerationSettings = GenerationSettings(), prefix: torch.Tensor | None = None,

@@ -192,17 +192,27 @@ class AudioPrior(nn.Module):
     A prompt that states a tempo ("… 90 bpm", or a word such as "slow") retrieves only among
     windows of clips played at that tempo: the text tower barely reads it (one prompt at 70 and at
     150 bpm embeds at cosine 0.96, with "slow tempo" and "fast tempo" at 0.98), while every
-    window's tempo is known from the corpus score."""
+    window's tempo is known from the corpus score. Likewise a prompt that asks for loud or quiet
+    music ("hushed", "fortissimo") retrieves among windows of clips rendered that loud, which the
+    corpus measured: the audio side carries the level (a linear read-out of M_A finds a clip's
+    loudness within 1.7 LU on the test split), the text side hardly (``engine.prompts.stated_dynamics``)."""
     def __init__(self, cfg: PriorConfig, windows: int, levels: int, mulan_rvq: str = ""):
         super().__init__()
         self.cfg = cfg
         self.register_buffer("tokens", torch.zeros(windows, levels, dtype=torch.int16))  # M_A of every training window
         self.register_buffer("tempo", torch.zeros(windows, dtype=torch.int16))  # bpm of the clip each window comes from
+        self.register_buffer("loudness", torch.zeros(windows))  # integrated loudness (LUFS) of that clip's render
         self.mulan_rvq = mulan_rvq  # rvq_fingerprint of the MuLan whose tokens these are: they mean nothing to another
         self._bank: torch.Tensor | None = None
 
     def config_dict(self) -> dict:
         return {**asdict(self.cfg), "windows": self.tokens.shape[0], "levels": self.tokens.shape[1], "mulan_rvq": self.mulan_rvq}
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A prior built before the corpus had loud and quiet clips knows no window's loudness
+        (NaN): it loads, and a stated loudness simply finds no window to keep it to."""
+        state_dict.setdefault(prefix + "loudness", torch.full(self.loudness.shape, float("nan")))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def check(self, mulan: "MuLan") -> "AudioPrior":
         """This prior, or a ValueError if it was built from another MuLan's tokens."""
@@ -212,36 +222,45 @@ class AudioPrior(nn.Module):
         return self
 
     @torch.inference_mode()
-    def forward(self, text: torch.Tensor, rvq: ResidualVQ, tempo: tuple[float, float] | None = None) -> torch.Tensor:
+    def forward(self, text: torch.Tensor, rvq: ResidualVQ, tempo: tuple[float, float] | None = None,
+                loudness: tuple[float, float] | None = None) -> torch.Tensor:
         """(N, D) text embeddings → (N, D) unit audio-side embeddings; ``tempo``: the bpm range
-        [low, high) the prompts state (``engine.data.captions.stated_tempo``), half-open as
+        [low, high) the prompts state (``engine.prompts.stated_tempo``), half-open as
         ``tempo_bucket`` reads it, so a window at a bucket edge answers one tempo word only; when it
-        holds fewer than ``neighbours`` windows, its half and double tempo too (``_at_tempo``)."""
-        top = self._nearest(text, rvq, tempo, self.cfg.neighbours)
+        holds fewer than ``neighbours`` windows, its half and double tempo too (``_at_tempo``);
+        ``loudness``: the LUFS range [low, high) they ask for (``engine.prompts.DYNAMICS_RANGES``)."""
+        top = self._nearest(text, rvq, tempo, loudness, self.cfg.neighbours)
         weights = (top.values / self.cfg.temperature).softmax(-1)
         return F.normalize((weights[..., None] * self._bank[top.indices]).sum(1), dim=-1)
 
     @torch.inference_mode()
-    def alternatives(self, text: torch.Tensor, rvq: ResidualVQ, tempo: tuple[float, float] | None, count: int) -> torch.Tensor:
+    def alternatives(self, text: torch.Tensor, rvq: ResidualVQ, tempo: tuple[float, float] | None, count: int,
+                     loudness: tuple[float, float] | None = None) -> torch.Tensor:
         """(1, D) text embedding → (count, D): the blend ``forward`` gives, then the nearest windows
         one by one, nearest first: other audio-side readings of the same prompt, each one stage 1
         has met in training, for a caller that can tell which of them plays the stated tempo. The
         windows come from every octave of the tempo (half, stated, double): one that a beat counted
         at half the stated tempo is kept by that caller as by a listener, and stage 1, which rarely
         plays above 150 bpm under windows at that tempo, plays their half far more often."""
-        top = self._nearest(text, rvq, tempo, count - 1, octaves=True)
-        return torch.cat([self(text, rvq, tempo), self._bank[top.indices[0]]])
+        top = self._nearest(text, rvq, tempo, loudness, count - 1, octaves=True)
+        return torch.cat([self(text, rvq, tempo, loudness), self._bank[top.indices[0]]])
 
-    def _nearest(self, text: torch.Tensor, rvq: ResidualVQ, tempo: tuple[float, float] | None, count: int, octaves: bool = False):
+    def _nearest(self, text: torch.Tensor, rvq: ResidualVQ, tempo: tuple[float, float] | None,
+                 loudness: tuple[float, float] | None, count: int, octaves: bool = False):
         """The ``count`` windows nearest to each prompt (topk values and indices), among those at
-        ``tempo`` (``_at_tempo``) when there are any (then perhaps fewer than ``count``)."""
+        ``tempo`` (``_at_tempo``) and then ``loudness`` when there are any (perhaps fewer than
+        ``count``); a condition no ``neighbours`` windows meet is dropped, the tempo's last."""
         if self._bank is None:  # the windows' embeddings, decoded once through MuLan's RVQ
             self._bank = F.normalize(rvq.decode(self.tokens.long()[:, :, None])[:, :, 0], dim=-1)
         scores = text @ self._bank.T
-        at_tempo = self._at_tempo(tempo, octaves) if tempo is not None else None
-        if at_tempo is not None:
-            scores = scores.masked_fill(~at_tempo, float("-inf"))
-            count = min(count, int(at_tempo.sum()))
+        chosen = self._at_tempo(tempo, octaves) if tempo is not None else None
+        if loudness is not None:
+            at_level = (self.loudness >= loudness[0]) & (self.loudness < loudness[1])
+            both = at_level if chosen is None else chosen & at_level
+            chosen = both if int(both.sum()) >= self.cfg.neighbours else chosen
+        if chosen is not None:
+            scores = scores.masked_fill(~chosen, float("-inf"))
+            count = min(count, int(chosen.sum()))
         return scores.topk(min(count, len(self._bank)), dim=-1)
 
     def _at_tempo(self, tempo: tuple[float, float], octaves: bool) -> torch.Tensor | None:

@@ -160,15 +160,17 @@ def mulan_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int, handcra
 
 def build_prior(corpus: Path, preset: str, run_dir: Path, overrides: dict | None = None, progress: bool = True) -> dict:
     """Collect the training split's M_A (every 10 s window of every clip, from the token cache) and
-    each window's tempo (its clip's, from the corpus records) as the prior's bank; written as a run
+    each window's tempo and loudness (its clip's, from the corpus records) as the prior's bank; written as a run
     folder, like the trained models, so ``--export`` ships it."""
     cfg = replace(PriorConfig(), **{k: v for k, v in (overrides or {}).items() if k in PriorConfig.__dataclass_fields__})
     m = load_token_cache(corpus, "train")["M"]  # (clips, windows, levels)
     mulan = load_mulan(json.loads(str(np.load(token_cache_path(corpus, "train"))["meta"]))["checkpoints"]["mulan"])
     prior = AudioPrior(cfg, m.shape[0] * m.shape[1], m.shape[2], rvq_fingerprint(mulan.rvq))
     prior.tokens.copy_(m.reshape(-1, m.shape[2]).to(torch.int16))
-    tempo = {r["id"]: r["tempo"] for r in read_records(corpus, "train")}
-    prior.tempo.copy_(torch.tensor([tempo[i] for i in token_cache_ids(corpus, "train")], dtype=torch.int16).repeat_interleave(m.shape[1]))
+    records = {r["id"]: r for r in read_records(corpus, "train")}
+    clips = [records[i] for i in token_cache_ids(corpus, "train")]
+    prior.tempo.copy_(torch.tensor([r["tempo"] for r in clips], dtype=torch.int16).repeat_interleave(m.shape[1]))
+    prior.loudness.copy_(torch.tensor([r["loudness_lufs"] for r in clips]).repeat_interleave(m.shape[1]))
     run_dir.mkdir(parents=True, exist_ok=True)
     save_tensors(prior.state_dict(), run_dir / "model.safetensors")
     info = {"clips": int(m.shape[0]), "windows": int(prior.tokens.shape[0])}
