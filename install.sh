@@ -2,12 +2,16 @@
 # Install hummingbird on Debian or Ubuntu: the system packages (the corpus synthesizer and its
 # General MIDI SoundFont, audio devices, Opus for the codec baseline, ffmpeg for streamed audio in
 # the studio, chromium for the studio's browser test), then the Python packages.
-# Works as root (a container) and as a user with sudo; `--python-only` skips the system packages.
+# Works as root (a container) and as a user with sudo; `--python-only` skips the system packages;
+# `--training` adds the recorded music (about 750 MB of Debian game soundtracks) that retraining the
+# codec (`python -m engine train all`) learns from and `eval recordings` judges with.
 # The Python packages go into $PYTHON if set, else into python3 when it can install packages
 # itself, else into a virtual environment .venv/ made here (Debian's own Python refuses pip).
 set -euo pipefail
 cd "$(dirname "$0")"
 PACKAGES="libfluidsynth3 fluid-soundfont-gm libportaudio2 opus-tools ffmpeg chromium chromium-driver"
+# engine/data/recorded.py: six soundtracks to train on, three held out for evaluation
+RECORDED_MUSIC="wesnoth-1.16-music ufoai-music warzone2100-music nexuiz-music hyperrogue-music planetblupi-music-ogg asc-music singularity-music drascula-music"
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"
@@ -28,9 +32,12 @@ apt_install() {
   fi
 }
 
-if [ "${1:-}" != "--python-only" ]; then
-  apt_install $PACKAGES
-fi
+case "${1:-}" in
+  --python-only) ;;
+  --training) apt_install $PACKAGES $RECORDED_MUSIC ;;
+  "") apt_install $PACKAGES ;;
+  *) echo "install.sh: unknown option $1 (use --python-only or --training)" >&2; exit 2 ;;
+esac
 
 python="${PYTHON:-python3}"
 managed=$("$python" -c "import sys, sysconfig, pathlib; print(sys.prefix == sys.base_prefix and pathlib.Path(sysconfig.get_path('stdlib'), 'EXTERNALLY-MANAGED').exists())")

@@ -449,7 +449,7 @@ def _retrain(args: argparse.Namespace) -> dict:
 def _chain(name: str, corpus: str, runs: str | None) -> dict:
     try:
         return run_chain(name, Path(corpus), Path(runs) if runs else None, log=lambda line: print(line, file=sys.stderr))
-    except RuntimeError as exc:
+    except (RuntimeError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from None
 
 

@@ -233,6 +233,15 @@ def test_a_retrain_chain_runs_its_steps_in_order_skips_finished_ones_and_stops_a
     assert seen == [f"list: done before ({result['wall_s']['list']:.0f} s)"] and result["total_s"] == result["wall_s"]["list"]
 
 
+def test_a_chain_that_needs_recorded_music_says_so_before_its_first_step(tmp_path, monkeypatch):
+    from engine.train import pipeline
+
+    monkeypatch.setattr(pipeline, "TRAINING_MUSIC", (str(tmp_path / "no music here"),))
+    with pytest.raises(FileNotFoundError, match="install.sh --training"):
+        pipeline.run_chain("all", tmp_path / "corpus", tmp_path / "runs", log=lambda line: None)
+    assert not (tmp_path / "runs").exists()  # nothing started, nothing half-built
+
+
 def test_train_all_trains_every_model_of_the_set_from_its_own_inputs():
     """Every model's run folder comes from a step of the chain (so `--checkpoint runs/all` judges a
     set with nothing shipped in it), each after the models it reads, and the set is judged whole."""

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.recorded import TRAINING_MUSIC, music_files
 from ..files import atomic_write
 
 
@@ -85,8 +86,17 @@ CHAINS = {
 }
 
 
+def check_prerequisites(name: str) -> None:
+    """A FileNotFoundError before the first step if a later one would miss what it reads: the
+    codec's recorded music is needed hours into the chain, after the corpus is built."""
+    if any("--recorded-share" in step.args for step in CHAINS[name]) and not any(music_files(TRAINING_MUSIC)):
+        raise FileNotFoundError(f"the {name} chain trains the codec on recorded music, and none is installed; "
+                                "run ./install.sh --training (Debian's game soundtracks, about 750 MB)")
+
+
 def run_chain(name: str, corpus: Path, runs: Path | None = None, log=print) -> dict:
     """Run chain ``name`` step by step; returns each step's wall time (from this or an earlier run)."""
+    check_prerequisites(name)
     runs = Path(runs or Path("runs") / name)
     runs.mkdir(parents=True, exist_ok=True)
     times = {}
