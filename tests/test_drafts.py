@@ -69,10 +69,10 @@ class Readings:
     """A prior whose k-th alternative reading of any prompt is the embedding (k, k, k, k)."""
     cfg = PriorConfig()
 
-    def __call__(self, embedding, rvq, tempo=None):
+    def __call__(self, embedding, rvq, tempo=None, loudness=None):
         return embedding
 
-    def alternatives(self, text, rvq, tempo, count):
+    def alternatives(self, text, rvq, tempo, count, loudness=None):
         self.asked = (tempo, count)
         return torch.arange(count, dtype=torch.float32)[:, None].expand(count, 4)
 
