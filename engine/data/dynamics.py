@@ -24,7 +24,6 @@ INTRO_OFFSET_DB = -2.0  # a clip cropped inside the intro (no lead line yet) sit
 SPREAD_DB = 2.5  # the clip's own deviation (standard deviation)
 
 
-
 def loudness_target(genre: str, mood: str, notes_per_second: float, intro: bool, rng: np.random.Generator) -> float:
     """The integrated loudness (LUFS) to render one clip at."""
     target = (MOOD_LUFS[mood] + GENRE_OFFSET_DB.get(genre, 0.0)
