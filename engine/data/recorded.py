@@ -73,6 +73,12 @@ def training_excerpts(folders: tuple[str, ...] = TRAINING_MUSIC, seconds: float 
     return excerpts
 
 
+def has_recordings(folders: tuple[str, ...]) -> bool:
+    """Whether ``folders`` hold a recording ``training_excerpts`` would read (zip archives included),
+    found without reading the rest."""
+    return next(_openers(folders), None) is not None
+
+
 def _openers(folders: tuple[str, ...]) -> Iterator[Callable[[], io.IOBase]]:
     """One opener per recording: the audio files of each folder and the audio inside its zip archives."""
     for folder in folders:

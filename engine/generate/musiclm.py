@@ -217,7 +217,8 @@ class MusicLM:
         if from_text:
             m, opening = self.words_conditioning(prompt, tempo, settings, drafting=text_only)
             schedule = [(0.0, m)]
-            drafts.update({0: opening} if opening else {})
+            if opening:
+                drafts[0] = opening
         elif schedule is None:
             schedule = [(0.0, None if unconditional else prefix)]
         schedule = [(start, m if m is None else m.to(device)) for start, m in schedule]
@@ -417,7 +418,8 @@ class MusicLM:
         for i, ((text, _), start) in enumerate(zip(segments, edges[:-1])):  # each segment that states a bpm is drafted for it
             m, draft = self.words_conditioning(text, self.read_tempo(text), settings)
             schedule.append((float(start), m))
-            drafts.update({i: draft} if draft else {})
+            if draft:
+                drafts[i] = draft
         yield from self.stream(segments[0][0], replace(settings, seconds=float(edges[-1])), schedule=schedule, tokens_out=tokens_out,
                                drafts=drafts)
 

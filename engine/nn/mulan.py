@@ -195,7 +195,7 @@ class AudioPrior(nn.Module):
     window's tempo is known from the corpus score. Likewise a prompt that asks for loud or quiet
     music ("hushed", "fortissimo") retrieves among windows of clips rendered that loud, which the
     corpus measured: the audio side carries the level (a linear read-out of M_A finds a clip's
-    loudness within 1.7 LU on the test split), the text side hardly (``engine.prompts.stated_dynamics``)."""
+    loudness within 1.7 LU on the test split), the text side hardly (``engine.prompts.stated_loudness``)."""
     def __init__(self, cfg: PriorConfig, windows: int, levels: int, mulan_rvq: str = ""):
         super().__init__()
         self.cfg = cfg

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.recorded import TRAINING_MUSIC, music_files
+from ..data.recorded import TRAINING_MUSIC, has_recordings
 from ..files import atomic_write
 
 
@@ -89,7 +89,7 @@ CHAINS = {
 def check_prerequisites(name: str) -> None:
     """A FileNotFoundError before the first step if a later one would miss what it reads: the
     codec's recorded music is needed hours into the chain, after the corpus is built."""
-    if any("--recorded-share" in step.args for step in CHAINS[name]) and not any(music_files(TRAINING_MUSIC)):
+    if any("--recorded-share" in step.args for step in CHAINS[name]) and not has_recordings(TRAINING_MUSIC):
         raise FileNotFoundError(f"the {name} chain trains the codec on recorded music, and none is installed; "
                                 "run ./install.sh --training (Debian's game soundtracks, about 750 MB)")
 
