@@ -144,14 +144,31 @@ def test_a_stated_loudness_keeps_the_prior_among_windows_that_loud_within_the_te
     assert set((readings[1:] @ bank.T).argmax(-1).tolist()) <= {0, 1, 2, 3, 4, 25, 26, 27, 28, 29}  # soft windows only
 
 
+def test_a_prompt_that_states_no_loudness_keeps_to_the_levelled_windows():
+    """The bank holds every window twice: as rendered (soft or loud) and levelled; a prompt
+    without a loudness gets the levelled, one with a loudness only windows rendered that loud."""
+    rvq, windows, bank = _windows_bank()
+    prior = AudioPrior(PriorConfig(neighbours=2, temperature=1e-3), 50, 4)
+    prior.tokens.copy_(windows.to(torch.int16))
+    prior.loudness.copy_(torch.tensor([-30.0] * 10 + [-18.0] * 40))
+    prior.levelled[25:] = True  # windows 25–49 are levelled (-18 LUFS); 0–9 rendered soft, 10–24 at -18
+    text = bank[[7]]  # a prompt that sits on a soft, unlevelled window
+    closest_levelled = 25 + int((text @ bank[25:].T).argmax())
+    assert torch.allclose(prior(text, rvq), bank[[closest_levelled]], atol=1e-4)
+    assert torch.allclose(prior(text, rvq, loudness=DYNAMICS_RANGES["soft"]), bank[[7]], atol=1e-4)
+    assert set((prior.alternatives(text, rvq, None, 6)[1:] @ bank.T).argmax(-1).tolist()) <= set(range(25, 50))
+    prior.levelled.zero_()  # a bank with no levelled window (one corpus, as rendered): every window
+    assert torch.allclose(prior(text, rvq), bank[[7]], atol=1e-4)
+
+
 def test_a_prior_built_before_loudness_was_known_loads_and_ignores_a_stated_loudness():
     rvq, windows, bank = _windows_bank()
     old = AudioPrior(PriorConfig(neighbours=2, temperature=1e-3), 50, 4)
     old.tokens.copy_(windows.to(torch.int16))
-    state = {k: v for k, v in old.state_dict().items() if k != "loudness"}
+    state = {k: v for k, v in old.state_dict().items() if k not in ("loudness", "levelled")}
     prior = AudioPrior(PriorConfig(neighbours=2, temperature=1e-3), 50, 4)
     prior.load_state_dict(state)
-    assert prior.loudness.isnan().all()
+    assert prior.loudness.isnan().all() and prior.levelled.all()  # built on the levelled corpus
     assert torch.allclose(prior(bank[[7]], rvq, loudness=DYNAMICS_RANGES["soft"]), prior(bank[[7]], rvq))
 
 

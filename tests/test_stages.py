@@ -170,6 +170,19 @@ def _tiny_model(runs):
     return MusicLM.load(paths={name: runs / name for name in MODEL_NAMES})
 
 
+def test_the_prior_holds_every_training_window_as_rendered_and_levelled(tiny_runs):
+    from engine.data.render import TARGET_LUFS
+    from engine.nn.mulan import load_prior
+    corpus, runs, caches = tiny_runs
+    prior = load_prior(runs / "prior")
+    windows = np.load(caches["train"])["M"].shape[:2]
+    assert len(prior.tokens) == 2 * windows[0] * windows[1] and int(prior.levelled.sum()) == len(prior.tokens) // 2
+    records = {json.loads(line)["id"]: json.loads(line) for line in (corpus / "train.jsonl").read_text().splitlines()}
+    assert torch.allclose(prior.loudness[~prior.levelled].unique(), torch.tensor(sorted({r["loudness_lufs"] for r in records.values()})))
+    assert (prior.loudness[prior.levelled] == TARGET_LUFS).all()
+    assert torch.equal(prior.tokens[~prior.levelled].long(), torch.from_numpy(np.load(caches["train"])["M"]).reshape(-1, 12).long())
+
+
 def test_a_prior_built_for_another_mulan_is_refused_clearly(tiny_runs):
     _, runs, _ = tiny_runs
     with pytest.raises(ValueError, match="built from another MuLan's tokens"):

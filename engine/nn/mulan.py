@@ -195,13 +195,16 @@ class AudioPrior(nn.Module):
     window's tempo is known from the corpus score. Likewise a prompt that asks for loud or quiet
     music ("hushed", "fortissimo") retrieves among windows of clips rendered that loud, which the
     corpus measured: the audio side carries the level (a linear read-out of M_A finds a clip's
-    loudness within 1.7 LU on the test split), the text side hardly (``engine.prompts.stated_loudness``)."""
+    loudness within 1.7 LU on the test split), the text side hardly (``engine.prompts.stated_loudness``).
+    A prompt that asks for neither keeps to the same windows levelled to the corpus's reference
+    loudness, the level stage 1 learnt from and MuLan hears best: the bank holds every window both ways."""
     def __init__(self, cfg: PriorConfig, windows: int, levels: int, mulan_rvq: str = ""):
         super().__init__()
         self.cfg = cfg
         self.register_buffer("tokens", torch.zeros(windows, levels, dtype=torch.int16))  # M_A of every training window
         self.register_buffer("tempo", torch.zeros(windows, dtype=torch.int16))  # bpm of the clip each window comes from
         self.register_buffer("loudness", torch.zeros(windows))  # integrated loudness (LUFS) of that clip's render
+        self.register_buffer("levelled", torch.zeros(windows, dtype=torch.bool))  # the window played at the reference loudness
         self.mulan_rvq = mulan_rvq  # rvq_fingerprint of the MuLan whose tokens these are: they mean nothing to another
         self._bank: torch.Tensor | None = None
 
@@ -210,8 +213,10 @@ class AudioPrior(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """A prior built before the corpus had loud and quiet clips knows no window's loudness
-        (NaN): it loads, and a stated loudness simply finds no window to keep it to."""
+        (NaN) and holds only levelled windows: it loads, and a stated loudness simply finds no
+        window to keep it to."""
         state_dict.setdefault(prefix + "loudness", torch.full(self.loudness.shape, float("nan")))
+        state_dict.setdefault(prefix + "levelled", torch.ones(self.levelled.shape, dtype=torch.bool))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def check(self, mulan: "MuLan") -> "AudioPrior":
@@ -248,16 +253,16 @@ class AudioPrior(nn.Module):
     def _nearest(self, text: torch.Tensor, rvq: ResidualVQ, tempo: tuple[float, float] | None,
                  loudness: tuple[float, float] | None, count: int, octaves: bool = False):
         """The ``count`` windows nearest to each prompt (topk values and indices), among those at
-        ``tempo`` (``_at_tempo``) and then ``loudness`` when there are any (perhaps fewer than
-        ``count``); a condition no ``neighbours`` windows meet is dropped, the tempo's last."""
+        ``tempo`` (``_at_tempo``) and then at ``loudness`` (as rendered) or, with none stated,
+        levelled, when there are any (perhaps fewer than ``count``); a condition no
+        ``neighbours`` windows meet is dropped, the tempo's last."""
         if self._bank is None:  # the windows' embeddings, decoded once through MuLan's RVQ
             self._bank = F.normalize(rvq.decode(self.tokens.long()[:, :, None])[:, :, 0], dim=-1)
         scores = text @ self._bank.T
         chosen = self._at_tempo(tempo, octaves) if tempo is not None else None
-        if loudness is not None:
-            at_level = (self.loudness >= loudness[0]) & (self.loudness < loudness[1])
-            both = at_level if chosen is None else chosen & at_level
-            chosen = both if int(both.sum()) >= self.cfg.neighbours else chosen
+        at_level = self.levelled if loudness is None else ~self.levelled & (self.loudness >= loudness[0]) & (self.loudness < loudness[1])
+        both = at_level if chosen is None else chosen & at_level
+        chosen = both if int(both.sum()) >= self.cfg.neighbours else chosen
         if chosen is not None:
             scores = scores.masked_fill(~chosen, float("-inf"))
             count = min(count, int(chosen.sum()))

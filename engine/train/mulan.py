@@ -12,10 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..audio import load_audio
 from ..data.build import read_records
 from ..data.captions import write_caption
+from ..data.dynamics import dynamics_word
 from ..data.genres import GENRES
-from ..features import CHANNELS, corpus_frames, window_descriptor
+from ..data.render import TARGET_LUFS, normalize_loudness
+from ..features import CHANNELS, analyze, corpus_frames, window_descriptor
 from ..files import atomic_write, save_json, save_tensors
 from ..nn.mulan import (MULAN_PRESETS, TEXT_DIM, AudioPrior, AudioTower, MuLan, MuLanConfig, PriorConfig, encode_sentences, load_mulan,
                         rvq_fingerprint)
@@ -54,12 +57,14 @@ class SentenceCache:
 
 
 def caption_variants(record: dict, n: int, seed: int = 0) -> list[str]:
-    """The clip's own caption plus ``n - 1`` fresh ones written from its ground truth with the
-    training templates (and now and then a shuffled aspect list, MusicCaps' other form), so the
-    text tower never sees one phrasing per clip often enough to memorize it."""
+    """The clip's own caption plus ``n - 1`` fresh ones written from its ground truth (its
+    dynamics included) with the training templates (and now and then a shuffled aspect list,
+    MusicCaps' other form), so the text tower never sees one phrasing per clip often enough to
+    memorize it."""
     rng = np.random.default_rng([record["seed"], seed, 7])
     genre = GENRES[record["genre"]]
     instruments = {i["role"]: (i["program"], i["is_drum"]) for i in record["instruments"] if i["role"] in CAPTIONED_ROLES}
+    dynamics = dynamics_word(record["loudness_lufs"]) if "loudness_lufs" in record else None  # a levelled corpus has none
     out = [record["caption"]]
     while len(out) < n:
         if rng.random() < 0.2:
@@ -69,7 +74,8 @@ def caption_variants(record: dict, n: int, seed: int = 0) -> list[str]:
             continue
         caption = write_caption(rng, "train", record["genre"], record["mood"],
                                 descriptor=genre.descriptors[rng.integers(len(genre.descriptors))],
-                                texture=genre.texture, bpm=record["tempo"], key_name=record["key"]["name"], instruments=instruments)
+                                texture=genre.texture, bpm=record["tempo"], key_name=record["key"]["name"], instruments=instruments,
+                                dynamics=dynamics)
         out.append(caption.text)
     return out
 
@@ -158,19 +164,38 @@ def mulan_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int, handcra
     return Recipe(model, batches, mulan_loss, lambda trained: fit_rvq(trained, data, seed=cfg.seed), "rvq")
 
 
+def levelled_window_tokens(corpus: Path, mulan: MuLan, records: list[dict], windows: int, progress: bool = True) -> torch.Tensor:
+    """M_A of the first ``windows`` windows of each clip played at the reference loudness
+    (``normalize_loudness``, as every clip was before the corpus had dynamics): (clips, windows, levels)."""
+    rows = []
+    for i, record in enumerate(records):
+        audio, _ = normalize_loudness(load_audio(Path(corpus) / record["audio"]))
+        with torch.inference_mode():
+            frames = analyze(torch.from_numpy(audio))[0].numpy().astype(np.float16)  # as the frame cache stores them
+        rows.append(mulan.tokens(mulan.embed_frames(frames, per_window=True))[:windows])
+        if progress and (i + 1) % 200 == 0:
+            print(json.dumps({"levelled_clips": i + 1, "of": len(records)}), flush=True)
+    return torch.stack(rows)
+
+
 def build_prior(corpus: Path, preset: str, run_dir: Path, overrides: dict | None = None, progress: bool = True) -> dict:
     """Collect the training split's M_A (every 10 s window of every clip, from the token cache) and
-    each window's tempo and loudness (its clip's, from the corpus records) as the prior's bank; written as a run
+    each window's tempo and loudness (its clip's, from the corpus records) as the prior's bank,
+    then the same windows levelled to the reference loudness (``AudioPrior``); written as a run
     folder, like the trained models, so ``--export`` ships it."""
     cfg = replace(PriorConfig(), **{k: v for k, v in (overrides or {}).items() if k in PriorConfig.__dataclass_fields__})
     m = load_token_cache(corpus, "train")["M"]  # (clips, windows, levels)
     mulan = load_mulan(json.loads(str(np.load(token_cache_path(corpus, "train"))["meta"]))["checkpoints"]["mulan"])
-    prior = AudioPrior(cfg, m.shape[0] * m.shape[1], m.shape[2], rvq_fingerprint(mulan.rvq))
-    prior.tokens.copy_(m.reshape(-1, m.shape[2]).to(torch.int16))
     records = {r["id"]: r for r in read_records(corpus, "train")}
     clips = [records[i] for i in token_cache_ids(corpus, "train")]
-    prior.tempo.copy_(torch.tensor([r["tempo"] for r in clips], dtype=torch.int16).repeat_interleave(m.shape[1]))
-    prior.loudness.copy_(torch.tensor([r["loudness_lufs"] for r in clips]).repeat_interleave(m.shape[1]))
+    levelled = levelled_window_tokens(corpus, mulan, clips, m.shape[1], progress)
+    as_rendered = m.shape[0] * m.shape[1]
+    prior = AudioPrior(cfg, 2 * as_rendered, m.shape[2], rvq_fingerprint(mulan.rvq))
+    prior.tokens.copy_(torch.cat([m, levelled]).reshape(-1, m.shape[2]).to(torch.int16))
+    prior.tempo.copy_(torch.tensor([r["tempo"] for r in clips], dtype=torch.int16).repeat_interleave(m.shape[1]).repeat(2))
+    prior.loudness[:as_rendered] = torch.tensor([r["loudness_lufs"] for r in clips]).repeat_interleave(m.shape[1])
+    prior.loudness[as_rendered:] = TARGET_LUFS
+    prior.levelled[as_rendered:] = True
     run_dir.mkdir(parents=True, exist_ok=True)
     save_tensors(prior.state_dict(), run_dir / "model.safetensors")
     info = {"clips": int(m.shape[0]), "windows": int(prior.tokens.shape[0])}
@@ -179,4 +204,3 @@ def build_prior(corpus: Path, preset: str, run_dir: Path, overrides: dict | None
     if progress:
         print(json.dumps(info))
     return info
-
