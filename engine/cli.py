@@ -145,6 +145,10 @@ def _train(args: argparse.Namespace) -> dict:
         if args.stage != "mulan":
             raise UsageError("--no-handcrafted applies to mulan only")
         overrides["handcrafted"] = False
+    if args.text_only:
+        if args.stage != "mulan" or not args.init:
+            raise UsageError("--text-only fine-tunes a trained MuLan's text side: train mulan --init <MuLan> --text-only")
+        overrides["text_only"] = True
     if args.codebook:
         if args.stage != "semantic":
             raise UsageError("--codebook applies to semantic only")
@@ -511,6 +515,8 @@ def parser() -> argparse.ArgumentParser:
                         "(what stage 2 writes) keep their bits for the notes (default: every decode)")
     t.add_argument("--export", action="store_true", help="copy the result to assets/checkpoints/")
     t.add_argument("--no-handcrafted", action="store_true", help="mulan: audio tower without the handcrafted descriptors (ablation)")
+    t.add_argument("--text-only", action="store_true",
+                   help="mulan with --init: fine-tune the text side alone, keeping the audio tower and RVQ (and so every M token)")
     t.add_argument("--codebook", choices=("flat", "joint"),
                    help="semantic: k-means on the token layer joined with its harmony and rhythm read-outs (joint: the presets, the shipped tokens) or on the layer alone (flat, as MusicLM)")
     t.add_argument("--quiet", action="store_true")

@@ -170,6 +170,20 @@ def _tiny_model(runs):
     return MusicLM.load(paths={name: runs / name for name in MODEL_NAMES})
 
 
+def test_a_text_only_mulan_fine_tune_keeps_every_m_token_and_moves_the_words(tiny_runs, tmp_path):
+    from engine.nn.mulan import load_mulan, rvq_fingerprint
+    corpus, runs, _ = tiny_runs
+    _engine("train", "mulan", "--corpus", corpus, "--init", runs / "mulan", "--text-only", "--run-dir", tmp_path / "mulan",
+            "--steps", 2, "--batch-size", 4, "--lr", 0.01, "--warmup", 1, "--quiet")
+    before, after = load_mulan(runs / "mulan"), load_mulan(tmp_path / "mulan")
+    assert rvq_fingerprint(after.rvq) == rvq_fingerprint(before.rvq)  # the prior built on the old tokens still loads
+    assert all(torch.equal(v, after.audio_tower.state_dict()[k]) for k, v in before.audio_tower.state_dict().items())
+    assert not all(torch.equal(v, after.text_tower.state_dict()[k]) for k, v in before.text_tower.state_dict().items())
+    refused = subprocess.run([sys.executable, "-m", "engine", "train", "mulan", "--corpus", str(corpus), "--text-only"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--text-only fine-tunes a trained MuLan's text side" in refused.stderr
+
+
 def test_the_prior_holds_every_training_window_as_rendered_and_levelled(tiny_runs):
     from engine.data.render import TARGET_LUFS
     from engine.nn.mulan import load_prior

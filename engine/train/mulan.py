@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
@@ -123,8 +124,10 @@ class MuLanData:
             }
 
 
-def mulan_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-    audio = model.audio_tower(batch["mel"], batch["descriptor"])
+def mulan_loss(model: nn.Module, batch: dict[str, torch.Tensor], frozen_audio: bool = False) -> tuple[torch.Tensor, dict]:
+    """``frozen_audio``: the audio tower only embeds (no gradient, no dropout), the text side learns."""
+    with torch.set_grad_enabled(not frozen_audio):
+        audio = model.audio_tower.train(not frozen_audio)(batch["mel"], batch["descriptor"])
     text = model.text_tower(batch["sentence"])
     loss = model.contrastive_loss(audio, text)
     with torch.no_grad():
@@ -154,8 +157,20 @@ def fit_rvq(model: MuLan, data: MuLanData, windows_per_clip: int = 8, seed: int 
     return {"rvq_fit_audio": len(audio), "rvq_fit_text": len(text), "rvq_train_cosine_audio": cos(audio), "rvq_train_cosine_text": cos(text)}
 
 
-def mulan_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int, handcrafted: bool = True) -> Recipe:
-    """``handcrafted``: False trains the audio tower without the descriptors (the ablation)."""
+def mulan_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int, handcrafted: bool = True, text_only: bool = False) -> Recipe:
+    """``handcrafted``: False trains the audio tower without the descriptors (the ablation).
+    ``text_only``: fine-tune the text projection of the MuLan at ``cfg.init`` on this corpus's
+    captions, its audio tower and RVQ kept: every M_A token the stages and the prior learnt from
+    keeps its meaning, while the words learn where this corpus's music lies (its loud and quiet)."""
+    if text_only:
+        if not cfg.init:
+            raise ValueError("a text-only MuLan fine-tune starts from a trained MuLan: give --init")
+        model = load_mulan(Path(cfg.init))
+        for parameter in model.audio_tower.parameters():
+            parameter.requires_grad_(False)
+        data = MuLanData(corpus, model.cfg)
+        batches = data.batches(cfg.batch_size, seed=cfg.seed * 1000 + rank)
+        return Recipe(model, batches, partial(mulan_loss, frozen_audio=True))
     model_cfg = replace(MULAN_PRESETS[preset], handcrafted=handcrafted)
     model = MuLan(model_cfg)
     data = MuLanData(corpus, model_cfg)
