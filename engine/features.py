@@ -112,14 +112,19 @@ def _cache_path(corpus: Path, clip_id: str) -> Path:
     return Path(corpus) / "cache" / FEATURE_VERSION / f"{clip_id}.npy"
 
 
+def stored_frames(audio: np.ndarray) -> np.ndarray:
+    """(N,) waveform → its (N_CHANNELS, T) frames in float16, as the corpus cache stores them (so
+    tokens computed from them match the token cache's)."""
+    with torch.inference_mode():
+        return analyze(torch.from_numpy(audio))[0].numpy().astype(np.float16)
+
+
 def clip_frames(corpus: Path, record: dict) -> np.ndarray:
     """The (N_CHANNELS, T) float16 frames of one corpus clip, computed once and cached."""
     path = _cache_path(corpus, record["id"])
     if path.exists():
         return np.load(path)
-    audio = load_audio(Path(corpus) / record["audio"])
-    with torch.inference_mode():
-        frames = analyze(torch.from_numpy(audio))[0].numpy().astype(np.float16)
+    frames = stored_frames(load_audio(Path(corpus) / record["audio"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a path

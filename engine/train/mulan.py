@@ -19,7 +19,7 @@ from ..data.captions import write_caption
 from ..data.dynamics import dynamics_word
 from ..data.genres import GENRES
 from ..data.render import TARGET_LUFS, normalize_loudness
-from ..features import CHANNELS, analyze, corpus_frames, window_descriptor
+from ..features import CHANNELS, corpus_frames, stored_frames, window_descriptor
 from ..files import atomic_write, save_json, save_tensors
 from ..nn.mulan import (MULAN_PRESETS, TEXT_DIM, AudioPrior, AudioTower, MuLan, MuLanConfig, PriorConfig, encode_sentences, load_mulan,
                         rvq_fingerprint)
@@ -185,9 +185,7 @@ def levelled_window_tokens(corpus: Path, mulan: MuLan, records: list[dict], wind
     rows = []
     for i, record in enumerate(records):
         audio, _ = normalize_loudness(load_audio(Path(corpus) / record["audio"]))
-        with torch.inference_mode():
-            frames = analyze(torch.from_numpy(audio))[0].numpy().astype(np.float16)  # as the frame cache stores them
-        rows.append(mulan.tokens(mulan.embed_frames(frames, per_window=True))[:windows])
+        rows.append(mulan.tokens(mulan.embed_frames(stored_frames(audio), per_window=True))[:windows])
         if progress and (i + 1) % 200 == 0:
             print(json.dumps({"levelled_clips": i + 1, "of": len(records)}), flush=True)
     return torch.stack(rows)
