@@ -360,6 +360,9 @@ def _eval(args: argparse.Namespace) -> dict:
     if args.what not in ("tones", "recordings") and not (corpus / "test.jsonl").exists():  # tones are made, recordings found elsewhere
         raise UsageError(f"no corpus at {corpus}")
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
+    judge = Path(args.judge) if args.judge else None
+    if judge and not judge.exists():
+        raise UsageError(f"no MuLan at {judge}")
     if args.audio and args.what not in ("recordings", "style"):
         raise UsageError("--audio applies to eval recordings and eval style only")
     if args.words is not None and args.what != "style":
@@ -368,8 +371,8 @@ def _eval(args: argparse.Namespace) -> dict:
         raise UsageError("--soundfont applies to eval codec only")
     if args.tuning and args.free_form:
         raise UsageError("--tuning and --free-form are two different prompt sets; choose one")
-    if (args.tuning or args.free_form) and args.what != "generation":
-        raise UsageError("--tuning and --free-form apply to eval generation only")
+    if (args.tuning or args.free_form or args.judge) and args.what != "generation":
+        raise UsageError("--tuning, --free-form and --judge apply to eval generation only")
     if _sampling_settings(args) and args.what not in SAMPLED_EVALUATIONS:
         raise UsageError("the sampling options (--temperatures, --guidance, --coarse-guidance, --style-guidance, --top-k, --tempo-drafts, --tempo-draft-seconds, --fine-stage) "
                          f"apply to eval {', '.join(SAMPLED_EVALUATIONS)} only")
@@ -386,8 +389,8 @@ def _eval(args: argparse.Namespace) -> dict:
         extra = {"seconds": args.seconds, "seeds": args.seeds} if args.what in ("generation", "story", "continuation", "dynamics") else {}
         if args.what == "generation":
             if args.free_form:
-                return eval_free_form(corpus, checkpoint, args.clips, args.seconds, args.seeds, **_sampling_settings(args))
-            extra.update(tuning=args.tuning)
+                return eval_free_form(corpus, checkpoint, args.clips, args.seconds, args.seeds, judge, **_sampling_settings(args))
+            extra.update(tuning=args.tuning, judge=judge)
         if args.what == "melody":
             extra = {"seconds": args.seconds}
         if args.what == "style":
@@ -594,6 +597,8 @@ def parser() -> argparse.ArgumentParser:
                                                    "to weigh --guidance (the words) against --style-guidance (the clip)")
     e.add_argument("--free-form", action="store_true",
                    help="generation: the held-out free-form prompts (assets/eval/free-form-prompts.json) instead of test captions")
+    e.add_argument("--judge", metavar="MULAN", help="generation: the MuLan checkpoint or run folder that grades MCC and Fréchet MuLan "
+                                                    "(default: the judged set's own), so sets with different MuLans meet the same ear")
     e.add_argument("--tuning", action="store_true",
                    help="generation: the tuning captions (60 test captions kept apart from the evaluation's 30) instead, for choosing settings")
     e.add_argument("--plan", choices=("quick", "full"), default="quick",

@@ -65,6 +65,8 @@ def test_cli_bad_input_gets_one_clear_line_and_exit_2(args, message):
     (["generation", "--words", "with a flute"], "--words applies to eval style only"),
     (["style", "--words", "   "], "empty"),
     (["melody", "--style-guidance", "5"], "apply to eval generation, story, continuation, style only"),
+    (["story", "--judge", "assets/checkpoints/mulan.safetensors"], "--judge apply to eval generation only"),
+    (["generation", "--judge", "no-such-mulan"], "no MuLan at no-such-mulan"),
 ])
 def test_eval_options_meant_for_another_evaluation_get_one_line(tmp_path, args, message):
     (tmp_path / "test.jsonl").write_text("")

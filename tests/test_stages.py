@@ -120,6 +120,11 @@ def test_the_free_form_eval_judges_each_pair_on_the_feature_it_names(tiny_runs, 
     pairs = result["contrast"]["pairs"]
     assert result["contrast"]["of"] == 5 and [list(p["mean_b_minus_a"]) for p in pairs] == [[p["feature"]] for p in pairs]
     assert {p["feature"] for p in pairs} == {"percussive_ratio", "onset_rate", "spectral_centroid", "rms"}
+    # another MuLan as judge: the same music (same seeds, same tempo heard), graded by another ear
+    judged = _engine("eval", "generation", "--free-form", "--corpus", tiny_runs[0], "--checkpoint", exported, "--clips", 2, "--seconds", 1,
+                     "--seeds", 1, "--judge", ROOT / "assets" / "checkpoints" / "mulan.safetensors")
+    assert result["judge"] == "own MuLan" and judged["judge"].endswith("mulan.safetensors")
+    assert judged["tempo"]["draws"] == result["tempo"]["draws"] and judged["mcc"]["generated"] != result["mcc"]["generated"]
 
 
 def test_the_free_form_prompts_are_unlike_every_caption_and_state_tempi_in_many_ways():

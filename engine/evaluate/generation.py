@@ -16,6 +16,7 @@ from ..features import FRAME_RATE, analyze, corpus_frames, window_descriptor
 from ..generate.musiclm import MusicLM
 from ..generate.settings import GenerationSettings
 from ..nn.lm import COARSE_LEVELS, windowed
+from ..nn.mulan import MuLan, load_mulan
 from ..prompts import stated_bpm
 from .common import mean_rows, through_codec
 from .metrics import TEMPO_TOLERANCE, comb_share, descriptors, estimated_bpm, frechet_distance, rms, tempo_error
@@ -39,6 +40,12 @@ def _generation_set(records: list[dict], n: int, tuning: bool = False) -> list[d
     timed = [r for r in records if stated_bpm(r["caption"])][: (2 * n) // 3]
     return timed + [r for r in records if not stated_bpm(r["caption"])][: n - len(timed)]
 
+
+
+def _judge(model: MusicLM, judge: Path | None) -> MuLan:
+    """The MuLan that grades: the set's own, or ``judge``, so two sets whose MuLans differ can be
+    graded by the same ear (a MuLan also grades how near its own M tokens steered the music)."""
+    return load_mulan(judge) if judge else model.mulan
 
 
 def _render_frames(corpus: Path, records: list[dict], seconds: float) -> list[np.ndarray]:
@@ -92,7 +99,7 @@ def _fine_stage_fidelity(model, corpus: Path, records: list[dict], seconds: floa
 
 
 def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0,
-                    seeds: int = 3, tuning: bool = False, **settings) -> dict:
+                    seeds: int = 3, tuning: bool = False, judge: Path | None = None, **settings) -> dict:
     """Issue 5's adherence metrics on test captions never seen in training: MuLan cycle
     consistency (MCC) against reference renders of the same captions, tempo adherence, contrasting
     prompt pairs, and Fréchet distances to the test renders — each also for the unconditioned
@@ -104,13 +111,14 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
     round 0 is the one-seed protocol); one draw per caption leaves the MCC ratio ±0.02 and the tempo
     share ±2 prompts, so each round's own figures are reported beside the pooled ones.
     ``tuning``: the tuning captions instead (``_generation_set``), ``TUNING_CAPTIONS`` by default;
+    ``judge``: another MuLan grades MCC and Fréchet MuLan (``_judge``), the set's own otherwise;
     ``settings``: the generator's own settings to change (``GenerationSettings`` fields: tempo_drafts,
     fine_stage, temperatures, coarse_guidance …), its defaults otherwise."""
     t0 = time.perf_counter()
     base = GenerationSettings(seconds=seconds, **settings)
     base.check()
     model = MusicLM.load(checkpoint)
-    mulan = model.mulan
+    mulan = _judge(model, judge)
     records = read_records(corpus, "test")
     reference_frames = _render_frames(corpus, records, seconds)
     reference = {"mulan": np.stack([mulan.embed_frames(f).numpy() for f in reference_frames]),
@@ -170,7 +178,7 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
     mean_mcc = {k: mean(v) for k, v in mcc.items()}
     rounds = range(seeds)
     return {
-        "captions": len(chosen), "caption_set": "tuning" if tuning else "evaluation", "seeds_per_caption": seeds, "tempo_drafts": base.tempo_drafts, "fine_stage": base.fine_stage,
+        "judge": str(judge) if judge else "own MuLan", "captions": len(chosen), "caption_set": "tuning" if tuning else "evaluation", "seeds_per_caption": seeds, "tempo_drafts": base.tempo_drafts, "fine_stage": base.fine_stage,
         "temperatures": list(base.temperatures), "coarse_guidance": base.coarse_guidance, "seconds": seconds, "reference_renders": len(records),
         "mcc": {**mean_mcc, "generated_over_reference": round(mean_mcc["generated"] / mean_mcc["reference"], 4),
                 "codec_ceiling_over_reference": round(mean_mcc["reference_through_codec"] / mean_mcc["reference"], 4),
@@ -196,7 +204,7 @@ FREE_FORM_PROMPTS = Path(__file__).resolve().parents[2] / "assets" / "eval" / "f
 
 
 def eval_free_form(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0, seeds: int = 3,
-                   **settings) -> dict:
+                   judge: Path | None = None, **settings) -> dict:
     """The held-out free-form prompts (``FREE_FORM_PROMPTS``: written as people write, unlike any
     caption template; never trained or tuned on): MCC over the reference MCC of the evaluation's
     test captions (free-form prompts have no render of their own), the stated tempo kept, the
@@ -207,7 +215,7 @@ def eval_free_form(corpus: Path, checkpoint: Path | None = None, clips: int | No
     base = GenerationSettings(seconds=seconds, **settings)
     base.check()
     model = MusicLM.load(checkpoint)
-    mulan = model.mulan
+    mulan = _judge(model, judge)
     records = read_records(corpus, "test")
     renders = np.stack([mulan.embed_frames(f).numpy() for f in _render_frames(corpus, records, seconds)])
     index = {r["id"]: i for i, r in enumerate(records)}
@@ -228,7 +236,7 @@ def eval_free_form(corpus: Path, checkpoint: Path | None = None, clips: int | No
                 tempo.append({"prompt": prompt, "seed_round": round_, "stated": bpm, "heard": round(heard, 1), "error": round(tempo_error(heard, bpm), 4)})
     within = [t["error"] <= TEMPO_TOLERANCE for t in tempo]
     return {
-        "prompts": len(prompts), "seeds_per_prompt": seeds, "seconds": seconds, "prompts_with_bpm": len(tempo) // seeds,
+        "judge": str(judge) if judge else "own MuLan", "prompts": len(prompts), "seeds_per_prompt": seeds, "seconds": seconds, "prompts_with_bpm": len(tempo) // seeds,
         "mcc": {"generated": round(float(np.mean(mcc)), 4), "reference_of_template_captions": round(reference_mcc, 4),
                 "generated_over_reference": round(float(np.mean(mcc)) / reference_mcc, 4)},
         "tempo": {"within_8pct": round(float(np.mean(within)), 4) if tempo else None,
