@@ -42,10 +42,11 @@ def _generation_set(records: list[dict], n: int, tuning: bool = False) -> list[d
 
 
 
-def _judge(model: MusicLM, judge: Path | None) -> MuLan:
-    """The MuLan that grades: the set's own, or ``judge``, so two sets whose MuLans differ can be
-    graded by the same ear (a MuLan also grades how near its own M tokens steered the music)."""
-    return load_mulan(judge) if judge else model.mulan
+def _judge(model: MusicLM, judge: Path | None) -> tuple[MuLan, str]:
+    """The MuLan that grades and its name for the report: the set's own, or ``judge``, so two sets
+    whose MuLans differ can be graded by the same ear (a MuLan also grades how near its own M tokens
+    steered the music)."""
+    return (load_mulan(judge), str(judge)) if judge else (model.mulan, "own MuLan")
 
 
 def _render_frames(corpus: Path, records: list[dict], seconds: float) -> list[np.ndarray]:
@@ -118,7 +119,7 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
     base = GenerationSettings(seconds=seconds, **settings)
     base.check()
     model = MusicLM.load(checkpoint)
-    mulan = _judge(model, judge)
+    mulan, judged_by = _judge(model, judge)
     records = read_records(corpus, "test")
     reference_frames = _render_frames(corpus, records, seconds)
     reference = {"mulan": np.stack([mulan.embed_frames(f).numpy() for f in reference_frames]),
@@ -178,7 +179,7 @@ def eval_generation(corpus: Path, checkpoint: Path | None = None, clips: int | N
     mean_mcc = {k: mean(v) for k, v in mcc.items()}
     rounds = range(seeds)
     return {
-        "judge": str(judge) if judge else "own MuLan", "captions": len(chosen), "caption_set": "tuning" if tuning else "evaluation", "seeds_per_caption": seeds, "tempo_drafts": base.tempo_drafts, "fine_stage": base.fine_stage,
+        "judge": judged_by, "captions": len(chosen), "caption_set": "tuning" if tuning else "evaluation", "seeds_per_caption": seeds, "tempo_drafts": base.tempo_drafts, "fine_stage": base.fine_stage,
         "temperatures": list(base.temperatures), "coarse_guidance": base.coarse_guidance, "seconds": seconds, "reference_renders": len(records),
         "mcc": {**mean_mcc, "generated_over_reference": round(mean_mcc["generated"] / mean_mcc["reference"], 4),
                 "codec_ceiling_over_reference": round(mean_mcc["reference_through_codec"] / mean_mcc["reference"], 4),
@@ -215,7 +216,7 @@ def eval_free_form(corpus: Path, checkpoint: Path | None = None, clips: int | No
     base = GenerationSettings(seconds=seconds, **settings)
     base.check()
     model = MusicLM.load(checkpoint)
-    mulan = _judge(model, judge)
+    mulan, judged_by = _judge(model, judge)
     records = read_records(corpus, "test")
     renders = np.stack([mulan.embed_frames(f).numpy() for f in _render_frames(corpus, records, seconds)])
     index = {r["id"]: i for i, r in enumerate(records)}
@@ -236,7 +237,7 @@ def eval_free_form(corpus: Path, checkpoint: Path | None = None, clips: int | No
                 tempo.append({"prompt": prompt, "seed_round": round_, "stated": bpm, "heard": round(heard, 1), "error": round(tempo_error(heard, bpm), 4)})
     within = [t["error"] <= TEMPO_TOLERANCE for t in tempo]
     return {
-        "judge": str(judge) if judge else "own MuLan", "prompts": len(prompts), "seeds_per_prompt": seeds, "seconds": seconds, "prompts_with_bpm": len(tempo) // seeds,
+        "judge": judged_by, "prompts": len(prompts), "seeds_per_prompt": seeds, "seconds": seconds, "prompts_with_bpm": len(tempo) // seeds,
         "mcc": {"generated": round(float(np.mean(mcc)), 4), "reference_of_template_captions": round(reference_mcc, 4),
                 "generated_over_reference": round(float(np.mean(mcc)) / reference_mcc, 4)},
         "tempo": {"within_8pct": round(float(np.mean(within)), 4) if tempo else None,
