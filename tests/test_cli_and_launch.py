@@ -235,6 +235,26 @@ def test_a_retrain_chain_runs_its_steps_in_order_skips_finished_ones_and_stops_a
     assert seen == [f"list: done before ({result['wall_s']['list']:.0f} s)"] and result["total_s"] == result["wall_s"]["list"]
 
 
+def test_a_step_resumed_after_a_killed_chain_counts_the_time_of_every_attempt(tmp_path, monkeypatch):
+    """A session that ends mid-step must not lose that step's hours from the chain's total."""
+    from engine.train import pipeline
+
+    monkeypatch.setitem(pipeline.CHAINS, "tiny", (pipeline.Step("list", ("models",), "models.json"),))
+    monkeypatch.setattr(pipeline, "PROGRESS_EVERY_S", 0.05)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "list.partial.json").write_text(json.dumps({"wall_s": 1000.0}))  # what a killed attempt left
+    seen = []
+    result = pipeline.run_chain("tiny", tmp_path, runs, log=seen.append)
+    assert "resumed after 1000 s in earlier attempts" in seen[0]
+    assert 1000 < result["wall_s"]["list"] < 1000 + 120 and json.loads((runs / "list.done.json").read_text())["wall_s"] == result["wall_s"]["list"]
+    assert not (runs / "list.partial.json").exists()
+    monkeypatch.setitem(pipeline.CHAINS, "tiny", (pipeline.Step("broken", ("eval", "codec", "--corpus", "{corpus}")),))
+    with pytest.raises(RuntimeError, match="broken failed"):  # a step that dies keeps the time it ran
+        pipeline.run_chain("tiny", tmp_path / "no corpus", runs, log=seen.append)
+    assert json.loads((runs / "broken.partial.json").read_text())["wall_s"] > 0
+
+
 def test_a_chain_that_needs_recorded_music_says_so_before_its_first_step(tmp_path, monkeypatch):
     from engine.train import pipeline
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,27 +95,50 @@ def check_prerequisites(name: str) -> None:
                                 "run ./install.sh --training (Debian's game soundtracks, about 750 MB)")
 
 
+PROGRESS_EVERY_S = 30.0  # how often a running step's wall time so far is saved, so a killed chain loses at most this much of it
+
+
 def run_chain(name: str, corpus: Path, runs: Path | None = None, log=print) -> dict:
-    """Run chain ``name`` step by step; returns each step's wall time (from this or an earlier run)."""
+    """Run chain ``name`` step by step; returns each step's wall time (from this or an earlier run).
+
+    A step's wall time sums every attempt at it: a chain killed mid-step (a closed laptop, a session
+    that ends) leaves ``<step>.partial.json`` with the time spent so far, and the resumed step adds to it."""
     check_prerequisites(name)
     runs = Path(runs or Path("runs") / name)
     runs.mkdir(parents=True, exist_ok=True)
     times = {}
     for step in CHAINS[name]:
-        marker = runs / f"{step.name}.done.json"
+        marker, partial = runs / f"{step.name}.done.json", runs / f"{step.name}.partial.json"
         if marker.exists():
             times[step.name] = json.loads(marker.read_text())["wall_s"]
             log(f"{step.name}: done before ({times[step.name]:.0f} s)")
             continue
         args = [a.format(corpus=corpus, runs=runs) for a in step.args]
-        log(f"{step.name}: python -m engine {' '.join(args)}")
-        t0 = time.perf_counter()
-        with open(runs / f"{step.name}.log", "w") as out:
-            proc = subprocess.run([sys.executable, "-m", "engine", *args], stdout=subprocess.PIPE if step.output else out, stderr=out, text=True)
-        if proc.returncode:
-            raise RuntimeError(f"{step.name} failed (exit {proc.returncode}); see {runs / (step.name + '.log')}")
+        earlier = json.loads(partial.read_text())["wall_s"] if partial.exists() else 0.0
+        log(f"{step.name}: python -m engine {' '.join(args)}" + (f"  (resumed after {earlier:.0f} s in earlier attempts)" if earlier else ""))
+        times[step.name], returncode, stdout = _run_step(args, runs / f"{step.name}.log", bool(step.output), earlier, partial)
+        if returncode:
+            raise RuntimeError(f"{step.name} failed (exit {returncode}); see {runs / (step.name + '.log')}")
         if step.output:
-            atomic_write(runs / step.output, lambda tmp: tmp.write_text(proc.stdout))
-        times[step.name] = round(time.perf_counter() - t0, 1)
+            atomic_write(runs / step.output, lambda tmp: tmp.write_text(stdout))
         atomic_write(marker, lambda tmp: tmp.write_text(json.dumps({"wall_s": times[step.name], "command": args})))
+        partial.unlink(missing_ok=True)
     return {"chain": name, "runs": str(runs), "wall_s": times, "total_s": round(sum(times.values()), 1)}
+
+
+def _run_step(args: list[str], log_path: Path, keeps_output: bool, earlier: float, partial: Path) -> tuple[float, int, str]:
+    """Run one step's command (its output to its log, or kept if it is the step's result), saving its
+    wall time so far (plus ``earlier``) to ``partial`` as it goes; returns the wall time, the exit
+    status and the kept output."""
+    t0 = time.perf_counter()
+    spent = lambda: round(earlier + time.perf_counter() - t0, 1)
+    with open(log_path, "a") as log, tempfile.TemporaryFile("w+") as kept:
+        proc = subprocess.Popen([sys.executable, "-m", "engine", *args], stdout=kept if keeps_output else log, stderr=log, text=True)
+        while True:
+            try:
+                proc.wait(timeout=PROGRESS_EVERY_S)
+                break
+            except subprocess.TimeoutExpired:
+                atomic_write(partial, lambda tmp: tmp.write_text(json.dumps({"wall_s": spent()})))
+        kept.seek(0)
+        return spent(), proc.returncode, kept.read()
