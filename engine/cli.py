@@ -178,7 +178,7 @@ def _tokenize(args: argparse.Namespace) -> dict:
 
 
 IMPORTED_AT = time.perf_counter()
-SAMPLED_EVALUATIONS = ("generation", "story", "continuation", "style")  # the evaluations that take the generator's sampling options
+SAMPLED_EVALUATIONS = ("generation", "story", "continuation", "style", "dynamics")  # the evaluations that take the generator's sampling options
 
 
 def _process_age_s() -> float:
@@ -342,6 +342,8 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser, scope: str = "") ->
                         help=f"{scope}stage 3 writes codec levels 5–12 (the paper's; off by default: its fine levels are no better than chance, and levels 1–4 alone decode cleaner)")
     parser.add_argument("--tempo-drafts", type=_positive_int,
                         help=f"{scope}a prompt stating a tempo: stage 1 drafts under N readings of it and keeps one that plays it (default {d.tempo_drafts}; 1 = off)")
+    parser.add_argument("--models-level", action="store_true",
+                        help=f"{scope}keep the loudness the models make: a prompt's loud or quiet is not steered to (the level stage off)")
     parser.add_argument("--tempo-draft-seconds", type=_positive_float, metavar="S",
                         help=f"{scope}how much of stage 1 each tempo draft covers (default {d.tempo_draft_seconds:g}; the first chunk waits for it)")
 
@@ -351,7 +353,7 @@ def _sampling_settings(args: argparse.Namespace) -> dict:
     given = {"guidance": args.guidance, "coarse_guidance": args.coarse_guidance, "style_guidance": args.style_guidance, "top_k": args.top_k,
              "temperatures": tuple(args.temperatures) if args.temperatures else None, "tempo_drafts": args.tempo_drafts,
              "tempo_draft_seconds": args.tempo_draft_seconds,
-             "fine_stage": True if args.fine_stage else None}
+             "fine_stage": True if args.fine_stage else None, "level_stage": False if args.models_level else None}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -374,7 +376,8 @@ def _eval(args: argparse.Namespace) -> dict:
     if (args.tuning or args.free_form or args.judge) and args.what != "generation":
         raise UsageError("--tuning, --free-form and --judge apply to eval generation only")
     if _sampling_settings(args) and args.what not in SAMPLED_EVALUATIONS:
-        raise UsageError("the sampling options (--temperatures, --guidance, --coarse-guidance, --style-guidance, --top-k, --tempo-drafts, --tempo-draft-seconds, --fine-stage) "
+        raise UsageError("the sampling options (--temperatures, --guidance, --coarse-guidance, --style-guidance, --top-k, --tempo-drafts, --tempo-draft-seconds, --fine-stage, "
+                         "--models-level) "
                          f"apply to eval {', '.join(SAMPLED_EVALUATIONS)} only")
     try:
         GenerationSettings(**_sampling_settings(args)).check()

@@ -25,10 +25,12 @@ def integrated_loudness(audio: np.ndarray) -> float:
     return float(pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(np.asarray(audio, np.float64)))
 
 
-def eval_dynamics(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0, seeds: int = 3) -> dict:
+def eval_dynamics(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0, seeds: int = 3,
+                  **settings) -> dict:
     """Each held-out [quiet, loud] pair (``dynamics_pairs`` of the free-form prompts) at ``seeds``
     seeds: is the loud one louder (LUFS)? Each quiet → loud → quiet story (``dynamics_stories``):
-    is the middle's RMS at least ``STORY_SWELL`` × either neighbour's?"""
+    is the middle's RMS at least ``STORY_SWELL`` × either neighbour's? ``settings``: the
+    generator's own to change (``GenerationSettings`` fields; ``level_stage=False``: the models' own loudness)."""
     t0 = time.perf_counter()
     held_out = json.loads(FREE_FORM_PROMPTS.read_text())
     pairs = held_out["dynamics_pairs"][: clips or None]
@@ -37,19 +39,19 @@ def eval_dynamics(corpus: Path, checkpoint: Path | None = None, clips: int | Non
     draws = []
     for quiet, loud in pairs:
         for seed in range(seeds):
-            settings = GenerationSettings(seconds=seconds, seed=seed)
-            levels = [integrated_loudness(model.generate(p, settings)[0]) for p in (quiet, loud)]
+            draw = GenerationSettings(**{**settings, "seconds": seconds, "seed": seed})
+            levels = [integrated_loudness(model.generate(p, draw)[0]) for p in (quiet, loud)]
             draws.append({"quiet": quiet, "loud": loud, "seed": seed, "lufs": [round(v, 2) for v in levels], "louder": levels[1] > levels[0]})
     swells = []
     seg, skip = int(seconds * SAMPLE_RATE), int(HANDOVER_SECONDS * SAMPLE_RATE)
     for i, prompts in enumerate(stories):
-        settings = GenerationSettings(seconds=seconds * len(prompts), seed=i)
-        audio, _ = collect(model.story([(p, seconds) for p in prompts], settings), settings)
+        draw = GenerationSettings(**{**settings, "seconds": seconds * len(prompts), "seed": i})
+        audio, _ = collect(model.story([(p, seconds) for p in prompts], draw), draw)
         level = [rms(audio[k * seg + skip:(k + 1) * seg]) for k in range(len(prompts))]
         ratio = level[1] / max(level[0], level[2], 1e-9)
         swells.append({"prompts": prompts, "rms": [round(v, 4) for v in level], "middle_over_neighbours": round(ratio, 3)})
     return {
-        "pairs": len(pairs), "seeds": seeds, "seconds": seconds,
+        "pairs": len(pairs), "seeds": seeds, "seconds": seconds, "level_stage": GenerationSettings(**settings).level_stage,
         "loud_louder_fraction": round(float(np.mean([d["louder"] for d in draws])), 4),
         "loudness_gap_lufs_median": round(float(np.median([d["lufs"][1] - d["lufs"][0] for d in draws])), 2),
         "stories": len(stories),

@@ -30,6 +30,7 @@ from ..nn.sampling import Sampling
 from ..nn.semantic import load_semantic
 from ..prompts import StatedTempo, clean_prompt, stated_loudness, stated_tempo
 from .drafts import TempoDraft
+from .level import LevelStage
 from .requests import ContinueRequest, HumRequest, InpaintRequest, Request, StoryRequest, StyleRequest, TextRequest, check_story
 from .settings import MAX_SECONDS, GenerationSettings, resolve_device
 from .upstream import InLine, Reads, StageJob, StageWorker, Watched, decode
@@ -185,7 +186,8 @@ class MusicLM:
                prompt_tokens: dict[str, torch.Tensor] | None = None, unconditional: bool = False,
                schedule: list[tuple[float, torch.Tensor]] | None = None, tokens_out: dict | None = None,
                melody: np.ndarray | None = None, semantic: torch.Tensor | None = None, decoder: CodecStreamer | None = None,
-               anchor: torch.Tensor | None = None, drafts: dict[int, TempoDraft] | None = None) -> Iterator[Chunk]:
+               anchor: torch.Tensor | None = None, drafts: dict[int, TempoDraft] | None = None,
+               dynamics: list[tuple[float, str]] | None = None) -> Iterator[Chunk]:
         """Yield audio chunks of about ``chunk_seconds`` as soon as they are decoded.
 
         ``prefix`` overrides M (e.g. MuLan audio tokens for continuation); ``schedule`` gives M per
@@ -202,7 +204,8 @@ class MusicLM:
         ``anchor``: M of the words alone beside a style's ``prefix`` (words and clips blended), for
         stage 1's double guidance: the words at ``guidance``, what the clips add at ``style_guidance``;
         ``drafts``: schedule index → the tempo draft of that segment's opening (``tempo_draft_of``;
-        a text prompt that states a bpm gets one of its own)."""
+        a text prompt that states a bpm gets one of its own); ``dynamics``: (start second, words)
+        whose stated loudness the level stage steers each segment to (default: ``prompt`` throughout)."""
         settings.check()
         # one generator per stage: a stage's draws never depend on how the stages interleave
         device = self.device
@@ -277,6 +280,7 @@ class MusicLM:
         a_buf = torch.zeros(1, self.codec.cfg.levels, frames + offset_a, dtype=torch.long, device=device)  # the whole piece, for tokens_out
         if given_a is not None:
             a_buf[:, :, :offset_a] = given_a
+        level = LevelStage.of_prompts(dynamics or [(0.0, prompt)]) if settings.level_stage and not unconditional else None
         streamer = decoder or CodecStreamer(self.codec)
         if given_a is not None and decoder is None:  # decoder context: the prompt's tokens, whose audio the caller has
             streamer.push(given_a[0, :levels])
@@ -306,9 +310,10 @@ class MusicLM:
                         tokens_out["decoded"] = offset_a + f + 1
                 pending = []  # a chunk is decoded: hand it over with the caller's own thread settings back
                 keep = min(len(audio), int(settings.seconds * SAMPLE_RATE) - done)
-                done += keep
                 timings.update({f"stage{i}": job.seconds for i, job in ((1, job1), (2, job2)) if job is not None})
-                yield Chunk(audio[:keep].cpu().numpy(), done / SAMPLE_RATE, {k: round(v, 4) for k, v in timings.items()})
+                out, start = audio[:keep].cpu().numpy(), done / SAMPLE_RATE
+                done += keep
+                yield Chunk(level(out, start) if level else out, done / SAMPLE_RATE, {k: round(v, 4) for k, v in timings.items()})
         except (MemoryError, torch.OutOfMemoryError):
             raise GenerationError(f"out of memory while generating {settings.seconds:g} s; try a shorter piece") from None
         finally:  # a consumer that stops early (the studio's Stop) also stops the upstream stages
@@ -421,7 +426,7 @@ class MusicLM:
             if draft:
                 drafts[i] = draft
         yield from self.stream(segments[0][0], replace(settings, seconds=float(edges[-1])), schedule=schedule, tokens_out=tokens_out,
-                               drafts=drafts)
+                               drafts=drafts, dynamics=[(float(start), text) for (text, _), start in zip(segments, edges[:-1])])
 
     def continuation(self, audio: np.ndarray, prompt: str | None = None, settings: GenerationSettings = GenerationSettings(),
                      tokens_out: dict | None = None) -> Iterator[Chunk]:

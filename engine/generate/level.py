@@ -1,0 +1,88 @@
+"""The level stage: a piece as loud or as quiet as its words ask, after the codec.
+
+The shipped models learnt from a corpus levelled to one loudness, so they make every piece about
+as loud; models trained on loud and quiet renders follow the words but lose text adherence
+(docs/experiments.md, 2026-12-04). A prompt that states its dynamics ("hushed", "thunderous",
+``prompts.stated_loudness``) therefore sets a loudness the output is steered to as it streams, the
+way a mastering engineer rides a fader: each chunk's gain is the target minus the loudness
+(ITU-R BS.1770) of the music so far, ramped from the last chunk's gain so nothing clicks, and
+peaks that the gain would push past the ceiling are bent under it. A prompt that states none
+keeps the models' own level, so unstated prompts and sets that already follow the words are
+untouched. In a story each segment has its own target, and the gain glides between them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+
+from ..audio import SAMPLE_RATE
+from ..data.dynamics import LOUDNESS_RANGE_LUFS
+from ..data.render import PEAK_CEILING
+from ..prompts import stated_loudness
+
+MAX_GAIN_DB = 15.0  # the most the stage moves a piece: the corpus's whole range is 20 LU
+MEASURED_SECONDS = 6.0  # the music the next gain is read from: long enough to hold a bar or two
+SHORTEST_MEASURE = 0.4  # one BS.1770 gating block
+KNEE = 0.7  # peaks above this are bent smoothly under the ceiling instead of clipped
+
+
+def target_loudness(prompt: str) -> float | None:
+    """The integrated loudness (LUFS) a prompt's dynamics word asks for: the middle of its band
+    as the corpus renders it (``DYNAMICS_RANGES`` within ``LOUDNESS_RANGE_LUFS``), or None."""
+    band = stated_loudness(prompt)
+    if band is None:
+        return None
+    quietest, loudest = LOUDNESS_RANGE_LUFS
+    return (max(band[0], quietest) + min(band[1], loudest)) / 2
+
+
+def bend_peaks(audio: np.ndarray) -> np.ndarray:
+    """Samples above ``KNEE`` follow a tanh curve that never reaches ``PEAK_CEILING``: no clipping."""
+    over = np.abs(audio) > KNEE
+    if not over.any():
+        return audio
+    room = PEAK_CEILING - KNEE
+    out = audio.copy()
+    out[over] = np.sign(audio[over]) * (KNEE + room * np.tanh((np.abs(audio[over]) - KNEE) / room))
+    return out
+
+
+class LevelStage:
+    """Steers a stream of chunks to per-segment loudness targets: ``targets`` holds (start second,
+    LUFS or None: the models' own level) in time order, the first at 0. Call it on each chunk in turn."""
+
+    def __init__(self, targets: list[tuple[float, float | None]]):
+        self.targets = targets
+        self.gain_db = None  # the gain the last chunk ended on
+        self.heard = np.zeros(0, np.float32)  # the segment's music so far, before the gain
+        self.segment = -1
+
+    @classmethod
+    def of_prompts(cls, segments: list[tuple[float, str]]) -> "LevelStage | None":
+        """The stage for (start second, prompt) segments, or None when no prompt states a loudness."""
+        targets = [(start, target_loudness(prompt)) for start, prompt in segments]
+        return cls(targets) if any(target is not None for _, target in targets) else None
+
+    def __call__(self, audio: np.ndarray, start: float) -> np.ndarray:
+        """``audio``: the chunk that begins ``start`` seconds into the stream."""
+        if not len(audio):
+            return audio
+        segment = sum(begin <= start + 1e-6 for begin, _ in self.targets[1:])
+        if segment != self.segment:
+            self.segment, self.heard = segment, np.zeros(0, np.float32)
+        self.heard = np.concatenate([self.heard, audio])[-int(MEASURED_SECONDS * SAMPLE_RATE):]
+        target = self.targets[segment][1]
+        gain = 0.0 if target is None else self._gain_to(target)
+        start_gain = gain if self.gain_db is None else self.gain_db
+        self.gain_db = gain
+        ramp = 10 ** (np.linspace(start_gain, gain, len(audio), dtype=np.float32) / 20)
+        return bend_peaks((audio * ramp).astype(np.float32))
+
+    def _gain_to(self, target: float) -> float:
+        """The gain (dB) that brings the music heard so far to ``target``, within ``MAX_GAIN_DB``."""
+        heard = self.heard if len(self.heard) >= SHORTEST_MEASURE * SAMPLE_RATE else np.resize(self.heard, int(SHORTEST_MEASURE * SAMPLE_RATE))
+        loudness = float(AF.loudness(torch.from_numpy(heard)[None], SAMPLE_RATE))
+        if not np.isfinite(loudness):  # silence so far: nothing to steer yet
+            return self.gain_db or 0.0
+        return float(np.clip(target - loudness, -MAX_GAIN_DB, MAX_GAIN_DB))
