@@ -64,7 +64,8 @@ def test_cli_bad_input_gets_one_clear_line_and_exit_2(args, message):
 @pytest.mark.parametrize("args, message", [
     (["generation", "--words", "with a flute"], "--words applies to eval style only"),
     (["style", "--words", "   "], "empty"),
-    (["melody", "--style-guidance", "5"], "apply to eval generation, story, continuation, style only"),
+    (["melody", "--style-guidance", "5"], "apply to eval generation, story, continuation, style, dynamics only"),
+    (["codec", "--models-level"], "--models-level) apply to eval generation"),
     (["story", "--judge", "assets/checkpoints/mulan.safetensors"], "--judge apply to eval generation only"),
     (["generation", "--judge", "no-such-mulan"], "no MuLan at no-such-mulan"),
 ])
