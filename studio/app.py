@@ -70,19 +70,25 @@ def refuse(message: str) -> gr.Error:
 
 
 def preset_values(name: str) -> tuple:
-    """A preset as the sampling controls' values, in their order: T1, T2, T3, top-k, guidance on
-    stages 1 and 2 (the order every generation endpoint takes them in, after its own inputs)."""
-    preset = SAMPLING_PRESETS[name]
-    return (*preset.temperatures, preset.top_k, preset.guidance, preset.coarse_guidance)
+    """A preset as the sampling controls' values, in their order (``sampling_values``)."""
+    return sampling_values(asdict(SAMPLING_PRESETS[name]))
 
 
-def settings_from_controls(seconds, seed, locked, t1, t2, t3, top_k, guidance, coarse_guidance, negative="") -> GenerationSettings:
+def sampling_values(settings: dict) -> tuple:
+    """Settings (a preset's, or a history entry's) as the sampling controls' values, in their order:
+    T1, T2, T3, top-k, guidance on stages 1 and 2, and whether loud and quiet words set the loudness
+    (the order every generation endpoint takes them in, after its own inputs)."""
+    return (*settings["temperatures"], settings["top_k"], settings["guidance"], settings["coarse_guidance"], settings.get("level_stage", True))
+
+
+def settings_from_controls(seconds, seed, locked, t1, t2, t3, top_k, guidance, coarse_guidance, level_stage=True, negative="") -> GenerationSettings:
     """The shared controls (duration, seed and its lock, then the sampling panel in
     ``preset_values``' order) as settings. An unlocked seed is drawn afresh: a new take per click."""
     try:
         seed = int(seed) if locked else random.randrange(SEED_RANGE)
         return GenerationSettings(seconds=float(seconds), seed=seed, temperatures=(float(t1), float(t2), float(t3)), top_k=int(top_k),
-                                  guidance=float(guidance), coarse_guidance=float(coarse_guidance), negative_prompt=" ".join((negative or "").split()))
+                                  guidance=float(guidance), coarse_guidance=float(coarse_guidance), level_stage=bool(level_stage),
+                                  negative_prompt=" ".join((negative or "").split()))
     except (TypeError, ValueError) as exc:
         raise refuse(str(exc)) from None
 
@@ -244,7 +250,7 @@ class Studio:
                saved, seed, player.end(len(audio) / SAMPLE_RATE, stopped))
 
     def text_to_music(self, prompt, negative, seconds, seed, locked, *sampling):
-        yield from self._play(lambda: TextRequest(prompt, settings_from_controls(seconds, seed, locked, *sampling, negative)))
+        yield from self._play(lambda: TextRequest(prompt, settings_from_controls(seconds, seed, locked, *sampling, negative=negative)))
 
     def story_to_music(self, table, seed, locked, *sampling):
         segments = _story_rows(table)
@@ -449,7 +455,7 @@ class Studio:
         settings = self._picked(name)["settings"]
         mode = settings.get("mode", "text")
         values = {"tab": "continue" if mode == "inpaint" else mode, "seed": settings["seed"], "locked": True,
-                  "sampling": (*settings["temperatures"], settings["top_k"], settings["guidance"], settings["coarse_guidance"])}
+                  "sampling": sampling_values(settings)}
         if mode == "story":
             values["story"] = [[s["prompt"], s["seconds"]] for s in settings["segments"]]
         else:
@@ -652,6 +658,8 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
                     top_k = gr.Slider(0, 1024, value=0, step=1, label="choose only among the k likeliest tokens (0 = all)")
                     guidance = gr.Slider(0, 10, value=3.0, step=0.5, label="follow the prompt: melody and rhythm (stage 1 guidance)")
                     coarse_guidance = gr.Slider(0, 10, value=1.0, step=0.5, label="follow the prompt: sound (stage 2 guidance; 1 = off)")
+                    level = gr.Checkbox(value=True, label="loud and quiet words set the loudness", elem_id="level-stage",
+                                        info="\"hushed\", \"thunderous\", \"at full volume\"…; off: every piece at the models' own level")
                 stop = gr.Button("Stop (keeps what is made)", variant="stop", elem_id="stop")
                 if desktop:
                     play_here = gr.Button("🔊 play the last output on this computer", size="sm")
@@ -665,7 +673,7 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
             settings_json = gr.Code(label="settings (reproduce with these)", language="json")
             download = gr.File(label="download")
 
-        sampling = [*temps, top_k, guidance, coarse_guidance]
+        sampling = [*temps, top_k, guidance, coarse_guidance, level]
         outputs = [audio, progress, waveform, spectrogram, settings_json, download, seed, live]
         piece = dict(outputs=outputs, concurrency_limit=1, show_progress=LIVE_PROGRESS)  # what every Generate button shares
         events = [

@@ -114,6 +114,10 @@ def test_each_click_draws_a_new_seed_unless_it_is_locked_and_the_seed_shown_repr
     assert [json.loads(take[-1][4])["seed"] for take in takes] == seeds  # the seed shown is the seed used
     again = list(client.submit("calm piano", "", 1, seeds[0], True, *SAMPLING, api_name="/text"))
     assert Path(again[-1][5]).read_bytes() == Path(takes[0][-1][5]).read_bytes()  # locked to the shown seed: the same piece
+    loud = [list(client.submit("a thunderous march", "", 2, 3, True, *SAMPLING[:-1], level, api_name="/text"))[-1] for level in (True, False)]
+    assert [json.loads(take[4])["level_stage"] for take in loud] == [True, False]  # the loudness box reaches the generator
+    levels = [float(np.sqrt(np.mean(sf.read(take[5])[0][24_000:] ** 2))) for take in loud]
+    assert levels[0] > 1.5 * levels[1]
 
 
 def test_stop_keeps_a_playable_partial_with_its_settings_marked_in_the_history(studio_url):
@@ -168,14 +172,16 @@ def test_history_rows_say_what_each_piece_is_and_its_buttons_reuse_send_and_dele
     story = studio.history.add(audio, {"mode": "story", "segments": [{"prompt": "piano", "seconds": 4}, {"prompt": "rock", "seconds": 6}],
                                        "seed": 9, "seconds": 10, "temperatures": [1.0, 0.9, 0.8], "top_k": 0, "guidance": 3.0, "coarse_guidance": 1.0})
     text = studio.history.add(audio, {"mode": "text", "prompt": "calm harp", "negative_prompt": "drums", "seed": 4, "seconds": 1.0,
-                                      "temperatures": [1.0, 0.9, 0.8], "top_k": 5, "guidance": 2.0, "coarse_guidance": 1.0}, planned_seconds=8)
+                                      "temperatures": [1.0, 0.9, 0.8], "top_k": 5, "guidance": 2.0, "coarse_guidance": 1.0,
+                                      "level_stage": False}, planned_seconds=8)
     rows = studio.history_rows()
     assert [r[1:3] for r in rows] == [["text", "calm harp"], ["story", "piano → rock"]]
     assert rows[0][5] == "stopped at 1 of 8 s" and rows[1][5] == "complete"
     reused = studio.reuse(text["audio"])
     assert reused["tab"] == "text" and reused["prompt"] == "calm harp" and reused["negative"] == "drums"
-    assert reused["seed"] == 4 and reused["locked"] and reused["sampling"] == (1.0, 0.9, 0.8, 5, 2.0, 1.0)
+    assert reused["seed"] == 4 and reused["locked"] and reused["sampling"] == (1.0, 0.9, 0.8, 5, 2.0, 1.0, False)
     assert studio.reuse(story["audio"])["story"] == [["piano", 4], ["rock", 6]]
+    assert studio.reuse(story["audio"])["sampling"][-1] is True  # saved before loudness could be switched off: it was on
     assert studio.entry_path(story["audio"]).endswith(story["audio"])
     assert [r[1] for r in studio.delete(text["audio"])] == ["story"] and not (tmp_path / "history" / text["audio"]).exists()
     with pytest.raises(gr.Error, match="gone"):
