@@ -61,13 +61,15 @@ DYNAMICS_ALIASES = {"whisper": ("ppp", "almost silent", "barely there", "whisper
                              "mezzo-forte", "ff"),
                     "very loud": ("fff", "deafening", "ear-splitting", "full blast", "full volume", "maximum volume",
                                   "cranked up", "extremely loud", "as loud as possible")}
-_NEGATION = re.compile(r"\b(?:not|no|never|without|isn't|never too|not too)\s+(?:too\s+|so\s+|very\s+|overly\s+)?$", re.IGNORECASE)
+_NEGATION = re.compile(r"(?:\b(?:not|no|never|without|isn't|never too|not too)\s+(?:too\s+|so\s+|very\s+|overly\s+)?|\bnon-|\bnot-(?:too-|so-)?)$",
+                       re.IGNORECASE)
 # "soft rock" and "quiet storm" are genres: these words after a dynamics word take it back
 _NOT_DYNAMICS_AFTER = re.compile(r"^[\s-]*(?:rock|pop|storm)\b", re.IGNORECASE)
 
 _DYNAMICS_WORD_KEY = {word.lower(): key for key, (seen, held_out) in DYNAMICS_WORDS.items() for word in seen + held_out}
 _DYNAMICS_WORD_KEY.update({word.lower(): key for key, words in DYNAMICS_ALIASES.items() for word in words})
-_DYNAMICS_PATTERN = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, sorted(_DYNAMICS_WORD_KEY, key=len, reverse=True))) + r")(?![\w-])",
+# a word of its own, or the end of a compound ("ultra-quiet", "super-loud"); never the start of one ("soft-rock")
+_DYNAMICS_PATTERN = re.compile(r"(?<!\w)(" + "|".join(map(re.escape, sorted(_DYNAMICS_WORD_KEY, key=len, reverse=True))) + r")(?![\w-])",
                                re.IGNORECASE)
 
 

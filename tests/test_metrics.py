@@ -40,13 +40,15 @@ def test_a_range_is_answered_by_its_span_and_tempo_words_by_their_bucket():
     ("a LOUD punk song", "loud"), ("powerful epic orchestra", "loud"), ("booming brass, forte", "loud"),
     ("very loud drums", "very loud"), ("full-power metal", "very loud"), ("fortissimo timpani", "very loud"), ("techno at full volume", "very loud"),
     ("from soft to loud", "soft"),  # the first one said
+    ("ultra-quiet drone", "soft"), ("a super-loud riff", "loud"),  # compounds end in the word
 ])
 def test_loud_and_quiet_are_read_however_they_are_written(prompt, key):
     assert stated_loudness(prompt) == DYNAMICS_RANGES[key]
 
 
 @pytest.mark.parametrize("prompt", ["soft rock anthem", "a quiet storm slow jam", "not too loud, please", "never loud", "jazz trio",
-                                    "loudspeaker test", "piano ballad", "powerfully"])
+                                    "loudspeaker test", "piano ballad", "powerfully", "a non-loud pop song",
+                                    "not-too-loud lounge jazz"])
 def test_genres_negations_and_other_words_are_not_read_as_loudness(prompt):
     assert stated_loudness(prompt) is None
 
