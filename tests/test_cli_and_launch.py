@@ -75,6 +75,12 @@ def test_eval_options_meant_for_another_evaluation_get_one_line(tmp_path, args, 
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_the_level_option_reaches_the_settings_only_when_given():
+    from engine.cli import _sampling_settings, parser
+
+    assert _sampling_settings(parser().parse_args(["generate", "a loud march", "--models-level"])) == {"level_stage": False}
+    assert _sampling_settings(parser().parse_args(["generate", "a loud march"])) == {}
+
 def test_models_command_lists_every_stage_with_its_train_command():
     proc = run_engine("models")
     assert proc.returncode == 0
