@@ -141,4 +141,3 @@ def test_the_outside_transcriber_hears_the_notes_of_a_tune_and_scores_them_again
     assert note_f1(score, heard) >= 0.7  # every note, and a few ghosts on the upper partials
     assert note_f1(score, heard[np.isin(heard[:, 2], pitches)]) == 1.0
     assert note_f1(score, score) == 1.0 and note_f1(score, score + [0, 0, 1]) == 0.0 and note_f1(score, np.zeros((0, 3))) == 0.0
-
