@@ -66,6 +66,7 @@ def test_cli_bad_input_gets_one_clear_line_and_exit_2(args, message):
     (["style", "--words", "   "], "empty"),
     (["melody", "--style-guidance", "5"], "apply to eval generation, story, continuation, style, dynamics only"),
     (["codec", "--models-level"], "--models-level) apply to eval generation"),
+    (["codec", "--style-coarse-guidance", "3"], "apply to eval generation"),
     (["story", "--judge", "assets/checkpoints/mulan.safetensors"], "--judge apply to eval generation only"),
     (["generation", "--judge", "no-such-mulan"], "no MuLan at no-such-mulan"),
 ])

@@ -4,6 +4,7 @@ plumbing (shapes, caches, checkpoints, loaders), not the music."""
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -247,10 +248,13 @@ def test_style_takes_m_from_the_clips_blended_with_the_prompt(tiny_runs):
     assert len(audio) == 24_000 and np.isfinite(audio).all() and info["seconds"] == 1.0
     again, _ = model.render(StyleRequest((low, high), "a flute lullaby", (1, 2, 0.5), GenerationSettings(seconds=1.0, seed=3)))
     assert np.array_equal(audio, again)
-    # clips alone are followed at style_guidance (words beside them: double guidance, tests/test_lm.py)
-    clips_alone = StyleRequest((low,), settings=GenerationSettings(seconds=1.0, seed=3, style_guidance=8.0))
-    as_text_guidance = model.stream("", GenerationSettings(seconds=1.0, seed=3, guidance=8.0), prefix=model.blend_conditioning(clips_alone.blend()))
+    # clips alone are followed at style_guidance on stage 1 and style_coarse_guidance on stage 2 (words beside them: double guidance, tests/test_lm.py)
+    clips_alone = StyleRequest((low,), settings=GenerationSettings(seconds=1.0, seed=3, style_guidance=8.0, style_coarse_guidance=4.0))
+    as_text_guidance = model.stream("", GenerationSettings(seconds=1.0, seed=3, guidance=8.0, coarse_guidance=4.0),
+                                    prefix=model.blend_conditioning(clips_alone.blend()))
     assert np.array_equal(model.render(clips_alone)[0], np.concatenate([c.audio for c in as_text_guidance]))
+    text_side = replace(clips_alone, settings=replace(clips_alone.settings, coarse_guidance=9.0))  # the text's stage-2 scale is not a style's
+    assert np.array_equal(model.render(text_side)[0], model.render(clips_alone)[0])
 
 
 @pytest.mark.parametrize("clips, prompt, weights, message", [

@@ -525,8 +525,9 @@ class MusicLM:
         """New music in the style of reference clips: M from the blend of the clips and the words
         (``blend_conditioning``). Words beside the clips are guided on their own too (double
         guidance): stage 1 follows the words at ``guidance`` and what the clips add at
-        ``style_guidance``; clips alone are followed at ``style_guidance``. ``tokens_out``: as ``stream``'s."""
-        settings, blend = request.settings, request.blend()
+        ``style_guidance``; clips alone are followed at ``style_guidance``. Stage 2 is guided toward the
+        blend at ``style_coarse_guidance``: the clips' timbre is its to make. ``tokens_out``: as ``stream``'s."""
+        settings, blend = replace(request.settings, coarse_guidance=request.settings.style_coarse_guidance), request.blend()
         with operator_threads(caller_threads()):
             embeddings = self._source_embeddings(blend, None)  # each source read once: the blend and the words alone share them
             prefix = self._blended_tokens(embeddings, [weight for _, weight in blend])

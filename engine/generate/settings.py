@@ -21,6 +21,7 @@ class GenerationSettings:
     guidance: float = 3.0  # classifier-free guidance on stage 1
     style_guidance: float = 3.0  # a style request: how strongly stage 1 follows its reference clips (beside its words: what the clips add to them)
     coarse_guidance: float = 1.0  # on stage 2 (1 = off): stresses the text beyond what S implies; see docs/experiments.md for what it trades
+    style_coarse_guidance: float = 2.5  # a style request's stage 2, in place of coarse_guidance: a clip's timbre is stage 2's to make; chosen on training recordings (docs/experiments.md)
     negative_prompt: str = ""
     chunk_seconds: float = 0.5
     fine_stage: bool = False  # on: stage 3 writes codec levels 5–12 (the paper); off: the codec decodes levels 1–4 alone, as stage 3 predicts the fine levels no better than chance
@@ -36,7 +37,7 @@ class GenerationSettings:
             raise ValueError(f"temperatures must be three numbers in [0, 5], got {self.temperatures}")
         if not 0 <= self.top_k <= 1024:
             raise ValueError(f"top-k must be in [0, 1024] (0 = off), got {self.top_k}")
-        for name in ("guidance", "style_guidance", "coarse_guidance"):
+        for name in ("guidance", "style_guidance", "coarse_guidance", "style_coarse_guidance"):
             if not 0 <= getattr(self, name) <= 20:
                 raise ValueError(f"{name.replace('_', ' ')} must be in [0, 20], got {getattr(self, name)}")
         if not 1 <= self.tempo_draft_seconds <= 10:
