@@ -344,10 +344,10 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser, scope: str = "") ->
                         help=f"{scope}stage 3 writes codec levels 5–12 (the paper's; off by default: its fine levels are no better than chance, and levels 1–4 alone decode cleaner)")
     parser.add_argument("--tempo-drafts", type=_positive_int,
                         help=f"{scope}a prompt stating a tempo: stage 1 drafts under N readings of it and keeps one that plays it (default {d.tempo_drafts}; 1 = off)")
-    parser.add_argument("--models-level", action="store_true",
-                        help=f"{scope}keep the loudness the models make: a prompt's loud or quiet is not steered to (the level stage off)")
     parser.add_argument("--tempo-draft-seconds", type=_positive_float, metavar="S",
                         help=f"{scope}how much of stage 1 each tempo draft covers (default {d.tempo_draft_seconds:g}; the first chunk waits for it)")
+    parser.add_argument("--models-level", action="store_true",
+                        help=f"{scope}keep the loudness the models make: a prompt's loud or quiet is not steered to (the level stage off)")
 
 
 def _sampling_settings(args: argparse.Namespace) -> dict:
@@ -380,8 +380,7 @@ def _eval(args: argparse.Namespace) -> dict:
         raise UsageError("--tuning, --free-form and --judge apply to eval generation only")
     if _sampling_settings(args) and args.what not in SAMPLED_EVALUATIONS:
         raise UsageError("the sampling options (--temperatures, --guidance, --coarse-guidance, --style-guidance, --style-coarse-guidance, --top-k, --tempo-drafts, "
-                         "--tempo-draft-seconds, --fine-stage, "
-                         "--models-level) "
+                         "--tempo-draft-seconds, --fine-stage, --models-level) "
                          f"apply to eval {', '.join(SAMPLED_EVALUATIONS)} only")
     try:
         GenerationSettings(**_sampling_settings(args)).check()
