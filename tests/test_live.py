@@ -76,6 +76,20 @@ def test_a_run_renders_again_sample_for_sample_from_its_timeline(live_model, mon
         list(replay(live_model, record))
 
 
+
+def test_loud_and_quiet_words_set_the_live_level_from_the_change_on(live_model):
+    import torchaudio.functional as AF
+
+    def lufs(audio):
+        return float(AF.loudness(torch.from_numpy(audio)[None], 24_000))
+
+    heard = {}
+    for on in (True, False):  # the same draws: the level stage touches the audio, never the tokens
+        stream = LiveStream(live_model, Direction.of("whisper-quiet piano"), GenerationSettings(seed=2, level_stage=on), buffer=None)
+        audio = play(stream, {1.5: Direction((("thunderous drums", 1.0), ("calm strings", 1.0))).checked()}, stop_at=4.5)
+        heard[on] = lufs(audio[3 * 24_000:4 * 24_000]) - lufs(audio[:24_000])  # the loud part over the quiet one
+    assert heard[True] > heard[False] + 6
+
 def test_a_segment_nobody_changes_continues_under_the_same_direction(live_model, monkeypatch):
     monkeypatch.setattr(live_module, "SEGMENT_SECONDS", 0.8)
     stream = LiveStream(live_model, Direction.of("calm piano"), GenerationSettings(seed=2), buffer=None)

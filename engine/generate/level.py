@@ -49,13 +49,16 @@ def bend_peaks(audio: np.ndarray) -> np.ndarray:
 
 
 class LevelStage:
-    """Steers a stream of chunks to per-segment loudness targets: ``targets`` holds (start second,
-    LUFS or None: the models' own level) in time order, the first at 0. Call it on each chunk in turn."""
+    """Steers a stream of chunks to loudness targets. A piece whose targets are known in advance
+    gives them as (start second, LUFS or None: the models' own level), in time order, the first at
+    0, and calls the stage on each chunk with its start; a stream steered as it plays (live) calls
+    ``aim`` when its words change and ``apply`` on each chunk."""
 
-    def __init__(self, targets: list[tuple[float, float | None]]):
-        self.targets = targets
-        self.gain_db = None  # the gain the last chunk ended on
-        self.heard = np.zeros(0, np.float32)  # the segment's music so far, before the gain
+    def __init__(self, targets: list[tuple[float, float | None]] = ((0.0, None),)):
+        self.targets = list(targets)
+        self.target: float | None = None
+        self.gain_db: float | None = None  # the gain the last chunk ended on
+        self.heard = np.zeros(0, np.float32)  # the music since the target was set, before the gain
         self.segment = -1
 
     @classmethod
@@ -66,16 +69,27 @@ class LevelStage:
 
     def __call__(self, audio: np.ndarray, start: float) -> np.ndarray:
         """``audio``: the chunk that begins ``start`` seconds into the stream."""
-        if not len(audio):
-            return audio
         segment = sum(begin <= start + 1e-6 for begin, _ in self.targets[1:])
         if segment != self.segment:
-            self.segment, self.heard = segment, np.zeros(0, np.float32)
+            self.segment = segment
+            self.aim(self.targets[segment][1])
+        return self.apply(audio)
+
+    def aim(self, target: float | None) -> None:
+        """Steer toward ``target`` from the next chunk on, measuring afresh (the same target goes on as it was)."""
+        if target != self.target:
+            self.target, self.heard = target, np.zeros(0, np.float32)
+
+    def apply(self, audio: np.ndarray) -> np.ndarray:
+        """The next chunk at its gain, ramped from the last chunk's."""
+        if not len(audio):
+            return audio
         self.heard = np.concatenate([self.heard, audio])[-int(MEASURED_SECONDS * SAMPLE_RATE):]
-        target = self.targets[segment][1]
-        gain = 0.0 if target is None else self._gain_to(target)
+        gain = 0.0 if self.target is None else self._gain_to(self.target)
         start_gain = gain if self.gain_db is None else self.gain_db
         self.gain_db = gain
+        if start_gain == gain == 0.0:  # the models' own level: the music as they made it
+            return audio
         ramp = 10 ** (np.linspace(start_gain, gain, len(audio), dtype=np.float32) / 20)
         return bend_peaks((audio * ramp).astype(np.float32))
 
@@ -86,3 +100,13 @@ class LevelStage:
         if not np.isfinite(loudness):  # silence so far: nothing to steer yet
             return self.gain_db or 0.0
         return float(np.clip(target - loudness, -MAX_GAIN_DB, MAX_GAIN_DB))
+
+
+def blend_loudness(blend: tuple[tuple[str, float], ...] | list[tuple[str, float]]) -> float | None:
+    """The loudness a weighted blend of prompts asks for: the weighted mean of the targets of the
+    prompts that state one (those that do not leave it to them), or None when none does."""
+    stated = [(target_loudness(prompt), weight) for prompt, weight in blend]
+    stated = [(target, weight) for target, weight in stated if target is not None and weight > 0]
+    if not stated:
+        return None
+    return float(sum(target * weight for target, weight in stated) / sum(weight for _, weight in stated))

@@ -27,6 +27,7 @@ import torch
 from ..audio import SAMPLE_RATE
 from ..nn.codec import HOP, CodecStreamer
 from ..prompts import StatedTempo, clean_prompt
+from .level import LevelStage, blend_loudness
 from .musiclm import CONTEXT_SECONDS, Chunk, MusicLM
 from .requests import MAX_BLEND, check_weight
 from .settings import GenerationSettings
@@ -197,6 +198,7 @@ class LiveStream:
         self._pending: tuple[Direction, float | None] | None = (direction.checked(), None)
         self._stopped = threading.Event()
         self._conditioning: dict[Direction, torch.Tensor] = {}
+        self.level = LevelStage() if settings.level_stage else None  # loud and quiet words, across segments
 
     # -- the listener's controls --------------------------------------------------------------
     def steer(self, direction: Direction) -> None:
@@ -240,6 +242,8 @@ class LiveStream:
             if segment is None:
                 break
             m = self.conditioning(segment.direction)
+            if self.level:
+                self.level.aim(blend_loudness(segment.direction.blend))
             schedule = [(0.0, self.conditioning(current)), (0.0, m)] if segment.handover else [(0.0, m)]
             settings = replace(self.settings, seconds=self.segment_seconds, seed=segment_seed(self.settings.seed, index))
             if segment.direction.guidance is not None:
@@ -264,6 +268,7 @@ class LiveStream:
             yield self._hand_out(tail, {})
 
     def _hand_out(self, audio: np.ndarray, stages: dict) -> Chunk:
+        audio = self.level.apply(audio) if self.level else audio
         self.samples += len(audio)
         self.playback.add(len(audio) / SAMPLE_RATE)
         return Chunk(audio, self.seconds, stages)
