@@ -234,6 +234,18 @@ def test_continuation_returns_the_clip_then_new_music(tiny_runs):
         model.run(ContinueRequest(clip[:5000], None, GenerationSettings(seconds=1.0)))
 
 
+
+def test_a_continuation_that_asks_for_loud_glides_there_from_the_clip_level(tiny_runs):
+    _, runs, _ = tiny_runs
+    model = _tiny_model(runs)
+    clip = (0.3 * np.sin(2 * np.pi * 220 * np.arange(30_000) / 24_000)).astype(np.float32)
+    settings = GenerationSettings(seconds=2.0, seed=1)
+    steered, raw = (np.concatenate([c.audio for c in model.continuation(clip, "a thunderous flute", replace(settings, level_stage=on))])
+                    for on in (True, False))
+    new = slice(29_760, None)  # after the clip, cut to whole token frames
+    assert np.allclose(steered[new][:48], raw[new][:48], rtol=0.02, atol=1e-6)  # no step at the seam: the gain starts at 0 dB
+    assert np.sqrt(np.mean(steered[new][24_000:] ** 2)) > 2 * np.sqrt(np.mean(raw[new][24_000:] ** 2))
+
 def test_style_takes_m_from_the_clips_blended_with_the_prompt(tiny_runs):
     _, runs, _ = tiny_runs
     model = _tiny_model(runs)

@@ -62,10 +62,17 @@ class LevelStage:
         self.segment = -1
 
     @classmethod
-    def of_prompts(cls, segments: list[tuple[float, str]]) -> "LevelStage | None":
-        """The stage for (start second, prompt) segments, or None when no prompt states a loudness."""
+    def of_prompts(cls, segments: list[tuple[float, str]], after_music: bool = False) -> "LevelStage | None":
+        """The stage for (start second, prompt) segments, or None when no prompt states a loudness.
+        ``after_music``: the stream goes on from music heard at its own level (a continuation), so
+        the gain glides from 0 dB instead of starting where the target puts it."""
         targets = [(start, target_loudness(prompt)) for start, prompt in segments]
-        return cls(targets) if any(target is not None for _, target in targets) else None
+        if all(target is None for _, target in targets):
+            return None
+        stage = cls(targets)
+        if after_music:
+            stage.gain_db = 0.0
+        return stage
 
     def __call__(self, audio: np.ndarray, start: float) -> np.ndarray:
         """``audio``: the chunk that begins ``start`` seconds into the stream."""

@@ -280,7 +280,8 @@ class MusicLM:
         a_buf = torch.zeros(1, self.codec.cfg.levels, frames + offset_a, dtype=torch.long, device=device)  # the whole piece, for tokens_out
         if given_a is not None:
             a_buf[:, :, :offset_a] = given_a
-        level = LevelStage.of_prompts(dynamics or [(0.0, prompt)]) if settings.level_stage and not unconditional else None
+        level = (LevelStage.of_prompts(dynamics or [(0.0, prompt)], after_music=given_a is not None)
+                 if settings.level_stage and not unconditional else None)
         streamer = decoder or CodecStreamer(self.codec)
         if given_a is not None and decoder is None:  # decoder context: the prompt's tokens, whose audio the caller has
             streamer.push(given_a[0, :levels])
