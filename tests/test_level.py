@@ -8,7 +8,7 @@ import torch
 import torchaudio.functional as AF
 
 from engine.audio import SAMPLE_RATE
-from engine.data.render import PEAK_CEILING
+from engine.data.dynamics import PEAK_CEILING
 from engine.generate.level import LevelStage, bend_peaks, target_loudness
 
 CHUNK = SAMPLE_RATE // 2

@@ -10,6 +10,7 @@ import numpy as np
 from ..prompts import DYNAMICS_RANGES
 
 LOUDNESS_RANGE_LUFS = (-32.0, -12.0)
+PEAK_CEILING = 10 ** (-1.0 / 20)  # -1 dBFS: no render, and no level the level stage sets, peaks above it
 MOOD_LUFS = {  # where each mood's clips centre
     "calm": -26.0, "dreamy": -25.0, "sad": -25.0, "romantic": -23.0, "dark": -21.0,
     "tense": -19.0, "playful": -19.0, "happy": -18.0, "epic": -15.5, "energetic": -14.5,

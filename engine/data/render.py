@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from .arranger import Arrangement, Note, Part
+from .dynamics import PEAK_CEILING
 
 SAMPLE_RATE = 24_000
 TARGET_LUFS = -18.0
-PEAK_CEILING = 10 ** (-1.0 / 20)  # -1 dBFS
 MAX_DRIVE_DB = 10.0  # the most a loud clip is pushed into the limiter (as mastering makes music loud)
 BLOCK = 64  # fluidsynth renders in 64-sample blocks; events land on block edges
 DRUM_CHANNEL = 9

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,22 +37,23 @@ def eval_dynamics(corpus: Path, checkpoint: Path | None = None, clips: int | Non
     pairs = held_out["dynamics_pairs"][: clips or None]
     stories = held_out["dynamics_stories"][: clips or None]
     model = MusicLM.load(checkpoint)
+    base = GenerationSettings(**settings)
     draws = []
     for quiet, loud in pairs:
         for seed in range(seeds):
-            draw = GenerationSettings(**{**settings, "seconds": seconds, "seed": seed})
+            draw = replace(base, seconds=seconds, seed=seed)
             levels = [integrated_loudness(model.generate(p, draw)[0]) for p in (quiet, loud)]
             draws.append({"quiet": quiet, "loud": loud, "seed": seed, "lufs": [round(v, 2) for v in levels], "louder": levels[1] > levels[0]})
     swells = []
     seg, skip = int(seconds * SAMPLE_RATE), int(HANDOVER_SECONDS * SAMPLE_RATE)
     for i, prompts in enumerate(stories):
-        draw = GenerationSettings(**{**settings, "seconds": seconds * len(prompts), "seed": i})
+        draw = replace(base, seconds=seconds * len(prompts), seed=i)
         audio, _ = collect(model.story([(p, seconds) for p in prompts], draw), draw)
         level = [rms(audio[k * seg + skip:(k + 1) * seg]) for k in range(len(prompts))]
         ratio = level[1] / max(level[0], level[2], 1e-9)
         swells.append({"prompts": prompts, "rms": [round(v, 4) for v in level], "middle_over_neighbours": round(ratio, 3)})
     return {
-        "pairs": len(pairs), "seeds": seeds, "seconds": seconds, "level_stage": GenerationSettings(**settings).level_stage,
+        "pairs": len(pairs), "seeds": seeds, "seconds": seconds, "level_stage": base.level_stage,
         "loud_louder_fraction": round(float(np.mean([d["louder"] for d in draws])), 4),
         "loudness_gap_lufs_median": round(float(np.median([d["lufs"][1] - d["lufs"][0] for d in draws])), 2),
         "stories": len(stories),

@@ -17,8 +17,7 @@ import torch
 import torchaudio.functional as AF
 
 from ..audio import SAMPLE_RATE
-from ..data.dynamics import LOUDNESS_RANGE_LUFS
-from ..data.render import PEAK_CEILING
+from ..data.dynamics import LOUDNESS_RANGE_LUFS, PEAK_CEILING
 from ..prompts import stated_loudness
 
 MAX_GAIN_DB = 15.0  # the most the stage moves a piece: the corpus's whole range is 20 LU
@@ -91,8 +90,10 @@ class LevelStage:
         """The next chunk at its gain, ramped from the last chunk's."""
         if not len(audio):
             return audio
-        self.heard = np.concatenate([self.heard, audio])[-int(MEASURED_SECONDS * SAMPLE_RATE):]
-        gain = 0.0 if self.target is None else self._gain_to(self.target)
+        gain = 0.0
+        if self.target is not None:  # only a target needs the music measured
+            self.heard = np.concatenate([self.heard, audio])[-int(MEASURED_SECONDS * SAMPLE_RATE):]
+            gain = self._gain_to(self.target)
         start_gain = gain if self.gain_db is None else self.gain_db
         self.gain_db = gain
         if start_gain == gain == 0.0:  # the models' own level: the music as they made it

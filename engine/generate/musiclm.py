@@ -420,14 +420,15 @@ class MusicLM:
         segments = check_story(segments)
         grid = 1 / SEMANTIC_RATE
         edges = np.round(np.cumsum([0.0] + [seconds for _, seconds in segments]) / grid) * grid
-        schedule, drafts = [], {}
+        schedule, drafts, dynamics = [], {}, []
         for i, ((text, _), start) in enumerate(zip(segments, edges[:-1])):  # each segment that states a bpm is drafted for it
             m, draft = self.words_conditioning(text, self.read_tempo(text), settings)
             schedule.append((float(start), m))
+            dynamics.append((float(start), text))
             if draft:
                 drafts[i] = draft
         yield from self.stream(segments[0][0], replace(settings, seconds=float(edges[-1])), schedule=schedule, tokens_out=tokens_out,
-                               drafts=drafts, dynamics=[(float(start), text) for (text, _), start in zip(segments, edges[:-1])])
+                               drafts=drafts, dynamics=dynamics)
 
     def continuation(self, audio: np.ndarray, prompt: str | None = None, settings: GenerationSettings = GenerationSettings(),
                      tokens_out: dict | None = None) -> Iterator[Chunk]:
