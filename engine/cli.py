@@ -118,10 +118,6 @@ def _train(args: argparse.Namespace) -> dict:
         if args.stage != "codec" or not args.init:
             raise UsageError("--descriptor-weight applies to a codec fine-tune only (train codec --init CHECKPOINT)")
         overrides["descriptor_weight"] = args.descriptor_weight
-    if args.hold_weight is not None:
-        if args.stage != "codec" or not args.init:
-            raise UsageError("--hold-weight fine-tunes a trained codec's encoder too: train codec --init CHECKPOINT --hold-weight W")
-        overrides["hold_weight"] = args.hold_weight
     if args.pitch_weight is not None:
         if args.stage != "codec":
             raise UsageError("--pitch-weight applies to the codec only")
@@ -505,9 +501,6 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--init", help="fine-tune from this trained checkpoint (an exported .safetensors or a run folder)")
     t.add_argument("--descriptor-weight", type=_positive_float,
                    help="codec fine-tune: scale of the chroma and MFCC-spread terms beside the reconstruction loss (default 1)")
-    t.add_argument("--hold-weight", type=_positive_float,
-                   help="codec fine-tune: the encoder learns too (the codebooks stay), its latents on music held to the trained "
-                        "encoder's by this weight, so music keeps its tokens while --tone-share's tones find their own (default: off, decoder only)")
     t.add_argument("--pitch-weight", type=_positive_float,
                    help="codec: weight of a 4096-point log-STFT term that keeps the notes (default 0: off; in a decoder fine-tune, it keeps them there)")
     t.add_argument("--note-weight", type=_positive_float,

@@ -99,7 +99,6 @@ class ResidualVQ(nn.Module):
         super().__init__()
         self.levels, self.size, self.dim, self.dropout = levels, size, dim, dropout
         self.codebooks = nn.ModuleList(EMACodebook(size, dim, decay) for _ in range(levels))
-        self.learns = True  # False: training passes (dropout included) leave the codebooks as they are
 
     def forward(self, z: torch.Tensor, levels: int | None = None):
         b, d, t = z.shape
@@ -113,7 +112,7 @@ class ResidualVQ(nn.Module):
         residual, quantized, codes = x, torch.zeros_like(x), []
         for level, book in enumerate(self.codebooks[:levels]):
             active = keep_rows > level
-            learn = self.training and self.learns and bool(active.any())
+            learn = self.training and bool(active.any())
             if learn and not bool(book.initialized):
                 book.initialize(residual[active].detach())
             idx = book.encode(residual)

@@ -2,11 +2,10 @@
 and the decoder-only fine-tune that leaves every token where it is."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -98,20 +97,13 @@ class NoteTerms:
         return cls(cfg.pitch_weight, cfg.phase_weight, cfg.spectrum_weight, cfg.phase_beyond_levels)
 
 
-class Crops(NamedTuple):
-    """A training batch: audio (B, samples); with notes, the (B, 12, samples / HOP) pitch-class
-    rolls and (B,) whether each crop's notes are known (recorded music has no score); (B,) which
-    crops are synthetic tones."""
-    audio: torch.Tensor
-    rolls: torch.Tensor | None
-    known: torch.Tensor | None
-    tones: torch.Tensor
-
-
-def codec_loss(model: nn.Module, crops: Crops, terms: NoteTerms = NoteTerms(), note_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+def codec_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], terms: NoteTerms = NoteTerms(),
+               note_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
     """The reconstruction loss + RVQ commitment + ``terms``, + ``note_weight`` × the note head's
-    binary cross-entropy against the pitch classes the score says sound in each 50 Hz frame."""
-    wav, roll, known = crops.audio, crops.rolls, crops.known
+    binary cross-entropy against the pitch classes the score says sound in each 50 Hz frame
+    (``batch`` is then (audio, (B, 12, T) roll, (B,) notes known): crops of recorded music have no
+    score)."""
+    wav, roll, known = batch if note_weight else (batch, None, None)
     recon, spectrum, codes, commit, latents, kept = model(wav)
     loss, mel, stft = reconstruction_loss(wav, recon)
     loss = loss + 0.25 * commit
@@ -154,61 +146,26 @@ def _fine_terms(wav: torch.Tensor, recon: torch.Tensor, spectrum: tuple[torch.Te
     return total
 
 
-def _descriptor_terms(wav: torch.Tensor, recon: torch.Tensor, weight: float, logs: dict) -> torch.Tensor:
-    """Chroma and MFCC spread of the reconstruction against the target's, the two descriptors
-    MuLan reads that a jointly trained decoder gets wrong: it fills the gaps between harmonics, so
-    its chroma comes out flat (mean 0.40 → 0.68 on test renders), and it smooths timbre over time
-    (MFCC spread 2.52 → 1.71); MuLan then hears a render through the codec as far from its caption
-    (MCC 0.42 → 0.15)."""
+def codec_decoder_loss(model: nn.Module, wav: torch.Tensor, descriptor_weight: float = 1.0,
+                       terms: NoteTerms = NoteTerms()) -> tuple[torch.Tensor, dict]:
+    """Fine-tuning a trained codec: its tokens stay exactly as they are (every token cache and
+    stage LM was built on them), so only the decoder learns, from the full-bitrate codes.
+
+    Beside the reconstruction loss it matches two descriptors MuLan reads. The jointly trained
+    decoder fills the gaps between harmonics, so its chroma comes out flat (mean 0.40 → 0.68 on
+    test renders), and it smooths timbre over time (MFCC spread 2.52 → 1.71); MuLan then hears a
+    render through the codec as far from its caption (MCC 0.42 → 0.15)."""
     with torch.no_grad():
+        latents = model.quantizer.decode(model.encode(wav))
         target = analyze(wav)
+    recon, spectrum = model.reconstruct(latents, wav.shape[-1])
+    loss, mel, stft = reconstruction_loss(wav, recon)
     frames = analyze(recon)
     chroma = (frames[:, CHANNELS["chroma"]] - target[:, CHANNELS["chroma"]]).abs().mean()
     spread = (frames[:, CHANNELS["mfcc"]].std(-1) - target[:, CHANNELS["mfcc"]].std(-1)).abs().mean()
-    logs["chroma"], logs["mfcc_spread"] = chroma.detach(), spread.detach()
-    return weight * (CHROMA_WEIGHT * chroma + MFCC_SPREAD_WEIGHT * spread)
-
-
-def codec_decoder_loss(model: nn.Module, crops: Crops, descriptor_weight: float = 1.0,
-                       terms: NoteTerms = NoteTerms()) -> tuple[torch.Tensor, dict]:
-    """Fine-tuning a trained codec: its tokens stay exactly as they are (every token cache and
-    stage LM was built on them), so only the decoder learns, from the full-bitrate codes, held to
-    the reconstruction loss and the descriptors MuLan reads (``_descriptor_terms``)."""
-    wav = crops.audio
-    with torch.no_grad():
-        latents = model.quantizer.decode(model.encode(wav))
-    recon, spectrum = model.reconstruct(latents, wav.shape[-1])
-    loss, mel, stft = reconstruction_loss(wav, recon)
-    logs = {"mel": mel.detach(), "stft": stft.detach()}
-    loss = loss + _descriptor_terms(wav, recon, descriptor_weight, logs)
+    loss = loss + descriptor_weight * (CHROMA_WEIGHT * chroma + MFCC_SPREAD_WEIGHT * spread)
+    logs = {"mel": mel.detach(), "stft": stft.detach(), "chroma": chroma.detach(), "mfcc_spread": spread.detach()}
     loss = loss + _fine_terms(wav, recon, spectrum, terms, logs)
-    return loss, {"loss": loss.detach(), **logs}
-
-
-def codec_held_loss(model: nn.Module, crops: Crops, held: nn.Module, hold_weight: float, descriptor_weight: float = 1.0,
-                    terms: NoteTerms = NoteTerms()) -> tuple[torch.Tensor, dict]:
-    """Fine-tuning encoder and decoder with the codebooks kept, for sound the trained encoder
-    never heard (synthetic tones): on music the encoder's latents are held to those of ``held``
-    (its trained copy, frozen) by ``hold_weight`` × their squared distance relative to their
-    energy, so music keeps its tokens and every stage LM trained on them stays valid, while the
-    tones may move to latents the decoder can learn to voice. Quantizer dropout stays on, so the
-    first levels that stage 2 writes learn to decode the tones too. The spectrum term's phase does
-    not count: music's tokens are held, so they cannot learn to carry it, and a decoder made to
-    guess it puts its partials on the frame-rate comb (a decoder-only run with it: comb share
-    0.14 → 0.43 on harmonic tones)."""
-    wav = crops.audio
-    recon, spectrum, codes, commit, latents, kept = model(wav)
-    loss, mel, stft = reconstruction_loss(wav, recon)
-    logs = {"mel": mel.detach(), "stft": stft.detach(), "commit": commit.detach()}
-    loss = loss + 0.25 * commit + _descriptor_terms(wav, recon, descriptor_weight, logs)
-    loss = loss + _fine_terms(wav, recon, spectrum, replace(terms, phase_beyond_levels=model.cfg.levels), logs, kept)
-    with torch.no_grad():
-        target = held(wav)
-    drift = (latents - target).pow(2).mean((1, 2)) / target.pow(2).mean((1, 2)).clamp(min=1e-7)
-    music = (~crops.tones).to(drift.dtype)
-    hold = (drift * music).sum() / music.sum().clamp(min=1)
-    loss = loss + hold_weight * hold
-    logs["hold"] = hold.detach()
     return loss, {"loss": loss.detach(), **logs}
 
 
@@ -253,20 +210,20 @@ class CorpusAudio:
         self.recorded, self.recorded_share = list(recorded), recorded_share if len(recorded) else 0.0
         self.tone_share = tone_share
 
-    def crops(self, batch: int, samples: int, seed: int) -> Iterator[Crops]:
-        """Random crops (B, samples) at a random gain; with notes, their rolls too, the corpus
-        crops starting on token boundaries so that audio and roll stay aligned."""
+    def crops(self, batch: int, samples: int, seed: int) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Random crops (B, samples) at a random gain; with notes, (crops, (B, 12, samples / HOP)
+        rolls, (B,) whether each crop's notes are known), the corpus crops starting on token
+        boundaries so that audio and roll stay aligned."""
         rng = np.random.default_rng(seed)
         frames = samples // HOP
         while True:
             out = np.zeros((batch, samples), dtype=np.float32)
             rolls = np.zeros((batch, 12, frames), dtype=np.float32)
             known = np.zeros(batch, dtype=np.float32)
-            tones = np.zeros(batch, dtype=bool)
             for i in range(batch):
                 if rng.random() < self.tone_share:
                     out[i], rolls[i] = synthetic_tones(rng, samples)
-                    known[i] = tones[i] = 1.0
+                    known[i] = 1.0
                     continue
                 from_recordings = rng.random() < self.recorded_share
                 pool = self.recorded if from_recordings else self.clips
@@ -282,26 +239,19 @@ class CorpusAudio:
                 out[i, : len(piece)] = piece
             gain = 10 ** (rng.uniform(-6, 3, size=(batch, 1)) / 20)  # loudness augmentation
             audio = torch.from_numpy(out * gain.astype(np.float32))
-            notes = self.rolls is not None
-            yield Crops(audio, torch.from_numpy(rolls) if notes else None, torch.from_numpy(known) if notes else None,
-                        torch.from_numpy(tones))
+            yield audio if self.rolls is None else (audio, torch.from_numpy(rolls), torch.from_numpy(known))
 
 
 NOTE_LEVELS = 2  # with --note-weight: the levels whose sum must carry the notes (stage 2 writes levels 1–4)
 
 
 def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Recipe:
-    held = None
-    if cfg.init:  # a fine-tune keeps the trained codec's layout (a note head too) and codebooks: see codec_decoder_loss, codec_held_loss
+    if cfg.init:  # a fine-tune keeps the trained codec's layout (a note head too), its encoder and codebooks: see codec_decoder_loss
         model = load_codec(Path(cfg.init)).train()
         if cfg.phase_glide:
             model = with_phase_glide(model)
-        model.quantizer.requires_grad_(False)
-        model.quantizer.learns = False
-        if cfg.hold_weight:
-            held = copy.deepcopy(model.encoder).eval().requires_grad_(False)
-        else:
-            model.encoder.requires_grad_(False)
+        for module in (model.encoder, model.quantizer):
+            module.requires_grad_(False)
     else:
         model = Codec(replace(CODEC_PRESETS[preset], note_levels=NOTE_LEVELS if cfg.note_weight else 0, phase_glide=cfg.phase_glide,
                               phase_vector=cfg.phase_vector))
@@ -310,10 +260,6 @@ def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Reci
     batches = CorpusAudio(corpus, notes=cfg.note_weight > 0, recorded=recorded, recorded_share=cfg.recorded_share,
                           tone_share=cfg.tone_share).crops(cfg.batch_size, samples, seed=cfg.seed * 1000 + rank)
     terms = NoteTerms.of(cfg)
-    if held is not None:
-        loss = partial(codec_held_loss, held=held, hold_weight=cfg.hold_weight, descriptor_weight=cfg.descriptor_weight, terms=terms)
-    elif cfg.init:
-        loss = partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight, terms=terms)
-    else:
-        loss = partial(codec_loss, terms=terms, note_weight=cfg.note_weight)
+    loss = (partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight, terms=terms)
+            if cfg.init else partial(codec_loss, terms=terms, note_weight=cfg.note_weight))
     return Recipe(model, batches, loss)

@@ -40,7 +40,6 @@ class TrainConfig:
     seed: int = 0
     init: str = ""  # fine-tune: start from this trained checkpoint (file or run folder) instead of random weights
     descriptor_weight: float = 1.0  # codec decoder fine-tune: scale of its chroma and MFCC-spread terms
-    hold_weight: float = 0.0  # codec fine-tune: the encoder learns too, its latents on music held to the trained encoder's by this weight (train/codec.py codec_held_loss)
     pitch_weight: float = 0.0  # codec: weight of the fine log-STFT term that keeps the notes (codec_loss; codec_decoder_loss in a fine-tune)
     note_weight: float = 0.0  # codec trained from scratch: weight of the note head on the first levels (codec_loss)
     recorded_share: float = 0.0  # codec from scratch: share of crops taken from recorded music (data/recorded.py) instead of the corpus
