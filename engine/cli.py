@@ -178,7 +178,7 @@ def _tokenize(args: argparse.Namespace) -> dict:
 
 
 IMPORTED_AT = time.perf_counter()
-SAMPLED_EVALUATIONS = ("generation", "story", "continuation", "style", "dynamics")  # the evaluations that take the generator's sampling options
+SAMPLED_EVALUATIONS = ("generation", "story", "continuation", "style", "dynamics", "melody")  # the evaluations that take the generator's sampling options
 
 
 def _process_age_s() -> float:
@@ -376,8 +376,10 @@ def _eval(args: argparse.Namespace) -> dict:
         raise UsageError("--soundfont applies to eval codec only")
     if args.tuning and args.free_form:
         raise UsageError("--tuning and --free-form are two different prompt sets; choose one")
-    if (args.tuning or args.free_form or args.judge) and args.what != "generation":
-        raise UsageError("--tuning, --free-form and --judge apply to eval generation only")
+    if args.tuning and args.what not in ("generation", "melody"):
+        raise UsageError("--tuning applies to eval generation and eval melody only")
+    if (args.free_form or args.judge) and args.what != "generation":
+        raise UsageError("--free-form and --judge apply to eval generation only")
     if _sampling_settings(args) and args.what not in SAMPLED_EVALUATIONS:
         raise UsageError("the sampling options (--temperatures, --guidance, --coarse-guidance, --style-guidance, --style-coarse-guidance, --top-k, --tempo-drafts, "
                          "--tempo-draft-seconds, --fine-stage, --models-level) "
@@ -398,7 +400,7 @@ def _eval(args: argparse.Namespace) -> dict:
                 return eval_free_form(corpus, checkpoint, args.clips, args.seconds, args.seeds, judge, **_sampling_settings(args))
             extra.update(tuning=args.tuning, judge=judge)
         if args.what == "melody":
-            extra = {"seconds": args.seconds}
+            extra = {"seconds": args.seconds, "tuning": args.tuning}
         if args.what == "style":
             extra = {"seconds": args.seconds, "seeds": args.seeds, "folders": tuple(args.audio) if args.audio else None, "words": _words(args.words)}
         if args.what in SAMPLED_EVALUATIONS:
@@ -606,7 +608,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--judge", metavar="MULAN", help="generation: the MuLan checkpoint or run folder that grades MCC and Fréchet MuLan "
                                                     "(default: the judged set's own), so sets with different MuLans meet the same ear")
     e.add_argument("--tuning", action="store_true",
-                   help="generation: the tuning captions (60 test captions kept apart from the evaluation's 30) instead, for choosing settings")
+                   help="generation: the tuning captions (60 test captions kept apart from the evaluation's 30) instead; melody: the "
+                        "test clips after the evaluation's 20; for choosing settings")
     e.add_argument("--plan", choices=("quick", "full"), default="quick",
                    help="all: quick (12 min on a 2-core CPU: fewer clips and seconds, the same seeds) or full (every command's defaults)")
     e.add_argument("--only", nargs="+", choices=tuple(EVALUATORS), help="all: run only these evaluations")

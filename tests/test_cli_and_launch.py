@@ -64,10 +64,11 @@ def test_cli_bad_input_gets_one_clear_line_and_exit_2(args, message):
 @pytest.mark.parametrize("args, message", [
     (["generation", "--words", "with a flute"], "--words applies to eval style only"),
     (["style", "--words", "   "], "empty"),
-    (["melody", "--style-guidance", "5"], "apply to eval generation, story, continuation, style, dynamics only"),
+    (["tones", "--style-guidance", "5"], "apply to eval generation, story, continuation, style, dynamics, melody only"),
+    (["story", "--tuning"], "--tuning applies to eval generation and eval melody only"),
     (["codec", "--models-level"], "--models-level) apply to eval generation"),
     (["codec", "--style-coarse-guidance", "3"], "apply to eval generation"),
-    (["story", "--judge", "assets/checkpoints/mulan.safetensors"], "--judge apply to eval generation only"),
+    (["story", "--judge", "assets/checkpoints/mulan.safetensors"], "--free-form and --judge apply to eval generation only"),
     (["generation", "--judge", "no-such-mulan"], "no MuLan at no-such-mulan"),
 ])
 def test_eval_options_meant_for_another_evaluation_get_one_line(tmp_path, args, message):

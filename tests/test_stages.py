@@ -75,7 +75,8 @@ def test_stage1_follows_a_hum_through_the_api_and_the_eval(tiny_runs, exported):
     assert not torch.equal(heard["hum"], heard["none"]) and not torch.equal(heard["hum"], heard["other"])
     with pytest.raises(ValueError, match="melody tokens"):
         model.generate("a calm piano ballad", GenerationSettings(seconds=1.0), melody=np.array([40]))
-    result = _engine("eval", "melody", "--corpus", tiny_runs[0], "--checkpoint", exported, "--seconds", 2)
+    result = _engine("eval", "melody", "--corpus", tiny_runs[0], "--checkpoint", exported, "--seconds", 2, "--temperatures", 1, 0.7, 0.4)
+    assert result["settings"] == {"temperatures": [1.0, 0.7, 0.4]} and result["tuning"] is False
     for kind in ("rendition", "synthetic"):
         assert set(result[kind]) >= {"chroma_cosine", "shuffled", "text_only", "reference_render", "reference_through_codec", "ratio_to_shuffled"}
         assert all(0 <= result[kind][k] <= 1 for k in ("chroma_cosine", "shuffled", "text_only", "reference_render", "reference_through_codec"))

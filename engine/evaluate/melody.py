@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,11 @@ def _pitch_classes_by_link(model: MusicLM, made: dict, frames: int) -> dict[str,
     return out
 
 
-def eval_melody(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0) -> dict:
+EVALUATION_CLIPS = 20  # eval melody's test clips (those with a rendition); --tuning draws from the ones after them
+
+
+def eval_melody(corpus: Path, checkpoint: Path | None = None, clips: int | None = None, seconds: float = 10.0,
+                tuning: bool = False, **settings) -> dict:
     """Issue 6 (paper §5.3): hum → music on held-out test melodies, as the corpus renditions on
     patches never used in training and as synthetic hums. For each hum: generate with the clip's
     caption as the text style, track the output's dominant pitch with the same tracker, and take
@@ -63,10 +68,15 @@ def eval_melody(corpus: Path, checkpoint: Path | None = None, clips: int | None 
     own render, which holds that very melody among its other parts, scored the same way
     ("reference_render"), shows what a perfect follower reaches under this metric, and the same
     render through the codec ("reference_through_codec") what anything this generator outputs can
-    reach. Hums start where the lead line does."""
+    reach. Hums start where the lead line does. ``tuning``: clips the reported figures never see,
+    for choosing settings; ``settings``: the generator's own to change (``GenerationSettings`` fields)."""
     t0 = time.perf_counter()
     model = MusicLM.load(checkpoint)
-    records = [r for r in read_records(corpus, "test") if r.get("rendition")][: clips or 20]
+    records = [r for r in read_records(corpus, "test") if r.get("rendition")][EVALUATION_CLIPS if tuning else 0:]
+    records = records[: clips or EVALUATION_CLIPS]
+    if not records:
+        raise FileNotFoundError(f"{corpus}: no test clips with a melody rendition" + (f" after the evaluation's {EVALUATION_CLIPS}" if tuning else ""))
+    base = GenerationSettings(**settings)
     dominant = TrackerConfig(voicing=0.0)  # the output's dominant pitch on every audible frame
     length = int(seconds * FRAME_RATE)
     result = {}
@@ -79,15 +89,15 @@ def eval_melody(corpus: Path, checkpoint: Path | None = None, clips: int | None 
             else:
                 audio = _notes_hum(record, seconds, seed)
             hum = melody_tokens(audio)
-            settings = GenerationSettings(seconds=seconds, seed=seed)
+            draw = replace(base, seconds=seconds, seed=seed)
             made: dict = {}
-            generated, _ = model.generate(record["caption"], settings, melody=hum, tokens_out=made)
+            generated, _ = model.generate(record["caption"], draw, melody=hum, tokens_out=made)
             links.append(_pitch_classes_by_link(model, made, length))
             hums.append(hum[:length])
             outputs.append(tokens(track(generated, cfg=dominant)))
             heard.append(pitch_class_frames(transcribe(generated), length, FRAME_RATE))
             if seed not in text_only:
-                plain, _ = model.generate(record["caption"], settings)
+                plain, _ = model.generate(record["caption"], draw)
                 text_only[seed] = tokens(track(plain, cfg=dominant))
                 render = _lead_window(Path(corpus) / record["audio"], record, seconds)
                 reference[seed] = tokens(track(render, cfg=dominant))
@@ -120,6 +130,6 @@ def eval_melody(corpus: Path, checkpoint: Path | None = None, clips: int | None 
                         "links": {**by_link, "audio": {"own": round(float(np.mean(own)), 4), "shuffled": round(float(np.mean(shuffled)), 4)}}}
     targets = {"chroma_cosine": 0.55, "ratio_to_shuffled": 2.0}
     met = all(result[k][m] >= v for k in result for m, v in targets.items())
-    return {"clips": len(records), "seconds": seconds, **result, "targets": targets, "met": met,
+    return {"clips": len(records), "tuning": tuning, "settings": settings, "seconds": seconds, **result, "targets": targets, "met": met,
             "wall_s": round(time.perf_counter() - t0, 1)}
 
