@@ -66,6 +66,7 @@ def test_cli_bad_input_gets_one_clear_line_and_exit_2(args, message):
     (["style", "--words", "   "], "empty"),
     (["tones", "--style-guidance", "5"], "apply to eval generation, story, continuation, style, dynamics, melody only"),
     (["story", "--tuning"], "--tuning applies to eval generation and eval melody only"),
+    (["melody", "--tuning"], "no test clips with a melody rendition after the evaluation's 20"),
     (["codec", "--models-level"], "--models-level) apply to eval generation"),
     (["codec", "--style-coarse-guidance", "3"], "apply to eval generation"),
     (["story", "--judge", "assets/checkpoints/mulan.safetensors"], "--free-form and --judge apply to eval generation only"),

@@ -71,12 +71,11 @@ def eval_melody(corpus: Path, checkpoint: Path | None = None, clips: int | None 
     reach. Hums start where the lead line does. ``tuning``: clips the reported figures never see,
     for choosing settings; ``settings``: the generator's own to change (``GenerationSettings`` fields)."""
     t0 = time.perf_counter()
-    model = MusicLM.load(checkpoint)
     records = [r for r in read_records(corpus, "test") if r.get("rendition")][EVALUATION_CLIPS if tuning else 0:]
     records = records[: clips or EVALUATION_CLIPS]
     if not records:
         raise FileNotFoundError(f"{corpus}: no test clips with a melody rendition" + (f" after the evaluation's {EVALUATION_CLIPS}" if tuning else ""))
-    base = GenerationSettings(**settings)
+    model, base = MusicLM.load(checkpoint), GenerationSettings(**settings)
     dominant = TrackerConfig(voicing=0.0)  # the output's dominant pitch on every audible frame
     length = int(seconds * FRAME_RATE)
     result = {}
