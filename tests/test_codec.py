@@ -225,6 +225,38 @@ def test_a_codec_fine_tune_trains_the_decoder_and_keeps_every_token(tmp_path, ti
     assert all(torch.equal(value, glided.state_dict()[name]) for name, value in before.items() if name.startswith(("encoder.", "quantizer.")))
     elsewhere = subprocess.run([sys.executable, "-m", "engine", "train", "stage2", "--corpus", str(corpus), "--phase-glide"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert elsewhere.returncode == 2 and "codec only" in elsewhere.stderr
+    criticised = common + ["--run-dir", str(tmp_path / "critic"), "--init", str(base_run), "--critic-weight", "1", "--critic-after", "1"]
+    for steps in (1, 2):  # a run that stops and resumes keeps its critic's weights, optimizer and count
+        run = subprocess.run(criticised + ["--steps", str(steps)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        assert json.loads((tmp_path / "critic" / "critic" / "state.json").read_text())["step"] == steps
+    lonely = subprocess.run(common + ["--run-dir", str(tmp_path / "z"), "--steps", "1", "--critic-after", "5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert lonely.returncode == 2 and "--critic-weight" in lonely.stderr and "Traceback" not in lonely.stderr
+
+
+def test_a_critic_learns_before_the_decoder_hears_it_and_then_pulls_decodes_toward_real_audio():
+    """CriticTerm steps its critic on every call; for its first ``after`` calls the decoder gets
+    nothing from it, then a hinge + feature-matching term whose gradient reaches the decodes. The
+    critic tells a sine from noise after a few steps (its hinge loss falls)."""
+    from engine.train.codec import CriticTerm
+
+    torch.manual_seed(0)
+    t = torch.arange(12_000) / 24_000
+    real = (0.3 * torch.sin(2 * torch.pi * 311.0 * t)).expand(2, -1).contiguous()
+    decoded = (0.1 * torch.randn(2, 12_000)).requires_grad_(True)
+    term, logs = CriticTerm(weight=1.0, after=2), {}
+    before = [p.detach().clone() for p in term.critic.parameters()]
+    assert float(term(real, decoded, logs)) == 0.0 and decoded.grad is None
+    assert any(not torch.equal(a, b) for a, b in zip(before, term.critic.parameters()))
+    first = float(logs["critic"])
+    term(real, decoded, logs)
+    pulled = term(real, decoded, logs)
+    assert term.steps == 3 and float(pulled.detach()) > 0 and {"adversarial", "matching"} <= logs.keys()
+    pulled.backward()
+    assert decoded.grad is not None and decoded.grad.abs().sum() > 0
+    for _ in range(20):
+        term(real, decoded.detach(), logs)
+    assert float(logs["critic"]) < first
 
 
 def test_cli_roundtrip_reports_json_and_rejects_bad_input(tmp_path):

@@ -18,6 +18,7 @@ from ..data.build import pitch_class_roll, read_records
 from ..data.recorded import training_excerpts
 from ..features import CHANNELS, analyze
 from ..nn.codec import CODEC_PRESETS, HOP, Codec, load_codec, stft_frames, with_phase_glide
+from ..nn.critic import Critic, adversarial_terms, critic_loss
 from .loop import Recipe, TrainConfig
 
 MEL_RESOLUTIONS = ((512, 128, 64), (1024, 256, 80), (2048, 512, 128))
@@ -97,8 +98,41 @@ class NoteTerms:
         return cls(cfg.pitch_weight, cfg.phase_weight, cfg.spectrum_weight, cfg.phase_beyond_levels)
 
 
+FEATURE_MATCHING_SHARE = 2.0  # feature matching against the critic's hinge term (HiFi-GAN's 2 : 1)
+CRITIC_LR, CRITIC_BETAS = 2e-4, (0.5, 0.9)  # EnCodec's discriminator optimizer
+
+
+class CriticTerm:
+    """Adversarial training's other side, stepped inside the decoder's loss: each call first
+    trains the critic on the batch (real crops against their decodes, detached), then, after
+    ``after`` steps of its own, returns ``weight`` × (its hinge score of the decodes + 2 × feature
+    matching) for the decoder. The training loop keeps ``critic``, ``optimizer`` and ``steps``
+    in the run folder, so a resumed run resumes the critic too."""
+
+    def __init__(self, weight: float, after: int = 0):
+        self.weight, self.after, self.steps = weight, after, 0
+        self.critic = Critic()
+        self.optimizer = torch.optim.AdamW(self.critic.parameters(), lr=CRITIC_LR, betas=CRITIC_BETAS)
+
+    def __call__(self, wav: torch.Tensor, recon: torch.Tensor, logs: dict) -> torch.Tensor:
+        wav, recon = wav[..., : recon.shape[-1]], recon[..., : wav.shape[-1]]
+        judged = critic_loss(self.critic, wav, recon.detach())
+        self.optimizer.zero_grad(set_to_none=True)
+        judged.backward()
+        self.optimizer.step()
+        self.steps += 1
+        logs["critic"] = judged.detach()
+        if self.steps <= self.after:
+            return wav.new_zeros(())
+        self.critic.requires_grad_(False)
+        adversarial, matching = adversarial_terms(self.critic, wav, recon)
+        self.critic.requires_grad_(True)
+        logs["adversarial"], logs["matching"] = adversarial.detach(), matching.detach()
+        return self.weight * (adversarial + FEATURE_MATCHING_SHARE * matching)
+
+
 def codec_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], terms: NoteTerms = NoteTerms(),
-               note_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+               note_weight: float = 0.0, critic: CriticTerm | None = None) -> tuple[torch.Tensor, dict]:
     """The reconstruction loss + RVQ commitment + ``terms``, + ``note_weight`` × the note head's
     binary cross-entropy against the pitch classes the score says sound in each 50 Hz frame
     (``batch`` is then (audio, (B, 12, T) roll, (B,) notes known): crops of recorded music have no
@@ -109,6 +143,8 @@ def codec_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch
     loss = loss + 0.25 * commit
     logs = {"mel": mel.detach(), "stft": stft.detach(), "commit": commit.detach()}
     loss = loss + _fine_terms(wav, recon, spectrum, terms, logs, kept)
+    if critic is not None:
+        loss = loss + critic(wav, recon, logs)
     if note_weight:
         logits = model.pitch_class_logits(codes, latents)
         per_crop = F.binary_cross_entropy_with_logits(logits, roll, reduction="none").mean(dim=(1, 2))
@@ -147,7 +183,7 @@ def _fine_terms(wav: torch.Tensor, recon: torch.Tensor, spectrum: tuple[torch.Te
 
 
 def codec_decoder_loss(model: nn.Module, wav: torch.Tensor, descriptor_weight: float = 1.0,
-                       terms: NoteTerms = NoteTerms()) -> tuple[torch.Tensor, dict]:
+                       terms: NoteTerms = NoteTerms(), critic: CriticTerm | None = None) -> tuple[torch.Tensor, dict]:
     """Fine-tuning a trained codec: its tokens stay exactly as they are (every token cache and
     stage LM was built on them), so only the decoder learns, from the full-bitrate codes.
 
@@ -166,6 +202,8 @@ def codec_decoder_loss(model: nn.Module, wav: torch.Tensor, descriptor_weight: f
     loss = loss + descriptor_weight * (CHROMA_WEIGHT * chroma + MFCC_SPREAD_WEIGHT * spread)
     logs = {"mel": mel.detach(), "stft": stft.detach(), "chroma": chroma.detach(), "mfcc_spread": spread.detach()}
     loss = loss + _fine_terms(wav, recon, spectrum, terms, logs)
+    if critic is not None:
+        loss = loss + critic(wav, recon, logs)
     return loss, {"loss": loss.detach(), **logs}
 
 
@@ -259,7 +297,7 @@ def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Reci
     recorded = training_excerpts(tuple(cfg.recorded)) if cfg.recorded_share else []
     batches = CorpusAudio(corpus, notes=cfg.note_weight > 0, recorded=recorded, recorded_share=cfg.recorded_share,
                           tone_share=cfg.tone_share).crops(cfg.batch_size, samples, seed=cfg.seed * 1000 + rank)
-    terms = NoteTerms.of(cfg)
-    loss = (partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight, terms=terms)
-            if cfg.init else partial(codec_loss, terms=terms, note_weight=cfg.note_weight))
-    return Recipe(model, batches, loss)
+    terms, critic = NoteTerms.of(cfg), CriticTerm(cfg.critic_weight, cfg.critic_after) if cfg.critic_weight else None
+    loss = (partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight, terms=terms, critic=critic)
+            if cfg.init else partial(codec_loss, terms=terms, note_weight=cfg.note_weight, critic=critic))
+    return Recipe(model, batches, loss, critic=critic)
