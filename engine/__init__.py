@@ -17,17 +17,35 @@ design are in docs/ARCHITECTURE.md.
 """
 from __future__ import annotations
 
-from .audio import SAMPLE_RATE, AudioError, load_audio, log_mel, save_audio
-from .checkpoints import CHECKPOINT_DIR, missing_models, model_status
-from .files import atomic_write
-from .generate.live import Direction, LiveStream, replay
-from .generate.musiclm import Chunk, MusicLM
-from .generate.requests import (ContinueRequest, HumRequest, InpaintRequest, Request, StoryRequest, StyleRequest, TextRequest, check_story,
-                                parse_story, story_json)
-from .generate.settings import MAX_SECONDS, SAMPLING_PRESETS, GenerationSettings, available_devices, resolve_device
-from .melody import PitchTrack, analyse_hum, note_name, notes_heard
-from .nn.lm import GenerationError
-from .prompts import MAX_PROMPT_CHARS, clean_prompt
+import importlib
+
+_HOMES = {  # name → the module that defines it: imported on first use, so ``python -m engine`` can talk to a running server before torch loads
+    ".audio": ("SAMPLE_RATE", "AudioError", "load_audio", "log_mel", "save_audio"),
+    ".checkpoints": ("CHECKPOINT_DIR", "missing_models", "model_status"),
+    ".files": ("atomic_write",),
+    ".generate.live": ("Direction", "LiveStream", "replay"),
+    ".generate.musiclm": ("Chunk", "MusicLM"),
+    ".generate.requests": ("ContinueRequest", "HumRequest", "InpaintRequest", "Request", "StoryRequest", "StyleRequest", "TextRequest",
+                           "check_story", "parse_story", "story_json"),
+    ".generate.settings": ("MAX_SECONDS", "SAMPLING_PRESETS", "GenerationSettings", "available_devices", "resolve_device"),
+    ".melody": ("PitchTrack", "analyse_hum", "note_name", "notes_heard"),
+    ".nn.lm": ("GenerationError",),
+    ".prompts": ("MAX_PROMPT_CHARS", "clean_prompt"),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name not in _HOME_OF:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME_OF[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOME_OF])
+
 
 __all__ = [
     # generation

@@ -17,13 +17,14 @@ import torch
 
 from .audio import SAMPLE_RATE, AudioError, load_audio, save_audio
 from .checkpoints import CHECKPOINT_DIR, MODEL_NAMES, export_checkpoint, model_status
+from .client import IN_PROCESS_FLAG, process_age_s
 from .data.build import BuildConfig, build
 from .data.melodies import build_index
 from .data.render import SynthUnavailable, bundled_soundfont
 from .files import atomic_write
 from .evaluate import EVALUATORS
 from .evaluate.generation import eval_free_form
-from .evaluate.bench import bench_cli, bench_codec, bench_generate, bench_peer, bench_stage_steps
+from .evaluate.bench import bench_cli, bench_codec, bench_commands, bench_generate, bench_peer, bench_stage_steps
 from .evaluate.live import FloatWav, judge_changes, parse_script, render_timeline, run_script
 from .evaluate.report import run_all, write_report
 from .generate.live import DEFAULT_BUFFER, check_buffer
@@ -32,6 +33,7 @@ from .generate.requests import ContinueRequest, HumRequest, InpaintRequest, Stor
 from .generate.settings import GenerationSettings, available_devices
 from .nn.codec import HOP, load_codec
 from .prompts import clean_prompt
+from .serve import ServerError, serve
 from .train import TRAINERS
 from .train.pipeline import CHAINS, run_chain
 from .train.tokens import MELODY_SOURCES, build_melody_cache, build_token_cache
@@ -39,6 +41,7 @@ from .train.tokens import MELODY_SOURCES, build_melody_cache, build_token_cache
 
 class UsageError(Exception):
     """A problem with what the user asked for; reported as one line, exit code 2."""
+    exit_code = 2
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -187,11 +190,8 @@ def _process_age_s() -> float:
     """Seconds since this process started, as a user waiting at the prompt counts them (the
     interpreter, imports and model loading included); since this module's import where the
     system does not say."""
-    try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        return float(Path("/proc/uptime").read_text().split()[0]) - int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return time.perf_counter() - IMPORTED_AT
+    age = process_age_s()
+    return age if age is not None else time.perf_counter() - IMPORTED_AT
 
 
 def _peak_rss_mb() -> float:
@@ -222,17 +222,20 @@ def _request(args: argparse.Namespace):
     return TextRequest(args.prompt, settings)
 
 
-def _generate(args: argparse.Namespace) -> dict:
+def _generate(args: argparse.Namespace, model: MusicLM | None = None, waited_s=_process_age_s) -> dict:
+    """One piece to a file. ``model``: already loaded (``engine serve``'s), else loaded here;
+    ``waited_s()``: how long the user has waited so far (here: this process's age)."""
     try:
         request = _request(args)
     except (ValueError, AudioError) as exc:
         raise UsageError(str(exc)) from None
+    served = model is not None
     try:
         in_line = request.generated_seconds * args.candidates <= ONE_SHOT_INLINE_SECONDS
-        model = MusicLM.load(device=args.device, parallel=False if in_line else None)
+        model = model or MusicLM.load(device=args.device, parallel=False if in_line else None)
     except (FileNotFoundError, ValueError) as exc:  # a missing checkpoint, or --device cuda without a GPU
         raise UsageError(str(exc)) from None
-    started = _process_age_s()
+    started = waited_s()
     try:
         audio, info = model.render(request, candidates=args.candidates)
     except ValueError as exc:  # what only the models can judge: a clip too short, a stage 1 without melody conditioning
@@ -249,8 +252,22 @@ def _generate(args: argparse.Namespace) -> dict:
         extra["continued_from_s"] = round(len(audio) / SAMPLE_RATE - request.generated_seconds, 3)
     save_audio(args.out, audio)
     info["first_chunk_since_start_s"] = round(started + info["first_chunk_s"], 3)  # what a user waits for at the prompt
-    return {"mode": request.mode, "prompt": record.get("prompt") or "", "out": str(args.out), **info, **extra, "device": model.device.type,
+    return {"mode": request.mode, "prompt": record.get("prompt") or "", "out": str(args.out), **info, **extra, "device": model.device.type, "served": served,
             "peak_rss_mb": _peak_rss_mb(), "peak_abs": round(float(np.max(np.abs(audio))) if audio.size else 0.0, 4)}
+
+
+def _serve(args: argparse.Namespace) -> dict:
+    """Keep the models loaded and answer ``generate`` from other processes (engine/serve.py)."""
+    def answer(argv: list[str], model: MusicLM, device: str, waited_s) -> dict:
+        asked = parser().parse_args(["generate", *argv])
+        if asked.device != "auto" and asked.device != device:
+            raise LookupError(asked.device)
+        return _generate(asked, model, waited_s)  # a UsageError: its exit_code and one line
+
+    try:
+        return serve(args.device, args.idle_minutes, answer=answer, log=lambda line: print(line, file=sys.stderr, flush=True))
+    except (ServerError, FileNotFoundError, ValueError) as exc:  # one running already, a missing checkpoint, no GPU
+        raise UsageError(str(exc)) from None
 
 
 def _live(args: argparse.Namespace) -> dict:
@@ -441,6 +458,8 @@ def _bench(args: argparse.Namespace) -> dict:
             return bench_peer(args.seconds)
         if args.what == "stages":
             return bench_stage_steps()
+        if args.what == "cli":
+            return bench_commands(args.seconds, args.repeats)
         parallel = {"auto": None, "on": True, "off": False}[args.parallel]
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -557,6 +576,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--story", metavar="JSON", help='a timeline: {"segments": [{"prompt": …, "seconds": …}, …]}; --seconds is ignored')
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: the GPU when one is visible, else the CPU")
     g.add_argument("--json", action="store_true", help="print the result as JSON (the default)")
+    g.add_argument(IN_PROCESS_FLAG, action="store_true", help="load the models in this process even when `python -m engine serve` is running")
     g.set_defaults(run=_generate)
 
     lv = sub.add_parser("live", help="an endless stream steered while it plays, here by a script of changes (or a saved run rendered again)")
@@ -624,15 +644,17 @@ def parser() -> argparse.ArgumentParser:
     e.set_defaults(run=_eval)
 
     bn = sub.add_parser("bench", help="speed and memory as JSON")
-    bn.add_argument("what", choices=("all", "generate", "peer", "codec", "stages"), nargs="?", default="all",
+    bn.add_argument("what", choices=("all", "generate", "peer", "codec", "stages", "cli"), nargs="?", default="all",
                     help="all = generate at every length + the MusicGen-small architecture at --seconds (default); "
-                         "stages = each stage LM's decode step alone, with its profile")
+                         "stages = each stage LM's decode step alone, with its profile; "
+                         "cli = the wait at the prompt, from process start to first chunk: one-shot commands and commands a running `serve` answers")
     bn.add_argument("--seconds", type=_positive_float, default=10.0, help="codec / peer: audio length")
     bn.add_argument("--lengths", type=_positive_float, nargs="+", default=[10.0, 60.0, 300.0], help="generate: the lengths to time")
     bn.add_argument("--threads", type=_positive_int, help="torch intra-op threads (default: torch's choice)")
     bn.add_argument("--parallel", choices=("auto", "on", "off"), default="auto",
                     help="run the semantic and coarse stages on processes of their own (auto: with two or more cores)")
     bn.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="generate: where to run (all: CUDA is added when present)")
+    bn.add_argument("--repeats", type=_positive_int, default=5, help="cli: commands per prompt, one-shot and served")
     bn.add_argument("--json", action="store_true")
     bn.set_defaults(run=_bench)
 
@@ -641,6 +663,11 @@ def parser() -> argparse.ArgumentParser:
     rt_chain.add_argument("--corpus", default="corpus")
     rt_chain.add_argument("--runs", help="where the runs, logs and step times go (default runs/<chain>)")
     rt_chain.set_defaults(run=_retrain)
+
+    sv = sub.add_parser("serve", help="keep the models loaded: `generate` in other shells then starts in a fraction of a second")
+    sv.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    sv.add_argument("--idle-minutes", type=_positive_float, default=30.0, help="stop after this long without a request (default 30)")
+    sv.set_defaults(run=_serve)
 
     models = sub.add_parser("models", help="which checkpoints are present and how to train the rest")
     models.set_defaults(run=_models)

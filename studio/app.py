@@ -631,14 +631,14 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
                             with gr.Column():
                                 past_settings = gr.Code(label="settings", language="json")
                                 past_file = gr.File(label="download")
-                    with gr.Tab("Models", id="models"):
+                    with gr.Tab("Models", id="models") as models_tab:
                         status = gr.Markdown(status_markdown(), elem_id="model-status")
                         refresh = gr.Button("Check again", size="sm")
                         with gr.Accordion("Model card: how each part was trained and how well it works", open=False):
                             gr.Markdown(model_card_markdown())
                         with gr.Accordion("For developers: training a missing part", open=False):
                             gr.Markdown(training_markdown())
-            with gr.Column(scale=2):
+            with gr.Column(scale=2) as controls:  # what shapes the next piece: hidden where nothing is made, so those tabs get the width
                 seconds = gr.Slider(1, MAX_SECONDS, value=10, step=0.5, label="duration (s)", elem_id="duration")
                 gr.HTML("", html_template='<div id="duration-note" role="status"></div>', js_on_load=(Path(__file__).parent / "limits.js").read_text(),
                         padding=False)
@@ -700,9 +700,10 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
         live_stop.click(studio.stop_live, api_name="live_stop", queue=False)
         keep_live.click(studio.keep_live, keep_minutes, [live_file, table], api_name="live_keep")
         save_timeline.click(studio.live_timeline, outputs=live_file, api_name="live_timeline")
-        for tab, length_matters in ((text_tab, True), (hum_tab, True), (story_tab, False), (continue_tab, True), (style_tab, True), (live_tab, False),
-                                    (history_tab, True)):
-            tab.select(lambda shown=length_matters: gr.Slider(visible=shown), outputs=seconds, api_name=False)  # a story's blocks set its length
+        for tab, length_matters, makes_music in ((text_tab, True, True), (hum_tab, True, True), (story_tab, False, True), (continue_tab, True, True),
+                                                 (style_tab, True, True), (live_tab, False, True), (history_tab, False, False), (models_tab, False, False)):
+            tab.select(lambda shown=length_matters, music=makes_music: (gr.Slider(visible=shown), gr.Column(visible=music)), outputs=[seconds, controls],
+                       api_name=False)  # a story's blocks set its length
         device.change(studio.use_device, device, progress, api_name="device")
         preset.change(preset_values, preset, sampling, api_name=False)
         timeline.input(story_rows, timeline, story, api_name=False)  # user edits only: no ping-pong between the two
@@ -719,14 +720,15 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
             values = studio.reuse(name)
             updates = {reused[k]: v for k, v in values.items() if k in reused}
             updates.update(zip(sampling, values["sampling"]))
-            updates[tabs] = gr.Tabs(selected=values["tab"])
+            updates[tabs], updates[controls] = gr.Tabs(selected=values["tab"]), gr.Column(visible=True)  # selecting a tab from code fires no select
             updates[seconds] = (gr.Slider(value=values["seconds"], visible=True) if "seconds" in values else gr.Slider(visible=False))
             if "story" in values:
                 updates[timeline] = story_value(values["story"])
             return updates
 
-        reuse.click(reuse_settings, picked, [tabs, timeline, *reused.values(), *sampling], api_name=False)
-        send.click(lambda name: (studio.entry_path(name), False, gr.Tabs(selected="continue")), picked, [clip, use_last, tabs], api_name=False)
+        reuse.click(reuse_settings, picked, [tabs, controls, timeline, *reused.values(), *sampling], api_name=False)
+        send.click(lambda name: (studio.entry_path(name), False, gr.Tabs(selected="continue"), gr.Column(visible=True), gr.Slider(visible=True)), picked,
+                   [clip, use_last, tabs, controls, seconds], api_name=False)
         delete.click(studio.delete, picked, table, api_name=False).then(lambda: (None, "", None, None), outputs=[past_audio, past_settings,
                                                                                                               past_file, picked], api_name=False)
         refresh.click(status_markdown, outputs=status, api_name="model_status")

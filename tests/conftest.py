@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ["HUMMINGBIRD_SOCKET"] = os.path.join(tempfile.mkdtemp(prefix="hummingbird-tests-"), "engine.sock")  # never the user's running server
 
 from engine.data.arranger import ClipSpec  # noqa: E402
 from engine.data.genres import GENRES, HELD_OUT_PROGRESSIONS, PROGRESSIONS  # noqa: E402

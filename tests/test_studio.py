@@ -363,9 +363,11 @@ def test_a_real_browser_generates_music_in_the_text_tab(studio_url):
             page.get_by_role("tab", name=tab, exact=True).click()
             page.wait_for_timeout(700)  # let plots draw
             page.screenshot(path=str(ARTIFACTS / f"studio-{tab.lower()}.png"))
+            assert page.locator("#stop").is_visible() == (tab not in ("History", "Models"))  # no piece is made there: they get the width
         assert "All 7 parts are ready" in page.content()
         _edit_the_story_timeline(page)
         page.get_by_role("tab", name="Text", exact=True).click()
+        page.locator("#stop").wait_for(state="visible", timeout=5_000)
         assert page.locator("#device input").input_value() == "cpu"  # where the served model runs
         page.locator("#prompt textarea").fill("tender solo piano, slow tempo, calm")
         duration = page.locator("#duration input[type=number]")

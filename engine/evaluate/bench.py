@@ -166,18 +166,62 @@ def bench_peer(seconds: float = 10.0, threads: int | None = None) -> dict:
             "torch": torch.__version__}
 
 
-def bench_cli(seconds: float = 10.0, prompt: str = "calm violin melody over a distorted guitar riff, 90 bpm") -> dict:
+CLI_PROMPTS = {"without a bpm": "calm violin melody over soft piano", "with a bpm": "calm violin melody over a distorted guitar riff, 90 bpm"}
+
+
+def _command(prompt: str, seconds: float, folder: str, env: dict | None = None, in_process: bool = True) -> tuple[float, dict]:
+    """``python -m engine generate`` in a fresh process: (wall seconds from launch to exit, its result)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "engine", "generate", prompt, "--seconds", f"{seconds:g}", "--out", str(Path(folder) / "out.wav"),
+                           "--json", *(["--in-process"] if in_process else [])], capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise ValueError(f"generate failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+    return wall, json.loads(proc.stdout.splitlines()[-1])
+
+
+def bench_cli(seconds: float = 10.0, prompt: str = CLI_PROMPTS["with a bpm"]) -> dict:
     """Ours as a user runs it: ``python -m engine generate`` in a fresh process, from launch to
     exit (imports, loading, the upstream processes, generation and the written file)."""
     with tempfile.TemporaryDirectory() as folder:
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "engine", "generate", prompt, "--seconds", f"{seconds:g}", "--out",
-                               str(Path(folder) / "out.wav"), "--json"], capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-    if proc.returncode:
-        raise ValueError(f"generate failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
-    result = json.loads(proc.stdout.splitlines()[-1])
+        wall, result = _command(prompt, seconds, folder)
     return {"seconds": seconds, "process_wall_s": round(wall, 2), "first_chunk_since_start_s": result["first_chunk_since_start_s"]}
+
+
+SERVER_START_S = 180  # loading and warming up every model, at most
+
+
+def bench_commands(seconds: float = 10.0, repeats: int = 5) -> dict:
+    """The wait at the prompt, as a user counts it (process start → first chunk, and to exit),
+    ``repeats`` times per prompt of ``CLI_PROMPTS``: one-shot commands that load the models
+    themselves, then the same commands answered by a ``python -m engine serve`` started here."""
+    def runs(env: dict, in_process: bool, folder: str) -> dict:
+        out = {}
+        for name, prompt in CLI_PROMPTS.items():
+            timed = [_command(prompt, seconds, folder, env, in_process) for _ in range(repeats)]
+            if any(result["served"] == in_process for _, result in timed):
+                raise ValueError("the server did not answer (or answered a one-shot command)")
+            firsts, walls = [r["first_chunk_since_start_s"] for _, r in timed], [w for w, _ in timed]
+            out[name] = {"first_chunk_since_start_s": [min(firsts), max(firsts)], "process_wall_s": [round(min(walls), 2), round(max(walls), 2)]}
+        return out
+
+    with tempfile.TemporaryDirectory() as folder:
+        env = {**os.environ, "HUMMINGBIRD_SOCKET": str(Path(folder) / "engine.sock")}
+        result = {"seconds": seconds, "repeats": repeats, "one_shot": runs(env, True, folder)}
+        server = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--idle-minutes", "10"], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            t0 = time.perf_counter()
+            while not Path(env["HUMMINGBIRD_SOCKET"]).exists():
+                if server.poll() is not None or time.perf_counter() - t0 > SERVER_START_S:
+                    raise ValueError(f"the server did not start: {server.stderr.read().strip() if server.poll() is not None else 'timed out'}")
+                time.sleep(0.2)
+            result["server_ready_s"] = round(time.perf_counter() - t0, 1)
+            result["served"] = runs(env, False, folder)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    return result
 
 
 def bench_stage_steps(frames: int = 200, top_ops: int = 6, seed: int = 0) -> dict:

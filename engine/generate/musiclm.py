@@ -391,6 +391,13 @@ class MusicLM:
                 worker.load(self.stages[name])
         return self._upstream_workers
 
+    def close(self) -> None:
+        """Stop the upstream stages' processes now (a server that loads new checkpoints; otherwise
+        they end with this process)."""
+        for worker in self._upstream_workers or ():
+            worker.close()
+        self._upstream_workers = None
+
     def worker_pids(self) -> list[int]:
         """The process ids of the upstream stages' workers (none while they run in line)."""
         return [worker.process.pid for worker in self._upstream_workers or () if worker.alive]

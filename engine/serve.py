@@ -1,0 +1,142 @@
+"""``python -m engine serve``: the models stay loaded between commands.
+
+A one-shot ``generate`` spends most of its wait before the first note on starting Python, importing
+torch and loading seven models; the generator's own part is a quarter of a second. While this
+server runs, ``python -m engine generate …`` (engine/client.py) hands its arguments over a Unix
+socket that only this user can open, and the server makes the piece with the models it holds, as
+the studio does. It answers one request at a time, loads the checkpoints again when they change
+on disk, and stops after ``idle_minutes`` without a request (or on Ctrl-C / SIGTERM), removing
+its socket.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .checkpoints import CHECKPOINT_DIR
+from .client import read_line, send_line, server_address
+from .generate.musiclm import MusicLM
+from .generate.settings import resolve_device
+
+
+class ServerError(Exception):
+    """The server cannot start (another one already listens there)."""
+
+
+def _checkpoint_stamp(root: Path) -> tuple:
+    """What changes when a checkpoint is exported again."""
+    return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in root.glob("*") if p.is_file()))
+
+
+def _refuse_if_served(address: Path) -> None:
+    """A ServerError if a server listens at ``address``; a stale socket left by one that died is removed."""
+    if address.exists():
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(address))
+            except OSError:
+                address.unlink()
+            else:
+                raise ServerError(f"a server already listens at {address}")
+
+
+@contextlib.contextmanager
+def _listening(address: Path) -> Iterator[socket.socket]:
+    """A Unix socket at ``address`` that only this user can reach."""
+    _refuse_if_served(address)  # again: another may have started while this one loaded
+    address.parent.mkdir(parents=True, exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_mask = os.umask(0o177)  # the socket is created 0600: nobody else can ask this server for anything
+    try:
+        sock.bind(str(address))
+    finally:
+        os.umask(old_mask)
+    sock.listen(8)
+    try:
+        yield sock
+    finally:
+        sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            address.unlink()
+
+
+def serve(device: str = "auto", idle_minutes: float = 30.0, address: Path | None = None, root: Path = CHECKPOINT_DIR,
+          answer: Callable | None = None, log=print) -> dict:
+    """Load, warm up, then answer ``generate`` requests until idle for ``idle_minutes``.
+    ``answer(argv, model, waited_s) → result``: the command (cli's ``generate``, passed in so that
+    this module does not import the command line)."""
+    address = address or server_address()
+    _refuse_if_served(address)  # before a minute of loading, not after
+    target = resolve_device(device).type
+    model, stamp = MusicLM.load(root, device=target).warm_up(), _checkpoint_stamp(root)
+    served, stopped = 0, "idle"
+    signal.signal(signal.SIGTERM, _stop)
+    with _listening(address) as sock:
+        sock.settimeout(idle_minutes * 60)
+        log(f"serving {target} generation at {address}; stops after {idle_minutes:g} idle minutes")
+        try:
+            while True:
+                try:
+                    conn, _ = sock.accept()
+                except socket.timeout:
+                    break
+                with conn:
+                    conn.settimeout(None)
+                    if _checkpoint_stamp(root) != stamp:
+                        model.close()
+                        model, stamp = MusicLM.load(root, device=target).warm_up(), _checkpoint_stamp(root)
+                    try:
+                        made, line = _reply(conn, model, target, answer)
+                    except OSError as exc:  # the command hung up (Ctrl-C at the prompt): the next one is served all the same
+                        made, line = 0, f"the command hung up: {exc}"
+                    served += made
+                    if line:
+                        log(line)
+        except KeyboardInterrupt:
+            stopped = "stopped"
+    model.close()
+    return {"served": served, "stopped": stopped, "address": str(address)}
+
+
+def _stop(*_) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends the server as Ctrl-C does: its socket removed
+
+
+def _reply(conn: socket.socket, model: MusicLM, device: str, answer: Callable) -> tuple[int, str]:
+    """One request: (1 when a piece was made, one line for the server's log)."""
+    received = time.perf_counter()
+    raw = read_line(conn)
+    if not raw:  # a probe (another server checking that this one lives): nothing to answer
+        return 0, ""
+    try:
+        message = json.loads(raw)
+        argv, cwd, age = list(message["argv"]), str(message["cwd"]), message.get("age_s") or 0.0
+    except (ValueError, KeyError, TypeError):
+        send_line(conn, {"error": "error: a request the server could not read", "code": 2})
+        return 0, "refused: a request it could not read"
+    waited_s = lambda: age + time.perf_counter() - received  # noqa: E731: as the client's user counts it
+    errors, here = io.StringIO(), os.getcwd()
+    try:
+        os.chdir(cwd)  # the client's relative paths (--out, clips) mean what they mean there
+        with contextlib.redirect_stderr(errors):
+            result = answer(argv, model, device, waited_s)
+    except SystemExit as exc:  # an argument the parser refused: its one line
+        send_line(conn, {"error": errors.getvalue().strip(), "code": exc.code if isinstance(exc.code, int) else 2})
+        return 0, f"refused: {errors.getvalue().strip()}"
+    except LookupError:  # another device than this server's: the client runs it itself
+        send_line(conn, {"declined": "device"})
+        return 0, "declined: another device"
+    except Exception as exc:  # noqa: BLE001: one bad request must not stop the server
+        send_line(conn, {"error": f"error: {exc}", "code": getattr(exc, "exit_code", 1)})
+        return 0, f"refused: {exc}"
+    finally:
+        os.chdir(here)
+    send_line(conn, {"result": result})
+    return 1, f"made {result['out']} ({result['mode']}, first chunk {result['first_chunk_since_start_s']} s after the command started)"

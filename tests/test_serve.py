@@ -1,0 +1,86 @@
+"""``python -m engine serve``: commands answered by models that stay loaded, and every way back
+to running in the command's own process."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import soundfile as sf
+
+from engine import CHECKPOINT_DIR
+from engine.client import through_server
+
+from .conftest import ROOT
+
+
+def test_the_front_door_imports_no_torch_until_a_name_is_used():
+    """``python -m engine generate`` asks a running server before anything imports torch."""
+    probe = "import sys, engine; before = 'torch' in sys.modules; engine.MusicLM; print(before, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split() == ["False", "True"], out.stderr
+    import engine
+    assert set(engine.__all__) <= set(dir(engine))
+    with pytest.raises(AttributeError):
+        engine.no_such_name
+
+
+def test_without_a_live_server_the_command_runs_in_its_own_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("HUMMINGBIRD_SOCKET", str(tmp_path / "engine.sock"))
+    argv = ["generate", "calm piano", "--seconds", "1"]
+    assert through_server(argv) is None  # no socket at all
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(tmp_path / "engine.sock"))
+    dead.close()  # a socket file whose server is gone
+    assert through_server(argv) is None
+    for other in (["train", "codec"], [*argv, "--in-process"], [*argv, "--help"]):
+        assert through_server(other) is None
+
+
+@pytest.mark.slow
+def test_a_server_answers_generate_as_the_command_would_and_steps_aside_when_it_should(tmp_path):
+    if not (CHECKPOINT_DIR / "stage2.safetensors").exists():
+        pytest.skip("no shipped checkpoints")
+    env = {**os.environ, "HUMMINGBIRD_SOCKET": str(tmp_path / "engine.sock"), "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--idle-minutes", "5"], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.perf_counter()
+        while not (tmp_path / "engine.sock").exists():
+            assert server.poll() is None and time.perf_counter() - t0 < 240, server.stderr.read() if server.poll() is not None else "no socket"
+            time.sleep(0.2)
+        assert oct((tmp_path / "engine.sock").stat().st_mode & 0o777) == "0o600"  # only this user can ask it for anything
+
+        def command(*args, cwd=tmp_path):
+            return subprocess.run([sys.executable, "-m", "engine", "generate", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+        made = command("calm piano, soft", "--seconds", "1", "--out", "rel.wav", "--json")  # a path relative to the command's folder
+        assert made.returncode == 0, made.stderr
+        result = json.loads(made.stdout.splitlines()[-1])
+        assert result["served"] and result["out"] == "rel.wav" and 0 < result["first_chunk_since_start_s"] < 30
+        audio, rate = sf.read(tmp_path / "rel.wav")
+        assert rate == 24_000 and len(audio) >= 24_000
+        again = command("calm piano, soft", "--seconds", "1", "--out", "rel.wav", "--json")
+        assert sf.read(tmp_path / "rel.wav")[0].tolist() == audio.tolist() and json.loads(again.stdout.splitlines()[-1])["seed"] == result["seed"]
+        bad = command("calm piano", "--seconds", "ten")
+        assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "not a number" in bad.stderr and "Traceback" not in bad.stderr
+        missing = command("calm piano", "--continue", "nowhere.wav")
+        assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+        here = command("calm piano, soft", "--seconds", "1", "--out", "own.wav", "--in-process", "--json")
+        assert here.returncode == 0 and json.loads(here.stdout.splitlines()[-1])["served"] is False
+        gpu = command("calm piano", "--seconds", "1", "--device", "cuda")  # declined by a CPU server: the command itself says why
+        if "cuda" not in subprocess.run([sys.executable, "-c", "import torch; print('cuda' if torch.cuda.is_available() else '')"],
+                                        capture_output=True, text=True).stdout:
+            assert gpu.returncode == 2 and "CUDA" in gpu.stderr
+        second = subprocess.run([sys.executable, "-m", "engine", "serve"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2 and "already listens" in second.stderr and "Traceback" not in second.stderr
+        assert server.poll() is None  # nothing above stopped it
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=60)
+    assert server.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["served"] == 2 and "refused: " in err
+    assert not (tmp_path / "engine.sock").exists()
