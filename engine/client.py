@@ -4,8 +4,8 @@ one-shot command's wait for its first sound).
 
 One request per connection, one JSON line each way: the client sends its arguments, working
 folder and age; the server answers with the result ``generate`` prints, or an error and its exit
-code. Anything else (no server, a stale socket, another device, ``--help``, ``--in-process``) and
-the command runs in this process as before.
+code. Anything else (no server, a stale socket or one another user owns, another device,
+``--help``, ``--in-process``) and the command runs in this process as before.
 """
 from __future__ import annotations
 
@@ -58,7 +58,10 @@ def through_server(argv: list[str]) -> int | None:
     if not argv or argv[0] != "generate" or IN_PROCESS_FLAG in argv or {"-h", "--help"} & set(argv):
         return None
     address = server_address()
-    if not address.exists():
+    try:
+        if address.stat().st_uid != os.getuid():  # someone else's socket at our address: never hand them a request
+            return None
+    except OSError:  # no server
         return None
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:

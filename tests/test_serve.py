@@ -38,6 +38,18 @@ def test_without_a_live_server_the_command_runs_in_its_own_process(tmp_path, mon
     assert through_server(argv) is None
     for other in (["train", "codec"], [*argv, "--in-process"], [*argv, "--help"]):
         assert through_server(other) is None
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    (tmp_path / "engine.sock").unlink()
+    live.bind(str(tmp_path / "engine.sock"))
+    live.listen(1)
+    monkeypatch.setattr(os, "getuid", lambda: os.stat(tmp_path / "engine.sock").st_uid + 1)  # a socket another user owns
+    try:
+        assert through_server(argv) is None  # returned without connecting: nothing waits to be accepted
+        live.settimeout(0.1)
+        with pytest.raises(socket.timeout):
+            live.accept()
+    finally:
+        live.close()
 
 
 @pytest.mark.slow
