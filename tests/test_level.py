@@ -9,7 +9,7 @@ import torchaudio.functional as AF
 
 from engine.audio import SAMPLE_RATE
 from engine.data.dynamics import PEAK_CEILING
-from engine.generate.level import LevelStage, bend_peaks, target_loudness
+from engine.generate.level import LevelStage, bend_peaks, blend_loudness, source_loudness, target_loudness
 
 CHUNK = SAMPLE_RATE // 2
 
@@ -91,3 +91,13 @@ def test_the_pipeline_steers_a_stated_loudness_and_the_setting_turns_it_off(tiny
     steered, _ = tiny_pipeline.generate(prompt, settings, prefix=m)
     assert len(raw) == len(steered)
     assert abs(lufs(steered[SAMPLE_RATE:]) - target_loudness(prompt)) < abs(lufs(raw[SAMPLE_RATE:]) - target_loudness(prompt))
+
+
+def test_a_reference_clip_asks_for_its_own_loudness_within_the_corpus_range_and_words_blend_in():
+    quiet, loud = music_like(4, 0.04), music_like(4, 0.1)
+    assert source_loudness(quiet) == pytest.approx(lufs(quiet), abs=0.01) and -32 < lufs(quiet) < lufs(loud) < -12
+    assert source_loudness(music_like(4, 1.0)) == -12.0  # louder than any piece the models heard: the loudest they did
+    assert source_loudness(np.zeros(SAMPLE_RATE, np.float32)) is None
+    assert blend_loudness([("whisper-quiet ambient pads", 1.0), (loud, 1.0)]) == pytest.approx((-30.0 + lufs(loud)) / 2, abs=0.01)
+    assert blend_loudness([("funk groove with slap bass", 1.0), (quiet, 3.0)]) == pytest.approx(lufs(quiet), abs=0.01)  # words that state none
+    assert blend_loudness([("funk groove with slap bass", 1.0)]) is None

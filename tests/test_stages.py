@@ -13,6 +13,7 @@ import torch
 
 from engine import ContinueRequest, GenerationSettings, MusicLM, StyleRequest, TextRequest
 from engine.checkpoints import MODEL_NAMES
+from engine.generate.level import blend_loudness, measured_loudness as lufs
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # every test here trains the whole chain on the smoke corpus first
@@ -264,10 +265,28 @@ def test_style_takes_m_from_the_clips_blended_with_the_prompt(tiny_runs):
     # clips alone are followed at style_guidance on stage 1 and style_coarse_guidance on stage 2 (words beside them: double guidance, tests/test_lm.py)
     clips_alone = StyleRequest((low,), settings=GenerationSettings(seconds=1.0, seed=3, style_guidance=8.0, style_coarse_guidance=4.0))
     as_text_guidance = model.stream("", GenerationSettings(seconds=1.0, seed=3, guidance=8.0, coarse_guidance=4.0),
-                                    prefix=model.blend_conditioning(clips_alone.blend()))
+                                    prefix=model.blend_conditioning(clips_alone.blend()), dynamics=[(0.0, blend_loudness(clips_alone.blend()))])
     assert np.array_equal(model.render(clips_alone)[0], np.concatenate([c.audio for c in as_text_guidance]))
     text_side = replace(clips_alone, settings=replace(clips_alone.settings, coarse_guidance=9.0))  # the text's stage-2 scale is not a style's
     assert np.array_equal(model.render(text_side)[0], model.render(clips_alone)[0])
+
+
+def test_a_style_is_as_loud_as_its_reference_unless_the_words_say_otherwise(tiny_runs):
+    """The level stage takes a style's loudness from its clips: the same clip, hushed or loud,
+    gives a hushed or a loud piece; words that state a loudness are mixed in by their weight."""
+    _, runs, _ = tiny_runs
+    model = _tiny_model(runs)
+    t = np.arange(72_000) / 24_000
+    clip = (np.sin(2 * np.pi * 220 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.5 * t))).astype(np.float32)
+    settings = GenerationSettings(seconds=4.0, seed=1)
+    made = {gain: model.render(StyleRequest((gain * clip,), settings=settings))[0] for gain in (0.08, 0.4)}
+    heard = {gain: lufs(audio[2 * 24_000:]) for gain, audio in made.items()}
+    assert heard[0.4] - heard[0.08] > 8  # the clips differ by 14 LU
+    assert abs(heard[0.08] - lufs(0.08 * clip)) < 3
+    worded = model.render(StyleRequest((0.08 * clip,), "thunderous taiko drums", (3.0, 1.0), settings))[0]
+    assert lufs(worded[2 * 24_000:]) > heard[0.08] + 5
+    unlevelled = model.render(StyleRequest((0.4 * clip,), settings=replace(settings, level_stage=False)))[0]
+    assert heard[0.4] - lufs(unlevelled[2 * 24_000:]) > 3  # without the stage: the models' own level, as before
 
 
 @pytest.mark.parametrize("clips, prompt, weights, message", [

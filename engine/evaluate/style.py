@@ -23,6 +23,7 @@ from ..generate.musiclm import MusicLM
 from ..generate.requests import StyleRequest
 from ..generate.settings import GenerationSettings
 from .common import render_openings
+from .dynamics import integrated_loudness
 from .metrics import mfcc_statistics
 
 STYLE_CLIPS = 20
@@ -85,6 +86,8 @@ def eval_style(corpus: Path, checkpoint: Path | None = None, clips: int | None =
     heard = _identified(mulan["out"], mulan["ref"], owners)
     heard_mfcc = _identified((mfcc["out"] - centre) / scale, (mfcc["ref"] - centre) / scale, owners)
     exact = np.array(runs) >= int(EXACT_RUN_SECONDS * SEMANTIC_RATE)
+    loudness = {kind: np.array([integrated_loudness(a) for a in audios]) for kind, audios in (("out", outputs), ("ref", references))}
+    level_gap = loudness["out"] - loudness["ref"][owners]  # pyloudnorm's meter, not the level stage's
     return {
         "clips": len(references), "seeds": seeds, "source": "recordings" if folders else "test renders", "seconds": seconds,
         "guidance": base.guidance, "style_guidance": base.style_guidance, "style_coarse_guidance": base.style_coarse_guidance,
@@ -94,6 +97,10 @@ def eval_style(corpus: Path, checkpoint: Path | None = None, clips: int | None =
                                      "chance": round(1 / len(references), 4)},
         "own_reference_cosine": round(float(np.mean([o @ mulan["ref"][i] for o, i in zip(mulan["out"], owners)])), 4),
         "exact_match_rate": round(float(exact.mean()), 4),
+        "loudness": {"references_lufs": [round(float(loudness["ref"].min()), 1), round(float(loudness["ref"].max()), 1)],
+                     "outputs_lufs": [round(float(loudness["out"].min()), 1), round(float(loudness["out"].max()), 1)],
+                     "median_abs_gap_lu": round(float(np.median(np.abs(level_gap))), 2),
+                     "correlation": round(float(np.corrcoef(loudness["out"], loudness["ref"][owners])[0, 1]), 3)},
         "longest_shared_run_s": round(max(runs) / SEMANTIC_RATE, 2), "median_shared_run_s": round(float(np.median(runs)) / SEMANTIC_RATE, 2),
         "targets": {"closest_to_own_reference": 0.8, "exact_match_rate": 0.0},
         "wall_s": round(time.perf_counter() - t0, 1),

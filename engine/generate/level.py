@@ -61,11 +61,12 @@ class LevelStage:
         self.segment = -1
 
     @classmethod
-    def of_prompts(cls, segments: list[tuple[float, str]], after_music: bool = False) -> "LevelStage | None":
-        """The stage for (start second, prompt) segments, or None when no prompt states a loudness.
-        ``after_music``: the stream goes on from music heard at its own level (a continuation), so
-        the gain glides from 0 dB instead of starting where the target puts it."""
-        targets = [(start, target_loudness(prompt)) for start, prompt in segments]
+    def of_prompts(cls, segments: list[tuple[float, str | float | None]], after_music: bool = False) -> "LevelStage | None":
+        """The stage for (start second, prompt) segments, or None when no prompt states a loudness;
+        a segment may give its target (LUFS, or None) instead of words. ``after_music``: the stream
+        goes on from music heard at its own level (a continuation), so the gain glides from 0 dB
+        instead of starting where the target puts it."""
+        targets = [(start, target_loudness(prompt) if isinstance(prompt, str) else prompt) for start, prompt in segments]
         if all(target is None for _, target in targets):
             return None
         stage = cls(targets)
@@ -103,17 +104,36 @@ class LevelStage:
 
     def _gain_to(self, target: float) -> float:
         """The gain (dB) that brings the music heard so far to ``target``, within ``MAX_GAIN_DB``."""
-        heard = self.heard if len(self.heard) >= SHORTEST_MEASURE * SAMPLE_RATE else np.resize(self.heard, int(SHORTEST_MEASURE * SAMPLE_RATE))
-        loudness = float(AF.loudness(torch.from_numpy(heard)[None], SAMPLE_RATE))
-        if not np.isfinite(loudness):  # silence so far: nothing to steer yet
+        loudness = measured_loudness(self.heard)
+        if loudness is None:  # silence so far: nothing to steer yet
             return self.gain_db or 0.0
         return float(np.clip(target - loudness, -MAX_GAIN_DB, MAX_GAIN_DB))
 
 
-def blend_loudness(blend: tuple[tuple[str, float], ...] | list[tuple[str, float]]) -> float | None:
-    """The loudness a weighted blend of prompts asks for: the weighted mean of the targets of the
-    prompts that state one (those that do not leave it to them), or None when none does."""
-    stated = [(target_loudness(prompt), weight) for prompt, weight in blend]
+def measured_loudness(audio: np.ndarray) -> float | None:
+    """Integrated loudness (ITU-R BS.1770, LUFS) of ``audio``, a clip shorter than one gating
+    block repeated to fill it; None for silence."""
+    if len(audio) < SHORTEST_MEASURE * SAMPLE_RATE:
+        audio = np.resize(audio, int(SHORTEST_MEASURE * SAMPLE_RATE))
+    loudness = float(AF.loudness(torch.from_numpy(np.ascontiguousarray(audio, np.float32))[None], SAMPLE_RATE))
+    return loudness if np.isfinite(loudness) else None
+
+
+def source_loudness(source: str | np.ndarray) -> float | None:
+    """The loudness a source of a blend asks for: a prompt's stated one (None if it states none), a
+    reference clip's own, within the corpus's range (a clip mastered louder than any piece the
+    models heard asks for the loudest they did)."""
+    if isinstance(source, str):
+        return target_loudness(source)
+    loudness = measured_loudness(source)
+    return None if loudness is None else float(np.clip(loudness, *LOUDNESS_RANGE_LUFS))
+
+
+def blend_loudness(blend: tuple[tuple[str | np.ndarray, float], ...] | list[tuple[str | np.ndarray, float]]) -> float | None:
+    """The loudness a weighted blend of prompts and clips asks for: the weighted mean of the
+    loudness of the sources that say one (a prompt that does not leaves it to the others), or None
+    when none does."""
+    stated = [(source_loudness(source), weight) for source, weight in blend]
     stated = [(target, weight) for target, weight in stated if target is not None and weight > 0]
     if not stated:
         return None

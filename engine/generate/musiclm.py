@@ -30,7 +30,7 @@ from ..nn.sampling import Sampling
 from ..nn.semantic import load_semantic
 from ..prompts import StatedTempo, clean_prompt, stated_loudness, stated_tempo
 from .drafts import TempoDraft
-from .level import LevelStage
+from .level import LevelStage, blend_loudness
 from .requests import ContinueRequest, HumRequest, InpaintRequest, Request, StoryRequest, StyleRequest, TextRequest, check_story
 from .settings import MAX_SECONDS, GenerationSettings, resolve_device
 from .upstream import InLine, Reads, StageJob, StageWorker, Watched, decode
@@ -187,7 +187,7 @@ class MusicLM:
                schedule: list[tuple[float, torch.Tensor]] | None = None, tokens_out: dict | None = None,
                melody: np.ndarray | None = None, semantic: torch.Tensor | None = None, decoder: CodecStreamer | None = None,
                anchor: torch.Tensor | None = None, drafts: dict[int, TempoDraft] | None = None,
-               dynamics: list[tuple[float, str]] | None = None) -> Iterator[Chunk]:
+               dynamics: list[tuple[float, str | float | None]] | None = None) -> Iterator[Chunk]:
         """Yield audio chunks of about ``chunk_seconds`` as soon as they are decoded.
 
         ``prefix`` overrides M (e.g. MuLan audio tokens for continuation); ``schedule`` gives M per
@@ -204,8 +204,9 @@ class MusicLM:
         ``anchor``: M of the words alone beside a style's ``prefix`` (words and clips blended), for
         stage 1's double guidance: the words at ``guidance``, what the clips add at ``style_guidance``;
         ``drafts``: schedule index → the tempo draft of that segment's opening (``tempo_draft_of``;
-        a text prompt that states a bpm gets one of its own); ``dynamics``: (start second, words)
-        whose stated loudness the level stage steers each segment to (default: ``prompt`` throughout)."""
+        a text prompt that states a bpm gets one of its own); ``dynamics``: (start second, words or
+        their target in LUFS) whose loudness the level stage steers each segment to (default:
+        ``prompt`` throughout)."""
         settings.check()
         # one generator per stage: a stage's draws never depend on how the stages interleave
         device = self.device
@@ -542,9 +543,10 @@ class MusicLM:
             prefix = self._blended_tokens(embeddings, [weight for _, weight in blend])
             worded = isinstance(blend[0][0], str)  # words of weight 0 are not in the blend
             anchor = self.mulan.tokens(embeddings[:1]) if worded else None  # the words alone, as ``conditioning`` reads them
+        dynamics = [(0.0, blend_loudness(blend))]
         if not worded:
-            return self.stream("", replace(settings, guidance=settings.style_guidance), prefix=prefix, tokens_out=tokens_out)
-        return self.stream(request.prompt, settings, prefix=prefix, anchor=anchor, tokens_out=tokens_out)
+            return self.stream("", replace(settings, guidance=settings.style_guidance), prefix=prefix, tokens_out=tokens_out, dynamics=dynamics)
+        return self.stream(request.prompt, settings, prefix=prefix, anchor=anchor, tokens_out=tokens_out, dynamics=dynamics)
 
     def render(self, request: Request, candidates: int = 1) -> tuple[np.ndarray, dict]:
         """The whole piece a request asks for: (audio, info: wall time, RTF over the new music,
