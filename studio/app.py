@@ -578,7 +578,8 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
                             run_inpaint = gr.Button("Regenerate this range", elem_id="generate-inpaint")
                     with gr.Tab("Style", id="style") as style_tab:
                         gr.Markdown("New music in the style of your clips: drop one to three recordings (at least 1 s each), "
-                                    "set how much each counts, and add words if you like. Nothing of a clip is copied: only its style goes in.")
+                                    "set how much each counts, and add words if you like. Nothing of a clip is copied: only its style goes in, "
+                                    "and its loudness: a hushed clip gives a hushed piece (unless the words say how loud).")
                         style_clips, style_weights = [], []
                         with gr.Row():
                             for i in range(STYLE_CLIPS):
