@@ -222,9 +222,10 @@ def _request(args: argparse.Namespace):
     return TextRequest(args.prompt, settings)
 
 
-def _generate(args: argparse.Namespace, model: MusicLM | None = None, waited_s=_process_age_s) -> dict:
+def _generate(args: argparse.Namespace, model: MusicLM | None = None, waited_s=_process_age_s, wanted=lambda: True) -> dict:
     """One piece to a file. ``model``: already loaded (``engine serve``'s), else loaded here;
-    ``waited_s()``: how long the user has waited so far (here: this process's age)."""
+    ``waited_s()``: how long the user has waited so far (here: this process's age); ``wanted()``:
+    whether anyone still waits for the file (a served command stopped at its prompt does not)."""
     try:
         request = _request(args)
     except (ValueError, AudioError) as exc:
@@ -250,6 +251,8 @@ def _generate(args: argparse.Namespace, model: MusicLM | None = None, waited_s=_
         extra.update(style_clips=len(request.clips), weights=list(request.weights))
     if isinstance(request, ContinueRequest):
         extra["continued_from_s"] = round(len(audio) / SAMPLE_RATE - request.generated_seconds, 3)
+    if not wanted():
+        raise ConnectionAbortedError("the command was stopped before its piece was written; nothing was saved")
     save_audio(args.out, audio)
     info["first_chunk_since_start_s"] = round(started + info["first_chunk_s"], 3)  # what a user waits for at the prompt
     return {"mode": request.mode, "prompt": record.get("prompt") or "", "out": str(args.out), **info, **extra, "device": model.device.type, "served": served,
@@ -258,11 +261,11 @@ def _generate(args: argparse.Namespace, model: MusicLM | None = None, waited_s=_
 
 def _serve(args: argparse.Namespace) -> dict:
     """Keep the models loaded and answer ``generate`` from other processes (engine/serve.py)."""
-    def answer(argv: list[str], model: MusicLM, device: str, waited_s) -> dict:
+    def answer(argv: list[str], model: MusicLM, device: str, waited_s, wanted) -> dict:
         asked = parser().parse_args(["generate", *argv])
         if asked.device != "auto" and asked.device != device:
             raise LookupError(asked.device)
-        return _generate(asked, model, waited_s)  # a UsageError: its exit_code and one line
+        return _generate(asked, model, waited_s, wanted)  # a UsageError: its exit_code and one line
 
     try:
         return serve(args.device, args.idle_minutes, answer=answer, log=lambda line: print(line, file=sys.stderr, flush=True))

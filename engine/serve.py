@@ -70,8 +70,8 @@ def _listening(address: Path) -> Iterator[socket.socket]:
 def serve(device: str = "auto", idle_minutes: float = 30.0, address: Path | None = None, root: Path = CHECKPOINT_DIR,
           answer: Callable | None = None, log=print) -> dict:
     """Load, warm up, then answer ``generate`` requests until idle for ``idle_minutes``.
-    ``answer(argv, model, waited_s) → result``: the command (cli's ``generate``, passed in so that
-    this module does not import the command line)."""
+    ``answer(argv, model, device, waited_s, wanted) → result``: the command (cli's ``generate``,
+    passed in so that this module does not import the command line)."""
     address = address or server_address()
     _refuse_if_served(address)  # before a minute of loading, not after
     target = resolve_device(device).type
@@ -105,6 +105,17 @@ def serve(device: str = "auto", idle_minutes: float = 30.0, address: Path | None
     return {"served": served, "stopped": stopped, "address": str(address)}
 
 
+def _still_there(conn: socket.socket) -> bool:
+    """Whether the command that sent this request still waits for its answer (its end of the
+    socket is not closed)."""
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:  # nothing to read, and no end of stream: it waits
+        return True
+    except OSError:
+        return False
+
+
 def _stop(*_) -> None:
     raise KeyboardInterrupt  # SIGTERM ends the server as Ctrl-C does: its socket removed
 
@@ -126,10 +137,12 @@ def _reply(conn: socket.socket, model: MusicLM, device: str, answer: Callable) -
     try:
         os.chdir(cwd)  # the client's relative paths (--out, clips) mean what they mean there
         with contextlib.redirect_stderr(errors):
-            result = answer(argv, model, device, waited_s)
+            result = answer(argv, model, device, waited_s, lambda: _still_there(conn))
     except SystemExit as exc:  # an argument the parser refused: its one line
         send_line(conn, {"error": errors.getvalue().strip(), "code": exc.code if isinstance(exc.code, int) else 2})
         return 0, f"refused: {errors.getvalue().strip()}"
+    except ConnectionAbortedError as exc:  # the command was stopped at its prompt: no file it no longer waits for
+        return 0, f"the command hung up: {exc}"
     except LookupError:  # another device than this server's: the client runs it itself
         send_line(conn, {"declined": "device"})
         return 0, "declined: another device"

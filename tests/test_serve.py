@@ -87,6 +87,14 @@ def test_a_server_answers_generate_as_the_command_would_and_steps_aside_when_it_
         if "cuda" not in subprocess.run([sys.executable, "-c", "import torch; print('cuda' if torch.cuda.is_available() else '')"],
                                         capture_output=True, text=True).stdout:
             assert gpu.returncode == 2 and "CUDA" in gpu.stderr
+        stopped = subprocess.Popen([sys.executable, "-m", "engine", "generate", "calm piano", "--seconds", "30", "--out", "stopped.wav"],
+                                   cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(2.5)
+        stopped.kill()  # Ctrl-C at the prompt while the server makes the piece: no file appears later
+        stopped.wait()
+        after = command("calm piano, soft", "--seconds", "1", "--out", "after.wav", "--json")  # waits for the abandoned piece, then is served
+        assert after.returncode == 0 and json.loads(after.stdout.splitlines()[-1])["served"]
+        assert not (tmp_path / "stopped.wav").exists()
         second = subprocess.run([sys.executable, "-m", "engine", "serve"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert second.returncode == 2 and "already listens" in second.stderr and "Traceback" not in second.stderr
         assert server.poll() is None  # nothing above stopped it
@@ -94,5 +102,5 @@ def test_a_server_answers_generate_as_the_command_would_and_steps_aside_when_it_
         server.send_signal(signal.SIGTERM)
         out, err = server.communicate(timeout=60)
     assert server.returncode == 0, err
-    assert json.loads(out.splitlines()[-1])["served"] == 2 and "refused: " in err
+    assert json.loads(out.splitlines()[-1])["served"] == 3 and "refused: " in err and "hung up" in err
     assert not (tmp_path / "engine.sock").exists()
