@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sys
 import time
@@ -33,7 +32,7 @@ from .generate.requests import ContinueRequest, HumRequest, InpaintRequest, Stor
 from .generate.settings import GenerationSettings, available_devices
 from .nn.codec import HOP, load_codec
 from .prompts import clean_prompt
-from .serve import ServerError, serve
+from .serve import Declined, ServerError, serve
 from .train import TRAINERS
 from .train.pipeline import CHAINS, run_chain
 from .train.tokens import MELODY_SOURCES, build_melody_cache, build_token_cache
@@ -264,11 +263,11 @@ def _serve(args: argparse.Namespace) -> dict:
     def answer(argv: list[str], model: MusicLM, device: str, waited_s, wanted) -> dict:
         asked = parser().parse_args(["generate", *argv])
         if asked.device != "auto" and asked.device != device:
-            raise LookupError(asked.device)
+            raise Declined(asked.device)
         return _generate(asked, model, waited_s, wanted)  # a UsageError: its exit_code and one line
 
     try:
-        return serve(args.device, args.idle_minutes, answer=answer, log=lambda line: print(line, file=sys.stderr, flush=True))
+        return serve(answer, args.device, args.idle_minutes, log=lambda line: print(line, file=sys.stderr, flush=True))
     except (ServerError, FileNotFoundError, ValueError) as exc:  # one running already, a missing checkpoint, no GPU
         raise UsageError(str(exc)) from None
 

@@ -30,6 +30,10 @@ class ServerError(Exception):
     """The server cannot start (another one already listens there)."""
 
 
+class Declined(Exception):
+    """A request this server leaves to the command itself (it asks for another device)."""
+
+
 def _checkpoint_stamp(root: Path) -> tuple:
     """What changes when a checkpoint is exported again."""
     return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in root.glob("*") if p.is_file()))
@@ -67,8 +71,8 @@ def _listening(address: Path) -> Iterator[socket.socket]:
             address.unlink()
 
 
-def serve(device: str = "auto", idle_minutes: float = 30.0, address: Path | None = None, root: Path = CHECKPOINT_DIR,
-          answer: Callable | None = None, log=print) -> dict:
+def serve(answer: Callable, device: str = "auto", idle_minutes: float = 30.0, address: Path | None = None, root: Path = CHECKPOINT_DIR,
+          log=print) -> dict:
     """Load, warm up, then answer ``generate`` requests until idle for ``idle_minutes``.
     ``answer(argv, model, device, waited_s, wanted) → result``: the command (cli's ``generate``,
     passed in so that this module does not import the command line)."""
@@ -77,7 +81,7 @@ def serve(device: str = "auto", idle_minutes: float = 30.0, address: Path | None
     target = resolve_device(device).type
     model, stamp = MusicLM.load(root, device=target).warm_up(), _checkpoint_stamp(root)
     served, stopped = 0, "idle"
-    signal.signal(signal.SIGTERM, _stop)
+    previous_handler = signal.signal(signal.SIGTERM, _stop)
     with _listening(address) as sock:
         sock.settimeout(idle_minutes * 60)
         log(f"serving {target} generation at {address}; stops after {idle_minutes:g} idle minutes")
@@ -101,6 +105,8 @@ def serve(device: str = "auto", idle_minutes: float = 30.0, address: Path | None
                         log(line)
         except KeyboardInterrupt:
             stopped = "stopped"
+        finally:
+            signal.signal(signal.SIGTERM, previous_handler)
     model.close()
     return {"served": served, "stopped": stopped, "address": str(address)}
 
@@ -143,7 +149,7 @@ def _reply(conn: socket.socket, model: MusicLM, device: str, answer: Callable) -
         return 0, f"refused: {errors.getvalue().strip()}"
     except ConnectionAbortedError as exc:  # the command was stopped at its prompt: no file it no longer waits for
         return 0, f"the command hung up: {exc}"
-    except LookupError:  # another device than this server's: the client runs it itself
+    except Declined:  # another device than this server's: the client runs it itself
         send_line(conn, {"declined": "device"})
         return 0, "declined: another device"
     except Exception as exc:  # noqa: BLE001: one bad request must not stop the server
