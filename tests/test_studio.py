@@ -396,6 +396,8 @@ def _edit_the_story_timeline(page):
     """The timeline fills the width in proportion to each block's seconds; resize by the handle,
     move a block (with a landing mark while it moves), delete by the corner ×: the table follows."""
     page.get_by_role("tab", name="Story", exact=True).click()
+    page.locator("#stop").wait_for(state="visible", timeout=5_000)  # coming from Models, the settings column comes back and the tab narrows:
+    page.wait_for_timeout(500)  # measure the timeline once the layout has settled
     table = page.locator("#story-table")
     seconds = lambda: [t.replace("\xa0", " ") for t in page.locator("#timeline .segment .seconds").all_inner_texts()]
     track = page.locator("#timeline .track").bounding_box()
