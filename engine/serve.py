@@ -79,6 +79,7 @@ def serve(answer: Callable, device: str = "auto", idle_minutes: float = 30.0, ad
     address = address or server_address()
     _refuse_if_served(address)  # before a minute of loading, not after
     target = resolve_device(device).type
+    log(f"loading and warming up the models on {target}…")
     model, stamp = MusicLM.load(root, device=target).warm_up(), _checkpoint_stamp(root)
     served, stopped = 0, "idle"
     previous_handler = signal.signal(signal.SIGTERM, _stop)
