@@ -18,6 +18,11 @@ def lufs(audio: np.ndarray) -> float:
     return float(AF.loudness(torch.from_numpy(np.asarray(audio, np.float32))[None], SAMPLE_RATE))
 
 
+def worded(segments: list[tuple[float, str]]) -> list[tuple[float, float | None]]:
+    """(start, prompt) segments → the targets their words state, as generation reads them."""
+    return [(start, target_loudness(prompt)) for start, prompt in segments]
+
+
 def streamed(stage: LevelStage, audio: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
     return np.concatenate([stage(audio[i:i + chunk], i / SAMPLE_RATE) for i in range(0, len(audio), chunk)])
 
@@ -40,14 +45,14 @@ def test_dynamics_words_ask_for_the_middle_of_their_band_and_other_words_for_not
 
 @pytest.mark.parametrize("prompt, level", [("a hushed lullaby", 0.2), ("a thunderous drum line", 0.05), ("a loud anthem", 0.1)])  # from -14, -26, -20 LUFS
 def test_a_stated_loudness_is_reached_from_any_level_and_peaks_stay_under_the_ceiling(prompt, level):
-    out = streamed(LevelStage.of_prompts([(0.0, prompt)]), music_like(12, level))
+    out = streamed(LevelStage.of_targets(worded([(0.0, prompt)])), music_like(12, level))
     assert abs(lufs(out[-6 * SAMPLE_RATE:]) - target_loudness(prompt)) < 1.5  # a fader that rides a swell, not a normalizer
     assert np.abs(out).max() <= PEAK_CEILING
 
 
 def test_the_gain_glides_from_chunk_to_chunk_without_a_jump():
     audio = music_like(8, 0.02)
-    out = streamed(LevelStage.of_prompts([(0.0, "very loud")]), audio)
+    out = streamed(LevelStage.of_targets(worded([(0.0, "very loud")])), audio)
     gain = out / np.where(np.abs(audio) > 1e-4, audio, np.nan)  # sample by sample, where nothing was bent
     unbent = np.abs(out) < 0.69
     for edge in range(CHUNK, len(audio), CHUNK):
@@ -57,9 +62,9 @@ def test_the_gain_glides_from_chunk_to_chunk_without_a_jump():
 
 
 def test_unstated_words_leave_the_music_as_the_models_made_it():
-    assert LevelStage.of_prompts([(0.0, "funk groove"), (4.0, "calm strings")]) is None
+    assert LevelStage.of_targets(worded([(0.0, "funk groove"), (4.0, "calm strings")])) is None
     audio = music_like(12, 0.1)
-    out = streamed(LevelStage.of_prompts([(0.0, "a soft intro"), (4.0, "calm strings, no dynamics said"), (8.0, "loud finale")]), audio)
+    out = streamed(LevelStage.of_targets(worded([(0.0, "a soft intro"), (4.0, "calm strings, no dynamics said"), (8.0, "loud finale")])), audio)
     middle = slice(6 * SAMPLE_RATE, 8 * SAMPLE_RATE)  # after the glide back to the models' own level
     assert np.allclose(out[middle], audio[middle], atol=1e-6)
     assert lufs(out[:4 * SAMPLE_RATE]) < lufs(audio[:4 * SAMPLE_RATE]) - 4 and lufs(out[10 * SAMPLE_RATE:]) > lufs(audio[10 * SAMPLE_RATE:]) + 3
@@ -67,7 +72,7 @@ def test_unstated_words_leave_the_music_as_the_models_made_it():
 
 def test_a_story_that_swells_swells_even_from_music_that_does_not():
     audio = music_like(15, 0.05)
-    stage = LevelStage.of_prompts([(0.0, "quiet, gentle"), (5.0, "loud and powerful"), (10.0, "hushed again")])
+    stage = LevelStage.of_targets(worded([(0.0, "quiet, gentle"), (5.0, "loud and powerful"), (10.0, "hushed again")]))
     out = streamed(stage, audio)
     rms = [float(np.sqrt(np.mean(out[k * 5 * SAMPLE_RATE + SAMPLE_RATE:(k + 1) * 5 * SAMPLE_RATE] ** 2))) for k in range(3)]
     assert rms[1] >= 3 * max(rms[0], rms[2])

@@ -61,12 +61,10 @@ class LevelStage:
         self.segment = -1
 
     @classmethod
-    def of_prompts(cls, segments: list[tuple[float, str | float | None]], after_music: bool = False) -> "LevelStage | None":
-        """The stage for (start second, prompt) segments, or None when no prompt states a loudness;
-        a segment may give its target (LUFS, or None) instead of words. ``after_music``: the stream
-        goes on from music heard at its own level (a continuation), so the gain glides from 0 dB
-        instead of starting where the target puts it."""
-        targets = [(start, target_loudness(prompt) if isinstance(prompt, str) else prompt) for start, prompt in segments]
+    def of_targets(cls, targets: list[tuple[float, float | None]], after_music: bool = False) -> "LevelStage | None":
+        """The stage for (start second, LUFS or None) targets, or None when no segment has one.
+        ``after_music``: the stream goes on from music heard at its own level (a continuation), so
+        the gain glides from 0 dB instead of starting where the target puts it."""
         if all(target is None for _, target in targets):
             return None
         stage = cls(targets)

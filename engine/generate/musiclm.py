@@ -30,7 +30,7 @@ from ..nn.sampling import Sampling
 from ..nn.semantic import load_semantic
 from ..prompts import StatedTempo, clean_prompt, stated_loudness, stated_tempo
 from .drafts import TempoDraft
-from .level import LevelStage, blend_loudness
+from .level import LevelStage, blend_loudness, target_loudness
 from .requests import ContinueRequest, HumRequest, InpaintRequest, Request, StoryRequest, StyleRequest, TextRequest, check_story
 from .settings import MAX_SECONDS, GenerationSettings, resolve_device
 from .upstream import InLine, Reads, StageJob, StageWorker, Watched, decode
@@ -187,7 +187,7 @@ class MusicLM:
                schedule: list[tuple[float, torch.Tensor]] | None = None, tokens_out: dict | None = None,
                melody: np.ndarray | None = None, semantic: torch.Tensor | None = None, decoder: CodecStreamer | None = None,
                anchor: torch.Tensor | None = None, drafts: dict[int, TempoDraft] | None = None,
-               dynamics: list[tuple[float, str | float | None]] | None = None) -> Iterator[Chunk]:
+               dynamics: list[tuple[float, float | None]] | None = None) -> Iterator[Chunk]:
         """Yield audio chunks of about ``chunk_seconds`` as soon as they are decoded.
 
         ``prefix`` overrides M (e.g. MuLan audio tokens for continuation); ``schedule`` gives M per
@@ -204,9 +204,8 @@ class MusicLM:
         ``anchor``: M of the words alone beside a style's ``prefix`` (words and clips blended), for
         stage 1's double guidance: the words at ``guidance``, what the clips add at ``style_guidance``;
         ``drafts``: schedule index → the tempo draft of that segment's opening (``tempo_draft_of``;
-        a text prompt that states a bpm gets one of its own); ``dynamics``: (start second, words or
-        their target in LUFS) whose loudness the level stage steers each segment to (default:
-        ``prompt`` throughout)."""
+        a text prompt that states a bpm gets one of its own); ``dynamics``: (start second, LUFS or None)
+        the level stage steers each segment to (default: what ``prompt``'s words state, throughout)."""
         settings.check()
         # one generator per stage: a stage's draws never depend on how the stages interleave
         device = self.device
@@ -281,7 +280,7 @@ class MusicLM:
         a_buf = torch.zeros(1, self.codec.cfg.levels, frames + offset_a, dtype=torch.long, device=device)  # the whole piece, for tokens_out
         if given_a is not None:
             a_buf[:, :, :offset_a] = given_a
-        level = (LevelStage.of_prompts(dynamics or [(0.0, prompt)], after_music=given_a is not None)
+        level = (LevelStage.of_targets(dynamics or [(0.0, target_loudness(prompt))], after_music=given_a is not None)
                  if settings.level_stage and not unconditional else None)
         streamer = decoder or CodecStreamer(self.codec)
         if given_a is not None and decoder is None:  # decoder context: the prompt's tokens, whose audio the caller has
@@ -432,7 +431,7 @@ class MusicLM:
         for i, ((text, _), start) in enumerate(zip(segments, edges[:-1])):  # each segment that states a bpm is drafted for it
             m, draft = self.words_conditioning(text, self.read_tempo(text), settings)
             schedule.append((float(start), m))
-            dynamics.append((float(start), text))
+            dynamics.append((float(start), target_loudness(text)))
             if draft:
                 drafts[i] = draft
         yield from self.stream(segments[0][0], replace(settings, seconds=float(edges[-1])), schedule=schedule, tokens_out=tokens_out,

@@ -300,4 +300,4 @@ def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Reci
     terms, critic = NoteTerms.of(cfg), CriticTerm(cfg.critic_weight, cfg.critic_after) if cfg.critic_weight else None
     loss = (partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight, terms=terms, critic=critic)
             if cfg.init else partial(codec_loss, terms=terms, note_weight=cfg.note_weight, critic=critic))
-    return Recipe(model, batches, loss, critic=critic)
+    return Recipe(model, batches, loss, adversary=critic)

@@ -131,7 +131,7 @@ def rewrite_weights(run_dir: Path, model: nn.Module, info: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- the loop
-class Critic(Protocol):
+class Adversary(Protocol):
     """A second network that a loss steps itself (a GAN's critic): the loop only keeps it, with
     its optimizer and its own step count, in ``<run>/critic/`` beside the model."""
     critic: nn.Module
@@ -170,13 +170,13 @@ def train_loop(
     run_dir: Path,
     ddp: Dist,
     progress: bool = True,
-    critic: Critic | None = None,
+    adversary: Adversary | None = None,
 ) -> dict:
     """Train until ``cfg.steps`` or ``cfg.max_minutes``; returns the last logged metrics."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.8, 0.99))
     step = load_checkpoint(run_dir, model, optimizer)
-    if critic is not None:
-        critic.steps = load_checkpoint(run_dir / "critic", critic.critic, critic.optimizer)
+    if adversary is not None:
+        adversary.steps = load_checkpoint(run_dir / "critic", adversary.critic, adversary.optimizer)
     if ddp.world > 1:  # every rank starts from rank 0's weights
         with torch.no_grad():
             for p in model.parameters():
@@ -209,8 +209,8 @@ def train_loop(
             bar.update(1)
         out_of_time = (time.perf_counter() - t0) / 60 > cfg.max_minutes
         if ddp.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time):
-            if critic is not None:  # first: a run stopped between the two resumes with a critic at most one save older
-                save_checkpoint(run_dir / "critic", critic.critic, critic.optimizer, critic.steps, {})
+            if adversary is not None:  # first: a run stopped between the two resumes with a critic at most one save older
+                save_checkpoint(run_dir / "critic", adversary.critic, adversary.optimizer, adversary.steps, {})
             save_checkpoint(run_dir, model, optimizer, step, {"name": name, "config": config, "train": asdict(cfg), "metrics": logged})
         if out_of_time:
             break
@@ -230,7 +230,7 @@ class Recipe:
     loss: Callable[[nn.Module, Any], tuple[torch.Tensor, dict]]
     finish: Callable[[nn.Module], dict] | None = None  # after the last step, on rank 0: fit what gradients do not train, measure held-out loss
     finish_key: str = "finish"  # under which key the run's state.json records the finished result
-    critic: Critic | None = None  # a critic the loss steps itself, kept in the run folder
+    adversary: Adversary | None = None  # a critic the loss steps itself, kept in the run folder
 
 
 Prepare = Callable[..., Recipe]  # (corpus, preset, TrainConfig, rank, **model options) → Recipe
@@ -248,7 +248,7 @@ def run_recipe(name: str, prepare: Prepare, corpus: Path, preset: str, run_dir: 
     torch.manual_seed(cfg.seed)
     recipe = prepare(corpus, preset, cfg, ddp.rank, **options)
     config = {"preset": preset, **recipe.model.config_dict()}
-    result = train_loop(name, recipe.model, config, recipe.batches, recipe.loss, cfg, run_dir, ddp, progress, recipe.critic)
+    result = train_loop(name, recipe.model, config, recipe.batches, recipe.loss, cfg, run_dir, ddp, progress, recipe.adversary)
     if ddp.main and recipe.finish is not None:
         result.update(recipe.finish(recipe.model))
         rewrite_weights(run_dir, recipe.model, {recipe.finish_key: result})
