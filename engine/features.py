@@ -39,7 +39,11 @@ FEATURE_VERSION = "frames-v1"
 
 
 @lru_cache(maxsize=1)
+@torch.inference_mode(False)
 def _filters() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Built once per process as ordinary tensors, even when the first caller runs in inference
+    mode (MuLan's ``embed_audio``): a later training step in the same process differentiates
+    through them (the codec fine-tune's descriptor terms)."""
     import librosa
 
     mel = torchaudio.functional.melscale_fbanks(N_FFT // 2 + 1, 30.0, SAMPLE_RATE / 2, N_MELS, SAMPLE_RATE, norm="slaney", mel_scale="slaney")

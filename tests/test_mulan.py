@@ -234,3 +234,16 @@ def test_eval_mulan_without_a_checkpoint_is_one_clear_line(smoke_corpus, tmp_pat
     proc = _engine("eval", "mulan", "--corpus", corpus, "--checkpoint", tmp_path / "missing.safetensors")
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "train mulan" in proc.stderr
+
+
+def test_analysis_filters_first_built_in_inference_mode_still_serve_a_training_step():
+    """MuLan embeds audio in inference mode; a codec fine-tune in the same process then takes
+    gradients through the same cached filters."""
+    from engine.features import _filters, analyze
+
+    _filters.cache_clear()
+    with torch.inference_mode():
+        analyze(torch.randn(4_800))
+    wav = torch.randn(1, 4_800, requires_grad=True)
+    analyze(wav).sum().backward()
+    assert wav.grad is not None and torch.isfinite(wav.grad).all()
