@@ -1,6 +1,6 @@
 import sys
 
-from .client import through_server
+from .client import start_server_behind, through_server
 
 answered = through_server(sys.argv[1:])  # a running `python -m engine serve` answers `generate` before torch is imported here
 if answered is not None:
@@ -8,4 +8,7 @@ if answered is not None:
 
 from .cli import main  # noqa: E402
 
-raise SystemExit(main())
+code = main()
+if code == 0 and (started := start_server_behind(sys.argv[1:])):  # the next command is answered by loaded models
+    print(started, file=sys.stderr)
+raise SystemExit(code)

@@ -16,7 +16,7 @@ import torch
 
 from .audio import SAMPLE_RATE, AudioError, load_audio, save_audio
 from .checkpoints import CHECKPOINT_DIR, MODEL_NAMES, export_checkpoint, model_status
-from .client import IN_PROCESS_FLAG, process_age_s
+from .client import IDLE_MINUTES, IN_PROCESS_FLAG, SERVER_SWITCH, process_age_s, stop_server
 from .data.build import BuildConfig, build
 from .data.melodies import build_index
 from .data.render import SynthUnavailable, bundled_soundfont
@@ -260,6 +260,8 @@ def _generate(args: argparse.Namespace, model: MusicLM | None = None, waited_s=_
 
 def _serve(args: argparse.Namespace) -> dict:
     """Keep the models loaded and answer ``generate`` from other processes (engine/serve.py)."""
+    if args.stop:
+        return stop_server()
     def answer(argv: list[str], model: MusicLM, device: str, waited_s, wanted) -> dict:
         asked = parser().parse_args(["generate", *argv])
         if asked.device != "auto" and asked.device != device:
@@ -578,7 +580,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--story", metavar="JSON", help='a timeline: {"segments": [{"prompt": …, "seconds": …}, …]}; --seconds is ignored')
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: the GPU when one is visible, else the CPU")
     g.add_argument("--json", action="store_true", help="print the result as JSON (the default)")
-    g.add_argument(IN_PROCESS_FLAG, action="store_true", help="load the models in this process even when `python -m engine serve` is running")
+    g.add_argument(IN_PROCESS_FLAG, action="store_true", help="load the models in this process even when `python -m engine serve` is running, and start no server behind it")
     g.set_defaults(run=_generate)
 
     lv = sub.add_parser("live", help="an endless stream steered while it plays, here by a script of changes (or a saved run rendered again)")
@@ -666,9 +668,11 @@ def parser() -> argparse.ArgumentParser:
     rt_chain.add_argument("--runs", help="where the runs, logs and step times go (default runs/<chain>)")
     rt_chain.set_defaults(run=_retrain)
 
-    sv = sub.add_parser("serve", help="keep the models loaded: `generate` in other shells then starts in a fraction of a second")
+    sv = sub.add_parser("serve", help="keep the models loaded: `generate` in other shells then starts in a fraction of a second "
+                        f"(a one-shot `generate` starts one behind it unless {SERVER_SWITCH}=off)")
     sv.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    sv.add_argument("--idle-minutes", type=_positive_float, default=30.0, help="stop after this long without a request (default 30)")
+    sv.add_argument("--idle-minutes", type=_positive_float, default=IDLE_MINUTES, help=f"stop after this long without a request (default {IDLE_MINUTES:g})")
+    sv.add_argument("--stop", action="store_true", help="end this user's running server")
     sv.set_defaults(run=_serve)
 
     models = sub.add_parser("models", help="which checkpoints are present and how to train the rest")

@@ -3,20 +3,32 @@
 one-shot command's wait for its first sound).
 
 One request per connection, one JSON line each way: the client sends its arguments, working
-folder and age; the server answers with the result ``generate`` prints, or an error and its exit
+folder and start time; the server answers with the result ``generate`` prints, or an error and its exit
 code. Anything else (no server, a stale socket or one another user owns, another device,
 ``--help``, ``--in-process``) and the command runs in this process as before.
+
+A command that ran in its own process then leaves a server behind it (as Gradle's and Bazel's
+commands leave their daemons), so that the next command starts in a fraction of a second; it ends
+after 30 idle minutes, ``python -m engine serve --stop`` ends it at once, and
+``HUMMINGBIRD_SERVER=off`` keeps it from starting.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 IN_PROCESS_FLAG = "--in-process"
+SERVER_SWITCH = "HUMMINGBIRD_SERVER"  # "off": no command starts a server behind it
+IDLE_MINUTES = 30.0  # how long a server waits for the next command before it ends
+LOCK_HANDED = "HUMMINGBIRD_SERVER_LOCK"  # the descriptor of the lock a command took for the server it starts
+START_WAIT_S = 30.0  # how long a command waits for a server that is still loading, rather than load the models beside it
 
 
 def server_address() -> Path:
@@ -26,6 +38,84 @@ def server_address() -> Path:
         return Path(os.environ["HUMMINGBIRD_SOCKET"])
     folder = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     return Path(folder) / f"hummingbird-{os.getuid()}.sock"
+
+
+def lock_address(address: Path) -> Path:
+    """The file a server holds locked from the moment it starts loading until it ends, so that a
+    second one is never loaded beside it."""
+    return address.with_name(address.name + ".lock")
+
+
+def log_address(address: Path) -> Path:
+    """Where a server started behind a command writes what it did."""
+    return address.with_name(address.name + ".log")
+
+
+def server_starting_or_running(address: Path) -> bool:
+    """Whether a server holds this address's lock (loading, or listening)."""
+    try:
+        with open(lock_address(address), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # a folder we cannot write: no server of ours there either
+        return False
+    return False
+
+
+def _device_asked(argv: list[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg == "--device" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--device="):
+            return arg.split("=", 1)[1]
+    return "auto"
+
+
+def start_server_behind(argv: list[str]) -> str | None:
+    """After a ``generate`` that loaded the models in its own process: start a server in the
+    background for the commands that follow, unless one is loading or listening already, the
+    user switched it off, or the command asked to run in process. The line to tell the user, or
+    None when nothing was started."""
+    if (not argv or argv[0] != "generate" or IN_PROCESS_FLAG in argv or {"-h", "--help"} & set(argv)
+            or os.environ.get(SERVER_SWITCH, "").lower() in ("off", "0", "no", "false")):
+        return None
+    address = server_address()
+    try:
+        address.parent.mkdir(parents=True, exist_ok=True)
+        lock = os.open(lock_address(address), os.O_WRONLY | os.O_CREAT, 0o600)
+    except OSError:  # nowhere to start it: the next command runs in its own process, as this one did
+        return None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken here and handed to the server: the next command waits for it from now on
+        log = os.open(log_address(address), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            subprocess.Popen([sys.executable, "-m", "engine", "serve", "--device", _device_asked(argv), "--idle-minutes", f"{IDLE_MINUTES:g}"],
+                             cwd=Path(__file__).resolve().parents[1], stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(lock,),
+                             env={**os.environ, LOCK_HANDED: str(lock)}, start_new_session=True)  # not ended by this shell's Ctrl-C
+        finally:
+            os.close(log)
+    except OSError:  # BlockingIOError: one loads or listens already
+        return None
+    finally:
+        os.close(lock)  # the server's copy keeps it locked
+    return (f"started a model server so that the next command begins sooner (ends after {IDLE_MINUTES:g} idle minutes; "
+            f"stop it: python -m engine serve --stop; never start one: {SERVER_SWITCH}=off)")
+
+
+def stop_server() -> dict:
+    """Ask this user's server to end (``python -m engine serve --stop``)."""
+    address = server_address()
+    try:
+        if address.stat().st_uid != os.getuid():
+            return {"stopped": False, "why": f"the socket at {address} belongs to another user"}
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(str(address))
+            send_line(conn, {"stop": True})
+            reply = json.loads(read_line(conn) or b"null")
+    except (OSError, ValueError):
+        return {"stopped": False, "why": f"no server listens at {address}"}
+    return {"stopped": bool(isinstance(reply, dict) and reply.get("stopped")), "address": str(address)}
 
 
 def process_age_s() -> float | None:
@@ -52,12 +142,21 @@ def send_line(conn: socket.socket, message: dict) -> None:
     conn.sendall(json.dumps(message, ensure_ascii=False).encode() + b"\n")
 
 
+def _wait_while_loading(address: Path) -> None:
+    """A server that is loading answers sooner than this process could load the models beside it
+    on the same cores: wait until it listens (or gives up, or START_WAIT_S pass)."""
+    deadline = time.monotonic() + START_WAIT_S
+    while not address.exists() and server_starting_or_running(address) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def through_server(argv: list[str]) -> int | None:
     """Run ``python -m engine generate …`` on the running server: the exit code, or None to run
     it here."""
     if not argv or argv[0] != "generate" or IN_PROCESS_FLAG in argv or {"-h", "--help"} & set(argv):
         return None
     address = server_address()
+    _wait_while_loading(address)
     try:
         if address.stat().st_uid != os.getuid():  # someone else's socket at our address: never hand them a request
             return None
@@ -66,7 +165,8 @@ def through_server(argv: list[str]) -> int | None:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.connect(str(address))
-            send_line(conn, {"argv": argv[1:], "cwd": os.getcwd(), "age_s": process_age_s()})
+            age = process_age_s()  # the server counts the user's wait from this process's start, time in its queue included
+            send_line(conn, {"argv": argv[1:], "cwd": os.getcwd(), "started_at": time.time() - (age or 0.0)})
             reply = json.loads(read_line(conn) or b"null")
     except (OSError, ValueError):  # a stale socket, or the server went away mid-request: this process does it
         return None

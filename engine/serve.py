@@ -5,15 +5,18 @@ torch and loading seven models; the generator's own part is a quarter of a secon
 server runs, ``python -m engine generate …`` (engine/client.py) hands its arguments over a Unix
 socket that only this user can open, and the server makes the piece with the models it holds, as
 the studio does. It answers one request at a time, loads the checkpoints again when they change
-on disk, and stops after ``idle_minutes`` without a request (or on Ctrl-C / SIGTERM), removing
-its socket.
+on disk, and stops after ``idle_minutes`` without a request (or on Ctrl-C, SIGTERM or
+``serve --stop``), removing its socket. From the moment it starts loading it holds a lock beside
+the socket, so that commands never start a second one while it loads.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import os
+import select
 import signal
 import socket
 import time
@@ -21,13 +24,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .checkpoints import CHECKPOINT_DIR
-from .client import read_line, send_line, server_address
+from .client import LOCK_HANDED, lock_address, read_line, send_line, server_address
 from .generate.musiclm import MusicLM
 from .generate.settings import resolve_device
 
 
 class ServerError(Exception):
-    """The server cannot start (another one already listens there)."""
+    """The server cannot start (another one already loads or listens there)."""
 
 
 class Declined(Exception):
@@ -52,6 +55,21 @@ def _refuse_if_served(address: Path) -> None:
 
 
 @contextlib.contextmanager
+def _only_server(address: Path) -> Iterator[None]:
+    """This address's lock, held for the server's whole life (loading included); taken over from
+    the command that started this server, where one did."""
+    address.parent.mkdir(parents=True, exist_ok=True)
+    handed = os.environ.pop(LOCK_HANDED, "")
+    descriptor = int(handed) if handed.isdigit() else os.open(lock_address(address), os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(descriptor, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ServerError(f"a server already loads or listens at {address}") from None
+        yield
+
+
+@contextlib.contextmanager
 def _listening(address: Path) -> Iterator[socket.socket]:
     """A Unix socket at ``address`` that only this user can reach."""
     _refuse_if_served(address)  # again: another may have started while this one loaded
@@ -73,21 +91,30 @@ def _listening(address: Path) -> Iterator[socket.socket]:
 
 def serve(answer: Callable, device: str = "auto", idle_minutes: float = 30.0, address: Path | None = None, root: Path = CHECKPOINT_DIR,
           log=print) -> dict:
-    """Load, warm up, then answer ``generate`` requests until idle for ``idle_minutes``.
+    """Load, then answer ``generate`` requests until idle for ``idle_minutes``, warming up each
+    generation path while none waits.
     ``answer(argv, model, device, waited_s, wanted) → result``: the command (cli's ``generate``,
     passed in so that this module does not import the command line)."""
     address = address or server_address()
     _refuse_if_served(address)  # before a minute of loading, not after
+    with _only_server(address):
+        return _serve_locked(answer, device, idle_minutes, address, root, log)
+
+
+def _serve_locked(answer: Callable, device: str, idle_minutes: float, address: Path, root: Path, log) -> dict:
     target = resolve_device(device).type
-    log(f"loading and warming up the models on {target}…")
-    model, stamp = MusicLM.load(root, device=target).warm_up(), _checkpoint_stamp(root)
+    log(f"loading the models on {target}…")
+    model, stamp = MusicLM.load(root, device=target), _checkpoint_stamp(root)
+    warming = model.warm_up_steps()
     served, stopped = 0, "idle"
     previous_handler = signal.signal(signal.SIGTERM, _stop)
-    with _listening(address) as sock:
+    with _listening(address) as sock:  # listening before the warm-up: a command that waits for it is answered after one part of it
         sock.settimeout(idle_minutes * 60)
         log(f"serving {target} generation at {address}; stops after {idle_minutes:g} idle minutes")
         try:
             while True:
+                while warming and not select.select([sock], [], [], 0)[0]:  # warm up while nobody asks
+                    warming.pop(0)()
                 try:
                     conn, _ = sock.accept()
                 except socket.timeout:
@@ -96,11 +123,16 @@ def serve(answer: Callable, device: str = "auto", idle_minutes: float = 30.0, ad
                     conn.settimeout(None)
                     if _checkpoint_stamp(root) != stamp:
                         model.close()
-                        model, stamp = MusicLM.load(root, device=target).warm_up(), _checkpoint_stamp(root)
+                        model, stamp = MusicLM.load(root, device=target), _checkpoint_stamp(root)
+                        warming = model.warm_up_steps()
                     try:
                         made, line = _reply(conn, model, target, answer)
                     except OSError as exc:  # the command hung up (Ctrl-C at the prompt): the next one is served all the same
                         made, line = 0, f"the command hung up: {exc}"
+                    if made is STOP:
+                        stopped = "stopped"
+                        log(line)
+                        break
                     served += made
                     if line:
                         log(line)
@@ -127,19 +159,24 @@ def _stop(*_) -> None:
     raise KeyboardInterrupt  # SIGTERM ends the server as Ctrl-C does: its socket removed
 
 
-def _reply(conn: socket.socket, model: MusicLM, device: str, answer: Callable) -> tuple[int, str]:
-    """One request: (1 when a piece was made, one line for the server's log)."""
-    received = time.perf_counter()
+STOP = object()  # what _reply makes of a ``serve --stop``
+
+
+def _reply(conn: socket.socket, model: MusicLM, device: str, answer: Callable) -> tuple[int | object, str]:
+    """One request: (1 when a piece was made, or STOP; one line for the server's log)."""
     raw = read_line(conn)
     if not raw:  # a probe (another server checking that this one lives): nothing to answer
         return 0, ""
     try:
         message = json.loads(raw)
-        argv, cwd, age = list(message["argv"]), str(message["cwd"]), message.get("age_s") or 0.0
-    except (ValueError, KeyError, TypeError):
+        if message.get("stop"):
+            send_line(conn, {"stopped": True})
+            return STOP, "stopped on request (serve --stop)"
+        argv, cwd, started_at = list(message["argv"]), str(message["cwd"]), float(message.get("started_at") or time.time())
+    except (ValueError, KeyError, TypeError, AttributeError):
         send_line(conn, {"error": "error: a request the server could not read", "code": 2})
         return 0, "refused: a request it could not read"
-    waited_s = lambda: age + time.perf_counter() - received  # noqa: E731: as the client's user counts it
+    waited_s = lambda: time.time() - started_at  # noqa: E731: as the client's user counts it, from the command's start
     errors, here = io.StringIO(), os.getcwd()
     try:
         os.chdir(cwd)  # the client's relative paths (--out, clips) mean what they mean there

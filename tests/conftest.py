@@ -12,6 +12,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["HUMMINGBIRD_SOCKET"] = os.path.join(tempfile.mkdtemp(prefix="hummingbird-tests-"), "engine.sock")  # never the user's running server
+os.environ["HUMMINGBIRD_SERVER"] = "off"  # no command a test runs leaves a server behind (tests/test_serve.py switches it on where it asks)
 
 from engine.data.arranger import ClipSpec  # noqa: E402
 from engine.data.genres import GENRES, HELD_OUT_PROGRESSIONS, PROGRESSIONS  # noqa: E402

@@ -1,5 +1,6 @@
 """``python -m engine serve``: commands answered by models that stay loaded, and every way back
 to running in the command's own process."""
+import fcntl
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from engine import CHECKPOINT_DIR
-from engine.client import through_server
+from engine.client import SERVER_SWITCH, lock_address, start_server_behind, stop_server, through_server
 
 from .conftest import ROOT
 
@@ -50,6 +51,56 @@ def test_without_a_live_server_the_command_runs_in_its_own_process(tmp_path, mon
             live.accept()
     finally:
         live.close()
+
+
+def test_a_command_starts_a_server_behind_it_only_when_none_loads_and_the_user_lets_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HUMMINGBIRD_SOCKET", str(tmp_path / "engine.sock"))
+    monkeypatch.setenv(SERVER_SWITCH, "on")
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append((a, k)))
+    argv = ["generate", "calm piano", "--seconds", "1", "--device", "cpu"]
+    for declined in (["train", "codec"], [*argv, "--in-process"], [*argv, "--help"]):
+        assert start_server_behind(declined) is None
+    with open(lock_address(tmp_path / "engine.sock"), "w") as lock:  # a server is loading: no second one beside it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert start_server_behind(argv) is None
+    monkeypatch.setenv(SERVER_SWITCH, "off")
+    assert start_server_behind(argv) is None and not started
+    monkeypatch.setenv(SERVER_SWITCH, "on")
+    assert "serve --stop" in start_server_behind(argv)
+    (command,), options = started[0]
+    assert command[-5:] == ["serve", "--device", "cpu", "--idle-minutes", "30"] and options["start_new_session"]
+    assert options["pass_fds"] == (int(options["env"]["HUMMINGBIRD_SERVER_LOCK"]),)  # the lock goes with it, taken before it starts
+    assert stop_server() == {"stopped": False, "why": f"no server listens at {tmp_path / 'engine.sock'}"}
+
+
+@pytest.mark.slow
+def test_the_first_command_leaves_a_server_that_answers_the_next_and_stops_when_asked(tmp_path):
+    if not (CHECKPOINT_DIR / "stage2.safetensors").exists():
+        pytest.skip("no shipped checkpoints")
+    env = {**os.environ, "HUMMINGBIRD_SOCKET": str(tmp_path / "engine.sock"), "PYTHONPATH": str(ROOT), SERVER_SWITCH: "on"}
+
+    def command(*args):
+        return subprocess.run([sys.executable, "-m", "engine", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    try:
+        first = command("generate", "calm piano, soft", "--seconds", "1", "--out", "first.wav")
+        assert first.returncode == 0 and "started a model server" in first.stderr, first.stderr
+        assert json.loads(first.stdout.splitlines()[-1])["served"] is False
+        nexts = [command("generate", "calm piano, soft", "--seconds", "1", "--out", f"next{i}.wav") for i in range(2)]  # at once: it waits for the loading server
+        for made in nexts:
+            assert made.returncode == 0 and json.loads(made.stdout.splitlines()[-1])["served"], made.stderr
+            assert "started a model server" not in made.stderr
+        assert sf.read(tmp_path / "next1.wav")[0].tolist() == sf.read(tmp_path / "first.wav")[0].tolist()  # the same piece, wherever it is made
+    finally:
+        stopped = command("serve", "--stop")
+    assert stopped.returncode == 0 and json.loads(stopped.stdout)["stopped"] is True
+    t0 = time.perf_counter()
+    while (tmp_path / "engine.sock").exists() and time.perf_counter() - t0 < 30:
+        time.sleep(0.1)
+    assert not (tmp_path / "engine.sock").exists()
+    log = (tmp_path / "engine.sock.log").read_text()
+    assert log.count("loading the models") == 1 and "stopped on request" in log and "Traceback" not in log
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.profiler import profile
 
+from ..client import SERVER_SWITCH
 from ..generate.musiclm import MusicLM
 from ..generate.settings import GenerationSettings
 from ..nn.codec import HOP, load_codec
@@ -188,13 +189,12 @@ def bench_cli(seconds: float = 10.0, prompt: str = CLI_PROMPTS["with a bpm"]) ->
     return {"seconds": seconds, "process_wall_s": round(wall, 2), "first_chunk_since_start_s": result["first_chunk_since_start_s"]}
 
 
-SERVER_START_S = 180  # loading and warming up every model, at most
-
-
 def bench_commands(seconds: float = 10.0, repeats: int = 5) -> dict:
     """The wait at the prompt, as a user counts it (process start → first chunk, and to exit),
-    ``repeats`` times per prompt of ``CLI_PROMPTS``: one-shot commands that load the models
-    themselves, then the same commands answered by a ``python -m engine serve`` started here."""
+    for the prompts of ``CLI_PROMPTS``, ``repeats`` times each: one-shot commands that load the
+    models themselves (``--in-process``); a script's commands back to back from a cold start, the
+    first of which leaves a server behind it that the next wait for while it loads and warms up;
+    then the same commands once that server is warm."""
     def runs(env: dict, in_process: bool, folder: str) -> dict:
         out = {}
         for name, prompt in CLI_PROMPTS.items():
@@ -206,21 +206,18 @@ def bench_commands(seconds: float = 10.0, repeats: int = 5) -> dict:
         return out
 
     with tempfile.TemporaryDirectory() as folder:
-        env = {**os.environ, "HUMMINGBIRD_SOCKET": str(Path(folder) / "engine.sock")}
+        env = {**os.environ, "HUMMINGBIRD_SOCKET": str(Path(folder) / "engine.sock"), SERVER_SWITCH: "on"}
         result = {"seconds": seconds, "repeats": repeats, "one_shot": runs(env, True, folder)}
-        server = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--idle-minutes", "10"], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True)
         try:
-            t0 = time.perf_counter()
-            while not Path(env["HUMMINGBIRD_SOCKET"]).exists():
-                if server.poll() is not None or time.perf_counter() - t0 > SERVER_START_S:
-                    raise ValueError(f"the server did not start: {server.stderr.read().strip() if server.poll() is not None else 'timed out'}")
-                time.sleep(0.2)
-            result["server_ready_s"] = round(time.perf_counter() - t0, 1)
+            prompts = [*CLI_PROMPTS.values()] * repeats
+            sequence = [_command(prompt, seconds, folder, env, in_process=False) for prompt in prompts]
+            if sequence[0][1]["served"] or not all(r["served"] for _, r in sequence[1:]):
+                raise ValueError("the first command did not leave a server behind it for the next")
+            result["back_to_back"] = {"prompts": list(CLI_PROMPTS), "first_chunk_since_start_s": [r["first_chunk_since_start_s"] for _, r in sequence],
+                                      "process_wall_s": [round(w, 2) for w, _ in sequence]}
             result["served"] = runs(env, False, folder)
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            subprocess.run([sys.executable, "-m", "engine", "serve", "--stop"], env=env, capture_output=True, timeout=60)
     return result
 
 
