@@ -115,7 +115,8 @@ def stop_server() -> dict:
             reply = json.loads(read_line(conn) or b"null")
     except (OSError, ValueError):
         return {"stopped": False, "why": f"no server listens at {address}"}
-    return {"stopped": bool(isinstance(reply, dict) and reply.get("stopped")), "address": str(address)}
+    log = log_address(address)  # what a server started behind a command wrote
+    return {"stopped": bool(isinstance(reply, dict) and reply.get("stopped")), "address": str(address), **({"log": str(log)} if log.exists() else {})}
 
 
 def process_age_s() -> float | None:
