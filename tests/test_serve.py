@@ -74,6 +74,37 @@ def test_a_command_starts_a_server_behind_it_only_when_none_loads_and_the_user_l
     assert stop_server() == {"stopped": False, "why": f"no server listens at {tmp_path / 'engine.sock'}"}
 
 
+def test_a_command_waits_for_a_server_that_is_still_loading_rather_than_load_beside_it(tmp_path, monkeypatch, capsys):
+    import threading
+    from engine import client
+    address = tmp_path / "engine.sock"
+    monkeypatch.setenv("HUMMINGBIRD_SOCKET", str(address))
+    monkeypatch.setattr(client, "START_WAIT_S", 0.3)
+    argv = ["generate", "calm piano"]
+    with open(lock_address(address), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # loading, and never listening
+        t0 = time.perf_counter()
+        assert through_server(argv) is None and time.perf_counter() - t0 >= 0.3  # waited, then gave up: the command runs itself
+
+        def loaded_later():  # the server starts listening while the command waits
+            time.sleep(0.2)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.bind(str(address))
+                sock.listen(1)
+                conn, _ = sock.accept()
+                with conn:
+                    asked = json.loads(client.read_line(conn))
+                    client.send_line(conn, {"result": {"asked": asked["argv"], "waited_s": round(time.time() - asked["started_at"], 1)}})
+
+        monkeypatch.setattr(client, "START_WAIT_S", 10.0)
+        server = threading.Thread(target=loaded_later)
+        server.start()
+        assert through_server(argv) == 0
+        server.join()
+    answered = json.loads(capsys.readouterr().out)
+    assert answered["asked"] == ["calm piano"] and answered["waited_s"] >= 0.2  # counted from the command's start
+
+
 @pytest.mark.slow
 def test_the_first_command_leaves_a_server_that_answers_the_next_and_stops_when_asked(tmp_path):
     if not (CHECKPOINT_DIR / "stage2.safetensors").exists():
