@@ -14,6 +14,7 @@ after 30 idle minutes, ``python -m engine serve --stop`` ends it at once, and
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -51,19 +52,35 @@ def log_address(address: Path) -> Path:
     return address.with_name(address.name + ".log")
 
 
+def open_own(path: Path, flags: int = os.O_WRONLY) -> int | None:
+    """A descriptor of ``path`` (created 0600) if this user owns it, else None: in a shared
+    temporary folder another user could have put a file or a link there first."""
+    try:
+        descriptor = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return None
+    if os.fstat(descriptor).st_uid != os.getuid():
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
 def server_starting_or_running(address: Path) -> bool:
     """Whether a server holds this address's lock (loading, or listening)."""
+    lock = open_own(lock_address(address))
+    if lock is None:
+        return False
     try:
-        with open(lock_address(address), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
-    except OSError:  # a folder we cannot write: no server of ours there either
-        return False
+    finally:
+        os.close(lock)
     return False
 
 
 def _device_asked(argv: list[str]) -> str:
+    """The ``--device`` a command asked for: the server it starts runs there."""
     for i, arg in enumerate(argv):
         if arg == "--device" and i + 1 < len(argv):
             return argv[i + 1]
@@ -81,14 +98,16 @@ def start_server_behind(argv: list[str]) -> str | None:
             or os.environ.get(SERVER_SWITCH, "").lower() in ("off", "0", "no", "false")):
         return None
     address = server_address()
-    try:
+    with contextlib.suppress(OSError):
         address.parent.mkdir(parents=True, exist_ok=True)
-        lock = os.open(lock_address(address), os.O_WRONLY | os.O_CREAT, 0o600)
-    except OSError:  # nowhere to start it: the next command runs in its own process, as this one did
+    lock = open_own(lock_address(address))
+    if lock is None:  # nowhere to start it: the next command runs in its own process, as this one did
         return None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken here and handed to the server: the next command waits for it from now on
-        log = os.open(log_address(address), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        log = open_own(log_address(address), os.O_WRONLY | os.O_APPEND)
+        if log is None:
+            return None
         try:
             subprocess.Popen([sys.executable, "-m", "engine", "serve", "--device", _device_asked(argv), "--idle-minutes", f"{IDLE_MINUTES:g}"],
                              cwd=Path(__file__).resolve().parents[1], stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(lock,),

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .checkpoints import CHECKPOINT_DIR
-from .client import LOCK_HANDED, lock_address, read_line, send_line, server_address
+from .client import LOCK_HANDED, lock_address, open_own, read_line, send_line, server_address
 from .generate.musiclm import MusicLM
 from .generate.settings import resolve_device
 
@@ -60,7 +60,9 @@ def _only_server(address: Path) -> Iterator[None]:
     the command that started this server, where one did."""
     address.parent.mkdir(parents=True, exist_ok=True)
     handed = os.environ.pop(LOCK_HANDED, "")
-    descriptor = int(handed) if handed.isdigit() else os.open(lock_address(address), os.O_WRONLY | os.O_CREAT, 0o600)
+    descriptor = int(handed) if handed.isdigit() else open_own(lock_address(address))
+    if descriptor is None:
+        raise ServerError(f"cannot take the lock beside {address} (another user's file is there)")
     with os.fdopen(descriptor, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from engine import CHECKPOINT_DIR
-from engine.client import SERVER_SWITCH, lock_address, start_server_behind, stop_server, through_server
+from engine.client import SERVER_SWITCH, lock_address, open_own, start_server_behind, stop_server, through_server
 
 from .conftest import ROOT
 
@@ -72,6 +72,22 @@ def test_a_command_starts_a_server_behind_it_only_when_none_loads_and_the_user_l
     assert command[-5:] == ["serve", "--device", "cpu", "--idle-minutes", "30"] and options["start_new_session"]
     assert options["pass_fds"] == (int(options["env"]["HUMMINGBIRD_SERVER_LOCK"]),)  # the lock goes with it, taken before it starts
     assert stop_server() == {"stopped": False, "why": f"no server listens at {tmp_path / 'engine.sock'}"}
+
+
+def test_the_servers_lock_and_log_are_never_another_users_file_or_a_link(tmp_path, monkeypatch):
+    (tmp_path / "elsewhere").write_text("someone's file")
+    (tmp_path / "engine.sock.log").symlink_to(tmp_path / "elsewhere")
+    assert open_own(tmp_path / "engine.sock.log") is None  # a link put there first is not followed
+    descriptor = open_own(tmp_path / "engine.sock.lock")
+    assert descriptor is not None and oct((tmp_path / "engine.sock.lock").stat().st_mode & 0o777) == "0o600"
+    os.close(descriptor)
+    monkeypatch.setattr(os, "getuid", lambda: (tmp_path / "engine.sock.lock").stat().st_uid + 1)
+    assert open_own(tmp_path / "engine.sock.lock") is None  # another user's lock file
+    monkeypatch.setenv("HUMMINGBIRD_SOCKET", str(tmp_path / "engine.sock"))
+    monkeypatch.setenv(SERVER_SWITCH, "on")
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("started a server on another user's files"))
+    assert start_server_behind(["generate", "calm piano"]) is None
+    assert (tmp_path / "elsewhere").read_text() == "someone's file"
 
 
 def test_a_command_waits_for_a_server_that_is_still_loading_rather_than_load_beside_it(tmp_path, monkeypatch, capsys):
