@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,9 +20,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .files import save_json, save_tensors
-
-SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "checkpoints"
-CHECKPOINT_DIR = Path(os.environ.get("HUMMINGBIRD_CHECKPOINTS") or SHIPPED)  # a folder of your own exports, or the shipped one
+from .paths import CHECKPOINT_DIR
 MANIFEST = "MANIFEST.json"  # SHA-256 of every file in a checkpoint folder, written by export_checkpoint
 TRAINING_ONLY_BUFFERS = ("embed_avg", "cluster_size")  # RVQ EMA statistics: not needed to infer
 SHARD_BYTES = 14_000_000  # assets/checkpoints keeps every file under 15 MB

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -25,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .paths import CHECKPOINT_DIR, ENGINE
+
 IN_PROCESS_FLAG = "--in-process"
 SERVER_SWITCH = "HUMMINGBIRD_SERVER"  # "off": no command starts a server behind it
 IDLE_MINUTES = 30.0  # how long a server waits for the next command before it ends
@@ -33,12 +36,21 @@ START_WAIT_S = 30.0  # how long a command waits for a server that is still loadi
 
 
 def server_address() -> Path:
-    """Where this user's server listens: ``$HUMMINGBIRD_SOCKET``, else a socket in the user's
-    runtime folder (or the temporary folder) named for the user."""
+    """Where this user's server for this checkout's models listens: ``$HUMMINGBIRD_SOCKET``, else
+    a socket in the user's runtime folder (or the temporary folder) named for the user, the engine's
+    folder and the checkpoint folder, so that another checkout or another set of checkpoints is
+    never answered by this one's server."""
     if os.environ.get("HUMMINGBIRD_SOCKET"):
         return Path(os.environ["HUMMINGBIRD_SOCKET"])
     folder = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    return Path(folder) / f"hummingbird-{os.getuid()}.sock"
+    models = hashlib.sha256(f"{ENGINE}\0{CHECKPOINT_DIR.resolve()}".encode()).hexdigest()[:12]
+    return Path(folder) / f"hummingbird-{os.getuid()}-{models}.sock"
+
+
+def code_stamp() -> int:
+    """What changes when the engine's code does (a pull, an edit): a server started before it
+    would answer with the old code."""
+    return max((path.stat().st_mtime_ns for path in ENGINE.rglob("*.py")), default=0)
 
 
 def lock_address(address: Path) -> Path:

@@ -6,7 +6,7 @@ server runs, ``python -m engine generate …`` (engine/client.py) hands its argu
 socket that only this user can open, and the server makes the piece with the models it holds, as
 the studio does. It answers one request at a time, loads the checkpoints again when they change
 on disk, and stops after ``idle_minutes`` without a request (or on Ctrl-C, SIGTERM or
-``serve --stop``), removing its socket. From the moment it starts loading it holds a lock beside
+``serve --stop``, or when the engine's code changes under it), removing its socket. From the moment it starts loading it holds a lock beside
 the socket, so that commands never start a second one while it loads.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .checkpoints import CHECKPOINT_DIR
-from .client import LOCK_HANDED, lock_address, open_own, read_line, send_line, server_address
+from .client import LOCK_HANDED, code_stamp, lock_address, open_own, read_line, send_line, server_address
 from .generate.musiclm import MusicLM
 from .generate.settings import resolve_device
 
@@ -106,7 +106,7 @@ def serve(answer: Callable, device: str = "auto", idle_minutes: float = 30.0, ad
 def _serve_locked(answer: Callable, device: str, idle_minutes: float, address: Path, root: Path, log) -> dict:
     target = resolve_device(device).type
     log(f"loading the models on {target}…")
-    model, stamp = MusicLM.load(root, device=target), _checkpoint_stamp(root)
+    model, stamp, code = MusicLM.load(root, device=target), _checkpoint_stamp(root), code_stamp()
     warming = model.warm_up_steps()
     served, stopped = 0, "idle"
     previous_handler = signal.signal(signal.SIGTERM, _stop)
@@ -128,11 +128,11 @@ def _serve_locked(answer: Callable, device: str, idle_minutes: float, address: P
                         model, stamp = MusicLM.load(root, device=target), _checkpoint_stamp(root)
                         warming = model.warm_up_steps()
                     try:
-                        made, line = _reply(conn, model, target, answer)
+                        made, line = _reply(conn, model, target, answer, code)
                     except OSError as exc:  # the command hung up (Ctrl-C at the prompt): the next one is served all the same
                         made, line = 0, f"the command hung up: {exc}"
                     if made is STOP:
-                        stopped = "stopped"
+                        stopped = line
                         log(line)
                         break
                     served += made
@@ -164,8 +164,9 @@ def _stop(*_) -> None:
 STOP = object()  # what _reply makes of a ``serve --stop``
 
 
-def _reply(conn: socket.socket, model: MusicLM, device: str, answer: Callable) -> tuple[int | object, str]:
-    """One request: (1 when a piece was made, or STOP; one line for the server's log)."""
+def _reply(conn: socket.socket, model: MusicLM, device: str, answer: Callable, code: int) -> tuple[int | object, str]:
+    """One request: (1 when a piece was made, or STOP; one line for the server's log). ``code``:
+    the engine's code stamp when this server started."""
     raw = read_line(conn)
     if not raw:  # a probe (another server checking that this one lives): nothing to answer
         return 0, ""
@@ -174,6 +175,9 @@ def _reply(conn: socket.socket, model: MusicLM, device: str, answer: Callable) -
         if message.get("stop"):
             send_line(conn, {"stopped": True})
             return STOP, "stopped on request (serve --stop)"
+        if code_stamp() != code:  # this server runs the code it started with: the command runs the new code itself
+            send_line(conn, {"declined": "code"})
+            return STOP, "stopped: the engine's code changed since it started"
         argv, cwd, started_at = list(message["argv"]), str(message["cwd"]), float(message.get("started_at") or time.time())
     except (ValueError, KeyError, TypeError, AttributeError):
         send_line(conn, {"error": "error: a request the server could not read", "code": 2})

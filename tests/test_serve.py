@@ -19,8 +19,8 @@ from .conftest import ROOT
 
 
 def test_the_front_door_imports_no_torch_until_a_name_is_used():
-    """``python -m engine generate`` asks a running server before anything imports torch."""
-    probe = "import sys, engine; before = 'torch' in sys.modules; engine.MusicLM; print(before, 'torch' in sys.modules)"
+    """``python -m engine generate`` asks a running server (engine/client.py) before anything imports torch."""
+    probe = "import sys, engine, engine.client; before = 'torch' in sys.modules; engine.MusicLM; print(before, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.split() == ["False", "True"], out.stderr
     import engine
@@ -72,6 +72,20 @@ def test_a_command_starts_a_server_behind_it_only_when_none_loads_and_the_user_l
     assert command[-5:] == ["serve", "--device", "cpu", "--idle-minutes", "30"] and options["start_new_session"]
     assert options["pass_fds"] == (int(options["env"]["HUMMINGBIRD_SERVER_LOCK"]),)  # the lock goes with it, taken before it starts
     assert stop_server() == {"stopped": False, "why": f"no server listens at {tmp_path / 'engine.sock'}"}
+
+
+def test_each_checkout_and_checkpoint_folder_has_its_own_server_and_new_code_is_never_answered_by_old(tmp_path, monkeypatch):
+    from engine import client, serve
+    monkeypatch.delenv("HUMMINGBIRD_SOCKET")
+    shipped = client.server_address()
+    monkeypatch.setattr(client, "CHECKPOINT_DIR", tmp_path)  # HUMMINGBIRD_CHECKPOINTS, or another clone's assets
+    assert client.server_address() != shipped and client.server_address().parent == shipped.parent
+    here, there = socket.socketpair()
+    with here, there:
+        client.send_line(there, {"argv": ["calm piano"], "cwd": str(tmp_path)})
+        made, line = serve._reply(here, None, "cpu", lambda *a: pytest.fail("answered with old code"), client.code_stamp() - 1)
+        assert made is serve.STOP and "code changed" in line
+        assert json.loads(client.read_line(there)) == {"declined": "code"}  # the command runs it itself
 
 
 def test_the_servers_lock_and_log_are_never_another_users_file_or_a_link(tmp_path, monkeypatch):
