@@ -43,7 +43,8 @@ def run(users: int = 8, seconds: float = 5.0, sequential: int = 50) -> dict:
     from gradio_client import Client
 
     port = free_port()
-    proc = _start(port, tempfile.mkdtemp(prefix="hummingbird-stress-"))
+    history = tempfile.TemporaryDirectory(prefix="hummingbird-stress-")  # the pieces it makes are not kept
+    proc = _start(port, history.name)
     url = f"http://127.0.0.1:{port}/"
     try:
         def one(i: int) -> str:
@@ -72,6 +73,7 @@ def run(users: int = 8, seconds: float = 5.0, sequential: int = 50) -> dict:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        history.cleanup()
     return {
         "concurrent": {"users": users, "seconds_each": seconds, "ok": answers.count("ok"), "busy": answers.count("busy"),
                        "failures": [a for a in answers if a not in ("ok", "busy")], "wall_s": round(concurrent_s, 1)},

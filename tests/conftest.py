@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ["HUMMINGBIRD_SOCKET"] = os.path.join(tempfile.mkdtemp(prefix="hummingbird-tests-"), "engine.sock")  # never the user's running server
+_SOCKET_FOLDER = tempfile.TemporaryDirectory(prefix="hummingbird-tests-")  # removed when the test run ends
+os.environ["HUMMINGBIRD_SOCKET"] = os.path.join(_SOCKET_FOLDER.name, "engine.sock")  # never the user's running server
 os.environ["HUMMINGBIRD_SERVER"] = "off"  # no command a test runs leaves a server behind (tests/test_serve.py switches it on where it asks)
 
 from engine.data.arranger import ClipSpec  # noqa: E402
