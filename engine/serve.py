@@ -103,11 +103,17 @@ def serve(answer: Callable, device: str = "auto", idle_minutes: float = 30.0, ad
         return _serve_locked(answer, device, idle_minutes, address, root, log)
 
 
+def _loaded(root: Path, device: str) -> tuple[MusicLM, list[Callable]]:
+    """The models, in line at first, and what to do while nobody asks: start the upstream stages'
+    processes, then warm up each generation path."""
+    model = MusicLM.load(root, device=device, parallel=False)
+    return model, [model.start_upstream, *model.warm_up_steps()]
+
+
 def _serve_locked(answer: Callable, device: str, idle_minutes: float, address: Path, root: Path, log) -> dict:
     target = resolve_device(device).type
     log(f"loading the models on {target}…")
-    model, stamp, code = MusicLM.load(root, device=target), _checkpoint_stamp(root), code_stamp()
-    warming = model.warm_up_steps()
+    (model, warming), stamp, code = _loaded(root, target), _checkpoint_stamp(root), code_stamp()
     served, stopped = 0, "idle"
     previous_handler = signal.signal(signal.SIGTERM, _stop)
     with _listening(address) as sock:  # listening before the warm-up: a command that waits for it is answered after one part of it
@@ -115,7 +121,7 @@ def _serve_locked(answer: Callable, device: str, idle_minutes: float, address: P
         log(f"serving {target} generation at {address}; stops after {idle_minutes:g} idle minutes")
         try:
             while True:
-                while warming and not select.select([sock], [], [], 0)[0]:  # warm up while nobody asks
+                while warming and not select.select([sock], [], [], WARM_UP_GRACE_S)[0]:  # warm up while nobody asks
                     warming.pop(0)()
                 try:
                     conn, _ = sock.accept()
@@ -125,8 +131,7 @@ def _serve_locked(answer: Callable, device: str, idle_minutes: float, address: P
                     conn.settimeout(None)
                     if _checkpoint_stamp(root) != stamp:
                         model.close()
-                        model, stamp = MusicLM.load(root, device=target), _checkpoint_stamp(root)
-                        warming = model.warm_up_steps()
+                        (model, warming), stamp = _loaded(root, target), _checkpoint_stamp(root)
                     try:
                         made, line = _reply(conn, model, target, answer, code)
                     except OSError as exc:  # the command hung up (Ctrl-C at the prompt): the next one is served all the same
@@ -162,6 +167,7 @@ def _stop(*_) -> None:
 
 
 STOP = object()  # what _reply makes of a ``serve --stop``
+WARM_UP_GRACE_S = 0.5  # a script's next command connects within this after the last one ends: it is not kept behind a warm-up
 
 
 def _reply(conn: socket.socket, model: MusicLM, device: str, answer: Callable, code: int) -> tuple[int | object, str]:

@@ -124,6 +124,15 @@ class MusicLM:
             model.upstream_workers()  # they start while the caller gets ready
         return model
 
+    def start_upstream(self) -> None:
+        """From now on, run the upstream stages on processes of their own (on a CPU this process may
+        use two or more cores of), starting them now. A server loads in line and calls this once
+        idle: workers still importing torch would hold up the first requests."""
+        self.parallel_on_cpu = torch.get_num_threads() >= 2
+        self.parallel = self.parallel_on_cpu and self.device.type == "cpu"
+        if self.parallel:
+            self.upstream_workers()
+
     def warm_up(self) -> "MusicLM":
         """Load the text encoder and run every stage once, so a user's first click does not pay
         for lazy initialisation."""
