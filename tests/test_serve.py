@@ -88,6 +88,29 @@ def test_each_checkout_and_checkpoint_folder_has_its_own_server_and_new_code_is_
         assert json.loads(client.read_line(there)) == {"declined": "code"}  # the command runs it itself
 
 
+def test_a_server_goes_parallel_only_when_idle(monkeypatch):
+    """It loads in line (workers importing torch would hold up the first requests) and starts the
+    upstream stages' processes as the first thing it does while nobody asks."""
+    import torch
+    from types import SimpleNamespace
+    from engine import serve
+    from engine.generate.musiclm import MusicLM
+    stage = SimpleNamespace(device=torch.device("cpu"))
+    model = MusicLM(None, None, stage, stage, stage)
+    started = []
+    monkeypatch.setattr(MusicLM, "upstream_workers", lambda self: started.append(self))
+    monkeypatch.setattr(MusicLM, "load", classmethod(lambda cls, root, device, parallel: (started.append(parallel), model)[1]))
+    loaded, warming = serve._loaded(None, "cpu")
+    assert loaded is model and started == [False] and not model.parallel
+    assert warming[0] == model.start_upstream and len(warming) == 1 + len(model.warm_up_steps())
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    warming[0]()
+    assert model.parallel and started == [False, model]
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # one core: the stages stay in line
+    model.start_upstream()
+    assert not model.parallel and len(started) == 2
+
+
 def test_the_servers_lock_and_log_are_never_another_users_file_or_a_link(tmp_path, monkeypatch):
     (tmp_path / "elsewhere").write_text("someone's file")
     (tmp_path / "engine.sock.log").symlink_to(tmp_path / "elsewhere")
