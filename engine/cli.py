@@ -672,7 +672,7 @@ def parser() -> argparse.ArgumentParser:
                         f"(a one-shot `generate` starts one behind it unless {SERVER_SWITCH}=off)")
     sv.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     sv.add_argument("--idle-minutes", type=_positive_float, default=IDLE_MINUTES, help=f"stop after this long without a request (default {IDLE_MINUTES:g})")
-    sv.add_argument("--stop", action="store_true", help="end this user's running server")
+    sv.add_argument("--stop", action="store_true", help="end the running server for this checkout and its checkpoints")
     sv.set_defaults(run=_serve)
 
     models = sub.add_parser("models", help="which checkpoints are present and how to train the rest")
