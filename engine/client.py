@@ -83,12 +83,18 @@ def server_starting_or_running(address: Path) -> bool:
     if lock is None:
         return False
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        return not take_lock(lock)
     finally:
         os.close(lock)
-    return False
+
+
+def take_lock(descriptor) -> bool:
+    """Take the server's lock on ``descriptor`` if nobody holds it (False: a server has it)."""
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _device_asked(argv: list[str]) -> str:
@@ -106,8 +112,7 @@ def start_server_behind(argv: list[str]) -> str | None:
     background for the commands that follow, unless one is loading or listening already, the
     user switched it off, or the command asked to run in process. The line to tell the user, or
     None when nothing was started."""
-    if (not argv or argv[0] != "generate" or IN_PROCESS_FLAG in argv or {"-h", "--help"} & set(argv)
-            or os.environ.get(SERVER_SWITCH, "").lower() in ("off", "0", "no", "false")):
+    if not _servable(argv) or os.environ.get(SERVER_SWITCH, "").lower() in ("off", "0", "no", "false"):
         return None
     address = server_address()
     with contextlib.suppress(OSError):
@@ -116,17 +121,18 @@ def start_server_behind(argv: list[str]) -> str | None:
     if lock is None:  # nowhere to start it: the next command runs in its own process, as this one did
         return None
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken here and handed to the server: the next command waits for it from now on
+        if not take_lock(lock):  # taken here and handed to the server: the next command waits for it from now on
+            return None  # one loads or listens already
         log = open_own(log_address(address), os.O_WRONLY | os.O_APPEND)
         if log is None:
             return None
         try:
             subprocess.Popen([sys.executable, "-m", "engine", "serve", "--device", _device_asked(argv), "--idle-minutes", f"{IDLE_MINUTES:g}"],
-                             cwd=Path(__file__).resolve().parents[1], stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(lock,),
+                             cwd=ENGINE.parent, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(lock,),
                              env={**os.environ, LOCK_HANDED: str(lock)}, start_new_session=True)  # not ended by this shell's Ctrl-C
         finally:
             os.close(log)
-    except OSError:  # BlockingIOError: one loads or listens already
+    except OSError:  # the server could not be started: the next command runs in its own process, as this one did
         return None
     finally:
         os.close(lock)  # the server's copy keeps it locked
@@ -137,17 +143,14 @@ def start_server_behind(argv: list[str]) -> str | None:
 def stop_server() -> dict:
     """Ask this user's server to end (``python -m engine serve --stop``)."""
     address = server_address()
-    try:
-        if address.stat().st_uid != os.getuid():
-            return {"stopped": False, "why": f"the socket at {address} belongs to another user"}
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.connect(str(address))
-            send_line(conn, {"stop": True})
-            reply = json.loads(read_line(conn) or b"null")
-    except (OSError, ValueError):
+    reply = _ask(address, {"stop": True})
+    if reply is None:
+        with contextlib.suppress(OSError):
+            if address.stat().st_uid != os.getuid():
+                return {"stopped": False, "why": f"the socket at {address} belongs to another user"}
         return {"stopped": False, "why": f"no server listens at {address}"}
     log = log_address(address)  # what a server started behind a command wrote
-    return {"stopped": bool(isinstance(reply, dict) and reply.get("stopped")), "address": str(address), **({"log": str(log)} if log.exists() else {})}
+    return {"stopped": bool(reply.get("stopped")), "address": str(address), **({"log": str(log)} if log.exists() else {})}
 
 
 def process_age_s() -> float | None:
@@ -174,6 +177,27 @@ def send_line(conn: socket.socket, message: dict) -> None:
     conn.sendall(json.dumps(message, ensure_ascii=False).encode() + b"\n")
 
 
+def _servable(argv: list[str]) -> bool:
+    """Whether a command is one a server may answer: ``generate``, not ``--help`` or ``--in-process``."""
+    return bool(argv) and argv[0] == "generate" and IN_PROCESS_FLAG not in argv and not {"-h", "--help"} & set(argv)
+
+
+def _ask(address: Path, message: dict) -> dict | None:
+    """One message to the server at ``address`` and its one-line answer; None where no server of
+    this user's answers (no socket, a stale one, one another user owns: never hand them anything,
+    or it went away mid-request)."""
+    try:
+        if address.stat().st_uid != os.getuid():
+            return None
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(str(address))
+            send_line(conn, message)
+            reply = json.loads(read_line(conn) or b"null")
+    except (OSError, ValueError):
+        return None
+    return reply if isinstance(reply, dict) else None
+
+
 def _wait_while_loading(address: Path) -> None:
     """A server that is loading answers sooner than this process could load the models beside it
     on the same cores: wait until it listens (or gives up, or START_WAIT_S pass)."""
@@ -185,24 +209,13 @@ def _wait_while_loading(address: Path) -> None:
 def through_server(argv: list[str]) -> int | None:
     """Run ``python -m engine generate …`` on the running server: the exit code, or None to run
     it here."""
-    if not argv or argv[0] != "generate" or IN_PROCESS_FLAG in argv or {"-h", "--help"} & set(argv):
+    if not _servable(argv):
         return None
     address = server_address()
     _wait_while_loading(address)
-    try:
-        if address.stat().st_uid != os.getuid():  # someone else's socket at our address: never hand them a request
-            return None
-    except OSError:  # no server
-        return None
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.connect(str(address))
-            age = process_age_s()  # the server counts the user's wait from this process's start, time in its queue included
-            send_line(conn, {"argv": argv[1:], "cwd": os.getcwd(), "started_at": time.time() - (age or 0.0)})
-            reply = json.loads(read_line(conn) or b"null")
-    except (OSError, ValueError):  # a stale socket, or the server went away mid-request: this process does it
-        return None
-    if not isinstance(reply, dict) or "declined" in reply:
+    age = process_age_s()  # the server counts the user's wait from this process's start, time in its queue included
+    reply = _ask(address, {"argv": argv[1:], "cwd": os.getcwd(), "started_at": time.time() - (age or 0.0)})
+    if reply is None or "declined" in reply:
         return None
     if "error" in reply:
         print(reply["error"], file=sys.stderr)

@@ -5,14 +5,14 @@ torch and loading seven models; the generator's own part is a quarter of a secon
 server runs, ``python -m engine generate …`` (engine/client.py) hands its arguments over a Unix
 socket that only this user can open, and the server makes the piece with the models it holds, as
 the studio does. It answers one request at a time, loads the checkpoints again when they change
-on disk, and stops after ``idle_minutes`` without a request (or on Ctrl-C, SIGTERM or
-``serve --stop``, or when the engine's code changes under it), removing its socket. From the moment it starts loading it holds a lock beside
-the socket, so that commands never start a second one while it loads.
+on disk, and stops after ``idle_minutes`` without a request (or on Ctrl-C, SIGTERM,
+``serve --stop``, or when the engine's code changes under it), removing its socket. From the
+moment it starts loading it holds a lock beside the socket, so that commands never start a second
+one while it loads.
 """
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import json
 import os
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .checkpoints import CHECKPOINT_DIR
-from .client import LOCK_HANDED, code_stamp, lock_address, open_own, read_line, send_line, server_address
+from .client import LOCK_HANDED, code_stamp, lock_address, open_own, read_line, send_line, server_address, take_lock
 from .generate.musiclm import MusicLM
 from .generate.settings import resolve_device
 
@@ -64,10 +64,8 @@ def _only_server(address: Path) -> Iterator[None]:
     if descriptor is None:
         raise ServerError(f"cannot take the lock beside {address} (another user's file is there)")
     with os.fdopen(descriptor, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ServerError(f"a server already loads or listens at {address}") from None
+        if not take_lock(lock):
+            raise ServerError(f"a server already loads or listens at {address}")
         yield
 
 

@@ -114,7 +114,7 @@ class MusicLM:
         where = {**model_set(root), **(paths or {})}
         hash_ahead([file for path in where.values() if Path(path).suffix == ".safetensors" for file in manifest_files(path)])
         if parallel is None:
-            parallel = torch.get_num_threads() >= 2
+            parallel = _cores_for_upstream()
         target = resolve_device(device)
         mulan = load_mulan(where["mulan"])
         model = cls(mulan, load_codec(where["codec"]),
@@ -128,7 +128,7 @@ class MusicLM:
         """From now on, run the upstream stages on processes of their own (on a CPU this process may
         use two or more cores of), starting them now. A server loads in line and calls this once
         idle: workers still importing torch would hold up the first requests."""
-        self.parallel_on_cpu = torch.get_num_threads() >= 2
+        self.parallel_on_cpu = _cores_for_upstream()
         self.parallel = self.parallel_on_cpu and self.device.type == "cpu"
         if self.parallel:
             self.upstream_workers()
@@ -587,6 +587,11 @@ class MusicLM:
         best = max(scored, key=lambda row: row[0])
         return best[2], {**best[3], "candidates": [{"seed": seed, "mulan_score": round(score, 4)} for score, seed, _, _ in scored],
                          "wall_s": round(sum(row[3]["wall_s"] for row in scored), 3)}
+
+
+def _cores_for_upstream() -> bool:
+    """Whether this process may use two or more cores: the upstream stages then pay for processes of their own."""
+    return torch.get_num_threads() >= 2
 
 
 def collect(chunks: Iterator[Chunk], settings: GenerationSettings) -> tuple[np.ndarray, dict]:
