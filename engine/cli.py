@@ -78,13 +78,6 @@ def _temperature(text: str) -> float:
     return value
 
 
-def _seconds_or_off(text: str) -> float:
-    value = _number(text)
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 (off) or a number of seconds, got {text}")
-    return value
-
-
 def _number(text: str) -> float:
     try:
         return float(text)
@@ -367,9 +360,6 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser, scope: str = "") ->
                         help=f"{scope}--style: guidance on the clips' style (default {d.style_guidance}); words beside it keep --guidance")
     parser.add_argument("--style-coarse-guidance", type=_positive_float,
                         help=f"{scope}--style: stage 2's guidance toward the clips, in place of --coarse-guidance (default {d.style_coarse_guidance:g})")
-    parser.add_argument("--style-timbre-seconds", type=_seconds_or_off, metavar="S",
-                        help=f"{scope}--style: stage 2 starts from S seconds of the main clip's own tokens, never played, so its sound carries "
-                             f"(default {d.style_timbre_seconds:g}; 0 = off)")
     parser.add_argument("--top-k", type=int, help=f"{scope}keep the k likeliest tokens (default {d.top_k}: off)")
     parser.add_argument("--temperatures", type=_temperature, nargs=3, metavar=("T1", "T2", "T3"),
                         help=f"{scope}each stage's sampling temperature (default {' '.join(map(str, d.temperatures))})")
@@ -386,7 +376,7 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser, scope: str = "") ->
 def _sampling_settings(args: argparse.Namespace) -> dict:
     """The ``GenerationSettings`` fields the sampling options set (those given only)."""
     given = {"guidance": args.guidance, "coarse_guidance": args.coarse_guidance, "style_guidance": args.style_guidance,
-             "style_coarse_guidance": args.style_coarse_guidance, "style_timbre_seconds": args.style_timbre_seconds, "top_k": args.top_k,
+             "style_coarse_guidance": args.style_coarse_guidance, "top_k": args.top_k,
              "temperatures": tuple(args.temperatures) if args.temperatures else None, "tempo_drafts": args.tempo_drafts,
              "tempo_draft_seconds": args.tempo_draft_seconds,
              "fine_stage": True if args.fine_stage else None, "level_stage": False if args.models_level else None}
@@ -414,7 +404,7 @@ def _eval(args: argparse.Namespace) -> dict:
     if (args.free_form or args.judge) and args.what != "generation":
         raise UsageError("--free-form and --judge apply to eval generation only")
     if _sampling_settings(args) and args.what not in SAMPLED_EVALUATIONS:
-        raise UsageError("the sampling options (--temperatures, --guidance, --coarse-guidance, --style-guidance, --style-coarse-guidance, --style-timbre-seconds, --top-k, --tempo-drafts, "
+        raise UsageError("the sampling options (--temperatures, --guidance, --coarse-guidance, --style-guidance, --style-coarse-guidance, --top-k, --tempo-drafts, "
                          "--tempo-draft-seconds, --fine-stage, --models-level) "
                          f"apply to eval {', '.join(SAMPLED_EVALUATIONS)} only")
     try:

@@ -263,38 +263,12 @@ def test_style_takes_m_from_the_clips_blended_with_the_prompt(tiny_runs):
     again, _ = model.render(StyleRequest((low, high), "a flute lullaby", (1, 2, 0.5), GenerationSettings(seconds=1.0, seed=3)))
     assert np.array_equal(audio, again)
     # clips alone are followed at style_guidance on stage 1 and style_coarse_guidance on stage 2 (words beside them: double guidance, tests/test_lm.py)
-    clips_alone = StyleRequest((low,), settings=GenerationSettings(seconds=1.0, seed=3, style_guidance=8.0, style_coarse_guidance=4.0,
-                                                                   style_timbre_seconds=0.0))
+    clips_alone = StyleRequest((low,), settings=GenerationSettings(seconds=1.0, seed=3, style_guidance=8.0, style_coarse_guidance=4.0))
     as_text_guidance = model.stream("", GenerationSettings(seconds=1.0, seed=3, guidance=8.0, coarse_guidance=4.0),
                                     prefix=model.blend_conditioning(clips_alone.blend()), dynamics=[(0.0, blend_loudness(clips_alone.blend()))])
     assert np.array_equal(model.render(clips_alone)[0], np.concatenate([c.audio for c in as_text_guidance]))
     text_side = replace(clips_alone, settings=replace(clips_alone.settings, coarse_guidance=9.0))  # the text's stage-2 scale is not a style's
     assert np.array_equal(model.render(text_side)[0], model.render(clips_alone)[0])
-
-
-def test_a_style_starts_stage_2_from_its_clips_loudest_seconds_and_draws_s_fresh(tiny_runs):
-    """The timbre prompt: stages 2–3 start from the tokens of the clip's loudest stretch, stage 1
-    never sees them (its S is the same with or without), and no sample of the clip is played."""
-    _, runs, _ = tiny_runs
-    model = _tiny_model(runs)
-    t = np.arange(72_000) / 24_000
-    clip = (np.sin(2 * np.pi * 220 * t) * np.where(t < 1.0, 0.01, 0.3)).astype(np.float32)  # 1 s hushed, then 2 s loud
-    made = {}
-    for seconds in (0.0, 2.0):
-        tokens: dict = {}
-        audio = np.concatenate([c.audio for c in model.style(StyleRequest((clip,), settings=GenerationSettings(
-            seconds=1.0, seed=3, style_timbre_seconds=seconds)), tokens_out=tokens)])
-        made[seconds] = audio, tokens
-    (plain, without), (prompted, with_timbre) = made[0.0], made[2.0]
-    assert len(prompted) == len(plain) == 24_000  # the prompt is never played
-    assert without["given_s"] == 0 and with_timbre["given_s"] == 50  # 2 s of 25 Hz semantic frames
-    loud = torch.from_numpy(clip[24_000:])
-    assert torch.equal(with_timbre["S"][0, 0, :50], model.semantic.tokenize(loud.numpy())[:50])
-    assert torch.equal(with_timbre["A"][0, :, :100], model.codec.encode(loud[None])[0, :, :100])
-    assert torch.equal(with_timbre["S"][0, 0, 50:], without["S"][0, 0])  # stage 1 draws S fresh: the prompt is not its
-    assert not torch.equal(with_timbre["A"][0, :4, 100:], without["A"][0, :4])  # stage 2 reads it
-    with pytest.raises(ValueError, match="timbre prompt must cover 0–4 seconds"):
-        GenerationSettings(style_timbre_seconds=5.0).check()
 
 
 def test_a_style_is_as_loud_as_its_reference_unless_the_words_say_otherwise(tiny_runs):

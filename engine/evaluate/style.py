@@ -77,7 +77,7 @@ def eval_style(corpus: Path, checkpoint: Path | None = None, clips: int | None =
             made: dict = {}
             outputs.append(np.concatenate([c.audio for c in model.style(request, tokens_out=made)]))
             owners.append(i)
-            runs.append(longest_shared_run(made["S"][0, 0, made["given_s"]:].cpu().numpy(), reference_tokens[i]))  # the drawn S alone
+            runs.append(longest_shared_run(made["S"][0, 0].cpu().numpy(), reference_tokens[i]))
     owners = np.array(owners)
     mulan = {kind: np.stack([model.mulan.embed_audio(a).numpy() for a in audios]) for kind, audios in (("out", outputs), ("ref", references))}
     mfcc = {kind: np.stack([mfcc_statistics(a) for a in audios]) for kind, audios in (("out", outputs), ("ref", references))}
@@ -90,7 +90,7 @@ def eval_style(corpus: Path, checkpoint: Path | None = None, clips: int | None =
     level_gap = loudness["out"] - loudness["ref"][owners]  # pyloudnorm's meter, not the level stage's
     return {
         "clips": len(references), "seeds": seeds, "source": "recordings" if folders else "test renders", "seconds": seconds,
-        "guidance": base.guidance, "style_guidance": base.style_guidance, "style_coarse_guidance": base.style_coarse_guidance, "style_timbre_seconds": base.style_timbre_seconds,
+        "guidance": base.guidance, "style_guidance": base.style_guidance, "style_coarse_guidance": base.style_coarse_guidance,
         **({"words": words, "words_weight": words_weight,
             "words_cosine": round(float((mulan["out"] @ model.mulan.embed_text([words])[0].numpy()).mean()), 4)} if words else {}),
         "closest_to_own_reference": {"mulan": round(float(heard.mean()), 4), "mfcc": round(float(heard_mfcc.mean()), 4),

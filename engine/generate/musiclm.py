@@ -203,7 +203,7 @@ class MusicLM:
                schedule: list[tuple[float, torch.Tensor]] | None = None, tokens_out: dict | None = None,
                melody: np.ndarray | None = None, semantic: torch.Tensor | None = None, decoder: CodecStreamer | None = None,
                anchor: torch.Tensor | None = None, drafts: dict[int, TempoDraft] | None = None,
-               dynamics: list[tuple[float, float | None]] | None = None, timbre: dict[str, torch.Tensor] | None = None) -> Iterator[Chunk]:
+               dynamics: list[tuple[float, float | None]] | None = None) -> Iterator[Chunk]:
         """Yield audio chunks of about ``chunk_seconds`` as soon as they are decoded.
 
         ``prefix`` overrides M (e.g. MuLan audio tokens for continuation); ``schedule`` gives M per
@@ -221,10 +221,7 @@ class MusicLM:
         stage 1's double guidance: the words at ``guidance``, what the clips add at ``style_guidance``;
         ``drafts``: schedule index → the tempo draft of that segment's opening (``tempo_draft_of``;
         a text prompt that states a bpm gets one of its own); ``dynamics``: (start second, LUFS or None)
-        the level stage steers each segment to (default: what ``prompt``'s words state, throughout);
-        ``timbre``: S (1, 1, Ts) and A (1, 12, Ta) of a few seconds of a reference clip that only stages
-        2 and 3 read as their prompt (AudioLM's acoustic prompt): its sound carries into the new
-        music, while stage 1 draws S fresh and the codec never plays the prompt."""
+        the level stage steers each segment to (default: what ``prompt``'s words state, throughout)."""
         settings.check()
         # one generator per stage: a stage's draws never depend on how the stages interleave
         device = self.device
@@ -250,9 +247,7 @@ class MusicLM:
         s1, s2, s3 = (self.stages[n] for n in ("stage1", "stage2", "stage3"))
         frames = int(np.ceil(settings.seconds * SAMPLE_RATE / HOP))  # 50 Hz acoustic frames
         semantic_total = (frames + 1) // 2
-        if timbre is not None and prompt_tokens:
-            raise ValueError("a piece continues a clip or takes a timbre prompt, not both")
-        prompt_tokens = {name: tokens.to(device) for name, tokens in (prompt_tokens or timbre or {}).items()}
+        prompt_tokens = {name: tokens.to(device) for name, tokens in (prompt_tokens or {}).items()}
         given_s = prompt_tokens.get("S")
         given_a = prompt_tokens.get("A")
         # buffers the later stages read from while the earlier ones fill them
@@ -287,7 +282,7 @@ class MusicLM:
             s_buf[:, :, offset_s:] = semantic[:, :, :semantic_total].to(device)
         elif drafted < semantic_total:
             job1 = StageJob(semantic_total, at_rate(s1.cfg.layout.rate, drafted), hum, sampling[0], seeds[0], s_buf, offset_s, negative,
-                            s_buf[:, :, :offset_s + drafted].clone() if drafted else None if timbre else given_s, int(STORY_HANDOVER * s1.cfg.layout.rate),
+                            s_buf[:, :, :offset_s + drafted].clone() if drafted else given_s, int(STORY_HANDOVER * s1.cfg.layout.rate),
                             ready=drafted, anchor=None if anchor is None else anchor.to(device), drafts=drafts)
             job1.progress[1] = timings["stage1"]
         s_reads = s2.cfg.layout.aligned[0]  # S, read ahead of each coarse frame
@@ -301,14 +296,13 @@ class MusicLM:
         a_buf = torch.zeros(1, self.codec.cfg.levels, frames + offset_a, dtype=torch.long, device=device)  # the whole piece, for tokens_out
         if given_a is not None:
             a_buf[:, :, :offset_a] = given_a
-        continued = given_a is not None and timbre is None  # the stream goes on from the prompt's music
-        level = (LevelStage.of_targets(dynamics or [(0.0, target_loudness(prompt))], after_music=continued)
+        level = (LevelStage.of_targets(dynamics or [(0.0, target_loudness(prompt))], after_music=given_a is not None)
                  if settings.level_stage and not unconditional else None)
         streamer = decoder or CodecStreamer(self.codec)
-        if continued and decoder is None:  # decoder context: the prompt's tokens, whose audio the caller has
+        if given_a is not None and decoder is None:  # decoder context: the prompt's tokens, whose audio the caller has
             streamer.push(given_a[0, :levels])
         if tokens_out is not None:
-            tokens_out.update(S=s_buf, A=a_buf, decoded=offset_a, given_s=offset_s)
+            tokens_out.update(S=s_buf, A=a_buf, decoded=offset_a)
         chunk = max(1, int(settings.chunk_seconds * SAMPLE_RATE / HOP))
         jobs = [job for job in (job1, job2) if job is not None]
         coarse, workers = self._start_upstream(job1, job2)
@@ -518,10 +512,10 @@ class MusicLM:
             return self.conditioning(clean_prompt(prompt))
         return self.blend_conditioning([(audio, 1.0)])
 
-    def _context_tokens(self, audio: np.ndarray, seconds: float = CONTEXT_SECONDS) -> tuple[int, dict[str, torch.Tensor]]:
-        """S and A of the last ``seconds`` of ``audio`` as every stage's prompt, and how
+    def _context_tokens(self, audio: np.ndarray) -> tuple[int, dict[str, torch.Tensor]]:
+        """S and A of the last ``CONTEXT_SECONDS`` of ``audio`` as every stage's prompt, and how
         many samples of ``audio`` those tokens end at (whole 40 ms frame pairs)."""
-        context = audio[-(int(seconds * SAMPLE_RATE) // FRAME_PAIR * FRAME_PAIR):]
+        context = audio[-(int(CONTEXT_SECONDS * SAMPLE_RATE) // FRAME_PAIR * FRAME_PAIR):]
         with torch.inference_mode(), operator_threads(caller_threads()):
             a = self.codec.encode(torch.from_numpy(np.ascontiguousarray(context))[None].to(self.device))
             s = self.semantic.tokenize(context)[None, None].to(self.device)
@@ -565,21 +559,9 @@ class MusicLM:
             worded = isinstance(blend[0][0], str)  # words of weight 0 are not in the blend
             anchor = self.mulan.tokens(embeddings[:1]) if worded else None  # the words alone, as ``conditioning`` reads them
         dynamics = [(0.0, blend_loudness(blend))]
-        timbre = self._timbre_tokens(request.timbre_clip(), settings.style_timbre_seconds) if settings.style_timbre_seconds > 0 else None
         if not worded:
-            return self.stream("", replace(settings, guidance=settings.style_guidance), prefix=prefix, tokens_out=tokens_out, dynamics=dynamics,
-                               timbre=timbre)
-        return self.stream(request.prompt, settings, prefix=prefix, anchor=anchor, tokens_out=tokens_out, dynamics=dynamics, timbre=timbre)
-
-    def _timbre_tokens(self, audio: np.ndarray, seconds: float) -> dict[str, torch.Tensor]:
-        """S and A of the loudest ``seconds`` of a clip (on the 40 ms grid): the acoustic prompt
-        of a style's stage 2. The loudest stretch is where the clip's instruments all play,
-        rather than a fade or an intro."""
-        audio = self._usable_clip(audio)
-        pairs = min(len(audio) // FRAME_PAIR, max(1, int(round(seconds * SAMPLE_RATE / FRAME_PAIR))))
-        energy = np.square(audio[: len(audio) // FRAME_PAIR * FRAME_PAIR].reshape(-1, FRAME_PAIR), dtype=np.float64).sum(1)
-        start = int(np.argmax(np.convolve(energy, np.ones(pairs), "valid")))
-        return self._context_tokens(audio[start * FRAME_PAIR:(start + pairs) * FRAME_PAIR], seconds)[1]
+            return self.stream("", replace(settings, guidance=settings.style_guidance), prefix=prefix, tokens_out=tokens_out, dynamics=dynamics)
+        return self.stream(request.prompt, settings, prefix=prefix, anchor=anchor, tokens_out=tokens_out, dynamics=dynamics)
 
     def render(self, request: Request, candidates: int = 1) -> tuple[np.ndarray, dict]:
         """The whole piece a request asks for: (audio, info: wall time, RTF over the new music,

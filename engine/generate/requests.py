@@ -175,11 +175,6 @@ class ContinueRequest(_NewMusic):
     def seconds(self) -> float:
         return len(self.clip) / SAMPLE_RATE + self.settings.seconds
 
-    def timbre_clip(self) -> np.ndarray:
-        """The clip whose sound stage 2 starts from: the heaviest in the blend (the first of equals)."""
-        weights = self.weights[len(self.weights) - len(self.clips):]
-        return self.clips[int(np.argmax(weights))]
-
     def record(self) -> dict:
         return {"mode": self.mode, "prompt": self.prompt, "clip_seconds": _clip_seconds(self.clip), **asdict(self.settings)}
 
@@ -222,9 +217,8 @@ class InpaintRequest(_NewMusic):
 class StyleRequest(_NewMusic):
     """New music in the style of reference clips (24 kHz mono), a prompt optional beside them:
     M from a weighted blend of the clips' MuLan audio embeddings and the prompt's, in the space
-    MuLan shares between text and music. Unlike a continuation, stage 1 reads none of a clip's
-    tokens, so the music (S) is drawn fresh; stage 2 starts from a few seconds of the main clip's
-    acoustic tokens, never played, so its sound carries (``style_timbre_seconds``)."""
+    MuLan shares between text and music. Unlike a continuation, none of a clip's tokens is a
+    prompt: only its style goes in, so the music is drawn fresh."""
     clips: tuple[np.ndarray, ...]
     prompt: str | None = None
     weights: tuple[float, ...] | None = None  # one per source, the prompt's first when there is one; None: equal
@@ -254,11 +248,6 @@ class StyleRequest(_NewMusic):
         """(source, weight) pairs, the prompt first; sources of weight 0 left out."""
         sources = ([self.prompt] if self.prompt is not None else []) + list(self.clips)
         return [(source, weight) for source, weight in zip(sources, self.weights) if weight > 0]
-
-    def timbre_clip(self) -> np.ndarray:
-        """The clip whose sound stage 2 starts from: the heaviest in the blend (the first of equals)."""
-        weights = self.weights[len(self.weights) - len(self.clips):]
-        return self.clips[int(np.argmax(weights))]
 
     def record(self) -> dict:
         return {"mode": self.mode, "prompt": self.prompt, "clip_seconds": [_clip_seconds(c) for c in self.clips],

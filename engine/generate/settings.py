@@ -10,7 +10,6 @@ from ..prompts import MAX_PROMPT_CHARS
 
 MAX_SECONDS = 300.0
 MAX_TEMPO_DRAFTS = 16
-MAX_TIMBRE_SECONDS = 4.0  # stage 2 reads at most half its crop of a prompt (cpu-small: 2 s); the rest would be ignored
 
 
 @dataclass(frozen=True)
@@ -23,7 +22,6 @@ class GenerationSettings:
     style_guidance: float = 3.0  # a style request: how strongly stage 1 follows its reference clips (beside its words: what the clips add to them)
     coarse_guidance: float = 1.0  # on stage 2 (1 = off): stresses the text beyond what S implies; see docs/experiments.md for what it trades
     style_coarse_guidance: float = 2.5  # a style request's stage 2, in place of coarse_guidance: a clip's timbre is stage 2's to make; chosen on training recordings (docs/experiments.md)
-    style_timbre_seconds: float = 2.0  # a style request's stage 2 starts from this much of its main clip's tokens (AudioLM's acoustic prompt), never played; 0 = off
     negative_prompt: str = ""
     chunk_seconds: float = 0.5
     fine_stage: bool = False  # on: stage 3 writes codec levels 5–12 (the paper); off: the codec decodes levels 1–4 alone, as stage 3 predicts the fine levels no better than chance
@@ -42,8 +40,6 @@ class GenerationSettings:
         for name in ("guidance", "style_guidance", "coarse_guidance", "style_coarse_guidance"):
             if not 0 <= getattr(self, name) <= 20:
                 raise ValueError(f"{name.replace('_', ' ')} must be in [0, 20], got {getattr(self, name)}")
-        if not 0 <= self.style_timbre_seconds <= MAX_TIMBRE_SECONDS:
-            raise ValueError(f"a style's timbre prompt must cover 0–{MAX_TIMBRE_SECONDS:g} seconds (0 = off), got {self.style_timbre_seconds}")
         if not 1 <= self.tempo_draft_seconds <= 10:
             raise ValueError(f"a tempo draft must cover 1–10 seconds, got {self.tempo_draft_seconds}")
         if not 1 <= self.tempo_drafts <= MAX_TEMPO_DRAFTS:
