@@ -218,16 +218,16 @@ class Studio:
                 progress = f"**{chunk.seconds_done:.1f} / {total:g} s**" + (f" · {stages}" if stages else "")
                 given_clip = len(pieces) == 1 and not chunk.stages  # a continuation's first chunk: the user's clip
                 heard = chunk.audio[-int(LEAD_IN_SECONDS * SAMPLE_RATE):] if given_clip else chunk.audio
+                # the finished piece's outputs are sent empty, not skipped: gradio 6 rebuilds every output a yield
+                # skips on its event loop, a cost that grew with each piece played (docs/experiments.md)
                 for update in player.chunks(_pcm16(heard)):
-                    yield gr.skip(), progress, gr.skip(), gr.skip(), gr.skip(), gr.skip(), seed, update
-                    seed = gr.skip()
+                    yield None, progress, gr.skip(), gr.skip(), None, None, seed, update
                 if given_clip:
                     time.sleep(LEAD_IN_HEAD_START)
                 drawn = chunk.seconds_done if drawn is None else drawn
                 if chunk.seconds_done - drawn >= PLOT_EVERY_SECONDS:  # after the chunk is on its way: plots are slow to send and draw
                     so_far = np.concatenate(pieces)
-                    yield (gr.skip(), gr.skip(), waveform_figure(so_far, total, segments), spectrogram_figure(so_far, total, segments),
-                           *(gr.skip(),) * 4)
+                    yield None, progress, waveform_figure(so_far, total, segments), spectrogram_figure(so_far, total, segments), None, None, seed, gr.skip()
                     drawn = chunk.seconds_done
                 if self._stop.is_set():
                     stopped = True
