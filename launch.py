@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     private_uploads()
-    from studio.app import build_app
+    from studio.app import LAUNCH_OPTIONS, build_app
 
     desktop = args.desktop
     if desktop:
@@ -68,12 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     app = build_app(warm_up=True, desktop=desktop, device=args.device)
     try:
-        app.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth, max_file_size=MAX_UPLOAD)
+        app.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth, max_file_size=MAX_UPLOAD, **LAUNCH_OPTIONS)
     except Exception as exc:  # share links need the internet; say so and keep serving locally
         if not args.share:
             raise
         print(f"could not create a share link ({exc}); serving locally only", file=sys.stderr)
-        app.launch(server_name=args.host, server_port=args.port, share=False, auth=auth, max_file_size=MAX_UPLOAD)
+        app.launch(server_name=args.host, server_port=args.port, share=False, auth=auth, max_file_size=MAX_UPLOAD, **LAUNCH_OPTIONS)
     return 0
 
 

@@ -42,6 +42,12 @@ EXAMPLES = [
     ["chiptune with a square lead and electronic drums, quick tempo"],
 ]
 SEED_RANGE = 2**31
+# Every launch of the studio passes these. Gradio 6 keeps each page's last 100 runs, outputs and all
+# (our plots and audio chunks), in the browser's localStorage, and rewrites the whole list with
+# every streamed update: a page got slower with each piece it had played, and stayed slow after a
+# reload (docs/experiments.md). The History tab keeps the pieces; with this off, gradio also deletes
+# what it had saved in the browser.
+LAUNCH_OPTIONS = {"run_history": False}
 # The progress line and the live player show a piece's progress; gradio's overlays and timers on
 # every output would repaint the page the whole time, on the cores generation needs.
 LIVE_PROGRESS = "hidden"

@@ -22,7 +22,7 @@ import numpy as np
 
 from engine import MusicLM, save_audio, story_json
 
-from .app import build_app
+from .app import LAUNCH_OPTIONS, build_app
 from .history import History
 from .ports import free_port
 
@@ -92,7 +92,7 @@ def measure(repeats: int = 5, seconds: float = 6.0, cases: tuple[str, ...] = tup
     port = free_port()
     t0 = time.perf_counter()
     app = build_app(MusicLM.load().warm_up(), History(Path(tempfile.mkdtemp(prefix="hummingbird-bench-"))))
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_OPTIONS)
     ready_s = time.perf_counter() - t0
     files = _inputs(Path(tempfile.mkdtemp(prefix="hummingbird-inputs-")), seconds)
     results = {}

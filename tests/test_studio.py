@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from engine import MusicLM
-from studio.app import Studio, build_app, preset_values
+from studio.app import LAUNCH_OPTIONS, Studio, build_app, preset_values
 from studio.history import History
 from studio.ports import free_port
 
@@ -55,9 +55,17 @@ def studio_url(shipped, tmp_path_factory):
     """The studio on the shipped checkpoints, with its history in a temp folder."""
     app = build_app(shipped, History(tmp_path_factory.mktemp("history")))
     port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_OPTIONS)
     yield f"http://127.0.0.1:{port}/"
     app.close()
+
+
+def test_the_page_keeps_no_run_history_of_its_own(studio_url):
+    """Gradio's run history rewrote every run's outputs in the browser's storage on each streamed
+    update, slowing a page with every piece it played; the History tab keeps the pieces instead."""
+    import httpx
+
+    assert httpx.get(studio_url + "config").json()["run_history"] is False
 
 
 def test_every_endpoint_answers_through_gradio_client(studio_url):
