@@ -116,6 +116,9 @@ def test_launch_serves_the_studio_and_names_missing_models():
             config = r.read().decode()
         assert "parts are missing" in config or "parts are ready" in config
         assert "python -m engine train codec" in config
+        # gradio's run history rewrote every run's outputs in the browser's storage on each streamed
+        # update, slowing a page with every piece it played; the History tab keeps the pieces instead
+        assert json.loads(config)["run_history"] is False
     finally:
         proc.terminate()
         proc.wait(timeout=10)

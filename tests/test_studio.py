@@ -60,14 +60,6 @@ def studio_url(shipped, tmp_path_factory):
     app.close()
 
 
-def test_the_page_keeps_no_run_history_of_its_own(studio_url):
-    """Gradio's run history rewrote every run's outputs in the browser's storage on each streamed
-    update, slowing a page with every piece it played; the History tab keeps the pieces instead."""
-    import httpx
-
-    assert httpx.get(studio_url + "config").json()["run_history"] is False
-
-
 def test_every_endpoint_answers_through_gradio_client(studio_url):
     from gradio_client import Client
 
