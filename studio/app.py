@@ -17,6 +17,7 @@ import time
 from collections import deque
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Callable
 
 import gradio as gr
 import numpy as np
@@ -87,11 +88,12 @@ def sampling_values(settings: dict) -> tuple:
     return (*settings["temperatures"], settings["top_k"], settings["guidance"], settings["coarse_guidance"], settings.get("level_stage", True))
 
 
-def settings_from_controls(seconds, seed, locked, t1, t2, t3, top_k, guidance, coarse_guidance, level_stage=True, negative="") -> GenerationSettings:
+def settings_from_controls(seconds, seed, locked, t1, t2, t3, top_k, guidance, coarse_guidance, level_stage=True, negative="",
+                           fresh: Callable[[], int] = lambda: random.randrange(SEED_RANGE)) -> GenerationSettings:
     """The shared controls (duration, seed and its lock, then the sampling panel in
-    ``preset_values``' order) as settings. An unlocked seed is drawn afresh: a new take per click."""
+    ``preset_values``' order) as settings. An unlocked seed is drawn afresh (``fresh``): a new take per click."""
     try:
-        seed = int(seed) if locked else random.randrange(SEED_RANGE)
+        seed = int(seed) if locked else fresh()
         return GenerationSettings(seconds=float(seconds), seed=seed, temperatures=(float(t1), float(t2), float(t3)), top_k=int(top_k),
                                   guidance=float(guidance), coarse_guidance=float(coarse_guidance), level_stage=bool(level_stage),
                                   negative_prompt=" ".join((negative or "").split()))
@@ -152,6 +154,7 @@ class Studio:
         self._tracked: dict[str, np.ndarray] = {}  # the last hum file's melody tokens, tracked when it arrived
         self._live: LiveStream | None = None  # the live stream playing (or last played), and its recent audio
         self._live_audio: deque[np.ndarray] = deque()
+        self._upcoming_seed = random.randrange(SEED_RANGE)  # the next unlocked Text take's, drawn early so its opening can be
 
     def model(self) -> MusicLM:
         with self._lock:
@@ -256,7 +259,26 @@ class Studio:
                saved, seed, player.end(len(audio) / SAMPLE_RATE, stopped))
 
     def text_to_music(self, prompt, negative, seconds, seed, locked, *sampling):
-        yield from self._play(lambda: TextRequest(prompt, settings_from_controls(seconds, seed, locked, *sampling, negative=negative)))
+        yield from self._play(lambda: TextRequest(prompt, settings_from_controls(seconds, seed, locked, *sampling, negative=negative,
+                                                                                 fresh=self._take_seed)))
+
+    def _take_seed(self) -> int:
+        seed, self._upcoming_seed = self._upcoming_seed, random.randrange(SEED_RANGE)
+        return seed
+
+    def prepare_text(self, prompt, negative, seconds, seed, locked, *sampling) -> None:
+        """Draw the next Text take's opening ahead while the user types or listens (``MusicLM.prepare``:
+        a prompt that states a bpm otherwise waits for its tempo draft after the click). Nothing
+        while a piece is being made (it would take the cores) or before the models are loaded;
+        a prompt not yet valid prepares nothing."""
+        if self._generating or self._model is None:
+            return
+        try:
+            request = TextRequest(prompt, settings_from_controls(seconds, seed, locked, *sampling, negative=negative,
+                                                                 fresh=lambda: self._upcoming_seed))
+        except (ValueError, gr.Error):
+            return
+        self._model.prepare(request)
 
     def story_to_music(self, table, seed, locked, *sampling):
         segments = _story_rows(table)
@@ -696,6 +718,11 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
         ]
         for event in events:
             event.then(studio.history_rows, outputs=table, api_name=False)
+        ahead = dict(trigger_mode="always_last", concurrency_id="prepare", show_progress="hidden", api_name=False)  # beside a piece, not behind it
+        text_controls = [prompt, negative, seconds, seed, locked, *sampling]
+        for changed in (prompt.change, negative.change, seconds.change, locked.change):
+            changed(studio.prepare_text, text_controls, **ahead)
+        events[0].then(studio.prepare_text, text_controls, **ahead)  # the next take, while this one plays
         stop.click(studio.stop, api_name="stop", queue=False)
         for heard in (hum.stop_recording, hum.upload):
             heard(studio.track_hum, hum, [contour, notes], api_name=False)

@@ -210,3 +210,22 @@ def test_the_workers_draft_a_story_segment_as_the_caller_does(tiny_pipeline):
 def test_tempo_drafts_out_of_range_are_refused():
     with pytest.raises(ValueError, match="tempo drafts"):
         GenerationSettings(tempo_drafts=0).check()
+
+
+def test_a_prepared_draft_makes_the_same_piece_without_drawing_it_again(drafting):
+    """``prepare`` draws a text prompt's tempo draft ahead; the run then starts from it, sample for
+    sample the piece an unprepared run makes, and shows no stage-1 drafting before its first chunk."""
+    from engine import TextRequest
+
+    model, shown = drafting
+    request = TextRequest("funk with slap bass, 120 bpm", GenerationSettings(seconds=3.0, seed=4, tempo_drafts=3))
+    unprepared, _ = collect(model.run(request), request.settings)
+    assert len(shown) == 1
+    assert model.prepare(request) and len(shown) == 2
+    assert model.prepare(request) and len(shown) == 2  # already drawn: nothing drawn again
+    prepared, _ = collect(model.run(request), request.settings)
+    assert len(shown) == 2 and np.array_equal(prepared, unprepared)
+    other = TextRequest("funk with slap bass, 120 bpm", GenerationSettings(seconds=3.0, seed=5, tempo_drafts=3))
+    collect(model.run(other), other.settings)  # another take: its own draft
+    assert len(shown) == 3
+    assert not model.prepare(TextRequest("funk with slap bass", request.settings))  # no bpm: nothing to draw ahead

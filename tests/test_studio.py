@@ -517,3 +517,34 @@ def test_the_live_player_gets_every_chunk_once_even_when_updates_merge():
     sliced = list(PlayerStream(24_000).chunks(clip))
     sent = [np.frombuffer(base64.b64decode(u["chunks"][-1][1]), "<i2") for u in sliced]
     assert [len(s) for s in sent] == [12_000, 12_000, 4_800] and np.array_equal(np.concatenate(sent), clip)
+
+
+def test_the_next_text_take_is_prepared_with_the_seed_its_click_will_use(tmp_path):
+    """While the user types or listens, the studio draws the next take's opening ahead
+    (``MusicLM.prepare``); the click must then ask for exactly that take, or the draft is wasted."""
+    class Recorder:
+        device = torch.device("cpu")
+
+        def __init__(self):
+            self.prepared, self.ran = [], []
+
+        def prepare(self, request):
+            self.prepared.append(request)
+
+        def run(self, request):
+            self.ran.append(request)
+            yield from ()
+
+    model, sampling = Recorder(), (1.0, 0.95, 0.4, 0, 3.0, 1.0, True)
+    studio = Studio(model, History(tmp_path / "history"))
+    studio.prepare_text("funk, 120 bpm", "", 10, 0, False, *sampling)
+    list(studio.text_to_music("funk, 120 bpm", "", 10, 0, False, *sampling))
+    assert model.ran[0] == model.prepared[0]  # the same prompt, settings and seed
+    studio.prepare_text("funk, 120 bpm", "", 10, 0, False, *sampling)  # the take after it: a new seed
+    assert model.prepared[1].settings.seed != model.ran[0].settings.seed
+    studio.prepare_text("funk, 120 bpm", "", 10, 7, True, *sampling)
+    assert model.prepared[2].settings.seed == 7  # a locked seed is the one prepared
+    studio.prepare_text("", "", 10, 0, False, *sampling)  # no prompt yet: nothing to prepare
+    studio._generating = 1
+    studio.prepare_text("funk, 120 bpm", "", 10, 0, False, *sampling)  # a piece is being made: it keeps the cores
+    assert len(model.prepared) == 3

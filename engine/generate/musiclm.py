@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -90,6 +91,8 @@ class MusicLM:
         self.parallel = self.parallel_on_cpu = parallel  # run the upstream stages on processes of their own (engine.upstream)
         self._upstream_workers: tuple[StageWorker, StageWorker] | None = None
         self._upstream_lock = threading.Lock()  # one piece at a time uses the workers; another runs in line
+        self._prepared: dict[tuple[str, GenerationSettings], Future] = {}  # the latest ``prepare``d opening: (M, S) when done
+        self._prepared_lock = threading.Lock()
 
     @property
     def device(self) -> torch.device:
@@ -233,7 +236,11 @@ class MusicLM:
         # tempo drafts: text alone (no S, clip, hum or M given) that states a bpm the tokens can be read for
         text_only = from_text and semantic is None and melody is None and not prompt_tokens
         drafts = dict(drafts or {})
-        if from_text:
+        prepared = self._prepared_opening(prompt, settings) if from_text and text_only else None
+        if prepared:
+            m, prepared = prepared[0].clone(), prepared[1]
+            schedule = [(0.0, m)]
+        elif from_text:
             m, opening = self.words_conditioning(prompt, tempo, settings, drafting=text_only)
             schedule = [(0.0, m)]
             if opening:
@@ -260,18 +267,17 @@ class MusicLM:
         c_buf = torch.full((1, COARSE_LEVELS, frames + offset_a), s3.cfg.layout.aligned[0].vocab, dtype=torch.long, device=device)
         if given_a is not None:
             c_buf[:, :, :offset_a] = given_a[:, :COARSE_LEVELS]
-        temps = settings.temperatures
-        sampling = [replace(s.cfg.layout.sampling, temperature=t, top_k=settings.top_k) for s, t in zip((s1, s2, s3), temps)]
-        for stage, scale in enumerate((settings.guidance, settings.coarse_guidance)):
-            sampling[stage] = replace(sampling[stage], guidance=1.0 if unconditional else scale)
-        sampling[0] = replace(sampling[0], anchor_guidance=settings.style_guidance)
+        sampling = self._sampling(settings, unconditional)
         def at_rate(rate: float, made: int = 0) -> Schedule:  # the schedule in one stage's frames after the ``made`` ones
             return [(max(0, int(round(start * rate)) - made), m) for start, m in schedule]
 
         hum = self.melody_stream(melody, offset_s, semantic_total)  # stage 1 follows it; stage 2 too if it was trained to
         job1 = None
         drafted = 0
-        if semantic is None and 0 in drafts and offset_s == 0:  # the opening's draft, here: the first chunk waits for it anyway
+        if prepared is not None:  # the opening's draft, drawn ahead by ``prepare``
+            drafted = prepared.shape[2]
+            s_buf[:, :, :drafted] = prepared.to(device)
+        elif semantic is None and 0 in drafts and offset_s == 0:  # the opening's draft, here: the first chunk waits for it anyway
             t = time.perf_counter()
             opening = at_rate(s1.cfg.layout.rate)[1][0] if len(schedule) > 1 else semantic_total  # a draft stays in its segment
             drafted = self.tempo_draft(drafts.pop(0), opening, sampling[0], seeds[0], negative, schedule[0][1], s_buf)
@@ -340,6 +346,59 @@ class MusicLM:
                 for worker in workers:
                     worker.finish()
                 self._upstream_lock.release()
+
+    def _sampling(self, settings: GenerationSettings, unconditional: bool = False) -> list[Sampling]:
+        """How each stage draws under ``settings`` (``unconditional``: no guidance)."""
+        sampling = [replace(self.stages[name].cfg.layout.sampling, temperature=t, top_k=settings.top_k)
+                    for name, t in zip(("stage1", "stage2", "stage3"), settings.temperatures)]
+        for stage, scale in enumerate((settings.guidance, settings.coarse_guidance)):
+            sampling[stage] = replace(sampling[stage], guidance=1.0 if unconditional else scale)
+        sampling[0] = replace(sampling[0], anchor_guidance=settings.style_guidance)
+        return sampling
+
+    def prepare(self, request: Request) -> bool:
+        """Draw ahead what a request's first chunk would wait for: a text prompt's tempo draft
+        (the rest of the wait is a fraction of a second). Its run then starts from that draft,
+        sample for sample the piece it would have been; a run that comes while the draft is still
+        being drawn waits for it rather than drawing it twice. The studio prepares the next take
+        while the user listens or types. Only the latest request is kept. Whether there was a draft to draw."""
+        if not isinstance(request, TextRequest):
+            return False
+        settings, tempo = request.settings, self.read_tempo(request.prompt)
+        if not self.drafts_tempo(tempo, settings.tempo_drafts):
+            return False
+        key, future = (request.prompt, settings), Future()
+        with self._prepared_lock:
+            if key in self._prepared:
+                return True
+            self._prepared = {key: future}
+        try:
+            m, draft = self.words_conditioning(request.prompt, tempo, settings)
+            frames = int(np.ceil(settings.seconds * SAMPLE_RATE / HOP))
+            s_buf = torch.zeros(1, 1, (frames + 1) // 2, dtype=torch.long, device=self.device)
+            negative = self.conditioning(settings.negative_prompt).to(self.device) if settings.negative_prompt.strip() else None
+            m = m.to(self.device)
+            drafted = self.tempo_draft(replace(draft, readings=draft.readings.to(self.device)), s_buf.shape[2], self._sampling(settings)[0],
+                                         settings.seed * 3, negative, m, s_buf)
+            future.set_result((m, s_buf[:, :, :drafted].clone()))
+        except BaseException as exc:
+            with self._prepared_lock:
+                self._prepared.pop(key, None)
+            future.set_exception(exc)
+            raise
+        return True
+
+    def _prepared_opening(self, prompt: str, settings: GenerationSettings) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(M, S of the opening) ``prepare`` drew for exactly this prompt and these settings, waiting
+        for it if it is still being drawn; None if it drew none (or failed: the run draws its own)."""
+        with self._prepared_lock:
+            future = self._prepared.get((prompt, settings))
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except Exception:
+            return None
 
     def drafts_tempo(self, tempo: StatedTempo | None, count: int) -> bool:
         """Whether a text prompt gets tempo drafts: ``count`` ≥ 2, it states a bpm (a tempo word's
