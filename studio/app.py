@@ -278,7 +278,10 @@ class Studio:
                                                                  fresh=lambda: self._upcoming_seed))
         except (ValueError, gr.Error):
             return
-        self._model.prepare(request)
+        try:
+            self._model.prepare(request)
+        except Exception:  # only a look ahead: the click draws its own draft, and the page hears nothing of it
+            log.exception("preparing the next take failed")
 
     def story_to_music(self, table, seed, locked, *sampling):
         segments = _story_rows(table)
@@ -718,7 +721,9 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
         ]
         for event in events:
             event.then(studio.history_rows, outputs=table, api_name=False)
-        ahead = dict(trigger_mode="always_last", concurrency_id="prepare", show_progress="hidden", api_name=False)  # beside a piece, not behind it
+        # beside a piece, not behind it; raw values (preprocess off): a control the page has yet to clamp (a duration of 400)
+        # must not raise gradio's own error badges for what is only a look ahead
+        ahead = dict(trigger_mode="always_last", concurrency_id="prepare", show_progress="hidden", api_name=False, preprocess=False)
         text_controls = [prompt, negative, seconds, seed, locked, *sampling]
         for changed in (prompt.change, negative.change, seconds.change, locked.change):
             changed(studio.prepare_text, text_controls, **ahead)
