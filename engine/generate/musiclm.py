@@ -236,9 +236,10 @@ class MusicLM:
         # tempo drafts: text alone (no S, clip, hum or M given) that states a bpm the tokens can be read for
         text_only = from_text and semantic is None and melody is None and not prompt_tokens
         drafts = dict(drafts or {})
-        prepared = self._prepared_opening(prompt, settings) if from_text and text_only else None
-        if prepared:
-            m, prepared = prepared[0].clone(), prepared[1]
+        ready = self._prepared_opening(prompt, settings) if from_text and text_only else None
+        prepared_s = ready[1] if ready else None  # the opening's S, drawn ahead by ``prepare``
+        if ready:
+            m = ready[0].clone()
             schedule = [(0.0, m)]
         elif from_text:
             m, opening = self.words_conditioning(prompt, tempo, settings, drafting=text_only)
@@ -274,9 +275,9 @@ class MusicLM:
         hum = self.melody_stream(melody, offset_s, semantic_total)  # stage 1 follows it; stage 2 too if it was trained to
         job1 = None
         drafted = 0
-        if prepared is not None:  # the opening's draft, drawn ahead by ``prepare``
-            drafted = prepared.shape[2]
-            s_buf[:, :, :drafted] = prepared.to(device)
+        if prepared_s is not None:
+            drafted = prepared_s.shape[2]
+            s_buf[:, :, :drafted] = prepared_s.to(device)
         elif semantic is None and 0 in drafts and offset_s == 0:  # the opening's draft, here: the first chunk waits for it anyway
             t = time.perf_counter()
             opening = at_rate(s1.cfg.layout.rate)[1][0] if len(schedule) > 1 else semantic_total  # a draft stays in its segment
