@@ -259,8 +259,12 @@ class Studio:
                saved, seed, player.end(len(audio) / SAMPLE_RATE, stopped))
 
     def text_to_music(self, prompt, negative, seconds, seed, locked, *sampling):
-        yield from self._play(lambda: TextRequest(prompt, settings_from_controls(seconds, seed, locked, *sampling, negative=negative,
-                                                                                 fresh=self._take_seed)))
+        yield from self._play(lambda: self._text_request(self._take_seed, prompt, negative, seconds, seed, locked, *sampling))
+
+    @staticmethod
+    def _text_request(fresh, prompt, negative, seconds, seed, locked, *sampling) -> TextRequest:
+        """The Text tab's controls as a request; ``fresh`` gives an unlocked seed."""
+        return TextRequest(prompt, settings_from_controls(seconds, seed, locked, *sampling, negative=negative, fresh=fresh))
 
     def _take_seed(self) -> int:
         seed, self._upcoming_seed = self._upcoming_seed, random.randrange(SEED_RANGE)
@@ -274,8 +278,7 @@ class Studio:
         if self._generating or self._model is None:
             return
         try:
-            request = TextRequest(prompt, settings_from_controls(seconds, seed, locked, *sampling, negative=negative,
-                                                                 fresh=lambda: self._upcoming_seed))
+            request = self._text_request(lambda: self._upcoming_seed, prompt, negative, seconds, seed, locked, *sampling)
         except (ValueError, gr.Error):
             return
         try:

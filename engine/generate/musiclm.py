@@ -71,6 +71,17 @@ def operator_threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def stage_seeds(settings: GenerationSettings) -> list[int]:
+    """One seed per stage: a stage's draws never depend on how the stages interleave."""
+    return [settings.seed * 3 + i for i in range(3)]
+
+
+def piece_frames(seconds: float) -> tuple[int, int]:
+    """A piece's length in 50 Hz acoustic frames and in 25 Hz semantic frames."""
+    frames = int(np.ceil(seconds * SAMPLE_RATE / HOP))
+    return frames, (frames + 1) // 2
+
+
 def caller_threads() -> int | None:
     """Operator threads for the work done in the caller's thread. torch's OpenMP threads pay off
     from the main thread only: a 250-frame tempo draft took 0.50 s on 2 threads from the main
@@ -226,9 +237,8 @@ class MusicLM:
         a text prompt that states a bpm gets one of its own); ``dynamics``: (start second, LUFS or None)
         the level stage steers each segment to (default: what ``prompt``'s words state, throughout)."""
         settings.check()
-        # one generator per stage: a stage's draws never depend on how the stages interleave
         device = self.device
-        seeds = [settings.seed * 3 + i for i in range(3)]
+        seeds = stage_seeds(settings)
         timings = {"mulan": 0.0, "stage1": 0.0, "stage2": 0.0, "stage3": 0.0, "codec": 0.0}
         t0 = time.perf_counter()
         from_text = schedule is None and not unconditional and prefix is None  # M comes from this prompt, read for its tempo once
@@ -236,7 +246,7 @@ class MusicLM:
         # tempo drafts: text alone (no S, clip, hum or M given) that states a bpm the tokens can be read for
         text_only = from_text and semantic is None and melody is None and not prompt_tokens
         drafts = dict(drafts or {})
-        ready = self._prepared_opening(prompt, settings) if from_text and text_only else None
+        ready = self._prepared_opening(prompt, settings) if text_only else None
         prepared_s = ready[1] if ready else None  # the opening's S, drawn ahead by ``prepare``
         if ready:
             m = ready[0].clone()
@@ -250,11 +260,10 @@ class MusicLM:
             schedule = [(0.0, None if unconditional else prefix)]
         schedule = [(start, m if m is None else m.to(device)) for start, m in schedule]
         drafts = {i: replace(draft, readings=draft.readings.to(device)) for i, draft in drafts.items()}
-        negative = self.conditioning(settings.negative_prompt).to(device) if settings.negative_prompt.strip() and not unconditional else None
+        negative = None if unconditional else self._negative(settings)
         timings["mulan"] = time.perf_counter() - t0
         s1, s2, s3 = (self.stages[n] for n in ("stage1", "stage2", "stage3"))
-        frames = int(np.ceil(settings.seconds * SAMPLE_RATE / HOP))  # 50 Hz acoustic frames
-        semantic_total = (frames + 1) // 2
+        frames, semantic_total = piece_frames(settings.seconds)
         prompt_tokens = {name: tokens.to(device) for name, tokens in (prompt_tokens or {}).items()}
         given_s = prompt_tokens.get("S")
         given_a = prompt_tokens.get("A")
@@ -348,6 +357,10 @@ class MusicLM:
                     worker.finish()
                 self._upstream_lock.release()
 
+    def _negative(self, settings: GenerationSettings) -> torch.Tensor | None:
+        """M of the negative prompt, the unconditional branch of stage 1's guidance (None: the learned null M)."""
+        return self.conditioning(settings.negative_prompt).to(self.device) if settings.negative_prompt.strip() else None
+
     def _sampling(self, settings: GenerationSettings, unconditional: bool = False) -> list[Sampling]:
         """How each stage draws under ``settings`` (``unconditional``: no guidance)."""
         sampling = [replace(self.stages[name].cfg.layout.sampling, temperature=t, top_k=settings.top_k)
@@ -375,12 +388,9 @@ class MusicLM:
             self._prepared = {key: future}
         try:
             m, draft = self.words_conditioning(request.prompt, tempo, settings)
-            frames = int(np.ceil(settings.seconds * SAMPLE_RATE / HOP))
-            s_buf = torch.zeros(1, 1, (frames + 1) // 2, dtype=torch.long, device=self.device)
-            negative = self.conditioning(settings.negative_prompt).to(self.device) if settings.negative_prompt.strip() else None
-            m = m.to(self.device)
+            m, s_buf = m.to(self.device), torch.zeros(1, 1, piece_frames(settings.seconds)[1], dtype=torch.long, device=self.device)
             drafted = self.tempo_draft(replace(draft, readings=draft.readings.to(self.device)), s_buf.shape[2], self._sampling(settings)[0],
-                                         settings.seed * 3, negative, m, s_buf)
+                                       stage_seeds(settings)[0], self._negative(settings), m, s_buf)
             future.set_result((m, s_buf[:, :, :drafted].clone()))
         except BaseException as exc:
             with self._prepared_lock:
