@@ -725,8 +725,10 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
         for event in events:
             event.then(studio.history_rows, outputs=table, api_name=False)
         # beside a piece, not behind it; raw values (preprocess off): a control the page has yet to clamp (a duration of 400)
-        # must not raise gradio's own error badges for what is only a look ahead
-        ahead = dict(trigger_mode="always_last", concurrency_id="prepare", show_progress="hidden", api_name=False, preprocess=False)
+        # must not raise gradio's own error badges for what is only a look ahead. Every change is sent and two run at once,
+        # so the newest prompt's draft starts at once and abandons the one drawn for the prompt before it
+        ahead = dict(trigger_mode="multiple", concurrency_limit=2, concurrency_id="prepare", show_progress="hidden", api_name=False,
+                     preprocess=False)
         text_controls = [prompt, negative, seconds, seed, locked, *sampling]
         for changed in (prompt.change, negative.change, seconds.change, locked.change):
             changed(studio.prepare_text, text_controls, **ahead)

@@ -29,6 +29,8 @@ from .ports import free_port
 CASES = {  # tab, what to fill, and the button
     "text": ("Text", "tender solo piano, calm and slow", "#generate"),
     "text with a bpm": ("Text", "calm violin melody over a distorted guitar riff, 90 bpm", "#generate"),
+    # typed key by key, the first click the moment the last key is up: the page prepares each prompt as it is typed
+    "text with a bpm, typed": ("Text", "slow blues shuffle with harmonica, 75 bpm", "#generate"),
     "hum": ("Hum", None, "#generate-hum"),
     "story": ("Story", None, "#generate-story"),
     "continue": ("Continue", None, "#generate-continue"),
@@ -49,10 +51,13 @@ def _inputs(folder: Path, seconds: float) -> dict[str, Path]:
     return {"hum": hum, "story": story, "clip": clip}
 
 
+TYPING_DELAY_MS = 60  # between keys: a fast typist
+
+
 def _prepare(page, case: str, files: dict[str, Path], seconds: float) -> None:
     tab, prompt, _ = CASES[case]
     page.get_by_role("tab", name=tab, exact=True).click()
-    if prompt:
+    if prompt and not case.endswith("typed"):
         page.locator("#prompt textarea").fill(prompt)
     if tab == "Hum" and not page.locator("#hum audio").count():
         page.locator("#hum input[type=file]").set_input_files(str(files["hum"]))
@@ -67,6 +72,10 @@ def _prepare(page, case: str, files: dict[str, Path], seconds: float) -> None:
         duration = page.locator("#duration input[type=number]")
         duration.fill(f"{seconds:g}")
         duration.press("Enter")
+    if prompt and case.endswith("typed"):
+        page.locator("#prompt textarea").fill("")
+        page.wait_for_timeout(500)
+        page.locator("#prompt textarea").press_sequentially(prompt, delay=TYPING_DELAY_MS)
 
 
 class ServerSide(logging.Handler):

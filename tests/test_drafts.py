@@ -229,3 +229,41 @@ def test_a_prepared_draft_makes_the_same_piece_without_drawing_it_again(drafting
     collect(model.run(other), other.settings)  # another take: its own draft
     assert len(shown) == 3
     assert not model.prepare(TextRequest("funk with slap bass", request.settings))  # no bpm: nothing to draw ahead
+
+
+@pytest.mark.parametrize("taker", ["a newer prompt", "a prompt without a bpm", "a run of another piece"])
+def test_a_draft_still_being_drawn_is_abandoned_when_something_else_takes_over(drafting, monkeypatch, taker):
+    """A prompt typed key by key prepares each version of itself: a draft for the words before the
+    last key must stop at once (its frame) rather than share the cores with the one that counts."""
+    import threading
+
+    from engine import TextRequest
+
+    model, shown = drafting
+    stage1 = model.stages["stage1"]
+    original, held, go = stage1.stream, threading.Event(), threading.Event()
+
+    def hold_the_first(*args, **kwargs):  # the first draft waits after its first frame until the test lets it go on
+        frames = original(*args, **kwargs)
+        yield next(frames)
+        if not held.is_set():
+            held.set()
+            go.wait(30)
+        yield from frames
+
+    monkeypatch.setattr(stage1, "stream", hold_the_first)
+    settings = GenerationSettings(seconds=3.0, seed=4, tempo_drafts=3)
+    outcome = []
+    first = threading.Thread(target=lambda: outcome.append(model.prepare(TextRequest("funk with slap bass, 120", settings))))
+    first.start()
+    assert held.wait(30)
+    if taker == "a newer prompt":
+        assert model.prepare(TextRequest("funk with slap bass, 120 bpm", settings))
+    elif taker == "a prompt without a bpm":
+        assert not model.prepare(TextRequest("funk with slap bass, 1", settings))
+    else:
+        collect(model.run(TextRequest("reggae, 80 bpm", settings)), settings)
+    go.set()
+    first.join(30)
+    assert outcome == [False]  # abandoned: never picked, nothing kept
+    assert len(shown) == (0 if taker == "a prompt without a bpm" else 1)

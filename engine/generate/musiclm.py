@@ -25,7 +25,7 @@ from ..audio import SAMPLE_RATE
 from ..checkpoints import hash_ahead, manifest_files, model_set
 from ..features import SEMANTIC_RATE
 from ..nn.codec import HOP, CodecStreamer, load_codec
-from ..nn.lm import COARSE_LEVELS, GenerationError, Schedule, TokenLM, kept_draft, load_stage, windowed
+from ..nn.lm import COARSE_LEVELS, DraftAbandoned, GenerationError, Schedule, TokenLM, kept_draft, load_stage, windowed
 from ..nn.mulan import blend_embeddings, load_mulan, load_prior
 from ..nn.sampling import Sampling
 from ..nn.semantic import load_semantic
@@ -103,6 +103,7 @@ class MusicLM:
         self._upstream_workers: tuple[StageWorker, StageWorker] | None = None
         self._upstream_lock = threading.Lock()  # one piece at a time uses the workers; another runs in line
         self._prepared: dict[tuple[str, GenerationSettings], Future] = {}  # the latest ``prepare``d opening: (M, S) when done
+        self._abandon_prepared = threading.Event()  # set: the opening being drawn is no longer wanted
         self._prepared_lock = threading.Lock()
 
     @property
@@ -246,7 +247,7 @@ class MusicLM:
         # tempo drafts: text alone (no S, clip, hum or M given) that states a bpm the tokens can be read for
         text_only = from_text and semantic is None and melody is None and not prompt_tokens
         drafts = dict(drafts or {})
-        ready = self._prepared_opening(prompt, settings) if text_only else None
+        ready = self._prepared_opening((prompt, settings) if text_only else None)
         prepared_s = ready[1] if ready else None  # the opening's S, drawn ahead by ``prepare``
         if ready:
             m = ready[0].clone()
@@ -380,18 +381,24 @@ class MusicLM:
             return False
         settings, tempo = request.settings, self.read_tempo(request.prompt)
         if not self.drafts_tempo(tempo, settings.tempo_drafts):
+            with self._prepared_lock:
+                self._keep_prepared(None)  # the prompt moved on: an opening still being drawn is wasted work
             return False
         key, future = (request.prompt, settings), Future()
         with self._prepared_lock:
             if key in self._prepared:
                 return True
-            self._prepared = {key: future}
+            self._keep_prepared(None)
+            self._prepared, abandoned = {key: future}, self._abandon_prepared
         try:
             m, draft = self.words_conditioning(request.prompt, tempo, settings)
             m, s_buf = m.to(self.device), torch.zeros(1, 1, piece_frames(settings.seconds)[1], dtype=torch.long, device=self.device)
             drafted = self.tempo_draft(replace(draft, readings=draft.readings.to(self.device)), s_buf.shape[2], self._sampling(settings)[0],
-                                       stage_seeds(settings)[0], self._negative(settings), m, s_buf)
+                                       stage_seeds(settings)[0], self._negative(settings), m, s_buf, abandoned.is_set)
             future.set_result((m, s_buf[:, :, :drafted].clone()))
+        except DraftAbandoned as exc:  # a newer prompt or a run of another piece took over
+            future.set_exception(exc)
+            return False
         except BaseException as exc:
             with self._prepared_lock:
                 self._prepared.pop(key, None)
@@ -399,11 +406,21 @@ class MusicLM:
             raise
         return True
 
-    def _prepared_opening(self, prompt: str, settings: GenerationSettings) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(M, S of the opening) ``prepare`` drew for exactly this prompt and these settings, waiting
-        for it if it is still being drawn; None if it drew none (or failed: the run draws its own)."""
+    def _keep_prepared(self, key: tuple[str, GenerationSettings] | None) -> Future | None:
+        """Forget every prepared opening but ``key``'s (with the lock held), abandoning one still
+        being drawn, so that it stops taking the cores; ``key``'s, if there is one."""
+        future = self._prepared.get(key)
+        if future is None and self._prepared:
+            self._abandon_prepared.set()
+            self._prepared, self._abandon_prepared = {}, threading.Event()
+        return future
+
+    def _prepared_opening(self, key: tuple[str, GenerationSettings] | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(M, S of the opening) ``prepare`` drew for exactly this (prompt, settings), waiting for it
+        if it is still being drawn; None if it drew none (or failed: the run draws its own). Any other
+        opening is abandoned: this run is what the cores are for now."""
         with self._prepared_lock:
-            future = self._prepared.get((prompt, settings))
+            future = self._keep_prepared(key)
         if future is None:
             return None
         try:
@@ -434,14 +451,15 @@ class MusicLM:
                           SEMANTIC_RATE, int(settings.tempo_draft_seconds * SEMANTIC_RATE), TEMPO_DRAFT_SLACK)
 
     def tempo_draft(self, draft: TempoDraft, frames: int, sampling: Sampling, seed: int, negative: torch.Tensor | None,
-                    m: torch.Tensor, s_buf: torch.Tensor) -> int:
+                    m: torch.Tensor, s_buf: torch.Tensor, abandoned: Callable[[], bool] | None = None) -> int:
         """Draft stage 1's opening here, before the stages start (at most ``frames`` and its window):
-        the kept draft goes into ``s_buf``, its reading into ``m``. Returns how many S frames were drafted."""
+        the kept draft goes into ``s_buf``, its reading into ``m``. Returns how many S frames were drafted.
+        ``abandoned``: asked after every frame (``kept_draft``)."""
         s1 = self.stages["stage1"]
         length = min(frames, draft.frames, s1.cfg.layout.positions)
         with operator_threads(caller_threads()):
             generator = torch.Generator(device=self.device).manual_seed(seed)
-            for n, frame in enumerate(kept_draft(s1, draft, m, length, {}, sampling, generator, negative, None, None)):
+            for n, frame in enumerate(kept_draft(s1, draft, m, length, {}, sampling, generator, negative, None, None, abandoned)):
                 s_buf[:, :, n] = frame[:, :, 0]
         return length
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,10 @@ from .transformer import Transformer, TransformerConfig
 
 class GenerationError(RuntimeError):
     """Generation failed in a way the user should hear about in one sentence."""
+
+
+class DraftAbandoned(Exception):
+    """A draft nobody will use any more: what it was drawn for changed while it was drawn."""
 
 
 @dataclass(frozen=True)
@@ -334,14 +338,20 @@ def windowed(model: TokenLM, total: int, schedule: Schedule, aligned: dict[str, 
 
 
 def kept_draft(model: TokenLM, draft, prefix: torch.Tensor, length: int, views: dict[str, torch.Tensor], sampling: Sampling, generator,
-               negative, context: torch.Tensor | None, anchor) -> Iterator[torch.Tensor]:
+               negative, context: torch.Tensor | None, anchor, abandoned: Callable[[], bool] | None = None) -> Iterator[torch.Tensor]:
     """The frames of ``draft``'s kept row: ``length`` frames drawn under each of its readings at
-    once (one batch), the one its ``pick`` keeps, whose reading becomes ``prefix`` in place."""
+    once (one batch), the one its ``pick`` keeps, whose reading becomes ``prefix`` in place.
+    ``abandoned`` is asked after every frame; when it says yes, ``DraftAbandoned`` ends the draft."""
     rows = draft.readings.shape[0]
     def each(t):  # one row → a row per reading
         return None if t is None else t.expand(rows, *t.shape[1:])
-    tokens = model.generate(length, draft.readings, {k: each(v) for k, v in views.items()}, sampling, generator, each(negative),
-                            each(context), each(anchor))
+    frames = []
+    for frame in model.stream(length, draft.readings, {k: each(v) for k, v in views.items()}, sampling, generator, each(negative),
+                              each(context), each(anchor)):
+        if abandoned is not None and abandoned():
+            raise DraftAbandoned(f"{model.cfg.layout.name} draft abandoned after {len(frames)} frames")
+        frames.append(frame)
+    tokens = torch.cat(frames, 2)
     keep = draft.pick(tokens)
     with torch.inference_mode():  # M may come from inference mode (MuLan), where alone it can change in place
         prefix.copy_(draft.readings[keep:keep + 1])
