@@ -267,3 +267,18 @@ def test_a_draft_still_being_drawn_is_abandoned_when_something_else_takes_over(d
     first.join(30)
     assert outcome == [False]  # abandoned: never picked, nothing kept
     assert len(shown) == (0 if taker == "a prompt without a bpm" else 1)
+
+
+def test_a_draft_already_drawn_waits_for_its_click_through_a_piece_of_another_kind(drafting):
+    """Only a draft still being drawn is abandoned: one that is ready stays for its click, even if
+    another piece (a hum, a story) is made in between."""
+    from engine import TextRequest
+
+    model, shown = drafting
+    settings = GenerationSettings(seconds=3.0, seed=4, tempo_drafts=3)
+    request = TextRequest("funk with slap bass, 120 bpm", settings)
+    assert model.prepare(request) and len(shown) == 1
+    collect(model.run(TextRequest("reggae, 80 bpm", settings)), settings)
+    assert len(shown) == 2
+    collect(model.run(request), settings)
+    assert len(shown) == 2  # its draft was kept: nothing drawn again

@@ -376,19 +376,21 @@ class MusicLM:
         (the rest of the wait is a fraction of a second). Its run then starts from that draft,
         sample for sample the piece it would have been; a run that comes while the draft is still
         being drawn waits for it rather than drawing it twice. The studio prepares the next take
-        while the user listens or types. Only the latest request is kept. Whether there was a draft to draw."""
+        while the user listens or types. Only the latest request is kept, and a draft still being
+        drawn is abandoned when another request is prepared or another piece is run. Whether there
+        was a draft to draw."""
         if not isinstance(request, TextRequest):
             return False
         settings, tempo = request.settings, self.read_tempo(request.prompt)
         if not self.drafts_tempo(tempo, settings.tempo_drafts):
             with self._prepared_lock:
-                self._keep_prepared(None)  # the prompt moved on: an opening still being drawn is wasted work
+                self._abandon_drawing()  # the prompt moved on: an opening still being drawn is wasted work
             return False
         key, future = (request.prompt, settings), Future()
         with self._prepared_lock:
             if key in self._prepared:
                 return True
-            self._keep_prepared(None)
+            self._abandon_drawing()
             self._prepared, abandoned = {key: future}, self._abandon_prepared
         try:
             m, draft = self.words_conditioning(request.prompt, tempo, settings)
@@ -406,21 +408,21 @@ class MusicLM:
             raise
         return True
 
-    def _keep_prepared(self, key: tuple[str, GenerationSettings] | None) -> Future | None:
-        """Forget every prepared opening but ``key``'s (with the lock held), abandoning one still
-        being drawn, so that it stops taking the cores; ``key``'s, if there is one."""
-        future = self._prepared.get(key)
-        if future is None and self._prepared:
+    def _abandon_drawing(self) -> None:
+        """Abandon the opening still being drawn, if one is, so that it stops taking the cores
+        (with the lock held); one already drawn stays for its click."""
+        if any(not future.done() for future in self._prepared.values()):
             self._abandon_prepared.set()
             self._prepared, self._abandon_prepared = {}, threading.Event()
-        return future
 
     def _prepared_opening(self, key: tuple[str, GenerationSettings] | None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(M, S of the opening) ``prepare`` drew for exactly this (prompt, settings), waiting for it
-        if it is still being drawn; None if it drew none (or failed: the run draws its own). Any other
-        opening is abandoned: this run is what the cores are for now."""
+        if it is still being drawn; None if it drew none (or failed: the run draws its own). Another
+        opening still being drawn is abandoned: this run is what the cores are for now."""
         with self._prepared_lock:
-            future = self._keep_prepared(key)
+            future = self._prepared.get(key)
+            if future is None:
+                self._abandon_drawing()
         if future is None:
             return None
         try:
