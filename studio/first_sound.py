@@ -1,11 +1,11 @@
 """Click to first sound, measured in a real browser: ``python -m studio.first_sound --json``.
 
 Starts the studio on the shipped checkpoints (warmed up, as ``launch.py`` does), opens it in
-Debian's chromium through Playwright and, in every tab that makes music (Text with and without
-a bpm, filled in or typed key by key, Hum, Story, Continue), clicks Generate ``--repeats``
-times. For each click it reads the live player's own clock (``window.__hbPlayer``, studio/player/behaviour.js): from the click to
-the moment the first chunk starts to sound on the Web Audio clock, and every stall (a chunk
-that arrived after the previous one had finished playing) until the piece has played out.
+Debian's chromium through Playwright and, in every tab that makes music (Text with and without a
+bpm, filled in or typed key by key, Hum, Story, Continue), clicks Generate ``--repeats`` times. For
+each click it reads the live player's own clock (``window.__hbPlayer``, studio/player/behaviour.js):
+from the click to the moment the first chunk starts to sound on the Web Audio clock, and every stall
+(a chunk that arrived after the previous one had finished playing) until the piece has played out.
 """
 from __future__ import annotations
 
