@@ -56,8 +56,9 @@ TYPING_DELAY_MS = 60  # between keys: a fast typist
 
 def _prepare(page, case: str, files: dict[str, Path], seconds: float) -> None:
     tab, prompt, _ = CASES[case]
+    typed = case.endswith(", typed")
     page.get_by_role("tab", name=tab, exact=True).click()
-    if prompt and not case.endswith("typed"):
+    if prompt and not typed:
         page.locator("#prompt textarea").fill(prompt)
     if tab == "Hum" and not page.locator("#hum audio").count():
         page.locator("#hum input[type=file]").set_input_files(str(files["hum"]))
@@ -72,7 +73,7 @@ def _prepare(page, case: str, files: dict[str, Path], seconds: float) -> None:
         duration = page.locator("#duration input[type=number]")
         duration.fill(f"{seconds:g}")
         duration.press("Enter")
-    if prompt and case.endswith("typed"):
+    if prompt and typed:
         page.locator("#prompt textarea").fill("")
         page.wait_for_timeout(500)
         page.locator("#prompt textarea").press_sequentially(prompt, delay=TYPING_DELAY_MS)

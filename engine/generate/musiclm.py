@@ -382,15 +382,13 @@ class MusicLM:
         if not isinstance(request, TextRequest):
             return False
         settings, tempo = request.settings, self.read_tempo(request.prompt)
-        if not self.drafts_tempo(tempo, settings.tempo_drafts):
-            with self._prepared_lock:
-                self._abandon_drawing()  # the prompt moved on: an opening still being drawn is wasted work
-            return False
         key, future = (request.prompt, settings), Future()
         with self._prepared_lock:
             if key in self._prepared:
                 return True
-            self._abandon_drawing()
+            self._abandon_drawing()  # the prompt moved on: an opening still being drawn is wasted work
+            if not self.drafts_tempo(tempo, settings.tempo_drafts):
+                return False
             self._prepared, abandoned = {key: future}, self._abandon_prepared
         try:
             m, draft = self.words_conditioning(request.prompt, tempo, settings)
@@ -423,8 +421,7 @@ class MusicLM:
             future = self._prepared.get(key)
             if future is None:
                 self._abandon_drawing()
-        if future is None:
-            return None
+                return None
         try:
             return future.result()
         except Exception:
