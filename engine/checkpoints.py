@@ -7,9 +7,8 @@ command trains them, instead of failing with a traceback when ``assets/checkpoin
 """
 from __future__ import annotations
 
-import hashlib
 import json
-from concurrent.futures import Future, ThreadPoolExecutor
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .files import save_json, save_tensors
+from .integrity import MANIFEST, file_sha256, verify_hashes
 from .paths import CHECKPOINT_DIR
-MANIFEST = "MANIFEST.json"  # SHA-256 of every file in a checkpoint folder, written by export_checkpoint
+
 TRAINING_ONLY_BUFFERS = ("embed_avg", "cluster_size")  # RVQ EMA statistics: not needed to infer
 SHARD_BYTES = 14_000_000  # assets/checkpoints keeps every file under 15 MB
 
@@ -61,53 +61,12 @@ def missing_models(root: Path | None = None) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- integrity
-def file_sha256(path: Path) -> str:
-    """The file's SHA-256, from the hash ``hash_ahead`` started for it when there is one."""
-    ahead = _HASHES_AHEAD.pop(Path(path), None)
-    return ahead.result() if ahead is not None else hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-_HASHES_AHEAD: dict[Path, Future] = {}
-
-
-def hash_ahead(paths: list[Path]) -> None:
-    """Start hashing the files a load will verify on another thread (hashlib lets go of the
-    interpreter lock), while the models are built: 50 ms off every command-line start."""
-    pool = ThreadPoolExecutor(max_workers=1)
-    for path in paths:
-        if Path(path).is_file() and Path(path) not in _HASHES_AHEAD:
-            _HASHES_AHEAD[Path(path)] = pool.submit(lambda p=Path(path): hashlib.sha256(p.read_bytes()).hexdigest())
-    pool.shutdown(wait=False)
-
-
-def manifest_files(path: Path) -> list[Path]:
-    """The files ``load_exported(path)`` verifies: the config and every shard."""
-    meta = Path(path).with_suffix(".json")
-    if not meta.exists() or not (Path(path).parent / MANIFEST).exists():
-        return []
-    return [meta, *(Path(path).with_name(name) for name in json.loads(meta.read_text()).get("shards", [Path(path).name]))]
-
-
 def record_hashes(folder: Path, names: list[str]) -> None:
     """Add (or refresh) ``names`` in the folder's manifest."""
     manifest = folder / MANIFEST
     hashes = json.loads(manifest.read_text()) if manifest.exists() else {}
     hashes.update({name: file_sha256(folder / name) for name in names})
     save_json(dict(sorted(hashes.items())), manifest)
-
-
-def verify_hashes(folder: Path, names: list[str]) -> None:
-    """Where a folder has a manifest, every file loaded from it must be listed with its hash: a
-    swapped or corrupted checkpoint is refused before a byte of it is used."""
-    manifest = folder / MANIFEST
-    if not manifest.exists():
-        return
-    hashes = json.loads(manifest.read_text())
-    for name in names:
-        if name not in hashes:
-            raise ValueError(f"{folder / name} is not listed in {manifest}; export checkpoints with `python -m engine train … --export`")
-        if file_sha256(folder / name) != hashes[name]:
-            raise ValueError(f"{folder / name} does not match its SHA-256 in {manifest}: the file was changed or damaged")
 
 
 # ----------------------------------------------------------------------------- export and load
@@ -183,15 +142,18 @@ RANDOM_INITS = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kai
 def initial_weights_skipped() -> Iterator[None]:
     """Build modules without drawing random initial weights, for weights that are loaded next
     anyway: the draws are a tenth of a second of every command-line start (MiniLM's 11.7 M-entry
-    word table alone takes 50 ms). torch.nn.init's draws return their tensor untouched inside."""
-    saved = {name: getattr(nn.init, name) for name in RANDOM_INITS}
-    for name in RANDOM_INITS:
-        setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    word table alone takes 50 ms). torch.nn.init's draws, and torch's modules' own imports of them,
+    return their tensor untouched inside."""
+    holders = [nn.init, *(module for name, module in list(sys.modules.items()) if name.startswith("torch.nn.modules."))]
+    saved = [(holder, name, getattr(holder, name)) for holder in holders for name in RANDOM_INITS
+             if getattr(holder, name, None) is getattr(nn.init, name)]  # torch's modules that imported a draw by name too (MultiheadAttention)
+    for holder, name, _ in saved:
+        setattr(holder, name, lambda tensor, *args, **kwargs: tensor)
     try:
         yield
     finally:
-        for name, draw in saved.items():
-            setattr(nn.init, name, draw)
+        for holder, name, draw in saved:
+            setattr(holder, name, draw)
 
 
 def load_trained(name: str, path: Path | str | None, build: Callable[[dict], nn.Module], device: str = "cpu") -> nn.Module:

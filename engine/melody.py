@@ -24,6 +24,7 @@ VOCAB = 13
 TRACKER_RATE = 16_000  # CREPE's input rate
 CREPE_CENTS_OFFSET = 1997.3794084376191  # cents of CREPE's bin 0 (≈ 31.7 Hz), from torchcrepe.convert
 HOP = TRACKER_RATE // FRAME_RATE
+MELODY_SOURCES = ("tracked", "score")  # where stage 1's training melodies come from: the rendition as a hum is tracked, or the score's lead line
 PITCH_CLASSES = ("C", "C♯", "D", "D♯", "E", "F", "F♯", "G", "G♯", "A", "A♯", "B")
 
 

@@ -5,7 +5,8 @@ import shutil
 import pytest
 
 from engine import CHECKPOINT_DIR
-from engine.checkpoints import MANIFEST, load_exported, model_set
+from engine.checkpoints import load_exported, model_set
+from engine.integrity import MANIFEST
 
 
 def test_every_shipped_file_is_in_the_manifest_with_its_hash():
@@ -47,7 +48,8 @@ def test_a_folder_names_only_the_models_that_differ(tmp_path):
 def test_a_file_hashed_ahead_is_still_checked_and_weights_built_unset_load_whole(tmp_path):
     import torch
 
-    from engine.checkpoints import hash_ahead, initial_weights_skipped, manifest_files
+    from engine.checkpoints import initial_weights_skipped
+    from engine.integrity import hash_ahead, manifest_files
     from engine.nn.semantic import load_semantic
 
     for name in ("semantic.safetensors", "semantic.json", MANIFEST):
@@ -58,9 +60,12 @@ def test_a_file_hashed_ahead_is_still_checked_and_weights_built_unset_load_whole
     hash_ahead(manifest_files(tmp_path / "semantic.safetensors"))  # what MusicLM.load starts while it builds the models
     with pytest.raises(ValueError, match="does not match its SHA-256"):
         load_exported(tmp_path / "semantic.safetensors")
-    draw = torch.nn.init.normal_
+    draw, attention_draw = torch.nn.init.normal_, torch.nn.modules.activation.xavier_uniform_
     with initial_weights_skipped():
         assert torch.nn.init.normal_ is not draw
-    assert torch.nn.init.normal_ is draw  # restored
+        generator = torch.get_rng_state()
+        torch.nn.MultiheadAttention(8, 2)  # it draws through its own import of xavier_uniform_
+        assert torch.equal(torch.get_rng_state(), generator)  # nothing drawn
+    assert torch.nn.init.normal_ is draw and torch.nn.modules.activation.xavier_uniform_ is attention_draw  # restored
     a, b = load_semantic(CHECKPOINT_DIR / "semantic.safetensors"), load_semantic(CHECKPOINT_DIR / "semantic.safetensors")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

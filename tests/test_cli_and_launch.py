@@ -134,7 +134,7 @@ def test_launch_rejects_bad_flags():
 def test_model_table_rows_keep_their_cells_and_only_offer_real_trainers():
     import re
 
-    from engine.train import TRAINERS
+    from engine.train.trainers import TRAINERS
     from studio.app import status_markdown, training_markdown
 
     rows = [line for line in status_markdown().splitlines() if line.startswith("| **")]

@@ -78,6 +78,8 @@ def test_rvq_error_falls_with_levels_and_codes_stay_alive():
     codes = rvq.encode(z)
     errors = [float((rvq.decode(codes[:, :q]) - z).pow(2).mean()) for q in range(1, 7)]
     assert all(b < a for a, b in zip(errors, errors[1:])), errors
+    rows = codes[0].t()  # (4096, 6): the same tokens as rows, as the MuLan prior decodes its windows
+    assert torch.allclose(rvq.decode_rows(rows[:, :4]), rvq.decode(codes[:, :4])[0].t(), atol=1e-6)
     usage = [(torch.bincount(codes[0, q], minlength=64) > 0).float().mean() for q in range(6)]
     assert min(usage) >= 0.5, usage
 

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checkpoints import file_sha256, manifest_files, model_set
+from ..checkpoints import model_set
+from ..integrity import file_sha256, manifest_files
 from ..files import atomic_write
 from . import EVALUATORS
 

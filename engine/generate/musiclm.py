@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from ..audio import SAMPLE_RATE
-from ..checkpoints import hash_ahead, manifest_files, model_set
+from ..checkpoints import model_set
+from ..integrity import hash_ahead, manifest_files
 from ..features import SEMANTIC_RATE
 from ..nn.codec import HOP, CodecStreamer, load_codec
 from ..nn.lm import COARSE_LEVELS, DraftAbandoned, GenerationError, Schedule, TokenLM, kept_draft, load_stage, windowed

@@ -257,7 +257,7 @@ class AudioPrior(nn.Module):
         levelled, when there are any (perhaps fewer than ``count``); a condition no
         ``neighbours`` windows meet is dropped, the tempo's last."""
         if self._bank is None:  # the windows' embeddings, decoded once through MuLan's RVQ
-            self._bank = F.normalize(rvq.decode(self.tokens.long()[:, :, None])[:, :, 0], dim=-1)
+            self._bank = F.normalize(rvq.decode_rows(self.tokens.long()), dim=-1)
         scores = text @ self._bank.T
         chosen = self._at_tempo(tempo, octaves) if tempo is not None else None
         at_level = self.levelled if loudness is None else ~self.levelled & (self.loudness >= loudness[0]) & (self.loudness < loudness[1])

@@ -21,7 +21,7 @@ from ..checkpoints import CHECKPOINT_DIR
 from ..data.build import read_records
 from ..features import corpus_frames
 from ..files import atomic_write
-from ..melody import FRAME_RATE, UNVOICED, VOCAB, score_tokens, tokens, track
+from ..melody import FRAME_RATE, MELODY_SOURCES, UNVOICED, VOCAB, score_tokens, tokens, track
 from ..nn.codec import load_codec
 from ..nn.mulan import load_mulan
 from ..nn.semantic import load_semantic
@@ -110,10 +110,6 @@ def load_token_cache(corpus: Path, split: str) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------- corpus cache
 def melody_cache_path(corpus: Path, split: str) -> Path:
     return Path(corpus) / "cache" / f"melody-{split}.npz"
-
-
-
-MELODY_SOURCES = ("tracked", "score")
 
 
 def build_melody_cache(corpus: Path, split: str, progress: bool = True, save_every: int = 50, source: str = "tracked") -> Path:
