@@ -134,15 +134,17 @@ def _train(args: argparse.Namespace) -> dict:
         raise UsageError("--recorded names the music that --recorded-share mixes in; give --recorded-share too")
     if args.critic_after is not None and not args.critic_weight:
         raise UsageError("--critic-after says when the decoder starts to hear the critic; give --critic-weight too")
-    for option in ("tone_share", "spectrum_weight", "critic_weight", "critic_after"):
+    for option in ("tone_share", "spectrum_weight", "magnitude_weight", "critic_weight", "critic_after"):
         if getattr(args, option) is not None:
             if args.stage != "codec":
                 raise UsageError(f"--{option.replace('_', '-')} applies to the codec only")
             overrides[option] = getattr(args, option)
+    if args.glide_rule and not args.phase_glide:
+        raise UsageError("--glide-rule says where a gliding decoder glides; give --phase-glide too")
     if args.phase_glide or args.phase_weight is not None:
         if args.stage != "codec":
             raise UsageError("--phase-glide and --phase-weight apply to the codec only")
-        overrides["phase_glide"] = args.phase_glide
+        overrides["phase_glide"], overrides["glide_rule"] = args.phase_glide, args.glide_rule
         overrides["phase_weight"] = args.phase_weight or 0.0
     if args.no_handcrafted:
         if args.stage != "mulan":
@@ -545,12 +547,16 @@ def parser() -> argparse.ArgumentParser:
                    help="codec: share of training crops that are synthetic pure and harmonic tones, 55–1500 Hz (default 0)")
     t.add_argument("--phase-glide", action="store_true",
                    help="codec: a decoder whose phases run on from frame to frame, so steady notes leave the 50 Hz comb (with --init: added to the trained decoder)")
+    t.add_argument("--glide-rule", action="store_true",
+                   help="codec with --phase-glide: glide wherever a partial stands out and holds its level (a rule), instead of where learnt gates say")
     t.add_argument("--phase-vector", action="store_const", const=True,
                    help="codec from scratch: the decoder states each phase as a 2-vector's angle, which can follow a partial's phase all the way round")
     t.add_argument("--phase-weight", type=_positive_float,
                    help="codec: weight of the decoder's own frames held to the target STFT's: instantaneous frequency and log-magnitude (default 0: off)")
     t.add_argument("--spectrum-weight", type=_positive_float,
                    help="codec: weight of the decoder's own frames' power-compressed spectra (magnitude and complex) against the target's (default 0: off)")
+    t.add_argument("--magnitude-weight", type=_positive_float,
+                   help="codec: weight of the decoder's own frames' power-compressed magnitudes against the target's (default 0: off)")
     t.add_argument("--phase-beyond-levels", type=_positive_int, metavar="N",
                    help="codec from scratch: that spectrum's phase counts only for decodes from more than N levels, so the first N "
                         "(what stage 2 writes) keep their bits for the notes (default: every decode)")

@@ -225,6 +225,12 @@ def test_a_codec_fine_tune_trains_the_decoder_and_keeps_every_token(tmp_path, ti
     glided = load_codec(tmp_path / "glide")
     assert glided.cfg.phase_glide and json.loads((tmp_path / "glide" / "state.json").read_text())["train"]["phase_weight"] == 1.0
     assert all(torch.equal(value, glided.state_dict()[name]) for name, value in before.items() if name.startswith(("encoder.", "quantizer.")))
+    ruled = subprocess.run(common + ["--run-dir", str(tmp_path / "rule"), "--steps", "1", "--init", str(base_run), "--phase-glide", "--glide-rule",
+                                     "--magnitude-weight", "40"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert ruled.returncode == 0, ruled.stderr
+    assert load_codec(tmp_path / "rule").cfg.glide_rule and json.loads((tmp_path / "rule" / "state.json").read_text())["train"]["magnitude_weight"] == 40.0
+    unruled = subprocess.run(common + ["--run-dir", str(tmp_path / "w"), "--steps", "1", "--glide-rule"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert unruled.returncode == 2 and "--phase-glide too" in unruled.stderr
     elsewhere = subprocess.run([sys.executable, "-m", "engine", "train", "stage2", "--corpus", str(corpus), "--phase-glide"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert elsewhere.returncode == 2 and "codec only" in elsewhere.stderr
     criticised = common + ["--run-dir", str(tmp_path / "critic"), "--init", str(base_run), "--critic-weight", "1", "--critic-after", "1"]
@@ -461,13 +467,13 @@ def test_synthetic_tones_say_which_pitch_classes_sound_and_when():
     assert checked >= 5
 
 
-def _steady_decoder(glide: bool, hz: float) -> Codec:
+def _steady_decoder(glide: bool, hz: float, rule: bool = False) -> Codec:
     """A decoder that ignores its tokens and draws one steady partial at ``hz``: its head's biases
-    give the magnitudes a partial at ``hz`` has under the window, their phases, and (gliding) open
-    gates."""
+    give the magnitudes a partial at ``hz`` has under the window, their phases, and (gliding by
+    learnt gates) open gates."""
     from engine.nn.codec import N_FFT
 
-    model = Codec(replace(TINY, phase_glide=glide))
+    model = Codec(replace(TINY, phase_glide=glide, glide_rule=rule))
     head, bins, kinds = model.decoder.head, model.decoder.bins, model.decoder.kinds
     torch.nn.init.zeros_(head.weight)
     t = np.arange(N_FFT)
@@ -476,7 +482,7 @@ def _steady_decoder(glide: bool, hz: float) -> Codec:
     bias[:, 0] = torch.from_numpy(np.log(np.maximum(lobe, 1e-5))).float()
     peak = int(round(hz * N_FFT / 24_000))
     bias[:, 1, peak - 1: peak + 2] = torch.pi * torch.arange(3.0)  # a Hann window's alternation, centred
-    if glide:
+    if model.decoder.learnt_gates:
         bias[:, 2] = 10.0  # tonal
     head.bias.data = bias.flatten()
     return model.eval()
@@ -492,17 +498,42 @@ def test_a_gliding_decoder_keeps_a_steady_partial_off_the_token_rate_comb():
     heard = {glide: dominant_frequency(_steady_decoder(glide, 311.0).decode(codes)[0, 4800:].numpy()) for glide in (False, True)}
     assert heard[True] == pytest.approx(311.0, abs=3.0)
     assert round(heard[False] / 50) * 50 == pytest.approx(heard[False], abs=3.0)
+    by_rule = _steady_decoder(True, 311.0, rule=True)
+    assert by_rule.decoder.kinds == 2  # no gates to learn
+    assert dominant_frequency(by_rule.decode(codes)[0, 4800:].numpy()) == pytest.approx(311.0, abs=3.0)
 
 
-def test_phase_glide_extends_a_trained_decoder_keeping_its_magnitudes_and_streams_exactly(codec):
+def test_the_glide_rule_finds_a_steady_partial_and_not_noise_or_an_attack():
+    from engine.nn.codec import N_FFT, _lobe_peaks, stft_frames, steady_partials
+
+    t = torch.arange(24_000) / 24_000
+    sine = 0.3 * torch.sin(2 * torch.pi * 523.0 * t) * (t > 0.5)  # silence, then a note
+    noise = 0.3 * torch.randn(24_000, generator=torch.Generator().manual_seed(0))
+    mag = stft_frames(torch.stack([sine, noise])).abs().transpose(1, 2)
+    gates = steady_partials(mag, _lobe_peaks(mag))
+    peak_bin = round(523.0 * N_FFT / 24_000)
+    assert gates[0, 60:90, peak_bin - 2: peak_bin + 3].mean() == 1.0  # the sustained note's lobe
+    assert gates[0, 49:51, peak_bin].sum() == 0  # its onset: not yet steady
+    assert gates[1].mean() < 0.02  # noise has no steady partials
+
+
+@pytest.mark.parametrize("rule", [False, True])
+def test_phase_glide_extends_a_trained_decoder_keeping_its_magnitudes_and_streams_exactly(codec, rule):
     from engine.nn.codec import with_phase_glide
 
     codes = codec.encode(torch.randn(1, 3 * 24_000) * 0.1)
-    glide = with_phase_glide(codec)
+    glide = with_phase_glide(codec, rule=rule)
     latents = codec.quantizer.decode(codes)
     assert glide.cfg.phase_glide and torch.equal(glide.decoder(latents)[0], codec.decoder(latents)[0])
     torch.manual_seed(1)
     torch.nn.init.normal_(glide.decoder.head.weight, std=0.05)  # a decoder that has learnt to glide
+    if rule:  # partials every 12 bins that the rule finds steady in some frames and not in others
+        from engine.nn.codec import _lobe_peaks, steady_partials
+
+        glide.decoder.head.bias.data.view(2, glide.decoder.kinds, -1)[:, 0, ::12] += 6.0
+        glide.decoder.head.weight.data.view(2, glide.decoder.kinds, -1, TINY.dim)[:, 0, ::12] *= 8.0  # levels that move
+        mag = glide.decoder(latents)[0]
+        assert 0.05 < float(steady_partials(mag, _lobe_peaks(mag)).mean()) < 0.4
     whole = glide.decode(codes)[0]
     for chunk in (1, 7, 50):
         assert float((torch.cat(list(glide.stream_decode(codes[0], chunk_tokens=chunk))) - whole).abs().max()) < 1e-4

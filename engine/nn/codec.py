@@ -10,7 +10,9 @@ A network that sees the same tokens twice draws the same phases twice, so a head
 each frame's phase outright repeats itself every token: a steady note comes out on a 50 Hz comb.
 With ``phase_glide`` each partial's phase runs on from the frame before at the partial's own
 frequency, read off the decoder's magnitudes (a phase vocoder's running phase), so a steady
-partial can sit anywhere between the comb's teeth.
+partial can sit anywhere between the comb's teeth. Where it glides is learnt (a gate per bin), or
+with ``glide_rule`` set by a rule: wherever a partial stands out of its neighbourhood and holds its
+level from the frame before (``steady_partials``), which voices pure tones the learnt gates shut on.
 
 Causality makes streaming exact: a chunk of tokens decoded with its receptive field of past
 tokens gives the same frames as whole decoding, and one overlap-add class serves both paths.
@@ -48,6 +50,7 @@ class CodecConfig:
     note_levels: int = 0  # > 0: a pitch-class head reads the sum of the first levels, so training can put the notes there (0: none)
     phase_glide: bool = False  # the decoder's phases also accumulate a predicted advance per frame (a phase-continuous source)
     phase_vector: bool = False  # the head states each phase as a 2-vector's angle (APNet's parallel estimation), not as one number
+    glide_rule: bool = False  # with phase_glide: glide where steady_partials finds a steady partial, not where learnt gates say
 
     @property
     def bits_per_second(self) -> float:
@@ -110,6 +113,9 @@ class Encoder(nn.Module):
 GLIDE_LOBE = 2  # bins either side of a partial's peak that a Hann window spreads it over: they follow the peak's phase
 GLIDE_START = -4.0  # a fine-tuned decoder's "tonal" gates start almost shut: it decodes as before, then learns where to glide
 GLIDE_OPEN = 2.0  # a decoder trained from scratch starts with its gates mostly open (0.88): every partial glides until training says a bin is noise
+GLIDE_STEADY = 0.7  # nats (≈ 6 dB): a peak that moves less than this from the frame before is a steady partial …
+GLIDE_PROMINENCE = 2.5  # … when it stands this far (≈ 22 dB) above the mean log magnitude …
+GLIDE_NEIGHBOURHOOD = 17  # … of this many bins around it (≈ 425 Hz)
 
 
 def _wrap(phase: torch.Tensor) -> torch.Tensor:
@@ -134,24 +140,41 @@ def _peak_offset(mag: torch.Tensor) -> torch.Tensor:
     return (0.5 * (below - above) / curve.clamp(max=-1e-6)).clamp(-0.5, 0.5)
 
 
+def steady_partials(mag: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
+    """(B, n, bins) magnitudes and their ``_lobe_peaks`` → 1.0 for each bin whose partial (its lobe's
+    peak) stands ``GLIDE_PROMINENCE`` above its neighbourhood and holds its level within
+    ``GLIDE_STEADY`` of the frame before (the first frame's: its own), else 0.0. A sustained note's
+    partials pass; a drum's attack, noise and a dense chord's smeared bins do not."""
+    level = torch.log(mag.clamp(min=1e-5))
+    around = F.avg_pool1d(level.flatten(0, 1)[:, None], GLIDE_NEIGHBOURHOOD, 1, GLIDE_NEIGHBOURHOOD // 2,
+                          count_include_pad=False)[:, 0].view_as(level)
+    before = torch.cat([level[:, :1], level[:, :-1]], 1)
+    at_peak = lambda x: x.gather(-1, peak)  # noqa: E731
+    steady = (at_peak(level) - at_peak(before)).abs() < GLIDE_STEADY
+    prominent = at_peak(level) - at_peak(around) > GLIDE_PROMINENCE
+    return (steady & prominent).to(mag.dtype)
+
+
 class Decoder(nn.Module):
     def __init__(self, cfg: CodecConfig):
         super().__init__()
         self.cfg = cfg
         self.bins = N_FFT // 2 + 1
-        # per bin: log-magnitude, phase (or the two parts of a vector whose angle it is); gliding also: how tonal it is
-        self.kinds = 2 + cfg.phase_vector + cfg.phase_glide
+        # per bin: log-magnitude, phase (or the two parts of a vector whose angle it is); gliding by learnt gates also: how tonal it is
+        self.learnt_gates = cfg.phase_glide and not cfg.glide_rule
+        self.kinds = 2 + cfg.phase_vector + self.learnt_gates
         self.proj_in = nn.Conv1d(cfg.latent_dim, cfg.dim, 1)
         self.blocks = nn.Sequential(*(ConvNeXtBlock(cfg.dim, cfg.kernel, causal=True) for _ in range(cfg.decoder_blocks)))
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, self.kinds * self.bins * FRAMES_PER_TOKEN)
-        if cfg.phase_glide:
+        if self.learnt_gates:
             self.head.bias.data.view(FRAMES_PER_TOKEN, self.kinds, self.bins)[:, -1] = GLIDE_OPEN
 
     @property
     def receptive_field(self) -> int:
-        """How many past tokens influence a token's frames (for exact streaming)."""
-        return (self.cfg.kernel - 1) * self.cfg.decoder_blocks
+        """How many past tokens influence a token's frames (for exact streaming); the rule also
+        reads the frame before, the previous token's."""
+        return (self.cfg.kernel - 1) * self.cfg.decoder_blocks + (self.cfg.phase_glide and self.cfg.glide_rule)
 
     def forward(self, latents: torch.Tensor, skip: int = 0, running: torch.Tensor | None = None):
         """latents (B, D, T) → magnitude and phase (B, 2T − skip, bins) of the STFT frames after the
@@ -160,12 +183,16 @@ class Decoder(nn.Module):
         x = self.blocks(self.proj_in(latents))
         x = self.head(self.norm(x.transpose(1, 2)))  # (B, T, kinds·bins·2)
         b, t, _ = x.shape
-        x = x.reshape(b, t * FRAMES_PER_TOKEN, self.kinds, self.bins)[:, skip:]
+        lead = min(skip, 1)  # the frame before the first one wanted: the rule compares with it
+        x = x.reshape(b, t * FRAMES_PER_TOKEN, self.kinds, self.bins)[:, skip - lead:]
         mag = torch.exp(x[:, :, 0].clamp(max=6.0))
-        stated = self._stated_phase(x)
+        stated = self._stated_phase(x)[:, lead:]
         if not self.cfg.phase_glide:
-            return mag, stated, None
-        return (mag, *self._glide(mag, stated, torch.sigmoid(x[:, :, -1]), running))
+            return mag[:, lead:], stated, None
+        peak = _lobe_peaks(mag.detach())
+        tonal = steady_partials(mag.detach(), peak) if self.cfg.glide_rule else torch.sigmoid(x[:, :, -1])
+        mag, peak, tonal = mag[:, lead:], peak[:, lead:], tonal[:, lead:]
+        return (mag, *self._glide(mag, stated, tonal, peak, running))
 
     def _stated_phase(self, x: torch.Tensor) -> torch.Tensor:
         """The phase the head states for each bin. As one number it must jump by a whole turn
@@ -176,7 +203,7 @@ class Decoder(nn.Module):
             return torch.atan2(x[:, :, 2], x[:, :, 1])
         return x[:, :, 1]
 
-    def _glide(self, mag, stated, tonal, running):
+    def _glide(self, mag, stated, tonal, peak, running):
         """A phase vocoder with phase locking (Laroche & Dolson): each partial's peak bin turns on
         from its last phase at its own frequency (a quarter turn per frame at a bin's centre, hop =
         N_FFT / 4, plus ``_peak_offset`` of the decoder's own magnitudes), and the bins of its lobe
@@ -186,7 +213,6 @@ class Decoder(nn.Module):
         while the gates were shut, and the gates shut because the offsets were wrong."""
         bins = torch.arange(self.bins, device=mag.device)
         turn = (bins + _peak_offset(mag.detach())) * (torch.pi / 2)
-        peak = _lobe_peaks(mag.detach())
         lobe = torch.pi * ((bins - peak) % 2)
         phase = running if running is not None else mag.new_zeros(mag.shape[0], self.bins)
         phases = []
@@ -202,14 +228,17 @@ def synthesize(mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft(torch.polar(mag, phase), n=N_FFT) * torch.hann_window(N_FFT, device=mag.device)
 
 
-def with_phase_glide(codec: "Codec") -> "Codec":
+def with_phase_glide(codec: "Codec", rule: bool = False) -> "Codec":
     """The same codec with a phase-gliding decoder, to fine-tune: every trained weight kept, the
     tonal gates almost shut (``GLIDE_START``), so it decodes nearly as before until the fine-tune
-    opens them."""
+    opens them; with ``rule``, no gates: ``steady_partials`` says where to glide."""
     if codec.cfg.phase_glide:
         return codec
-    glide = Codec(replace(codec.cfg, phase_glide=True))
+    glide = Codec(replace(codec.cfg, phase_glide=True, glide_rule=rule))
     state = codec.state_dict()
+    if rule:
+        glide.load_state_dict(state)
+        return glide.train(codec.training)
     frames, bins, kinds = FRAMES_PER_TOKEN, codec.decoder.bins, codec.decoder.kinds
     for name in ("decoder.head.weight", "decoder.head.bias"):
         old = state[name].reshape(frames, kinds, bins, *state[name].shape[1:])

@@ -60,6 +60,22 @@ COMPRESSION = 0.3  # power-law compression of magnitudes in spectrum_loss (as th
 COMPLEX_SHARE = 0.3  # … and the share of its complex term beside its magnitude term
 
 
+def _compressed(target: torch.Tensor, mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The target's and the decoder's power-compressed magnitudes, and the target's energy per example."""
+    want_mag = target.abs().clamp(min=1e-7).pow(COMPRESSION)
+    got_mag = mag.clamp(min=1e-7).pow(COMPRESSION)
+    return want_mag, got_mag, want_mag.pow(2).sum((1, 2)).clamp(min=1e-7)
+
+
+def magnitude_loss(target: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
+    """The decoder's own frames' compressed magnitudes (B, frames, bins) against the target's,
+    squared error relative to the target's energy: ``spectrum_loss`` without its phase. A gliding
+    decoder makes each steady partial's phase from its magnitudes, so magnitudes held to the
+    target are what puts a tone back at its frequency."""
+    want_mag, got_mag, energy = _compressed(target, mag)
+    return ((got_mag - want_mag).pow(2).sum((1, 2)) / energy).mean()
+
+
 def spectrum_loss(target: torch.Tensor, mag: torch.Tensor, phase: torch.Tensor, phase_counts: torch.Tensor | None = None) -> torch.Tensor:
     """The decoder's own frames (B, frames, bins) against the target STFT's, as power-compressed
     spectra: 0.7 × the compressed magnitudes' and 0.3 × the compressed complex values' squared
@@ -68,9 +84,7 @@ def spectrum_loss(target: torch.Tensor, mag: torch.Tensor, phase: torch.Tensor, 
     log-magnitude loss weighs them alike and so teaches a decoder unsure of a partial to make none
     of it; the complex term holds the phase each frame must have for the partial to come out.
     ``phase_counts`` (B,) bool: the examples whose complex term counts (default: all)."""
-    want_mag = target.abs().clamp(min=1e-7).pow(COMPRESSION)
-    got_mag = mag.clamp(min=1e-7).pow(COMPRESSION)
-    energy = want_mag.pow(2).sum((1, 2)).clamp(min=1e-7)
+    want_mag, got_mag, energy = _compressed(target, mag)
     magnitude = (got_mag - want_mag).pow(2).sum((1, 2)) / energy
     complex_part = (torch.polar(got_mag, phase) - torch.polar(want_mag, target.angle())).abs().pow(2).sum((1, 2)) / energy
     share = COMPLEX_SHARE if phase_counts is None else COMPLEX_SHARE * phase_counts.to(complex_part.dtype)
@@ -84,7 +98,8 @@ class NoteTerms:
     spectral envelope and drops them); ``phase``, the decoder's own frames' instantaneous
     frequency and log magnitude against the target's (``phase_derivative_loss``,
     ``amplitude_loss``); ``spectrum``, its frames' compressed spectra (``spectrum_loss``), whose
-    phase counts only for decodes from more than ``phase_beyond_levels`` levels (0: every decode).
+    phase counts only for decodes from more than ``phase_beyond_levels`` levels (0: every decode);
+    ``magnitude``, their compressed magnitudes alone (``magnitude_loss``).
     Phase costs bits: held to it at every bitrate, the coarse levels that stage 2 writes spend
     theirs on it instead of on the notes; judging only the fuller decodes on it did not move it
     out of them (docs/experiments.md, 2026-12-03)."""
@@ -92,10 +107,11 @@ class NoteTerms:
     phase: float = 0.0
     spectrum: float = 0.0
     phase_beyond_levels: int = 0
+    magnitude: float = 0.0
 
     @classmethod
     def of(cls, cfg: TrainConfig) -> "NoteTerms":
-        return cls(cfg.pitch_weight, cfg.phase_weight, cfg.spectrum_weight, cfg.phase_beyond_levels)
+        return cls(cfg.pitch_weight, cfg.phase_weight, cfg.spectrum_weight, cfg.phase_beyond_levels, cfg.magnitude_weight)
 
 
 FEATURE_MATCHING_SHARE = 2.0  # feature matching against the critic's hinge term (HiFi-GAN's 2 : 1)
@@ -167,7 +183,7 @@ def _fine_terms(wav: torch.Tensor, recon: torch.Tensor, spectrum: tuple[torch.Te
         pitch = stft_distance(wav, recon, PITCH_RESOLUTIONS)
         total = total + terms.pitch * pitch
         logs["pitch"] = pitch.detach()
-    if terms.phase or terms.spectrum:
+    if terms.phase or terms.spectrum or terms.magnitude:
         mag, phase = spectrum
         target = stft_frames(wav)[..., : mag.shape[1]].transpose(1, 2)  # (B, frames, bins), as the decoder's
     if terms.phase:
@@ -179,6 +195,10 @@ def _fine_terms(wav: torch.Tensor, recon: torch.Tensor, spectrum: tuple[torch.Te
         compressed = spectrum_loss(target, mag, phase, phased)
         total = total + terms.spectrum * compressed
         logs["spectrum"] = compressed.detach()
+    if terms.magnitude:
+        magnitude = magnitude_loss(target, mag)
+        total = total + terms.magnitude * magnitude
+        logs["magnitude"] = magnitude.detach()
     return total
 
 
@@ -287,11 +307,11 @@ def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Reci
     if cfg.init:  # a fine-tune keeps the trained codec's layout (a note head too), its encoder and codebooks: see codec_decoder_loss
         model = load_codec(Path(cfg.init)).train()
         if cfg.phase_glide:
-            model = with_phase_glide(model)
+            model = with_phase_glide(model, rule=cfg.glide_rule)
         for module in (model.encoder, model.quantizer):
             module.requires_grad_(False)
     else:
-        model = Codec(replace(CODEC_PRESETS[preset], note_levels=NOTE_LEVELS if cfg.note_weight else 0, phase_glide=cfg.phase_glide,
+        model = Codec(replace(CODEC_PRESETS[preset], note_levels=NOTE_LEVELS if cfg.note_weight else 0, phase_glide=cfg.phase_glide, glide_rule=cfg.glide_rule,
                               phase_vector=cfg.phase_vector))
     samples = int(cfg.crop_seconds * SAMPLE_RATE) // HOP * HOP
     recorded = training_excerpts(tuple(cfg.recorded)) if cfg.recorded_share else []

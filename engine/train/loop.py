@@ -46,9 +46,11 @@ class TrainConfig:
     recorded: tuple[str, ...] = TRAINING_MUSIC  # … from these folders
     tone_share: float = 0.0  # codec: share of crops that are synthetic tones (train/codec.py synthetic_tones)
     phase_glide: bool = False  # codec: a decoder whose partials' phases run on at the frequency its magnitudes say (nn/codec.py); with --init, added to the trained one
+    glide_rule: bool = False  # codec with phase_glide: glide where a rule finds a steady partial, not by learnt gates (nn/codec.py steady_partials)
     phase_vector: bool = False  # codec from scratch: the decoder's phases are 2-vectors' angles (nn/codec.py Decoder._stated_phase)
     phase_weight: float = 0.0  # codec: weight of the decoder's own frames against the target's (train/codec.py phase_derivative_loss, amplitude_loss)
     spectrum_weight: float = 0.0  # codec: weight of the decoder's own frames' compressed spectra against the target's (train/codec.py spectrum_loss)
+    magnitude_weight: float = 0.0  # codec: weight of the decoder's own frames' compressed magnitudes against the target's (train/codec.py magnitude_loss)
     phase_beyond_levels: int = 0  # codec from scratch: that spectrum's phase counts only for decodes from more levels than this (0: all)
     critic_weight: float = 0.0  # codec: weight of a critic's hinge and feature-matching terms on the decoder (nn/critic.py; 0: none)
     critic_after: int = 0  # codec: steps in which the critic learns before the decoder hears it
