@@ -139,6 +139,14 @@ def _train(args: argparse.Namespace) -> dict:
             if args.stage != "codec":
                 raise UsageError(f"--{option.replace('_', '-')} applies to the codec only")
             overrides[option] = getattr(args, option)
+    if args.magnitudes_only:
+        if args.stage != "codec" or not args.init:
+            raise UsageError("--magnitudes-only fine-tunes a trained codec's decoder: train codec --init CHECKPOINT --magnitudes-only")
+        other = [name for name in ("descriptor_weight", "pitch_weight", "phase_weight", "spectrum_weight", "magnitude_weight", "critic_weight")
+                 if getattr(args, name) is not None]
+        if other:
+            raise UsageError(f"--magnitudes-only has no loss on the audio; drop --{other[0].replace('_', '-')}")
+        overrides["magnitudes_only"] = True
     if args.glide_rule and not args.phase_glide:
         raise UsageError("--glide-rule says where a gliding decoder glides; give --phase-glide too")
     if args.phase_glide or args.phase_weight is not None:
@@ -556,7 +564,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--spectrum-weight", type=_positive_float,
                    help="codec: weight of the decoder's own frames' power-compressed spectra (magnitude and complex) against the target's (default 0: off)")
     t.add_argument("--magnitude-weight", type=_positive_float,
-                   help="codec: weight of the decoder's own frames' power-compressed magnitudes against the target's (default 0: off)")
+                   help="codec: weight of the decoder's own frames' power-compressed magnitudes against the target's where it has a steady partial (default 0: off)")
+    t.add_argument("--magnitudes-only", action="store_true",
+                   help="codec with --init: the decoder learns its frames' magnitudes alone, no loss on the audio (a gliding decoder's first fine-tune)")
     t.add_argument("--phase-beyond-levels", type=_positive_int, metavar="N",
                    help="codec from scratch: that spectrum's phase counts only for decodes from more than N levels, so the first N "
                         "(what stage 2 writes) keep their bits for the notes (default: every decode)")

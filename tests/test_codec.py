@@ -229,6 +229,12 @@ def test_a_codec_fine_tune_trains_the_decoder_and_keeps_every_token(tmp_path, ti
                                      "--magnitude-weight", "40"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert ruled.returncode == 0, ruled.stderr
     assert load_codec(tmp_path / "rule").cfg.glide_rule and json.loads((tmp_path / "rule" / "state.json").read_text())["train"]["magnitude_weight"] == 40.0
+    first_glide = subprocess.run(common + ["--run-dir", str(tmp_path / "mags"), "--steps", "1", "--init", str(base_run), "--phase-glide", "--glide-rule",
+                                           "--magnitudes-only"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert first_glide.returncode == 0 and json.loads((tmp_path / "mags" / "state.json").read_text())["train"]["magnitudes_only"], first_glide.stderr
+    muddled = subprocess.run(common + ["--run-dir", str(tmp_path / "v"), "--steps", "1", "--init", str(base_run), "--magnitudes-only", "--pitch-weight", "1"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert muddled.returncode == 2 and "drop --pitch-weight" in muddled.stderr
     unruled = subprocess.run(common + ["--run-dir", str(tmp_path / "w"), "--steps", "1", "--glide-rule"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert unruled.returncode == 2 and "--phase-glide too" in unruled.stderr
     elsewhere = subprocess.run([sys.executable, "-m", "engine", "train", "stage2", "--corpus", str(corpus), "--phase-glide"], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -576,6 +582,22 @@ def test_phase_glide_extends_a_vector_head_keeping_its_magnitudes():
     latents = torch.randn(1, TINY.latent_dim, 6)
     glide = with_phase_glide(codec)
     assert glide.decoder.kinds == 4 and torch.equal(glide.decoder(latents)[0], codec.decoder(latents)[0])
+
+
+def test_the_magnitude_term_counts_where_the_target_holds_a_steady_partial():
+    """A decoder gliding by rule reads its phases off its magnitudes where a partial is steady:
+    there they must be the target's; elsewhere (noise) they are free."""
+    from engine.nn.codec import stft_frames
+    from engine.train.codec import magnitude_loss
+
+    t = torch.arange(24_000) / 24_000
+    sine, noise = torch.sin(2 * torch.pi * 440.0 * t) * 0.3, torch.randn(24_000, generator=torch.Generator().manual_seed(0)) * 0.3
+    for wav, steady in ((sine, True), (noise, False)):
+        target = stft_frames(wav[None]).transpose(1, 2)
+        halved = target.abs() * 0.5
+        assert float(magnitude_loss(target, target.abs())) < 1e-6
+        assert float(magnitude_loss(target, halved, steady_only=False)) > 0.02
+        assert (float(magnitude_loss(target, halved)) > 0.02) == steady
 
 
 def test_the_phase_term_is_zero_for_the_target_own_phases_and_counts_a_wrong_turn():

@@ -140,11 +140,12 @@ def _peak_offset(mag: torch.Tensor) -> torch.Tensor:
     return (0.5 * (below - above) / curve.clamp(max=-1e-6)).clamp(-0.5, 0.5)
 
 
-def steady_partials(mag: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
-    """(B, n, bins) magnitudes and their ``_lobe_peaks`` → 1.0 for each bin whose partial (its lobe's
+def steady_partials(mag: torch.Tensor, peak: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, n, bins) magnitudes (and their ``_lobe_peaks``) → 1.0 for each bin whose partial (its lobe's
     peak) stands ``GLIDE_PROMINENCE`` above its neighbourhood and holds its level within
     ``GLIDE_STEADY`` of the frame before (the first frame's: its own), else 0.0. A sustained note's
     partials pass; a drum's attack, noise and a dense chord's smeared bins do not."""
+    peak = _lobe_peaks(mag) if peak is None else peak
     level = torch.log(mag.clamp(min=1e-5))
     around = F.avg_pool1d(level.flatten(0, 1)[:, None], GLIDE_NEIGHBOURHOOD, 1, GLIDE_NEIGHBOURHOOD // 2,
                           count_include_pad=False)[:, 0].view_as(level)

@@ -17,7 +17,7 @@ from ..audio import SAMPLE_RATE, log_mel, stft_distance
 from ..data.build import pitch_class_roll, read_records
 from ..data.recorded import training_excerpts
 from ..features import CHANNELS, analyze
-from ..nn.codec import CODEC_PRESETS, HOP, Codec, load_codec, stft_frames, with_phase_glide
+from ..nn.codec import CODEC_PRESETS, HOP, Codec, load_codec, steady_partials, stft_frames, with_phase_glide
 from ..nn.critic import Critic, adversarial_terms, critic_loss
 from .loop import Recipe, TrainConfig
 
@@ -67,13 +67,38 @@ def _compressed(target: torch.Tensor, mag: torch.Tensor) -> tuple[torch.Tensor, 
     return want_mag, got_mag, want_mag.pow(2).sum((1, 2)).clamp(min=1e-7)
 
 
-def magnitude_loss(target: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
+def magnitude_loss(target: torch.Tensor, mag: torch.Tensor, steady_only: bool = True) -> torch.Tensor:
     """The decoder's own frames' compressed magnitudes (B, frames, bins) against the target's,
-    squared error relative to the target's energy: ``spectrum_loss`` without its phase. A gliding
-    decoder makes each steady partial's phase from its magnitudes, so magnitudes held to the
-    target are what puts a tone back at its frequency."""
+    squared error relative to the target's energy: ``spectrum_loss`` without its phase, counted
+    (``steady_only``) where the target has a steady partial (``steady_partials``). A decoder
+    gliding by rule makes those partials' phases from its magnitudes, so there the magnitudes must
+    be the target's, which puts a tone back at its frequency; elsewhere its phases are stated and
+    the magnitudes that sound right with them are free to differ (held to the target everywhere,
+    music's notes came out less clear: docs/experiments.md, 2026-12-05)."""
     want_mag, got_mag, energy = _compressed(target, mag)
-    return ((got_mag - want_mag).pow(2).sum((1, 2)) / energy).mean()
+    error = (got_mag - want_mag).pow(2)
+    if steady_only:
+        error = error * steady_partials(target.abs())
+    return (error.sum((1, 2)) / energy).mean()
+
+
+MAGNITUDES_ONLY_LOG_SHARE = 0.1  # codec_magnitudes_loss: weight of the log-magnitude L1 beside the compressed magnitudes
+
+
+def codec_magnitudes_loss(model: nn.Module, wav: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """A gliding decoder's first fine-tune: its frames' magnitudes against the target's
+    everywhere (``magnitude_loss`` and a little ``amplitude_loss``), no term on the audio, so no
+    phase can be wrong. A decoder whose magnitudes put each partial where it belongs gives the
+    rule its steady partials; one fine-tuned on the audio from the start kept the tones on the
+    50 Hz comb, its stated phases winning (docs/experiments.md, 2026-12-05)."""
+    with torch.no_grad():
+        latents = model.quantizer.decode(model.encode(wav))
+        target = stft_frames(model.pad(wav)).transpose(1, 2)
+    mag = model.decoder(latents)[0]
+    target = target[:, : mag.shape[1]]
+    magnitude, amplitude = magnitude_loss(target, mag, steady_only=False), amplitude_loss(target, mag)
+    loss = magnitude + MAGNITUDES_ONLY_LOG_SHARE * amplitude
+    return loss, {"loss": loss.detach(), "magnitude": magnitude.detach(), "amplitude": amplitude.detach()}
 
 
 def spectrum_loss(target: torch.Tensor, mag: torch.Tensor, phase: torch.Tensor, phase_counts: torch.Tensor | None = None) -> torch.Tensor:
@@ -99,7 +124,8 @@ class NoteTerms:
     frequency and log magnitude against the target's (``phase_derivative_loss``,
     ``amplitude_loss``); ``spectrum``, its frames' compressed spectra (``spectrum_loss``), whose
     phase counts only for decodes from more than ``phase_beyond_levels`` levels (0: every decode);
-    ``magnitude``, their compressed magnitudes alone (``magnitude_loss``).
+    ``magnitude``, their compressed magnitudes alone where the target has a steady partial
+    (``magnitude_loss``).
     Phase costs bits: held to it at every bitrate, the coarse levels that stage 2 writes spend
     theirs on it instead of on the notes; judging only the fuller decodes on it did not move it
     out of them (docs/experiments.md, 2026-12-03)."""
@@ -318,6 +344,10 @@ def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Reci
     batches = CorpusAudio(corpus, notes=cfg.note_weight > 0, recorded=recorded, recorded_share=cfg.recorded_share,
                           tone_share=cfg.tone_share).crops(cfg.batch_size, samples, seed=cfg.seed * 1000 + rank)
     terms, critic = NoteTerms.of(cfg), CriticTerm(cfg.critic_weight, cfg.critic_after) if cfg.critic_weight else None
-    loss = (partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight, terms=terms, critic=critic)
-            if cfg.init else partial(codec_loss, terms=terms, note_weight=cfg.note_weight, critic=critic))
+    if cfg.magnitudes_only:
+        loss = codec_magnitudes_loss
+    elif cfg.init:
+        loss = partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight, terms=terms, critic=critic)
+    else:
+        loss = partial(codec_loss, terms=terms, note_weight=cfg.note_weight, critic=critic)
     return Recipe(model, batches, loss, adversary=critic)
