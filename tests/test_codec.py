@@ -540,6 +540,7 @@ def test_phase_glide_extends_a_trained_decoder_keeping_its_magnitudes_and_stream
         glide.decoder.head.weight.data.view(2, glide.decoder.kinds, -1, TINY.dim)[:, 0, ::12] *= 8.0  # levels that move
         mag = glide.decoder(latents)[0]
         assert 0.05 < float(steady_partials(mag, _lobe_peaks(mag)).mean()) < 0.4
+        assert torch.equal(glide.decoder.magnitudes(latents), mag)  # what --magnitudes-only trains, without the phase loop
     whole = glide.decode(codes)[0]
     for chunk in (1, 7, 50):
         assert float((torch.cat(list(glide.stream_decode(codes[0], chunk_tokens=chunk))) - whole).abs().max()) < 1e-4

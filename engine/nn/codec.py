@@ -181,12 +181,9 @@ class Decoder(nn.Module):
         """latents (B, D, T) → magnitude and phase (B, 2T − skip, bins) of the STFT frames after the
         first ``skip`` (context whose frames were already made), and the last frame's phases to carry
         into the next call (None without ``phase_glide``; ``running`` is what the last call returned)."""
-        x = self.blocks(self.proj_in(latents))
-        x = self.head(self.norm(x.transpose(1, 2)))  # (B, T, kinds·bins·2)
-        b, t, _ = x.shape
         lead = min(skip, 1)  # the frame before the first one wanted: the rule compares with it
-        x = x.reshape(b, t * FRAMES_PER_TOKEN, self.kinds, self.bins)[:, skip - lead:]
-        mag = torch.exp(x[:, :, 0].clamp(max=6.0))
+        x = self._frames(latents)[:, skip - lead:]
+        mag = self._magnitude(x)
         stated = self._stated_phase(x)[:, lead:]
         if not self.cfg.phase_glide:
             return mag[:, lead:], stated, None
@@ -194,6 +191,21 @@ class Decoder(nn.Module):
         tonal = steady_partials(mag.detach(), peak) if self.cfg.glide_rule else torch.sigmoid(x[:, :, -1])
         mag, peak, tonal = mag[:, lead:], peak[:, lead:], tonal[:, lead:]
         return (mag, *self._glide(mag, stated, tonal, peak, running))
+
+    def _frames(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (B, D, T) → the head's values for every frame and bin (B, 2T, kinds, bins)."""
+        x = self.blocks(self.proj_in(latents))
+        x = self.head(self.norm(x.transpose(1, 2)))  # (B, T, kinds·bins·2)
+        return x.reshape(x.shape[0], x.shape[1] * FRAMES_PER_TOKEN, self.kinds, self.bins)
+
+    @staticmethod
+    def _magnitude(x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(x[:, :, 0].clamp(max=6.0))
+
+    def magnitudes(self, latents: torch.Tensor) -> torch.Tensor:
+        """Every frame's magnitude (B, 2T, bins) and no phase: for training that reads the
+        magnitudes alone, which need not run a gliding decoder's frame-by-frame phase loop."""
+        return self._magnitude(self._frames(latents))
 
     def _stated_phase(self, x: torch.Tensor) -> torch.Tensor:
         """The phase the head states for each bin. As one number it must jump by a whole turn

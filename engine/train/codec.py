@@ -94,7 +94,7 @@ def codec_magnitudes_loss(model: nn.Module, wav: torch.Tensor) -> tuple[torch.Te
     with torch.no_grad():
         latents = model.quantizer.decode(model.encode(wav))
         target = stft_frames(model.pad(wav)).transpose(1, 2)
-    mag = model.decoder(latents)[0]
+    mag = model.decoder.magnitudes(latents)
     target = target[:, : mag.shape[1]]
     magnitude, amplitude = magnitude_loss(target, mag, steady_only=False), amplitude_loss(target, mag)
     loss = magnitude + MAGNITUDES_ONLY_LOG_SHARE * amplitude
