@@ -149,6 +149,10 @@ def _train(args: argparse.Namespace) -> dict:
         overrides["magnitudes_only"] = True
     if args.glide_rule and not args.phase_glide:
         raise UsageError("--glide-rule says where a gliding decoder glides; give --phase-glide too")
+    if args.glide_prominence is not None:
+        if not args.glide_rule:
+            raise UsageError("--glide-prominence is the glide rule's threshold; give --phase-glide --glide-rule too")
+        overrides["glide_prominence"] = args.glide_prominence
     if args.phase_glide or args.phase_weight is not None:
         if args.stage != "codec":
             raise UsageError("--phase-glide and --phase-weight apply to the codec only")
@@ -557,6 +561,8 @@ def parser() -> argparse.ArgumentParser:
                    help="codec: a decoder whose phases run on from frame to frame, so steady notes leave the 50 Hz comb (with --init: added to the trained decoder)")
     t.add_argument("--glide-rule", action="store_true",
                    help="codec with --phase-glide: glide wherever a partial stands out and holds its level (a rule), instead of where learnt gates say")
+    t.add_argument("--glide-prominence", type=_positive_float, metavar="NATS",
+                   help="codec with --glide-rule: how far a steady partial's peak stands above the mean of the 17 bins around it (default 2.5)")
     t.add_argument("--phase-vector", action="store_const", const=True,
                    help="codec from scratch: the decoder states each phase as a 2-vector's angle, which can follow a partial's phase all the way round")
     t.add_argument("--phase-weight", type=_positive_float,

@@ -226,17 +226,22 @@ def test_a_codec_fine_tune_trains_the_decoder_and_keeps_every_token(tmp_path, ti
     assert glided.cfg.phase_glide and json.loads((tmp_path / "glide" / "state.json").read_text())["train"]["phase_weight"] == 1.0
     assert all(torch.equal(value, glided.state_dict()[name]) for name, value in before.items() if name.startswith(("encoder.", "quantizer.")))
     ruled = subprocess.run(common + ["--run-dir", str(tmp_path / "rule"), "--steps", "1", "--init", str(base_run), "--phase-glide", "--glide-rule",
-                                     "--magnitude-weight", "40"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                                     "--magnitude-weight", "40", "--glide-prominence", "1.5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert ruled.returncode == 0, ruled.stderr
+    assert load_codec(tmp_path / "rule").cfg.glide_prominence == 1.5
     assert load_codec(tmp_path / "rule").cfg.glide_rule and json.loads((tmp_path / "rule" / "state.json").read_text())["train"]["magnitude_weight"] == 40.0
-    first_glide = subprocess.run(common + ["--run-dir", str(tmp_path / "mags"), "--steps", "1", "--init", str(base_run), "--phase-glide", "--glide-rule",
-                                           "--magnitudes-only"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    first_glide = subprocess.run(common + ["--run-dir", str(tmp_path / "mags"), "--steps", "1", "--init", str(tmp_path / "rule"), "--phase-glide",
+                                           "--glide-rule", "--magnitudes-only", "--glide-prominence", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert first_glide.returncode == 0 and json.loads((tmp_path / "mags" / "state.json").read_text())["train"]["magnitudes_only"], first_glide.stderr
+    assert load_codec(tmp_path / "mags").cfg.glide_prominence == 2.0  # a rule decoder fine-tuned to another threshold
     muddled = subprocess.run(common + ["--run-dir", str(tmp_path / "v"), "--steps", "1", "--init", str(base_run), "--magnitudes-only", "--pitch-weight", "1"],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert muddled.returncode == 2 and "drop --pitch-weight" in muddled.stderr
     unruled = subprocess.run(common + ["--run-dir", str(tmp_path / "w"), "--steps", "1", "--glide-rule"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert unruled.returncode == 2 and "--phase-glide too" in unruled.stderr
+    threshold_alone = subprocess.run(common + ["--run-dir", str(tmp_path / "t"), "--steps", "1", "--glide-prominence", "2"],
+                                     cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert threshold_alone.returncode == 2 and "--glide-rule too" in threshold_alone.stderr
     elsewhere = subprocess.run([sys.executable, "-m", "engine", "train", "stage2", "--corpus", str(corpus), "--phase-glide"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert elsewhere.returncode == 2 and "codec only" in elsewhere.stderr
     criticised = common + ["--run-dir", str(tmp_path / "critic"), "--init", str(base_run), "--critic-weight", "1", "--critic-after", "1"]

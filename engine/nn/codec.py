@@ -51,6 +51,7 @@ class CodecConfig:
     phase_glide: bool = False  # the decoder's phases also accumulate a predicted advance per frame (a phase-continuous source)
     phase_vector: bool = False  # the head states each phase as a 2-vector's angle (APNet's parallel estimation), not as one number
     glide_rule: bool = False  # with phase_glide: glide where steady_partials finds a steady partial, not where learnt gates say
+    glide_prominence: float = 2.5  # with glide_rule: nats (≈ 22 dB) a steady partial's peak stands above its neighbourhood's mean
 
     @property
     def bits_per_second(self) -> float:
@@ -114,8 +115,7 @@ GLIDE_LOBE = 2  # bins either side of a partial's peak that a Hann window spread
 GLIDE_START = -4.0  # a fine-tuned decoder's "tonal" gates start almost shut: it decodes as before, then learns where to glide
 GLIDE_OPEN = 2.0  # a decoder trained from scratch starts with its gates mostly open (0.88): every partial glides until training says a bin is noise
 GLIDE_STEADY = 0.7  # nats (≈ 6 dB): a peak that moves less than this from the frame before is a steady partial …
-GLIDE_PROMINENCE = 2.5  # … when it stands this far (≈ 22 dB) above the mean log magnitude …
-GLIDE_NEIGHBOURHOOD = 17  # … of this many bins around it (≈ 425 Hz)
+GLIDE_NEIGHBOURHOOD = 17  # … when it stands CodecConfig.glide_prominence above the mean log magnitude of this many bins around it (≈ 425 Hz)
 
 
 def _wrap(phase: torch.Tensor) -> torch.Tensor:
@@ -140,9 +140,10 @@ def _peak_offset(mag: torch.Tensor) -> torch.Tensor:
     return (0.5 * (below - above) / curve.clamp(max=-1e-6)).clamp(-0.5, 0.5)
 
 
-def steady_partials(mag: torch.Tensor, peak: torch.Tensor | None = None) -> torch.Tensor:
+def steady_partials(mag: torch.Tensor, peak: torch.Tensor | None = None,
+                    prominence: float = CodecConfig.glide_prominence) -> torch.Tensor:
     """(B, n, bins) magnitudes (and their ``_lobe_peaks``) → 1.0 for each bin whose partial (its lobe's
-    peak) stands ``GLIDE_PROMINENCE`` above its neighbourhood and holds its level within
+    peak) stands ``prominence`` nats above its neighbourhood and holds its level within
     ``GLIDE_STEADY`` of the frame before (the first frame's: its own), else 0.0. A sustained note's
     partials pass; a drum's attack, noise and a dense chord's smeared bins do not."""
     peak = _lobe_peaks(mag) if peak is None else peak
@@ -152,7 +153,7 @@ def steady_partials(mag: torch.Tensor, peak: torch.Tensor | None = None) -> torc
     before = torch.cat([level[:, :1], level[:, :-1]], 1)
     at_peak = lambda x: x.gather(-1, peak)  # noqa: E731
     steady = (at_peak(level) - at_peak(before)).abs() < GLIDE_STEADY
-    prominent = at_peak(level) - at_peak(around) > GLIDE_PROMINENCE
+    prominent = at_peak(level) - at_peak(around) > prominence
     return (steady & prominent).to(mag.dtype)
 
 
@@ -188,7 +189,7 @@ class Decoder(nn.Module):
         if not self.cfg.phase_glide:
             return mag[:, lead:], stated, None
         peak = _lobe_peaks(mag.detach())
-        tonal = steady_partials(mag.detach(), peak) if self.cfg.glide_rule else torch.sigmoid(x[:, :, -1])
+        tonal = steady_partials(mag.detach(), peak, self.cfg.glide_prominence) if self.cfg.glide_rule else torch.sigmoid(x[:, :, -1])
         mag, peak, tonal = mag[:, lead:], peak[:, lead:], tonal[:, lead:]
         return (mag, *self._glide(mag, stated, tonal, peak, running))
 
@@ -241,15 +242,17 @@ def synthesize(mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft(torch.polar(mag, phase), n=N_FFT) * torch.hann_window(N_FFT, device=mag.device)
 
 
-def with_phase_glide(codec: "Codec", rule: bool = False) -> "Codec":
+def with_phase_glide(codec: "Codec", rule: bool = False, prominence: float | None = None) -> "Codec":
     """The same codec with a phase-gliding decoder, to fine-tune: every trained weight kept, the
     tonal gates almost shut (``GLIDE_START``), so it decodes nearly as before until the fine-tune
-    opens them; with ``rule``, no gates: ``steady_partials`` says where to glide."""
-    if codec.cfg.phase_glide:
+    opens them; with ``rule``, no gates: ``steady_partials`` says where to glide. ``prominence``
+    sets the rule's threshold, also of a codec that already glides by rule."""
+    prominence = codec.cfg.glide_prominence if prominence is None else prominence
+    if codec.cfg.phase_glide and prominence == codec.cfg.glide_prominence:
         return codec
-    glide = Codec(replace(codec.cfg, phase_glide=True, glide_rule=rule))
+    glide = Codec(replace(codec.cfg, phase_glide=True, glide_rule=rule or codec.cfg.glide_rule, glide_prominence=prominence))
     state = codec.state_dict()
-    if rule:
+    if rule or codec.cfg.phase_glide:
         glide.load_state_dict(state)
         return glide.train(codec.training)
     frames, bins, kinds = FRAMES_PER_TOKEN, codec.decoder.bins, codec.decoder.kinds

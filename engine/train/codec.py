@@ -17,7 +17,7 @@ from ..audio import SAMPLE_RATE, log_mel, stft_distance
 from ..data.build import pitch_class_roll, read_records
 from ..data.recorded import training_excerpts
 from ..features import CHANNELS, analyze
-from ..nn.codec import CODEC_PRESETS, HOP, Codec, load_codec, steady_partials, stft_frames, with_phase_glide
+from ..nn.codec import CODEC_PRESETS, HOP, Codec, CodecConfig, load_codec, steady_partials, stft_frames, with_phase_glide
 from ..nn.critic import Critic, adversarial_terms, critic_loss
 from .loop import Recipe, TrainConfig
 
@@ -67,10 +67,12 @@ def _compressed(target: torch.Tensor, mag: torch.Tensor) -> tuple[torch.Tensor, 
     return want_mag, got_mag, want_mag.pow(2).sum((1, 2)).clamp(min=1e-7)
 
 
-def magnitude_loss(target: torch.Tensor, mag: torch.Tensor, steady_only: bool = True) -> torch.Tensor:
+def magnitude_loss(target: torch.Tensor, mag: torch.Tensor, steady_only: bool = True,
+                   prominence: float = CodecConfig.glide_prominence) -> torch.Tensor:
     """The decoder's own frames' compressed magnitudes (B, frames, bins) against the target's,
     squared error relative to the target's energy: ``spectrum_loss`` without its phase, counted
-    (``steady_only``) where the target has a steady partial (``steady_partials``). A decoder
+    (``steady_only``) where the target has a steady partial (``steady_partials`` at the decoder's
+    ``prominence``). A decoder
     gliding by rule makes those partials' phases from its magnitudes, so there the magnitudes must
     be the target's, which puts a tone back at its frequency; elsewhere its phases are stated and
     the magnitudes that sound right with them are free to differ (held to the target everywhere,
@@ -78,7 +80,7 @@ def magnitude_loss(target: torch.Tensor, mag: torch.Tensor, steady_only: bool = 
     want_mag, got_mag, energy = _compressed(target, mag)
     error = (got_mag - want_mag).pow(2)
     if steady_only:
-        error = error * steady_partials(target.abs())
+        error = error * steady_partials(target.abs(), prominence=prominence)
     return (error.sum((1, 2)) / energy).mean()
 
 
@@ -125,7 +127,7 @@ class NoteTerms:
     ``amplitude_loss``); ``spectrum``, its frames' compressed spectra (``spectrum_loss``), whose
     phase counts only for decodes from more than ``phase_beyond_levels`` levels (0: every decode);
     ``magnitude``, their compressed magnitudes alone where the target has a steady partial
-    (``magnitude_loss``).
+    (``magnitude_loss``, at the gliding decoder's ``prominence``).
     Phase costs bits: held to it at every bitrate, the coarse levels that stage 2 writes spend
     theirs on it instead of on the notes; judging only the fuller decodes on it did not move it
     out of them (docs/experiments.md, 2026-12-03)."""
@@ -134,10 +136,12 @@ class NoteTerms:
     spectrum: float = 0.0
     phase_beyond_levels: int = 0
     magnitude: float = 0.0
+    prominence: float = CodecConfig.glide_prominence
 
     @classmethod
-    def of(cls, cfg: TrainConfig) -> "NoteTerms":
-        return cls(cfg.pitch_weight, cfg.phase_weight, cfg.spectrum_weight, cfg.phase_beyond_levels, cfg.magnitude_weight)
+    def of(cls, cfg: TrainConfig, codec: CodecConfig) -> "NoteTerms":
+        return cls(cfg.pitch_weight, cfg.phase_weight, cfg.spectrum_weight, cfg.phase_beyond_levels, cfg.magnitude_weight,
+                   codec.glide_prominence)
 
 
 FEATURE_MATCHING_SHARE = 2.0  # feature matching against the critic's hinge term (HiFi-GAN's 2 : 1)
@@ -222,7 +226,7 @@ def _fine_terms(wav: torch.Tensor, recon: torch.Tensor, spectrum: tuple[torch.Te
         total = total + terms.spectrum * compressed
         logs["spectrum"] = compressed.detach()
     if terms.magnitude:
-        magnitude = magnitude_loss(target, mag)
+        magnitude = magnitude_loss(target, mag, prominence=terms.prominence)
         total = total + terms.magnitude * magnitude
         logs["magnitude"] = magnitude.detach()
     return total
@@ -333,17 +337,18 @@ def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Reci
     if cfg.init:  # a fine-tune keeps the trained codec's layout (a note head too), its encoder and codebooks: see codec_decoder_loss
         model = load_codec(Path(cfg.init)).train()
         if cfg.phase_glide:
-            model = with_phase_glide(model, rule=cfg.glide_rule)
+            model = with_phase_glide(model, rule=cfg.glide_rule, prominence=cfg.glide_prominence)
         for module in (model.encoder, model.quantizer):
             module.requires_grad_(False)
     else:
         model = Codec(replace(CODEC_PRESETS[preset], note_levels=NOTE_LEVELS if cfg.note_weight else 0, phase_glide=cfg.phase_glide, glide_rule=cfg.glide_rule,
+                              glide_prominence=CodecConfig.glide_prominence if cfg.glide_prominence is None else cfg.glide_prominence,
                               phase_vector=cfg.phase_vector))
     samples = int(cfg.crop_seconds * SAMPLE_RATE) // HOP * HOP
     recorded = training_excerpts(tuple(cfg.recorded)) if cfg.recorded_share else []
     batches = CorpusAudio(corpus, notes=cfg.note_weight > 0, recorded=recorded, recorded_share=cfg.recorded_share,
                           tone_share=cfg.tone_share).crops(cfg.batch_size, samples, seed=cfg.seed * 1000 + rank)
-    terms, critic = NoteTerms.of(cfg), CriticTerm(cfg.critic_weight, cfg.critic_after) if cfg.critic_weight else None
+    terms, critic = NoteTerms.of(cfg, model.cfg), CriticTerm(cfg.critic_weight, cfg.critic_after) if cfg.critic_weight else None
     if cfg.magnitudes_only:
         loss = codec_magnitudes_loss
     elif cfg.init:

@@ -47,6 +47,7 @@ class TrainConfig:
     tone_share: float = 0.0  # codec: share of crops that are synthetic tones (train/codec.py synthetic_tones)
     phase_glide: bool = False  # codec: a decoder whose partials' phases run on at the frequency its magnitudes say (nn/codec.py); with --init, added to the trained one
     glide_rule: bool = False  # codec with phase_glide: glide where a rule finds a steady partial, not by learnt gates (nn/codec.py steady_partials)
+    glide_prominence: float | None = None  # codec with glide_rule: the rule's threshold in nats (None: the codec's own, nn/codec.py CodecConfig)
     phase_vector: bool = False  # codec from scratch: the decoder's phases are 2-vectors' angles (nn/codec.py Decoder._stated_phase)
     phase_weight: float = 0.0  # codec: weight of the decoder's own frames against the target's (train/codec.py phase_derivative_loss, amplitude_loss)
     spectrum_weight: float = 0.0  # codec: weight of the decoder's own frames' compressed spectra against the target's (train/codec.py spectrum_loss)
