@@ -16,7 +16,7 @@ import torch
 
 from .audio import SAMPLE_RATE, AudioError, load_audio, save_audio
 from .checkpoints import CHECKPOINT_DIR, MODEL_NAMES, export_checkpoint, model_status
-from .client import IDLE_MINUTES, IN_PROCESS_FLAG, SERVER_SWITCH, process_age_s, start_server_behind, stop_server
+from .client import IDLE_MINUTES, IN_PROCESS_FLAG, SERVER_SWITCH, process_age_s, stop_server
 from .files import atomic_write
 from .evaluate import EVALUATORS
 from .generate.live import DEFAULT_BUFFER, check_buffer
@@ -235,15 +235,6 @@ def _request(args: argparse.Namespace):
     return TextRequest(args.prompt, settings)
 
 
-def _start_server_behind() -> None:
-    """A command that loaded the models itself starts the server for the next command the moment
-    its own first chunk is made: the server loads while this piece is finished, so a command
-    typed right after it is answered by loaded models (started once the file was written, a
-    second command back to back waited 1.4 s for the server to load)."""
-    if started := start_server_behind(sys.argv[1:]):
-        print(started, file=sys.stderr)
-
-
 def _generate(args: argparse.Namespace, model: MusicLM | None = None, waited_s=_process_age_s, wanted=lambda: True) -> dict:
     """One piece to a file. ``model``: already loaded (``engine serve``'s), else loaded here;
     ``waited_s()``: how long the user has waited so far (here: this process's age); ``wanted()``:
@@ -260,7 +251,7 @@ def _generate(args: argparse.Namespace, model: MusicLM | None = None, waited_s=_
         raise UsageError(str(exc)) from None
     started = waited_s()
     try:
-        audio, info = model.render(request, candidates=args.candidates, on_first_chunk=None if served else _start_server_behind)
+        audio, info = model.render(request, candidates=args.candidates)
     except ValueError as exc:  # what only the models can judge: a clip too short, a stage 1 without melody conditioning
         raise UsageError(str(exc)) from None
     record = request.record()

@@ -108,7 +108,7 @@ def _device_asked(argv: list[str]) -> str:
 
 
 def start_server_behind(argv: list[str]) -> str | None:
-    """Once a ``generate`` that loaded the models in its own process has made its first chunk: start a server in the
+    """After a ``generate`` that loaded the models in its own process: start a server in the
     background for the commands that follow, unless one is loading or listening already, the
     user switched it off, or the command asked to run in process. The line to tell the user, or
     None when nothing was started."""

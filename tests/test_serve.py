@@ -74,24 +74,6 @@ def test_a_command_starts_a_server_behind_it_only_when_none_loads_and_the_user_l
     assert stop_server() == {"stopped": False, "why": f"no server listens at {tmp_path / 'engine.sock'}"}
 
 
-def test_a_one_shot_command_starts_its_server_as_its_first_generated_chunk_is_made():
-    """So the server loads while the piece is finished, and a command typed right after is answered."""
-    import numpy as np
-    from engine.generate.musiclm import Chunk, collect
-    from engine.generate.settings import GenerationSettings
-    calls = []
-
-    def chunks():
-        yield Chunk(np.zeros(10, np.float32), 0.0)  # a continuation's clip, played first: nothing generated yet
-        assert not calls
-        yield Chunk(np.zeros(10, np.float32), 0.5, {"stage1": 0.1})
-        assert calls == ["started"]
-        yield Chunk(np.zeros(10, np.float32), 1.0, {"stage1": 0.2})
-
-    audio, _ = collect(chunks(), GenerationSettings(seconds=1), lambda: calls.append("started"))
-    assert calls == ["started"] and len(audio) == 30
-
-
 def test_each_checkout_and_checkpoint_folder_has_its_own_server_and_new_code_is_never_answered_by_old(tmp_path, monkeypatch):
     from engine import client, serve
     monkeypatch.delenv("HUMMINGBIRD_SOCKET")

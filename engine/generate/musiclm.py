@@ -651,10 +651,9 @@ class MusicLM:
             return self.stream("", replace(settings, guidance=settings.style_guidance), prefix=prefix, tokens_out=tokens_out, dynamics=dynamics)
         return self.stream(request.prompt, settings, prefix=prefix, anchor=anchor, tokens_out=tokens_out, dynamics=dynamics)
 
-    def render(self, request: Request, candidates: int = 1, on_first_chunk: Callable[[], None] | None = None) -> tuple[np.ndarray, dict]:
+    def render(self, request: Request, candidates: int = 1) -> tuple[np.ndarray, dict]:
         """The whole piece a request asks for: (audio, info: wall time, RTF over the new music,
-        first-chunk latency, per-stage seconds, seed). ``on_first_chunk()`` runs once the first
-        generated chunk is made (the command line then starts its server for the next command).
+        first-chunk latency, per-stage seconds, seed).
 
         ``candidates`` > 1 (text and hum) generates that many pieces (seeds seed, seed+1, …) and
         keeps the one whose MuLan audio embedding is closest to the prompt's text embedding
@@ -664,14 +663,14 @@ class MusicLM:
             raise ValueError(f"candidates must be at least 1, got {candidates}")
         timed = replace(request.settings, seconds=request.generated_seconds)
         if candidates == 1:
-            return collect(self.run(request), timed, on_first_chunk)
+            return collect(self.run(request), timed)
         if not isinstance(request, (TextRequest, HumRequest)):
             raise ValueError("several candidates are drawn for text and hum only")
         text = self.mulan.embed_text([request.prompt if isinstance(request, TextRequest) else request.style])[0]
         scored = []
         for seed in range(request.settings.seed, request.settings.seed + candidates):
             one = replace(request, settings=replace(request.settings, seed=seed))
-            audio, info = collect(self.run(one), replace(timed, seed=seed), on_first_chunk if seed == request.settings.seed else None)
+            audio, info = collect(self.run(one), replace(timed, seed=seed))
             scored.append((float(text @ self.mulan.embed_audio(audio)), seed, audio, info))
         best = max(scored, key=lambda row: row[0])
         return best[2], {**best[3], "candidates": [{"seed": seed, "mulan_score": round(score, 4)} for score, seed, _, _ in scored],
@@ -683,8 +682,7 @@ def _cores_for_upstream() -> bool:
     return torch.get_num_threads() >= 2
 
 
-def collect(chunks: Iterator[Chunk], settings: GenerationSettings,
-            on_first_chunk: Callable[[], None] | None = None) -> tuple[np.ndarray, dict]:
+def collect(chunks: Iterator[Chunk], settings: GenerationSettings) -> tuple[np.ndarray, dict]:
     """Drain any of the streams (text, story, continuation) into (audio, info): the CLI's
     ``--json`` fields — wall time, RTF over the generated seconds, first-chunk latency, per-stage seconds."""
     t0 = time.perf_counter()
@@ -692,8 +690,6 @@ def collect(chunks: Iterator[Chunk], settings: GenerationSettings,
     for chunk in chunks:
         if first is None and chunk.stages:  # a continuation's first chunk is the given clip, not generated audio
             first = time.perf_counter() - t0
-            if on_first_chunk is not None:
-                on_first_chunk()
         pieces.append(chunk.audio)
         stages = chunk.stages or stages
     wall = time.perf_counter() - t0
