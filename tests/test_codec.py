@@ -228,8 +228,9 @@ def test_a_codec_fine_tune_trains_the_decoder_and_keeps_every_token(tmp_path, ti
     ruled = subprocess.run(common + ["--run-dir", str(tmp_path / "rule"), "--steps", "1", "--init", str(base_run), "--phase-glide", "--glide-rule",
                                      "--magnitude-weight", "40", "--glide-prominence", "1.5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert ruled.returncode == 0, ruled.stderr
-    assert load_codec(tmp_path / "rule").cfg.glide_prominence == 1.5
-    assert load_codec(tmp_path / "rule").cfg.glide_rule and json.loads((tmp_path / "rule" / "state.json").read_text())["train"]["magnitude_weight"] == 40.0
+    ruled_codec = load_codec(tmp_path / "rule")
+    assert ruled_codec.cfg.glide_prominence == 1.5
+    assert ruled_codec.cfg.glide_rule and json.loads((tmp_path / "rule" / "state.json").read_text())["train"]["magnitude_weight"] == 40.0
     first_glide = subprocess.run(common + ["--run-dir", str(tmp_path / "mags"), "--steps", "1", "--init", str(tmp_path / "rule"), "--phase-glide",
                                            "--glide-rule", "--magnitudes-only", "--glide-prominence", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert first_glide.returncode == 0 and json.loads((tmp_path / "mags" / "state.json").read_text())["train"]["magnitudes_only"], first_glide.stderr

@@ -246,11 +246,12 @@ def with_phase_glide(codec: "Codec", rule: bool = False, prominence: float | Non
     """The same codec with a phase-gliding decoder, to fine-tune: every trained weight kept, the
     tonal gates almost shut (``GLIDE_START``), so it decodes nearly as before until the fine-tune
     opens them; with ``rule``, no gates: ``steady_partials`` says where to glide. ``prominence``
-    sets the rule's threshold, also of a codec that already glides by rule."""
+    sets the rule's threshold, also of a codec that already glides (which keeps its way of gliding)."""
     prominence = codec.cfg.glide_prominence if prominence is None else prominence
     if codec.cfg.phase_glide and prominence == codec.cfg.glide_prominence:
         return codec
-    glide = Codec(replace(codec.cfg, phase_glide=True, glide_rule=rule or codec.cfg.glide_rule, glide_prominence=prominence))
+    rule = codec.cfg.glide_rule if codec.cfg.phase_glide else rule  # the head's layout stays that of the trained decoder
+    glide = Codec(replace(codec.cfg, phase_glide=True, glide_rule=rule, glide_prominence=prominence))
     state = codec.state_dict()
     if rule or codec.cfg.phase_glide:
         glide.load_state_dict(state)

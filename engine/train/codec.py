@@ -72,9 +72,8 @@ def magnitude_loss(target: torch.Tensor, mag: torch.Tensor, steady_only: bool = 
     """The decoder's own frames' compressed magnitudes (B, frames, bins) against the target's,
     squared error relative to the target's energy: ``spectrum_loss`` without its phase, counted
     (``steady_only``) where the target has a steady partial (``steady_partials`` at the decoder's
-    ``prominence``). A decoder
-    gliding by rule makes those partials' phases from its magnitudes, so there the magnitudes must
-    be the target's, which puts a tone back at its frequency; elsewhere its phases are stated and
+    ``prominence``). A decoder gliding by rule makes those partials' phases from its magnitudes, so
+    there the magnitudes must be the target's, which puts a tone back at its frequency; elsewhere its phases are stated and
     the magnitudes that sound right with them are free to differ (held to the target everywhere,
     music's notes came out less clear: docs/experiments.md, 2026-12-05)."""
     want_mag, got_mag, energy = _compressed(target, mag)
@@ -341,8 +340,9 @@ def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Reci
         for module in (model.encoder, model.quantizer):
             module.requires_grad_(False)
     else:
-        model = Codec(replace(CODEC_PRESETS[preset], note_levels=NOTE_LEVELS if cfg.note_weight else 0, phase_glide=cfg.phase_glide, glide_rule=cfg.glide_rule,
-                              glide_prominence=CodecConfig.glide_prominence if cfg.glide_prominence is None else cfg.glide_prominence,
+        layout = CODEC_PRESETS[preset]
+        model = Codec(replace(layout, note_levels=NOTE_LEVELS if cfg.note_weight else 0, phase_glide=cfg.phase_glide, glide_rule=cfg.glide_rule,
+                              glide_prominence=layout.glide_prominence if cfg.glide_prominence is None else cfg.glide_prominence,
                               phase_vector=cfg.phase_vector))
     samples = int(cfg.crop_seconds * SAMPLE_RATE) // HOP * HOP
     recorded = training_excerpts(tuple(cfg.recorded)) if cfg.recorded_share else []
