@@ -134,7 +134,7 @@ def _train(args: argparse.Namespace) -> dict:
         raise UsageError("--recorded names the music that --recorded-share mixes in; give --recorded-share too")
     if args.critic_after is not None and not args.critic_weight:
         raise UsageError("--critic-after says when the decoder starts to hear the critic; give --critic-weight too")
-    for option in ("tone_share", "spectrum_weight", "magnitude_weight", "critic_weight", "critic_after"):
+    for option in ("tone_share", "spectrum_weight", "magnitude_weight", "onset_weight", "critic_weight", "critic_after"):
         if getattr(args, option) is not None:
             if args.stage != "codec":
                 raise UsageError(f"--{option.replace('_', '-')} applies to the codec only")
@@ -142,7 +142,7 @@ def _train(args: argparse.Namespace) -> dict:
     if args.magnitudes_only:
         if args.stage != "codec" or not args.init:
             raise UsageError("--magnitudes-only fine-tunes a trained codec's decoder: train codec --init CHECKPOINT --magnitudes-only")
-        other = [name for name in ("descriptor_weight", "pitch_weight", "phase_weight", "spectrum_weight", "magnitude_weight", "critic_weight")
+        other = [name for name in ("descriptor_weight", "pitch_weight", "phase_weight", "spectrum_weight", "magnitude_weight", "onset_weight", "critic_weight")
                  if getattr(args, name) is not None]
         if other:
             raise UsageError(f"--magnitudes-only has no loss on the audio; drop --{other[0].replace('_', '-')}")
@@ -571,6 +571,8 @@ def parser() -> argparse.ArgumentParser:
                    help="codec: weight of the decoder's own frames' power-compressed spectra (magnitude and complex) against the target's (default 0: off)")
     t.add_argument("--magnitude-weight", type=_positive_float,
                    help="codec: weight of the decoder's own frames' power-compressed magnitudes against the target's where it has a steady partial (default 0: off)")
+    t.add_argument("--onset-weight", type=_positive_float,
+                   help="codec: weight of the output's attacks (rises of its 512-point spectrum) against the target's (default 0: off)")
     t.add_argument("--magnitudes-only", action="store_true",
                    help="codec with --init: the decoder learns its frames' magnitudes alone, no loss on the audio (a gliding decoder's first fine-tune)")
     t.add_argument("--phase-beyond-levels", type=_positive_int, metavar="N",

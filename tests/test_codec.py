@@ -226,11 +226,13 @@ def test_a_codec_fine_tune_trains_the_decoder_and_keeps_every_token(tmp_path, ti
     assert glided.cfg.phase_glide and json.loads((tmp_path / "glide" / "state.json").read_text())["train"]["phase_weight"] == 1.0
     assert all(torch.equal(value, glided.state_dict()[name]) for name, value in before.items() if name.startswith(("encoder.", "quantizer.")))
     ruled = subprocess.run(common + ["--run-dir", str(tmp_path / "rule"), "--steps", "1", "--init", str(base_run), "--phase-glide", "--glide-rule",
-                                     "--magnitude-weight", "40", "--glide-prominence", "1.5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                                     "--magnitude-weight", "40", "--glide-prominence", "1.5", "--onset-weight", "2"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert ruled.returncode == 0, ruled.stderr
     ruled_codec = load_codec(tmp_path / "rule")
     assert ruled_codec.cfg.glide_prominence == 1.5
-    assert ruled_codec.cfg.glide_rule and json.loads((tmp_path / "rule" / "state.json").read_text())["train"]["magnitude_weight"] == 40.0
+    ruled_state = json.loads((tmp_path / "rule" / "state.json").read_text())
+    assert ruled_codec.cfg.glide_rule and ruled_state["train"]["magnitude_weight"] == 40.0 and ruled_state["train"]["onset_weight"] == 2.0
     first_glide = subprocess.run(common + ["--run-dir", str(tmp_path / "mags"), "--steps", "1", "--init", str(tmp_path / "rule"), "--phase-glide",
                                            "--glide-rule", "--magnitudes-only", "--glide-prominence", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert first_glide.returncode == 0 and json.loads((tmp_path / "mags" / "state.json").read_text())["train"]["magnitudes_only"], first_glide.stderr
@@ -605,6 +607,22 @@ def test_the_magnitude_term_counts_where_the_target_holds_a_steady_partial():
         assert float(magnitude_loss(target, target.abs())) < 1e-6
         assert float(magnitude_loss(target, halved, steady_only=False)) > 0.02
         assert (float(magnitude_loss(target, halved)) > 0.02) == steady
+
+
+def test_the_onset_term_counts_a_late_soft_attack_but_not_a_level_the_rises_do_not_see():
+    """A plucked note against itself (no error), against the same note fading in over 60 ms (the
+    attack a gliding decoder made), and against itself 10 % louder throughout (a steady level
+    error that the onset term should hardly see, since the other terms hold levels)."""
+    from engine.train.codec import onset_loss
+
+    t = torch.arange(24_000) / 24_000
+    start = (t >= 0.5).float()
+    pluck = torch.sin(2 * torch.pi * 330.0 * t) * start * torch.exp(-3 * (t - 0.5).clamp(min=0))
+    faded = pluck * ((t - 0.5) / 0.06).clamp(0, 1)
+    assert float(onset_loss(pluck[None], pluck[None])) < 1e-6
+    late = float(onset_loss(pluck[None], faded[None]))
+    assert late > 0.3
+    assert float(onset_loss(pluck[None], 1.1 * pluck[None])) < late / 3
 
 
 def test_the_phase_term_is_zero_for_the_target_own_phases_and_counts_a_wrong_turn():

@@ -83,6 +83,28 @@ def magnitude_loss(target: torch.Tensor, mag: torch.Tensor, steady_only: bool = 
     return (error.sum((1, 2)) / energy).mean()
 
 
+ONSET_STFT = (512, 128)  # onset_loss: 21 ms frames every 5 ms, fine enough in time to see an attack's edge
+
+
+def onset_loss(wav: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """How the output's onsets differ from the target's: L1 between the rises (the positive
+    frame-to-frame differences, spectral flux) of their compressed short-STFT magnitudes, relative
+    to the target's. A decoder that glides by rule learnt its magnitudes where partials hold and
+    came out with later, softer attacks, which a transcriber then misses (docs/experiments.md,
+    2026-12-05); the 50 Hz frames' terms cannot see a 20 ms edge."""
+    n_fft, hop = ONSET_STFT
+    window = torch.hann_window(n_fft, device=wav.device)
+    length = min(wav.shape[-1], recon.shape[-1])
+
+    def rises(x: torch.Tensor) -> torch.Tensor:
+        mag = torch.stft(x[..., :length].flatten(0, -2), n_fft, hop, window=window, return_complex=True).abs()
+        compressed = mag.clamp(min=1e-7).pow(COMPRESSION)
+        return (compressed[..., 1:] - compressed[..., :-1]).clamp(min=0)
+
+    want = rises(wav)
+    return (rises(recon) - want).abs().mean() / want.mean().clamp(min=1e-5)
+
+
 MAGNITUDES_ONLY_LOG_SHARE = 0.1  # codec_magnitudes_loss: weight of the log-magnitude L1 beside the compressed magnitudes
 
 
@@ -126,7 +148,8 @@ class NoteTerms:
     ``amplitude_loss``); ``spectrum``, its frames' compressed spectra (``spectrum_loss``), whose
     phase counts only for decodes from more than ``phase_beyond_levels`` levels (0: every decode);
     ``magnitude``, their compressed magnitudes alone where the target has a steady partial
-    (``magnitude_loss``, at the gliding decoder's ``prominence``).
+    (``magnitude_loss``, at the gliding decoder's ``prominence``); ``onset``, the output's attacks
+    (``onset_loss``).
     Phase costs bits: held to it at every bitrate, the coarse levels that stage 2 writes spend
     theirs on it instead of on the notes; judging only the fuller decodes on it did not move it
     out of them (docs/experiments.md, 2026-12-03)."""
@@ -136,11 +159,12 @@ class NoteTerms:
     phase_beyond_levels: int = 0
     magnitude: float = 0.0
     prominence: float = CodecConfig.glide_prominence
+    onset: float = 0.0
 
     @classmethod
     def of(cls, cfg: TrainConfig, codec: CodecConfig) -> "NoteTerms":
         return cls(cfg.pitch_weight, cfg.phase_weight, cfg.spectrum_weight, cfg.phase_beyond_levels, cfg.magnitude_weight,
-                   codec.glide_prominence)
+                   codec.glide_prominence, cfg.onset_weight)
 
 
 FEATURE_MATCHING_SHARE = 2.0  # feature matching against the critic's hinge term (HiFi-GAN's 2 : 1)
@@ -228,6 +252,10 @@ def _fine_terms(wav: torch.Tensor, recon: torch.Tensor, spectrum: tuple[torch.Te
         magnitude = magnitude_loss(target, mag, prominence=terms.prominence)
         total = total + terms.magnitude * magnitude
         logs["magnitude"] = magnitude.detach()
+    if terms.onset:
+        onset = onset_loss(wav, recon)
+        total = total + terms.onset * onset
+        logs["onset"] = onset.detach()
     return total
 
 
