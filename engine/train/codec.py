@@ -90,8 +90,9 @@ def onset_loss(wav: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
     """How the output's onsets differ from the target's: L1 between the rises (the positive
     frame-to-frame differences, spectral flux) of their compressed short-STFT magnitudes, relative
     to the target's. A decoder that glides by rule learnt its magnitudes where partials hold and
-    came out with later, softer attacks, which a transcriber then misses (docs/experiments.md,
-    2026-12-05); the 50 Hz frames' terms cannot see a 20 ms edge."""
+    came out with later, softer attacks, which the 50 Hz frames' terms cannot see at a 20 ms edge;
+    held to them, it kept more of music's transcribed notes, though not all (docs/experiments.md,
+    2026-12-05)."""
     n_fft, hop = ONSET_STFT
     window = torch.hann_window(n_fft, device=wav.device)
     length = min(wav.shape[-1], recon.shape[-1])
