@@ -73,9 +73,9 @@ def magnitude_loss(target: torch.Tensor, mag: torch.Tensor, steady_only: bool = 
     squared error relative to the target's energy: ``spectrum_loss`` without its phase, counted
     (``steady_only``) where the target has a steady partial (``steady_partials`` at the decoder's
     ``prominence``). A decoder gliding by rule makes those partials' phases from its magnitudes, so
-    there the magnitudes must be the target's, which puts a tone back at its frequency; elsewhere its phases are stated and
-    the magnitudes that sound right with them are free to differ (held to the target everywhere,
-    music's notes came out less clear: docs/experiments.md, 2026-12-05)."""
+    there the magnitudes must be the target's, which puts a tone back at its frequency; elsewhere
+    its phases are stated and the magnitudes that sound right with them are free to differ (held
+    to the target everywhere, music's notes came out less clear: docs/experiments.md, 2026-12-05)."""
     want_mag, got_mag, energy = _compressed(target, mag)
     error = (got_mag - want_mag).pow(2)
     if steady_only:
