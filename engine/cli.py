@@ -17,14 +17,14 @@ import torch
 from .audio import SAMPLE_RATE, AudioError, load_audio, save_audio
 from .checkpoints import CHECKPOINT_DIR, MODEL_NAMES, export_checkpoint, model_status
 from .client import IDLE_MINUTES, IN_PROCESS_FLAG, SERVER_SWITCH, process_age_s, stop_server
-from .files import atomic_write
+from .files import atomic_write, save_json, save_tensors
 from .evaluate import EVALUATORS
 from .generate.live import DEFAULT_BUFFER, check_buffer
 from .generate.musiclm import ONE_SHOT_INLINE_SECONDS, MusicLM
 from .generate.requests import ContinueRequest, HumRequest, InpaintRequest, StoryRequest, StyleRequest, TextRequest, parse_story
 from .generate.settings import GenerationSettings, available_devices
 from .melody import MELODY_SOURCES
-from .nn.codec import HOP, load_codec
+from .nn.codec import HOP, CodecConfig, load_codec
 from .prompts import clean_prompt
 from .serve import Declined, ServerError, serve
 from .train.pipeline import CHAINS, run_chain
@@ -332,6 +332,26 @@ def _read_text(path: str, limit: int = 1_000_000) -> str:
         raise ValueError(f"{file.name} is not UTF-8 text") from None
 
 
+def _combine_codec(args: argparse.Namespace) -> dict:
+    """A codec whose stated-phase decoder hands the steady partials it loses to a gliding one
+    (``TwoPathDecoder``), saved as a run folder that loads, evaluates and exports like a trained one."""
+    from .nn.codec import with_partials
+    try:
+        codec, gliding = load_codec(args.checkpoint), load_codec(args.partials)
+        combined = with_partials(codec, gliding, args.gap)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    run_dir = Path(args.out)
+    if (run_dir / "state.json").exists() and not args.force:
+        raise UsageError(f"{run_dir} already holds a run; choose another --out or add --force")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_tensors(combined.state_dict(), run_dir / "model.safetensors")
+    parts = {"stated": str(args.checkpoint or CHECKPOINT_DIR / "codec.safetensors"), "partials": str(args.partials), "gap": args.gap}
+    save_json({"step": 0, "name": "codec", "config": {"preset": "cpu-small", **combined.config_dict()}, "train": {"combined": parts},
+               "metrics": {}}, run_dir / "state.json")
+    return {"run_dir": str(run_dir), **parts, **({"exported": str(_export("codec", run_dir))} if args.export else {})}
+
+
 def _export(stage: str, run_dir: Path) -> Path:
     """Copy a run's weights to assets/checkpoints/<stage>.safetensors with its config."""
     target = CHECKPOINT_DIR / f"{stage}.safetensors"
@@ -340,6 +360,8 @@ def _export(stage: str, run_dir: Path) -> Path:
 
 
 def _codec(args: argparse.Namespace) -> dict:
+    if args.codec_command == "combine":
+        return _combine_codec(args)
     try:
         audio = load_audio(args.input)
     except AudioError as exc:
@@ -647,6 +669,15 @@ def parser() -> argparse.ArgumentParser:
     rt.add_argument("--levels", type=int, help="RVQ levels to keep (bitrate = levels × 0.5 kbps)")
     rt.add_argument("--checkpoint", help="codec .safetensors or a training run folder")
     rt.add_argument("--json", action="store_true", help="print the result as JSON (the default)")
+    cb = c_sub.add_parser("combine", help="voice the steady partials a codec's decoder loses by a gliding decoder fine-tuned from it")
+    cb.add_argument("--partials", required=True, help="the gliding decoder's run (train codec --init … --phase-glide --glide-rule)")
+    cb.add_argument("--checkpoint", help="the codec whose decoder makes every other frame (default: the shipped one)")
+    cb.add_argument("--gap", type=_positive_float, default=CodecConfig.partials_gap,
+                    help="nats by which the gliding decoder's partial must stand above the first decoder's level to be voiced by it")
+    cb.add_argument("--out", required=True, help="the run folder to write")
+    cb.add_argument("--export", action="store_true", help="also copy it to assets/checkpoints/codec.safetensors")
+    cb.add_argument("--force", action="store_true", help="overwrite a run already in --out")
+    cb.add_argument("--json", action="store_true", help="print the result as JSON (the default)")
     c.set_defaults(run=_codec)
 
     e = sub.add_parser("eval", help="quality metrics as JSON")

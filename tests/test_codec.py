@@ -674,3 +674,83 @@ def test_the_spectrum_terms_phase_counts_only_for_the_decodes_it_is_asked_for():
     codec = Codec(replace(TINY, quantizer_dropout=1.0)).train()
     *_, codes, _, _, kept = codec(torch.randn(6, 4800) * 0.1)
     assert codes.shape[1] == 4 and kept.shape == (6,) and bool(((kept >= 1) & (kept <= 4)).all())
+
+
+def _run_folder(model: Codec, folder):
+    """A codec as a training run folder, as `train codec` leaves one."""
+    from engine.files import save_json, save_tensors
+
+    folder.mkdir(parents=True)
+    save_tensors(model.state_dict(), folder / "model.safetensors")
+    save_json({"step": 1, "name": "codec", "config": {"preset": "cpu-small", **model.config_dict()}, "train": {}, "metrics": {}},
+              folder / "state.json")
+    return folder
+
+
+def _louder_partials(codec: Codec) -> Codec:
+    """A gliding copy of ``codec``'s decoder (the rule) whose every 12th bin stands 6 nats higher,
+    with levels that move: partials the stated decoder loses, steady in some frames only."""
+    from engine.nn.codec import with_phase_glide
+
+    gliding = with_phase_glide(codec, rule=True, prominence=1.5)
+    torch.manual_seed(1)
+    gliding.decoder.head.bias.data.view(2, gliding.decoder.kinds, -1)[:, 0, ::12] += 6.0
+    gliding.decoder.head.weight.data.view(2, gliding.decoder.kinds, -1, TINY.dim)[:, 0, ::12] *= 8.0
+    return gliding
+
+
+def test_a_two_path_codec_voices_only_the_partials_its_stated_decoder_loses_and_streams_exactly(codec):
+    from engine.nn.codec import GLIDE_LOBE, with_partials
+
+    codes = codec.encode(torch.randn(1, 3 * 24_000) * 0.1)
+    latents = codec.quantizer.decode(codes)
+    same = with_partials(codec, _louder_partials(codec), gap=7.0)  # no partial stands 7 nats above: the stated decoder's frames
+    assert float((same.decode(codes) - codec.decode(codes)).abs().max()) < 1e-5  # the same frames (its phases wrapped)
+    combined = with_partials(codec, _louder_partials(codec), gap=2.0)
+    assert combined.cfg.partials and combined.cfg.glide_prominence == 1.5 and torch.equal(combined.encode(torch.ones(1, 4800)), codec.encode(torch.ones(1, 4800)))
+    with torch.no_grad():
+        mag, phase, _ = combined.decoder(latents)
+        stated_mag, stated_phase, _ = codec.decoder(latents)
+    louder = (mag != stated_mag).float()
+    assert 0.01 < float(louder.mean()) < 0.1  # the louder partials' peaks, in their steady frames
+    lobes = torch.nn.functional.max_pool1d(louder.flatten(0, 1)[:, None], 2 * GLIDE_LOBE + 1, 1, GLIDE_LOBE)[:, 0].view_as(mag) > 0
+    turn = lambda p: torch.polar(torch.ones_like(p), p)  # noqa: E731
+    assert float((turn(phase[~lobes]) - turn(stated_phase[~lobes])).abs().max()) < 1e-5  # elsewhere the stated decoder's frames
+    assert float((turn(phase[lobes]) - turn(stated_phase[lobes])).abs().mean()) > 0.1  # there, phases of its own
+    whole = combined.decode(codes)[0]
+    for chunk in (1, 7, 50):
+        assert float((torch.cat(list(combined.stream_decode(codes[0], chunk_tokens=chunk))) - whole).abs().max()) < 1e-4
+
+
+def test_two_decoders_combine_only_when_they_read_the_same_tokens(codec):
+    from engine.nn.codec import with_partials, with_phase_glide
+
+    torch.manual_seed(5)
+    other = Codec(TINY).eval()  # another encoder: other tokens
+    with pytest.raises(ValueError, match="different tokens"):
+        with_partials(codec, with_phase_glide(other, rule=True))
+    with pytest.raises(ValueError, match="by the rule"):
+        with_partials(codec, with_phase_glide(codec))  # learnt gates, not the rule
+    with pytest.raises(ValueError, match="stated-phase"):
+        with_partials(with_phase_glide(codec, rule=True), with_phase_glide(codec, rule=True))
+
+
+def test_cli_combines_two_decoders_into_a_codec_that_loads_and_is_not_fine_tuned_as_one(codec, tmp_path):
+    stated, gliding = _run_folder(codec, tmp_path / "stated"), _run_folder(_louder_partials(codec), tmp_path / "gliding")
+    command = [sys.executable, "-m", "engine", "codec", "combine", "--checkpoint", str(stated), "--partials", str(gliding),
+               "--out", str(tmp_path / "two"), "--json"]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["gap"] == CodecConfig.partials_gap
+    two = load_codec(tmp_path / "two")
+    assert two.cfg.partials and two.decoder.receptive_field == (TINY.kernel - 1) * TINY.decoder_blocks + 1
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "--force" in again.stderr and "Traceback" not in again.stderr
+    swapped = subprocess.run([*command[:5], "--checkpoint", str(gliding), "--partials", str(stated), "--out", str(tmp_path / "x")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert swapped.returncode == 2 and "stated-phase" in swapped.stderr and "Traceback" not in swapped.stderr
+    from engine.train.codec import codec_recipe
+    from engine.train.loop import TrainConfig
+
+    with pytest.raises(ValueError, match="codec combine"):
+        codec_recipe(tmp_path, "cpu-small", TrainConfig(init=str(tmp_path / "two")), 0)

@@ -13,6 +13,8 @@ frequency, read off the decoder's magnitudes (a phase vocoder's running phase), 
 partial can sit anywhere between the comb's teeth. Where it glides is learnt (a gate per bin), or
 with ``glide_rule`` set by a rule: wherever a partial stands out of its neighbourhood and holds its
 level from the frame before (``steady_partials``), which voices pure tones the learnt gates shut on.
+Gliding music's partials costs its transcribed notes, so with ``partials`` the stated decoder makes
+every frame and a gliding one voices only the steady partials it loses (``TwoPathDecoder``).
 
 Causality makes streaming exact: a chunk of tokens decoded with its receptive field of past
 tokens gives the same frames as whole decoding, and one overlap-add class serves both paths.
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..audio import SAMPLE_RATE
-from ..checkpoints import load_trained
+from ..checkpoints import TRAINING_ONLY_BUFFERS, load_trained
 from .quantization import ResidualVQ
 
 HOP = 480  # samples per token: 50 Hz
@@ -52,6 +54,8 @@ class CodecConfig:
     phase_vector: bool = False  # the head states each phase as a 2-vector's angle (APNet's parallel estimation), not as one number
     glide_rule: bool = False  # with phase_glide: glide where steady_partials finds a steady partial, not where learnt gates say
     glide_prominence: float = 2.5  # with glide_rule: nats (≈ 22 dB) a steady partial's peak stands above its neighbourhood's mean
+    partials: bool = False  # a second decoder, gliding by the rule, voices the steady partials the first one loses (TwoPathDecoder)
+    partials_gap: float = 2.0  # with partials: nats by which the gliding decoder's partial must stand above the first decoder's to be its
 
     @property
     def bits_per_second(self) -> float:
@@ -237,6 +241,60 @@ class Decoder(nn.Module):
         return (torch.stack(phases, 1) if phases else stated), phase
 
 
+class TwoPathDecoder(nn.Module):
+    """The stated-phase decoder's frames, but for the steady partials it loses: those a gliding
+    decoder (the rule at ``glide_prominence``) voices, its magnitude and running phase. A partial
+    counts as lost where the gliding decoder's peak stands ``partials_gap`` nats above the stated
+    decoder's level at that bin: a pure tone from about 700 Hz up, which the stated decoder moves
+    onto the 50 Hz comb, or a harmonic tone's upper partials. Where both decoders hear a partial
+    (most of music) the stated decoder's frame stays as it is: gliding there costs music's
+    transcribed notes (docs/experiments.md, 2026-12-05). Both read the same latents, so the tokens,
+    and the stages that write them, stay as they were."""
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.stated = Decoder(replace(cfg, partials=False, phase_glide=False, glide_rule=False))
+        self.partials = Decoder(replace(cfg, partials=False, phase_glide=True, glide_rule=True))
+
+    @property
+    def receptive_field(self) -> int:
+        return max(self.stated.receptive_field, self.partials.receptive_field)
+
+    def forward(self, latents: torch.Tensor, skip: int = 0, running: torch.Tensor | None = None):
+        """As ``Decoder.forward``: magnitude and phase of the frames after ``skip``, and the running phase."""
+        mag, stated, _ = self.stated(latents, skip)
+        lead = min(skip, 1)  # the frame before the first one wanted: the rule compares with it
+        gliding = self.partials.magnitudes(latents)[:, skip - lead:]
+        peak = _lobe_peaks(gliding)
+        steady = steady_partials(gliding, peak, self.cfg.glide_prominence)
+        gliding, peak, steady = gliding[:, lead:], peak[:, lead:], steady[:, lead:]
+        gap = (torch.log(gliding.clamp(min=1e-5)) - torch.log(mag.clamp(min=1e-5))).gather(-1, peak)
+        lost = steady * (gap > self.cfg.partials_gap).to(steady.dtype)
+        phase, running = self.partials._glide(gliding, stated, lost, peak, running)
+        return torch.where(lost > 0, gliding, mag), phase, running
+
+
+def with_partials(codec: "Codec", gliding: "Codec", gap: float = CodecConfig.partials_gap) -> "Codec":
+    """``codec`` with ``gliding``'s decoder voicing the steady partials its own loses
+    (``TwoPathDecoder``). ``gliding`` must be a fine-tune of ``codec``'s decoder by the glide rule
+    with the encoder and codebooks held (``train codec --init … --phase-glide --glide-rule``), so
+    both decoders read the same tokens."""
+    if codec.cfg.partials or codec.cfg.phase_glide:
+        raise ValueError("the first decoder must be a stated-phase one (a codec trained without --phase-glide)")
+    if not gliding.cfg.glide_rule:
+        raise ValueError("the partials' decoder must glide by the rule (trained with --phase-glide --glide-rule)")
+    shared = lambda model: {k: v for k, v in model.state_dict().items()  # noqa: E731
+                            if not k.startswith("decoder.") and not k.endswith(TRAINING_ONLY_BUFFERS)}
+    mine, theirs = shared(codec), shared(gliding)
+    if mine.keys() != theirs.keys() or any(not torch.equal(mine[k], theirs[k]) for k in mine):
+        raise ValueError("the two codecs read different tokens: fine-tune the gliding decoder from this codec with its encoder and codebooks held")
+    combined = Codec(replace(codec.cfg, partials=True, partials_gap=gap, glide_prominence=gliding.cfg.glide_prominence))
+    combined.load_state_dict({**{k: v for k, v in codec.state_dict().items() if not k.startswith("decoder.")},
+                              **{f"decoder.stated.{k}": v for k, v in codec.decoder.state_dict().items()},
+                              **{f"decoder.partials.{k}": v for k, v in gliding.decoder.state_dict().items()}})
+    return combined.eval()
+
+
 def synthesize(mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
     """STFT frames (B, n, bins) as magnitude and phase → windowed time-domain frames (B, n, N_FFT)."""
     return torch.fft.irfft(torch.polar(mag, phase), n=N_FFT) * torch.hann_window(N_FFT, device=mag.device)
@@ -337,7 +395,7 @@ class Codec(nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.quantizer = ResidualVQ(cfg.levels, cfg.codebook_size, cfg.latent_dim, dropout=cfg.quantizer_dropout)
-        self.decoder = Decoder(cfg)
+        self.decoder = TwoPathDecoder(cfg) if cfg.partials else Decoder(cfg)
         self.note_head = nn.Conv1d(cfg.latent_dim, 12, 1) if cfg.note_levels else None
 
     def config_dict(self) -> dict:

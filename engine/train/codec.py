@@ -364,6 +364,8 @@ NOTE_LEVELS = 2  # with --note-weight: the levels whose sum must carry the notes
 def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Recipe:
     if cfg.init:  # a fine-tune keeps the trained codec's layout (a note head too), its encoder and codebooks: see codec_decoder_loss
         model = load_codec(Path(cfg.init)).train()
+        if model.cfg.partials:
+            raise ValueError(f"{cfg.init} is two decoders put together by `codec combine`: fine-tune each as its own run and combine them again")
         if cfg.phase_glide:
             model = with_phase_glide(model, rule=cfg.glide_rule, prominence=cfg.glide_prominence)
         for module in (model.encoder, model.quantizer):
