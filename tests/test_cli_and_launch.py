@@ -287,9 +287,10 @@ def test_train_all_trains_every_model_of_the_set_from_its_own_inputs():
     made = {}
     for i, step in enumerate(steps):
         args = list(step.args)
-        if "--run-dir" in args:
-            made[args[args.index("--run-dir") + 1].removeprefix("{runs}/")] = i
-        for flag in ("--init", "--mulan", "--semantic", "--codec"):
+        for flag in ("--run-dir", "--out"):  # a training run, or a codec put together from two (`codec combine`)
+            if flag in args and args[args.index(flag) + 1].startswith("{runs}/"):
+                made[args[args.index(flag) + 1].removeprefix("{runs}/")] = i
+        for flag in ("--init", "--mulan", "--semantic", "--codec", "--checkpoint", "--partials"):
             if flag in args and args[args.index(flag) + 1].startswith("{runs}/"):
                 assert made.get(args[args.index(flag) + 1].removeprefix("{runs}/"), len(steps)) < i, (step.name, flag)
         assert not any("assets/checkpoints" in a for a in args), step.name  # from nothing: no shipped model goes in

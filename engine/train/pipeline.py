@@ -4,13 +4,13 @@
 MuLan, semantic tokenizer, token caches, prior, the three stages) and judges the set with ``eval
 all``; ``python -m engine retrain acoustic --corpus corpus`` rebuilds what the pitch-true codec changes:
 the codec (with its note head, the fine STFT term and recorded music), its decoder tuned for what
-MuLan reads (the tokens stay), the token caches of its tokens, stages 2 and 3 on them, and the
-judges of the result: the codec's, then the whole set's (the runs folder holds ``codec/``,
-``stage2/`` and ``stage3/``, which ``MusicLM.load`` takes in place of the shipped ones). Each
-step is a command of this CLI run in a process of its own with its log in ``runs/<chain>/``; a
-step that finished is skipped when the chain runs again (its marker holds the wall time it took),
-and the training steps resume from their run folders, so an interrupted chain picks up where it
-stopped.
+MuLan reads (the tokens stay), a gliding decoder for the steady partials that one loses, the token
+caches of its tokens, stages 2 and 3 on them, and the judges of the result: the codec's, then the
+whole set's (the runs folder holds ``codec/``, ``stage2/`` and ``stage3/``, which ``MusicLM.load``
+takes in place of the shipped ones). Each step is a command of this CLI run in a process of its
+own with its log in ``runs/<chain>/``; a step that finished is skipped when the chain runs again
+(its marker holds the wall time it took), and the training steps resume from their run folders,
+so an interrupted chain picks up where it stopped.
 """
 from __future__ import annotations
 
@@ -34,11 +34,25 @@ class Step:
 
 
 CORPUS = Step("corpus", ("data", "build", "--out", "{corpus}", "--hours", "11.2", "--seed", "1", "--quiet"))
+GLIDE = ("train", "codec", "--corpus", "{corpus}", "--phase-glide", "--glide-rule", "--warmup", "100", "--quiet")
+PARTIALS = ("--glide-prominence", "1.5", "--pitch-weight", "4", "--onset-weight", "4", "--tone-share", "0.1", "--lr", "1e-4", "--steps", "6000")
 CODEC = (  # the note-supervised codec from scratch, with recorded music, then its decoder tuned for what MuLan reads (the tokens stay)
     Step("codec", ("train", "codec", "--preset", "cpu-small", "--corpus", "{corpus}", "--run-dir", "{runs}/codec-scratch", "--pitch-weight", "4",
                    "--note-weight", "4", "--recorded-share", "0.3", "--steps", "16000", "--quiet")),
     Step("codec-decoder", ("train", "codec", "--preset", "cpu-small", "--corpus", "{corpus}", "--init", "{runs}/codec-scratch", "--run-dir",
-                           "{runs}/codec", "--steps", "3000", "--warmup", "100", "--lr", "3e-4", "--pitch-weight", "4", "--quiet")),
+                           "{runs}/codec-stated", "--steps", "3000", "--warmup", "100", "--lr", "3e-4", "--pitch-weight", "4", "--quiet")),
+    # a copy of that decoder that glides by the rule, for the steady partials it loses: magnitudes alone first, then the audio,
+    # the rule's threshold lowered, the onsets held (the shipped codec's partials decoder, runs glide-1, -2, -4, -8, -10)
+    Step("partials-magnitudes", (*GLIDE, "--init", "{runs}/codec-stated", "--run-dir", "{runs}/partials-1", "--magnitudes-only",
+                                 "--tone-share", "0.5", "--lr", "1e-3", "--steps", "2000")),
+    Step("partials-audio", (*GLIDE, "--init", "{runs}/partials-1", "--run-dir", "{runs}/partials-2", "--pitch-weight", "4",
+                            "--magnitude-weight", "40", "--tone-share", "0.3", "--lr", "3e-4", "--steps", "8000")),
+    Step("partials-threshold", (*GLIDE, "--init", "{runs}/partials-2", "--run-dir", "{runs}/partials-3", "--glide-prominence", "1.5",
+                                "--pitch-weight", "4", "--magnitude-weight", "40", "--tone-share", "0.2", "--lr", "1e-4", "--steps", "8000")),
+    Step("partials-onsets", (*GLIDE, "--init", "{runs}/partials-3", "--run-dir", "{runs}/partials-4", "--magnitude-weight", "10", *PARTIALS)),
+    Step("partials", (*GLIDE, "--init", "{runs}/partials-4", "--run-dir", "{runs}/partials", "--magnitude-weight", "20", *PARTIALS)),
+    Step("codec-two-path", ("codec", "combine", "--checkpoint", "{runs}/codec-stated", "--partials", "{runs}/partials", "--out", "{runs}/codec",
+                            "--force", "--json"), "codec-two-path.json"),
 )
 CODEC_JUDGES = (  # the codec is judged before anything is built on its tokens
     Step("eval-codec", ("eval", "codec", "--corpus", "{corpus}", "--checkpoint", "{runs}/codec", "--clips", "20", "--json"), "codec.json"),
