@@ -346,7 +346,8 @@ def _combine_codec(args: argparse.Namespace) -> dict:
         raise UsageError(f"{run_dir} already holds a run; choose another --out or add --force")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_tensors(combined.state_dict(), run_dir / "model.safetensors")
-    parts = {"stated": str(args.checkpoint or CHECKPOINT_DIR / "codec.safetensors"), "partials": str(args.partials), "gap": args.gap}
+    stated = Path(args.checkpoint) if args.checkpoint else CHECKPOINT_DIR / "codec.safetensors"
+    parts = {"stated": str(stated.relative_to(Path.cwd()) if stated.is_relative_to(Path.cwd()) else stated), "partials": str(args.partials), "gap": args.gap}
     save_json({"step": 0, "name": "codec", "config": {"preset": "cpu-small", **combined.config_dict()}, "train": {"combined": parts},
                "metrics": {}}, run_dir / "state.json")
     return {"run_dir": str(run_dir), **parts, **({"exported": str(_export("codec", run_dir))} if args.export else {})}

@@ -731,7 +731,7 @@ def test_two_decoders_combine_only_when_they_read_the_same_tokens(codec):
         with_partials(codec, with_phase_glide(other, rule=True))
     with pytest.raises(ValueError, match="by the rule"):
         with_partials(codec, with_phase_glide(codec))  # learnt gates, not the rule
-    with pytest.raises(ValueError, match="stated-phase"):
+    with pytest.raises(ValueError, match="single stated-phase"):
         with_partials(with_phase_glide(codec, rule=True), with_phase_glide(codec, rule=True))
 
 
@@ -748,7 +748,7 @@ def test_cli_combines_two_decoders_into_a_codec_that_loads_and_is_not_fine_tuned
     assert again.returncode == 2 and "--force" in again.stderr and "Traceback" not in again.stderr
     swapped = subprocess.run([*command[:5], "--checkpoint", str(gliding), "--partials", str(stated), "--out", str(tmp_path / "x")],
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert swapped.returncode == 2 and "stated-phase" in swapped.stderr and "Traceback" not in swapped.stderr
+    assert swapped.returncode == 2 and "single stated-phase" in swapped.stderr and "Traceback" not in swapped.stderr
     from engine.train.codec import codec_recipe
     from engine.train.loop import TrainConfig
 

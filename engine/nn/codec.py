@@ -280,7 +280,7 @@ def with_partials(codec: "Codec", gliding: "Codec", gap: float = CodecConfig.par
     with the encoder and codebooks held (``train codec --init … --phase-glide --glide-rule``), so
     both decoders read the same tokens."""
     if codec.cfg.partials or codec.cfg.phase_glide:
-        raise ValueError("the first decoder must be a stated-phase one (a codec trained without --phase-glide)")
+        raise ValueError("the first codec must have a single stated-phase decoder: not a gliding one, nor two already combined")
     if not gliding.cfg.glide_rule:
         raise ValueError("the partials' decoder must glide by the rule (trained with --phase-glide --glide-rule)")
     shared = lambda model: {k: v for k, v in model.state_dict().items()  # noqa: E731
