@@ -24,7 +24,7 @@ from .generate.musiclm import ONE_SHOT_INLINE_SECONDS, MusicLM
 from .generate.requests import ContinueRequest, HumRequest, InpaintRequest, StoryRequest, StyleRequest, TextRequest, parse_story
 from .generate.settings import GenerationSettings, available_devices
 from .melody import MELODY_SOURCES
-from .nn.codec import HOP, CodecConfig, load_codec
+from .nn.codec import HOP, CodecConfig, load_codec, with_partials
 from .prompts import clean_prompt
 from .serve import Declined, ServerError, serve
 from .train.pipeline import CHAINS, run_chain
@@ -335,7 +335,6 @@ def _read_text(path: str, limit: int = 1_000_000) -> str:
 def _combine_codec(args: argparse.Namespace) -> dict:
     """A codec whose stated-phase decoder hands the steady partials it loses to a gliding one
     (``TwoPathDecoder``), saved as a run folder that loads, evaluates and exports like a trained one."""
-    from .nn.codec import with_partials
     try:
         codec, gliding = load_codec(args.checkpoint), load_codec(args.partials)
         combined = with_partials(codec, gliding, args.gap)
