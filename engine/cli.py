@@ -346,7 +346,9 @@ def _combine_codec(args: argparse.Namespace) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_tensors(combined.state_dict(), run_dir / "model.safetensors")
     stated = Path(args.checkpoint) if args.checkpoint else CHECKPOINT_DIR / "codec.safetensors"
-    parts = {"stated": str(stated.relative_to(Path.cwd()) if stated.is_relative_to(Path.cwd()) else stated), "partials": str(args.partials), "gap": args.gap}
+    if stated.is_relative_to(Path.cwd()):  # the record names the parts as the command did, not by this machine's paths
+        stated = stated.relative_to(Path.cwd())
+    parts = {"stated": str(stated), "partials": str(args.partials), "gap": args.gap}
     save_json({"step": 0, "name": "codec", "config": {"preset": "cpu-small", **combined.config_dict()}, "train": {"combined": parts},
                "metrics": {}}, run_dir / "state.json")
     return {"run_dir": str(run_dir), **parts, **({"exported": str(_export("codec", run_dir))} if args.export else {})}

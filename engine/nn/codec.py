@@ -53,7 +53,7 @@ class CodecConfig:
     phase_glide: bool = False  # the decoder's phases also accumulate a predicted advance per frame (a phase-continuous source)
     phase_vector: bool = False  # the head states each phase as a 2-vector's angle (APNet's parallel estimation), not as one number
     glide_rule: bool = False  # with phase_glide: glide where steady_partials finds a steady partial, not where learnt gates say
-    glide_prominence: float = 2.5  # with glide_rule: nats (≈ 22 dB) a steady partial's peak stands above its neighbourhood's mean
+    glide_prominence: float = 2.5  # with glide_rule (or partials): nats (≈ 22 dB) a steady partial's peak stands above its neighbourhood's mean
     partials: bool = False  # a second decoder, gliding by the rule, voices the steady partials the first one loses (TwoPathDecoder)
     partials_gap: float = 2.0  # with partials: nats by which the gliding decoder's partial must stand above the first decoder's to be its
 
