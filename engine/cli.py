@@ -139,6 +139,10 @@ def _train(args: argparse.Namespace) -> dict:
             if args.stage != "codec":
                 raise UsageError(f"--{option.replace('_', '-')} applies to the codec only")
             overrides[option] = getattr(args, option)
+    if args.coarse_share is not None:
+        if args.stage != "codec" or not args.init:
+            raise UsageError("--coarse-share applies to a codec fine-tune (train codec --init CHECKPOINT): its decoder learns the coarse levels too")
+        overrides["coarse_share"] = args.coarse_share
     if args.magnitudes_only:
         if args.stage != "codec" or not args.init:
             raise UsageError("--magnitudes-only fine-tunes a trained codec's decoder: train codec --init CHECKPOINT --magnitudes-only")
@@ -597,6 +601,8 @@ def parser() -> argparse.ArgumentParser:
                    help="codec: weight of the decoder's own frames' power-compressed magnitudes against the target's where it has a steady partial (default 0: off)")
     t.add_argument("--onset-weight", type=_positive_float,
                    help="codec: weight of the output's attacks (rises of its 512-point spectrum) against the target's (default 0: off)")
+    t.add_argument("--coarse-share", type=_fraction,
+                   help="codec with --init: share of the crops the decoder learns to decode from levels 1–4 alone, what generation decodes (default 0)")
     t.add_argument("--magnitudes-only", action="store_true",
                    help="codec with --init: the decoder learns its frames' magnitudes alone, no loss on the audio (a gliding decoder's first fine-tune)")
     t.add_argument("--phase-beyond-levels", type=_positive_int, metavar="N",

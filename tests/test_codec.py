@@ -772,3 +772,25 @@ def test_cli_combines_two_decoders_into_a_codec_that_loads_and_is_not_fine_tuned
 
     with pytest.raises(ValueError, match="codec combine"):
         codec_recipe(tmp_path, "cpu-small", TrainConfig(init=str(tmp_path / "two")), 0)
+
+
+def test_a_decoder_fine_tune_learns_the_coarse_levels_generation_decodes_for_its_share_of_crops(tmp_path):
+    from engine.train.codec import codec_decoder_loss
+
+    torch.manual_seed(0)
+    model = Codec(replace(TINY, levels=6, coarse_levels=2))
+    model.train()
+    model(torch.randn(4, 24_000) * 0.1)  # k-means-initialize the codebooks
+    model.eval()
+    wav = torch.randn(3, 24_000) * 0.1
+    codes = model.encode(wav)
+    seen, reconstruct = [], model.reconstruct
+    model.reconstruct = lambda latents, samples=None: (seen.append(latents), reconstruct(latents, samples))[1]
+    codec_decoder_loss(model, wav, coarse_share=1.0)
+    codec_decoder_loss(model, wav)
+    assert torch.equal(seen[0], model.quantizer.decode(codes[:, :2]))  # every crop from levels 1–2
+    assert torch.equal(seen[1], model.quantizer.decode(codes))  # by default the full bitrate
+    (tmp_path / "train.jsonl").write_text("")
+    bad = subprocess.run([sys.executable, "-m", "engine", "train", "codec", "--corpus", str(tmp_path), "--coarse-share", "0.5"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--coarse-share applies to a codec fine-tune" in bad.stderr and "Traceback" not in bad.stderr

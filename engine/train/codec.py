@@ -261,16 +261,22 @@ def _fine_terms(wav: torch.Tensor, recon: torch.Tensor, spectrum: tuple[torch.Te
 
 
 def codec_decoder_loss(model: nn.Module, wav: torch.Tensor, descriptor_weight: float = 1.0,
-                       terms: NoteTerms = NoteTerms(), critic: CriticTerm | None = None) -> tuple[torch.Tensor, dict]:
+                       terms: NoteTerms = NoteTerms(), critic: CriticTerm | None = None,
+                       coarse_share: float = 0.0) -> tuple[torch.Tensor, dict]:
     """Fine-tuning a trained codec: its tokens stay exactly as they are (every token cache and
-    stage LM was built on them), so only the decoder learns, from the full-bitrate codes.
+    stage LM was built on them), so only the decoder learns, from the full-bitrate codes, and
+    for ``coarse_share`` of the examples from the coarse levels alone: what generation decodes.
 
     Beside the reconstruction loss it matches two descriptors MuLan reads. The jointly trained
     decoder fills the gaps between harmonics, so its chroma comes out flat (mean 0.40 → 0.68 on
     test renders), and it smooths timbre over time (MFCC spread 2.52 → 1.71); MuLan then hears a
     render through the codec as far from its caption (MCC 0.42 → 0.15)."""
     with torch.no_grad():
-        latents = model.quantizer.decode(model.encode(wav))
+        codes = model.encode(wav)
+        latents = model.quantizer.decode(codes)
+        if coarse_share:
+            coarse = torch.rand(len(wav), device=wav.device) < coarse_share
+            latents = torch.where(coarse[:, None, None], model.quantizer.decode(codes[:, : model.cfg.coarse_levels]), latents)
         target = analyze(wav)
     recon, spectrum = model.reconstruct(latents, wav.shape[-1])
     loss, mel, stft = reconstruction_loss(wav, recon)
@@ -383,7 +389,7 @@ def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Reci
     if cfg.magnitudes_only:
         loss = codec_magnitudes_loss
     elif cfg.init:
-        loss = partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight, terms=terms, critic=critic)
+        loss = partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight, terms=terms, critic=critic, coarse_share=cfg.coarse_share)
     else:
         loss = partial(codec_loss, terms=terms, note_weight=cfg.note_weight, critic=critic)
     return Recipe(model, batches, loss, adversary=critic)
