@@ -283,14 +283,13 @@ def with_partials(codec: "Codec", gliding: "Codec", gap: float = CodecConfig.par
         raise ValueError("the first codec must have a single stated-phase decoder: not a gliding one, nor two already combined")
     if not gliding.cfg.glide_rule:
         raise ValueError("the partials' decoder must glide by the rule (trained with --phase-glide --glide-rule)")
-    shared = lambda model: {k: v for k, v in model.state_dict().items()  # noqa: E731
-                            if not k.startswith("decoder.") and not k.endswith(TRAINING_ONLY_BUFFERS)}
-    mine, theirs = shared(codec), shared(gliding)
-    if mine.keys() != theirs.keys() or any(not torch.equal(mine[k], theirs[k]) for k in mine):
+    outside_decoder = lambda model: {k: v for k, v in model.state_dict().items() if not k.startswith("decoder.")}  # noqa: E731
+    mine, theirs = outside_decoder(codec), outside_decoder(gliding)
+    trained = [k for k in mine if not k.endswith(TRAINING_ONLY_BUFFERS)]  # the EMA statistics are not the tokens
+    if mine.keys() != theirs.keys() or any(not torch.equal(mine[k], theirs[k]) for k in trained):
         raise ValueError("the two codecs read different tokens: fine-tune the gliding decoder from this codec with its encoder and codebooks held")
     combined = Codec(replace(codec.cfg, partials=True, partials_gap=gap, glide_prominence=gliding.cfg.glide_prominence))
-    combined.load_state_dict({**{k: v for k, v in codec.state_dict().items() if not k.startswith("decoder.")},
-                              **{f"decoder.stated.{k}": v for k, v in codec.decoder.state_dict().items()},
+    combined.load_state_dict({**mine, **{f"decoder.stated.{k}": v for k, v in codec.decoder.state_dict().items()},
                               **{f"decoder.partials.{k}": v for k, v in gliding.decoder.state_dict().items()}})
     return combined.eval()
 
