@@ -29,11 +29,12 @@ def _clip(seconds: float, jitter: float = 0.0) -> np.ndarray:
     return (tone + jitter * rng.standard_normal(len(t))).astype(np.float32)
 
 
+def whole(chunks) -> np.ndarray:
+    return np.concatenate([c.audio for c in chunks])
+
+
 def _clip_pieces(model, jitter: float = 0.0) -> dict[str, np.ndarray]:
     """The modes that start from a clip."""
-    def whole(chunks):
-        return np.concatenate([c.audio for c in chunks])
-
     return {
         "continue": whole(model.continuation(_clip(1.2, jitter), None, GenerationSettings(seconds=0.8, seed=5))),
         "continue_prompt": whole(model.continuation(_clip(1.2, jitter), "a flute lullaby", GenerationSettings(seconds=0.8, seed=5))),
@@ -44,9 +45,6 @@ def _clip_pieces(model, jitter: float = 0.0) -> dict[str, np.ndarray]:
 
 
 def _pieces(model) -> dict[str, np.ndarray]:
-    def whole(chunks):
-        return np.concatenate([c.audio for c in chunks])
-
     hum = melody_tokens(synthetic_hum([(0.1, 0.4, 60), (0.5, 0.4, 64), (0.9, 0.4, 67)], 1.4))
     return {
         "text_bpm": whole(model.stream("calm piano ballad, 100 bpm", GenerationSettings(seconds=1.5, seed=3))),
