@@ -29,17 +29,17 @@ def _clip(seconds: float, jitter: float = 0.0) -> np.ndarray:
     return (tone + jitter * rng.standard_normal(len(t))).astype(np.float32)
 
 
-def whole(chunks) -> np.ndarray:
+def _whole(chunks) -> np.ndarray:
     return np.concatenate([c.audio for c in chunks])
 
 
 def _clip_pieces(model, jitter: float = 0.0) -> dict[str, np.ndarray]:
     """The modes that start from a clip."""
     return {
-        "continue": whole(model.continuation(_clip(1.2, jitter), None, GenerationSettings(seconds=0.8, seed=5))),
-        "continue_prompt": whole(model.continuation(_clip(1.2, jitter), "a flute lullaby", GenerationSettings(seconds=0.8, seed=5))),
-        "inpaint": whole(model.inpaint(_clip(2.0, jitter), 0.5, 1.0, "a flute lullaby", GenerationSettings(seed=6))),
-        "style": whole(model.run(StyleRequest((_clip(1.2, jitter),), "a flute lullaby", (0.5, 1.0),
+        "continue": _whole(model.continuation(_clip(1.2, jitter), None, GenerationSettings(seconds=0.8, seed=5))),
+        "continue_prompt": _whole(model.continuation(_clip(1.2, jitter), "a flute lullaby", GenerationSettings(seconds=0.8, seed=5))),
+        "inpaint": _whole(model.inpaint(_clip(2.0, jitter), 0.5, 1.0, "a flute lullaby", GenerationSettings(seed=6))),
+        "style": _whole(model.run(StyleRequest((_clip(1.2, jitter),), "a flute lullaby", (0.5, 1.0),
                                               GenerationSettings(seconds=0.8, seed=7, style_guidance=5.0)))),
     }
 
@@ -47,11 +47,11 @@ def _clip_pieces(model, jitter: float = 0.0) -> dict[str, np.ndarray]:
 def _pieces(model) -> dict[str, np.ndarray]:
     hum = melody_tokens(synthetic_hum([(0.1, 0.4, 60), (0.5, 0.4, 64), (0.9, 0.4, 67)], 1.4))
     return {
-        "text_bpm": whole(model.stream("calm piano ballad, 100 bpm", GenerationSettings(seconds=1.5, seed=3))),
-        "text_negative": whole(model.stream("dreamy ambient pads", GenerationSettings(seconds=1.2, seed=1, top_k=50,
+        "text_bpm": _whole(model.stream("calm piano ballad, 100 bpm", GenerationSettings(seconds=1.5, seed=3))),
+        "text_negative": _whole(model.stream("dreamy ambient pads", GenerationSettings(seconds=1.2, seed=1, top_k=50,
                                                                                     negative_prompt="drums"))),
-        "hum": whole(model.stream("warm strings", GenerationSettings(seconds=1.2, seed=2), melody=hum)),
-        "story": whole(model.story([("calm piano", 0.6), ("loud metal, 140 bpm", 0.7)], GenerationSettings(seed=4))),
+        "hum": _whole(model.stream("warm strings", GenerationSettings(seconds=1.2, seed=2), melody=hum)),
+        "story": _whole(model.story([("calm piano", 0.6), ("loud metal, 140 bpm", 0.7)], GenerationSettings(seed=4))),
         **_clip_pieces(model),
     }
 
