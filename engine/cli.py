@@ -414,6 +414,8 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser, scope: str = "") ->
                         help=f"{scope}how much of stage 1 each tempo draft covers (default {d.tempo_draft_seconds:g}; the first chunk waits for it)")
     parser.add_argument("--models-level", action="store_true",
                         help=f"{scope}keep the loudness the models make: a prompt's loud or quiet is not steered to (the level stage off)")
+    parser.add_argument("--models-tone", action="store_true",
+                        help=f"{scope}--style: keep the spectral balance the models make: the clips' tone is not matched (the tone stage off)")
 
 
 def _sampling_settings(args: argparse.Namespace) -> dict:
@@ -422,7 +424,8 @@ def _sampling_settings(args: argparse.Namespace) -> dict:
              "style_coarse_guidance": args.style_coarse_guidance, "top_k": args.top_k,
              "temperatures": tuple(args.temperatures) if args.temperatures else None, "tempo_drafts": args.tempo_drafts,
              "tempo_draft_seconds": args.tempo_draft_seconds,
-             "fine_stage": True if args.fine_stage else None, "level_stage": False if args.models_level else None}
+             "fine_stage": True if args.fine_stage else None, "level_stage": False if args.models_level else None,
+             "tone_match": False if args.models_tone else None}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -450,7 +453,7 @@ def _eval(args: argparse.Namespace) -> dict:
         raise UsageError("--free-form and --judge apply to eval generation only")
     if _sampling_settings(args) and args.what not in SAMPLED_EVALUATIONS:
         raise UsageError("the sampling options (--temperatures, --guidance, --coarse-guidance, --style-guidance, --style-coarse-guidance, --top-k, --tempo-drafts, "
-                         "--tempo-draft-seconds, --fine-stage, --models-level) "
+                         "--tempo-draft-seconds, --fine-stage, --models-level, --models-tone) "
                          f"apply to eval {', '.join(SAMPLED_EVALUATIONS)} only")
     try:
         GenerationSettings(**_sampling_settings(args)).check()

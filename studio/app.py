@@ -326,9 +326,10 @@ class Studio:
         yield from self._play(lambda: InpaintRequest(self._clip(clip, use_last, "inpaint"), start, end, prompt, settings),
                               [(float(start or 0), float(end or 0), "inpainted")])
 
-    def style_music(self, prompt, prompt_weight, strength, *sources_and_settings):
+    def style_music(self, prompt, prompt_weight, strength, match_tone, *sources_and_settings):
         """The Style tab: up to ``STYLE_CLIPS`` reference clips, each with its weight, an optional
-        prompt with its own, and how strongly the clips' style is followed; the rest are the shared controls."""
+        prompt with its own, how strongly the clips' style is followed and whether their tone is
+        matched; the rest are the shared controls."""
         pairs, rest = sources_and_settings[:2 * STYLE_CLIPS], sources_and_settings[2 * STYLE_CLIPS:]
         seconds, seed, locked, *sampling = rest
 
@@ -340,7 +341,8 @@ class Studio:
             weights = ((prompt_weight,) if has_prompt else ()) + tuple(weight for _, weight in given)
             return StyleRequest(tuple(load_audio(path) for path, _ in given), prompt if has_prompt else None,
                                 tuple(float(w or 0) for w in weights),
-                                replace(settings_from_controls(seconds, seed, locked, *sampling), style_guidance=float(strength)))
+                                replace(settings_from_controls(seconds, seed, locked, *sampling), style_guidance=float(strength),
+                                        tone_match=bool(match_tone)))
 
         yield from self._play(request)
 
@@ -613,7 +615,7 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
                     with gr.Tab("Style", id="style") as style_tab:
                         gr.Markdown("New music in the style of your clips: drop one to three recordings (at least 1 s each), "
                                     "set how much each counts, and add words if you like. Nothing of a clip is copied: only its style goes in, "
-                                    "and its loudness: a hushed clip gives a hushed piece (unless the words say how loud).")
+                                    "its loudness (a hushed clip gives a hushed piece, unless the words say how loud) and its tone.")
                         style_clips, style_weights = [], []
                         with gr.Row():
                             for i in range(STYLE_CLIPS):
@@ -628,6 +630,8 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
                             style_prompt_weight = gr.Slider(0, 1, value=0.5, step=0.05, label="how much the words count", scale=2)
                         style_strength = gr.Slider(0, 10, value=GenerationSettings().style_guidance, step=0.5, elem_id="style-strength",
                                                    label="follow the clips' style (the words follow the prompt slider under Sampling)")
+                        style_tone = gr.Checkbox(value=GenerationSettings().tone_match, elem_id="style-tone",
+                                                 label="match the clips' tone (an equalizer brings the piece's spectral balance to theirs)")
                         run_style = gr.Button("Generate in this style", variant="primary", elem_id="generate-style")
                     with gr.Tab("Live", id="live") as live_tab:
                         gr.Markdown("Music without end that you steer while it plays: change the words, the blend or the tempo and "
@@ -716,7 +720,7 @@ def build_app(model: MusicLM | None = None, history: History | None = None, warm
             run_hum.click(studio.hum_to_music, [hum, style, seconds, seed, locked, *sampling], api_name="hum", **piece),
             run_story.click(studio.story_to_music, [story, seed, locked, *sampling], api_name="story", **piece),
             run_continue.click(studio.continue_music, [clip, use_last, new_prompt, seconds, seed, locked, *sampling], api_name="continue", **piece),
-            run_style.click(studio.style_music, [style_prompt, style_prompt_weight, style_strength,
+            run_style.click(studio.style_music, [style_prompt, style_prompt_weight, style_strength, style_tone,
                                                  *(x for pair in zip(style_clips, style_weights) for x in pair),
                                                  seconds, seed, locked, *sampling], api_name="style", **piece),
             run_inpaint.click(studio.inpaint_music, [clip, use_last, new_prompt, inpaint_start, inpaint_end, seed, locked, *sampling],

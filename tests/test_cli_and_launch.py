@@ -67,7 +67,8 @@ def test_cli_bad_input_gets_one_clear_line_and_exit_2(args, message):
     (["tones", "--style-guidance", "5"], "apply to eval generation, story, continuation, style, dynamics, melody only"),
     (["story", "--tuning"], "--tuning applies to eval generation and eval melody only"),
     (["melody", "--tuning"], "no test clips with a melody rendition after the evaluation's 20"),
-    (["codec", "--models-level"], "--models-level) apply to eval generation"),
+    (["codec", "--models-level"], "--models-level, --models-tone) apply to eval generation"),
+    (["codec", "--models-tone"], "--models-level, --models-tone) apply to eval generation"),
     (["codec", "--style-coarse-guidance", "3"], "apply to eval generation"),
     (["story", "--judge", "assets/checkpoints/mulan.safetensors"], "--free-form and --judge apply to eval generation only"),
     (["generation", "--judge", "no-such-mulan"], "no MuLan at no-such-mulan"),
@@ -83,6 +84,7 @@ def test_the_level_option_reaches_the_settings_only_when_given():
 
     assert _sampling_settings(parser().parse_args(["generate", "a loud march", "--models-level"])) == {"level_stage": False}
     assert _sampling_settings(parser().parse_args(["generate", "a loud march"])) == {}
+    assert _sampling_settings(parser().parse_args(["generate", "--style", "a.flac", "--models-tone"])) == {"tone_match": False}
 
 def test_models_command_lists_every_stage_with_its_train_command():
     proc = run_engine("models")

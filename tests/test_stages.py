@@ -14,6 +14,7 @@ import torch
 from engine import ContinueRequest, GenerationSettings, MusicLM, StyleRequest, TextRequest
 from engine.checkpoints import MODEL_NAMES
 from engine.generate.level import blend_loudness, measured_loudness as lufs
+from engine.generate.tone import ToneStage, spectral_balance
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # every test here trains the whole chain on the smoke corpus first
@@ -265,7 +266,8 @@ def test_style_takes_m_from_the_clips_blended_with_the_prompt(tiny_runs):
     # clips alone are followed at style_guidance on stage 1 and style_coarse_guidance on stage 2 (words beside them: double guidance, tests/test_lm.py)
     clips_alone = StyleRequest((low,), settings=GenerationSettings(seconds=1.0, seed=3, style_guidance=8.0, style_coarse_guidance=4.0))
     as_text_guidance = model.stream("", GenerationSettings(seconds=1.0, seed=3, guidance=8.0, coarse_guidance=4.0),
-                                    prefix=model.blend_conditioning(clips_alone.blend()), dynamics=[(0.0, blend_loudness(clips_alone.blend()))])
+                                    prefix=model.blend_conditioning(clips_alone.blend()), dynamics=[(0.0, blend_loudness(clips_alone.blend()))],
+                                    tone=ToneStage.of_blend(clips_alone.blend()))
     assert np.array_equal(model.render(clips_alone)[0], np.concatenate([c.audio for c in as_text_guidance]))
     text_side = replace(clips_alone, settings=replace(clips_alone.settings, coarse_guidance=9.0))  # the text's stage-2 scale is not a style's
     assert np.array_equal(model.render(text_side)[0], model.render(clips_alone)[0])
@@ -287,6 +289,19 @@ def test_a_style_is_as_loud_as_its_reference_unless_the_words_say_otherwise(tiny
     assert lufs(worded[2 * 24_000:]) > heard[0.08] + 5
     unlevelled = model.render(StyleRequest((0.4 * clip,), settings=replace(settings, level_stage=False)))[0]
     assert heard[0.4] - lufs(unlevelled[2 * 24_000:]) > 3  # without the stage: the models' own level, as before
+
+
+def test_a_style_takes_its_clips_tone_unless_told_to_keep_the_models_own(tiny_runs):
+    _, runs, _ = tiny_runs
+    model = _tiny_model(runs)
+    t = np.arange(72_000) / 24_000
+    bright = sum(0.1 * np.sin(2 * np.pi * f * t) for f in (2_000, 3_100, 4_700, 6_300)).astype(np.float32)
+    request = StyleRequest((bright,), settings=GenerationSettings(seconds=3.0, seed=1))
+    matched = model.render(request)[0]
+    own = model.render(replace(request, settings=replace(request.settings, tone_match=False)))[0]
+    gap = {name: float(np.mean(np.abs(10 * np.log10(spectral_balance(audio[24_000:]) / spectral_balance(bright)))))
+           for name, audio in (("matched", matched), ("own", own))}
+    assert gap["matched"] < gap["own"] - 1.0, gap  # dB per band nearer the clip's balance
 
 
 @pytest.mark.parametrize("clips, prompt, weights, message", [

@@ -95,13 +95,13 @@ def test_every_endpoint_answers_through_gradio_client(studio_url):
     with pytest.raises(Exception, match="range to inpaint"):
         client.predict(None, True, "", 3.0, 9.0, 0, True, *SAMPLING, api_name="/inpaint")
     assert json.loads(settings)["device"] == "cpu"  # the same seed draws differently on a GPU: the record says where
-    *_, (_, progress, _, _, settings, _, _, _) = client.submit("with a flute lead", 0.5, 5.0, clip, 1.0, None, 1.0, clip, 0.25, 1.5, 0,
+    *_, (_, progress, _, _, settings, _, _, _) = client.submit("with a flute lead", 0.5, 5.0, False, clip, 1.0, None, 1.0, clip, 0.25, 1.5, 0,
                                                                True, *SAMPLING, api_name="/style")
     assert progress.startswith("**done** · 1.5 s") and json.loads(settings)["weights"] == [0.5, 1.0, 0.25]  # the words first, then each clip
-    assert json.loads(settings)["style_guidance"] == 5.0
+    assert json.loads(settings)["style_guidance"] == 5.0 and json.loads(settings)["tone_match"] is False  # the tone box reaches the generator
     assert client.predict(api_name="/history")["data"][0][1:3] == ["style", "in the style of 2 clips + \"with a flute lead\""]
     with pytest.raises(Exception, match="at least one reference clip"):
-        client.predict("jazz", 0.5, 3.0, None, 1.0, None, 1.0, None, 1.0, 1.5, 0, True, *SAMPLING, api_name="/style")
+        client.predict("jazz", 0.5, 3.0, True, None, 1.0, None, 1.0, None, 1.0, 1.5, 0, True, *SAMPLING, api_name="/style")
 
 
 def test_each_click_draws_a_new_seed_unless_it_is_locked_and_the_seed_shown_reproduces_the_piece(studio_url):

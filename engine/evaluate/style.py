@@ -91,6 +91,7 @@ def eval_style(corpus: Path, checkpoint: Path | None = None, clips: int | None =
     return {
         "clips": len(references), "seeds": seeds, "source": "recordings" if folders else "test renders", "seconds": seconds,
         "guidance": base.guidance, "style_guidance": base.style_guidance, "style_coarse_guidance": base.style_coarse_guidance,
+        "tone_match": base.tone_match,
         **({"words": words, "words_weight": words_weight,
             "words_cosine": round(float((mulan["out"] @ model.mulan.embed_text([words])[0].numpy()).mean()), 4)} if words else {}),
         "closest_to_own_reference": {"mulan": round(float(heard.mean()), 4), "mfcc": round(float(heard_mfcc.mean()), 4),

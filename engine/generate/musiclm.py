@@ -33,6 +33,7 @@ from ..nn.semantic import load_semantic
 from ..prompts import StatedTempo, clean_prompt, stated_loudness, stated_tempo
 from .drafts import TempoDraft
 from .level import LevelStage, blend_loudness, target_loudness
+from .tone import ToneStage
 from .requests import ContinueRequest, HumRequest, InpaintRequest, Request, StoryRequest, StyleRequest, TextRequest, check_story
 from .settings import MAX_SECONDS, GenerationSettings, resolve_device
 from .upstream import InLine, Reads, StageJob, StageWorker, Watched, decode
@@ -219,7 +220,7 @@ class MusicLM:
                schedule: list[tuple[float, torch.Tensor]] | None = None, tokens_out: dict | None = None,
                melody: np.ndarray | None = None, semantic: torch.Tensor | None = None, decoder: CodecStreamer | None = None,
                anchor: torch.Tensor | None = None, drafts: dict[int, TempoDraft] | None = None,
-               dynamics: list[tuple[float, float | None]] | None = None) -> Iterator[Chunk]:
+               dynamics: list[tuple[float, float | None]] | None = None, tone: ToneStage | None = None) -> Iterator[Chunk]:
         """Yield audio chunks of about ``chunk_seconds`` as soon as they are decoded.
 
         ``prefix`` overrides M (e.g. MuLan audio tokens for continuation); ``schedule`` gives M per
@@ -237,7 +238,8 @@ class MusicLM:
         stage 1's double guidance: the words at ``guidance``, what the clips add at ``style_guidance``;
         ``drafts``: schedule index → the tempo draft of that segment's opening (``tempo_draft_of``;
         a text prompt that states a bpm gets one of its own); ``dynamics``: (start second, LUFS or None)
-        the level stage steers each segment to (default: what ``prompt``'s words state, throughout)."""
+        the level stage steers each segment to (default: what ``prompt``'s words state, throughout);
+        ``tone``: the tone stage a style's chunks pass through before the level stage."""
         settings.check()
         device = self.device
         seeds = stage_seeds(settings)
@@ -347,6 +349,7 @@ class MusicLM:
                 keep = min(len(audio), int(settings.seconds * SAMPLE_RATE) - done)
                 timings.update({f"stage{i}": job.seconds for i, job in ((1, job1), (2, job2)) if job is not None})
                 out, start = audio[:keep].cpu().numpy(), done / SAMPLE_RATE
+                out = tone(out) if tone else out
                 done += keep
                 yield Chunk(level(out, start) if level else out, done / SAMPLE_RATE, {k: round(v, 4) for k, v in timings.items()})
         except (MemoryError, torch.OutOfMemoryError):
@@ -639,17 +642,19 @@ class MusicLM:
         (``blend_conditioning``). Words beside the clips are guided on their own too (double
         guidance): stage 1 follows the words at ``guidance`` and what the clips add at
         ``style_guidance``; clips alone are followed at ``style_guidance``. Stage 2 is guided toward the
-        blend at ``style_coarse_guidance``: the clips' timbre is its to make. ``tokens_out``: as ``stream``'s."""
+        blend at ``style_coarse_guidance``: the clips' timbre is its to make. After the codec the piece
+        takes the clips' loudness (the level stage) and, with ``tone_match``, their spectral balance
+        (the tone stage). ``tokens_out``: as ``stream``'s."""
         settings, blend = replace(request.settings, coarse_guidance=request.settings.style_coarse_guidance), request.blend()
         with operator_threads(caller_threads()):
             embeddings = self._source_embeddings(blend, None)  # each source read once: the blend and the words alone share them
             prefix = self._blended_tokens(embeddings, [weight for _, weight in blend])
             worded = isinstance(blend[0][0], str)  # words of weight 0 are not in the blend
             anchor = self.mulan.tokens(embeddings[:1]) if worded else None  # the words alone, as ``conditioning`` reads them
-        dynamics = [(0.0, blend_loudness(blend))]
+        shaping = {"dynamics": [(0.0, blend_loudness(blend))], "tone": ToneStage.of_blend(blend) if settings.tone_match else None}
         if not worded:
-            return self.stream("", replace(settings, guidance=settings.style_guidance), prefix=prefix, tokens_out=tokens_out, dynamics=dynamics)
-        return self.stream(request.prompt, settings, prefix=prefix, anchor=anchor, tokens_out=tokens_out, dynamics=dynamics)
+            return self.stream("", replace(settings, guidance=settings.style_guidance), prefix=prefix, tokens_out=tokens_out, **shaping)
+        return self.stream(request.prompt, settings, prefix=prefix, anchor=anchor, tokens_out=tokens_out, **shaping)
 
     def render(self, request: Request, candidates: int = 1) -> tuple[np.ndarray, dict]:
         """The whole piece a request asks for: (audio, info: wall time, RTF over the new music,

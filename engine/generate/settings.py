@@ -27,6 +27,7 @@ class GenerationSettings:
     fine_stage: bool = False  # on: stage 3 writes codec levels 5–12 (the paper); off: the codec decodes levels 1–4 alone, as stage 3 predicts the fine levels no better than chance
     tempo_drafts: int = 4  # text that states a bpm (no hum or clip: they bring their own): stage 1 drafts under this many readings of it, the one that keeps the tempo goes on (1 = off)
     tempo_draft_seconds: float = 5.0  # how much of stage 1 each draft covers; the first chunk waits for it; 10 s kept the tempo no more often, 3 s lost MCC (docs/experiments.md)
+    tone_match: bool = True  # a style request: its spectral balance is shaped toward its clips' after the codec (generate/tone.py); off: the models' own
     level_stage: bool = True  # a prompt that states loud or quiet is steered to that loudness after the codec (generate/level.py); off: the models' own level
 
     def check(self) -> None:
