@@ -19,7 +19,7 @@ from ..audio import SAMPLE_RATE
 BAND_CENTRES_HZ = 63.0 * 2.0 ** (np.arange(23) / 3)  # third octaves, 63 Hz to 10 kHz; the curve is flat beyond either end
 ANALYSIS_POINTS = 4096  # 5.9 Hz bins: two or more in the lowest third octave
 ANALYSIS_HOP = 1024
-FILTER_TAPS = 1024  # 43 ms: resolves the lowest band's gain
+FILTER_TAPS = 1024  # 43 ms, 23 Hz resolution: a third octave apart from about 100 Hz up (the curve is smoothed below)
 MAX_TONE_DB = 12.0  # the most any band is moved: a style is matched, not rebuilt
 SMOOTHING = np.array([0.25, 0.5, 0.25])  # neighbouring bands share their gains: no band rings on its own
 
