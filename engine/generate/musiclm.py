@@ -33,9 +33,9 @@ from ..nn.semantic import load_semantic
 from ..prompts import StatedTempo, clean_prompt, stated_loudness, stated_tempo
 from .drafts import TempoDraft
 from .level import LevelStage, blend_loudness, target_loudness
-from .tone import ToneStage
 from .requests import ContinueRequest, HumRequest, InpaintRequest, Request, StoryRequest, StyleRequest, TextRequest, check_story
 from .settings import MAX_SECONDS, GenerationSettings, resolve_device
+from .tone import ToneStage
 from .upstream import InLine, Reads, StageJob, StageWorker, Watched, decode
 
 CONTEXT_SECONDS = 10.0  # how much of a clip to continue the stages read (no crop is longer)
