@@ -19,6 +19,7 @@ from ..audio import SAMPLE_RATE
 BAND_CENTRES_HZ = 63.0 * 2.0 ** (np.arange(23) / 3)  # third octaves, 63 Hz to 10 kHz; the curve is flat beyond either end
 ANALYSIS_POINTS = 4096  # 5.9 Hz bins: two or more in the lowest third octave
 ANALYSIS_HOP = 1024
+ANALYSIS_BLOCK = 256  # frames transformed at once: 16 MB of spectra
 FILTER_TAPS = 1024  # 43 ms, 23 Hz resolution: a third octave apart from about 100 Hz up (the curve is smoothed below)
 MAX_TONE_DB = 12.0  # the most any band is moved: a style is matched, not rebuilt
 SMOOTHING = np.array([0.25, 0.5, 0.25])  # neighbouring bands share their gains: no band rings on its own
@@ -29,8 +30,10 @@ _WINDOW = np.hanning(ANALYSIS_POINTS)
 
 
 def bin_power(frames: np.ndarray) -> np.ndarray:
-    """Power per frequency bin of ``frames`` (n, ANALYSIS_POINTS), summed over the frames."""
-    return (np.abs(np.fft.rfft(frames * _WINDOW, axis=1)) ** 2).sum(0)
+    """Power per frequency bin of ``frames`` (n, ANALYSIS_POINTS), summed over the frames; a block
+    of ``ANALYSIS_BLOCK`` at a time, so a reference clip of many minutes needs no more memory."""
+    return sum((np.abs(np.fft.rfft(frames[i:i + ANALYSIS_BLOCK] * _WINDOW, axis=1)) ** 2).sum(0)
+               for i in range(0, len(frames), ANALYSIS_BLOCK))
 
 
 def _balance(power: np.ndarray) -> np.ndarray | None:
