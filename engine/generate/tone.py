@@ -142,6 +142,6 @@ class ToneStage:
         """Add the analysis frames ``audio`` completes to what was heard."""
         self.pending = np.concatenate([self.pending, audio.astype(np.float64)])
         if len(self.pending) >= ANALYSIS_POINTS:
-            frames = np.lib.stride_tricks.sliding_window_view(self.pending, ANALYSIS_POINTS)[::ANALYSIS_HOP]
+            frames = _frames(self.pending)
             self.heard = self.heard + bin_power(frames)
             self.pending = self.pending[len(frames) * ANALYSIS_HOP:]
