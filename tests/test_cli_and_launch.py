@@ -300,3 +300,16 @@ def test_train_all_trains_every_model_of_the_set_from_its_own_inputs():
     tokens = next(i for i, s in enumerate(steps) if s.name == "tokens")
     assert max(made[n] for n in ("codec", "mulan", "semantic")) < tokens < min(made[n] for n in ("prior", "stage1", "stage2", "stage3"))
     assert steps[0].name == "corpus" and steps[-1].args[:2] == ("eval", "all") and "{runs}" in steps[-1].args
+
+
+@pytest.mark.parametrize("chain", ["acoustic", "all"])
+def test_every_step_of_a_chain_is_a_command_the_cli_accepts(chain, capsys):
+    """A flag renamed in the CLI would otherwise surface hours into a chain, when its step starts."""
+    from engine.cli import parser
+    from engine.train.pipeline import CHAINS
+
+    for step in CHAINS[chain]:
+        try:
+            parser().parse_args([a.format(corpus="corpus", runs="runs/x") for a in step.args])
+        except SystemExit:
+            pytest.fail(f"{step.name}: {capsys.readouterr().err.strip()}")
