@@ -27,7 +27,7 @@ from .melody import MELODY_SOURCES
 from .nn.codec import HOP, CodecConfig, load_codec, with_partials
 from .prompts import clean_prompt
 from .serve import Declined, ServerError, serve
-from .train.pipeline import CHAINS, run_chain
+from .train.pipeline import CHAINS, chain_status, run_chain
 
 # The corpus, training, evaluation and benchmark code is imported by the commands that use it: a
 # `generate` (what users run most, and wait on) imports none of it, 0.07 s sooner to its first sound.
@@ -106,7 +106,7 @@ CODEC_FROM_SCRATCH = {  # train codec options that shape what the tokens carry, 
 def _train(args: argparse.Namespace) -> dict:
     from .train.trainers import TRAINERS
     if args.stage == "all":  # the whole chain, corpus first (engine/train/pipeline.py)
-        return _chain("all", args.corpus, args.run_dir)
+        return _chain("all", args.corpus, args.run_dir, args.status)
     if args.stage not in TRAINERS:
         raise UsageError(f"training {args.stage!r} is not available yet; available: {', '.join(TRAINERS)}")
     corpus = Path(args.corpus)
@@ -533,10 +533,17 @@ def _bench(args: argparse.Namespace) -> dict:
 
 
 def _retrain(args: argparse.Namespace) -> dict:
-    return _chain(args.chain, args.corpus, args.runs)
+    return _chain(args.chain, args.corpus, args.runs, args.status)
 
 
-def _chain(name: str, corpus: str, runs: str | None) -> dict:
+def _chain(name: str, corpus: str, runs: str | None, status: bool = False) -> dict:
+    if status:
+        result = chain_status(name, Path(runs) if runs else None)
+        for row in result["steps"]:
+            progress = f", at step {row['at_step']:,} of {row['of_steps']:,}" if "at_step" in row else ""
+            print(f"{row['step']:>22}  {row['state']}" + (f" ({row['wall_s']:,.0f} s{progress})" if "wall_s" in row else ""), file=sys.stderr)
+        print(f"{result['done']} of {result['of']} steps done, {result['spent_s'] / 3600:.1f} h spent", file=sys.stderr)
+        return result
     try:
         return run_chain(name, Path(corpus), Path(runs) if runs else None, log=lambda line: print(line, file=sys.stderr))
     except (RuntimeError, FileNotFoundError) as exc:
@@ -545,6 +552,9 @@ def _chain(name: str, corpus: str, runs: str | None) -> dict:
 
 def _models(args: argparse.Namespace) -> dict:
     return {"models": model_status()}
+
+
+STATUS_HELP = "say where the chain stands (each step done, begun or waiting, and the time spent) and run nothing"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -570,6 +580,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", choices=("cpu-small", "gpu-base"), default="cpu-small")
     t.add_argument("--corpus", default="corpus")
     t.add_argument("--run-dir", help="checkpoints and resume state (default runs/<stage>-<preset>)")
+    t.add_argument("--status", action="store_true", help=f"with all: {STATUS_HELP}")
     t.add_argument("--steps", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--max-minutes", type=_positive_float, help="stop with a checkpoint after this long")
@@ -737,6 +748,7 @@ def parser() -> argparse.ArgumentParser:
     rt_chain.add_argument("chain", choices=tuple(CHAINS), help="acoustic: the pitch-true codec, its tokens, stages 2 and 3, their judges; all: every model (= train all)")
     rt_chain.add_argument("--corpus", default="corpus")
     rt_chain.add_argument("--runs", help="where the runs, logs and step times go (default runs/<chain>)")
+    rt_chain.add_argument("--status", action="store_true", help=STATUS_HELP)
     rt_chain.set_defaults(run=_retrain)
 
     sv = sub.add_parser("serve", help="keep the models loaded: `generate` in other shells then starts in a fraction of a second "

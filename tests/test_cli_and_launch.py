@@ -313,3 +313,25 @@ def test_every_step_of_a_chain_is_a_command_the_cli_accepts(chain, capsys):
             parser().parse_args([a.format(corpus="corpus", runs="runs/x") for a in step.args])
         except SystemExit:
             pytest.fail(f"{step.name}: {capsys.readouterr().err.strip()}")
+
+
+def test_a_chains_status_says_what_is_done_begun_and_waiting_and_runs_nothing(tmp_path, monkeypatch, capsys):
+    from engine.cli import main
+    from engine.train import pipeline
+
+    chain = (pipeline.Step("corpus", ("models",)), pipeline.Step("codec", ("train", "codec", "--run-dir", "{runs}/codec", "--steps", "800")),
+             pipeline.Step("report", ("models",)))
+    monkeypatch.setitem(pipeline.CHAINS, "all", chain)
+    runs = tmp_path / "runs"
+    (runs / "codec").mkdir(parents=True)
+    (runs / "corpus.done.json").write_text(json.dumps({"wall_s": 100.0}))
+    (runs / "codec.partial.json").write_text(json.dumps({"wall_s": 7300.0}))
+    (runs / "codec" / "state.json").write_text(json.dumps({"step": 250}))
+    assert main(["train", "all", "--status", "--run-dir", str(runs)]) == 0
+    out, err = capsys.readouterr()
+    status = json.loads(out)
+    assert [(r["step"], r["state"]) for r in status["steps"]] == [("corpus", "done"), ("codec", "begun"), ("report", "waiting")]
+    assert status["steps"][1] == {"step": "codec", "state": "begun", "wall_s": 7300.0, "at_step": 250, "of_steps": 800}
+    assert (status["done"], status["of"], status["spent_s"]) == (1, 3, 7400.0)
+    assert "at step 250 of 800" in err and "1 of 3 steps done, 2.1 h spent" in err
+    assert sorted(p.name for p in runs.iterdir()) == ["codec", "codec.partial.json", "corpus.done.json"]  # nothing run, nothing written

@@ -140,6 +140,36 @@ def run_chain(name: str, corpus: Path, runs: Path | None = None, log=print) -> d
     return {"chain": name, "runs": str(runs), "wall_s": times, "total_s": round(sum(times.values()), 1)}
 
 
+def chain_status(name: str, runs: Path | None = None) -> dict:
+    """Where chain ``name`` stands, read from its folder without running anything: each step done
+    (its wall time), begun (the time spent so far and, for a training run, its step of how many) or
+    waiting; for a chain that runs for hours in the background."""
+    runs = Path(runs or Path("runs") / name)
+    steps, spent = [], 0.0
+    for step in CHAINS[name]:
+        marker, partial = runs / f"{step.name}.done.json", runs / f"{step.name}.partial.json"
+        row = {"step": step.name, "state": "waiting"}
+        if marker.exists():
+            row |= {"state": "done", "wall_s": json.loads(marker.read_text())["wall_s"]}
+        elif partial.exists():
+            row |= {"state": "begun", "wall_s": json.loads(partial.read_text())["wall_s"]}
+            row |= _training_progress(step, runs)
+        spent += row.get("wall_s", 0.0)
+        steps.append(row)
+    return {"chain": name, "runs": str(runs), "steps": steps, "done": sum(r["state"] == "done" for r in steps),
+            "of": len(steps), "spent_s": round(spent, 1)}
+
+
+def _training_progress(step: Step, runs: Path) -> dict:
+    """A begun training step's last checkpoint: {"at_step": …, "of_steps": …}, or {} for another kind of step."""
+    args = list(step.args)
+    if "--run-dir" not in args or "--steps" not in args:
+        return {}
+    state = Path(args[args.index("--run-dir") + 1].format(runs=runs)) / "state.json"
+    at = json.loads(state.read_text())["step"] if state.exists() else 0
+    return {"at_step": at, "of_steps": int(args[args.index("--steps") + 1])}
+
+
 def _run_step(args: list[str], log_path: Path, keeps_output: bool, earlier: float, partial: Path) -> tuple[float, int, str]:
     """Run one step's command (its output to its log, or kept if it is the step's result), saving its
     wall time so far (plus ``earlier``) to ``partial`` as it goes; returns the wall time, the exit
