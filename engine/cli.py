@@ -341,7 +341,7 @@ def _combine_codec(args: argparse.Namespace) -> dict:
     (``TwoPathDecoder``), saved as a run folder that loads, evaluates and exports like a trained one."""
     try:
         codec, gliding = load_codec(args.checkpoint), load_codec(args.partials)
-        combined = with_partials(codec, gliding, args.gap)
+        combined = with_partials(codec, gliding, args.gap, args.glide_above)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     run_dir = Path(args.out)
@@ -352,7 +352,7 @@ def _combine_codec(args: argparse.Namespace) -> dict:
     stated = Path(args.checkpoint) if args.checkpoint else CHECKPOINT_DIR / "codec.safetensors"
     if stated.is_relative_to(Path.cwd()):  # the record names the parts as the command did, not by this machine's paths
         stated = stated.relative_to(Path.cwd())
-    parts = {"stated": str(stated), "partials": str(args.partials), "gap": args.gap}
+    parts = {"stated": str(stated), "partials": str(args.partials), "gap": args.gap, "glide_above_hz": args.glide_above}
     save_json({"step": 0, "name": "codec", "config": {"preset": "cpu-small", **combined.config_dict()}, "train": {"combined": parts},
                "metrics": {}}, run_dir / "state.json")
     return {"run_dir": str(run_dir), **parts, **({"exported": str(_export("codec", run_dir))} if args.export else {})}
@@ -696,6 +696,8 @@ def parser() -> argparse.ArgumentParser:
     cb.add_argument("--checkpoint", help="the codec whose decoder makes every other frame (default: the shipped one)")
     cb.add_argument("--gap", type=_positive_float, default=CodecConfig.partials_gap,
                     help="nats by which the gliding decoder's partial must stand above the first decoder's level to be voiced by it")
+    cb.add_argument("--glide-above", type=_positive_float, metavar="HZ",
+                    help="every steady partial above this frequency is voiced by the gliding decoder, wherever the first has it (default: none)")
     cb.add_argument("--out", required=True, help="the run folder to write")
     cb.add_argument("--export", action="store_true", help="also copy it to assets/checkpoints/codec.safetensors")
     cb.add_argument("--force", action="store_true", help="overwrite a run already in --out")

@@ -740,6 +740,23 @@ def test_a_two_path_codec_voices_only_the_partials_its_stated_decoder_loses_and_
         assert float((torch.cat(list(combined.stream_decode(codes[0], chunk_tokens=chunk))) - whole).abs().max()) < 1e-4
 
 
+def test_above_its_frequency_every_steady_partial_glides_wherever_the_stated_decoder_has_it(codec):
+    from engine.nn.codec import GLIDE_LOBE, N_FFT, with_partials
+
+    codes = codec.encode(torch.randn(1, 3 * 24_000) * 0.1)
+    latents = codec.quantizer.decode(codes)
+    above = with_partials(codec, _louder_partials(codec), gap=7.0, above_hz=3000.0)  # by the gap alone: nothing glides
+    assert above.cfg.partials_above_hz == 3000.0
+    with torch.no_grad():
+        mag, _, _ = above.decoder(latents)
+        stated_mag, _, _ = codec.decoder(latents)
+    moved = (mag != stated_mag).any(0).any(0).nonzero()[:, 0] * (24_000 / N_FFT)
+    assert len(moved) and float(moved.min()) > 3000.0 - GLIDE_LOBE * 24_000 / N_FFT  # partials above it, and their lobes
+    whole = above.decode(codes)[0]
+    for chunk in (1, 7):
+        assert float((torch.cat(list(above.stream_decode(codes[0], chunk_tokens=chunk))) - whole).abs().max()) < 1e-4
+
+
 def test_two_decoders_combine_only_when_they_read_the_same_tokens(codec):
     from engine.nn.codec import with_partials, with_phase_glide
 
@@ -759,7 +776,8 @@ def test_cli_combines_two_decoders_into_a_codec_that_loads_and_is_not_fine_tuned
                "--out", str(tmp_path / "two"), "--json"]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1])["gap"] == CodecConfig.partials_gap
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert record["gap"] == CodecConfig.partials_gap and record["glide_above_hz"] is None
     two = load_codec(tmp_path / "two")
     assert two.cfg.partials and two.decoder.receptive_field == (TINY.kernel - 1) * TINY.decoder_blocks + 1
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)

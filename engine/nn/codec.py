@@ -56,6 +56,7 @@ class CodecConfig:
     glide_prominence: float = 2.5  # with glide_rule (or partials): nats (≈ 22 dB) a steady partial's peak stands above its neighbourhood's mean
     partials: bool = False  # a second decoder, gliding by the rule, voices the steady partials the first one loses (TwoPathDecoder)
     partials_gap: float = 2.0  # with partials: nats by which the gliding decoder's partial must stand above the first decoder's to be its
+    partials_above_hz: float | None = None  # with partials: every steady partial above this glides, wherever the first decoder has it (None: none)
 
     @property
     def bits_per_second(self) -> float:
@@ -248,8 +249,11 @@ class TwoPathDecoder(nn.Module):
     decoder's level at that bin: a pure tone from about 700 Hz up, which the stated decoder moves
     onto the 50 Hz comb, or a harmonic tone's upper partials. Where both decoders hear a partial
     (most of music) the stated decoder's frame stays as it is: gliding there costs music's
-    transcribed notes (docs/experiments.md, 2026-12-05). Both read the same latents, so the tokens,
-    and the stages that write them, stay as they were."""
+    transcribed notes (docs/experiments.md, 2026-12-05). Above ``partials_above_hz`` every steady
+    partial glides: there the stated phases put music's partials on the comb too, and the 25 Hz
+    bins resolve a semitone, so the gliding decoder's frequencies hold (below it they are pulled
+    toward the bins' centres and add to the comb). Both read the same latents, so the tokens, and
+    the stages that write them, stay as they were."""
     def __init__(self, cfg: CodecConfig):
         super().__init__()
         self.cfg = cfg
@@ -269,12 +273,15 @@ class TwoPathDecoder(nn.Module):
         steady = steady_partials(gliding, peak, self.cfg.glide_prominence)
         gliding, peak, steady = gliding[:, lead:], peak[:, lead:], steady[:, lead:]
         gap = (torch.log(gliding.clamp(min=1e-5)) - torch.log(mag.clamp(min=1e-5))).gather(-1, peak)
-        lost = steady * (gap > self.cfg.partials_gap).to(steady.dtype)
+        lost = gap > self.cfg.partials_gap
+        if self.cfg.partials_above_hz is not None:
+            lost = lost | (peak * (SAMPLE_RATE / N_FFT) > self.cfg.partials_above_hz)
+        lost = steady * lost.to(steady.dtype)
         phase, running = self.partials._glide(gliding, stated, lost, peak, running)
         return torch.where(lost > 0, gliding, mag), phase, running
 
 
-def with_partials(codec: "Codec", gliding: "Codec", gap: float = CodecConfig.partials_gap) -> "Codec":
+def with_partials(codec: "Codec", gliding: "Codec", gap: float = CodecConfig.partials_gap, above_hz: float | None = None) -> "Codec":
     """``codec`` with ``gliding``'s decoder voicing the steady partials its own loses
     (``TwoPathDecoder``). ``gliding`` must be a fine-tune of ``codec``'s decoder by the glide rule
     with the encoder and codebooks held (``train codec --init … --phase-glide --glide-rule``), so
@@ -288,7 +295,7 @@ def with_partials(codec: "Codec", gliding: "Codec", gap: float = CodecConfig.par
     trained = [k for k in mine if not k.endswith(TRAINING_ONLY_BUFFERS)]  # the EMA statistics are not the tokens
     if mine.keys() != theirs.keys() or any(not torch.equal(mine[k], theirs[k]) for k in trained):
         raise ValueError("the two codecs read different tokens: fine-tune the gliding decoder from this codec with its encoder and codebooks held")
-    combined = Codec(replace(codec.cfg, partials=True, partials_gap=gap, glide_prominence=gliding.cfg.glide_prominence))
+    combined = Codec(replace(codec.cfg, partials=True, partials_gap=gap, partials_above_hz=above_hz, glide_prominence=gliding.cfg.glide_prominence))
     combined.load_state_dict({**mine, **{f"decoder.stated.{k}": v for k, v in codec.decoder.state_dict().items()},
                               **{f"decoder.partials.{k}": v for k, v in gliding.decoder.state_dict().items()}})
     return combined.eval()
