@@ -14,7 +14,8 @@ partial can sit anywhere between the comb's teeth. Where it glides is learnt (a 
 with ``glide_rule`` set by a rule: wherever a partial stands out of its neighbourhood and holds its
 level from the frame before (``steady_partials``), which voices pure tones the learnt gates shut on.
 Gliding music's partials costs its transcribed notes, so with ``partials`` the stated decoder makes
-every frame and a gliding one voices only the steady partials it loses (``TwoPathDecoder``).
+every frame and a gliding one voices the steady partials it loses, and every steady partial above
+``partials_above_hz`` (``TwoPathDecoder``).
 
 Causality makes streaming exact: a chunk of tokens decoded with its receptive field of past
 tokens gives the same frames as whole decoding, and one overlap-add class serves both paths.
@@ -285,7 +286,7 @@ def with_partials(codec: "Codec", gliding: "Codec", gap: float = CodecConfig.par
     """``codec`` with ``gliding``'s decoder voicing the steady partials its own loses
     (``TwoPathDecoder``). ``gliding`` must be a fine-tune of ``codec``'s decoder by the glide rule
     with the encoder and codebooks held (``train codec --init … --phase-glide --glide-rule``), so
-    both decoders read the same tokens."""
+    both decoders read the same tokens. ``above_hz``: ``CodecConfig.partials_above_hz``."""
     if codec.cfg.partials or codec.cfg.phase_glide:
         raise ValueError("the first codec must have a single stated-phase decoder: not a gliding one, nor two already combined")
     if not gliding.cfg.glide_rule:
