@@ -118,17 +118,17 @@ def run_chain(name: str, corpus: Path, runs: Path | None = None, log=print) -> d
     A step's wall time sums every attempt at it: a chain killed mid-step (a closed laptop, a session
     that ends) leaves ``<step>.partial.json`` with the time spent so far, and the resumed step adds to it."""
     check_prerequisites(name)
-    runs = Path(runs or Path("runs") / name)
+    runs = _folder(name, runs)
     runs.mkdir(parents=True, exist_ok=True)
     times = {}
     for step in CHAINS[name]:
-        marker, partial = runs / f"{step.name}.done.json", runs / f"{step.name}.partial.json"
+        marker, partial = _records(runs, step)
         if marker.exists():
-            times[step.name] = json.loads(marker.read_text())["wall_s"]
+            times[step.name] = _wall_s(marker)
             log(f"{step.name}: done before ({times[step.name]:.0f} s)")
             continue
         args = [a.format(corpus=corpus, runs=runs) for a in step.args]
-        earlier = json.loads(partial.read_text())["wall_s"] if partial.exists() else 0.0
+        earlier = _wall_s(partial) if partial.exists() else 0.0
         log(f"{step.name}: python -m engine {' '.join(args)}" + (f"  (resumed after {earlier:.0f} s in earlier attempts)" if earlier else ""))
         times[step.name], returncode, stdout = _run_step(args, runs / f"{step.name}.log", bool(step.output), earlier, partial)
         if returncode:
@@ -144,20 +144,34 @@ def chain_status(name: str, runs: Path | None = None) -> dict:
     """Where chain ``name`` stands, read from its folder without running anything: each step done
     (its wall time), begun (the time spent so far and, for a training run, its step of how many) or
     waiting; for a chain that runs for hours in the background."""
-    runs = Path(runs or Path("runs") / name)
+    runs = _folder(name, runs)
     steps, spent = [], 0.0
     for step in CHAINS[name]:
-        marker, partial = runs / f"{step.name}.done.json", runs / f"{step.name}.partial.json"
+        marker, partial = _records(runs, step)
         row = {"step": step.name, "state": "waiting"}
         if marker.exists():
-            row |= {"state": "done", "wall_s": json.loads(marker.read_text())["wall_s"]}
+            row |= {"state": "done", "wall_s": _wall_s(marker)}
         elif partial.exists():
-            row |= {"state": "begun", "wall_s": json.loads(partial.read_text())["wall_s"]}
+            row |= {"state": "begun", "wall_s": _wall_s(partial)}
             row |= _training_progress(step, runs)
         spent += row.get("wall_s", 0.0)
         steps.append(row)
     return {"chain": name, "runs": str(runs), "steps": steps, "done": sum(r["state"] == "done" for r in steps),
             "of": len(steps), "spent_s": round(spent, 1)}
+
+
+def _folder(name: str, runs: Path | None) -> Path:
+    return Path(runs or Path("runs") / name)
+
+
+def _records(runs: Path, step: Step) -> tuple[Path, Path]:
+    """A step's records in the chain's folder: done (its wall time, once it finished) and partial
+    (the time its unfinished attempts took)."""
+    return runs / f"{step.name}.done.json", runs / f"{step.name}.partial.json"
+
+
+def _wall_s(record: Path) -> float:
+    return json.loads(record.read_text())["wall_s"]
 
 
 def _training_progress(step: Step, runs: Path) -> dict:
