@@ -24,7 +24,7 @@ from .generate.musiclm import ONE_SHOT_INLINE_SECONDS, MusicLM
 from .generate.requests import ContinueRequest, HumRequest, InpaintRequest, StoryRequest, StyleRequest, TextRequest, parse_story
 from .generate.settings import GenerationSettings, available_devices
 from .melody import MELODY_SOURCES
-from .nn.codec import HOP, CodecConfig, load_codec, with_frequency_readout, with_partials
+from .nn.codec import HOP, CodecConfig, load_codec, with_partials
 from .prompts import clean_prompt
 from .serve import Declined, ServerError, serve
 from .train.pipeline import CHAINS, chain_status, run_chain
@@ -336,45 +336,26 @@ def _read_text(path: str, limit: int = 1_000_000) -> str:
         raise ValueError(f"{file.name} is not UTF-8 text") from None
 
 
-def _save_codec_run(model, args: argparse.Namespace, made: dict) -> Path:
-    """A codec made by a tool rather than a training run, saved as a run folder (``--out``) that
-    loads, evaluates and exports like a trained one; ``made`` records how."""
+def _combine_codec(args: argparse.Namespace) -> dict:
+    """A codec whose stated-phase decoder hands the steady partials it loses to a gliding one
+    (``TwoPathDecoder``), saved as a run folder that loads, evaluates and exports like a trained one."""
+    try:
+        codec, gliding = load_codec(args.checkpoint), load_codec(args.partials)
+        combined = with_partials(codec, gliding, args.gap, args.glide_above)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
     run_dir = Path(args.out)
     if (run_dir / "state.json").exists() and not args.force:
         raise UsageError(f"{run_dir} already holds a run; choose another --out or add --force")
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_tensors(model.state_dict(), run_dir / "model.safetensors")
-    save_json({"step": 0, "name": "codec", "config": {"preset": "cpu-small", **model.config_dict()}, "train": made, "metrics": {}},
-              run_dir / "state.json")
-    return run_dir
-
-
-def _combine_codec(args: argparse.Namespace) -> dict:
-    """A codec whose stated-phase decoder hands the steady partials it loses to a gliding one (``TwoPathDecoder``)."""
-    try:
-        codec, gliding = load_codec(args.checkpoint), load_codec(args.partials)
-        combined = with_partials(codec, gliding, args.gap, args.glide_above, args.above_prominence)
-    except (FileNotFoundError, ValueError) as exc:
-        raise UsageError(str(exc)) from None
+    save_tensors(combined.state_dict(), run_dir / "model.safetensors")
     stated = Path(args.checkpoint) if args.checkpoint else CHECKPOINT_DIR / "codec.safetensors"
     if stated.is_relative_to(Path.cwd()):  # the record names the parts as the command did, not by this machine's paths
         stated = stated.relative_to(Path.cwd())
-    parts = {"stated": str(stated), "partials": str(args.partials), "gap": args.gap, "glide_above_hz": args.glide_above,
-             "above_prominence": args.above_prominence}
-    run_dir = _save_codec_run(combined, args, {"combined": parts})
+    parts = {"stated": str(stated), "partials": str(args.partials), "gap": args.gap, "glide_above_hz": args.glide_above}
+    save_json({"step": 0, "name": "codec", "config": {"preset": "cpu-small", **combined.config_dict()}, "train": {"combined": parts},
+               "metrics": {}}, run_dir / "state.json")
     return {"run_dir": str(run_dir), **parts, **({"exported": str(_export("codec", run_dir))} if args.export else {})}
-
-
-def _fit_frequency(args: argparse.Namespace) -> dict:
-    """A gliding decoder's frequency readout fitted to the corpus (``fit_frequency_readout``)."""
-    from .train.codec import fit_frequency_readout
-    try:
-        model = with_frequency_readout(load_codec(args.checkpoint))
-        fitted = fit_frequency_readout(model, Path(args.corpus), args.clips)
-    except (FileNotFoundError, ValueError) as exc:
-        raise UsageError(str(exc)) from None
-    run_dir = _save_codec_run(model, args, {"frequency_readout": {"gliding": str(args.checkpoint), "corpus": str(args.corpus), "clips": args.clips}})
-    return {"run_dir": str(run_dir), **fitted}
 
 
 def _export(stage: str, run_dir: Path) -> Path:
@@ -387,8 +368,6 @@ def _export(stage: str, run_dir: Path) -> Path:
 def _codec(args: argparse.Namespace) -> dict:
     if args.codec_command == "combine":
         return _combine_codec(args)
-    if args.codec_command == "fit-frequency":
-        return _fit_frequency(args)
     try:
         audio = load_audio(args.input)
     except AudioError as exc:
@@ -719,19 +698,10 @@ def parser() -> argparse.ArgumentParser:
                     help="nats by which the gliding decoder's partial must stand above the first decoder's level to be voiced by it")
     cb.add_argument("--glide-above", type=_positive_float, metavar="HZ",
                     help="every steady partial above this frequency is voiced by the gliding decoder, wherever the first has it (default: none)")
-    cb.add_argument("--above-prominence", type=_positive_float, metavar="NATS",
-                    help="with --glide-above: above it, every partial standing this many nats above its neighbourhood glides, steady or not")
     cb.add_argument("--out", required=True, help="the run folder to write")
     cb.add_argument("--export", action="store_true", help="also copy it to assets/checkpoints/codec.safetensors")
     cb.add_argument("--force", action="store_true", help="overwrite a run already in --out")
     cb.add_argument("--json", action="store_true", help="print the result as JSON (the default)")
-    ff = c_sub.add_parser("fit-frequency", help="fit a gliding decoder's readout of its partials' frequencies to the corpus (closed form)")
-    ff.add_argument("--checkpoint", required=True, help="the gliding decoder's run (train codec --init … --phase-glide --glide-rule)")
-    ff.add_argument("--corpus", default="corpus", help="a built corpus: its train clips fit the readout, its test clips judge it")
-    ff.add_argument("--clips", type=_positive_int, default=1200, help="train clips to fit on, spread over the split (each decoded twice)")
-    ff.add_argument("--out", required=True, help="the run folder to write")
-    ff.add_argument("--force", action="store_true", help="overwrite a run already in --out")
-    ff.add_argument("--json", action="store_true", help="print the result as JSON (the default)")
     c.set_defaults(run=_codec)
 
     e = sub.add_parser("eval", help="quality metrics as JSON")

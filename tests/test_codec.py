@@ -536,13 +536,13 @@ def test_a_gliding_decoder_keeps_a_steady_partial_off_the_token_rate_comb():
 
 
 def test_the_glide_rule_finds_a_steady_partial_and_not_noise_or_an_attack():
-    from engine.nn.codec import N_FFT, lobe_peaks, stft_frames, steady_partials
+    from engine.nn.codec import N_FFT, _lobe_peaks, stft_frames, steady_partials
 
     t = torch.arange(24_000) / 24_000
     sine = 0.3 * torch.sin(2 * torch.pi * 523.0 * t) * (t > 0.5)  # silence, then a note
     noise = 0.3 * torch.randn(24_000, generator=torch.Generator().manual_seed(0))
     mag = stft_frames(torch.stack([sine, noise])).abs().transpose(1, 2)
-    gates = steady_partials(mag, lobe_peaks(mag))
+    gates = steady_partials(mag, _lobe_peaks(mag))
     peak_bin = round(523.0 * N_FFT / 24_000)
     assert gates[0, 60:90, peak_bin - 2: peak_bin + 3].mean() == 1.0  # the sustained note's lobe
     assert gates[0, 49:51, peak_bin].sum() == 0  # its onset: not yet steady
@@ -560,12 +560,12 @@ def test_phase_glide_extends_a_trained_decoder_keeping_its_magnitudes_and_stream
     torch.manual_seed(1)
     torch.nn.init.normal_(glide.decoder.head.weight, std=0.05)  # a decoder that has learnt to glide
     if rule:  # partials every 12 bins that the rule finds steady in some frames and not in others
-        from engine.nn.codec import lobe_peaks, steady_partials
+        from engine.nn.codec import _lobe_peaks, steady_partials
 
         glide.decoder.head.bias.data.view(2, glide.decoder.kinds, -1)[:, 0, ::12] += 6.0
         glide.decoder.head.weight.data.view(2, glide.decoder.kinds, -1, TINY.dim)[:, 0, ::12] *= 8.0  # levels that move
         mag = glide.decoder(latents)[0]
-        assert 0.05 < float(steady_partials(mag, lobe_peaks(mag)).mean()) < 0.4
+        assert 0.05 < float(steady_partials(mag, _lobe_peaks(mag)).mean()) < 0.4
         assert torch.equal(glide.decoder.magnitudes(latents), mag)  # what --magnitudes-only trains, without the phase loop
     whole = glide.decode(codes)[0]
     for chunk in (1, 7, 50):
@@ -812,82 +812,3 @@ def test_a_decoder_fine_tune_learns_the_coarse_levels_generation_decodes_for_its
     bad = subprocess.run([sys.executable, "-m", "engine", "train", "codec", "--corpus", str(tmp_path), "--coarse-share", "0.5"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--coarse-share applies to a codec fine-tune" in bad.stderr and "Traceback" not in bad.stderr
-
-
-def test_phase_advance_says_where_a_partial_sits_between_bins():
-    """The frequency readout's target: a sine's phase advance from frame to frame, read at the bins
-    of its lobe, puts it where it is (311 Hz is bin 12.44; 1013 Hz is bin 40.52)."""
-    from engine.train.codec import phase_advance_offsets
-
-    t = torch.arange(24_000) / 24_000
-    for hz, bin_ in ((311.0, 12), (1013.0, 41)):
-        offsets = phase_advance_offsets(torch.sin(2 * torch.pi * hz * t))[10:-10]
-        assert float(offsets[:, bin_].mean()) == pytest.approx(hz / 25.0 - bin_, abs=0.02)
-        assert float(offsets[:, bin_].std()) < 0.01
-
-
-def test_a_frequency_readout_sets_where_a_gliding_partial_sits():
-    """As built, the readout gives the parabola's offsets and the decoder glides as before; its
-    weights then say where each partial sits: a readout of 0 puts 311 Hz on its bin's centre
-    (300 Hz, on the comb), one of 0.44 back at 311 Hz."""
-    from engine.evaluate.metrics import dominant_frequency
-    from engine.nn.codec import with_frequency_readout
-
-    codes = torch.zeros(1, TINY.levels, 100, dtype=torch.long)
-    gliding = _steady_decoder(True, 311.0, rule=True)
-    readout = with_frequency_readout(gliding)
-    assert readout.cfg.frequency_readout and with_frequency_readout(readout) is readout
-    assert torch.equal(readout.decode(codes), gliding.decode(codes))
-    readout.decoder.frequency[..., -2] = 0.0  # the parabola's weight
-    heard = {}
-    for offset in (0.0, 0.44):
-        readout.decoder.frequency[..., -1] = offset
-        heard[offset] = dominant_frequency(readout.decode(codes)[0, 4800:].numpy())
-    assert heard[0.0] == pytest.approx(300.0, abs=3.0) and heard[0.44] == pytest.approx(311.0, abs=3.0)
-    with pytest.raises(ValueError, match="by the rule"):
-        with_frequency_readout(Codec(TINY))
-
-
-def test_above_its_frequency_every_prominent_partial_glides_with_a_readout_and_streams_exactly(codec):
-    from engine.nn.codec import with_frequency_readout, with_partials
-
-    codes = codec.encode(torch.randn(1, 3 * 24_000) * 0.1)
-    latents = codec.quantizer.decode(codes)
-    gliding = with_frequency_readout(_louder_partials(codec))
-    torch.manual_seed(2)
-    gliding.decoder.frequency.normal_(0.0, 0.05)
-    steady = with_partials(codec, gliding, gap=7.0, above_hz=1000.0)
-    prominent = with_partials(codec, gliding, gap=7.0, above_hz=1000.0, above_prominence=0.5)
-    assert prominent.cfg.frequency_readout and prominent.cfg.partials_above_prominence == 0.5
-    with torch.no_grad():
-        glided = {name: (c.decoder(latents)[0] != codec.decoder(latents)[0]).float().mean() for name, c in
-                  (("steady", steady), ("prominent", prominent))}
-    assert float(glided["prominent"]) > float(glided["steady"]) > 0  # the louder partials' moving frames too
-    whole = prominent.decode(codes)[0]
-    for chunk in (1, 7):
-        assert float((torch.cat(list(prominent.stream_decode(codes[0], chunk_tokens=chunk))) - whole).abs().max()) < 1e-4
-    with pytest.raises(ValueError, match="--glide-above"):
-        with_partials(codec, gliding, above_prominence=0.5)
-
-
-def test_cli_fits_a_frequency_readout_that_a_combined_codec_carries(codec, tiny_corpus, tmp_path):
-    stated, gliding = _run_folder(codec, tmp_path / "stated"), _run_folder(_louder_partials(codec), tmp_path / "gliding")
-    fit = [sys.executable, "-m", "engine", "codec", "fit-frequency", "--checkpoint", str(gliding), "--corpus", str(tiny_corpus),
-           "--clips", "4", "--out", str(tmp_path / "fitted"), "--json"]
-    proc = subprocess.run(fit, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    record = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert record["clips"] == 4 and record["bins_fitted"] > 0 and record["partials_judged"] > 0
-    assert set(record["readout"]) == {"correlation", "median_error_bins"}
-    fitted = load_codec(tmp_path / "fitted")
-    assert fitted.cfg.frequency_readout and float(fitted.decoder.frequency[..., :-2].abs().sum()) > 0  # the features' weights, 0 as built
-    combine = [sys.executable, "-m", "engine", "codec", "combine", "--checkpoint", str(stated), "--partials", str(tmp_path / "fitted"),
-               "--glide-above", "700", "--above-prominence", "0.5", "--out", str(tmp_path / "two"), "--json"]
-    proc = subprocess.run(combine, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    two = load_codec(tmp_path / "two")
-    assert two.cfg.frequency_readout and torch.equal(two.decoder.partials.frequency, fitted.decoder.frequency)
-    lone = subprocess.run([*combine[:-7], "--above-prominence", "0.5", "--out", str(tmp_path / "x")], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert lone.returncode == 2 and "--glide-above" in lone.stderr and "Traceback" not in lone.stderr
-    stated_fit = subprocess.run([*fit[:6], str(stated), *fit[7:-3], "--out", str(tmp_path / "y")], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert stated_fit.returncode == 2 and "by the rule" in stated_fit.stderr and "Traceback" not in stated_fit.stderr

@@ -58,8 +58,6 @@ class CodecConfig:
     partials: bool = False  # a second decoder, gliding by the rule, voices the steady partials the first one loses (TwoPathDecoder)
     partials_gap: float = 2.0  # with partials: nats by which the gliding decoder's partial must stand above the first decoder's to be its
     partials_above_hz: float | None = None  # with partials: every steady partial above this glides, wherever the first decoder has it (None: none)
-    partials_above_prominence: float | None = None  # … or above it every partial this many nats above its neighbourhood, steady or not (None: the steady ones)
-    frequency_readout: bool = False  # with glide_rule: each partial's frequency is read off the decoder's features by a fitted readout, not off its magnitudes alone
 
     @property
     def bits_per_second(self) -> float:
@@ -130,7 +128,7 @@ def _wrap(phase: torch.Tensor) -> torch.Tensor:
     return torch.remainder(phase + torch.pi, 2 * torch.pi) - torch.pi
 
 
-def lobe_peaks(mag: torch.Tensor) -> torch.Tensor:
+def _lobe_peaks(mag: torch.Tensor) -> torch.Tensor:
     """For each bin (B, n, bins), the index of the strongest bin within ``GLIDE_LOBE`` of it: the
     partial whose main lobe it belongs to."""
     reach = 2 * GLIDE_LOBE + 1
@@ -138,7 +136,7 @@ def lobe_peaks(mag: torch.Tensor) -> torch.Tensor:
     return (best + torch.arange(mag.shape[-1], device=mag.device) - GLIDE_LOBE).clamp(0, mag.shape[-1] - 1)
 
 
-def peak_offset(mag: torch.Tensor) -> torch.Tensor:
+def _peak_offset(mag: torch.Tensor) -> torch.Tensor:
     """Where, in bins from each bin's centre, a partial peaking at that bin sits: the vertex of a
     parabola through the log magnitudes of the bin and its two neighbours (a Hann window's main
     lobe is close to a parabola in log magnitude). Only peak bins' values are used."""
@@ -148,26 +146,21 @@ def peak_offset(mag: torch.Tensor) -> torch.Tensor:
     return (0.5 * (below - above) / curve.clamp(max=-1e-6)).clamp(-0.5, 0.5)
 
 
-def prominent_partials(mag: torch.Tensor, peak: torch.Tensor, prominence: float) -> torch.Tensor:
-    """(B, n, bins) magnitudes and their ``lobe_peaks`` → True for each bin whose partial (its lobe's
-    peak) stands ``prominence`` nats above the mean log magnitude of its neighbourhood."""
+def steady_partials(mag: torch.Tensor, peak: torch.Tensor | None = None,
+                    prominence: float = CodecConfig.glide_prominence) -> torch.Tensor:
+    """(B, n, bins) magnitudes (and their ``_lobe_peaks``) → 1.0 for each bin whose partial (its lobe's
+    peak) stands ``prominence`` nats above its neighbourhood and holds its level within
+    ``GLIDE_STEADY`` of the frame before (the first frame's: its own), else 0.0. A sustained note's
+    partials pass; a drum's attack, noise and a dense chord's smeared bins do not."""
+    peak = _lobe_peaks(mag) if peak is None else peak
     level = torch.log(mag.clamp(min=1e-5))
     around = F.avg_pool1d(level.flatten(0, 1)[:, None], GLIDE_NEIGHBOURHOOD, 1, GLIDE_NEIGHBOURHOOD // 2,
                           count_include_pad=False)[:, 0].view_as(level)
-    return level.gather(-1, peak) - around.gather(-1, peak) > prominence
-
-
-def steady_partials(mag: torch.Tensor, peak: torch.Tensor | None = None,
-                    prominence: float = CodecConfig.glide_prominence) -> torch.Tensor:
-    """(B, n, bins) magnitudes (and their ``lobe_peaks``) → 1.0 for each bin whose partial is
-    ``prominent_partials`` and holds its level within ``GLIDE_STEADY`` of the frame before (the first
-    frame's: its own), else 0.0. A sustained note's partials pass; a drum's attack, noise and a dense
-    chord's smeared bins do not."""
-    peak = lobe_peaks(mag) if peak is None else peak
-    level = torch.log(mag.clamp(min=1e-5))
     before = torch.cat([level[:, :1], level[:, :-1]], 1)
-    steady = (level.gather(-1, peak) - before.gather(-1, peak)).abs() < GLIDE_STEADY
-    return (steady & prominent_partials(mag, peak, prominence)).to(mag.dtype)
+    at_peak = lambda x: x.gather(-1, peak)  # noqa: E731
+    steady = (at_peak(level) - at_peak(before)).abs() < GLIDE_STEADY
+    prominent = at_peak(level) - at_peak(around) > prominence
+    return (steady & prominent).to(mag.dtype)
 
 
 class Decoder(nn.Module):
@@ -184,12 +177,6 @@ class Decoder(nn.Module):
         self.head = nn.Linear(cfg.dim, self.kinds * self.bins * FRAMES_PER_TOKEN)
         if self.learnt_gates:
             self.head.bias.data.view(FRAMES_PER_TOKEN, self.kinds, self.bins)[:, -1] = GLIDE_OPEN
-        if cfg.frequency_readout:
-            # per frame of a token and bin: weights on the features, on the parabola's offset and a constant (fit_frequency_readout
-            # sets them); as built, the parabola alone
-            readout = torch.zeros(FRAMES_PER_TOKEN, self.bins, cfg.dim + 2)
-            readout[..., -2] = 1.0
-            self.register_buffer("frequency", readout)
 
     @property
     def receptive_field(self) -> int:
@@ -202,40 +189,21 @@ class Decoder(nn.Module):
         first ``skip`` (context whose frames were already made), and the last frame's phases to carry
         into the next call (None without ``phase_glide``; ``running`` is what the last call returned)."""
         lead = min(skip, 1)  # the frame before the first one wanted: the rule compares with it
-        features = self.features(latents)
-        x = self._frames(features)[:, skip - lead:]
+        x = self._frames(latents)[:, skip - lead:]
         mag = self._magnitude(x)
         stated = self._stated_phase(x)[:, lead:]
         if not self.cfg.phase_glide:
             return mag[:, lead:], stated, None
-        peak = lobe_peaks(mag.detach())
+        peak = _lobe_peaks(mag.detach())
         tonal = steady_partials(mag.detach(), peak, self.cfg.glide_prominence) if self.cfg.glide_rule else torch.sigmoid(x[:, :, -1])
         mag, peak, tonal = mag[:, lead:], peak[:, lead:], tonal[:, lead:]
-        return (mag, *self._glide(mag, stated, tonal, peak, running, self.offsets(features, mag, skip)))
+        return (mag, *self._glide(mag, stated, tonal, peak, running))
 
-    def features(self, latents: torch.Tensor) -> torch.Tensor:
-        """latents (B, D, T) → the last layer's features (B, T, dim), which the head reads."""
-        return self.norm(self.blocks(self.proj_in(latents)).transpose(1, 2))
-
-    def _frames(self, features: torch.Tensor) -> torch.Tensor:
-        """features (B, T, dim) → the head's values for every frame and bin (B, 2T, kinds, bins)."""
-        x = self.head(features)  # (B, T, kinds·bins·2)
+    def _frames(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (B, D, T) → the head's values for every frame and bin (B, 2T, kinds, bins)."""
+        x = self.blocks(self.proj_in(latents))
+        x = self.head(self.norm(x.transpose(1, 2)))  # (B, T, kinds·bins·2)
         return x.reshape(x.shape[0], x.shape[1] * FRAMES_PER_TOKEN, self.kinds, self.bins)
-
-    def offsets(self, features: torch.Tensor, mag: torch.Tensor, first_frame: int = 0) -> torch.Tensor:
-        """Where, in bins from each bin's centre, a partial peaking there sits, for the frames (B, n,
-        bins) from ``first_frame`` of ``features``' tokens on: the parabola through the magnitudes
-        (``peak_offset``), or with ``frequency_readout`` the readout of the features and that parabola.
-        The magnitudes alone pull a partial toward its bin's centre, half of which are multiples of
-        50 Hz: the comb (docs/experiments.md, 2026-12-06)."""
-        parabola = peak_offset(mag)
-        if not self.cfg.frequency_readout:
-            return parabola
-        weights = self.frequency
-        read = torch.einsum("btd,fkd->btfk", features, weights[..., :-2]).flatten(1, 2)  # (B, 2T, bins), as the head lays out frames
-        read = read[:, first_frame:first_frame + mag.shape[1]]
-        parity = (torch.arange(mag.shape[1], device=mag.device) + first_frame) % FRAMES_PER_TOKEN
-        return (read + parabola * weights[parity, :, -2] + weights[parity, :, -1]).clamp(-0.5, 0.5)
 
     @staticmethod
     def _magnitude(x: torch.Tensor) -> torch.Tensor:
@@ -244,7 +212,7 @@ class Decoder(nn.Module):
     def magnitudes(self, latents: torch.Tensor) -> torch.Tensor:
         """Every frame's magnitude (B, 2T, bins) and no phase: for training that reads the
         magnitudes alone, which need not run a gliding decoder's frame-by-frame phase loop."""
-        return self._magnitude(self._frames(self.features(latents)))
+        return self._magnitude(self._frames(latents))
 
     def _stated_phase(self, x: torch.Tensor) -> torch.Tensor:
         """The phase the head states for each bin. As one number it must jump by a whole turn
@@ -255,16 +223,16 @@ class Decoder(nn.Module):
             return torch.atan2(x[:, :, 2], x[:, :, 1])
         return x[:, :, 1]
 
-    def _glide(self, mag, stated, tonal, peak, running, offset):
+    def _glide(self, mag, stated, tonal, peak, running):
         """A phase vocoder with phase locking (Laroche & Dolson): each partial's peak bin turns on
         from its last phase at its own frequency (a quarter turn per frame at a bin's centre, hop =
-        N_FFT / 4, plus its ``offsets`` read off the decoder's own magnitudes), and the bins of its lobe
+        N_FFT / 4, plus ``_peak_offset`` of the decoder's own magnitudes), and the bins of its lobe
         sit half a turn apart, as a steady partial's do under a Hann window centred in its frame.
         Where a bin is not tonal (a drum's attack), the stated phase. The frequency is read off
         the magnitudes, which the amplitude loss teaches directly: a learnt offset got no gradient
         while the gates were shut, and the gates shut because the offsets were wrong."""
         bins = torch.arange(self.bins, device=mag.device)
-        turn = (bins + offset.detach()) * (torch.pi / 2)
+        turn = (bins + _peak_offset(mag.detach())) * (torch.pi / 2)
         lobe = torch.pi * ((bins - peak) % 2)
         phase = running if running is not None else mag.new_zeros(mag.shape[0], self.bins)
         phases = []
@@ -290,7 +258,7 @@ class TwoPathDecoder(nn.Module):
     def __init__(self, cfg: CodecConfig):
         super().__init__()
         self.cfg = cfg
-        self.stated = Decoder(replace(cfg, partials=False, phase_glide=False, glide_rule=False, frequency_readout=False))
+        self.stated = Decoder(replace(cfg, partials=False, phase_glide=False, glide_rule=False))
         self.partials = Decoder(replace(cfg, partials=False, phase_glide=True, glide_rule=True))
 
     @property
@@ -301,28 +269,24 @@ class TwoPathDecoder(nn.Module):
         """As ``Decoder.forward``: magnitude and phase of the frames after ``skip``, and the running phase."""
         mag, stated, _ = self.stated(latents, skip)
         lead = min(skip, 1)  # the frame before the first one wanted: the rule compares with it
-        features = self.partials.features(latents)
-        gliding = self.partials._magnitude(self.partials._frames(features))[:, skip - lead:]
-        peak = lobe_peaks(gliding)
-        steady = steady_partials(gliding, peak, self.cfg.glide_prominence) > 0
-        high = steady if self.cfg.partials_above_prominence is None else prominent_partials(gliding, peak, self.cfg.partials_above_prominence)
-        gliding, peak, steady, high = gliding[:, lead:], peak[:, lead:], steady[:, lead:], high[:, lead:]
+        gliding = self.partials.magnitudes(latents)[:, skip - lead:]
+        peak = _lobe_peaks(gliding)
+        steady = steady_partials(gliding, peak, self.cfg.glide_prominence)
+        gliding, peak, steady = gliding[:, lead:], peak[:, lead:], steady[:, lead:]
         gap = (torch.log(gliding.clamp(min=1e-5)) - torch.log(mag.clamp(min=1e-5))).gather(-1, peak)
-        lost = steady & (gap > self.cfg.partials_gap)
+        lost = gap > self.cfg.partials_gap
         if self.cfg.partials_above_hz is not None:
-            lost = torch.where(peak * (SAMPLE_RATE / N_FFT) > self.cfg.partials_above_hz, high, lost)
-        lost = lost.to(gliding.dtype)
-        phase, running = self.partials._glide(gliding, stated, lost, peak, running, self.partials.offsets(features, gliding, skip))
+            lost = lost | (peak * (SAMPLE_RATE / N_FFT) > self.cfg.partials_above_hz)
+        lost = steady * lost.to(steady.dtype)
+        phase, running = self.partials._glide(gliding, stated, lost, peak, running)
         return torch.where(lost > 0, gliding, mag), phase, running
 
 
-def with_partials(codec: "Codec", gliding: "Codec", gap: float = CodecConfig.partials_gap, above_hz: float | None = None,
-                  above_prominence: float | None = None) -> "Codec":
+def with_partials(codec: "Codec", gliding: "Codec", gap: float = CodecConfig.partials_gap, above_hz: float | None = None) -> "Codec":
     """``codec`` with ``gliding``'s decoder voicing the steady partials its own loses
     (``TwoPathDecoder``). ``gliding`` must be a fine-tune of ``codec``'s decoder by the glide rule
     with the encoder and codebooks held (``train codec --init … --phase-glide --glide-rule``), so
-    both decoders read the same tokens. ``above_hz``, ``above_prominence``: ``CodecConfig.partials_above_hz``
-    and ``partials_above_prominence``."""
+    both decoders read the same tokens. ``above_hz``: ``CodecConfig.partials_above_hz``."""
     if codec.cfg.partials or codec.cfg.phase_glide:
         raise ValueError("the first codec must have a single stated-phase decoder: not a gliding one, nor two already combined")
     if not gliding.cfg.glide_rule:
@@ -332,27 +296,10 @@ def with_partials(codec: "Codec", gliding: "Codec", gap: float = CodecConfig.par
     trained = [k for k in mine if not k.endswith(TRAINING_ONLY_BUFFERS)]  # the EMA statistics are not the tokens
     if mine.keys() != theirs.keys() or any(not torch.equal(mine[k], theirs[k]) for k in trained):
         raise ValueError("the two codecs read different tokens: fine-tune the gliding decoder from this codec with its encoder and codebooks held")
-    if above_prominence is not None and above_hz is None:
-        raise ValueError("a prominence above a frequency needs that frequency (--glide-above)")
-    combined = Codec(replace(codec.cfg, partials=True, partials_gap=gap, partials_above_hz=above_hz, partials_above_prominence=above_prominence,
-                             glide_prominence=gliding.cfg.glide_prominence, frequency_readout=gliding.cfg.frequency_readout))
+    combined = Codec(replace(codec.cfg, partials=True, partials_gap=gap, partials_above_hz=above_hz, glide_prominence=gliding.cfg.glide_prominence))
     combined.load_state_dict({**mine, **{f"decoder.stated.{k}": v for k, v in codec.decoder.state_dict().items()},
                               **{f"decoder.partials.{k}": v for k, v in gliding.decoder.state_dict().items()}})
     return combined.eval()
-
-
-def with_frequency_readout(codec: "Codec") -> "Codec":
-    """A gliding codec (by the rule) with a frequency readout beside its decoder, every trained weight
-    kept; as built the readout gives the parabola's offsets, so it decodes as before until
-    ``fit_frequency_readout`` fits it."""
-    if not (codec.cfg.phase_glide and codec.cfg.glide_rule) or codec.cfg.partials:
-        raise ValueError("a frequency readout serves a decoder that glides by the rule (train codec --phase-glide --glide-rule), "
-                         "before it is combined")
-    if codec.cfg.frequency_readout:
-        return codec
-    readout = Codec(replace(codec.cfg, frequency_readout=True))
-    readout.load_state_dict({**readout.state_dict(), **codec.state_dict()})
-    return readout.train(codec.training)
 
 
 def synthesize(mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:

@@ -17,8 +17,7 @@ from ..audio import SAMPLE_RATE, log_mel, stft_distance
 from ..data.build import pitch_class_roll, read_records
 from ..data.recorded import training_excerpts
 from ..features import CHANNELS, analyze
-from ..nn.codec import (CODEC_PRESETS, FRAMES_PER_TOKEN, HOP, N_FFT, Codec, CodecConfig, lobe_peaks, peak_offset, load_codec,
-                        steady_partials, stft_frames, with_phase_glide)
+from ..nn.codec import CODEC_PRESETS, HOP, Codec, CodecConfig, load_codec, steady_partials, stft_frames, with_phase_glide
 from ..nn.critic import Critic, adversarial_terms, critic_loss
 from .loop import Recipe, TrainConfig
 
@@ -394,87 +393,3 @@ def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Reci
     else:
         loss = partial(codec_loss, terms=terms, note_weight=cfg.note_weight, critic=critic)
     return Recipe(model, batches, loss, adversary=critic)
-
-
-FREQUENCY_BAND_HZ = (300.0, 3250.0)  # the readout's bins: where music's comb excess sits (below, the stated phases keep the notes)
-FREQUENCY_RIDGE = 100.0  # the fit's ridge penalty, and how far each bin's own weights are shrunk toward those of all bins pooled
-
-
-def phase_advance_offsets(wav: torch.Tensor) -> torch.Tensor:
-    """(samples,) → (frames − 1, bins): where, in bins from each bin's centre, the partial at that
-    bin sits, as its phase advance from one frame to the next says (a phase vocoder's instantaneous
-    frequency; a bin's centre turns a quarter turn per frame). Entry k is frame k + 1's advance
-    from frame k: the turn a gliding decoder must give that partial."""
-    phase = stft_frames(wav[None])[0].T.angle()
-    advance = phase.diff(dim=0) - torch.arange(phase.shape[1]) * (torch.pi / 2)
-    return torch.remainder(advance + torch.pi, 2 * torch.pi).sub(torch.pi) / (torch.pi / 2)
-
-
-def _readout_samples(model: Codec, wav: torch.Tensor, levels: int):
-    """The gliding decoder's steady peaks in the readout's band, for one clip decoded from its
-    first ``levels``: their design rows (features, parabola offset, 1), targets, bins and frame parities."""
-    decoder = model.decoder.partials if model.cfg.partials else model.decoder
-    target = phase_advance_offsets(wav)
-    with torch.inference_mode():
-        features = decoder.features(model.quantizer.decode(model.encode(wav[None], levels)))
-        mag = decoder._magnitude(decoder._frames(features))
-    peak = lobe_peaks(mag)
-    chosen = (peak[0] == torch.arange(mag.shape[-1])) & (steady_partials(mag, peak, model.cfg.glide_prominence)[0] > 0)
-    low, high = (int(hz * N_FFT / SAMPLE_RATE) for hz in FREQUENCY_BAND_HZ)
-    chosen[0], chosen[len(target) + 1:], chosen[:, :low], chosen[:, high:] = False, False, False, False
-    frame, bin_ = torch.nonzero(chosen, as_tuple=True)
-    parabola = peak_offset(mag)[0, frame, bin_]
-    rows = torch.cat([features[0, frame // FRAMES_PER_TOKEN], parabola[:, None], torch.ones_like(parabola)[:, None]], 1).double()
-    return rows, target[frame - 1, bin_].double(), bin_, frame % FRAMES_PER_TOKEN, parabola
-
-
-def fit_frequency_readout(model: Codec, corpus: Path, clips: int, judge_clips: int = 12) -> dict:
-    """Fit a gliding decoder's frequency readout (``Decoder.offsets``) in closed form: ridge
-    regression, per frame of a token and bin of ``FREQUENCY_BAND_HZ``, of the original's phase
-    advance (``phase_advance_offsets``) on the decoder's features and parabola offset at its steady
-    peaks, from ``clips`` train clips decoded from all levels and from the coarse ones; each bin's
-    weights shrunk toward those of all bins pooled. Judged on ``judge_clips`` test clips against
-    the parabola alone: the correlation with the original's offsets and the median error in bins."""
-    decoder = model.decoder.partials if model.cfg.partials else model.decoder
-    if not decoder.cfg.frequency_readout:
-        raise ValueError("the codec has no frequency readout to fit: its gliding decoder needs frequency_readout")
-    records = read_records(corpus, "train")
-    records = records[:: max(1, len(records) // clips)][:clips]
-    size, bins = decoder.frequency.shape[-1], decoder.bins
-    gram = torch.zeros(FRAMES_PER_TOKEN, bins, size, size, dtype=torch.float64)
-    moment = torch.zeros(FRAMES_PER_TOKEN, bins, size, dtype=torch.float64)
-    read = lambda r: torch.from_numpy(sf.read(str(Path(corpus) / r["audio"]), dtype="float32")[0])  # noqa: E731
-    for record in records:
-        wav = read(record)
-        for levels in sorted({model.cfg.levels, model.cfg.coarse_levels}):
-            rows, target, bin_, parity, _ = _readout_samples(model, wav[: len(wav) // HOP * HOP], levels)
-            group = parity * bins + bin_
-            for g in group.unique().tolist():
-                mine = group == g
-                gram[g // bins, g % bins] += rows[mine].T @ rows[mine]
-                moment[g // bins, g % bins] += rows[mine].T @ target[mine]
-    ridge = FREQUENCY_RIDGE * torch.eye(size, dtype=torch.float64)
-    pooled = torch.linalg.solve(gram.sum((0, 1)) + ridge, moment.sum((0, 1)))
-    fitted = gram.diagonal(dim1=-2, dim2=-1).sum(-1) > 0
-    own = torch.linalg.solve(gram[fitted] + ridge, (moment[fitted] - gram[fitted] @ pooled)[..., None])[..., 0] + pooled
-    with torch.no_grad():
-        decoder.frequency[fitted] = own.float()
-    return {"clips": len(records), "bins_fitted": int(fitted.sum()), **judge_frequency_readout(model, corpus, judge_clips)}
-
-
-def judge_frequency_readout(model: Codec, corpus: Path, clips: int) -> dict:
-    """On test clips, at the gliding decoder's steady peaks in the band whose original partial sits
-    within ¾ bin of the peak: how well the parabola and the readout find the original's offset."""
-    decoder = model.decoder.partials if model.cfg.partials else model.decoder
-    found = {"parabola": [], "readout": []}
-    truth = []
-    for record in read_records(corpus, "test")[:clips]:
-        wav = torch.from_numpy(sf.read(str(Path(corpus) / record["audio"]), dtype="float32")[0])
-        rows, target, bin_, parity, parabola = _readout_samples(model, wav[: len(wav) // HOP * HOP], model.cfg.levels)
-        near = target.abs() < 0.75
-        readout = (rows * decoder.frequency[parity, bin_].double()).sum(1).clamp(-0.5, 0.5)
-        found["parabola"].append(parabola.double()[near]), found["readout"].append(readout[near]), truth.append(target[near])
-    truth = torch.cat(truth)
-    return {"partials_judged": len(truth), **{name: {"correlation": round(float(torch.corrcoef(torch.stack([torch.cat(v), truth]))[0, 1]), 3),
-                                                     "median_error_bins": round(float((torch.cat(v) - truth).abs().median()), 3)}
-                                              for name, v in found.items()}}
