@@ -499,6 +499,13 @@ def test_synthetic_tones_say_which_pitch_classes_sound_and_when():
     assert checked >= 5
 
 
+def _assert_streams_as_whole(model: Codec, codes: torch.Tensor, chunks: tuple[int, ...]) -> None:
+    """Streaming ``codes`` (1, Q, T) in chunks of each size gives the samples whole decoding gives."""
+    whole = model.decode(codes)[0]
+    for chunk in chunks:
+        assert float((torch.cat(list(model.stream_decode(codes[0], chunk_tokens=chunk))) - whole).abs().max()) < 1e-4
+
+
 def _steady_decoder(glide: bool, hz: float, rule: bool = False) -> Codec:
     """A decoder that ignores its tokens and draws one steady partial at ``hz``: its head's biases
     give the magnitudes a partial at ``hz`` has under the window, their phases, and (gliding by
@@ -567,9 +574,7 @@ def test_phase_glide_extends_a_trained_decoder_keeping_its_magnitudes_and_stream
         mag = glide.decoder(latents)[0]
         assert 0.05 < float(steady_partials(mag, _lobe_peaks(mag)).mean()) < 0.4
         assert torch.equal(glide.decoder.magnitudes(latents), mag)  # what --magnitudes-only trains, without the phase loop
-    whole = glide.decode(codes)[0]
-    for chunk in (1, 7, 50):
-        assert float((torch.cat(list(glide.stream_decode(codes[0], chunk_tokens=chunk))) - whole).abs().max()) < 1e-4
+    _assert_streams_as_whole(glide, codes, (1, 7, 50))
 
 
 def test_a_vector_phase_head_follows_a_phase_all_the_way_round_where_one_number_must_jump():
@@ -735,9 +740,7 @@ def test_a_two_path_codec_voices_only_the_partials_its_stated_decoder_loses_and_
     turn = lambda p: torch.polar(torch.ones_like(p), p)  # noqa: E731
     assert float((turn(phase[~lobes]) - turn(stated_phase[~lobes])).abs().max()) < 1e-5  # elsewhere the stated decoder's frames
     assert float((turn(phase[lobes]) - turn(stated_phase[lobes])).abs().mean()) > 0.1  # there, phases of its own
-    whole = combined.decode(codes)[0]
-    for chunk in (1, 7, 50):
-        assert float((torch.cat(list(combined.stream_decode(codes[0], chunk_tokens=chunk))) - whole).abs().max()) < 1e-4
+    _assert_streams_as_whole(combined, codes, (1, 7, 50))
 
 
 def test_above_its_frequency_every_steady_partial_glides_wherever_the_stated_decoder_has_it(codec):
@@ -752,9 +755,7 @@ def test_above_its_frequency_every_steady_partial_glides_wherever_the_stated_dec
         stated_mag, _, _ = codec.decoder(latents)
     moved = (mag != stated_mag).any(0).any(0).nonzero()[:, 0] * (24_000 / N_FFT)
     assert len(moved) and float(moved.min()) > 3000.0 - GLIDE_LOBE * 24_000 / N_FFT  # partials above it, and their lobes
-    whole = above.decode(codes)[0]
-    for chunk in (1, 7):
-        assert float((torch.cat(list(above.stream_decode(codes[0], chunk_tokens=chunk))) - whole).abs().max()) < 1e-4
+    _assert_streams_as_whole(above, codes, (1, 7))
 
 
 def test_two_decoders_combine_only_when_they_read_the_same_tokens(codec):
