@@ -336,32 +336,25 @@ def _read_text(path: str, limit: int = 1_000_000) -> str:
         raise ValueError(f"{file.name} is not UTF-8 text") from None
 
 
-def _save_codec_run(model, args: argparse.Namespace, made: dict) -> Path:
-    """A codec made by a tool rather than a training run, saved as a run folder (``--out``) that
-    loads, evaluates and exports like a trained one; ``made`` records how."""
+def _combine_codec(args: argparse.Namespace) -> dict:
+    """A codec whose stated-phase decoder hands the steady partials it loses to a gliding one
+    (``TwoPathDecoder``), saved as a run folder that loads, evaluates and exports like a trained one."""
+    try:
+        codec, gliding = load_codec(args.checkpoint), load_codec(args.partials)
+        combined = with_partials(codec, gliding, args.gap, args.glide_above)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
     run_dir = Path(args.out)
     if (run_dir / "state.json").exists() and not args.force:
         raise UsageError(f"{run_dir} already holds a run; choose another --out or add --force")
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_tensors(model.state_dict(), run_dir / "model.safetensors")
-    save_json({"step": 0, "name": "codec", "config": {"preset": "cpu-small", **model.config_dict()}, "train": made, "metrics": {}},
-              run_dir / "state.json")
-    return run_dir
-
-
-def _combine_codec(args: argparse.Namespace) -> dict:
-    """A codec whose stated-phase decoder hands the steady partials it loses to a gliding one (``TwoPathDecoder``)."""
-    try:
-        codec, gliding = load_codec(args.checkpoint), load_codec(args.partials)
-        combined = with_partials(codec, gliding, args.gap, args.glide_above, args.glide_moving_above, args.moving_prominence)
-    except (FileNotFoundError, ValueError) as exc:
-        raise UsageError(str(exc)) from None
+    save_tensors(combined.state_dict(), run_dir / "model.safetensors")
     stated = Path(args.checkpoint) if args.checkpoint else CHECKPOINT_DIR / "codec.safetensors"
     if stated.is_relative_to(Path.cwd()):  # the record names the parts as the command did, not by this machine's paths
         stated = stated.relative_to(Path.cwd())
-    parts = {"stated": str(stated), "partials": str(args.partials), "gap": args.gap, "glide_above_hz": args.glide_above,
-             "glide_moving_above_hz": args.glide_moving_above, "moving_prominence": args.moving_prominence}
-    run_dir = _save_codec_run(combined, args, {"combined": parts})
+    parts = {"stated": str(stated), "partials": str(args.partials), "gap": args.gap, "glide_above_hz": args.glide_above}
+    save_json({"step": 0, "name": "codec", "config": {"preset": "cpu-small", **combined.config_dict()}, "train": {"combined": parts},
+               "metrics": {}}, run_dir / "state.json")
     return {"run_dir": str(run_dir), **parts, **({"exported": str(_export("codec", run_dir))} if args.export else {})}
 
 
@@ -372,22 +365,9 @@ def _export(stage: str, run_dir: Path) -> Path:
     return target
 
 
-def _calibrate_offsets(args: argparse.Namespace) -> dict:
-    """A gliding decoder whose partials' offsets spread as the corpus's music does (``fit_offset_calibration``)."""
-    from .train.codec import fit_offset_calibration
-    try:
-        model, fitted = fit_offset_calibration(load_codec(args.checkpoint), Path(args.corpus), args.clips)
-    except (FileNotFoundError, ValueError) as exc:
-        raise UsageError(str(exc)) from None
-    made = {"offset_calibration": {"gliding": str(args.checkpoint), "corpus": str(args.corpus), "clips": fitted["clips"]}}
-    return {"run_dir": str(_save_codec_run(model, args, made)), **fitted}
-
-
 def _codec(args: argparse.Namespace) -> dict:
     if args.codec_command == "combine":
         return _combine_codec(args)
-    if args.codec_command == "calibrate-offsets":
-        return _calibrate_offsets(args)
     try:
         audio = load_audio(args.input)
     except AudioError as exc:
@@ -718,21 +698,10 @@ def parser() -> argparse.ArgumentParser:
                     help="nats by which the gliding decoder's partial must stand above the first decoder's level to be voiced by it")
     cb.add_argument("--glide-above", type=_positive_float, metavar="HZ",
                     help="every steady partial above this frequency is voiced by the gliding decoder, wherever the first has it (default: none)")
-    cb.add_argument("--glide-moving-above", type=_positive_float, metavar="HZ",
-                    help="every partial above this frequency that stands out glides too, steady or not (default: none)")
-    cb.add_argument("--moving-prominence", type=_positive_float, default=CodecConfig.moving_partials_prominence, metavar="NATS",
-                    help="with --glide-moving-above: nats by which such a partial stands above its neighbourhood's mean level")
     cb.add_argument("--out", required=True, help="the run folder to write")
     cb.add_argument("--export", action="store_true", help="also copy it to assets/checkpoints/codec.safetensors")
     cb.add_argument("--force", action="store_true", help="overwrite a run already in --out")
     cb.add_argument("--json", action="store_true", help="print the result as JSON (the default)")
-    co = c_sub.add_parser("calibrate-offsets", help="spread a gliding decoder's partials between its bins as the corpus's music spreads them")
-    co.add_argument("--checkpoint", required=True, help="the gliding decoder's run (train codec --init … --phase-glide --glide-rule)")
-    co.add_argument("--corpus", default="corpus", help="a built corpus: its train clips are read")
-    co.add_argument("--clips", type=_positive_int, default=40, help="train clips, spread over the split (each decoded from all levels and the coarse ones)")
-    co.add_argument("--out", required=True, help="the run folder to write")
-    co.add_argument("--force", action="store_true", help="overwrite a run already in --out")
-    co.add_argument("--json", action="store_true", help="print the result as JSON (the default)")
     c.set_defaults(run=_codec)
 
     e = sub.add_parser("eval", help="quality metrics as JSON")

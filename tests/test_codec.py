@@ -543,13 +543,13 @@ def test_a_gliding_decoder_keeps_a_steady_partial_off_the_token_rate_comb():
 
 
 def test_the_glide_rule_finds_a_steady_partial_and_not_noise_or_an_attack():
-    from engine.nn.codec import N_FFT, lobe_peaks, stft_frames, steady_partials
+    from engine.nn.codec import N_FFT, _lobe_peaks, stft_frames, steady_partials
 
     t = torch.arange(24_000) / 24_000
     sine = 0.3 * torch.sin(2 * torch.pi * 523.0 * t) * (t > 0.5)  # silence, then a note
     noise = 0.3 * torch.randn(24_000, generator=torch.Generator().manual_seed(0))
     mag = stft_frames(torch.stack([sine, noise])).abs().transpose(1, 2)
-    gates = steady_partials(mag, lobe_peaks(mag))
+    gates = steady_partials(mag, _lobe_peaks(mag))
     peak_bin = round(523.0 * N_FFT / 24_000)
     assert gates[0, 60:90, peak_bin - 2: peak_bin + 3].mean() == 1.0  # the sustained note's lobe
     assert gates[0, 49:51, peak_bin].sum() == 0  # its onset: not yet steady
@@ -567,12 +567,12 @@ def test_phase_glide_extends_a_trained_decoder_keeping_its_magnitudes_and_stream
     torch.manual_seed(1)
     torch.nn.init.normal_(glide.decoder.head.weight, std=0.05)  # a decoder that has learnt to glide
     if rule:  # partials every 12 bins that the rule finds steady in some frames and not in others
-        from engine.nn.codec import lobe_peaks, steady_partials
+        from engine.nn.codec import _lobe_peaks, steady_partials
 
         glide.decoder.head.bias.data.view(2, glide.decoder.kinds, -1)[:, 0, ::12] += 6.0
         glide.decoder.head.weight.data.view(2, glide.decoder.kinds, -1, TINY.dim)[:, 0, ::12] *= 8.0  # levels that move
         mag = glide.decoder(latents)[0]
-        assert 0.05 < float(steady_partials(mag, lobe_peaks(mag)).mean()) < 0.4
+        assert 0.05 < float(steady_partials(mag, _lobe_peaks(mag)).mean()) < 0.4
         assert torch.equal(glide.decoder.magnitudes(latents), mag)  # what --magnitudes-only trains, without the phase loop
     _assert_streams_as_whole(glide, codes, (1, 7, 50))
 
@@ -756,80 +756,6 @@ def test_above_its_frequency_every_steady_partial_glides_wherever_the_stated_dec
     moved = (mag != stated_mag).any(0).any(0).nonzero()[:, 0] * (24_000 / N_FFT)
     assert len(moved) and float(moved.min()) > 3000.0 - GLIDE_LOBE * 24_000 / N_FFT  # partials above it, and their lobes
     _assert_streams_as_whole(above, codes, (1, 7))
-
-
-def test_above_its_own_frequency_every_partial_that_stands_out_glides_moving_or_not_and_streams_exactly(codec):
-    from engine.nn.codec import with_partials
-
-    codes = codec.encode(torch.randn(1, 3 * 24_000) * 0.1)
-    latents = codec.quantizer.decode(codes)
-    steady = with_partials(codec, _louder_partials(codec), gap=7.0, above_hz=1000.0)
-    moving = with_partials(codec, _louder_partials(codec), gap=7.0, above_hz=1000.0, moving_above_hz=1000.0, moving_prominence=0.5)
-    alone = with_partials(codec, _louder_partials(codec), gap=7.0, moving_above_hz=1000.0, moving_prominence=0.5)
-    assert moving.cfg.moving_partials_above_hz == 1000.0 and moving.cfg.moving_partials_prominence == 0.5
-    assert steady.cfg.moving_partials_above_hz is None
-    with torch.no_grad():
-        stated = codec.decoder(latents)[0]
-        glided = {name: (c.decoder(latents)[0] != stated) for name, c in (("steady", steady), ("moving", moving), ("alone", alone))}
-    assert float(glided["moving"].float().mean()) > float(glided["steady"].float().mean()) > 0  # the louder partials' moving frames too
-    assert torch.equal(glided["alone"], glided["moving"])  # every steady partial that stands out by 1.5 nats also does by 0.5
-    _assert_streams_as_whole(moving, codes, (1, 7))
-
-
-def test_calibrated_offsets_keep_their_order_and_move_a_gliding_partial_where_the_map_says():
-    """The calibration maps each |offset| the parabola gives through (decoder quantile → music's
-    quantile), keeping its sign; as built it changes nothing. A decoder whose parabola puts a
-    partial at 311 Hz (bin 12.44) plays it at 311 Hz uncalibrated, and where a map that moves
-    0.44 to 0.2 says (bin 12.2: 305 Hz)."""
-    from engine.evaluate.metrics import dominant_frequency
-    from engine.nn.codec import OFFSET_QUANTILES, _interpolate, with_offset_calibration
-
-    codes = torch.zeros(1, TINY.levels, 100, dtype=torch.long)
-    gliding = _steady_decoder(True, 311.0, rule=True)
-    identity = torch.linspace(0.0, 0.5, OFFSET_QUANTILES).repeat(2, 1)
-    same = with_offset_calibration(gliding, identity)
-    assert same.cfg.offset_calibration and torch.equal(same.decode(codes), gliding.decode(codes))
-    offsets = torch.tensor([[-0.4, -0.1, 0.0, 0.05, 0.3, 0.5]])
-    spread = identity.clone()
-    spread[1] = torch.linspace(0.0, 1.0, OFFSET_QUANTILES).sqrt() / 2  # music's spread, wider than the decoder's
-    out = offsets.sign() * _interpolate(offsets.abs(), *spread)
-    assert torch.equal(out.argsort(), offsets.argsort()) and float(out[0, 3]) == pytest.approx(0.1 ** 0.5 / 2)
-    narrower = identity.clone()
-    narrower[0, :] = torch.tensor([0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.44, 0.5])
-    narrower[1, :] = torch.tensor([0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.14, 0.16, 0.2, 0.5])
-    heard = dominant_frequency(with_offset_calibration(gliding, narrower).decode(codes)[0, 4800:].numpy())
-    assert dominant_frequency(gliding.decode(codes)[0, 4800:].numpy()) == pytest.approx(311.0, abs=2.0)
-    assert heard == pytest.approx(12.2 * 25.0, abs=2.0)
-    with pytest.raises(ValueError, match="by the rule"):
-        with_offset_calibration(Codec(TINY), identity)
-
-
-def test_cli_calibrates_a_gliding_decoder_that_a_combined_codec_carries(codec, tiny_corpus, tmp_path):
-    stated, gliding = _run_folder(codec, tmp_path / "stated"), _run_folder(_louder_partials(codec), tmp_path / "gliding")
-    calibrate = [sys.executable, "-m", "engine", "codec", "calibrate-offsets", "--checkpoint", str(gliding), "--corpus", str(tiny_corpus),
-                 "--clips", "3", "--out", str(tmp_path / "calibrated"), "--json"]
-    proc = subprocess.run(calibrate, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    record = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert record["clips"] == 3 and min(record["peaks"].values()) > 0
-    for row in record["quantiles"]:
-        assert row[0] == 0.0 and row[-1] == 0.5 and row == sorted(row)
-    calibrated = load_codec(tmp_path / "calibrated")
-    assert calibrated.cfg.offset_calibration
-    assert torch.allclose(calibrated.decoder.offset_quantiles, torch.tensor(record["quantiles"]), atol=1e-4)
-    combine = [sys.executable, "-m", "engine", "codec", "combine", "--checkpoint", str(stated), "--partials", str(tmp_path / "calibrated"),
-               "--glide-above", "300", "--glide-moving-above", "700", "--out", str(tmp_path / "two"), "--json"]
-    proc = subprocess.run(combine, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    two = load_codec(tmp_path / "two")
-    assert two.cfg.offset_calibration and not two.decoder.stated.cfg.offset_calibration
-    assert two.cfg.partials_above_hz == 300.0 and two.cfg.moving_partials_above_hz == 700.0
-    assert torch.equal(two.decoder.partials.offset_quantiles, calibrated.decoder.offset_quantiles)
-    again = subprocess.run([*calibrate[:6], str(tmp_path / "calibrated"), *calibrate[7:-3], "--out", str(tmp_path / "y")],
-                           cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 2 and "already calibrated" in again.stderr and "Traceback" not in again.stderr
-    zero = subprocess.run([*combine[:-3], "--moving-prominence", "0", "--out", str(tmp_path / "x")], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert zero.returncode == 2 and "--moving-prominence" in zero.stderr and "Traceback" not in zero.stderr
 
 
 def test_two_decoders_combine_only_when_they_read_the_same_tokens(codec):

@@ -15,10 +15,7 @@ with ``glide_rule`` set by a rule: wherever a partial stands out of its neighbou
 level from the frame before (``steady_partials``), which voices pure tones the learnt gates shut on.
 Gliding music's partials costs its transcribed notes, so with ``partials`` the stated decoder makes
 every frame and a gliding one voices the steady partials it loses, and every steady partial above
-``partials_above_hz``, and every partial that stands out above ``moving_partials_above_hz``
-(``TwoPathDecoder``). The parabola through a decoder's magnitudes pulls a
-partial toward its bin's centre, half of which sit on the comb; ``offset_calibration`` spreads its
-offsets as music's partials spread (``Decoder.partial_offsets``).
+``partials_above_hz`` (``TwoPathDecoder``).
 
 Causality makes streaming exact: a chunk of tokens decoded with its receptive field of past
 tokens gives the same frames as whole decoding, and one overlap-add class serves both paths.
@@ -61,9 +58,6 @@ class CodecConfig:
     partials: bool = False  # a second decoder, gliding by the rule, voices the steady partials the first one loses (TwoPathDecoder)
     partials_gap: float = 2.0  # with partials: nats by which the gliding decoder's partial must stand above the first decoder's to be its
     partials_above_hz: float | None = None  # with partials: every steady partial above this glides, wherever the first decoder has it (None: none)
-    moving_partials_above_hz: float | None = None  # with partials: … and above this every partial, steady or not, that stands out by moving_partials_prominence
-    moving_partials_prominence: float = 1.0  # nats above its neighbourhood's mean log magnitude
-    offset_calibration: bool = False  # with glide_rule: a partial's offset from its bin's centre is mapped onto music's spread (offset_quantiles)
 
     @property
     def bits_per_second(self) -> float:
@@ -128,14 +122,13 @@ GLIDE_START = -4.0  # a fine-tuned decoder's "tonal" gates start almost shut: it
 GLIDE_OPEN = 2.0  # a decoder trained from scratch starts with its gates mostly open (0.88): every partial glides until training says a bin is noise
 GLIDE_STEADY = 0.7  # nats (≈ 6 dB): a peak that moves less than this from the frame before is a steady partial …
 GLIDE_NEIGHBOURHOOD = 17  # … when it stands CodecConfig.glide_prominence above the mean log magnitude of this many bins around it (≈ 425 Hz)
-OFFSET_QUANTILES = 11  # offset_calibration's knots: the deciles of |offset| from 0 to half a bin
 
 
 def _wrap(phase: torch.Tensor) -> torch.Tensor:
     return torch.remainder(phase + torch.pi, 2 * torch.pi) - torch.pi
 
 
-def lobe_peaks(mag: torch.Tensor) -> torch.Tensor:
+def _lobe_peaks(mag: torch.Tensor) -> torch.Tensor:
     """For each bin (B, n, bins), the index of the strongest bin within ``GLIDE_LOBE`` of it: the
     partial whose main lobe it belongs to."""
     reach = 2 * GLIDE_LOBE + 1
@@ -143,7 +136,7 @@ def lobe_peaks(mag: torch.Tensor) -> torch.Tensor:
     return (best + torch.arange(mag.shape[-1], device=mag.device) - GLIDE_LOBE).clamp(0, mag.shape[-1] - 1)
 
 
-def peak_offset(mag: torch.Tensor) -> torch.Tensor:
+def _peak_offset(mag: torch.Tensor) -> torch.Tensor:
     """Where, in bins from each bin's centre, a partial peaking at that bin sits: the vertex of a
     parabola through the log magnitudes of the bin and its two neighbours (a Hann window's main
     lobe is close to a parabola in log magnitude). Only peak bins' values are used."""
@@ -153,33 +146,21 @@ def peak_offset(mag: torch.Tensor) -> torch.Tensor:
     return (0.5 * (below - above) / curve.clamp(max=-1e-6)).clamp(-0.5, 0.5)
 
 
-def _interpolate(x: torch.Tensor, knots: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """The piecewise-linear map through (``knots``, ``values``), increasing knots, evaluated at ``x``."""
-    right = torch.searchsorted(knots, x.contiguous()).clamp(1, len(knots) - 1)
-    x0, x1, y0, y1 = knots[right - 1], knots[right], values[right - 1], values[right]
-    return y0 + (x - x0).clamp(min=0) / (x1 - x0).clamp(min=1e-6) * (y1 - y0)
-
-
-def prominent_partials(mag: torch.Tensor, peak: torch.Tensor, prominence: float) -> torch.Tensor:
-    """(B, n, bins) magnitudes and their ``lobe_peaks`` → True for each bin whose partial (its lobe's
-    peak) stands ``prominence`` nats above the mean log magnitude of its neighbourhood."""
+def steady_partials(mag: torch.Tensor, peak: torch.Tensor | None = None,
+                    prominence: float = CodecConfig.glide_prominence) -> torch.Tensor:
+    """(B, n, bins) magnitudes (and their ``_lobe_peaks``) → 1.0 for each bin whose partial (its lobe's
+    peak) stands ``prominence`` nats above its neighbourhood and holds its level within
+    ``GLIDE_STEADY`` of the frame before (the first frame's: its own), else 0.0. A sustained note's
+    partials pass; a drum's attack, noise and a dense chord's smeared bins do not."""
+    peak = _lobe_peaks(mag) if peak is None else peak
     level = torch.log(mag.clamp(min=1e-5))
     around = F.avg_pool1d(level.flatten(0, 1)[:, None], GLIDE_NEIGHBOURHOOD, 1, GLIDE_NEIGHBOURHOOD // 2,
                           count_include_pad=False)[:, 0].view_as(level)
-    return level.gather(-1, peak) - around.gather(-1, peak) > prominence
-
-
-def steady_partials(mag: torch.Tensor, peak: torch.Tensor | None = None,
-                    prominence: float = CodecConfig.glide_prominence) -> torch.Tensor:
-    """(B, n, bins) magnitudes (and their ``lobe_peaks``) → 1.0 for each bin whose partial is
-    ``prominent_partials`` and holds its level within ``GLIDE_STEADY`` of the frame before (the first
-    frame's: its own), else 0.0. A sustained note's partials pass; a drum's attack, noise and a dense
-    chord's smeared bins do not."""
-    peak = lobe_peaks(mag) if peak is None else peak
-    level = torch.log(mag.clamp(min=1e-5))
     before = torch.cat([level[:, :1], level[:, :-1]], 1)
-    steady = (level.gather(-1, peak) - before.gather(-1, peak)).abs() < GLIDE_STEADY
-    return (steady & prominent_partials(mag, peak, prominence)).to(mag.dtype)
+    at_peak = lambda x: x.gather(-1, peak)  # noqa: E731
+    steady = (at_peak(level) - at_peak(before)).abs() < GLIDE_STEADY
+    prominent = at_peak(level) - at_peak(around) > prominence
+    return (steady & prominent).to(mag.dtype)
 
 
 class Decoder(nn.Module):
@@ -196,8 +177,6 @@ class Decoder(nn.Module):
         self.head = nn.Linear(cfg.dim, self.kinds * self.bins * FRAMES_PER_TOKEN)
         if self.learnt_gates:
             self.head.bias.data.view(FRAMES_PER_TOKEN, self.kinds, self.bins)[:, -1] = GLIDE_OPEN
-        if cfg.offset_calibration:  # the decoder's |offset| at quantiles of its peaks (row 0) and music's (row 1); as built, unchanged
-            self.register_buffer("offset_quantiles", torch.linspace(0.0, 0.5, OFFSET_QUANTILES).repeat(2, 1))
 
     @property
     def receptive_field(self) -> int:
@@ -215,7 +194,7 @@ class Decoder(nn.Module):
         stated = self._stated_phase(x)[:, lead:]
         if not self.cfg.phase_glide:
             return mag[:, lead:], stated, None
-        peak = lobe_peaks(mag.detach())
+        peak = _lobe_peaks(mag.detach())
         tonal = steady_partials(mag.detach(), peak, self.cfg.glide_prominence) if self.cfg.glide_rule else torch.sigmoid(x[:, :, -1])
         mag, peak, tonal = mag[:, lead:], peak[:, lead:], tonal[:, lead:]
         return (mag, *self._glide(mag, stated, tonal, peak, running))
@@ -244,28 +223,16 @@ class Decoder(nn.Module):
             return torch.atan2(x[:, :, 2], x[:, :, 1])
         return x[:, :, 1]
 
-    def partial_offsets(self, mag: torch.Tensor) -> torch.Tensor:
-        """Where, in bins from each bin's centre, a partial peaking there sits: the vertex of the
-        parabola through the magnitudes (``peak_offset``). That vertex is pulled toward the bin's
-        centre (the shipped decoder's median |offset| at its peaks is 0.13 bins, music's 0.24), and
-        half the centres are multiples of 50 Hz: the comb. With ``offset_calibration`` each quantile
-        of its offsets is mapped onto the same quantile of music's, so the partials keep their order
-        and spread between the bins as music's do (``fit_offset_calibration``)."""
-        offset = peak_offset(mag)
-        if not self.cfg.offset_calibration:
-            return offset
-        return offset.sign() * _interpolate(offset.abs(), *self.offset_quantiles)
-
     def _glide(self, mag, stated, tonal, peak, running):
         """A phase vocoder with phase locking (Laroche & Dolson): each partial's peak bin turns on
         from its last phase at its own frequency (a quarter turn per frame at a bin's centre, hop =
-        N_FFT / 4, plus ``partial_offsets`` of the decoder's own magnitudes), and the bins of its lobe
+        N_FFT / 4, plus ``_peak_offset`` of the decoder's own magnitudes), and the bins of its lobe
         sit half a turn apart, as a steady partial's do under a Hann window centred in its frame.
         Where a bin is not tonal (a drum's attack), the stated phase. The frequency is read off
         the magnitudes, which the amplitude loss teaches directly: a learnt offset got no gradient
         while the gates were shut, and the gates shut because the offsets were wrong."""
         bins = torch.arange(self.bins, device=mag.device)
-        turn = (bins + self.partial_offsets(mag.detach())) * (torch.pi / 2)
+        turn = (bins + _peak_offset(mag.detach())) * (torch.pi / 2)
         lobe = torch.pi * ((bins - peak) % 2)
         phase = running if running is not None else mag.new_zeros(mag.shape[0], self.bins)
         phases = []
@@ -284,16 +251,14 @@ class TwoPathDecoder(nn.Module):
     onto the 50 Hz comb, or a harmonic tone's upper partials. Where both decoders hear a partial
     (most of music) the stated decoder's frame stays as it is: gliding there costs music's
     transcribed notes (docs/experiments.md, 2026-12-05). Above ``partials_above_hz`` every steady
-    partial glides, and above ``moving_partials_above_hz`` every partial that stands out, steady or
-    not: there the stated phases put music's partials on the comb too. Where the gliding decoder's
-    frequencies are pulled toward the bins' centres, gliding adds to the comb below about 700 Hz;
-    with ``offset_calibration`` it takes the comb away down to 300 Hz. Partials that move glide only
-    from 700 Hz: below it they cost the transcribed notes (docs/experiments.md, 2026-12-06). Both
-    read the same latents, so the tokens, and the stages that write them, stay as they were."""
+    partial glides: there the stated phases put music's partials on the comb too, and the 25 Hz
+    bins resolve a semitone, so the gliding decoder's frequencies hold (below it they are pulled
+    toward the bins' centres and add to the comb). Both read the same latents, so the tokens, and
+    the stages that write them, stay as they were."""
     def __init__(self, cfg: CodecConfig):
         super().__init__()
         self.cfg = cfg
-        self.stated = Decoder(replace(cfg, partials=False, phase_glide=False, glide_rule=False, offset_calibration=False))
+        self.stated = Decoder(replace(cfg, partials=False, phase_glide=False, glide_rule=False))
         self.partials = Decoder(replace(cfg, partials=False, phase_glide=True, glide_rule=True))
 
     @property
@@ -305,30 +270,23 @@ class TwoPathDecoder(nn.Module):
         mag, stated, _ = self.stated(latents, skip)
         lead = min(skip, 1)  # the frame before the first one wanted: the rule compares with it
         gliding = self.partials.magnitudes(latents)[:, skip - lead:]
-        peak = lobe_peaks(gliding)
-        steady = (steady_partials(gliding, peak, self.cfg.glide_prominence) > 0)[:, lead:]
-        moving = prominent_partials(gliding, peak, self.cfg.moving_partials_prominence)[:, lead:]
-        gliding, peak = gliding[:, lead:], peak[:, lead:]
+        peak = _lobe_peaks(gliding)
+        steady = steady_partials(gliding, peak, self.cfg.glide_prominence)
+        gliding, peak, steady = gliding[:, lead:], peak[:, lead:], steady[:, lead:]
         gap = (torch.log(gliding.clamp(min=1e-5)) - torch.log(mag.clamp(min=1e-5))).gather(-1, peak)
-        hz = peak * (SAMPLE_RATE / N_FFT)
-        lost = steady & (gap > self.cfg.partials_gap)
+        lost = gap > self.cfg.partials_gap
         if self.cfg.partials_above_hz is not None:
-            lost = lost | (steady & (hz > self.cfg.partials_above_hz))
-        if self.cfg.moving_partials_above_hz is not None:
-            lost = lost | (moving & (hz > self.cfg.moving_partials_above_hz))
-        lost = lost.to(gliding.dtype)
+            lost = lost | (peak * (SAMPLE_RATE / N_FFT) > self.cfg.partials_above_hz)
+        lost = steady * lost.to(steady.dtype)
         phase, running = self.partials._glide(gliding, stated, lost, peak, running)
         return torch.where(lost > 0, gliding, mag), phase, running
 
 
-def with_partials(codec: "Codec", gliding: "Codec", gap: float = CodecConfig.partials_gap, above_hz: float | None = None,
-                  moving_above_hz: float | None = None, moving_prominence: float = CodecConfig.moving_partials_prominence) -> "Codec":
+def with_partials(codec: "Codec", gliding: "Codec", gap: float = CodecConfig.partials_gap, above_hz: float | None = None) -> "Codec":
     """``codec`` with ``gliding``'s decoder voicing the steady partials its own loses
     (``TwoPathDecoder``). ``gliding`` must be a fine-tune of ``codec``'s decoder by the glide rule
     with the encoder and codebooks held (``train codec --init … --phase-glide --glide-rule``), so
-    both decoders read the same tokens; its ``offset_calibration`` comes with it. ``above_hz``,
-    ``moving_above_hz``, ``moving_prominence``: ``CodecConfig.partials_above_hz``, ``moving_partials_above_hz``
-    and ``moving_partials_prominence``."""
+    both decoders read the same tokens. ``above_hz``: ``CodecConfig.partials_above_hz``."""
     if codec.cfg.partials or codec.cfg.phase_glide:
         raise ValueError("the first codec must have a single stated-phase decoder: not a gliding one, nor two already combined")
     if not gliding.cfg.glide_rule:
@@ -338,23 +296,10 @@ def with_partials(codec: "Codec", gliding: "Codec", gap: float = CodecConfig.par
     trained = [k for k in mine if not k.endswith(TRAINING_ONLY_BUFFERS)]  # the EMA statistics are not the tokens
     if mine.keys() != theirs.keys() or any(not torch.equal(mine[k], theirs[k]) for k in trained):
         raise ValueError("the two codecs read different tokens: fine-tune the gliding decoder from this codec with its encoder and codebooks held")
-    combined = Codec(replace(codec.cfg, partials=True, partials_gap=gap, partials_above_hz=above_hz, moving_partials_above_hz=moving_above_hz,
-                             moving_partials_prominence=moving_prominence,
-                             glide_prominence=gliding.cfg.glide_prominence, offset_calibration=gliding.cfg.offset_calibration))
+    combined = Codec(replace(codec.cfg, partials=True, partials_gap=gap, partials_above_hz=above_hz, glide_prominence=gliding.cfg.glide_prominence))
     combined.load_state_dict({**mine, **{f"decoder.stated.{k}": v for k, v in codec.decoder.state_dict().items()},
                               **{f"decoder.partials.{k}": v for k, v in gliding.decoder.state_dict().items()}})
     return combined.eval()
-
-
-def with_offset_calibration(codec: "Codec", quantiles: torch.Tensor) -> "Codec":
-    """A decoder that glides by the rule, its partials' offsets mapped by ``quantiles`` (2, OFFSET_QUANTILES):
-    its own |offset| at those quantiles and music's (``fit_offset_calibration``); every weight kept."""
-    if not (codec.cfg.phase_glide and codec.cfg.glide_rule) or codec.cfg.partials:
-        raise ValueError("offsets are calibrated for a decoder that glides by the rule (train codec --phase-glide --glide-rule), "
-                         "before it is combined")
-    calibrated = Codec(replace(codec.cfg, offset_calibration=True))
-    calibrated.load_state_dict({**calibrated.state_dict(), **codec.state_dict(), "decoder.offset_quantiles": quantiles.float()})
-    return calibrated.train(codec.training)
 
 
 def synthesize(mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:

@@ -17,8 +17,7 @@ from ..audio import SAMPLE_RATE, log_mel, stft_distance
 from ..data.build import pitch_class_roll, read_records
 from ..data.recorded import training_excerpts
 from ..features import CHANNELS, analyze
-from ..nn.codec import (CODEC_PRESETS, HOP, N_FFT, OFFSET_QUANTILES, Codec, CodecConfig, lobe_peaks, peak_offset, load_codec,
-                        steady_partials, stft_frames, with_offset_calibration, with_phase_glide)
+from ..nn.codec import CODEC_PRESETS, HOP, Codec, CodecConfig, load_codec, steady_partials, stft_frames, with_phase_glide
 from ..nn.critic import Critic, adversarial_terms, critic_loss
 from .loop import Recipe, TrainConfig
 
@@ -394,48 +393,3 @@ def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Reci
     else:
         loss = partial(codec_loss, terms=terms, note_weight=cfg.note_weight, critic=critic)
     return Recipe(model, batches, loss, adversary=critic)
-
-
-CALIBRATION_BAND_HZ = (300.0, 3500.0)  # where a gliding partial's offset decides whether it sits on the comb (music's comb excess is above 300 Hz)
-
-
-def _peak_offsets(mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, bins) magnitudes → |offset| (``peak_offset``) and energy of every peak in ``CALIBRATION_BAND_HZ``."""
-    bins = torch.arange(mag.shape[-1])
-    low, high = (hz * N_FFT / SAMPLE_RATE for hz in CALIBRATION_BAND_HZ)
-    peaks = (lobe_peaks(mag[None])[0] == bins) & (bins >= low) & (bins < high)
-    return peak_offset(mag[None])[0][peaks].abs(), mag[peaks] ** 2
-
-
-def _weighted_quantiles(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    order = values.argsort()
-    cumulative = weights[order].double().cumsum(0)
-    at = torch.searchsorted(cumulative / cumulative[-1], torch.linspace(0, 1, OFFSET_QUANTILES, dtype=torch.float64)).clamp(max=len(values) - 1)
-    quantiles = values[order][at]
-    quantiles[0], quantiles[-1] = 0.0, 0.5  # the map spans every offset a parabola can give
-    return quantiles
-
-
-def fit_offset_calibration(model: Codec, corpus: Path, clips: int) -> tuple[Codec, dict]:
-    """``model``'s gliding decoder with its partials' offsets calibrated (``Decoder.partial_offsets``):
-    the energy-weighted deciles of |offset| at its peaks, decoded from all levels and from the coarse
-    ones, and those of the original music's STFT at its own peaks, over ``clips`` train clips spread
-    over the split. No pairing is needed: the map only restores music's spread, keeping the order."""
-    if model.cfg.offset_calibration:
-        raise ValueError("this decoder's offsets are already calibrated: calibrate the decoder it was made from")
-    records = read_records(corpus, "train")
-    records = records[:: max(1, len(records) // clips)][:clips]
-    found = {"decoder": [], "music": []}
-    for record in records:
-        wav = torch.from_numpy(sf.read(str(Path(corpus) / record["audio"]), dtype="float32")[0])
-        wav = wav[: len(wav) // HOP * HOP]
-        found["music"].append(_peak_offsets(stft_frames(wav[None])[0].T.abs()))
-        for levels in sorted({model.cfg.levels, model.cfg.coarse_levels}):
-            with torch.inference_mode():
-                found["decoder"].append(_peak_offsets(model.decoder.magnitudes(model.quantizer.decode(model.encode(wav[None], levels)))[0]))
-    quantiles = torch.stack([_weighted_quantiles(*(torch.cat(part) for part in zip(*found[name]))) for name in ("decoder", "music")])
-    median = OFFSET_QUANTILES // 2
-    return with_offset_calibration(model, quantiles), {
-        "clips": len(records), "peaks": {name: sum(len(o) for o, _ in v) for name, v in found.items()},
-        "median_offset_bins": {"decoder": round(float(quantiles[0, median]), 3), "music": round(float(quantiles[1, median]), 3)},
-        "quantiles": [[round(float(q), 4) for q in row] for row in quantiles]}

@@ -51,11 +51,8 @@ CODEC = (  # the note-supervised codec from scratch, with recorded music, then i
                                 "--pitch-weight", "4", "--magnitude-weight", "40", "--tone-share", "0.2", "--lr", "1e-4", "--steps", "8000")),
     Step("partials-onsets", (*GLIDE, "--init", "{runs}/partials-3", "--run-dir", "{runs}/partials-4", "--magnitude-weight", "10", *PARTIALS)),
     Step("partials", (*GLIDE, "--init", "{runs}/partials-4", "--run-dir", "{runs}/partials", "--magnitude-weight", "20", *PARTIALS)),
-    # its partials spread between the bins as the corpus's music spreads them (the shipped codec's calibration)
-    Step("partials-calibrated", ("codec", "calibrate-offsets", "--checkpoint", "{runs}/partials", "--corpus", "{corpus}", "--clips", "40",
-                                 "--out", "{runs}/partials-calibrated", "--force", "--json"), "partials-calibrated.json"),
-    Step("codec-two-path", ("codec", "combine", "--checkpoint", "{runs}/codec-stated", "--partials", "{runs}/partials-calibrated",
-                            "--glide-above", "300", "--glide-moving-above", "700", "--out", "{runs}/codec", "--force", "--json"), "codec-two-path.json"),
+    Step("codec-two-path", ("codec", "combine", "--checkpoint", "{runs}/codec-stated", "--partials", "{runs}/partials", "--glide-above", "700",
+                            "--out", "{runs}/codec", "--force", "--json"), "codec-two-path.json"),
 )
 CODEC_JUDGES = (  # the codec is judged before anything is built on its tokens
     Step("eval-codec", ("eval", "codec", "--corpus", "{corpus}", "--checkpoint", "{runs}/codec", "--clips", "20", "--json"), "codec.json"),
