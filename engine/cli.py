@@ -151,6 +151,14 @@ def _train(args: argparse.Namespace) -> dict:
         if other:
             raise UsageError(f"--magnitudes-only has no loss on the audio; drop --{other[0].replace('_', '-')}")
         overrides["magnitudes_only"] = True
+    if args.fine_fft is not None:
+        if args.stage != "codec" or not args.init:
+            raise UsageError("--fine-fft adds a fine head to a trained codec and trains it alone: train codec --init CHECKPOINT --fine-fft 1920")
+        other = [name for name in ("descriptor_weight", "pitch_weight", "phase_weight", "spectrum_weight", "magnitude_weight", "onset_weight",
+                                   "critic_weight") if getattr(args, name) is not None]
+        if other or args.magnitudes_only or args.phase_glide:
+            raise UsageError(f"--fine-fft trains the fine head on magnitudes alone; drop --{(other or ['magnitudes_only' if args.magnitudes_only else 'phase_glide'])[0].replace('_', '-')}")
+        overrides["fine_fft"] = args.fine_fft
     if args.glide_rule and not args.phase_glide:
         raise UsageError("--glide-rule says where a gliding decoder glides; give --phase-glide too")
     if args.glide_prominence is not None:
@@ -175,7 +183,10 @@ def _train(args: argparse.Namespace) -> dict:
             raise UsageError("--codebook applies to semantic only")
         overrides["codebook"] = args.codebook
     run_dir = Path(args.run_dir or f"runs/{args.stage}-{args.preset}")
-    result = TRAINERS[args.stage](corpus, args.preset, run_dir, overrides, progress=not args.quiet)
+    try:
+        result = TRAINERS[args.stage](corpus, args.preset, run_dir, overrides, progress=not args.quiet)
+    except ValueError as exc:  # a recipe that refuses its --init (a codec it cannot fine-tune so): said before any step
+        raise UsageError(str(exc)) from None
     if args.export:
         result["exported"] = str(_export(args.stage, run_dir))
     return {"run_dir": str(run_dir), **result}
@@ -619,6 +630,9 @@ def parser() -> argparse.ArgumentParser:
                    help="codec with --init: share of the crops the decoder learns to decode from levels 1–4 alone, what generation decodes (default 0)")
     t.add_argument("--magnitudes-only", action="store_true",
                    help="codec with --init: the decoder learns its frames' magnitudes alone, no loss on the audio (a gliding decoder's first fine-tune)")
+    t.add_argument("--fine-fft", type=_positive_int, metavar="POINTS",
+                   help="codec fine-tune: add a magnitude head this long (1920) to the gliding decoder and train it alone; the output's "
+                        "prominent partials are revoiced from it")
     t.add_argument("--phase-beyond-levels", type=_positive_int, metavar="N",
                    help="codec from scratch: that spectrum's phase counts only for decodes from more than N levels, so the first N "
                         "(what stage 2 writes) keep their bits for the notes (default: every decode)")

@@ -254,6 +254,16 @@ def test_a_codec_fine_tune_trains_the_decoder_and_keeps_every_token(tmp_path, ti
         assert json.loads((tmp_path / "critic" / "critic" / "state.json").read_text())["step"] == steps
     lonely = subprocess.run(common + ["--run-dir", str(tmp_path / "z"), "--steps", "1", "--critic-after", "5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert lonely.returncode == 2 and "--critic-weight" in lonely.stderr and "Traceback" not in lonely.stderr
+    fine = subprocess.run(common + ["--run-dir", str(tmp_path / "fine"), "--steps", "1", "--init", str(base_run), "--fine-fft", "1920",
+                                    "--coarse-share", "0.5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert fine.returncode == 0, fine.stderr  # the fine head learns alone: nothing else moves
+    fine_state = load_codec(tmp_path / "fine").state_dict()
+    assert load_codec(tmp_path / "fine").cfg.fine_fft == 1920 and all(torch.equal(v, fine_state[k]) for k, v in before.items())
+    for extra, message in ((["--steps", "1"], "train codec --init CHECKPOINT --fine-fft"), (["--init", str(base_run), "--pitch-weight", "1"], "drop --pitch-weight")):
+        refused = subprocess.run(common + ["--run-dir", str(tmp_path / "r"), "--fine-fft", "1920", *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 2 and message in refused.stderr and "Traceback" not in refused.stderr
+    retuned = subprocess.run(common + ["--run-dir", str(tmp_path / "q"), "--steps", "1", "--init", str(tmp_path / "fine")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert retuned.returncode == 2 and "fine head" in retuned.stderr and "Traceback" not in retuned.stderr
 
 
 def test_a_critic_learns_before_the_decoder_hears_it_and_then_pulls_decodes_toward_real_audio():
@@ -732,8 +742,8 @@ def test_a_two_path_codec_voices_only_the_partials_its_stated_decoder_loses_and_
     combined = with_partials(codec, _louder_partials(codec), gap=2.0)
     assert combined.cfg.partials and combined.cfg.glide_prominence == 1.5 and torch.equal(combined.encode(torch.ones(1, 4800)), codec.encode(torch.ones(1, 4800)))
     with torch.no_grad():
-        mag, phase, _ = combined.decoder(latents)
-        stated_mag, stated_phase, _ = codec.decoder(latents)
+        mag, phase, *_ = combined.decoder(latents)
+        stated_mag, stated_phase, *_ = codec.decoder(latents)
     louder = (mag != stated_mag).float()
     assert 0.01 < float(louder.mean()) < 0.1  # the louder partials' peaks, in their steady frames
     lobes = torch.nn.functional.max_pool1d(louder.flatten(0, 1)[:, None], 2 * GLIDE_LOBE + 1, 1, GLIDE_LOBE)[:, 0].view_as(mag) > 0
@@ -751,11 +761,79 @@ def test_above_its_frequency_every_steady_partial_glides_wherever_the_stated_dec
     above = with_partials(codec, _louder_partials(codec), gap=7.0, above_hz=3000.0)  # by the gap alone: nothing glides
     assert above.cfg.partials_above_hz == 3000.0
     with torch.no_grad():
-        mag, _, _ = above.decoder(latents)
-        stated_mag, _, _ = codec.decoder(latents)
+        mag, *_ = above.decoder(latents)
+        stated_mag, *_ = codec.decoder(latents)
     moved = (mag != stated_mag).any(0).any(0).nonzero()[:, 0] * (24_000 / N_FFT)
     assert len(moved) and float(moved.min()) > 3000.0 - GLIDE_LOBE * 24_000 / N_FFT  # partials above it, and their lobes
     _assert_streams_as_whole(above, codes, (1, 7))
+
+
+def _fine_partial(hz: float, prominence: float = 0.5) -> Codec:
+    """A two-path codec whose fine head ignores its tokens and hears one partial at ``hz``: its
+    biases give the magnitudes a partial at ``hz`` has under a 1,920-point window."""
+    model = Codec(replace(TINY, partials=True, fine_fft=1920, fine_prominence=prominence))
+    head = model.fine_decoder.fine_head
+    torch.nn.init.zeros_(head.weight)
+    t = np.arange(1920)
+    lobe = np.abs(np.fft.rfft(np.hanning(1921)[:-1] * np.cos(2 * np.pi * hz * t / 24_000)))
+    head.bias.data = torch.from_numpy(np.log(np.maximum(lobe, 1e-5))).float().repeat(2)
+    return model.eval()
+
+
+def test_a_fine_head_revoices_its_partial_off_the_comb_and_leaves_the_rest_of_the_decode_as_it_was():
+    """Why the fine head exists: the two-path decode of a steady partial comes back wherever its
+    960-point frames put it; revoiced from 1,920-point magnitudes with a running phase it sits at
+    its own frequency, and where the fine head hears no partial the audio is the decode's own."""
+    from engine.evaluate.metrics import dominant_frequency
+
+    codes = torch.zeros(1, TINY.levels, 100, dtype=torch.long)
+    fine = _fine_partial(537.0)
+    plain = Codec(replace(fine.cfg, fine_fft=0)).eval()
+    plain.load_state_dict(fine.state_dict(), strict=False)
+    assert dominant_frequency(fine.decode(codes)[0, 4800:].numpy()) == pytest.approx(537.0, abs=3.0)
+    deaf = _fine_partial(537.0, prominence=100.0)  # no partial stands 100 nats out: nothing is revoiced
+    deaf.load_state_dict(fine.state_dict())
+    assert float((deaf.decode(codes) - plain.decode(codes)).abs().max()) < 1e-5
+    below = _fine_partial(250.0)  # under fine_above_hz (300): left to the two-path decode
+    plain.load_state_dict(below.state_dict(), strict=False)
+    assert float((below.decode(codes) - plain.decode(codes)).abs().max()) < 1e-5
+
+
+def test_a_fine_headed_codec_streams_exactly_as_it_decodes_whole(codec):
+    codes = codec.encode(torch.randn(1, 3 * 24_000) * 0.1)
+    torch.manual_seed(3)
+    model = Codec(replace(TINY, partials=True, partials_above_hz=700.0, fine_fft=1920)).eval()
+    model.load_state_dict(codec.state_dict(), strict=False)  # the same tokens
+    with torch.no_grad():
+        voiced = model.fine_decoder.fine_head.bias.view(2, -1)[:, 40::30]
+        voiced += 8.0  # partials the fine head hears, 375 Hz apart from 500 Hz up
+    whole = model.decode(codes)[0]
+    for chunk in (1, 3, 7, 50):
+        streamed = torch.cat(list(model.stream_decode(codes[0], chunk_tokens=chunk)))
+        assert streamed.shape == whole.shape
+        # the running phases turn at frequencies read off magnitudes that a chunk's shorter context
+        # changes in the 7th digit: a drift of 4e-5 of the signal over these 3 s, inaudible
+        assert float((streamed - whole).abs().max()) < 1e-4 * float(whole.abs().max())
+
+
+def test_a_fine_head_starts_from_its_decoders_magnitudes_and_needs_a_longer_frame(codec):
+    from engine.nn.codec import with_fine_head, with_partials
+
+    two = with_partials(codec, _louder_partials(codec))
+    fine = with_fine_head(two, 1920)
+    assert fine.cfg.fine_fft == 1920 and with_fine_head(fine, 1920) is fine
+    assert all(torch.equal(v, fine.state_dict()[k]) for k, v in two.state_dict().items())  # every trained weight kept
+    latents = codec.quantizer.decode(codec.encode(torch.randn(1, 24_000) * 0.1))
+    with torch.no_grad():
+        coarse, longer = two.fine_decoder.magnitudes(latents), fine.fine_decoder.magnitudes(latents, fine=True)
+    assert longer.shape == (1, coarse.shape[1], 961)
+    unclamped = coarse < 400.0  # the heads clamp their log-magnitudes at 6 and 7
+    assert torch.allclose(longer[..., ::2][unclamped], 2 * coarse[unclamped], rtol=1e-4)  # each 960-point bin's frequency, twice the magnitude
+    for bad, why in ((960, "longer than 960"), (2000, "multiple of 480")):
+        with pytest.raises(ValueError, match=why):
+            with_fine_head(two, bad)
+    with pytest.raises(ValueError, match="without fine heads"):
+        with_partials(with_fine_head(codec, 1920), _louder_partials(codec))
 
 
 def test_two_decoders_combine_only_when_they_read_the_same_tokens(codec):

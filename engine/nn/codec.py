@@ -15,14 +15,19 @@ with ``glide_rule`` set by a rule: wherever a partial stands out of its neighbou
 level from the frame before (``steady_partials``), which voices pure tones the learnt gates shut on.
 Gliding music's partials costs its transcribed notes, so with ``partials`` the stated decoder makes
 every frame and a gliding one voices the steady partials it loses, and every steady partial above
-``partials_above_hz`` (``TwoPathDecoder``).
+``partials_above_hz`` (``TwoPathDecoder``). A 960-point frame cannot glide music's partials below
+that without smearing neighbouring notes together, so with ``fine_fft`` a second head on the
+gliding decoder writes 1,920-point magnitudes, and every partial they hear is voiced anew over the
+decode's own re-analysed frames (``revoice``).
 
 Causality makes streaming exact: a chunk of tokens decoded with its receptive field of past
-tokens gives the same frames as whole decoding, and one overlap-add class serves both paths.
+tokens gives the same frames as whole decoding, and one overlap-add class serves every path.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +63,9 @@ class CodecConfig:
     partials: bool = False  # a second decoder, gliding by the rule, voices the steady partials the first one loses (TwoPathDecoder)
     partials_gap: float = 2.0  # with partials: nats by which the gliding decoder's partial must stand above the first decoder's to be its
     partials_above_hz: float | None = None  # with partials: every steady partial above this glides, wherever the first decoder has it (None: none)
+    fine_fft: int = 0  # > 0: a second magnitude head on the gliding decoder writes frames this long, and the output is revoiced from them (revoice)
+    fine_prominence: float = 0.5  # with fine_fft: nats a partial's peak stands above its neighbourhood's mean to be revoiced …
+    fine_above_hz: float = 300.0  # … when it lies above this frequency
 
     @property
     def bits_per_second(self) -> float:
@@ -88,10 +96,10 @@ class ConvNeXtBlock(nn.Module):
         return x + (self.gamma * y).transpose(1, 2)
 
 
-def stft_frames(wav: torch.Tensor) -> torch.Tensor:
+def stft_frames(wav: torch.Tensor, n_fft: int = N_FFT) -> torch.Tensor:
     """(B, samples) → the complex STFT (B, bins, frames) the codec works on: frame k centred on
-    sample k·240, as the encoder reads it and the decoder writes it."""
-    return torch.stft(wav, N_FFT, STFT_HOP, window=torch.hann_window(N_FFT, device=wav.device), return_complex=True)
+    sample k·240, as the encoder reads it and the decoder writes it (``n_fft``: the fine head's)."""
+    return torch.stft(wav, n_fft, STFT_HOP, window=torch.hann_window(n_fft, device=wav.device), return_complex=True)
 
 
 class Encoder(nn.Module):
@@ -117,11 +125,14 @@ class Encoder(nn.Module):
         return self.proj_out(self.norm(x.transpose(1, 2)).transpose(1, 2))
 
 
+FINE_LEVEL_REACH = 4  # revoice: bins (12.5 Hz) either side of a partial whose energy it takes from the decode: ±50 Hz, the comb's teeth
+FINE_LOG_CEILING = 7.0  # the fine head's log-magnitudes are clamped below this (its frames are twice as long: its magnitudes twice as large)
+PHASE_WRAP_EVERY = 8  # running_phase: frames between wraps of the carried phases (under 8 turns: float32 keeps them to 4e-6 rad)
 GLIDE_LOBE = 2  # bins either side of a partial's peak that a Hann window spreads it over: they follow the peak's phase
 GLIDE_START = -4.0  # a fine-tuned decoder's "tonal" gates start almost shut: it decodes as before, then learns where to glide
 GLIDE_OPEN = 2.0  # a decoder trained from scratch starts with its gates mostly open (0.88): every partial glides until training says a bin is noise
 GLIDE_STEADY = 0.7  # nats (≈ 6 dB): a peak that moves less than this from the frame before is a steady partial …
-GLIDE_NEIGHBOURHOOD = 17  # … when it stands CodecConfig.glide_prominence above the mean log magnitude of this many bins around it (≈ 425 Hz)
+GLIDE_NEIGHBOURHOOD_HZ = 425.0  # … when it stands CodecConfig.glide_prominence above the mean log magnitude of the bins this wide around it
 
 
 def _wrap(phase: torch.Tensor) -> torch.Tensor:
@@ -131,9 +142,8 @@ def _wrap(phase: torch.Tensor) -> torch.Tensor:
 def _lobe_peaks(mag: torch.Tensor) -> torch.Tensor:
     """For each bin (B, n, bins), the index of the strongest bin within ``GLIDE_LOBE`` of it: the
     partial whose main lobe it belongs to."""
-    reach = 2 * GLIDE_LOBE + 1
-    best = F.pad(mag, (GLIDE_LOBE, GLIDE_LOBE)).unfold(-1, reach, 1).argmax(-1)
-    return (best + torch.arange(mag.shape[-1], device=mag.device) - GLIDE_LOBE).clamp(0, mag.shape[-1] - 1)
+    _, best = F.max_pool1d(mag.flatten(0, 1)[:, None], 2 * GLIDE_LOBE + 1, 1, GLIDE_LOBE, return_indices=True)
+    return best[:, 0].view_as(mag)
 
 
 def _peak_offset(mag: torch.Tensor) -> torch.Tensor:
@@ -146,21 +156,67 @@ def _peak_offset(mag: torch.Tensor) -> torch.Tensor:
     return (0.5 * (below - above) / curve.clamp(max=-1e-6)).clamp(-0.5, 0.5)
 
 
+def prominent_partials(mag: torch.Tensor, peak: torch.Tensor, prominence: float) -> torch.Tensor:
+    """(B, n, bins) magnitudes of frames ``2 · (bins − 1)`` points long and their ``_lobe_peaks`` →
+    True for each bin whose partial (its lobe's peak) stands ``prominence`` nats above the mean log
+    magnitude of its ``GLIDE_NEIGHBOURHOOD_HZ``."""
+    level = torch.log(mag.clamp(min=1e-5))
+    width = int(GLIDE_NEIGHBOURHOOD_HZ * 2 * (mag.shape[-1] - 1) / SAMPLE_RATE) | 1  # 17 bins of 960 points, 35 of 1,920
+    around = _window_sum(level, width) / _window_sum(torch.ones_like(level[..., :1, :]), width)  # the mean of the bins that exist
+    return (level - around).gather(-1, peak) > prominence
+
+
+def _window_sum(x: torch.Tensor, width: int) -> torch.Tensor:
+    """The sum of each bin's ``width`` (odd) neighbours along the last axis, those that exist: a
+    moving sum by differences of a float64 cumulative sum, five times quicker than pooling."""
+    total = F.pad(x.double(), (width // 2 + 1, width // 2)).cumsum(-1)
+    return (total[..., width:] - total[..., :-width]).to(x.dtype)
+
+
 def steady_partials(mag: torch.Tensor, peak: torch.Tensor | None = None,
                     prominence: float = CodecConfig.glide_prominence) -> torch.Tensor:
-    """(B, n, bins) magnitudes (and their ``_lobe_peaks``) → 1.0 for each bin whose partial (its lobe's
-    peak) stands ``prominence`` nats above its neighbourhood and holds its level within
-    ``GLIDE_STEADY`` of the frame before (the first frame's: its own), else 0.0. A sustained note's
-    partials pass; a drum's attack, noise and a dense chord's smeared bins do not."""
+    """(B, n, bins) magnitudes (and their ``_lobe_peaks``) → 1.0 for each bin whose partial is
+    ``prominent_partials`` and holds its level within ``GLIDE_STEADY`` of the frame before (the
+    first frame's: its own), else 0.0. A sustained note's partials pass; a drum's attack, noise
+    and a dense chord's smeared bins do not."""
     peak = _lobe_peaks(mag) if peak is None else peak
     level = torch.log(mag.clamp(min=1e-5))
-    around = F.avg_pool1d(level.flatten(0, 1)[:, None], GLIDE_NEIGHBOURHOOD, 1, GLIDE_NEIGHBOURHOOD // 2,
-                          count_include_pad=False)[:, 0].view_as(level)
     before = torch.cat([level[:, :1], level[:, :-1]], 1)
-    at_peak = lambda x: x.gather(-1, peak)  # noqa: E731
-    steady = (at_peak(level) - at_peak(before)).abs() < GLIDE_STEADY
-    prominent = at_peak(level) - at_peak(around) > prominence
-    return (steady & prominent).to(mag.dtype)
+    steady = (level.gather(-1, peak) - before.gather(-1, peak)).abs() < GLIDE_STEADY
+    return (steady & prominent_partials(mag, peak, prominence)).to(mag.dtype)
+
+
+def running_phase(mag, stated, tonal, peak, running):
+    """A phase vocoder with phase locking (Laroche & Dolson) over frames (B, n, bins) hopped by
+    ``STFT_HOP``: each partial's peak bin turns on from its last phase at its own frequency (the
+    bin's centre plus ``_peak_offset`` of the magnitudes), and the bins of its lobe sit half a turn
+    apart, as a steady partial's do under a Hann window centred in its frame. Where a bin is not
+    ``tonal`` (bool, or a gate between 0 and 1 that mixes the two), the ``stated`` phase.
+    ``running``: the phases of the frame before (None: zeros). Returns every frame's phases and
+    the last frame's, to carry on."""
+    bins = torch.arange(mag.shape[-1], device=mag.device)
+    turn = (bins + _peak_offset(mag.detach())) * (torch.pi * STFT_HOP / (mag.shape[-1] - 1))
+    advance = torch.remainder(turn.gather(-1, peak) + torch.pi * ((bins - peak) % 2), 2 * torch.pi)  # the partial's turn, its lobe's alternation
+    phase = running if running is not None else mag.new_zeros(mag.shape[0], mag.shape[-1])
+    phases = []
+    for k, (peak_k, advance_k, tonal_k, stated_k) in enumerate(zip(peak.unbind(1), advance.unbind(1), tonal.unbind(1), stated.unbind(1))):
+        carried = phase.gather(-1, peak_k) + advance_k  # the loop decoding spends most in: as few operations as can be
+        if tonal.dtype == torch.bool:  # a carried phase grows by under a turn a frame: wrapped now and then, it keeps its precision
+            phase = torch.where(tonal_k, torch.remainder(carried, 2 * torch.pi) if k % PHASE_WRAP_EVERY == 0 else carried, stated_k)
+        else:
+            phase = _wrap(stated_k + tonal_k * _wrap(carried - stated_k))
+        phases.append(phase)
+    return (torch.stack(phases, 1) if phases else stated), phase
+
+
+class Frames(NamedTuple):
+    """What a decoder makes of latents: its STFT frames' magnitude and phase (B, n, bins), the last
+    frame's phases to carry into the next call (a gliding decoder's; else None), and with a fine
+    head the same frames' magnitudes at ``CodecConfig.fine_fft`` points (else None)."""
+    mag: torch.Tensor
+    phase: torch.Tensor
+    running: torch.Tensor | None = None
+    fine: torch.Tensor | None = None
 
 
 class Decoder(nn.Module):
@@ -177,6 +233,8 @@ class Decoder(nn.Module):
         self.head = nn.Linear(cfg.dim, self.kinds * self.bins * FRAMES_PER_TOKEN)
         if self.learnt_gates:
             self.head.bias.data.view(FRAMES_PER_TOKEN, self.kinds, self.bins)[:, -1] = GLIDE_OPEN
+        self.fine_bins = cfg.fine_fft // 2 + 1
+        self.fine_head = nn.Linear(cfg.dim, self.fine_bins * FRAMES_PER_TOKEN) if cfg.fine_fft else None  # log-magnitudes
 
     @property
     def receptive_field(self) -> int:
@@ -184,35 +242,45 @@ class Decoder(nn.Module):
         reads the frame before, the previous token's."""
         return (self.cfg.kernel - 1) * self.cfg.decoder_blocks + (self.cfg.phase_glide and self.cfg.glide_rule)
 
-    def forward(self, latents: torch.Tensor, skip: int = 0, running: torch.Tensor | None = None):
-        """latents (B, D, T) → magnitude and phase (B, 2T − skip, bins) of the STFT frames after the
-        first ``skip`` (context whose frames were already made), and the last frame's phases to carry
-        into the next call (None without ``phase_glide``; ``running`` is what the last call returned)."""
+    def forward(self, latents: torch.Tensor, skip: int = 0, running: torch.Tensor | None = None) -> Frames:
+        """latents (B, D, T) → the ``Frames`` (B, 2T − skip, bins) after the first ``skip`` (context
+        whose frames were already made); ``running``: what the last call returned as its own."""
         lead = min(skip, 1)  # the frame before the first one wanted: the rule compares with it
-        x = self._frames(latents)[:, skip - lead:]
+        hidden = self._hidden(latents)
+        x = self._frames(hidden)[:, skip - lead:]
+        fine = self._fine_magnitudes(hidden)[:, skip:] if self.fine_head is not None else None
         mag = self._magnitude(x)
         stated = self._stated_phase(x)[:, lead:]
         if not self.cfg.phase_glide:
-            return mag[:, lead:], stated, None
+            return Frames(mag[:, lead:], stated, None, fine)
         peak = _lobe_peaks(mag.detach())
-        tonal = steady_partials(mag.detach(), peak, self.cfg.glide_prominence) if self.cfg.glide_rule else torch.sigmoid(x[:, :, -1])
+        tonal = steady_partials(mag.detach(), peak, self.cfg.glide_prominence) > 0 if self.cfg.glide_rule else torch.sigmoid(x[:, :, -1])
         mag, peak, tonal = mag[:, lead:], peak[:, lead:], tonal[:, lead:]
-        return (mag, *self._glide(mag, stated, tonal, peak, running))
+        return Frames(mag, *running_phase(mag, stated, tonal, peak, running), fine)
 
-    def _frames(self, latents: torch.Tensor) -> torch.Tensor:
-        """latents (B, D, T) → the head's values for every frame and bin (B, 2T, kinds, bins)."""
-        x = self.blocks(self.proj_in(latents))
-        x = self.head(self.norm(x.transpose(1, 2)))  # (B, T, kinds·bins·2)
+    def _hidden(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (B, D, T) → the trunk's features (B, T, dim) that the heads read."""
+        return self.norm(self.blocks(self.proj_in(latents)).transpose(1, 2))
+
+    def _frames(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The trunk's features → the head's values for every frame and bin (B, 2T, kinds, bins)."""
+        x = self.head(hidden)  # (B, T, kinds·bins·2)
         return x.reshape(x.shape[0], x.shape[1] * FRAMES_PER_TOKEN, self.kinds, self.bins)
+
+    def _fine_magnitudes(self, hidden: torch.Tensor) -> torch.Tensor:
+        x = self.fine_head(hidden)
+        return torch.exp(x.reshape(x.shape[0], x.shape[1] * FRAMES_PER_TOKEN, self.fine_bins).clamp(max=FINE_LOG_CEILING))
 
     @staticmethod
     def _magnitude(x: torch.Tensor) -> torch.Tensor:
         return torch.exp(x[:, :, 0].clamp(max=6.0))
 
-    def magnitudes(self, latents: torch.Tensor) -> torch.Tensor:
-        """Every frame's magnitude (B, 2T, bins) and no phase: for training that reads the
-        magnitudes alone, which need not run a gliding decoder's frame-by-frame phase loop."""
-        return self._magnitude(self._frames(latents))
+    def magnitudes(self, latents: torch.Tensor, fine: bool = False) -> torch.Tensor:
+        """Every frame's magnitude (B, 2T, bins) and no phase (``fine``: the fine head's): for
+        training that reads the magnitudes alone, which need not run a gliding decoder's
+        frame-by-frame phase loop."""
+        hidden = self._hidden(latents)
+        return self._fine_magnitudes(hidden) if fine else self._magnitude(self._frames(hidden))
 
     def _stated_phase(self, x: torch.Tensor) -> torch.Tensor:
         """The phase the head states for each bin. As one number it must jump by a whole turn
@@ -222,25 +290,6 @@ class Decoder(nn.Module):
         if self.cfg.phase_vector:
             return torch.atan2(x[:, :, 2], x[:, :, 1])
         return x[:, :, 1]
-
-    def _glide(self, mag, stated, tonal, peak, running):
-        """A phase vocoder with phase locking (Laroche & Dolson): each partial's peak bin turns on
-        from its last phase at its own frequency (a quarter turn per frame at a bin's centre, hop =
-        N_FFT / 4, plus ``_peak_offset`` of the decoder's own magnitudes), and the bins of its lobe
-        sit half a turn apart, as a steady partial's do under a Hann window centred in its frame.
-        Where a bin is not tonal (a drum's attack), the stated phase. The frequency is read off
-        the magnitudes, which the amplitude loss teaches directly: a learnt offset got no gradient
-        while the gates were shut, and the gates shut because the offsets were wrong."""
-        bins = torch.arange(self.bins, device=mag.device)
-        turn = (bins + _peak_offset(mag.detach())) * (torch.pi / 2)
-        lobe = torch.pi * ((bins - peak) % 2)
-        phase = running if running is not None else mag.new_zeros(mag.shape[0], self.bins)
-        phases = []
-        for k in range(mag.shape[1]):
-            carried = (phase + turn[:, k]).gather(-1, peak[:, k]) + lobe[:, k]
-            phase = _wrap(stated[:, k] + tonal[:, k] * _wrap(carried - stated[:, k]))
-            phases.append(phase)
-        return (torch.stack(phases, 1) if phases else stated), phase
 
 
 class TwoPathDecoder(nn.Module):
@@ -258,18 +307,20 @@ class TwoPathDecoder(nn.Module):
     def __init__(self, cfg: CodecConfig):
         super().__init__()
         self.cfg = cfg
-        self.stated = Decoder(replace(cfg, partials=False, phase_glide=False, glide_rule=False))
+        self.stated = Decoder(replace(cfg, partials=False, phase_glide=False, glide_rule=False, fine_fft=0))
         self.partials = Decoder(replace(cfg, partials=False, phase_glide=True, glide_rule=True))
 
     @property
     def receptive_field(self) -> int:
         return max(self.stated.receptive_field, self.partials.receptive_field)
 
-    def forward(self, latents: torch.Tensor, skip: int = 0, running: torch.Tensor | None = None):
-        """As ``Decoder.forward``: magnitude and phase of the frames after ``skip``, and the running phase."""
-        mag, stated, _ = self.stated(latents, skip)
+    def forward(self, latents: torch.Tensor, skip: int = 0, running: torch.Tensor | None = None) -> Frames:
+        """As ``Decoder.forward``; a fine head is the gliding decoder's."""
+        mag, stated, *_ = self.stated(latents, skip)
         lead = min(skip, 1)  # the frame before the first one wanted: the rule compares with it
-        gliding = self.partials.magnitudes(latents)[:, skip - lead:]
+        hidden = self.partials._hidden(latents)
+        fine = self.partials._fine_magnitudes(hidden)[:, skip:] if self.partials.fine_head is not None else None
+        gliding = self.partials._magnitude(self.partials._frames(hidden))[:, skip - lead:]
         peak = _lobe_peaks(gliding)
         steady = steady_partials(gliding, peak, self.cfg.glide_prominence)
         gliding, peak, steady = gliding[:, lead:], peak[:, lead:], steady[:, lead:]
@@ -277,9 +328,9 @@ class TwoPathDecoder(nn.Module):
         lost = gap > self.cfg.partials_gap
         if self.cfg.partials_above_hz is not None:
             lost = lost | (peak * (SAMPLE_RATE / N_FFT) > self.cfg.partials_above_hz)
-        lost = steady * lost.to(steady.dtype)
-        phase, running = self.partials._glide(gliding, stated, lost, peak, running)
-        return torch.where(lost > 0, gliding, mag), phase, running
+        lost = lost & (steady > 0)
+        phase, running = running_phase(gliding, stated, lost, peak, running)
+        return Frames(torch.where(lost, gliding, mag), phase, running, fine)
 
 
 def with_partials(codec: "Codec", gliding: "Codec", gap: float = CodecConfig.partials_gap, above_hz: float | None = None) -> "Codec":
@@ -289,6 +340,8 @@ def with_partials(codec: "Codec", gliding: "Codec", gap: float = CodecConfig.par
     both decoders read the same tokens. ``above_hz``: ``CodecConfig.partials_above_hz``."""
     if codec.cfg.partials or codec.cfg.phase_glide:
         raise ValueError("the first codec must have a single stated-phase decoder: not a gliding one, nor two already combined")
+    if codec.cfg.fine_fft or gliding.cfg.fine_fft:
+        raise ValueError("combine decoders without fine heads, then train the combined codec's (train codec --init … --fine-fft N)")
     if not gliding.cfg.glide_rule:
         raise ValueError("the partials' decoder must glide by the rule (trained with --phase-glide --glide-rule)")
     outside_decoder = lambda model: {k: v for k, v in model.state_dict().items() if not k.startswith("decoder.")}  # noqa: E731
@@ -303,8 +356,9 @@ def with_partials(codec: "Codec", gliding: "Codec", gap: float = CodecConfig.par
 
 
 def synthesize(mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
-    """STFT frames (B, n, bins) as magnitude and phase → windowed time-domain frames (B, n, N_FFT)."""
-    return torch.fft.irfft(torch.polar(mag, phase), n=N_FFT) * torch.hann_window(N_FFT, device=mag.device)
+    """STFT frames (B, n, bins) as magnitude and phase → windowed time-domain frames (B, n, 2·(bins − 1))."""
+    n_fft = 2 * (mag.shape[-1] - 1)
+    return torch.fft.irfft(torch.polar(mag, phase), n=n_fft) * torch.hann_window(n_fft, device=mag.device)
 
 
 def with_phase_glide(codec: "Codec", rule: bool = False, prominence: float | None = None) -> "Codec":
@@ -333,31 +387,58 @@ def with_phase_glide(codec: "Codec", rule: bool = False, prominence: float | Non
     return glide.train(codec.training)
 
 
+def with_fine_head(codec: "Codec", n_fft: int) -> "Codec":
+    """The same codec with a fine head of ``n_fft`` points on its gliding decoder (its only decoder,
+    if it has one), to train alone (``train codec --init … --fine-fft N``): every trained weight
+    kept, the new head started from the decoder's own log-magnitude rows, read at each fine bin's
+    frequency, plus log(n_fft / 960) for the longer frame's larger magnitudes. A codec that has
+    one already comes back as it is."""
+    if codec.cfg.fine_fft:
+        if codec.cfg.fine_fft != n_fft:
+            raise ValueError(f"this codec's fine head has {codec.cfg.fine_fft} points already, not {n_fft}")
+        return codec
+    if n_fft <= N_FFT or n_fft % (2 * STFT_HOP):
+        raise ValueError(f"a fine head needs frames longer than {N_FFT} points, a multiple of {2 * STFT_HOP}; got {n_fft}")
+    fine = Codec(replace(codec.cfg, fine_fft=n_fft))
+    fine.load_state_dict(codec.state_dict(), strict=False)
+    source, head = codec.fine_decoder, fine.fine_decoder.fine_head
+    position = torch.arange(head.out_features // FRAMES_PER_TOKEN) * (source.bins - 1) / (n_fft // 2)
+    below = position.floor().long()
+    above, share = (below + 1).clamp(max=source.bins - 1), position - below
+    with torch.no_grad():
+        for old, new, shift in ((source.head.weight, head.weight, 0.0), (source.head.bias, head.bias, math.log(n_fft / N_FFT))):
+            rows = old.view(FRAMES_PER_TOKEN, source.kinds, source.bins, -1)[:, 0]  # the log-magnitude rows
+            mixed = rows[:, below] * (1 - share[:, None]) + rows[:, above] * share[:, None]
+            new.copy_(mixed.reshape(new.shape) + shift)
+    return fine.train(codec.training)
+
+
 def _fold(frames: torch.Tensor) -> torch.Tensor:
-    """Sum frames (B, n, N_FFT) hopped by 240 → (B, (n-1)·240 + N_FFT)."""
-    b, n, _ = frames.shape
-    length = (n - 1) * STFT_HOP + N_FFT
-    return F.fold(frames.transpose(1, 2), (1, length), (1, N_FFT), stride=(1, STFT_HOP)).reshape(b, length)
+    """Sum frames (B, n, n_fft) hopped by 240 → (B, (n-1)·240 + n_fft)."""
+    b, n, n_fft = frames.shape
+    length = (n - 1) * STFT_HOP + n_fft
+    return F.fold(frames.transpose(1, 2), (1, length), (1, n_fft), stride=(1, STFT_HOP)).reshape(b, length)
 
 
 def overlap_add(frames: torch.Tensor) -> torch.Tensor:
-    """Inverse STFT of windowed frames (B, n, N_FFT), frame k centred on sample k·240 (like
+    """Inverse STFT of windowed frames (B, n, n_fft), frame k centred on sample k·240 (like
     ``torch.istft(center=True)``) → (B, n·240) samples."""
-    n = frames.shape[1]
-    window_sq = torch.hann_window(N_FFT, device=frames.device).pow(2)
-    envelope = _fold(window_sq.expand(1, n, N_FFT))
+    n, n_fft = frames.shape[1:]
+    window_sq = torch.hann_window(n_fft, device=frames.device).pow(2)
+    envelope = _fold(window_sq.expand(1, n, n_fft))
     audio = _fold(frames) / envelope.clamp(min=1e-8)
-    return audio[:, N_FFT // 2: N_FFT // 2 + n * STFT_HOP]
+    return audio[:, n_fft // 2: n_fft // 2 + n * STFT_HOP]
 
 
 class OverlapAdd:
     """Streaming ``overlap_add``: push frames, get back every sample no later frame can change.
 
-    Frame k covers padded samples [k·240, k·240 + 960); output sample s is padded sample s + 480.
+    Frame k covers padded samples [k·240, k·240 + n_fft); output sample s is padded sample s + n_fft / 2.
     A sample is final once every frame that overlaps it has arrived; ``flush`` returns the rest.
     """
-    def __init__(self, device: torch.device | str = "cpu"):
-        self.window_sq = torch.hann_window(N_FFT, device=device).pow(2)
+    def __init__(self, device: torch.device | str = "cpu", n_fft: int = N_FFT):
+        self.n_fft = n_fft
+        self.window_sq = torch.hann_window(n_fft, device=device).pow(2)
         self.buffer = torch.zeros(0, device=device)
         self.envelope = torch.zeros(0, device=device)
         self.offset = 0  # padded index of buffer[0]
@@ -365,28 +446,28 @@ class OverlapAdd:
         self.emitted = 0  # output samples returned so far
 
     def push(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames (n, N_FFT) of one stream → newly final output samples (1-D)."""
+        """frames (n, n_fft) of one stream → newly final output samples (1-D)."""
         n = frames.shape[0]
         if n:
             start = self.frames_in * STFT_HOP - self.offset
-            end = start + (n - 1) * STFT_HOP + N_FFT
+            end = start + (n - 1) * STFT_HOP + self.n_fft
             if end > self.buffer.shape[0]:
                 grow = end - self.buffer.shape[0]
                 self.buffer = torch.cat([self.buffer, frames.new_zeros(grow)])
                 self.envelope = torch.cat([self.envelope, frames.new_zeros(grow)])
             self.buffer[start:end] += _fold(frames[None])[0]
-            self.envelope[start:end] += _fold(self.window_sq.expand(1, n, N_FFT))[0]
+            self.envelope[start:end] += _fold(self.window_sq.expand(1, n, self.n_fft))[0]
             self.frames_in += n
         # padded samples before frames_in·240 receive no more frames
-        return self._emit(self.frames_in * STFT_HOP - N_FFT // 2)
+        return self._emit(self.frames_in * STFT_HOP - self.n_fft // 2)
 
     def flush(self, total_samples: int) -> torch.Tensor:
         return self._emit(total_samples)
 
     def _emit(self, upto: int) -> torch.Tensor:
         """Return output samples [emitted, upto) and drop them from the buffer."""
-        lo = self.emitted + N_FFT // 2 - self.offset
-        hi = min(upto + N_FFT // 2 - self.offset, self.buffer.shape[0])
+        lo = self.emitted + self.n_fft // 2 - self.offset
+        hi = min(upto + self.n_fft // 2 - self.offset, self.buffer.shape[0])
         if hi <= lo:
             return self.buffer.new_zeros(0)
         out = self.buffer[lo:hi] / self.envelope[lo:hi].clamp(min=1e-8)
@@ -394,6 +475,78 @@ class OverlapAdd:
         self.offset += hi
         self.emitted += hi - lo
         return out
+
+
+def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: torch.Tensor | None = None):
+    """The decoded audio's own STFT frames (B, n, bins) at ``fine_fft`` points, with every partial
+    the fine head hears (its peak ``fine_prominence`` nats out of its neighbourhood, above
+    ``fine_above_hz``) voiced anew: the fine head's magnitudes over its lobe, and a phase that runs
+    on at the partial's frequency (``running_phase``; ``running``: the frame before's phases).
+    A 960-point frame's lobe is 125 Hz wide and covers the next semitone's partial, so there a
+    gliding phase smears neighbouring notes together; at 1,920 points each keeps its own lobe,
+    and music's partials glide off the 50 Hz comb keeping their notes (docs/experiments.md,
+    2026-12-06). A partial keeps the energy the decode has around it (``FINE_LEVEL_REACH``): the
+    fine head says where a partial is, the full decode how loud (the fine head's own levels lost
+    the pitch class on a frame in a hundred). Everywhere else the frames are the decode's own, so
+    the audio is too. Returns the windowed time-domain frames and the last frame's phases."""
+    peak = _lobe_peaks(fine)
+    voiced = prominent_partials(fine, peak, cfg.fine_prominence) & (peak * (SAMPLE_RATE / cfg.fine_fft) > cfg.fine_above_hz)
+    width = 2 * FINE_LEVEL_REACH + 1
+    gain = (_window_sum(spec.abs().pow(2), width) / _window_sum(fine.pow(2), width).clamp(min=1e-10)).sqrt().gather(-1, peak)
+    analysed = spec.angle()
+    phase, running = running_phase(fine, analysed, voiced, peak, analysed[:, 0] if running is None else running)
+    return synthesize(torch.where(voiced, fine * gain, spec.abs()), phase), running
+
+
+def _analysis(padded: torch.Tensor, n_fft: int) -> torch.Tensor:
+    """(B, samples) with n_fft / 2 samples of padding before its first → the complex STFT frames
+    (B, n, bins) hopped by 240 that fit in it, frame k centred on sample k·240."""
+    return torch.fft.rfft(padded.unfold(-1, n_fft, STFT_HOP) * torch.hann_window(n_fft, device=padded.device))
+
+
+def revoiced(audio: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig) -> torch.Tensor:
+    """Decoded audio (B, n·240) and its frames' fine magnitudes (B, n, fine bins) → ``revoice``d audio
+    (B, n·240). The ends are padded with silence (not reflected), so streaming needs no look at the end."""
+    half = cfg.fine_fft // 2
+    spec = _analysis(F.pad(audio, (half, half)), cfg.fine_fft)[:, : fine.shape[1]]
+    return overlap_add(revoice(spec, fine, cfg)[0])
+
+
+class Revoicer:
+    """Streaming ``revoiced``: push the decoded audio that is final and the fine magnitudes of the
+    frames decoded so far, get back the revoiced audio no later frame can change. A frame is
+    revoiced once the audio it spans has arrived: the output trails the decode by half a frame
+    (``fine_fft`` / 2 samples, 40 ms at 1,920 points)."""
+    def __init__(self, cfg: CodecConfig, device: torch.device | str = "cpu"):
+        self.cfg, self.half = cfg, cfg.fine_fft // 2
+        self.padded = torch.zeros(self.half, device=device)  # the audio from padded sample ``start`` on (the silence before it first)
+        self.start = 0
+        self.fine = torch.zeros(0, cfg.fine_fft // 2 + 1, device=device)  # the fine magnitudes of frames ``done`` on
+        self.done = 0
+        self.running: torch.Tensor | None = None
+        self.ola = OverlapAdd(device, cfg.fine_fft)
+
+    def push(self, audio: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+        """audio (samples,) and fine (n, fine bins) of one stream → newly final revoiced samples."""
+        self.padded, self.fine = torch.cat([self.padded, audio]), torch.cat([self.fine, fine])
+        ready = min(len(self.fine), (self.start + len(self.padded) - self.cfg.fine_fft) // STFT_HOP + 1 - self.done)
+        return self._voice(max(ready, 0))
+
+    def finish(self, total_samples: int) -> torch.Tensor:
+        """The rest, once no more audio comes: its last frames read silence past the end."""
+        self.padded = torch.cat([self.padded, self.padded.new_zeros(self.cfg.fine_fft)])
+        return torch.cat([self._voice(len(self.fine)), self.ola.flush(total_samples)])
+
+    def _voice(self, n: int) -> torch.Tensor:
+        if not n:
+            return self.padded.new_zeros(0)
+        offset = self.done * STFT_HOP - self.start
+        span = self.padded[offset: offset + (n - 1) * STFT_HOP + self.cfg.fine_fft]
+        frames, self.running = revoice(_analysis(span[None], self.cfg.fine_fft), self.fine[None, :n], self.cfg, self.running)
+        self.fine, self.done = self.fine[n:], self.done + n
+        keep = self.done * STFT_HOP - self.start  # the next frame starts here
+        self.padded, self.start = self.padded[keep:], self.start + keep
+        return self.ola.push(frames[0])
 
 
 class Codec(nn.Module):
@@ -407,6 +560,11 @@ class Codec(nn.Module):
 
     def config_dict(self) -> dict:
         return asdict(self.cfg)
+
+    @property
+    def fine_decoder(self) -> Decoder:
+        """The decoder a fine head belongs on: the gliding one of two, else the only one."""
+        return self.decoder.partials if self.cfg.partials else self.decoder
 
     @staticmethod
     def pad(wav: torch.Tensor) -> torch.Tensor:
@@ -436,8 +594,10 @@ class Codec(nn.Module):
 
     def reconstruct(self, latents: torch.Tensor, samples: int | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """latents → waveform and the STFT frames (magnitude, phase) it was made from (training's losses read both)."""
-        mag, phase, _ = self.decoder(latents)
+        mag, phase, _, fine = self.decoder(latents)
         wav = overlap_add(synthesize(mag, phase))
+        if fine is not None:
+            wav = revoiced(wav, fine, self.cfg)
         return (wav[..., :samples] if samples else wav), (mag, phase)
 
     def decode_latents(self, latents: torch.Tensor, samples: int | None = None) -> torch.Tensor:
@@ -467,7 +627,9 @@ class CodecStreamer:
         self.codes: torch.Tensor | None = None  # the last receptive field of tokens pushed
         self.pushed = 0  # frames pushed in all
         self.running: torch.Tensor | None = None  # a gliding decoder's running phase
-        self.ola = OverlapAdd(next(codec.parameters()).device)
+        device = next(codec.parameters()).device
+        self.ola = OverlapAdd(device)
+        self.revoicer = Revoicer(codec.cfg, device) if codec.cfg.fine_fft else None
 
     @torch.no_grad()
     def push(self, codes: torch.Tensor, final: bool = False) -> torch.Tensor:
@@ -475,15 +637,20 @@ class CodecStreamer:
         self.codes = codes if self.codes is None else torch.cat([self.codes, codes], -1)
         left = max(0, kept - self.codec.decoder.receptive_field)
         latents = self.codec.quantizer.decode(self.codes[None, :, left:])
-        mag, phase, self.running = self.codec.decoder(latents, (kept - left) * FRAMES_PER_TOKEN, self.running)
+        mag, phase, self.running, fine = self.codec.decoder(latents, (kept - left) * FRAMES_PER_TOKEN, self.running)
         piece = self.ola.push(synthesize(mag, phase)[0])
+        if self.revoicer is not None:
+            piece = self.revoicer.push(piece, fine[0])
         self.pushed += codes.shape[-1]
         self.codes = self.codes[:, max(0, self.codes.shape[-1] - self.codec.decoder.receptive_field):]
         return torch.cat([piece, self.finish()]) if final else piece
 
     def finish(self) -> torch.Tensor:
         """The audio the last frames still held back (no more tokens come)."""
-        return self.ola.flush(self.pushed * HOP)
+        rest = self.ola.flush(self.pushed * HOP)
+        if self.revoicer is None:
+            return rest
+        return torch.cat([self.revoicer.push(rest, rest.new_zeros(0, self.revoicer.fine.shape[-1])), self.revoicer.finish(self.pushed * HOP)])
 
 
 def load_codec(path=None, device: str = "cpu") -> Codec:

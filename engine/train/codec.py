@@ -17,7 +17,7 @@ from ..audio import SAMPLE_RATE, log_mel, stft_distance
 from ..data.build import pitch_class_roll, read_records
 from ..data.recorded import training_excerpts
 from ..features import CHANNELS, analyze
-from ..nn.codec import CODEC_PRESETS, HOP, Codec, CodecConfig, load_codec, steady_partials, stft_frames, with_phase_glide
+from ..nn.codec import CODEC_PRESETS, HOP, N_FFT, Codec, CodecConfig, load_codec, steady_partials, stft_frames, with_fine_head, with_phase_glide
 from ..nn.critic import Critic, adversarial_terms, critic_loss
 from .loop import Recipe, TrainConfig
 
@@ -109,16 +109,31 @@ def onset_loss(wav: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
 MAGNITUDES_ONLY_LOG_SHARE = 0.1  # codec_magnitudes_loss: weight of the log-magnitude L1 beside the compressed magnitudes
 
 
-def codec_magnitudes_loss(model: nn.Module, wav: torch.Tensor) -> tuple[torch.Tensor, dict]:
+def _latents(model: nn.Module, wav: torch.Tensor, coarse_share: float = 0.0) -> torch.Tensor:
+    """The latents a decoder fine-tune learns from: of the full-bitrate codes, and for
+    ``coarse_share`` of the examples of the coarse levels alone, which generation decodes."""
+    with torch.no_grad():
+        codes = model.encode(wav)
+        latents = model.quantizer.decode(codes)
+        if coarse_share:
+            coarse = torch.rand(len(wav), device=wav.device) < coarse_share
+            latents = torch.where(coarse[:, None, None], model.quantizer.decode(codes[:, : model.cfg.coarse_levels]), latents)
+    return latents
+
+
+def codec_magnitudes_loss(model: nn.Module, wav: torch.Tensor, fine: bool = False, coarse_share: float = 0.0) -> tuple[torch.Tensor, dict]:
     """A gliding decoder's first fine-tune: its frames' magnitudes against the target's
     everywhere (``magnitude_loss`` and a little ``amplitude_loss``), no term on the audio, so no
     phase can be wrong. A decoder whose magnitudes put each partial where it belongs gives the
     rule its steady partials; one fine-tuned on the audio from the start kept the tones on the
-    50 Hz comb, its stated phases winning (docs/experiments.md, 2026-12-05)."""
+    50 Hz comb, its stated phases winning (docs/experiments.md, 2026-12-05). ``fine``: the fine
+    head's frames instead, against the target's STFT at its length: what it is trained on.
+    ``coarse_share``: as in ``codec_decoder_loss``."""
+    decoder = model.fine_decoder if fine else model.decoder
+    latents = _latents(model, wav, coarse_share)
     with torch.no_grad():
-        latents = model.quantizer.decode(model.encode(wav))
-        target = stft_frames(model.pad(wav)).transpose(1, 2)
-    mag = model.decoder.magnitudes(latents)
+        target = stft_frames(model.pad(wav), model.cfg.fine_fft if fine else N_FFT).transpose(1, 2)
+    mag = decoder.magnitudes(latents, fine)
     target = target[:, : mag.shape[1]]
     magnitude, amplitude = magnitude_loss(target, mag, steady_only=False), amplitude_loss(target, mag)
     loss = magnitude + MAGNITUDES_ONLY_LOG_SHARE * amplitude
@@ -271,12 +286,8 @@ def codec_decoder_loss(model: nn.Module, wav: torch.Tensor, descriptor_weight: f
     decoder fills the gaps between harmonics, so its chroma comes out flat (mean 0.40 → 0.68 on
     test renders), and it smooths timbre over time (MFCC spread 2.52 → 1.71); MuLan then hears a
     render through the codec as far from its caption (MCC 0.42 → 0.15)."""
+    latents = _latents(model, wav, coarse_share)
     with torch.no_grad():
-        codes = model.encode(wav)
-        latents = model.quantizer.decode(codes)
-        if coarse_share:
-            coarse = torch.rand(len(wav), device=wav.device) < coarse_share
-            latents = torch.where(coarse[:, None, None], model.quantizer.decode(codes[:, : model.cfg.coarse_levels]), latents)
         target = analyze(wav)
     recon, spectrum = model.reconstruct(latents, wav.shape[-1])
     loss, mel, stft = reconstruction_loss(wav, recon)
@@ -368,10 +379,16 @@ NOTE_LEVELS = 2  # with --note-weight: the levels whose sum must carry the notes
 
 
 def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Recipe:
-    if cfg.init:  # a fine-tune keeps the trained codec's layout (a note head too), its encoder and codebooks: see codec_decoder_loss
+    if cfg.fine_fft:  # a fine head learns alone, on any trained codec (two decoders combined too): nothing else moves
+        model = with_fine_head(load_codec(Path(cfg.init)), cfg.fine_fft).train()
+        model.requires_grad_(False)
+        model.fine_decoder.fine_head.requires_grad_(True)
+    elif cfg.init:  # a fine-tune keeps the trained codec's layout (a note head too), its encoder and codebooks: see codec_decoder_loss
         model = load_codec(Path(cfg.init)).train()
         if model.cfg.partials:
             raise ValueError(f"{cfg.init} is two decoders put together by `codec combine`: fine-tune each as its own run and combine them again")
+        if model.cfg.fine_fft:
+            raise ValueError(f"{cfg.init} has a fine head, which reads its decoder's trunk as it was: fine-tune the decoder before adding one")
         if cfg.phase_glide:
             model = with_phase_glide(model, rule=cfg.glide_rule, prominence=cfg.glide_prominence)
         for module in (model.encoder, model.quantizer):
@@ -386,8 +403,8 @@ def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Reci
     batches = CorpusAudio(corpus, notes=cfg.note_weight > 0, recorded=recorded, recorded_share=cfg.recorded_share,
                           tone_share=cfg.tone_share).crops(cfg.batch_size, samples, seed=cfg.seed * 1000 + rank)
     terms, critic = NoteTerms.of(cfg, model.cfg), CriticTerm(cfg.critic_weight, cfg.critic_after) if cfg.critic_weight else None
-    if cfg.magnitudes_only:
-        loss = codec_magnitudes_loss
+    if cfg.magnitudes_only or cfg.fine_fft:
+        loss = partial(codec_magnitudes_loss, fine=bool(cfg.fine_fft), coarse_share=cfg.coarse_share)
     elif cfg.init:
         loss = partial(codec_decoder_loss, descriptor_weight=cfg.descriptor_weight, terms=terms, critic=critic, coarse_share=cfg.coarse_share)
     else:
