@@ -125,7 +125,8 @@ def _train(args: argparse.Namespace) -> dict:
         overrides["pitch_weight"] = args.pitch_weight
     for option, why in CODEC_FROM_SCRATCH.items():
         if getattr(args, option) is not None:
-            if args.stage != "codec" or args.init:
+            fine_head_hears_it = option.startswith("recorded") and args.fine_fft is not None  # trained alone, it hears recorded music as the encoder did
+            if not fine_head_hears_it and (args.stage != "codec" or args.init):
                 raise UsageError(f"--{option.replace('_', '-')} applies to a codec trained from scratch (train codec without --init): {why}")
             overrides[option] = tuple(getattr(args, option)) if option == "recorded" else getattr(args, option)
     if args.phase_beyond_levels is not None and not args.spectrum_weight:

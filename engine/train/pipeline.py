@@ -52,11 +52,7 @@ CODEC = (  # the note-supervised codec from scratch, with recorded music, then i
     Step("partials-onsets", (*GLIDE, "--init", "{runs}/partials-3", "--run-dir", "{runs}/partials-4", "--magnitude-weight", "10", *PARTIALS)),
     Step("partials", (*GLIDE, "--init", "{runs}/partials-4", "--run-dir", "{runs}/partials", "--magnitude-weight", "20", *PARTIALS)),
     Step("codec-two-path", ("codec", "combine", "--checkpoint", "{runs}/codec-stated", "--partials", "{runs}/partials", "--glide-above", "700",
-                            "--out", "{runs}/codec-two-path", "--force", "--json"), "codec-two-path.json"),
-    # a 1,920-point magnitude head on the gliding decoder, alone: music's partials above 300 Hz revoiced off the comb
-    Step("codec-fine", ("train", "codec", "--corpus", "{corpus}", "--init", "{runs}/codec-two-path", "--fine-fft", "1920", "--run-dir", "{runs}/codec",
-                        "--steps", "1500", "--warmup", "50", "--lr", "1e-3", "--batch-size", "16", "--tone-share", "0.1", "--coarse-share", "0.3",
-                        "--quiet")),
+                            "--out", "{runs}/codec", "--force", "--json"), "codec-two-path.json"),
 )
 CODEC_JUDGES = (  # the codec is judged before anything is built on its tokens
     Step("eval-codec", ("eval", "codec", "--corpus", "{corpus}", "--checkpoint", "{runs}/codec", "--clips", "20", "--json"), "codec.json"),
