@@ -520,10 +520,16 @@ def _steady_decoder(glide: bool, hz: float, rule: bool = False) -> Codec:
     """A decoder that ignores its tokens and draws one steady partial at ``hz``: its head's biases
     give the magnitudes a partial at ``hz`` has under the window, their phases, and (gliding by
     learnt gates) open gates."""
+    model = Codec(replace(TINY, phase_glide=glide, glide_rule=rule))
+    _draw_steady_partial(model.decoder, hz)
+    return model.eval()
+
+
+def _draw_steady_partial(decoder, hz: float) -> None:
+    """Set ``decoder``'s head to ignore its tokens and draw one steady partial at ``hz``."""
     from engine.nn.codec import N_FFT
 
-    model = Codec(replace(TINY, phase_glide=glide, glide_rule=rule))
-    head, bins, kinds = model.decoder.head, model.decoder.bins, model.decoder.kinds
+    head, bins, kinds = decoder.head, decoder.bins, decoder.kinds
     torch.nn.init.zeros_(head.weight)
     t = np.arange(N_FFT)
     lobe = np.abs(np.fft.rfft(np.hanning(N_FFT + 1)[:-1] * np.cos(2 * np.pi * hz * t / 24_000)))
@@ -531,10 +537,9 @@ def _steady_decoder(glide: bool, hz: float, rule: bool = False) -> Codec:
     bias[:, 0] = torch.from_numpy(np.log(np.maximum(lobe, 1e-5))).float()
     peak = int(round(hz * N_FFT / 24_000))
     bias[:, 1, peak - 1: peak + 2] = torch.pi * torch.arange(3.0)  # a Hann window's alternation, centred
-    if model.decoder.learnt_gates:
+    if decoder.learnt_gates:
         bias[:, 2] = 10.0  # tonal
     head.bias.data = bias.flatten()
-    return model.eval()
 
 
 def test_a_gliding_decoder_keeps_a_steady_partial_off_the_token_rate_comb():
@@ -769,9 +774,14 @@ def test_above_its_frequency_every_steady_partial_glides_wherever_the_stated_dec
 
 
 def _fine_partial(hz: float, prominence: float = 0.5) -> Codec:
-    """A two-path codec whose fine head ignores its tokens and hears one partial at ``hz``: its
-    biases give the magnitudes a partial at ``hz`` has under a 1,920-point window."""
+    """A two-path codec whose decoders ignore their tokens: the stated one draws a steady partial
+    at ``hz`` (which its stated phases put on the 50 Hz comb), the gliding one hears nothing, and
+    the fine head hears the partial at ``hz``: its biases give the magnitudes a partial at ``hz``
+    has under a 1,920-point window."""
     model = Codec(replace(TINY, partials=True, fine_fft=1920, fine_prominence=prominence))
+    _draw_steady_partial(model.decoder.stated, hz)
+    torch.nn.init.zeros_(model.decoder.partials.head.weight)
+    torch.nn.init.constant_(model.decoder.partials.head.bias, -12.0)
     head = model.fine_decoder.fine_head
     torch.nn.init.zeros_(head.weight)
     t = np.arange(1920)
@@ -781,16 +791,20 @@ def _fine_partial(hz: float, prominence: float = 0.5) -> Codec:
 
 
 def test_a_fine_head_revoices_its_partial_off_the_comb_and_leaves_the_rest_of_the_decode_as_it_was():
-    """Why the fine head exists: the two-path decode of a steady partial comes back wherever its
-    960-point frames put it; revoiced from 1,920-point magnitudes with a running phase it sits at
-    its own frequency, and where the fine head hears no partial the audio is the decode's own."""
+    """Why the fine head exists: the two-path decode of a steady partial comes back on the 50 Hz
+    comb; revoiced from 1,920-point magnitudes with a running phase (at the decode's level) it sits
+    at its own frequency, and where the fine head hears no partial the audio is the decode's own."""
     from engine.evaluate.metrics import dominant_frequency
 
     codes = torch.zeros(1, TINY.levels, 100, dtype=torch.long)
     fine = _fine_partial(537.0)
     plain = Codec(replace(fine.cfg, fine_fft=0)).eval()
     plain.load_state_dict(fine.state_dict(), strict=False)
-    assert dominant_frequency(fine.decode(codes)[0, 4800:].numpy()) == pytest.approx(537.0, abs=3.0)
+    combed = dominant_frequency(plain.decode(codes)[0, 4800:].numpy())
+    assert round(combed / 50) * 50 == pytest.approx(combed, abs=3.0) and abs(combed - 537.0) > 10  # on the comb
+    revoiced = fine.decode(codes)[0, 4800:].numpy()
+    assert dominant_frequency(revoiced) == pytest.approx(537.0, abs=3.0)
+    assert np.sqrt(np.mean(revoiced ** 2)) == pytest.approx(np.sqrt(np.mean(plain.decode(codes)[0, 4800:].numpy() ** 2)), rel=0.3)  # as loud
     deaf = _fine_partial(537.0, prominence=100.0)  # no partial stands 100 nats out: nothing is revoiced
     deaf.load_state_dict(fine.state_dict())
     assert float((deaf.decode(codes) - plain.decode(codes)).abs().max()) < 1e-5

@@ -193,7 +193,9 @@ def running_phase(mag, stated, tonal, peak, running):
     apart, as a steady partial's do under a Hann window centred in its frame. Where a bin is not
     ``tonal`` (bool, or a gate between 0 and 1 that mixes the two), the ``stated`` phase.
     ``running``: the phases of the frame before (None: zeros). Returns every frame's phases and
-    the last frame's, to carry on."""
+    the last frame's, to carry on. The frequency is read off the magnitudes, which the amplitude
+    loss teaches directly: a learnt offset got no gradient while the gates were shut, and the
+    gates shut because the offsets were wrong."""
     bins = torch.arange(mag.shape[-1], device=mag.device)
     turn = (bins + _peak_offset(mag.detach())) * (torch.pi * STFT_HOP / (mag.shape[-1] - 1))
     advance = torch.remainder(turn.gather(-1, peak) + torch.pi * ((bins - peak) % 2), 2 * torch.pi)  # the partial's turn, its lobe's alternation
