@@ -200,10 +200,10 @@ def running_phase(mag, stated, tonal, peak, running):
     turn = (bins + _peak_offset(mag.detach())) * (torch.pi * STFT_HOP / (mag.shape[-1] - 1))
     advance = torch.remainder(turn.gather(-1, peak) + torch.pi * ((bins - peak) % 2), 2 * torch.pi)  # the partial's turn, its lobe's alternation
     phase = running if running is not None else mag.new_zeros(mag.shape[0], mag.shape[-1])
-    phases = []
+    phases, gated = [], tonal.dtype == torch.bool
     for k, (peak_k, advance_k, tonal_k, stated_k) in enumerate(zip(peak.unbind(1), advance.unbind(1), tonal.unbind(1), stated.unbind(1))):
         carried = phase.gather(-1, peak_k) + advance_k  # the loop decoding spends most in: as few operations as can be
-        if tonal.dtype == torch.bool:  # a carried phase grows by under a turn a frame: wrapped now and then, it keeps its precision
+        if gated:  # a carried phase grows by under a turn a frame: wrapped now and then, it keeps its precision
             phase = torch.where(tonal_k, torch.remainder(carried, 2 * torch.pi) if k % PHASE_WRAP_EVERY == 0 else carried, stated_k)
         else:
             phase = _wrap(stated_k + tonal_k * _wrap(carried - stated_k))
@@ -250,7 +250,8 @@ class Decoder(nn.Module):
         lead = min(skip, 1)  # the frame before the first one wanted: the rule compares with it
         hidden = self._hidden(latents)
         x = self._frames(hidden)[:, skip - lead:]
-        fine = self._fine_magnitudes(hidden)[:, skip:] if self.fine_head is not None else None
+        fine = self._fine_magnitudes(hidden)
+        fine = fine[:, skip:] if fine is not None else None
         mag = self._magnitude(x)
         stated = self._stated_phase(x)[:, lead:]
         if not self.cfg.phase_glide:
@@ -269,7 +270,9 @@ class Decoder(nn.Module):
         x = self.head(hidden)  # (B, T, kinds·bins·2)
         return x.reshape(x.shape[0], x.shape[1] * FRAMES_PER_TOKEN, self.kinds, self.bins)
 
-    def _fine_magnitudes(self, hidden: torch.Tensor) -> torch.Tensor:
+    def _fine_magnitudes(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        if self.fine_head is None:
+            return None
         x = self.fine_head(hidden)
         return torch.exp(x.reshape(x.shape[0], x.shape[1] * FRAMES_PER_TOKEN, self.fine_bins).clamp(max=FINE_LOG_CEILING))
 
@@ -277,12 +280,12 @@ class Decoder(nn.Module):
     def _magnitude(x: torch.Tensor) -> torch.Tensor:
         return torch.exp(x[:, :, 0].clamp(max=6.0))
 
-    def magnitudes(self, latents: torch.Tensor, fine: bool = False) -> torch.Tensor:
-        """Every frame's magnitude (B, 2T, bins) and no phase (``fine``: the fine head's): for
-        training that reads the magnitudes alone, which need not run a gliding decoder's
-        frame-by-frame phase loop."""
+    def magnitudes(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Every frame's magnitude (B, 2T, bins), and the fine head's (None without one), from one
+        pass of the trunk and no phase: for training that reads the magnitudes alone, which need
+        not run a gliding decoder's frame-by-frame phase loop, and for ``TwoPathDecoder``."""
         hidden = self._hidden(latents)
-        return self._fine_magnitudes(hidden) if fine else self._magnitude(self._frames(hidden))
+        return self._magnitude(self._frames(hidden)), self._fine_magnitudes(hidden)
 
     def _stated_phase(self, x: torch.Tensor) -> torch.Tensor:
         """The phase the head states for each bin. As one number it must jump by a whole turn
@@ -320,9 +323,8 @@ class TwoPathDecoder(nn.Module):
         """As ``Decoder.forward``; a fine head is the gliding decoder's."""
         mag, stated, *_ = self.stated(latents, skip)
         lead = min(skip, 1)  # the frame before the first one wanted: the rule compares with it
-        hidden = self.partials._hidden(latents)
-        fine = self.partials._fine_magnitudes(hidden)[:, skip:] if self.partials.fine_head is not None else None
-        gliding = self.partials._magnitude(self.partials._frames(hidden))[:, skip - lead:]
+        gliding, fine = self.partials.magnitudes(latents)
+        gliding, fine = gliding[:, skip - lead:], (fine[:, skip:] if fine is not None else None)
         peak = _lobe_peaks(gliding)
         steady = steady_partials(gliding, peak, self.cfg.glide_prominence)
         gliding, peak, steady = gliding[:, lead:], peak[:, lead:], steady[:, lead:]
@@ -482,7 +484,7 @@ class OverlapAdd:
 def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: torch.Tensor | None = None):
     """The decoded audio's own STFT frames (B, n, bins) at ``fine_fft`` points, with every partial
     the fine head hears (its peak ``fine_prominence`` nats out of its neighbourhood, above
-    ``fine_above_hz``) voiced anew: the fine head's magnitudes over its lobe, and a phase that runs
+    ``fine_above_hz``) voiced anew: the fine head's shape over its lobe, and a phase that runs
     on at the partial's frequency (``running_phase``; ``running``: the frame before's phases).
     A 960-point frame's lobe is 125 Hz wide and covers the next semitone's partial, so there a
     gliding phase smears neighbouring notes together; at 1,920 points each keeps its own lobe,
@@ -520,8 +522,8 @@ class Revoicer:
     revoiced once the audio it spans has arrived: the output trails the decode by half a frame
     (``fine_fft`` / 2 samples, 40 ms at 1,920 points)."""
     def __init__(self, cfg: CodecConfig, device: torch.device | str = "cpu"):
-        self.cfg, self.half = cfg, cfg.fine_fft // 2
-        self.padded = torch.zeros(self.half, device=device)  # the audio from padded sample ``start`` on (the silence before it first)
+        self.cfg = cfg
+        self.padded = torch.zeros(cfg.fine_fft // 2, device=device)  # the audio from padded sample ``start`` on (the silence before it first)
         self.start = 0
         self.fine = torch.zeros(0, cfg.fine_fft // 2 + 1, device=device)  # the fine magnitudes of frames ``done`` on
         self.done = 0
@@ -534,9 +536,9 @@ class Revoicer:
         ready = min(len(self.fine), (self.start + len(self.padded) - self.cfg.fine_fft) // STFT_HOP + 1 - self.done)
         return self._voice(max(ready, 0))
 
-    def finish(self, total_samples: int) -> torch.Tensor:
-        """The rest, once no more audio comes: its last frames read silence past the end."""
-        self.padded = torch.cat([self.padded, self.padded.new_zeros(self.cfg.fine_fft)])
+    def finish(self, audio: torch.Tensor, total_samples: int) -> torch.Tensor:
+        """The last decoded audio and the rest, as no more comes: the last frames read silence past the end."""
+        self.padded = torch.cat([self.padded, audio, audio.new_zeros(self.cfg.fine_fft)])
         return torch.cat([self._voice(len(self.fine)), self.ola.flush(total_samples)])
 
     def _voice(self, n: int) -> torch.Tensor:
@@ -650,9 +652,7 @@ class CodecStreamer:
     def finish(self) -> torch.Tensor:
         """The audio the last frames still held back (no more tokens come)."""
         rest = self.ola.flush(self.pushed * HOP)
-        if self.revoicer is None:
-            return rest
-        return torch.cat([self.revoicer.push(rest, rest.new_zeros(0, self.revoicer.fine.shape[-1])), self.revoicer.finish(self.pushed * HOP)])
+        return rest if self.revoicer is None else self.revoicer.finish(rest, self.pushed * HOP)
 
 
 def load_codec(path=None, device: str = "cpu") -> Codec:

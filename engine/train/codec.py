@@ -133,7 +133,8 @@ def codec_magnitudes_loss(model: nn.Module, wav: torch.Tensor, fine: bool = Fals
     latents = _latents(model, wav, coarse_share)
     with torch.no_grad():
         target = stft_frames(model.pad(wav), model.cfg.fine_fft if fine else N_FFT).transpose(1, 2)
-    mag = decoder.magnitudes(latents, fine)
+    frames, fine_frames = decoder.magnitudes(latents)
+    mag = fine_frames if fine else frames
     target = target[:, : mag.shape[1]]
     magnitude, amplitude = magnitude_loss(target, mag, steady_only=False), amplitude_loss(target, mag)
     loss = magnitude + MAGNITUDES_ONLY_LOG_SHARE * amplitude
