@@ -481,25 +481,36 @@ class OverlapAdd:
         return out
 
 
+def hann_lobe(offset: torch.Tensor) -> torch.Tensor:
+    """The magnitude a steady sinusoid gives a Hann-windowed frame's bins ``offset`` bins from its
+    frequency, relative to its peak's: |sinc(x) / (1 − x²)| (0.5 at one bin)."""
+    edge = (1 - offset * offset).abs() < 1e-4
+    return torch.where(edge, torch.full_like(offset, 0.5), torch.sinc(offset) / torch.where(edge, torch.ones_like(offset), 1 - offset * offset)).abs()
+
+
 def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: torch.Tensor | None = None):
     """The decoded audio's own STFT frames (B, n, bins) at ``fine_fft`` points, with every partial
     the fine head hears (its peak ``fine_prominence`` nats out of its neighbourhood, above
-    ``fine_above_hz``) voiced anew: the fine head's shape over its lobe, and a phase that runs
-    on at the partial's frequency (``running_phase``; ``running``: the frame before's phases).
-    A 960-point frame's lobe is 125 Hz wide and covers the next semitone's partial, so there a
-    gliding phase smears neighbouring notes together; at 1,920 points each keeps its own lobe,
-    and music's partials glide off the 50 Hz comb keeping their notes (docs/experiments.md,
-    2026-12-06). A partial keeps the energy the decode has around it (``FINE_LEVEL_REACH``): the
-    fine head says where a partial is, the full decode how loud (the fine head's own levels lost
-    the pitch class on a frame in a hundred). Everywhere else the frames are the decode's own, so
-    the audio is too. Returns the windowed time-domain frames and the last frame's phases."""
+    ``fine_above_hz``) voiced anew as a steady sinusoid: a Hann window's lobe (``hann_lobe``) at
+    the frequency the fine head's magnitudes give it (``_peak_offset``), carrying the energy the
+    decode has around it (``FINE_LEVEL_REACH``), and a phase that runs on at that frequency
+    (``running_phase``; ``running``: the frame before's phases). A 960-point frame's lobe is 125 Hz
+    wide and covers the next semitone's partial, so there a gliding phase smears neighbouring notes
+    together; at 1,920 points each keeps its own lobe, and music's partials glide off the 50 Hz comb
+    keeping their notes (docs/experiments.md, 2026-12-06). The fine head says where a partial is,
+    the full decode how loud: the fine head's own levels lost the pitch class on a frame in a
+    hundred, and its own lobe shapes, wider than a steady sinusoid's, lost up to a third of a high
+    partial's energy when the frames were added up. Everywhere else the frames are the decode's own,
+    so the audio is too. Returns the windowed time-domain frames and the last frame's phases."""
     peak = _lobe_peaks(fine)
     voiced = prominent_partials(fine, peak, cfg.fine_prominence) & (peak * (SAMPLE_RATE / cfg.fine_fft) > cfg.fine_above_hz)
-    width = 2 * FINE_LEVEL_REACH + 1
-    gain = (_window_sum(spec.abs().pow(2), width) / _window_sum(fine.pow(2), width).clamp(min=1e-10)).sqrt().gather(-1, peak)
+    bins = torch.arange(fine.shape[-1], device=fine.device)
+    lobe = hann_lobe(bins - peak - _peak_offset(fine).gather(-1, peak))
+    lobe_energy = torch.zeros_like(fine).scatter_add_(-1, peak, lobe.pow(2) * voiced).gather(-1, peak)  # over the bins its partial takes
+    around = _window_sum(spec.abs().pow(2), 2 * FINE_LEVEL_REACH + 1).gather(-1, peak)
     analysed = spec.angle()
     phase, running = running_phase(fine, analysed, voiced, peak, analysed[:, 0] if running is None else running)
-    return synthesize(torch.where(voiced, fine * gain, spec.abs()), phase), running
+    return synthesize(torch.where(voiced, lobe * (around / lobe_energy.clamp(min=1e-10)).sqrt(), spec.abs()), phase), running
 
 
 def _analysis(padded: torch.Tensor, n_fft: int) -> torch.Tensor:
