@@ -64,7 +64,7 @@ class CodecConfig:
     partials_gap: float = 2.0  # with partials: nats by which the gliding decoder's partial must stand above the first decoder's to be its
     partials_above_hz: float | None = None  # with partials: every steady partial above this glides, wherever the first decoder has it (None: none)
     fine_fft: int = 0  # > 0: a second magnitude head on the gliding decoder writes frames this long, and the output is revoiced from them (revoice)
-    fine_prominence: float = 0.5  # with fine_fft: nats a partial's peak stands above its neighbourhood's mean to be revoiced …
+    fine_prominence: float = 1.0  # with fine_fft: nats a partial's peak stands above its neighbourhood's mean to be revoiced (0.5 took noise peaks too: MuLan heard them) …
     fine_above_hz: float = 300.0  # … when it lies above this frequency
 
     @property
