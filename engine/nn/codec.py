@@ -484,8 +484,9 @@ class OverlapAdd:
 def hann_lobe(offset: torch.Tensor) -> torch.Tensor:
     """The magnitude a steady sinusoid gives a Hann-windowed frame's bins ``offset`` bins from its
     frequency, relative to its peak's: |sinc(x) / (1 − x²)| (0.5 at one bin)."""
-    edge = (1 - offset * offset).abs() < 1e-4
-    return torch.where(edge, torch.full_like(offset, 0.5), torch.sinc(offset) / torch.where(edge, torch.ones_like(offset), 1 - offset * offset)).abs()
+    denominator = 1 - offset * offset
+    at_one_bin = denominator.abs() < 1e-4  # 0 / 0 there: its limit, 0.5
+    return torch.where(at_one_bin, 0.5, torch.sinc(offset) / torch.where(at_one_bin, 1.0, denominator)).abs()
 
 
 def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: torch.Tensor | None = None):
