@@ -97,6 +97,10 @@ def _data(args: argparse.Namespace) -> dict:
 AUDIO_LOSS_OPTIONS = ("descriptor_weight", "pitch_weight", "phase_weight", "spectrum_weight", "magnitude_weight", "onset_weight", "critic_weight")
 # the train codec weights of terms on the audio, which a fine-tune of magnitudes alone has none of
 
+
+def _audio_losses_given(args: argparse.Namespace) -> list[str]:
+    return [name for name in AUDIO_LOSS_OPTIONS if getattr(args, name) is not None]
+
 CODEC_FROM_SCRATCH = {  # train codec options that shape what the tokens carry, so they need a codec trained from scratch
     "note_weight": "the first levels must learn the notes",
     "recorded_share": "the encoder must learn from the recordings",
@@ -150,15 +154,14 @@ def _train(args: argparse.Namespace) -> dict:
     if args.magnitudes_only:
         if args.stage != "codec" or not args.init:
             raise UsageError("--magnitudes-only fine-tunes a trained codec's decoder: train codec --init CHECKPOINT --magnitudes-only")
-        other = [name for name in AUDIO_LOSS_OPTIONS if getattr(args, name) is not None]
+        other = _audio_losses_given(args)
         if other:
             raise UsageError(f"--magnitudes-only has no loss on the audio; drop --{other[0].replace('_', '-')}")
         overrides["magnitudes_only"] = True
     if args.fine_fft is not None:
         if args.stage != "codec" or not args.init:
             raise UsageError("--fine-fft adds a fine head to a trained codec and trains it alone: train codec --init CHECKPOINT --fine-fft 1920")
-        other = [name for name in AUDIO_LOSS_OPTIONS if getattr(args, name) is not None] + [
-            name for name in ("magnitudes_only", "phase_glide") if getattr(args, name)]
+        other = _audio_losses_given(args) + [name for name in ("magnitudes_only", "phase_glide") if getattr(args, name)]
         if other:
             raise UsageError(f"--fine-fft trains the fine head on magnitudes alone; drop --{other[0].replace('_', '-')}")
         overrides["fine_fft"] = args.fine_fft

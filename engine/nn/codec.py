@@ -186,18 +186,20 @@ def steady_partials(mag: torch.Tensor, peak: torch.Tensor | None = None,
     return (steady & prominent_partials(mag, peak, prominence)).to(mag.dtype)
 
 
-def running_phase(mag, stated, tonal, peak, running):
+def running_phase(mag, stated, tonal, peak, running, offset=None):
     """A phase vocoder with phase locking (Laroche & Dolson) over frames (B, n, bins) hopped by
     ``STFT_HOP``: each partial's peak bin turns on from its last phase at its own frequency (the
     bin's centre plus ``_peak_offset`` of the magnitudes), and the bins of its lobe sit half a turn
     apart, as a steady partial's do under a Hann window centred in its frame. Where a bin is not
     ``tonal`` (bool, or a gate between 0 and 1 that mixes the two), the ``stated`` phase.
-    ``running``: the phases of the frame before (None: zeros). Returns every frame's phases and
+    ``running``: the phases of the frame before (None: zeros); ``offset``: the magnitudes'
+    ``_peak_offset``, where the caller has it already. Returns every frame's phases and
     the last frame's, to carry on. The frequency is read off the magnitudes, which the amplitude
     loss teaches directly: a learnt offset got no gradient while the gates were shut, and the
     gates shut because the offsets were wrong."""
     bins = torch.arange(mag.shape[-1], device=mag.device)
-    turn = (bins + _peak_offset(mag.detach())) * (torch.pi * STFT_HOP / (mag.shape[-1] - 1))
+    offset = _peak_offset(mag) if offset is None else offset
+    turn = (bins + offset.detach()) * (torch.pi * STFT_HOP / (mag.shape[-1] - 1))
     advance = torch.remainder(turn.gather(-1, peak) + torch.pi * ((bins - peak) % 2), 2 * torch.pi)  # the partial's turn, its lobe's alternation
     phase = running if running is not None else mag.new_zeros(mag.shape[0], mag.shape[-1])
     phases, gated = [], tonal.dtype == torch.bool
@@ -505,13 +507,13 @@ def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: t
     so the audio is too. Returns the windowed time-domain frames and the last frame's phases."""
     peak = _lobe_peaks(fine)
     voiced = prominent_partials(fine, peak, cfg.fine_prominence) & (peak * (SAMPLE_RATE / cfg.fine_fft) > cfg.fine_above_hz)
-    bins = torch.arange(fine.shape[-1], device=fine.device)
-    lobe = hann_lobe(bins - peak - _peak_offset(fine).gather(-1, peak))
+    bins, offset = torch.arange(fine.shape[-1], device=fine.device), _peak_offset(fine)
+    lobe = hann_lobe(bins - peak - offset.gather(-1, peak))
     lobe_energy = torch.zeros_like(fine).scatter_add_(-1, peak, lobe.pow(2) * voiced).gather(-1, peak)  # over the bins its partial takes
-    around = _window_sum(spec.abs().pow(2), 2 * FINE_LEVEL_REACH + 1).gather(-1, peak)
-    analysed = spec.angle()
-    phase, running = running_phase(fine, analysed, voiced, peak, analysed[:, 0] if running is None else running)
-    return synthesize(torch.where(voiced, lobe * (around / lobe_energy.clamp(min=1e-10)).sqrt(), spec.abs()), phase), running
+    decoded, analysed = spec.abs(), spec.angle()
+    around = _window_sum(decoded.pow(2), 2 * FINE_LEVEL_REACH + 1).gather(-1, peak)
+    phase, running = running_phase(fine, analysed, voiced, peak, analysed[:, 0] if running is None else running, offset)
+    return synthesize(torch.where(voiced, lobe * (around / lobe_energy.clamp(min=1e-10)).sqrt(), decoded), phase), running
 
 
 def _analysis(padded: torch.Tensor, n_fft: int) -> torch.Tensor:
