@@ -145,6 +145,18 @@ def test_a_worker_process_that_dies_is_one_message_and_is_restarted(tiny_pipelin
     assert tiny_pipeline._upstream_workers[1] is not killed and tiny_pipeline._upstream_workers[1].alive  # restarted by that piece
 
 
+def test_an_idle_worker_asked_to_leave_takes_the_model_on_its_way_first(tiny_pipeline, capfd):
+    """A server that stops right after it started its workers: each child still fetches the model's
+    tensors from this process, and one killed in that exchange left a traceback in the server's log."""
+    from engine.generate.upstream import StageWorker
+
+    worker = StageWorker("stage1")
+    worker.load(tiny_pipeline.stages["stage1"])
+    worker.close()  # at once: the child is still starting, the model still on its way
+    assert worker.process.exitcode == 0  # it left by itself, not killed
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_given_semantic_tokens_replace_stage_1(tiny_pipeline, monkeypatch):
     """The evaluation's check of stages 2–3 on a render's own S: the piece carries exactly the
     given S, stage 1 never runs, and a wrongly shaped S is refused."""

@@ -197,7 +197,18 @@ class StageWorker:
             self.close()
 
     def close(self) -> None:
-        self.process.kill()
+        """Stop the process. An idle one is asked to leave and given time to: a model sent a moment
+        before may still be on its way (the child fetches its tensors' file descriptors from this
+        process), and a child killed in that exchange leaves a traceback in this process's log. A
+        busy or unanswering one is killed."""
+        if not self.busy and self.process.is_alive():
+            try:
+                self.conn.send(None)
+                self.process.join(STOP_WAIT_SECONDS)
+            except OSError:  # it is gone already
+                pass
+        if self.process.is_alive():
+            self.process.kill()
         self.busy = False
 
 
@@ -210,6 +221,8 @@ def serve(conn) -> None:
         try:
             message = conn.recv()
         except EOFError:  # the caller's process is gone
+            return
+        if message is None:  # asked to leave (StageWorker.close)
             return
         sent, job, watches = message
         model = sent if sent is not None else model
