@@ -808,7 +808,7 @@ def test_a_fine_head_revoices_its_partial_off_the_comb_and_leaves_the_rest_of_th
     deaf = _fine_partial(537.0, prominence=100.0)  # no partial stands 100 nats out: nothing is revoiced
     deaf.load_state_dict(fine.state_dict())
     assert float((deaf.decode(codes) - plain.decode(codes)).abs().max()) < 1e-5
-    below = _fine_partial(250.0)  # under fine_above_hz (300): left to the two-path decode
+    below = _fine_partial(150.0)  # under fine_above_hz (200): left to the two-path decode
     plain.load_state_dict(below.state_dict(), strict=False)
     assert float((below.decode(codes) - plain.decode(codes)).abs().max()) < 1e-5
 
@@ -829,6 +829,28 @@ def test_a_revoiced_partial_keeps_its_energy_however_wide_the_fine_head_draws_it
     # the wider lobe misplaces the partial by a fraction of a bin, and a bin at its edge may keep the
     # decode's energy beside the lobe's: within 10 % (the fine head's own shapes came back 15-18 % quiet)
     assert level(revoiced(sine, wider, cfg)) == pytest.approx(level(sine), rel=0.1)
+
+
+@pytest.mark.parametrize("low, high", [(220.0, 262.0), (330.0, 392.0)])
+def test_two_low_notes_a_minor_third_apart_are_revoiced_each_at_its_own_level(low, high):
+    """A revoiced partial takes the decode's energy around it, ±50 Hz at most for the comb's teeth,
+    but below 600 Hz that reaches the next notes' partials: a quieter partial a minor third above a
+    louder one took its energy too and came back twice as loud (6 dB)."""
+    from engine.nn.codec import _analysis, revoiced
+
+    t = torch.arange(48_000) / 24_000
+    chord = (0.1 * torch.sin(2 * torch.pi * low * t) + 0.05 * torch.sin(2 * torch.pi * high * t))[None]
+    own = _analysis(torch.nn.functional.pad(chord, (960, 960)), 1920)[:, :200].abs()
+    out = revoiced(chord, own, replace(TINY, fine_fft=1920, fine_above_hz=150.0))
+    freqs = np.fft.rfftfreq(38_400, 1 / 24_000)
+
+    def level(x: torch.Tensor, hz: float) -> float:  # the partial's amplitude, from its lobe in a long spectrum
+        spectrum = np.abs(np.fft.rfft(x[0, 4800:-4800].numpy() * np.hanning(38_400)))
+        near = np.abs(freqs - hz) <= 3.0
+        return float(np.sqrt(np.sum(spectrum[near] ** 2)))
+
+    for hz in (low, high):
+        assert level(out, hz) == pytest.approx(level(chord, hz), rel=0.1)
 
 
 def test_a_fine_headed_codec_streams_exactly_as_it_decodes_whole(codec):

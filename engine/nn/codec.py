@@ -65,7 +65,7 @@ class CodecConfig:
     partials_above_hz: float | None = None  # with partials: every steady partial above this glides, wherever the first decoder has it (None: none)
     fine_fft: int = 0  # > 0: a second magnitude head on the gliding decoder writes frames this long, and the output is revoiced from them (revoice)
     fine_prominence: float = 1.0  # with fine_fft: nats a partial's peak stands above its neighbourhood's mean to be revoiced (0.5 took noise peaks too: MuLan heard them) …
-    fine_above_hz: float = 300.0  # … when it lies above this frequency
+    fine_above_hz: float = 200.0  # … when it lies above this frequency (at 1,920 points a semitone is a bin here: below, neighbouring notes share a lobe)
 
     @property
     def bits_per_second(self) -> float:
@@ -125,7 +125,8 @@ class Encoder(nn.Module):
         return self.proj_out(self.norm(x.transpose(1, 2)).transpose(1, 2))
 
 
-FINE_LEVEL_REACH = 4  # revoice: bins (12.5 Hz) either side of a partial whose energy it takes from the decode: ±50 Hz, the comb's teeth
+FINE_LEVEL_REACH = 4  # revoice: bins (12.5 Hz) either side of a partial whose energy it takes from the decode: ±50 Hz, the comb's teeth …
+FINE_REACH_SHARE = 1 / 12  # … and never more than this share of its frequency (≈ 1.4 semitones): below 600 Hz, ±50 Hz takes in the next notes' partials
 FINE_LOG_CEILING = 7.0  # the fine head's log-magnitudes are clamped below this (its frames are twice as long: its magnitudes twice as large)
 PHASE_WRAP_EVERY = 8  # running_phase: frames between wraps of the carried phases (under 8 turns: float32 keeps them to 4e-6 rad)
 GLIDE_LOBE = 2  # bins either side of a partial's peak that a Hann window spreads it over: they follow the peak's phase
@@ -496,7 +497,7 @@ def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: t
     the fine head hears (its peak ``fine_prominence`` nats out of its neighbourhood, above
     ``fine_above_hz``) voiced anew as a steady sinusoid: a Hann window's lobe (``hann_lobe``) at
     the frequency the fine head's magnitudes give it (``_peak_offset``), carrying the energy the
-    decode has around it (``FINE_LEVEL_REACH``), and a phase that runs on at that frequency
+    decode has around it (``FINE_LEVEL_REACH``, ``FINE_REACH_SHARE``), and a phase that runs on at that frequency
     (``running_phase``; ``running``: the frame before's phases). A 960-point frame's lobe is 125 Hz
     wide and covers the next semitone's partial, so there a gliding phase smears neighbouring notes
     together; at 1,920 points each keeps its own lobe, and music's partials glide off the 50 Hz comb
@@ -511,9 +512,16 @@ def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: t
     lobe = hann_lobe(bins - peak - offset.gather(-1, peak))
     lobe_energy = torch.zeros_like(fine).scatter_add_(-1, peak, lobe.pow(2) * voiced).gather(-1, peak)  # over the bins its partial takes
     decoded, analysed = spec.abs(), spec.angle()
-    around = _window_sum(decoded.pow(2), 2 * FINE_LEVEL_REACH + 1).gather(-1, peak)
+    around = _energy_around(decoded.pow(2), peak, (peak * FINE_REACH_SHARE).round().long().clamp(max=FINE_LEVEL_REACH))
     phase, running = running_phase(fine, analysed, voiced, peak, analysed[:, 0] if running is None else running, offset)
     return synthesize(torch.where(voiced, lobe * (around / lobe_energy.clamp(min=1e-10)).sqrt(), decoded), phase), running
+
+
+def _energy_around(power: torch.Tensor, peak: torch.Tensor, reach: torch.Tensor) -> torch.Tensor:
+    """(B, n, bins) power, each bin's partial's peak and reach (bins, at most ``FINE_LEVEL_REACH``)
+    → the power within that reach of the peak, by differences of one float64 cumulative sum."""
+    total = F.pad(power.double(), (FINE_LEVEL_REACH + 1, FINE_LEVEL_REACH)).cumsum(-1)
+    return (total.gather(-1, peak + FINE_LEVEL_REACH + 1 + reach) - total.gather(-1, peak + FINE_LEVEL_REACH - reach)).to(power.dtype)
 
 
 def _analysis(padded: torch.Tensor, n_fft: int) -> torch.Tensor:
