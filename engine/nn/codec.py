@@ -66,6 +66,7 @@ class CodecConfig:
     fine_fft: int = 0  # > 0: a second magnitude head on the gliding decoder writes frames this long, and the output is revoiced from them (revoice)
     fine_prominence: float = 1.0  # with fine_fft: nats a partial's peak stands above its neighbourhood's mean to be revoiced (0.5 took noise peaks too: MuLan heard them) …
     fine_above_hz: float = 200.0  # … when it lies above this frequency (at 1,920 points a semitone is a bin here: below, neighbouring notes share a lobe)
+    fine_onset_rise: float = 0.15  # with fine_fft: nats a revoiced partial's level rises from the frame before at an attack, where it keeps the decode's own phase (0: never)
 
     @property
     def bits_per_second(self) -> float:
@@ -492,20 +493,29 @@ def hann_lobe(offset: torch.Tensor) -> torch.Tensor:
     return torch.where(at_one_bin, 0.5, torch.sinc(offset) / torch.where(at_one_bin, 1.0, denominator)).abs()
 
 
-def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: torch.Tensor | None = None):
+class Voicing(NamedTuple):
+    """What ``revoice`` carries from one frame to the next: each bin's phase and its partial's level (nats)."""
+    phase: torch.Tensor
+    level: torch.Tensor
+
+
+def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: Voicing | None = None):
     """The decoded audio's own STFT frames (B, n, bins) at ``fine_fft`` points, with every partial
     the fine head hears (its peak ``fine_prominence`` nats out of its neighbourhood, above
     ``fine_above_hz``) voiced anew as a steady sinusoid: a Hann window's lobe (``hann_lobe``) at
     the frequency the fine head's magnitudes give it (``_peak_offset``), carrying the energy the
     decode has around it (``FINE_LEVEL_REACH``, ``FINE_REACH_SHARE``), and a phase that runs on at that frequency
-    (``running_phase``; ``running``: the frame before's phases). A 960-point frame's lobe is 125 Hz
+    (``running_phase``; ``running``: the frame before's ``Voicing``), except where its level rises by
+    ``fine_onset_rise`` from the frame before: an attack keeps the decode's phase, as a phase vocoder
+    resets its phases at transients, so the attack stays aligned across its bins (a steady phase
+    through it blurred music's onsets, which MuLan heard). A 960-point frame's lobe is 125 Hz
     wide and covers the next semitone's partial, so there a gliding phase smears neighbouring notes
     together; at 1,920 points each keeps its own lobe, and music's partials glide off the 50 Hz comb
     keeping their notes (docs/experiments.md, 2026-12-06). The fine head says where a partial is,
     the full decode how loud: the fine head's own levels lost the pitch class on a frame in a
     hundred, and its own lobe shapes, wider than a steady sinusoid's, lost up to a third of a high
     partial's energy when the frames were added up. Everywhere else the frames are the decode's own,
-    so the audio is too. Returns the windowed time-domain frames and the last frame's phases."""
+    so the audio is too. Returns the windowed time-domain frames and the ``Voicing`` to carry on."""
     peak = _lobe_peaks(fine)
     voiced = prominent_partials(fine, peak, cfg.fine_prominence) & (peak * (SAMPLE_RATE / cfg.fine_fft) > cfg.fine_above_hz)
     bins, offset = torch.arange(fine.shape[-1], device=fine.device), _peak_offset(fine)
@@ -513,8 +523,11 @@ def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: t
     lobe_energy = torch.zeros_like(fine).scatter_add_(-1, peak, lobe.pow(2) * voiced).gather(-1, peak)  # over the bins its partial takes
     decoded, analysed = spec.abs(), spec.angle()
     around = _energy_around(decoded.pow(2), peak, (peak * FINE_REACH_SHARE).round().long().clamp(max=FINE_LEVEL_REACH))
-    phase, running = running_phase(fine, analysed, voiced, peak, analysed[:, 0] if running is None else running, offset)
-    return synthesize(torch.where(voiced, lobe * (around / lobe_energy.clamp(min=1e-10)).sqrt(), decoded), phase), running
+    level = around.clamp(min=1e-10).log() / 2
+    before = torch.cat([level[:, :1] if running is None else running.level[:, None], level[:, :-1]], 1)
+    steady = voiced & (level - before < cfg.fine_onset_rise) if cfg.fine_onset_rise > 0 else voiced
+    phase, last = running_phase(fine, analysed, steady, peak, analysed[:, 0] if running is None else running.phase, offset)
+    return synthesize(torch.where(voiced, lobe * (around / lobe_energy.clamp(min=1e-10)).sqrt(), decoded), phase), Voicing(last, level[:, -1])
 
 
 def _energy_around(power: torch.Tensor, peak: torch.Tensor, reach: torch.Tensor) -> torch.Tensor:
@@ -549,7 +562,7 @@ class Revoicer:
         self.start = 0
         self.fine = torch.zeros(0, cfg.fine_fft // 2 + 1, device=device)  # the fine magnitudes of frames ``done`` on
         self.done = 0
-        self.running: torch.Tensor | None = None
+        self.running: Voicing | None = None
         self.ola = OverlapAdd(device, cfg.fine_fft)
 
     def push(self, audio: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
