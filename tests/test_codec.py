@@ -813,16 +813,23 @@ def test_a_fine_head_revoices_its_partial_off_the_comb_and_leaves_the_rest_of_th
     assert float((below.decode(codes) - plain.decode(codes)).abs().max()) < 1e-5
 
 
+def _own_fine_magnitudes(audio: torch.Tensor) -> torch.Tensor:
+    """(1, samples) → the 1,920-point magnitudes a perfect fine head would write for it: one frame per 240 samples."""
+    from engine.nn.codec import _analysis
+
+    return _analysis(torch.nn.functional.pad(audio, (960, 960)), 1920)[:, : audio.shape[-1] // 240].abs()
+
+
 @pytest.mark.parametrize("hz", [440.0, 2000.0, 5003.1])
 def test_a_revoiced_partial_keeps_its_energy_however_wide_the_fine_head_draws_it(hz):
     """A steady sine revoiced from 1,920-point magnitudes comes back at its level: from its own
     magnitudes, and from a fine head that draws its lobe a bin wider each side (as a trained one
     hedges), whose shape, added up over the frames, lost up to a third of a high partial's energy."""
-    from engine.nn.codec import _analysis, revoiced
+    from engine.nn.codec import revoiced
 
     cfg = replace(TINY, fine_fft=1920)
     sine = torch.sin(2 * torch.pi * hz * torch.arange(48_000) / 24_000)[None] * 0.1
-    own = _analysis(torch.nn.functional.pad(sine, (960, 960)), 1920)[:, :200].abs()
+    own = _own_fine_magnitudes(sine)
     wider = torch.nn.functional.max_pool1d(own, 3, 1, 1)
     level = lambda x: float(x[0, 4800:-4800].pow(2).mean().sqrt())  # noqa: E731
     assert level(revoiced(sine, own, cfg)) == pytest.approx(level(sine), rel=0.02)
@@ -836,11 +843,11 @@ def test_two_low_notes_a_minor_third_apart_are_revoiced_each_at_its_own_level(lo
     """A revoiced partial takes the decode's energy around it, ±50 Hz at most for the comb's teeth,
     but below 600 Hz that reaches the next notes' partials: a quieter partial a minor third above a
     louder one took its energy too and came back twice as loud (6 dB)."""
-    from engine.nn.codec import _analysis, revoiced
+    from engine.nn.codec import revoiced
 
     t = torch.arange(48_000) / 24_000
     chord = (0.1 * torch.sin(2 * torch.pi * low * t) + 0.05 * torch.sin(2 * torch.pi * high * t))[None]
-    own = _analysis(torch.nn.functional.pad(chord, (960, 960)), 1920)[:, :200].abs()
+    own = _own_fine_magnitudes(chord)
     out = revoiced(chord, own, replace(TINY, fine_fft=1920, fine_above_hz=150.0))
     freqs = np.fft.rfftfreq(38_400, 1 / 24_000)
 
@@ -860,11 +867,11 @@ def test_a_revoiced_note_keeps_its_attack_where_its_partials_rise(hz):
     100 ms keep their waveform. A phase carried on through the attack from the silence before put
     the partials out of line with each other (error 0.75 of the note's energy at 220 Hz, 0.26 at
     537 Hz), which blurred music's onsets."""
-    from engine.nn.codec import _analysis, revoiced
+    from engine.nn.codec import revoiced
 
     t = torch.arange(48_000) / 24_000
     note = (sum(torch.sin(2 * torch.pi * hz * k * t + k) / k for k in range(1, 6)) * 0.1 * (t >= 1.0))[None].float()
-    own = _analysis(torch.nn.functional.pad(note, (960, 960)), 1920)[:, :200].abs()
+    own = _own_fine_magnitudes(note)
     attack = slice(24_000 - 480, 24_000 + 2400)  # 20 ms before the note to 100 ms into it
     out = revoiced(note, own, replace(TINY, fine_fft=1920))
     error = float((out[0, attack] - note[0, attack]).pow(2).sum() / note[0, attack].pow(2).sum())
