@@ -518,6 +518,7 @@ def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: V
     so the audio is too. Returns the windowed time-domain frames and the ``Voicing`` to carry on."""
     peak = _lobe_peaks(fine)
     voiced = prominent_partials(fine, peak, cfg.fine_prominence) & (peak * (SAMPLE_RATE / cfg.fine_fft) > cfg.fine_above_hz)
+    voiced &= peak.gather(-1, peak) == peak  # a partial is a lobe's own peak: a bin beside a stronger one's flank belongs to none
     bins, offset = torch.arange(fine.shape[-1], device=fine.device), _peak_offset(fine)
     lobe = hann_lobe(bins - peak - offset.gather(-1, peak))
     lobe_energy = torch.zeros_like(fine).scatter_add_(-1, peak, lobe.pow(2) * voiced).gather(-1, peak)  # over the bins its partial takes
