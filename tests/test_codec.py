@@ -843,7 +843,7 @@ def test_a_sine_on_a_bin_comes_back_from_its_own_magnitudes_sample_for_sample(hz
     """A steady sine revoiced from its own magnitudes is the sine again, and nothing beside it. A
     bin three bins from a partial, whose lobe's strongest neighbour is the partial's flank, was
     voiced as a partial of its own with the whole partial's energy: a ghost 37.5 Hz either side
-    (10 % of the sine's amplitude after the frames were added up)."""
+    (once the frames were added up, an error of 11 % of the sine's amplitude at 1,000 Hz, 36 % at 2,000)."""
     from engine.nn.codec import revoiced
 
     sine = torch.sin(2 * torch.pi * hz * torch.arange(48_000) / 24_000)[None] * 0.1
