@@ -891,10 +891,35 @@ def test_a_revoiced_note_keeps_its_attack_where_its_partials_rise(hz):
     assert error < 0.2
 
 
-def test_a_fine_headed_codec_streams_exactly_as_it_decodes_whole(codec):
+def test_a_chorused_partial_sounds_beside_its_copy_at_its_level_and_a_low_one_stays_alone():
+    """``fine_chorus_cents``: a revoiced partial above ``fine_chorus_above_hz`` shares its energy
+    with a copy that many cents sharp (the renders' chorus and reverb spread their partials; a lone
+    steady sinusoid sounded thinner to MuLan); below it, no copy: the sine comes back as it was."""
+    from engine.nn.codec import revoiced
+
+    cfg = replace(TINY, fine_fft=1920, fine_chorus_cents=10.0, fine_chorus_share=0.5, fine_chorus_above_hz=1000.0)
+    t = torch.arange(72_000) / 24_000
+    freqs = np.fft.rfftfreq(62_400, 1 / 24_000)
+
+    def energy(x: torch.Tensor, hz: float) -> float:  # within 3 Hz of hz, in a 2.6 s spectrum (0.4 Hz bins)
+        spectrum = np.abs(np.fft.rfft(x[0, 4800:-4800].numpy() * np.hanning(62_400))) ** 2
+        return float(spectrum[np.abs(freqs - hz) <= 3.0].sum())
+
+    high = (torch.sin(2 * torch.pi * 2000.0 * t) * 0.1)[None]
+    out = revoiced(high, _own_fine_magnitudes(high), cfg)
+    copy = 2000.0 * 2 ** (10 / 1200)  # 2,011.6 Hz
+    assert energy(out, 2000.0) == pytest.approx(0.5 * energy(high, 2000.0), rel=0.1)
+    assert energy(out, copy) == pytest.approx(0.5 * energy(high, 2000.0), rel=0.1)
+    assert float(out[0, 4800:-4800].pow(2).mean()) == pytest.approx(float(high[0, 4800:-4800].pow(2).mean()), rel=0.05)
+    low = (torch.sin(2 * torch.pi * 600.0 * t) * 0.1)[None]
+    assert float((revoiced(low, _own_fine_magnitudes(low), cfg) - low)[0, 4800:-4800].abs().max()) < 1e-3
+
+
+@pytest.mark.parametrize("chorus", [0.0, 10.0])
+def test_a_fine_headed_codec_streams_exactly_as_it_decodes_whole(codec, chorus):
     codes = codec.encode(torch.randn(1, 3 * 24_000) * 0.1)
     torch.manual_seed(3)
-    model = Codec(replace(TINY, partials=True, partials_above_hz=700.0, fine_fft=1920)).eval()
+    model = Codec(replace(TINY, partials=True, partials_above_hz=700.0, fine_fft=1920, fine_chorus_cents=chorus)).eval()
     model.load_state_dict(codec.state_dict(), strict=False)  # the same tokens
     with torch.no_grad():
         voiced = model.fine_decoder.fine_head.bias.view(2, -1)[:, 40::30]

@@ -67,6 +67,9 @@ class CodecConfig:
     fine_prominence: float = 1.0  # with fine_fft: nats a partial's peak stands above its neighbourhood's mean to be revoiced (0.5 took noise peaks too: MuLan heard them) …
     fine_above_hz: float = 200.0  # … when it lies above this frequency (at 1,920 points a semitone is a bin here: below, neighbouring notes share a lobe)
     fine_onset_rise: float = 0.15  # with fine_fft: nats a revoiced partial's level rises from the frame before at an attack, where it keeps the decode's own phase (0: never)
+    fine_chorus_cents: float = 0.0  # with fine_fft: a revoiced partial above fine_chorus_above_hz sounds beside a copy this many cents sharp (0: none) …
+    fine_chorus_share: float = 0.5  # … which takes this share of its energy …
+    fine_chorus_above_hz: float = 1000.0  # … (below it, the copies' beating moved chords' dominant pitch class: docs/experiments.md, 2026-12-06)
 
     @property
     def bits_per_second(self) -> float:
@@ -365,8 +368,12 @@ def with_partials(codec: "Codec", gliding: "Codec", gap: float = CodecConfig.par
 
 def synthesize(mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
     """STFT frames (B, n, bins) as magnitude and phase → windowed time-domain frames (B, n, 2·(bins − 1))."""
-    n_fft = 2 * (mag.shape[-1] - 1)
-    return torch.fft.irfft(torch.polar(mag, phase), n=n_fft) * torch.hann_window(n_fft, device=mag.device)
+    return _windowed_frames(torch.polar(mag, phase))
+
+
+def _windowed_frames(spectrum: torch.Tensor) -> torch.Tensor:
+    n_fft = 2 * (spectrum.shape[-1] - 1)
+    return torch.fft.irfft(spectrum, n=n_fft) * torch.hann_window(n_fft, device=spectrum.device)
 
 
 def with_phase_glide(codec: "Codec", rule: bool = False, prominence: float | None = None) -> "Codec":
@@ -494,7 +501,8 @@ def hann_lobe(offset: torch.Tensor) -> torch.Tensor:
 
 
 class Voicing(NamedTuple):
-    """What ``revoice`` carries from one frame to the next: each bin's phase and its partial's level (nats)."""
+    """What ``revoice`` carries from one frame to the next: each bin's phase (each voice's, the
+    chorus copy's after the partials' own along the batch) and its partial's level (nats)."""
     phase: torch.Tensor
     level: torch.Tensor
 
@@ -515,7 +523,11 @@ def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: V
     the full decode how loud: the fine head's own levels lost the pitch class on a frame in a
     hundred, and its own lobe shapes, wider than a steady sinusoid's, lost up to a third of a high
     partial's energy when the frames were added up. Everywhere else the frames are the decode's own,
-    so the audio is too. Returns the windowed time-domain frames and the ``Voicing`` to carry on."""
+    so the audio is too. With ``fine_chorus_cents`` a partial above ``fine_chorus_above_hz`` sounds
+    beside a copy that many cents sharp, its phase running at its own frequency: the renders' chorus
+    and reverb spread their partials, and a lone steady sinusoid sounded thinner to MuLan than the
+    decode it replaced (docs/experiments.md, 2026-12-06). Returns the windowed time-domain frames and
+    the ``Voicing`` to carry on."""
     peak = _lobe_peaks(fine)
     voiced = prominent_partials(fine, peak, cfg.fine_prominence) & (peak * (SAMPLE_RATE / cfg.fine_fft) > cfg.fine_above_hz)
     voiced &= peak.gather(-1, peak) == peak  # a partial is a lobe's own peak: a bin beside a stronger one's flank belongs to none
@@ -527,8 +539,22 @@ def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: V
     level = around.clamp(min=1e-10).log() / 2
     before = torch.cat([level[:, :1] if running is None else running.level[:, None], level[:, :-1]], 1)
     steady = voiced & (level - before < cfg.fine_onset_rise) if cfg.fine_onset_rise > 0 else voiced
-    phase, last = running_phase(fine, analysed, steady, peak, analysed[:, 0] if running is None else running.phase, offset)
-    return synthesize(torch.where(voiced, lobe * (around / lobe_energy.clamp(min=1e-10)).sqrt(), decoded), phase), Voicing(last, level[:, -1])
+    offsets = [offset]
+    if cfg.fine_chorus_cents:
+        offsets.append(offset + (bins + offset) * (2 ** (cfg.fine_chorus_cents / 1200) - 1))
+    voices = len(offsets)  # every voice's phases run in one loop: the batch holds them side by side
+    carried = analysed[:, 0].repeat(voices, 1) if running is None else running.phase
+    phases, last = running_phase(fine.repeat(voices, 1, 1), analysed.repeat(voices, 1, 1), steady.repeat(voices, 1, 1),
+                                 peak.repeat(voices, 1, 1), carried, torch.cat(offsets))
+    phases = phases.chunk(voices)
+    out = torch.polar(torch.where(voiced, lobe * (around / lobe_energy.clamp(min=1e-10)).sqrt(), decoded), phases[0])
+    if cfg.fine_chorus_cents:
+        chorused = voiced & (peak * (SAMPLE_RATE / cfg.fine_fft) > cfg.fine_chorus_above_hz)
+        copy_lobe = hann_lobe(bins - peak - offsets[1].gather(-1, peak))
+        copy_energy = torch.zeros_like(fine).scatter_add_(-1, peak, copy_lobe.pow(2) * voiced).gather(-1, peak)
+        copy = torch.polar(copy_lobe * (around / copy_energy.clamp(min=1e-10)).sqrt(), phases[1])
+        out = torch.where(chorused, (1 - cfg.fine_chorus_share) ** 0.5 * out + cfg.fine_chorus_share ** 0.5 * copy, out)
+    return _windowed_frames(out), Voicing(last, level[:, -1])
 
 
 def _energy_around(power: torch.Tensor, peak: torch.Tensor, reach: torch.Tensor) -> torch.Tensor:
