@@ -531,9 +531,9 @@ def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: V
     peak = _lobe_peaks(fine)
     voiced = prominent_partials(fine, peak, cfg.fine_prominence) & (peak * (SAMPLE_RATE / cfg.fine_fft) > cfg.fine_above_hz)
     voiced &= peak.gather(-1, peak) == peak  # a partial is a lobe's own peak: a bin beside a stronger one's flank belongs to none
+    at = voiced.nonzero(as_tuple=True)  # (example, frame, bin) of every voiced bin: only these are drawn anew
+    peak_at = (at[0], at[1], peak[at])  # … and of its partial's peak
     bins, offset = torch.arange(fine.shape[-1], device=fine.device), _peak_offset(fine)
-    lobe = hann_lobe(bins - peak - offset.gather(-1, peak))
-    lobe_energy = torch.zeros_like(fine).scatter_add_(-1, peak, lobe.pow(2) * voiced).gather(-1, peak)  # over the bins its partial takes
     decoded, analysed = spec.abs(), spec.angle()
     around = _energy_around(decoded.pow(2), peak, (peak * FINE_REACH_SHARE).round().long().clamp(max=FINE_LEVEL_REACH))
     level = around.clamp(min=1e-10).log() / 2
@@ -547,13 +547,20 @@ def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: V
     phases, last = running_phase(fine.repeat(voices, 1, 1), analysed.repeat(voices, 1, 1), steady.repeat(voices, 1, 1),
                                  peak.repeat(voices, 1, 1), carried, torch.cat(offsets))
     phases = phases.chunk(voices)
-    out = torch.polar(torch.where(voiced, lobe * (around / lobe_energy.clamp(min=1e-10)).sqrt(), decoded), phases[0])
+
+    def lobe_at(shift: torch.Tensor) -> torch.Tensor:
+        """The voiced bins' magnitudes: a Hann lobe at the partial's frequency (its peak bin plus ``shift``),
+        scaled to the decode's energy around it, over the bins its partial takes."""
+        lobe = hann_lobe(at[2] - peak_at[2] - shift[peak_at])
+        energy = torch.zeros_like(fine).index_put_(peak_at, lobe.pow(2), accumulate=True)[peak_at]
+        return lobe * (around[at] / energy.clamp(min=1e-10)).sqrt()
+
+    out, drawn = spec.clone(), torch.polar(lobe_at(offset), phases[0][at])
     if cfg.fine_chorus_cents:
-        chorused = voiced & (peak * (SAMPLE_RATE / cfg.fine_fft) > cfg.fine_chorus_above_hz)
-        copy_lobe = hann_lobe(bins - peak - offsets[1].gather(-1, peak))
-        copy_energy = torch.zeros_like(fine).scatter_add_(-1, peak, copy_lobe.pow(2) * voiced).gather(-1, peak)
-        copy = torch.polar(copy_lobe * (around / copy_energy.clamp(min=1e-10)).sqrt(), phases[1])
-        out = torch.where(chorused, (1 - cfg.fine_chorus_share) ** 0.5 * out + cfg.fine_chorus_share ** 0.5 * copy, out)
+        chorused = peak_at[2] * (SAMPLE_RATE / cfg.fine_fft) > cfg.fine_chorus_above_hz
+        copy = torch.polar(lobe_at(offsets[1]), phases[1][at])
+        drawn = torch.where(chorused, (1 - cfg.fine_chorus_share) ** 0.5 * drawn + cfg.fine_chorus_share ** 0.5 * copy, drawn)
+    out[at] = drawn
     return _windowed_frames(out), Voicing(last, level[:, -1])
 
 
