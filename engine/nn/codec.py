@@ -529,7 +529,8 @@ def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: V
     decode it replaced (docs/experiments.md, 2026-12-06). Returns the windowed time-domain frames and
     the ``Voicing`` to carry on."""
     peak = _lobe_peaks(fine)
-    voiced = prominent_partials(fine, peak, cfg.fine_prominence) & (peak * (SAMPLE_RATE / cfg.fine_fft) > cfg.fine_above_hz)
+    peak_hz = peak * (SAMPLE_RATE / cfg.fine_fft)
+    voiced = prominent_partials(fine, peak, cfg.fine_prominence) & (peak_hz > cfg.fine_above_hz)
     voiced &= peak.gather(-1, peak) == peak  # a partial is a lobe's own peak: a bin beside a stronger one's flank belongs to none
     at = voiced.nonzero(as_tuple=True)  # (example, frame, bin) of every voiced bin: only these are drawn anew
     peak_at = (at[0], at[1], peak[at])  # … and of its partial's peak
@@ -543,9 +544,12 @@ def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: V
     if cfg.fine_chorus_cents:
         offsets.append(offset + (bins + offset) * (2 ** (cfg.fine_chorus_cents / 1200) - 1))
     voices = len(offsets)  # every voice's phases run in one loop: the batch holds them side by side
-    carried = analysed[:, 0].repeat(voices, 1) if running is None else running.phase
-    phases, last = running_phase(fine.repeat(voices, 1, 1), analysed.repeat(voices, 1, 1), steady.repeat(voices, 1, 1),
-                                 peak.repeat(voices, 1, 1), carried, torch.cat(offsets))
+
+    def side_by_side(x: torch.Tensor) -> torch.Tensor:  # (no copy for one voice)
+        return x if voices == 1 else x.repeat(voices, *(1,) * (x.dim() - 1))
+
+    carried = side_by_side(analysed[:, 0]) if running is None else running.phase
+    phases, last = running_phase(side_by_side(fine), side_by_side(analysed), side_by_side(steady), side_by_side(peak), carried, torch.cat(offsets))
     phases = phases.chunk(voices)
 
     def lobe_at(shift: torch.Tensor) -> torch.Tensor:
@@ -557,7 +561,7 @@ def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: V
 
     out, drawn = spec.clone(), torch.polar(lobe_at(offset), phases[0][at])
     if cfg.fine_chorus_cents:
-        chorused = peak_at[2] * (SAMPLE_RATE / cfg.fine_fft) > cfg.fine_chorus_above_hz
+        chorused = peak_hz[at] > cfg.fine_chorus_above_hz
         copy = torch.polar(lobe_at(offsets[1]), phases[1][at])
         drawn = torch.where(chorused, (1 - cfg.fine_chorus_share) ** 0.5 * drawn + cfg.fine_chorus_share ** 0.5 * copy, drawn)
     out[at] = drawn
