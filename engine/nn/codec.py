@@ -132,7 +132,7 @@ class Encoder(nn.Module):
 FINE_LEVEL_REACH = 4  # revoice: bins (12.5 Hz) either side of a partial whose energy it takes from the decode: ±50 Hz, the comb's teeth …
 FINE_REACH_SHARE = 1 / 12  # … and never more than this share of its frequency (≈ 1.4 semitones): below 600 Hz, ±50 Hz takes in the next notes' partials
 FINE_LOG_CEILING = 7.0  # the fine head's log-magnitudes are clamped below this (its frames are twice as long: its magnitudes twice as large)
-PHASE_WRAP_EVERY = 8  # running_phase: frames between wraps of the carried phases (under 8 turns: float32 keeps them to 4e-6 rad)
+PHASE_WRAP_EVERY = 8  # running_phase: frames between wraps of the carried phases (under 16 turns: float32 keeps them to 1e-5 rad)
 GLIDE_LOBE = 2  # bins either side of a partial's peak that a Hann window spreads it over: they follow the peak's phase
 GLIDE_START = -4.0  # a fine-tuned decoder's "tonal" gates start almost shut: it decodes as before, then learns where to glide
 GLIDE_OPEN = 2.0  # a decoder trained from scratch starts with its gates mostly open (0.88): every partial glides until training says a bin is noise
@@ -202,20 +202,28 @@ def running_phase(mag, stated, tonal, peak, running, offset=None):
     the last frame's, to carry on. The frequency is read off the magnitudes, which the amplitude
     loss teaches directly: a learnt offset got no gradient while the gates were shut, and the
     gates shut because the offsets were wrong."""
-    bins = torch.arange(mag.shape[-1], device=mag.device)
+    batch, frames, width = mag.shape
+    bins = torch.arange(width, device=mag.device)
     offset = _peak_offset(mag) if offset is None else offset
-    turn = (bins + offset.detach()) * (torch.pi * STFT_HOP / (mag.shape[-1] - 1))
-    advance = torch.remainder(turn.gather(-1, peak) + torch.pi * ((bins - peak) % 2), 2 * torch.pi)  # the partial's turn, its lobe's alternation
-    phase = running if running is not None else mag.new_zeros(mag.shape[0], mag.shape[-1])
+    step = torch.pi * STFT_HOP / (width - 1)  # how far a bin's centre frequency turns in a hop
+    turn = torch.remainder(bins.double() * step, 2 * torch.pi).to(mag.dtype) + offset.detach() * step
+    advance = turn.gather(-1, peak) + torch.pi * ((bins - peak) & 1)  # the partial's turn, its lobe's alternation
+
+    def rows(x: torch.Tensor) -> torch.Tensor:  # (B, n, bins) → (n, B·bins): each frame's values in one contiguous row
+        return x.transpose(0, 1).reshape(frames, batch * width)
+    source = rows(peak + torch.arange(batch, device=mag.device)[:, None, None] * width)  # where each bin's partial was, in the flat row before
+    phase = running.reshape(-1) if running is not None else mag.new_zeros(batch * width)
     phases, gated = [], tonal.dtype == torch.bool
-    for k, (peak_k, advance_k, tonal_k, stated_k) in enumerate(zip(peak.unbind(1), advance.unbind(1), tonal.unbind(1), stated.unbind(1))):
-        carried = phase.gather(-1, peak_k) + advance_k  # the loop decoding spends most in: as few operations as can be
-        if gated:  # a carried phase grows by under a turn a frame: wrapped now and then, it keeps its precision
+    for k, (source_k, advance_k, tonal_k, stated_k) in enumerate(zip(source, rows(advance), rows(tonal), rows(stated))):
+        carried = phase.index_select(0, source_k) + advance_k  # the loop decoding spends most in: as few operations as can be
+        if gated:  # a carried phase grows by under two turns a frame: wrapped now and then, it keeps its precision
             phase = torch.where(tonal_k, torch.remainder(carried, 2 * torch.pi) if k % PHASE_WRAP_EVERY == 0 else carried, stated_k)
         else:
             phase = _wrap(stated_k + tonal_k * _wrap(carried - stated_k))
         phases.append(phase)
-    return (torch.stack(phases, 1) if phases else stated), phase
+    if not phases:
+        return stated, phase.view(batch, width)
+    return torch.stack(phases).view(frames, batch, width).transpose(0, 1), phase.view(batch, width)
 
 
 class Frames(NamedTuple):
