@@ -131,6 +131,7 @@ class Encoder(nn.Module):
 
 FINE_LEVEL_REACH = 4  # revoice: bins (12.5 Hz) either side of a partial whose energy it takes from the decode: ±50 Hz, the comb's teeth …
 FINE_REACH_SHARE = 1 / 12  # … and never more than this share of its frequency (≈ 1.4 semitones): below 600 Hz, ±50 Hz takes in the next notes' partials
+FINE_CHORUS_MAX_BINS = 1.0  # revoice: a chorus copy sits at most this far above its partial (12.5 Hz at 1,920 points), so its lobe stays within the bins drawn: 10 cents is 2.3 bins at 5 kHz, where a sine came back 15 % quiet
 FINE_LOG_CEILING = 7.0  # the fine head's log-magnitudes are clamped below this (its frames are twice as long: its magnitudes twice as large)
 PHASE_WRAP_EVERY = 8  # running_phase: frames between wraps of the carried phases (under 16 turns: float32 keeps them to 1e-5 rad)
 GLIDE_LOBE = 2  # bins either side of a partial's peak that a Hann window spreads it over: they follow the peak's phase
@@ -532,7 +533,7 @@ def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: V
     hundred, and its own lobe shapes, wider than a steady sinusoid's, lost up to a third of a high
     partial's energy when the frames were added up. Everywhere else the frames are the decode's own,
     so the audio is too. With ``fine_chorus_cents`` a partial above ``fine_chorus_above_hz`` sounds
-    beside a copy that many cents sharp, its phase running at its own frequency: the renders' chorus
+    beside a copy that many cents sharp (``FINE_CHORUS_MAX_BINS`` at most), its phase running at its own frequency: the renders' chorus
     and reverb spread their partials, and a lone steady sinusoid sounded thinner to MuLan than the
     decode it replaced (docs/experiments.md, 2026-12-06). Returns the windowed time-domain frames and
     the ``Voicing`` to carry on."""
@@ -550,7 +551,8 @@ def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: V
     steady = voiced & (level - before < cfg.fine_onset_rise) if cfg.fine_onset_rise > 0 else voiced
     offsets = [offset]
     if cfg.fine_chorus_cents:
-        offsets.append(offset + (bins + offset) * (2 ** (cfg.fine_chorus_cents / 1200) - 1))
+        detune = ((bins + offset) * (2 ** (cfg.fine_chorus_cents / 1200) - 1)).clamp(max=FINE_CHORUS_MAX_BINS)
+        offsets.append(offset + detune)
     voices = len(offsets)  # every voice's phases run in one loop: the batch holds them side by side
 
     def side_by_side(x: torch.Tensor) -> torch.Tensor:  # (no copy for one voice)
