@@ -203,28 +203,21 @@ def running_phase(mag, stated, tonal, peak, running, offset=None):
     the last frame's, to carry on. The frequency is read off the magnitudes, which the amplitude
     loss teaches directly: a learnt offset got no gradient while the gates were shut, and the
     gates shut because the offsets were wrong."""
-    batch, frames, width = mag.shape
-    bins = torch.arange(width, device=mag.device)
+    bins = torch.arange(mag.shape[-1], device=mag.device)
     offset = _peak_offset(mag) if offset is None else offset
-    step = torch.pi * STFT_HOP / (width - 1)  # how far a bin's centre frequency turns in a hop
-    turn = torch.remainder(bins.double() * step, 2 * torch.pi).to(mag.dtype) + offset.detach() * step
+    step = torch.pi * STFT_HOP / (mag.shape[-1] - 1)  # how far a bin's centre frequency turns in a hop
+    turn = torch.remainder(bins.double() * step, 2 * torch.pi).to(mag.dtype) + offset.detach() * step  # one remainder per bin, not per frame and bin
     advance = turn.gather(-1, peak) + torch.pi * ((bins - peak) & 1)  # the partial's turn, its lobe's alternation
-
-    def rows(x: torch.Tensor) -> torch.Tensor:  # (B, n, bins) → (n, B·bins): each frame's values in one contiguous row
-        return x.transpose(0, 1).reshape(frames, batch * width)
-    source = rows(peak + torch.arange(batch, device=mag.device)[:, None, None] * width)  # where each bin's partial was, in the flat row before
-    phase = running.reshape(-1) if running is not None else mag.new_zeros(batch * width)
+    phase = running if running is not None else mag.new_zeros(mag.shape[0], mag.shape[-1])
     phases, gated = [], tonal.dtype == torch.bool
-    for k, (source_k, advance_k, tonal_k, stated_k) in enumerate(zip(source, rows(advance), rows(tonal), rows(stated))):
-        carried = phase.index_select(0, source_k) + advance_k  # the loop decoding spends most in: as few operations as can be
+    for k, (peak_k, advance_k, tonal_k, stated_k) in enumerate(zip(peak.unbind(1), advance.unbind(1), tonal.unbind(1), stated.unbind(1))):
+        carried = phase.gather(-1, peak_k) + advance_k  # the loop decoding spends most in: as few operations as can be
         if gated:  # a carried phase grows by under two turns a frame: wrapped now and then, it keeps its precision
             phase = torch.where(tonal_k, torch.remainder(carried, 2 * torch.pi) if k % PHASE_WRAP_EVERY == 0 else carried, stated_k)
         else:
             phase = _wrap(stated_k + tonal_k * _wrap(carried - stated_k))
         phases.append(phase)
-    if not phases:
-        return stated, phase.view(batch, width)
-    return torch.stack(phases).view(frames, batch, width).transpose(0, 1), phase.view(batch, width)
+    return (torch.stack(phases, 1) if phases else stated), phase
 
 
 class Frames(NamedTuple):
