@@ -526,10 +526,10 @@ def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: V
     hundred, and its own lobe shapes, wider than a steady sinusoid's, lost up to a third of a high
     partial's energy when the frames were added up. Everywhere else the frames are the decode's own,
     so the audio is too. With ``fine_chorus_cents`` a partial above ``fine_chorus_above_hz`` sounds
-    beside a copy that many cents sharp (``FINE_CHORUS_MAX_BINS`` at most), its phase running at its own frequency: the renders' chorus
-    and reverb spread their partials, and a lone steady sinusoid sounded thinner to MuLan than the
-    decode it replaced (docs/experiments.md, 2026-12-06). Returns the windowed time-domain frames and
-    the ``Voicing`` to carry on."""
+    beside a copy that many cents sharp (``FINE_CHORUS_MAX_BINS`` at most), its phase running at its
+    own frequency: the renders' chorus and reverb spread their partials, and a lone steady sinusoid
+    sounded thinner to MuLan than the decode it replaced (docs/experiments.md, 2026-12-06). Returns
+    the windowed time-domain frames and the ``Voicing`` to carry on."""
     peak = _lobe_peaks(fine)
     peak_hz = peak * (SAMPLE_RATE / cfg.fine_fft)
     voiced = prominent_partials(fine, peak, cfg.fine_prominence) & (peak_hz > cfg.fine_above_hz)
