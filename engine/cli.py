@@ -165,6 +165,10 @@ def _train(args: argparse.Namespace) -> dict:
         if other:
             raise UsageError(f"--fine-fft trains the fine head on magnitudes alone; drop --{other[0].replace('_', '-')}")
         overrides["fine_fft"] = args.fine_fft
+    if args.fine_context is not None:
+        if args.fine_fft is None:
+            raise UsageError("--fine-context says how many tokens before each the fine head reads; give --fine-fft too")
+        overrides["fine_context"] = args.fine_context
     if args.glide_rule and not args.phase_glide:
         raise UsageError("--glide-rule says where a gliding decoder glides; give --phase-glide too")
     if args.glide_prominence is not None:
@@ -639,6 +643,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--fine-fft", type=_positive_int, metavar="POINTS",
                    help="codec fine-tune: add a magnitude head this long (1920) to the gliding decoder and train it alone; the output's "
                         "prominent partials are revoiced from it")
+    t.add_argument("--fine-context", type=_positive_int, metavar="TOKENS",
+                   help="codec with --fine-fft: the fine head also reads this many tokens before each (4: its partials hold steadier, off the 50 Hz comb; default 0)")
     t.add_argument("--phase-beyond-levels", type=_positive_int, metavar="N",
                    help="codec from scratch: that spectrum's phase counts only for decodes from more than N levels, so the first N "
                         "(what stage 2 writes) keep their bits for the notes (default: every decode)")

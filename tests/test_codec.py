@@ -255,13 +255,17 @@ def test_a_codec_fine_tune_trains_the_decoder_and_keeps_every_token(tmp_path, ti
     lonely = subprocess.run(common + ["--run-dir", str(tmp_path / "z"), "--steps", "1", "--critic-after", "5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert lonely.returncode == 2 and "--critic-weight" in lonely.stderr and "Traceback" not in lonely.stderr
     fine = subprocess.run(common + ["--run-dir", str(tmp_path / "fine"), "--steps", "1", "--init", str(base_run), "--fine-fft", "1920",
-                                    "--coarse-share", "0.5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                                    "--fine-context", "2", "--coarse-share", "0.5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert fine.returncode == 0, fine.stderr  # the fine head learns alone: nothing else moves
     fine_state = load_codec(tmp_path / "fine").state_dict()
-    assert load_codec(tmp_path / "fine").cfg.fine_fft == 1920 and all(torch.equal(v, fine_state[k]) for k, v in before.items())
+    assert (load_codec(tmp_path / "fine").cfg.fine_fft, load_codec(tmp_path / "fine").cfg.fine_context) == (1920, 2)
+    assert all(torch.equal(v, fine_state[k]) for k, v in before.items())
     for extra, message in ((["--steps", "1"], "train codec --init CHECKPOINT --fine-fft"), (["--init", str(base_run), "--pitch-weight", "1"], "drop --pitch-weight")):
         refused = subprocess.run(common + ["--run-dir", str(tmp_path / "r"), "--fine-fft", "1920", *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert refused.returncode == 2 and message in refused.stderr and "Traceback" not in refused.stderr
+    no_head = subprocess.run(common + ["--run-dir", str(tmp_path / "c"), "--steps", "1", "--init", str(base_run), "--fine-context", "2"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert no_head.returncode == 2 and "--fine-fft too" in no_head.stderr and "Traceback" not in no_head.stderr
     retuned = subprocess.run(common + ["--run-dir", str(tmp_path / "q"), "--steps", "1", "--init", str(tmp_path / "fine")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert retuned.returncode == 2 and "fine head" in retuned.stderr and "Traceback" not in retuned.stderr
 
@@ -919,11 +923,12 @@ def test_a_chorused_partial_sounds_beside_its_copy_at_its_level_and_a_low_one_st
     assert float((revoiced(low, _own_fine_magnitudes(low), cfg) - low)[0, 4800:-4800].abs().max()) < 1e-3
 
 
-@pytest.mark.parametrize("chorus", [0.0, 10.0])
-def test_a_fine_headed_codec_streams_exactly_as_it_decodes_whole(codec, chorus):
+@pytest.mark.parametrize("chorus, context", [(0.0, 0), (10.0, 0), (0.0, 3)])
+def test_a_fine_headed_codec_streams_exactly_as_it_decodes_whole(codec, chorus, context):
     codes = codec.encode(torch.randn(1, 3 * 24_000) * 0.1)
     torch.manual_seed(3)
-    model = Codec(replace(TINY, partials=True, partials_above_hz=700.0, fine_fft=1920, fine_chorus_cents=chorus)).eval()
+    model = Codec(replace(TINY, partials=True, partials_above_hz=700.0, fine_fft=1920, fine_chorus_cents=chorus,
+                                fine_context=context)).eval()
     model.load_state_dict(codec.state_dict(), strict=False)  # the same tokens
     with torch.no_grad():
         voiced = model.fine_decoder.fine_head.bias.view(2, -1)[:, 40::30]
@@ -955,6 +960,13 @@ def test_a_fine_head_starts_from_its_decoders_magnitudes_and_needs_a_longer_fram
             with_fine_head(two, bad)
     with pytest.raises(ValueError, match="without fine heads"):
         with_partials(with_fine_head(codec, 1920), _louder_partials(codec))
+    reading = with_fine_head(two, 1920, context=4)  # the earlier tokens' weights start at zero: it decodes as the plain head does
+    assert reading.cfg.fine_context == 4 and not reading.fine_decoder.fine_head.weight[..., :-1].any()
+    with torch.no_grad():
+        assert torch.allclose(reading.fine_decoder.magnitudes(latents)[1], longer)
+    assert reading.decoder.receptive_field == fine.decoder.receptive_field + 3  # 4 tokens before, where the glide rule read 1
+    with pytest.raises(ValueError, match="already"):
+        with_fine_head(reading, 1920)
 
 
 def test_two_decoders_combine_only_when_they_read_the_same_tokens(codec):

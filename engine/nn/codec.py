@@ -17,8 +17,9 @@ Gliding music's partials costs its transcribed notes, so with ``partials`` the s
 every frame and a gliding one voices the steady partials it loses, and every steady partial above
 ``partials_above_hz`` (``TwoPathDecoder``). A 960-point frame cannot glide music's partials below
 that without smearing neighbouring notes together, so with ``fine_fft`` a second head on the
-gliding decoder writes 1,920-point magnitudes, and every partial they hear is voiced anew over the
-decode's own re-analysed frames (``revoice``).
+gliding decoder writes 1,920-point magnitudes (from ``fine_context`` tokens before each too, which
+holds their partials steadier from frame to frame), and every partial they hear is voiced anew
+over the decode's own re-analysed frames (``revoice``).
 
 Causality makes streaming exact: a chunk of tokens decoded with its receptive field of past
 tokens gives the same frames as whole decoding, and one overlap-add class serves every path.
@@ -64,6 +65,7 @@ class CodecConfig:
     partials_gap: float = 2.0  # with partials: nats by which the gliding decoder's partial must stand above the first decoder's to be its
     partials_above_hz: float | None = None  # with partials: every steady partial above this glides, wherever the first decoder has it (None: none)
     fine_fft: int = 0  # > 0: a second magnitude head on the gliding decoder writes frames this long, and the output is revoiced from them (revoice)
+    fine_context: int = 0  # with fine_fft: tokens before each that its fine head also reads (a causal convolution): the partials it hears hold steadier from frame to frame, off the comb
     fine_prominence: float = 1.0  # with fine_fft: nats a partial's peak stands above its neighbourhood's mean to be revoiced (0.5 took noise peaks too: MuLan heard them) …
     fine_above_hz: float = 200.0  # … when it lies above this frequency (at 1,920 points a semitone is a bin here: below, neighbouring notes share a lobe)
     fine_onset_rise: float = 0.15  # with fine_fft: nats a revoiced partial's level rises from the frame before at an attack, where it keeps the decode's own phase (0: never)
@@ -245,13 +247,15 @@ class Decoder(nn.Module):
         if self.learnt_gates:
             self.head.bias.data.view(FRAMES_PER_TOKEN, self.kinds, self.bins)[:, -1] = GLIDE_OPEN
         self.fine_bins = cfg.fine_fft // 2 + 1
-        self.fine_head = nn.Linear(cfg.dim, self.fine_bins * FRAMES_PER_TOKEN) if cfg.fine_fft else None  # log-magnitudes
+        # log-magnitudes, from each token's features and those of the fine_context tokens before it
+        self.fine_head = nn.Conv1d(cfg.dim, self.fine_bins * FRAMES_PER_TOKEN, cfg.fine_context + 1) if cfg.fine_fft else None
 
     @property
     def receptive_field(self) -> int:
         """How many past tokens influence a token's frames (for exact streaming); the rule also
-        reads the frame before, the previous token's."""
-        return (self.cfg.kernel - 1) * self.cfg.decoder_blocks + (self.cfg.phase_glide and self.cfg.glide_rule)
+        reads the frame before, the previous token's, and a fine head ``fine_context`` tokens' features."""
+        rule = int(self.cfg.phase_glide and self.cfg.glide_rule)
+        return (self.cfg.kernel - 1) * self.cfg.decoder_blocks + max(rule, self.cfg.fine_context if self.cfg.fine_fft else 0)
 
     def forward(self, latents: torch.Tensor, skip: int = 0, running: torch.Tensor | None = None) -> Frames:
         """latents (B, D, T) → the ``Frames`` (B, 2T − skip, bins) after the first ``skip`` (context
@@ -282,7 +286,7 @@ class Decoder(nn.Module):
     def _fine_magnitudes(self, hidden: torch.Tensor) -> torch.Tensor | None:
         if self.fine_head is None:
             return None
-        x = self.fine_head(hidden)
+        x = self.fine_head(F.pad(hidden.transpose(1, 2), (self.cfg.fine_context, 0))).transpose(1, 2)
         return torch.exp(x.reshape(x.shape[0], x.shape[1] * FRAMES_PER_TOKEN, self.fine_bins).clamp(max=FINE_LOG_CEILING))
 
     @staticmethod
@@ -404,26 +408,31 @@ def with_phase_glide(codec: "Codec", rule: bool = False, prominence: float | Non
     return glide.train(codec.training)
 
 
-def with_fine_head(codec: "Codec", n_fft: int) -> "Codec":
+def with_fine_head(codec: "Codec", n_fft: int, context: int = 0) -> "Codec":
     """The same codec with a fine head of ``n_fft`` points on its gliding decoder (its only decoder,
-    if it has one), to train alone (``train codec --init … --fine-fft N``): every trained weight
-    kept, the new head started from the decoder's own log-magnitude rows, read at each fine bin's
-    frequency, plus log(n_fft / 960) for the longer frame's larger magnitudes. A codec that has
-    one already comes back as it is."""
+    if it has one), reading ``context`` tokens before each too (``CodecConfig.fine_context``), to
+    train alone (``train codec --init … --fine-fft N``): every trained weight kept, the new head
+    started from the decoder's own log-magnitude rows, read at each fine bin's frequency, plus
+    log(n_fft / 960) for the longer frame's larger magnitudes; the earlier tokens' weights start
+    at zero. A codec that has the same head already comes back as it is."""
     if codec.cfg.fine_fft:
-        if codec.cfg.fine_fft != n_fft:
-            raise ValueError(f"this codec's fine head has {codec.cfg.fine_fft} points already, not {n_fft}")
+        if (codec.cfg.fine_fft, codec.cfg.fine_context) != (n_fft, context):
+            raise ValueError(f"this codec has a fine head of {codec.cfg.fine_fft} points reading {codec.cfg.fine_context} tokens before each "
+                             f"already, not {n_fft} and {context}")
         return codec
     if n_fft <= N_FFT or n_fft % (2 * STFT_HOP):
         raise ValueError(f"a fine head needs frames longer than {N_FFT} points, a multiple of {2 * STFT_HOP}; got {n_fft}")
-    fine = Codec(replace(codec.cfg, fine_fft=n_fft))
+    if context < 0:
+        raise ValueError(f"a fine head reads the tokens before each one, not {context}")
+    fine = Codec(replace(codec.cfg, fine_fft=n_fft, fine_context=context))
     fine.load_state_dict(codec.state_dict(), strict=False)
     source, head = codec.fine_decoder, fine.fine_decoder.fine_head
-    position = torch.arange(head.out_features // FRAMES_PER_TOKEN) * (source.bins - 1) / (n_fft // 2)
+    position = torch.arange(head.out_channels // FRAMES_PER_TOKEN) * (source.bins - 1) / (n_fft // 2)
     below = position.floor().long()
     above, share = (below + 1).clamp(max=source.bins - 1), position - below
     with torch.no_grad():
-        for old, new, shift in ((source.head.weight, head.weight, 0.0), (source.head.bias, head.bias, math.log(n_fft / N_FFT))):
+        head.weight.zero_()
+        for old, new, shift in ((source.head.weight, head.weight[..., -1], 0.0), (source.head.bias, head.bias, math.log(n_fft / N_FFT))):
             rows = old.view(FRAMES_PER_TOKEN, source.kinds, source.bins, -1)[:, 0]  # the log-magnitude rows
             mixed = rows[:, below] * (1 - share[:, None]) + rows[:, above] * share[:, None]
             new.copy_(mixed.reshape(new.shape) + shift)

@@ -381,7 +381,7 @@ NOTE_LEVELS = 2  # with --note-weight: the levels whose sum must carry the notes
 
 def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Recipe:
     if cfg.fine_fft:  # a fine head learns alone, on any trained codec (two decoders combined too): nothing else moves
-        model = with_fine_head(load_codec(Path(cfg.init)), cfg.fine_fft).train()
+        model = with_fine_head(load_codec(Path(cfg.init)), cfg.fine_fft, cfg.fine_context).train()
         model.requires_grad_(False)
         model.fine_decoder.fine_head.requires_grad_(True)
     elif cfg.init:  # a fine-tune keeps the trained codec's layout (a note head too), its encoder and codebooks: see codec_decoder_loss

@@ -55,6 +55,7 @@ class TrainConfig:
     onset_weight: float = 0.0  # codec: weight of the output's attacks against the target's (train/codec.py onset_loss)
     coarse_share: float = 0.0  # codec fine-tune: share of the batch decoded from the levels stage 2 writes, which generation decodes
     fine_fft: int = 0  # codec fine-tune: a magnitude head this many points long on the gliding decoder, trained alone on magnitudes (nn/codec.py revoice)
+    fine_context: int = 0  # … reading this many tokens before each too (CodecConfig.fine_context)
     magnitudes_only: bool = False  # codec fine-tune: the decoder's frames' magnitudes alone, no term on the audio (train/codec.py codec_magnitudes_loss)
     phase_beyond_levels: int = 0  # codec from scratch: that spectrum's phase counts only for decodes from more levels than this (0: all)
     critic_weight: float = 0.0  # codec: weight of a critic's hinge and feature-matching terms on the decoder (nn/critic.py; 0: none)
