@@ -257,8 +257,9 @@ def test_a_codec_fine_tune_trains_the_decoder_and_keeps_every_token(tmp_path, ti
     fine = subprocess.run(common + ["--run-dir", str(tmp_path / "fine"), "--steps", "1", "--init", str(base_run), "--fine-fft", "1920",
                                     "--fine-context", "2", "--coarse-share", "0.5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert fine.returncode == 0, fine.stderr  # the fine head learns alone: nothing else moves
-    fine_state = load_codec(tmp_path / "fine").state_dict()
-    assert (load_codec(tmp_path / "fine").cfg.fine_fft, load_codec(tmp_path / "fine").cfg.fine_context) == (1920, 2)
+    trained = load_codec(tmp_path / "fine")
+    fine_state = trained.state_dict()
+    assert (trained.cfg.fine_fft, trained.cfg.fine_context) == (1920, 2)
     assert all(torch.equal(v, fine_state[k]) for k, v in before.items())
     for extra, message in ((["--steps", "1"], "train codec --init CHECKPOINT --fine-fft"), (["--init", str(base_run), "--pitch-weight", "1"], "drop --pitch-weight")):
         refused = subprocess.run(common + ["--run-dir", str(tmp_path / "r"), "--fine-fft", "1920", *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
