@@ -169,6 +169,10 @@ def _train(args: argparse.Namespace) -> dict:
         if args.fine_fft is None:
             raise UsageError("--fine-context says how many tokens before each the fine head reads; give --fine-fft too")
         overrides["fine_context"] = args.fine_context
+    if args.fine_chorus_cents is not None:
+        if args.fine_fft is None:
+            raise UsageError("--fine-chorus-cents sets how the fine head's partials are voiced; give --fine-fft too")
+        overrides["fine_chorus_cents"] = args.fine_chorus_cents
     if args.glide_rule and not args.phase_glide:
         raise UsageError("--glide-rule says where a gliding decoder glides; give --phase-glide too")
     if args.glide_prominence is not None:
@@ -645,6 +649,9 @@ def parser() -> argparse.ArgumentParser:
                         "prominent partials are revoiced from it")
     t.add_argument("--fine-context", type=_positive_int, metavar="TOKENS",
                    help="codec with --fine-fft: the fine head also reads this many tokens before each (4: its partials hold steadier, off the 50 Hz comb; default 0)")
+    t.add_argument("--fine-chorus-cents", type=_positive_float, metavar="CENTS",
+                   help="codec with --fine-fft: each revoiced partial above 1 kHz sounds beside a copy this many cents sharp, "
+                        "as the renders' chorus spreads theirs (10; default: as the init codec has it, none for a new head)")
     t.add_argument("--phase-beyond-levels", type=_positive_int, metavar="N",
                    help="codec from scratch: that spectrum's phase counts only for decodes from more than N levels, so the first N "
                         "(what stage 2 writes) keep their bits for the notes (default: every decode)")

@@ -255,11 +255,11 @@ def test_a_codec_fine_tune_trains_the_decoder_and_keeps_every_token(tmp_path, ti
     lonely = subprocess.run(common + ["--run-dir", str(tmp_path / "z"), "--steps", "1", "--critic-after", "5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert lonely.returncode == 2 and "--critic-weight" in lonely.stderr and "Traceback" not in lonely.stderr
     fine = subprocess.run(common + ["--run-dir", str(tmp_path / "fine"), "--steps", "1", "--init", str(base_run), "--fine-fft", "1920",
-                                    "--fine-context", "2", "--coarse-share", "0.5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                                    "--fine-context", "2", "--fine-chorus-cents", "10", "--coarse-share", "0.5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert fine.returncode == 0, fine.stderr  # the fine head learns alone: nothing else moves
     trained = load_codec(tmp_path / "fine")
     fine_state = trained.state_dict()
-    assert (trained.cfg.fine_fft, trained.cfg.fine_context) == (1920, 2)
+    assert (trained.cfg.fine_fft, trained.cfg.fine_context, trained.cfg.fine_chorus_cents) == (1920, 2, 10.0)
     assert all(torch.equal(v, fine_state[k]) for k, v in before.items())
     for extra, message in ((["--steps", "1"], "train codec --init CHECKPOINT --fine-fft"), (["--init", str(base_run), "--pitch-weight", "1"], "drop --pitch-weight")):
         refused = subprocess.run(common + ["--run-dir", str(tmp_path / "r"), "--fine-fft", "1920", *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -267,6 +267,9 @@ def test_a_codec_fine_tune_trains_the_decoder_and_keeps_every_token(tmp_path, ti
     no_head = subprocess.run(common + ["--run-dir", str(tmp_path / "c"), "--steps", "1", "--init", str(base_run), "--fine-context", "2"],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert no_head.returncode == 2 and "--fine-fft too" in no_head.stderr and "Traceback" not in no_head.stderr
+    no_chorus_head = subprocess.run(common + ["--run-dir", str(tmp_path / "c"), "--steps", "1", "--init", str(base_run), "--fine-chorus-cents", "10"],
+                                    cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert no_chorus_head.returncode == 2 and "--fine-fft too" in no_chorus_head.stderr and "Traceback" not in no_chorus_head.stderr
     retuned = subprocess.run(common + ["--run-dir", str(tmp_path / "q"), "--steps", "1", "--init", str(tmp_path / "fine")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert retuned.returncode == 2 and "fine head" in retuned.stderr and "Traceback" not in retuned.stderr
 

@@ -384,6 +384,8 @@ def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Reci
         model = with_fine_head(load_codec(Path(cfg.init)), cfg.fine_fft, cfg.fine_context).train()
         model.requires_grad_(False)
         model.fine_decoder.fine_head.requires_grad_(True)
+        if cfg.fine_chorus_cents is not None:  # a decoding setting the run carries to its checkpoint: the head learns the same either way
+            model.cfg = replace(model.cfg, fine_chorus_cents=cfg.fine_chorus_cents)
     elif cfg.init:  # a fine-tune keeps the trained codec's layout (a note head too), its encoder and codebooks: see codec_decoder_loss
         model = load_codec(Path(cfg.init)).train()
         if model.cfg.partials:

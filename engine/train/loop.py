@@ -56,6 +56,7 @@ class TrainConfig:
     coarse_share: float = 0.0  # codec fine-tune: share of the batch decoded from the levels stage 2 writes, which generation decodes
     fine_fft: int = 0  # codec fine-tune: a magnitude head this many points long on the gliding decoder, trained alone on magnitudes (nn/codec.py revoice)
     fine_context: int = 0  # … reading this many tokens before each too (CodecConfig.fine_context)
+    fine_chorus_cents: float | None = None  # … and the revoiced partials' chorus copy this many cents sharp (CodecConfig.fine_chorus_cents; None: the init codec's)
     magnitudes_only: bool = False  # codec fine-tune: the decoder's frames' magnitudes alone, no term on the audio (train/codec.py codec_magnitudes_loss)
     phase_beyond_levels: int = 0  # codec from scratch: that spectrum's phase counts only for decodes from more levels than this (0: all)
     critic_weight: float = 0.0  # codec: weight of a critic's hinge and feature-matching terms on the decoder (nn/critic.py; 0: none)
