@@ -4,8 +4,9 @@
 MuLan, semantic tokenizer, token caches, prior, the three stages) and judges the set with ``eval
 all``; ``python -m engine retrain acoustic --corpus corpus`` rebuilds what the pitch-true codec changes:
 the codec (with its note head, the fine STFT term and recorded music), its decoder tuned for what
-MuLan reads (the tokens stay), a gliding decoder for the steady partials that one loses, the token
-caches of its tokens, stages 2 and 3 on them, and the judges of the result: the codec's, then the
+MuLan reads (the tokens stay), a gliding decoder for the steady partials that one loses, a fine head
+that revoices its partials off the 50 Hz comb, the token caches of its tokens, stages 2 and 3 on
+them, and the judges of the result: the codec's, then the
 whole set's (the runs folder holds ``codec/``, ``stage2/`` and ``stage3/``, which ``MusicLM.load``
 takes in place of the shipped ones). Each step is a command of this CLI run in a process of its
 own with its log in ``runs/<chain>/``; a step that finished is skipped when the chain runs again
@@ -36,6 +37,8 @@ class Step:
 CORPUS = Step("corpus", ("data", "build", "--out", "{corpus}", "--hours", "11.2", "--seed", "1", "--quiet"))
 GLIDE = ("train", "codec", "--corpus", "{corpus}", "--phase-glide", "--glide-rule", "--warmup", "100", "--quiet")
 PARTIALS = ("--glide-prominence", "1.5", "--pitch-weight", "4", "--onset-weight", "4", "--tone-share", "0.1", "--lr", "1e-4", "--steps", "6000")
+FINE = ("train", "codec", "--corpus", "{corpus}", "--fine-fft", "1920", "--fine-context", "4", "--warmup", "50", "--batch-size", "16",
+        "--coarse-share", "0.3", "--recorded-share", "0.3", "--quiet")
 CODEC = (  # the note-supervised codec from scratch, with recorded music, then its decoder tuned for what MuLan reads (the tokens stay)
     Step("codec", ("train", "codec", "--preset", "cpu-small", "--corpus", "{corpus}", "--run-dir", "{runs}/codec-scratch", "--pitch-weight", "4",
                    "--note-weight", "4", "--recorded-share", "0.3", "--steps", "16000", "--quiet")),
@@ -52,7 +55,13 @@ CODEC = (  # the note-supervised codec from scratch, with recorded music, then i
     Step("partials-onsets", (*GLIDE, "--init", "{runs}/partials-3", "--run-dir", "{runs}/partials-4", "--magnitude-weight", "10", *PARTIALS)),
     Step("partials", (*GLIDE, "--init", "{runs}/partials-4", "--run-dir", "{runs}/partials", "--magnitude-weight", "20", *PARTIALS)),
     Step("codec-two-path", ("codec", "combine", "--checkpoint", "{runs}/codec-stated", "--partials", "{runs}/partials", "--glide-above", "700",
-                            "--out", "{runs}/codec", "--force", "--json"), "codec-two-path.json"),
+                            "--out", "{runs}/codec-two-path", "--force", "--json"), "codec-two-path.json"),
+    # a 1,920-point fine head on the gliding decoder, reading the 4 tokens before each (the partials revoiced off the 50 Hz comb),
+    # then taught the plain tones more often, with the chorus its partials sound beside (the tokens stay: runs fine-6, fine-7)
+    Step("fine-head", (*FINE, "--init", "{runs}/codec-two-path", "--run-dir", "{runs}/fine-head", "--lr", "1e-3", "--steps", "1500",
+                       "--tone-share", "0.1")),
+    Step("fine-tones", (*FINE, "--init", "{runs}/fine-head", "--run-dir", "{runs}/codec", "--lr", "3e-4", "--steps", "1000", "--tone-share", "0.3",
+                        "--fine-chorus-cents", "10")),
 )
 CODEC_JUDGES = (  # the codec is judged before anything is built on its tokens
     Step("eval-codec", ("eval", "codec", "--corpus", "{corpus}", "--checkpoint", "{runs}/codec", "--clips", "20", "--json"), "codec.json"),
