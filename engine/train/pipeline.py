@@ -57,7 +57,7 @@ CODEC = (  # the note-supervised codec from scratch, with recorded music, then i
     Step("codec-two-path", ("codec", "combine", "--checkpoint", "{runs}/codec-stated", "--partials", "{runs}/partials", "--glide-above", "700",
                             "--out", "{runs}/codec-two-path", "--force", "--json"), "codec-two-path.json"),
     # a 1,920-point fine head on the gliding decoder, reading the 4 tokens before each (the partials revoiced off the 50 Hz comb),
-    # then taught the plain tones more often, with the chorus its partials sound beside (the tokens stay: runs fine-6, fine-7)
+    # then taught the plain tones more often, with the chorus its partials sound beside (the tokens stay: the shipped head's runs run6 and run8 of 2026-12-07)
     Step("fine-head", (*FINE, "--init", "{runs}/codec-two-path", "--run-dir", "{runs}/fine-head", "--lr", "1e-3", "--steps", "1500",
                        "--tone-share", "0.1")),
     Step("fine-tones", (*FINE, "--init", "{runs}/fine-head", "--run-dir", "{runs}/codec", "--lr", "3e-4", "--steps", "1000", "--tone-share", "0.3",
