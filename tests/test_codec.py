@@ -927,12 +927,33 @@ def test_a_chorused_partial_sounds_beside_its_copy_at_its_level_and_a_low_one_st
     assert float((revoiced(low, _own_fine_magnitudes(low), cfg) - low)[0, 4800:-4800].abs().max()) < 1e-3
 
 
-@pytest.mark.parametrize("chorus, context", [(0.0, 0), (10.0, 0), (0.0, 3)])
-def test_a_fine_headed_codec_streams_exactly_as_it_decodes_whole(codec, chorus, context):
+def test_an_attack_climbs_where_a_jittering_level_only_rises():
+    """``attacks``: a level that rises by ``fine_onset_rise`` from the frame before is an attack only
+    while it stands ``fine_onset_climb`` above the least of the ``fine_onset_frames`` before. A
+    partial whose level jitters by 0.3 nats from frame to frame (the decode's energy around a peak
+    that moves by a bin) reset its phase onto the decode's grid every other frame; a note that
+    climbs 2 nats out of a quieter level still resets through its rise. Chunks carry the frames before."""
+    from engine.nn.codec import attacks
+
+    cfg = replace(TINY, fine_fft=1920, fine_onset_rise=0.15, fine_onset_climb=0.7, fine_onset_frames=4)
+    jitter = torch.tensor([0.0, 0.3] * 10)
+    note = torch.cat([torch.full((8,), -3.0), torch.linspace(-2.0, -1.0, 4), torch.full((8,), -1.0)])
+    level = torch.stack([jitter, note], -1)[None]  # (1, 20 frames, 2 bins)
+    attack, carried = attacks(level, cfg)
+    assert not attack[0, :, 0].any()
+    assert attack[0, :, 1].tolist() == [False] * 8 + [True] * 4 + [False] * 8
+    assert attacks(level, replace(cfg, fine_onset_climb=0.0))[0][0, 1::2, 0].all()  # the old rule: every rise of the jitter
+    assert carried.shape == (1, 4, 2) and torch.equal(carried, level[:, -4:])
+    first, held = attacks(level[:, :9], cfg)
+    assert torch.equal(torch.cat([first, attacks(level[:, 9:], cfg, held)[0]], 1), attack)
+
+
+@pytest.mark.parametrize("chorus, context, climb", [(0.0, 0, 0.0), (10.0, 0, 0.0), (0.0, 3, 0.7)])
+def test_a_fine_headed_codec_streams_exactly_as_it_decodes_whole(codec, chorus, context, climb):
     codes = codec.encode(torch.randn(1, 3 * 24_000) * 0.1)
     torch.manual_seed(3)
     model = Codec(replace(TINY, partials=True, partials_above_hz=700.0, fine_fft=1920, fine_chorus_cents=chorus,
-                                fine_context=context)).eval()
+                                fine_context=context, fine_onset_climb=climb, fine_onset_frames=8 if climb else 1)).eval()
     model.load_state_dict(codec.state_dict(), strict=False)  # the same tokens
     with torch.no_grad():
         voiced = model.fine_decoder.fine_head.bias.view(2, -1)[:, 40::30]

@@ -68,7 +68,9 @@ class CodecConfig:
     fine_context: int = 0  # with fine_fft: tokens before each that its fine head also reads (a causal convolution): the partials it hears hold steadier from frame to frame, off the comb
     fine_prominence: float = 1.0  # with fine_fft: nats a partial's peak stands above its neighbourhood's mean to be revoiced (0.5 took noise peaks too: MuLan heard them) …
     fine_above_hz: float = 200.0  # … when it lies above this frequency (at 1,920 points a semitone is a bin here: below, neighbouring notes share a lobe)
-    fine_onset_rise: float = 0.15  # with fine_fft: nats a revoiced partial's level rises from the frame before at an attack, where it keeps the decode's own phase (0: never)
+    fine_onset_rise: float = 0.15  # with fine_fft: nats a revoiced partial's level rises from the frame before at an attack, where it keeps the decode's own phase (0: never) …
+    fine_onset_climb: float = 0.7  # … while it stands this many nats above the least of the fine_onset_frames before (0: any rise): a level's jitter is no attack …
+    fine_onset_frames: int = 8  # … (one 1,920-point frame's span; its resets put the phase back on the decode's 50 Hz grid: docs/experiments.md, 2026-12-07)
     fine_chorus_cents: float = 0.0  # with fine_fft: a revoiced partial above fine_chorus_above_hz sounds beside a copy this many cents sharp (0: none) …
     fine_chorus_share: float = 0.5  # … which takes this share of its energy …
     fine_chorus_above_hz: float = 1000.0  # … (below it, the copies' beating moved chords' dominant pitch class: docs/experiments.md, 2026-12-06)
@@ -513,9 +515,24 @@ def hann_lobe(offset: torch.Tensor) -> torch.Tensor:
 
 class Voicing(NamedTuple):
     """What ``revoice`` carries from one frame to the next: each bin's phase (each voice's, the
-    chorus copy's after the partials' own along the batch) and its partial's level (nats)."""
+    chorus copy's after the partials' own along the batch) and its partial's level (nats) in the last
+    ``fine_onset_frames`` frames (B, frames, bins)."""
     phase: torch.Tensor
-    level: torch.Tensor
+    levels: torch.Tensor
+
+
+def attacks(level: torch.Tensor, cfg: CodecConfig, levels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each frame's partials' levels (B, n, bins; nats) and those of the ``fine_onset_frames`` frames
+    before (B, frames, bins; None: the first frame's) → True where a partial attacks: it rises by
+    ``fine_onset_rise`` from the frame before and stands ``fine_onset_climb`` above the least of the
+    frames before; and the last frames' levels, to carry on. A level that jitters from frame to
+    frame (the decode's energy around a partial whose peak moves by a bin) rises as often as an
+    attack does, but climbs nowhere."""
+    reach_back = cfg.fine_onset_frames
+    past = torch.cat([level[:, :1].expand(-1, reach_back, -1) if levels is None else levels, level], 1)
+    rise = level - past[:, reach_back - 1:-1]
+    climb = level - past.unfold(1, reach_back, 1)[:, :-1].amin(-1)
+    return (rise >= cfg.fine_onset_rise) & (climb >= cfg.fine_onset_climb), past[:, -reach_back:]
 
 
 def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: Voicing | None = None):
@@ -524,10 +541,11 @@ def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: V
     ``fine_above_hz``) voiced anew as a steady sinusoid: a Hann window's lobe (``hann_lobe``) at
     the frequency the fine head's magnitudes give it (``_peak_offset``), carrying the energy the
     decode has around it (``FINE_LEVEL_REACH``, ``FINE_REACH_SHARE``), and a phase that runs on at that frequency
-    (``running_phase``; ``running``: the frame before's ``Voicing``), except where its level rises by
-    ``fine_onset_rise`` from the frame before: an attack keeps the decode's phase, as a phase vocoder
-    resets its phases at transients, so the attack stays aligned across its bins (a steady phase
-    through it blurred music's onsets, which MuLan heard). A 960-point frame's lobe is 125 Hz
+    (``running_phase``; ``running``: the ``Voicing`` of the frames before), except at an attack,
+    where its level rises by ``fine_onset_rise`` from the frame before and stands ``fine_onset_climb``
+    above the least of the ``fine_onset_frames`` before: there it keeps the decode's phase, as a
+    phase vocoder resets its phases at transients, so the attack stays aligned across its bins (a
+    steady phase through it blurred music's onsets, which MuLan heard). A 960-point frame's lobe is 125 Hz
     wide and covers the next semitone's partial, so there a gliding phase smears neighbouring notes
     together; at 1,920 points each keeps its own lobe, and music's partials glide off the 50 Hz comb
     keeping their notes (docs/experiments.md, 2026-12-06). The fine head says where a partial is,
@@ -549,8 +567,8 @@ def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: V
     decoded, analysed = spec.abs(), spec.angle()
     around = _energy_around(decoded.pow(2), peak, (peak * FINE_REACH_SHARE).round().long().clamp(max=FINE_LEVEL_REACH))
     level = around.clamp(min=1e-10).log() / 2
-    before = torch.cat([level[:, :1] if running is None else running.level[:, None], level[:, :-1]], 1)
-    steady = voiced & (level - before < cfg.fine_onset_rise) if cfg.fine_onset_rise > 0 else voiced
+    attack, levels = attacks(level, cfg, None if running is None else running.levels)
+    steady = voiced & ~attack if cfg.fine_onset_rise > 0 else voiced
     offsets = [offset]
     if cfg.fine_chorus_cents:
         detune = ((bins + offset) * (2 ** (cfg.fine_chorus_cents / 1200) - 1)).clamp(max=FINE_CHORUS_MAX_BINS)
@@ -577,7 +595,7 @@ def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: V
         copy = torch.polar(lobe_at(offsets[1]), phases[1][at])
         drawn = torch.where(chorused, (1 - cfg.fine_chorus_share) ** 0.5 * drawn + cfg.fine_chorus_share ** 0.5 * copy, drawn)
     out[at] = drawn
-    return _windowed_frames(out), Voicing(last, level[:, -1])
+    return _windowed_frames(out), Voicing(last, levels)
 
 
 def _energy_around(power: torch.Tensor, peak: torch.Tensor, reach: torch.Tensor) -> torch.Tensor:
