@@ -932,20 +932,23 @@ def test_an_attack_climbs_where_a_jittering_level_only_rises():
     while it stands ``fine_onset_climb`` above the least of the ``fine_onset_frames`` before. A
     partial whose level jitters by 0.3 nats from frame to frame (the decode's energy around a peak
     that moves by a bin) reset its phase onto the decode's grid every other frame; a note that
-    climbs 2 nats out of a quieter level still resets through its rise. Chunks carry the frames before."""
+    climbs 2 nats out of a quieter level still resets through its rise, and so does whatever
+    sounds as a stream starts, out of the silence before it. Chunks carry the frames before."""
     from engine.nn.codec import attacks
 
     cfg = replace(TINY, fine_fft=1920, fine_onset_rise=0.15, fine_onset_climb=0.7, fine_onset_frames=4)
     jitter = torch.tensor([0.0, 0.3] * 10)
     note = torch.cat([torch.full((8,), -3.0), torch.linspace(-2.0, -1.0, 4), torch.full((8,), -1.0)])
     level = torch.stack([jitter, note], -1)[None]  # (1, 20 frames, 2 bins)
-    attack, carried = attacks(level, cfg)
+    before = torch.tensor([0.0, -3.0]).expand(1, 4, 2)  # the frames before: as steady as they go on
+    attack, carried = attacks(level, cfg, before)
     assert not attack[0, :, 0].any()
     assert attack[0, :, 1].tolist() == [False] * 8 + [True] * 4 + [False] * 8
-    assert attacks(level, replace(cfg, fine_onset_climb=0.0))[0][0, 1::2, 0].all()  # the old rule: every rise of the jitter
+    assert attacks(level, replace(cfg, fine_onset_climb=0.0), before)[0][0, 1::2, 0].all()  # the old rule: every rise of the jitter
     assert carried.shape == (1, 4, 2) and torch.equal(carried, level[:, -4:])
-    first, held = attacks(level[:, :9], cfg)
+    first, held = attacks(level[:, :9], cfg, before)
     assert torch.equal(torch.cat([first, attacks(level[:, 9:], cfg, held)[0]], 1), attack)
+    assert attacks(level, cfg)[0][0, 0].all()  # a stream's first frame climbs out of silence
 
 
 @pytest.mark.parametrize("chorus, context, climb", [(0.0, 0, 0.0), (10.0, 0, 0.0), (0.0, 3, 0.7)])

@@ -136,6 +136,7 @@ class Encoder(nn.Module):
 FINE_LEVEL_REACH = 4  # revoice: bins (12.5 Hz) either side of a partial whose energy it takes from the decode: ±50 Hz, the comb's teeth …
 FINE_REACH_SHARE = 1 / 12  # … and never more than this share of its frequency (≈ 1.4 semitones): below 600 Hz, ±50 Hz takes in the next notes' partials
 FINE_CHORUS_MAX_BINS = 1.0  # revoice: a chorus copy sits at most this far above its partial (12.5 Hz at 1,920 points), so its lobe stays within the bins drawn: 10 cents is 2.3 bins at 5 kHz, where a sine came back 15 % quiet
+FINE_SILENT_ENERGY = 1e-10  # revoice: a partial's energy is floored here; the silence before a stream is at this level
 FINE_LOG_CEILING = 7.0  # the fine head's log-magnitudes are clamped below this (its frames are twice as long: its magnitudes twice as large)
 PHASE_WRAP_EVERY = 8  # running_phase: frames between wraps of the carried phases (under 16 turns: float32 keeps them to 1e-5 rad)
 GLIDE_LOBE = 2  # bins either side of a partial's peak that a Hann window spreads it over: they follow the peak's phase
@@ -523,13 +524,14 @@ class Voicing(NamedTuple):
 
 def attacks(level: torch.Tensor, cfg: CodecConfig, levels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Each frame's partials' levels (B, n, bins; nats) and those of the ``fine_onset_frames`` frames
-    before (B, frames, bins; None: the first frame's) → True where a partial attacks: it rises by
+    before (B, frames, bins; None: a stream's start, silence before it) → True where a partial attacks: it rises by
     ``fine_onset_rise`` from the frame before and stands ``fine_onset_climb`` above the least of the
     frames before; and the last frames' levels, to carry on. A level that jitters from frame to
     frame (the decode's energy around a partial whose peak moves by a bin) rises as often as an
     attack does, but climbs nowhere."""
     reach_back = cfg.fine_onset_frames
-    past = torch.cat([level[:, :1].expand(-1, reach_back, -1) if levels is None else levels, level], 1)
+    silence = level.new_full((level.shape[0], reach_back, level.shape[-1]), math.log(FINE_SILENT_ENERGY) / 2)
+    past = torch.cat([silence if levels is None else levels, level], 1)
     rise = level - past[:, reach_back - 1:-1]
     climb = level - past.unfold(1, reach_back, 1)[:, :-1].amin(-1)
     return (rise >= cfg.fine_onset_rise) & (climb >= cfg.fine_onset_climb), past[:, -reach_back:]
@@ -566,7 +568,7 @@ def revoice(spec: torch.Tensor, fine: torch.Tensor, cfg: CodecConfig, running: V
     bins, offset = torch.arange(fine.shape[-1], device=fine.device), _peak_offset(fine)
     decoded, analysed = spec.abs(), spec.angle()
     around = _energy_around(decoded.pow(2), peak, (peak * FINE_REACH_SHARE).round().long().clamp(max=FINE_LEVEL_REACH))
-    level = around.clamp(min=1e-10).log() / 2
+    level = around.clamp(min=FINE_SILENT_ENERGY).log() / 2
     attack, levels = attacks(level, cfg, None if running is None else running.levels)
     steady = voiced & ~attack if cfg.fine_onset_rise > 0 else voiced
     offsets = [offset]
