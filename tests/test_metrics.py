@@ -120,6 +120,22 @@ def test_a_sine_is_heard_at_its_frequency_and_a_frame_rate_comb_is_measured():
     assert 0.1 < comb_share(noise) < 0.2  # chance: 7 of every 50 one-hertz bins
 
 
+def test_a_paired_gap_tells_a_codecs_difference_from_the_luck_of_the_clips():
+    from engine.evaluate.common import paired_gap
+
+    rng = np.random.default_rng(0)
+    opus = rng.uniform(0.03, 0.28, 20)  # clips' comb shares swing with where their notes fall
+    alike = paired_gap(list(opus + rng.normal(0, 0.01, 20)), list(opus))
+    above = paired_gap(list(opus + 0.02 + rng.normal(0, 0.005, 20)), list(opus))
+    assert alike["interval_95"][0] < 0 < alike["interval_95"][1] and alike["clips"] == 20
+    assert 0.015 < above["mean"] < 0.025 and above["interval_95"][0] > 0.01 and above["clips_not_higher"] == 0
+    assert above["interval_95"][0] < above["mean"] < above["interval_95"][1] and 0 < above["standard_error"] < 0.003
+    assert paired_gap([0.1, 0.2, 0.3], [0.1, 0.25, 0.2]) == paired_gap([0.1, 0.2, 0.3], [0.1, 0.25, 0.2])  # seeded: the same report twice
+    assert paired_gap([0.1, 0.2], [0.1, 0.25])["clips_not_higher"] == 2
+    with pytest.raises(ValueError, match="two equally long lists"):
+        paired_gap([0.1, 0.2], [0.1])
+
+
 def test_tone_frequencies_span_80_to_1000_hz_and_stay_off_the_50_hz_grid():
     from engine.evaluate.tones import tone_frequencies
 

@@ -37,6 +37,8 @@ def test_targets_read_their_figure_and_judge_it():
     results = _results()
     assert recall.value(results) == 0.75 and recall.met(0.75) and not recall.met(0.59)
     assert memorized.met(0.0) and not memorized.met(0.01) and memorized.bar == "< 0.01"
+    at_opus = report.Target("comb over Opus", "codec.comb_over_opus.mean", at_most=0.0)
+    assert at_opus.met(0.0) and at_opus.met(-0.001) and not at_opus.met(0.0019) and at_opus.bar == "≤ 0"
     assert recall.value({"mulan": {}}) is None and recall.met(None) is None  # not measured is neither met nor missed
 
 

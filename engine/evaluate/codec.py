@@ -15,7 +15,7 @@ from ..data.recorded import HELD_OUT_MUSIC, recordings
 from ..data.render import render_midi
 from ..nn.codec import HOP, load_codec
 from ..nn.lm import COARSE_LEVELS
-from .common import mean_rows, opus_roundtrip, signal_metrics, through_codec
+from .common import mean_rows, opus_roundtrip, paired_gap, signal_metrics, through_codec
 from .metrics import comb_share
 from .transcribe import note_f1, score_notes, transcribe
 
@@ -78,6 +78,7 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
         "opus": {f"{k:g}kbps": mean_rows(rows) for k, rows in opus.items()},
         "log_mel_l1_ratio_vs_opus": round(full["log_mel_l1"] / opus_full["log_mel_l1"], 4),
         "original_comb_share": round(float(np.mean(original_comb)), 4),  # beside each row's comb_share: what the music itself has
+        **comb_gaps([row["comb_share"] for row in per_level[levels]], [row["comb_share"] for row in opus[opus_rates[0]]], original_comb),
         "code_usage": [round(float((h > 0).mean()), 4) for h in histograms],
         "code_perplexity": [round(float(np.exp(e)), 1) for e in entropy],
         "speed": codec_speed(model),
@@ -113,7 +114,13 @@ def eval_recordings(corpus: Path | None = None, checkpoint: Path | None = None, 
     codec, reference = mean_rows(rows), mean_rows(opus)
     return {"clips": len(files), "excerpt_seconds": EXCERPT_SECONDS, "sources": sorted({str(p.parent) for p in files}), "codec": codec,
             f"opus_{kbps:g}kbps": reference, "log_mel_l1_ratio_vs_opus": round(codec["log_mel_l1"] / reference["log_mel_l1"], 4),
-            "original_comb_share": round(float(np.mean(original_comb)), 4)}
+            "original_comb_share": round(float(np.mean(original_comb)), 4),
+            **comb_gaps([row["comb_share"] for row in rows], [row["comb_share"] for row in opus], original_comb)}
+
+
+def comb_gaps(codec: list[float], opus: list[float], original: list[float]) -> dict:
+    """The codec's comb share over Opus's and over the music's own, paired clip by clip (``paired_gap``)."""
+    return {"comb_over_opus": paired_gap(codec, opus), "comb_over_original": paired_gap(codec, original)}
 
 
 def codec_speed(model, seconds: float = 10.0, repeats: int = 3) -> dict:

@@ -50,6 +50,7 @@ class Target:
     path: str  # dotted path into the results
     at_least: float | None = None
     below: float | None = None
+    at_most: float | None = None
 
     def value(self, results: dict):
         node = results
@@ -62,14 +63,21 @@ class Target:
     def met(self, value) -> bool | None:
         if not isinstance(value, (int, float)):
             return None
-        return (self.at_least is None or value >= self.at_least) and (self.below is None or value < self.below)
+        return ((self.at_least is None or value >= self.at_least) and (self.below is None or value < self.below)
+                and (self.at_most is None or value <= self.at_most))
 
     @property
     def bar(self) -> str:
-        return f"≥ {self.at_least:g}" if self.at_least is not None else f"< {self.below:g}"
+        if self.at_least is not None:
+            return f"≥ {self.at_least:g}"
+        return f"< {self.below:g}" if self.below is not None else f"≤ {self.at_most:g}"
 
 
 TARGETS = [
+    Target("codec: test music keeps its pitch class", "codec.codec.12.pitch_class_agreement", at_least=0.7),
+    Target("codec: test music's log-mel L1 / Opus's", "codec.log_mel_l1_ratio_vs_opus", at_most=0.5),
+    Target("codec: test music's 50 Hz comb share minus Opus's (mean over clips)", "codec.comb_over_opus.mean", at_most=0.0),
+    Target("codec: encode + decode of 10 s (s)", "codec.speed.encode_decode_s", at_most=0.3),
     Target("codec: sines 80–1000 Hz back within a quarter tone", "tones.codec.sines_within_quarter_tone", at_least=0.99),
     Target("codec: … and at their level (within 6 dB)", "tones.codec.sines_in_tune_and_level", at_least=0.99),
     Target("codec: harmonic tones keep their pitch class", "tones.codec.harmonic_pitch_class_agreement", at_least=0.7),
