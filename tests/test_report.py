@@ -66,12 +66,14 @@ def test_the_report_has_every_plot_a_target_table_and_a_growing_history(tmp_path
     results["semantic"]["probes_won"] = 1
     results["targets"] = [{"label": t.label, "bar": t.bar, "value": t.value(results), "met": t.met(t.value(results))} for t in report.TARGETS]
     results["story"] = {"error": "ValueError: boom"}
+    results["codec"].update(comb_over_opus={"mean": 0.002, "interval_95": [-0.02, 0.026]}, code_usage=[0.9, 0.8, 0.7])
     for _ in range(2):
         page = report.write_report(results, tmp_path / "docs")
     text = page.read_text()
     assert "| MuLan text→audio recall@10 | ≥ 0.6 | 0.75 | ✅ |" in text
     assert "| exact-match memorization | < 0.01 | 0.05 | ❌ |" in text
     assert "**failed:** ValueError: boom" in text
+    assert "| comb_over_opus.interval_95 | -0.02 to 0.026 |" in text and "code_usage" not in text
     for name in set(report.PLOTS) - {"story"}:
         png = tmp_path / "docs" / "results" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

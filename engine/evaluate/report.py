@@ -195,6 +195,8 @@ def _flat(d: dict, prefix: str = "") -> list[tuple[str, object]]:
             rows += _flat(value, f"{prefix}{key}.")
         elif not isinstance(value, list):
             rows.append((prefix + key, value))
+        elif len(value) == 2 and all(isinstance(v, (int, float)) for v in value):  # a range or an interval; longer lists are plots' data
+            rows.append((prefix + key, f"{value[0]:g} to {value[1]:g}"))
     return rows
 
 
