@@ -25,8 +25,9 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
     """Codec quality on the corpus test split for 1…Q levels, code usage, the Opus baseline, speed;
     the encoder → decoder path without the quantizer, which tells the RVQ's losses from the
     autoencoder's; and the notes a transcriber nobody here trained finds in the original, the
-    round trip and Opus, against the score (``note_f1_vs_score``). ``soundfont``: each test clip
-    is rendered again from its MIDI through this SoundFont instead (timbres the corpus never used)."""
+    round trip and Opus, against the score (``note_f1_vs_score``); the comb's gaps clip by clip
+    (``comb_gaps``). ``soundfont``: each test clip is rendered again from its MIDI through this
+    SoundFont instead (timbres the corpus never used)."""
     model = load_codec(checkpoint)
     records = read_records(corpus, "test")[:clips]
     levels = model.cfg.levels

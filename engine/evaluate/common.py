@@ -69,4 +69,3 @@ def paired_gap(ours: list[float], theirs: list[float], seed: int = 0) -> dict:
     low, high = np.quantile(means, [0.025, 0.975])
     return {"mean": round(float(gap.mean()), 4), "standard_error": round(float(gap.std(ddof=1) / np.sqrt(len(gap))), 4),
             "interval_95": [round(float(low), 4), round(float(high), 4)], "clips_not_higher": int((gap <= 0).sum()), "clips": len(gap)}
-
