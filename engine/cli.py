@@ -758,7 +758,7 @@ def parser() -> argparse.ArgumentParser:
                    help="generation: the tuning captions (60 test captions kept apart from the evaluation's 30) instead; melody: the "
                         "test clips after the evaluation's 20; for choosing settings")
     e.add_argument("--plan", choices=("quick", "full"), default="quick",
-                   help="all: quick (12 min on a 2-core CPU: fewer clips and seconds, the same seeds) or full (every command's defaults)")
+                   help="all: quick (14 min on a 2-core CPU: fewer clips and seconds, the same seeds) or full (every command's defaults)")
     e.add_argument("--only", nargs="+", choices=tuple(EVALUATORS), help="all: run only these evaluations")
     e.add_argument("--out", default="docs", help="all: where RESULTS.md, results.json and the plots go")
     e.add_argument("--json", action="store_true")
