@@ -3,7 +3,7 @@ and as a markdown report with plots (docs/RESULTS.md), stamped with the git comm
 checkpoint hashes and appended to a history file, so results can be followed over time.
 
 A plan sizes each evaluation: ``quick`` fits the whole run in a quarter of an hour on a 2-core CPU
-(12 minutes measured; fewer captions, clips and seconds than each command's own default, never fewer seeds); ``full``
+(14 minutes measured on 2026-12-07; fewer captions, clips and seconds than each command's own default, never fewer seeds); ``full``
 uses those defaults.
 """
 from __future__ import annotations
