@@ -132,6 +132,8 @@ def test_a_paired_gap_tells_a_codecs_difference_from_the_luck_of_the_clips():
     assert above["interval_95"][0] < above["mean"] < above["interval_95"][1] and 0 < above["standard_error"] < 0.003
     assert paired_gap([0.1, 0.2, 0.3], [0.1, 0.25, 0.2]) == paired_gap([0.1, 0.2, 0.3], [0.1, 0.25, 0.2])  # seeded: the same report twice
     assert paired_gap([0.1, 0.2], [0.1, 0.25])["clips_not_higher"] == 2
+    one = paired_gap([0.2], [0.15])  # one clip: a gap, but no spread to judge it by
+    assert one["mean"] == 0.05 and one["standard_error"] is None and one["interval_95"] is None and one["clips_not_higher"] == 0
     with pytest.raises(ValueError, match="two equally long lists"):
         paired_gap([0.1, 0.2], [0.1])
 

@@ -61,11 +61,15 @@ def paired_gap(ours: list[float], theirs: list[float], seed: int = 0) -> dict:
     """One figure per clip from two systems → the mean of ``ours − theirs``, its standard error, a
     bootstrap 95 % interval over the clips, and how many clips come out no higher: whether a gap
     between two means is the codec's or the luck of which clips were drawn (a clip's comb share
-    swings from 0.03 to 0.28 with where its notes fall)."""
-    if len(ours) != len(theirs) or len(ours) < 2:
-        raise ValueError(f"a paired gap needs two equally long lists of at least 2 clips, got {len(ours)} and {len(theirs)}")
+    swings from 0.03 to 0.28 with where its notes fall). One clip has no spread: its error and
+    interval are None."""
+    if len(ours) != len(theirs) or not ours:
+        raise ValueError(f"a paired gap needs two equally long lists of clips, got {len(ours)} and {len(theirs)}")
     gap = np.asarray(ours, dtype=np.float64) - np.asarray(theirs, dtype=np.float64)
-    means = gap[np.random.default_rng(seed).integers(0, len(gap), (PAIRED_DRAWS, len(gap)))].mean(1)
-    low, high = np.quantile(means, [0.025, 0.975])
-    return {"mean": round(float(gap.mean()), 4), "standard_error": round(float(gap.std(ddof=1) / np.sqrt(len(gap))), 4),
-            "interval_95": [round(float(low), 4), round(float(high), 4)], "clips_not_higher": int((gap <= 0).sum()), "clips": len(gap)}
+    spread = {"standard_error": None, "interval_95": None}
+    if len(gap) > 1:
+        means = gap[np.random.default_rng(seed).integers(0, len(gap), (PAIRED_DRAWS, len(gap)))].mean(1)
+        low, high = np.quantile(means, [0.025, 0.975])
+        spread = {"standard_error": round(float(gap.std(ddof=1) / np.sqrt(len(gap))), 4),
+                  "interval_95": [round(float(low), 4), round(float(high), 4)]}
+    return {"mean": round(float(gap.mean()), 4), **spread, "clips_not_higher": int((gap <= 0).sum()), "clips": len(gap)}
