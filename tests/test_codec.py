@@ -671,6 +671,29 @@ def test_the_onset_term_counts_a_late_soft_attack_but_not_a_level_the_rises_do_n
     assert float(onset_loss(pluck[None], 1.1 * pluck[None])) < late / 3
 
 
+def test_the_grid_term_counts_energy_leaning_onto_the_token_rate_beyond_the_target_own():
+    """Noise with a buzz repeating every token (a 480-sample pulse shape, what a decoder that states
+    the same phases every token adds) leans onto the 50 Hz grid; the same noise with the buzz moved
+    off the grid (every 490 samples) hardly does, and a target that sits on the grid itself asks
+    for no less than its own lean."""
+    from engine.train.codec import grid_loss
+
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(2, 24_000, generator=g) * 0.1
+    shape = torch.randn(2, 480, generator=g) * 0.2
+
+    def buzz(period: int) -> torch.Tensor:
+        piece = torch.nn.functional.pad(shape, (0, period - 480))
+        return piece.repeat(1, 24_000 // period + 1)[:, :24_000]
+
+    assert float(grid_loss(noise, noise)) == 0.0
+    on_grid = float(grid_loss(noise, noise + buzz(480)))
+    assert on_grid > 0.2
+    assert float(grid_loss(noise, noise + buzz(490))) < on_grid / 4
+    assert float(grid_loss(noise + buzz(480), noise + buzz(480))) == 0.0
+    assert float(grid_loss(noise + buzz(480), noise)) == 0.0  # less lean than the target's: nothing to pay
+
+
 def test_the_phase_term_is_zero_for_the_target_own_phases_and_counts_a_wrong_turn():
     from engine.nn.codec import stft_frames
     from engine.train.codec import amplitude_loss, phase_derivative_loss
