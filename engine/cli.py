@@ -94,7 +94,7 @@ def _data(args: argparse.Namespace) -> dict:
     raise UsageError(f"unknown data command {args.data_command!r}")
 
 
-AUDIO_LOSS_OPTIONS = ("descriptor_weight", "pitch_weight", "phase_weight", "spectrum_weight", "magnitude_weight", "onset_weight", "grid_weight", "critic_weight")
+AUDIO_LOSS_OPTIONS = ("descriptor_weight", "pitch_weight", "phase_weight", "spectrum_weight", "magnitude_weight", "onset_weight", "critic_weight")
 # the train codec weights of terms on the audio, which a fine-tune of magnitudes alone has none of
 
 
@@ -142,7 +142,7 @@ def _train(args: argparse.Namespace) -> dict:
         raise UsageError("--recorded names the music that --recorded-share mixes in; give --recorded-share too")
     if args.critic_after is not None and not args.critic_weight:
         raise UsageError("--critic-after says when the decoder starts to hear the critic; give --critic-weight too")
-    for option in ("tone_share", "spectrum_weight", "magnitude_weight", "onset_weight", "grid_weight", "critic_weight", "critic_after"):
+    for option in ("tone_share", "spectrum_weight", "magnitude_weight", "onset_weight", "critic_weight", "critic_after"):
         if getattr(args, option) is not None:
             if args.stage != "codec":
                 raise UsageError(f"--{option.replace('_', '-')} applies to the codec only")
@@ -640,8 +640,6 @@ def parser() -> argparse.ArgumentParser:
                    help="codec: weight of the decoder's own frames' power-compressed magnitudes against the target's where it has a steady partial (default 0: off)")
     t.add_argument("--onset-weight", type=_positive_float,
                    help="codec: weight of the output's attacks (rises of its 512-point spectrum) against the target's (default 0: off)")
-    t.add_argument("--grid-weight", type=_positive_float,
-                   help="codec: weight of the output's lean onto the 50 Hz token-rate grid (8,192-point spectrum) beyond the target's (default 0: off)")
     t.add_argument("--coarse-share", type=_fraction,
                    help="codec with --init: share of the crops the decoder learns to decode from levels 1–4 alone, what generation decodes (default 0)")
     t.add_argument("--magnitudes-only", action="store_true",

@@ -120,6 +120,17 @@ def test_a_sine_is_heard_at_its_frequency_and_a_frame_rate_comb_is_measured():
     assert 0.1 < comb_share(noise) < 0.2  # chance: 7 of every 50 one-hertz bins
 
 
+def test_a_buzz_repeating_every_fourth_token_is_on_the_quarter_grid_and_mostly_off_the_token_rate():
+    from engine.evaluate.metrics import comb_share, quarter_comb_share
+
+    t = np.arange(2 * 24_000) / 24_000
+    quarter = sum(np.sin(2 * np.pi * 12.5 * k * t + k) for k in range(8, 240)).astype(np.float32)  # period 1,920 samples
+    assert quarter_comb_share(quarter) > 0.9
+    assert comb_share(quarter) < 0.4  # a quarter of its lines are the token rate's
+    noise = np.random.default_rng(0).standard_normal(2 * 24_000)
+    assert 0.17 < quarter_comb_share(noise) < 0.3  # chance: 3 of every 12.5 one-hertz bins
+
+
 def test_a_paired_gap_tells_a_codecs_difference_from_the_luck_of_the_clips():
     from engine.evaluate.common import paired_gap
 

@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 
 from ..audio import SAMPLE_RATE, log_mel_l1, multires_stft_distance, si_snr
-from .metrics import comb_share, pitch_class_agreement
+from .metrics import comb_share, pitch_class_agreement, quarter_comb_share
 
 
 def opus_roundtrip(audio: np.ndarray, kbps: float) -> np.ndarray:
@@ -33,7 +33,9 @@ def opus_roundtrip(audio: np.ndarray, kbps: float) -> np.ndarray:
 def signal_metrics(ref: np.ndarray, est: np.ndarray, pitch: bool = True) -> dict:
     r, e = torch.from_numpy(ref), torch.from_numpy(est)
     out = {"log_mel_l1": log_mel_l1(r, e), "mr_stft": multires_stft_distance(r, e), "si_snr_db": si_snr(r, e)}
-    return {**out, "pitch_class_agreement": pitch_class_agreement(ref, est), "comb_share": comb_share(est)} if pitch else out
+    if not pitch:
+        return out
+    return {**out, "pitch_class_agreement": pitch_class_agreement(ref, est), "comb_share": comb_share(est), "quarter_comb_share": quarter_comb_share(est)}
 
 
 

@@ -140,6 +140,19 @@ def comb_share(audio: np.ndarray, spacing: float = COMB_SPACING_HZ, width: float
     return float(power[inside & (distance <= width)].sum() / total) if total > 0 else float("nan")
 
 
+QUARTER_COMB_SPACING_HZ = COMB_SPACING_HZ / 4  # 12.5 Hz: the lines of a buzz that repeats every fourth token
+QUARTER_COMB_WIDTH_HZ = 1.0  # narrower than the 50 Hz measure's, so chance stays low: 3 of every 12.5 one-hertz bins
+
+
+def quarter_comb_share(audio: np.ndarray) -> float:
+    """``comb_share`` on a grid four times finer (within 1 Hz of a multiple of 12.5 Hz). The
+    codec's decoders put energy 12.5, 25 and 37.5 Hz off the token rate's lines as well as on
+    them (their output also repeats every fourth token), which the 50 Hz measure does not count;
+    a training term that took energy off the 50 Hz lines moved it there (docs/experiments.md,
+    2026-12-07). The music and Opus put about 0.19–0.20 there, a little under chance (0.24)."""
+    return comb_share(audio, QUARTER_COMB_SPACING_HZ, QUARTER_COMB_WIDTH_HZ)
+
+
 def dominant_frequency(audio: np.ndarray) -> float:
     """The strongest frequency of a steady tone (Hann-windowed FFT of at least 1 s, zero-padded to
     0.1 Hz bins, parabolic interpolation of the peak)."""

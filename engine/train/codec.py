@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..audio import SAMPLE_RATE, log_mel, stft_distance
-from ..evaluate.metrics import COMB_BAND_HZ, COMB_SPACING_HZ
 from ..data.build import pitch_class_roll, read_records
 from ..data.recorded import training_excerpts
 from ..features import CHANNELS, analyze
@@ -107,31 +106,6 @@ def onset_loss(wav: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
     return (rises(recon) - want).abs().mean() / want.mean().clamp(min=1e-5)
 
 
-GRID_STFT = (8192, 2048)  # grid_loss: 2.9 Hz bins, fine enough to tell a line on the 50 Hz grid from one between; 8 frames in a 1 s crop
-
-
-def grid_loss(wav: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
-    """How much more of the output's 90–3,000 Hz power leans onto multiples of the 50 Hz token rate
-    than the target's: each bin's share of the power over the crop, weighted by cos(2π f / 50) (+1 on
-    the grid, −1 halfway between), the output's sum above the target's, per crop. A decoder whose
-    phases repeat every token puts the energy between the partials on that grid (the comb of
-    ``eval codec``); no term at the 25 Hz bins or on mel bands sees it. The cosine has no edge to
-    step past, so moving a line a few hertz earns little, and a crop whose music sits on the grid
-    (a bass note on 150 Hz) is asked for no less than its own lean."""
-    n_fft, hop = GRID_STFT
-    freqs = torch.fft.rfftfreq(n_fft, 1 / SAMPLE_RATE, device=wav.device)
-    band = (freqs >= COMB_BAND_HZ[0]) & (freqs <= COMB_BAND_HZ[1])
-    lean = torch.cos(2 * torch.pi * freqs[band] / COMB_SPACING_HZ)
-    window = torch.hann_window(n_fft, device=wav.device)
-    length = min(wav.shape[-1], recon.shape[-1])
-
-    def leaning(x: torch.Tensor) -> torch.Tensor:
-        power = torch.stft(x[..., :length], n_fft, hop, window=window, center=False, return_complex=True).abs().pow(2)[:, band].mean(-1)
-        return (power * lean).sum(-1) / power.sum(-1).clamp(min=1e-10)
-
-    return F.relu(leaning(recon) - leaning(wav)).mean()
-
-
 MAGNITUDES_ONLY_LOG_SHARE = 0.1  # codec_magnitudes_loss: weight of the log-magnitude L1 beside the compressed magnitudes
 
 
@@ -192,7 +166,7 @@ class NoteTerms:
     phase counts only for decodes from more than ``phase_beyond_levels`` levels (0: every decode);
     ``magnitude``, their compressed magnitudes alone where the target has a steady partial
     (``magnitude_loss``, at the gliding decoder's ``prominence``); ``onset``, the output's attacks
-    (``onset_loss``); ``grid``, its power's lean onto the token rate's grid (``grid_loss``).
+    (``onset_loss``).
     Phase costs bits: held to it at every bitrate, the coarse levels that stage 2 writes spend
     theirs on it instead of on the notes; judging only the fuller decodes on it did not move it
     out of them (docs/experiments.md, 2026-12-03)."""
@@ -203,12 +177,11 @@ class NoteTerms:
     magnitude: float = 0.0
     prominence: float = CodecConfig.glide_prominence
     onset: float = 0.0
-    grid: float = 0.0
 
     @classmethod
     def of(cls, cfg: TrainConfig, codec: CodecConfig) -> "NoteTerms":
         return cls(cfg.pitch_weight, cfg.phase_weight, cfg.spectrum_weight, cfg.phase_beyond_levels, cfg.magnitude_weight,
-                   codec.glide_prominence, cfg.onset_weight, cfg.grid_weight)
+                   codec.glide_prominence, cfg.onset_weight)
 
 
 FEATURE_MATCHING_SHARE = 2.0  # feature matching against the critic's hinge term (HiFi-GAN's 2 : 1)
@@ -300,10 +273,6 @@ def _fine_terms(wav: torch.Tensor, recon: torch.Tensor, spectrum: tuple[torch.Te
         onset = onset_loss(wav, recon)
         total = total + terms.onset * onset
         logs["onset"] = onset.detach()
-    if terms.grid:
-        grid = grid_loss(wav, recon)
-        total = total + terms.grid * grid
-        logs["grid"] = grid.detach()
     return total
 
 

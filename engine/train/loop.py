@@ -53,7 +53,6 @@ class TrainConfig:
     spectrum_weight: float = 0.0  # codec: weight of the decoder's own frames' compressed spectra against the target's (train/codec.py spectrum_loss)
     magnitude_weight: float = 0.0  # codec: weight of the decoder's own frames' compressed magnitudes against the target's where it has a steady partial (train/codec.py magnitude_loss)
     onset_weight: float = 0.0  # codec: weight of the output's attacks against the target's (train/codec.py onset_loss)
-    grid_weight: float = 0.0  # codec: weight of the output's lean onto the 50 Hz token-rate grid beyond the target's (train/codec.py grid_loss)
     coarse_share: float = 0.0  # codec fine-tune: share of the batch decoded from the levels stage 2 writes, which generation decodes
     fine_fft: int = 0  # codec fine-tune: a magnitude head this many points long on the gliding decoder, trained alone on magnitudes (nn/codec.py revoice)
     fine_context: int = 0  # … reading this many tokens before each too (CodecConfig.fine_context)
