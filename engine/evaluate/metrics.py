@@ -149,7 +149,7 @@ def quarter_comb_share(audio: np.ndarray) -> float:
     codec's decoders put energy 12.5, 25 and 37.5 Hz off the token rate's lines as well as on
     them (their output also repeats every fourth token), which the 50 Hz measure does not count;
     a training term that took energy off the 50 Hz lines moved it there (docs/experiments.md,
-    2026-12-07). The music and Opus put about 0.19–0.20 there, a little under chance (0.24)."""
+    2026-12-07). The music and Opus put 0.17–0.21 there, under chance (0.24)."""
     return comb_share(audio, QUARTER_COMB_SPACING_HZ, QUARTER_COMB_WIDTH_HZ)
 
 
