@@ -16,7 +16,7 @@ from ..data.render import render_midi
 from ..nn.codec import HOP, load_codec
 from ..nn.lm import COARSE_LEVELS
 from .common import mean_rows, opus_roundtrip, paired_gap, signal_metrics, through_codec
-from .metrics import comb_share, quarter_comb_share
+from .metrics import grid_shares
 from .transcribe import note_f1, score_notes, transcribe
 
 
@@ -35,7 +35,7 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
     opus_rates = tuple(opus_kbps) or (model.cfg.bits_per_second / 1000,)
     opus: dict[float, list[dict]] = {k: [] for k in opus_rates}
     histograms = np.zeros((levels, model.cfg.codebook_size), dtype=np.int64)
-    unquantized, original_comb, original_quarter = [], [], []
+    unquantized, original = [], []
     notes = {"true_positive": 0, "predicted": 0, "sounding": 0}  # the note head's verdicts, from the first levels alone
     transcribed: dict[str, list[float]] = {"original": [], "codec": [], "opus": []}
     for r in records:
@@ -43,8 +43,7 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
                  else sf.read(str(Path(corpus) / r["audio"]), dtype="float32")[0])
         audio = audio[: len(audio) // HOP * HOP]
         wav = torch.from_numpy(audio)[None]
-        original_comb.append(comb_share(audio))
-        original_quarter.append(quarter_comb_share(audio))
+        original.append(grid_shares(audio))
         with torch.inference_mode():
             codes = model.encode(wav)
             for q in range(1, levels + 1):  # the notes are judged at the coarse and the full bitrate only
@@ -79,9 +78,8 @@ def eval_codec(corpus: Path, checkpoint: Path | None = None, clips: int | None =
         "unquantized": mean_rows(unquantized),
         "opus": {f"{k:g}kbps": mean_rows(rows) for k, rows in opus.items()},
         "log_mel_l1_ratio_vs_opus": round(full["log_mel_l1"] / opus_full["log_mel_l1"], 4),
-        "original_comb_share": round(float(np.mean(original_comb)), 4),  # beside each row's comb_share: what the music itself has
-        "original_quarter_comb_share": round(float(np.mean(original_quarter)), 4),
-        **comb_gaps(per_level[levels], opus[opus_rates[0]], original_comb, original_quarter),
+        **original_shares(original),  # beside each row's comb shares: what the music itself has
+        **comb_gaps(per_level[levels], opus[opus_rates[0]], original),
         "code_usage": [round(float((h > 0).mean()), 4) for h in histograms],
         "code_perplexity": [round(float(np.exp(e)), 1) for e in entropy],
         "speed": codec_speed(model),
@@ -102,7 +100,7 @@ def eval_recordings(corpus: Path | None = None, checkpoint: Path | None = None, 
     that it hears again in the round trip (``notes_kept_f1``). ``corpus`` is not read."""
     model = load_codec(checkpoint)
     kbps = model.cfg.bits_per_second / 1000
-    rows, opus, original_comb, original_quarter = [], [], [], []
+    rows, opus, original = [], [], []
     files = recordings(tuple(folders), clips or 24)
     for path in files:
         audio = load_audio(path)
@@ -113,24 +111,27 @@ def eval_recordings(corpus: Path | None = None, checkpoint: Path | None = None, 
         heard = transcribe(excerpt)  # no score here: the notes a transcriber hears in the original are the reference
         rows.append({**signal_metrics(excerpt, ours), "notes_kept_f1": note_f1(heard, transcribe(ours))})
         opus.append({**signal_metrics(excerpt, theirs), "notes_kept_f1": note_f1(heard, transcribe(theirs))})
-        original_comb.append(comb_share(excerpt))
-        original_quarter.append(quarter_comb_share(excerpt))
+        original.append(grid_shares(excerpt))
     codec, reference = mean_rows(rows), mean_rows(opus)
     return {"clips": len(files), "excerpt_seconds": EXCERPT_SECONDS, "sources": sorted({str(p.parent) for p in files}), "codec": codec,
             f"opus_{kbps:g}kbps": reference, "log_mel_l1_ratio_vs_opus": round(codec["log_mel_l1"] / reference["log_mel_l1"], 4),
-            "original_comb_share": round(float(np.mean(original_comb)), 4),
-            "original_quarter_comb_share": round(float(np.mean(original_quarter)), 4),
-            **comb_gaps(rows, opus, original_comb, original_quarter)}
+            **original_shares(original), **comb_gaps(rows, opus, original)}
 
 
-def comb_gaps(codec: list[dict], opus: list[dict], original: list[float], original_quarter: list[float]) -> dict:
-    """The codec's comb shares (rows of ``signal_metrics``) over Opus's and over the music's own, on
-    the token rate's grid and on the grid a quarter of it apart, paired clip by clip (``paired_gap``)."""
+def original_shares(original: list[dict]) -> dict:
+    """The music's own ``grid_shares``, averaged over the clips, each named ``original_<share>``."""
+    return {f"original_{share}": value for share, value in mean_rows(original).items()}
+
+
+def comb_gaps(codec: list[dict], opus: list[dict], original: list[dict]) -> dict:
+    """The codec's comb shares over Opus's and over the music's own (rows with ``grid_shares``'
+    keys), on the token rate's grid and on the grid a quarter of it apart, paired clip by clip
+    (``paired_gap``)."""
     gaps = {}
-    for key, music in (("comb", original), ("quarter_comb", original_quarter)):
-        ours = [row[f"{key}_share"] for row in codec]
-        gaps[f"{key}_over_opus"] = paired_gap(ours, [row[f"{key}_share"] for row in opus])
-        gaps[f"{key}_over_original"] = paired_gap(ours, music)
+    for share in original[0]:
+        ours, grid = [row[share] for row in codec], share.removesuffix("_share")
+        gaps[f"{grid}_over_opus"] = paired_gap(ours, [row[share] for row in opus])
+        gaps[f"{grid}_over_original"] = paired_gap(ours, [row[share] for row in original])
     return gaps
 
 

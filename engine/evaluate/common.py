@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 
 from ..audio import SAMPLE_RATE, log_mel_l1, multires_stft_distance, si_snr
-from .metrics import comb_share, pitch_class_agreement, quarter_comb_share
+from .metrics import grid_shares, pitch_class_agreement
 
 
 def opus_roundtrip(audio: np.ndarray, kbps: float) -> np.ndarray:
@@ -35,7 +35,7 @@ def signal_metrics(ref: np.ndarray, est: np.ndarray, pitch: bool = True) -> dict
     out = {"log_mel_l1": log_mel_l1(r, e), "mr_stft": multires_stft_distance(r, e), "si_snr_db": si_snr(r, e)}
     if not pitch:
         return out
-    return {**out, "pitch_class_agreement": pitch_class_agreement(ref, est), "comb_share": comb_share(est), "quarter_comb_share": quarter_comb_share(est)}
+    return {**out, "pitch_class_agreement": pitch_class_agreement(ref, est), **grid_shares(est)}
 
 
 

@@ -122,22 +122,30 @@ COMB_WIDTH_HZ = 3.0
 COMB_BAND_HZ = (90.0, 3000.0)
 
 
+def _long_term_spectrum(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Welch power spectrum with 1 Hz bins: fine enough to tell a line on a grid from one beside it."""
+    from scipy.signal import welch  # deferred on purpose: scipy.signal takes 0.6 s to import, which every CLI command would pay
+
+    audio = np.asarray(audio, np.float64)
+    if len(audio) < SAMPLE_RATE:
+        raise ValueError("comb_share needs at least 1 s of audio (1 Hz bins)")
+    return welch(audio, fs=SAMPLE_RATE, nperseg=SAMPLE_RATE)
+
+
+def _share_near_grid(freqs: np.ndarray, power: np.ndarray, spacing: float, width: float, band: tuple[float, float] = COMB_BAND_HZ) -> float:
+    inside = (freqs >= band[0]) & (freqs <= band[1])
+    distance = np.abs(freqs - spacing * np.round(freqs / spacing))
+    total = power[inside].sum()
+    return float(power[inside & (distance <= width)].sum() / total) if total > 0 else float("nan")
+
+
 def comb_share(audio: np.ndarray, spacing: float = COMB_SPACING_HZ, width: float = COMB_WIDTH_HZ,
                band: tuple[float, float] = COMB_BAND_HZ) -> float:
     """Share of the energy in ``band`` that lies within ``width`` Hz of a multiple of ``spacing``
     (Welch spectrum, 1 Hz bins). A decoder whose overlap-added frames repeat at the frame rate
     piles energy onto that grid whatever the notes were; music and Opus put about what the grid's
     width gives there by chance (2 × 3 + 1 of every 50 bins: 14 %)."""
-    from scipy.signal import welch  # deferred on purpose: scipy.signal takes 0.6 s to import, which every CLI command would pay
-
-    audio = np.asarray(audio, np.float64)
-    if len(audio) < SAMPLE_RATE:
-        raise ValueError("comb_share needs at least 1 s of audio (1 Hz bins)")
-    freqs, power = welch(audio, fs=SAMPLE_RATE, nperseg=SAMPLE_RATE)
-    inside = (freqs >= band[0]) & (freqs <= band[1])
-    distance = np.abs(freqs - spacing * np.round(freqs / spacing))
-    total = power[inside].sum()
-    return float(power[inside & (distance <= width)].sum() / total) if total > 0 else float("nan")
+    return _share_near_grid(*_long_term_spectrum(audio), spacing, width, band)
 
 
 QUARTER_COMB_SPACING_HZ = COMB_SPACING_HZ / 4  # 12.5 Hz: the lines of a buzz that repeats every fourth token
@@ -151,6 +159,13 @@ def quarter_comb_share(audio: np.ndarray) -> float:
     a training term that took energy off the 50 Hz lines moved it there (docs/experiments.md,
     2026-12-07). The music and Opus put 0.17–0.21 there, under chance (0.24)."""
     return comb_share(audio, QUARTER_COMB_SPACING_HZ, QUARTER_COMB_WIDTH_HZ)
+
+
+def grid_shares(audio: np.ndarray) -> dict[str, float]:
+    """``comb_share`` and ``quarter_comb_share`` from one Welch spectrum, named as the evaluations report them."""
+    spectrum = _long_term_spectrum(audio)
+    return {"comb_share": _share_near_grid(*spectrum, COMB_SPACING_HZ, COMB_WIDTH_HZ),
+            "quarter_comb_share": _share_near_grid(*spectrum, QUARTER_COMB_SPACING_HZ, QUARTER_COMB_WIDTH_HZ)}
 
 
 def dominant_frequency(audio: np.ndarray) -> float:
