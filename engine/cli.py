@@ -140,9 +140,10 @@ def _train(args: argparse.Namespace) -> dict:
         raise UsageError("--phase-beyond-levels says which decodes the spectrum term's phase counts for; give --spectrum-weight too")
     if args.recorded is not None and not args.recorded_share:
         raise UsageError("--recorded names the music that --recorded-share mixes in; give --recorded-share too")
-    if args.critic_after is not None and not args.critic_weight:
-        raise UsageError("--critic-after says when the decoder starts to hear the critic; give --critic-weight too")
-    for option in ("tone_share", "spectrum_weight", "magnitude_weight", "onset_weight", "critic_weight", "critic_after"):
+    for option in ("critic_after", "critic_kind"):
+        if getattr(args, option) is not None and not args.critic_weight:
+            raise UsageError(f"--{option.replace('_', '-')} says how the decoder hears the critic; give --critic-weight too")
+    for option in ("tone_share", "spectrum_weight", "magnitude_weight", "onset_weight", "critic_weight", "critic_after", "critic_kind"):
         if getattr(args, option) is not None:
             if args.stage != "codec":
                 raise UsageError(f"--{option.replace('_', '-')} applies to the codec only")
@@ -656,9 +657,12 @@ def parser() -> argparse.ArgumentParser:
                    help="codec from scratch: that spectrum's phase counts only for decodes from more than N levels, so the first N "
                         "(what stage 2 writes) keep their bits for the notes (default: every decode)")
     t.add_argument("--critic-weight", type=_positive_float,
-                   help="codec: weight of a critic that reads the complex STFT at 12 and 23 Hz bins (hinge loss, and twice that on feature matching; default 0: none)")
+                   help="codec: weight of a critic (--critic-kind) on the decoder: hinge loss, and twice that on feature matching (default 0: none)")
     t.add_argument("--critic-after", type=_positive_int, metavar="STEPS",
                    help="codec with --critic-weight: steps in which the critic learns before the decoder hears it (default 0)")
+    t.add_argument("--critic-kind", choices=("stft", "fine"),
+                   help="codec with --critic-weight: stft (the complex STFT at 12 and 23 Hz bins, default) or fine (8,192-point frames' "
+                        "fine structure, 90–3,000 Hz, which hears a comb on the token rate's grids)")
     t.add_argument("--export", action="store_true", help="copy the result to assets/checkpoints/")
     t.add_argument("--no-handcrafted", action="store_true", help="mulan: audio tower without the handcrafted descriptors (ablation)")
     t.add_argument("--text-only", action="store_true",

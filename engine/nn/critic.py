@@ -6,6 +6,10 @@ sees a partial put on a comb tooth beside it as nearly right, and a fine one rew
 energy between harmonics when the exact partial is uncertain. A critic reading the complex STFT at
 6–12 Hz bins sees both the teeth and phases that do not cohere, and its features give the decoder
 a target that is the real sound's texture, not its average (SoundStream, EnCodec, DAC, Vocos).
+
+Those frames are too short to hear a comb that is a property of a whole second (lines 1 Hz wide, 12.5
+or 50 Hz apart): ``FineSpectrumCritic`` reads 8,192-point frames with the spectral envelope taken out,
+and knows where each bin sits against the token rate's grids.
 """
 from __future__ import annotations
 
@@ -42,10 +46,59 @@ class STFTCritic(nn.Module):
         return self.out(x), features
 
 
-class Critic(nn.Module):
-    def __init__(self, resolutions: tuple[tuple[int, int], ...] = CRITIC_RESOLUTIONS, channels: int = 16):
+FINE_STFT = (8192, 2048)  # 2.9 Hz bins: a line on a grid tells from one beside it; 8 frames in a 1 s crop
+FINE_BAND_HZ = (90.0, 3000.0)  # where the comb sits (``evaluate.metrics.COMB_BAND_HZ``)
+FINE_ENVELOPE_HZ = 50.0  # the fine structure is each bin's log power over its ±25 Hz neighbourhood's
+FINE_GRIDS_HZ = (50.0, 12.5)  # the token rate and a quarter of it: the two combs the codec's output holds
+
+
+class FineSpectrumCritic(nn.Module):
+    """One scale that hears a comb: each long frame's log power between 90 and 3,000 Hz relative to
+    its local mean (the timbre taken out, the lines left), beside cos and sin of each bin's place
+    on the 50 and 12.5 Hz grids, through dilated 1-D convolutions along frequency that span several
+    grid lines. A term on the output's lean onto one grid moved the energy to the next one; a critic
+    that sees every grid and learns what music's fine structure looks like leaves nowhere to move
+    it (docs/experiments.md, 2026-12-07)."""
+
+    def __init__(self, channels: int = 16, dilations: tuple[int, ...] = (1, 2, 4, 8)):
         super().__init__()
-        self.scales = nn.ModuleList(STFTCritic(n, h, channels) for n, h in resolutions)
+        self.n_fft, self.hop = FINE_STFT
+        freqs = torch.fft.rfftfreq(self.n_fft, 1 / 24_000)
+        band = (freqs >= FINE_BAND_HZ[0]) & (freqs <= FINE_BAND_HZ[1])
+        self.first, self.last = int(band.nonzero()[0]), int(band.nonzero()[-1]) + 1
+        places = [f(2 * torch.pi * freqs[band] / grid) for grid in FINE_GRIDS_HZ for f in (torch.cos, torch.sin)]
+        self.register_buffer("places", torch.stack(places), persistent=False)
+        self.envelope = int(FINE_ENVELOPE_HZ / (freqs[1] - freqs[0])) // 2 * 2 + 1
+        layers = [weight_norm(nn.Conv1d(1 + len(places), channels, 9, padding=4))]
+        layers += [weight_norm(nn.Conv1d(channels, channels, 9, dilation=d, padding=4 * d)) for d in dilations]
+        self.layers = nn.ModuleList(layers)
+        self.out = weight_norm(nn.Conv1d(channels, 1, 3, padding=1))
+
+    def fine_structure(self, wav: torch.Tensor) -> torch.Tensor:
+        """(B, samples) → (B · frames, bins in the band): log power over its local mean."""
+        spec = torch.stft(wav, self.n_fft, self.hop, window=torch.hann_window(self.n_fft, device=wav.device),
+                          center=False, return_complex=True)
+        power = spec[:, self.first - self.envelope // 2: self.last + self.envelope // 2].abs().pow(2).transpose(1, 2).flatten(0, 1)
+        local = F.avg_pool1d(power[:, None], self.envelope, stride=1)[:, 0]
+        core = power[:, self.envelope // 2: self.envelope // 2 + local.shape[-1]]
+        return torch.log(core.clamp(min=1e-10)) - torch.log(local.clamp(min=1e-10))
+
+    def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        fine = self.fine_structure(wav)
+        x = torch.cat([fine[:, None], self.places.expand(len(fine), -1, -1)], dim=1)
+        features = []
+        for layer in self.layers:
+            x = F.leaky_relu(layer(x), 0.2)
+            features.append(x)
+        return self.out(x), features
+
+
+class Critic(nn.Module):
+    """Scales that each score a crop and give their features: STFT scales by default, or any given."""
+
+    def __init__(self, scales: list[nn.Module] | None = None):
+        super().__init__()
+        self.scales = nn.ModuleList(scales if scales is not None else [STFTCritic(n, h) for n, h in CRITIC_RESOLUTIONS])
 
     def forward(self, wav: torch.Tensor) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
         return [scale(wav) for scale in self.scales]
@@ -72,3 +125,6 @@ def adversarial_terms(critic: Critic, real: torch.Tensor, fake: torch.Tensor) ->
             matching = matching + (got - want).abs().mean() / want.abs().mean().clamp(min=1e-5)
             layers += 1
     return adversarial / len(critic.scales), matching / layers
+
+
+CRITICS = {"stft": Critic, "fine": lambda: Critic([FineSpectrumCritic()])}  # train codec --critic-kind

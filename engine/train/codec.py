@@ -18,7 +18,7 @@ from ..data.build import pitch_class_roll, read_records
 from ..data.recorded import training_excerpts
 from ..features import CHANNELS, analyze
 from ..nn.codec import CODEC_PRESETS, HOP, N_FFT, Codec, CodecConfig, load_codec, steady_partials, stft_frames, with_fine_head, with_phase_glide
-from ..nn.critic import Critic, adversarial_terms, critic_loss
+from ..nn.critic import CRITICS, adversarial_terms, critic_loss
 from .loop import Recipe, TrainConfig
 
 MEL_RESOLUTIONS = ((512, 128, 64), (1024, 256, 80), (2048, 512, 128))
@@ -192,12 +192,12 @@ class CriticTerm:
     """Adversarial training's other side, stepped inside the decoder's loss: each call first
     trains the critic on the batch (real crops against their decodes, detached), then, after
     ``after`` steps of its own, returns ``weight`` × (its hinge score of the decodes + 2 × feature
-    matching) for the decoder. The training loop keeps ``critic``, ``optimizer`` and ``steps``
+    matching) for the decoder; ``kind`` names the critic (``nn.critic.CRITICS``). The training loop keeps ``critic``, ``optimizer`` and ``steps``
     in the run folder, so a resumed run resumes the critic too."""
 
-    def __init__(self, weight: float, after: int = 0):
+    def __init__(self, weight: float, after: int = 0, kind: str = "stft"):
         self.weight, self.after, self.steps = weight, after, 0
-        self.critic = Critic()
+        self.critic = CRITICS[kind]()
         self.optimizer = torch.optim.AdamW(self.critic.parameters(), lr=CRITIC_LR, betas=CRITIC_BETAS)
 
     def __call__(self, wav: torch.Tensor, recon: torch.Tensor, logs: dict) -> torch.Tensor:
@@ -405,7 +405,7 @@ def codec_recipe(corpus: Path, preset: str, cfg: TrainConfig, rank: int) -> Reci
     recorded = training_excerpts(tuple(cfg.recorded)) if cfg.recorded_share else []
     batches = CorpusAudio(corpus, notes=cfg.note_weight > 0, recorded=recorded, recorded_share=cfg.recorded_share,
                           tone_share=cfg.tone_share).crops(cfg.batch_size, samples, seed=cfg.seed * 1000 + rank)
-    terms, critic = NoteTerms.of(cfg, model.cfg), CriticTerm(cfg.critic_weight, cfg.critic_after) if cfg.critic_weight else None
+    terms, critic = NoteTerms.of(cfg, model.cfg), CriticTerm(cfg.critic_weight, cfg.critic_after, cfg.critic_kind) if cfg.critic_weight else None
     if cfg.magnitudes_only or cfg.fine_fft:
         loss = partial(codec_magnitudes_loss, fine=bool(cfg.fine_fft), coarse_share=cfg.coarse_share)
     elif cfg.init:

@@ -61,6 +61,7 @@ class TrainConfig:
     phase_beyond_levels: int = 0  # codec from scratch: that spectrum's phase counts only for decodes from more levels than this (0: all)
     critic_weight: float = 0.0  # codec: weight of a critic's hinge and feature-matching terms on the decoder (nn/critic.py; 0: none)
     critic_after: int = 0  # codec: steps in which the critic learns before the decoder hears it
+    critic_kind: str = "stft"  # codec: which critic (nn/critic.py CRITICS): short complex-STFT frames, or the fine structure of long ones
 
 
 TRAIN_PRESETS = {
