@@ -9,7 +9,7 @@ a target that is the real sound's texture, not its average (SoundStream, EnCodec
 
 Those frames are too short to hear a comb that is a property of a whole second (lines 1 Hz wide, 12.5
 or 50 Hz apart): ``FineSpectrumCritic`` reads 8,192-point frames with the spectral envelope taken out,
-and knows where each bin sits against the token rate's grids.
+and knows where each bin sits within the token rate.
 """
 from __future__ import annotations
 
@@ -49,16 +49,18 @@ class STFTCritic(nn.Module):
 FINE_STFT = (8192, 2048)  # 2.9 Hz bins: a line on a grid tells from one beside it; 8 frames in a 1 s crop
 FINE_BAND_HZ = (90.0, 3000.0)  # where the comb sits (``evaluate.metrics.COMB_BAND_HZ``)
 FINE_ENVELOPE_HZ = 50.0  # the fine structure is each bin's log power over its ±25 Hz neighbourhood's
-FINE_GRIDS_HZ = (50.0, 12.5)  # the token rate and a quarter of it: the two combs the codec's output holds
+FINE_GRID_HZ = 50.0  # the token rate: every comb the codec's output holds repeats along frequency with it
+FINE_GRID_HARMONICS = 8  # … and the critic knows each bin's place in it to 50 / 16 ≈ 3 Hz (harmonics 1–8 of its period)
 
 
 class FineSpectrumCritic(nn.Module):
     """One scale that hears a comb: each long frame's log power between 90 and 3,000 Hz relative to
-    its local mean (the timbre taken out, the lines left), beside cos and sin of each bin's place
-    on the 50 and 12.5 Hz grids, through dilated 1-D convolutions along frequency that span several
-    grid lines. A term on the output's lean onto one grid moved the energy to the next one; a critic
-    that sees every grid and learns what music's fine structure looks like leaves nowhere to move
-    it (docs/experiments.md, 2026-12-07)."""
+    its local mean (the timbre taken out, the lines left), beside each bin's place within the 50 Hz
+    token rate (cos and sin of its first 8 harmonics), through dilated 1-D convolutions along
+    frequency that span several grid lines. A term on the output's lean onto one grid moved the
+    energy to the next one, and a critic that knew only the 50 and 12.5 Hz grids saw the sidebands
+    move 3.5 Hz off them: one that knows every place within the grid leaves nowhere to move them
+    (docs/experiments.md, 2026-12-07)."""
 
     def __init__(self, channels: int = 16, dilations: tuple[int, ...] = (1, 2, 4, 8)):
         super().__init__()
@@ -66,7 +68,7 @@ class FineSpectrumCritic(nn.Module):
         freqs = torch.fft.rfftfreq(self.n_fft, 1 / 24_000)
         band = (freqs >= FINE_BAND_HZ[0]) & (freqs <= FINE_BAND_HZ[1])
         self.first, self.last = int(band.nonzero()[0]), int(band.nonzero()[-1]) + 1
-        places = [f(2 * torch.pi * freqs[band] / grid) for grid in FINE_GRIDS_HZ for f in (torch.cos, torch.sin)]
+        places = [f(2 * torch.pi * k * freqs[band] / FINE_GRID_HZ) for k in range(1, FINE_GRID_HARMONICS + 1) for f in (torch.cos, torch.sin)]
         self.register_buffer("places", torch.stack(places), persistent=False)
         self.envelope = int(FINE_ENVELOPE_HZ / (freqs[1] - freqs[0])) // 2 * 2 + 1
         layers = [weight_norm(nn.Conv1d(1 + len(places), channels, 9, padding=4))]
