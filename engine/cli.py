@@ -24,7 +24,7 @@ from .generate.musiclm import ONE_SHOT_INLINE_SECONDS, MusicLM
 from .generate.requests import ContinueRequest, HumRequest, InpaintRequest, StoryRequest, StyleRequest, TextRequest, parse_story
 from .generate.settings import GenerationSettings, available_devices
 from .melody import MELODY_SOURCES
-from .nn.codec import HOP, CodecConfig, load_codec, with_partials
+from .nn.codec import HOP, CodecConfig, load_codec, with_partials, with_stated
 from .prompts import clean_prompt
 from .serve import Declined, ServerError, serve
 from .train.pipeline import CHAINS, chain_status, run_chain
@@ -367,7 +367,10 @@ def _combine_codec(args: argparse.Namespace) -> dict:
     (``TwoPathDecoder``), saved as a run folder that loads, evaluates and exports like a trained one."""
     try:
         codec, gliding = load_codec(args.checkpoint), load_codec(args.partials)
-        combined = with_partials(codec, gliding, args.gap, args.glide_above)
+        if gliding.cfg.partials and (args.gap, args.glide_above) != (None, None):
+            raise ValueError(f"{args.partials} is combined already and keeps its own settings; drop --gap and --glide-above")
+        gap = CodecConfig.partials_gap if args.gap is None else args.gap
+        combined = with_stated(codec, gliding) if gliding.cfg.partials else with_partials(codec, gliding, gap, args.glide_above)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     run_dir = Path(args.out)
@@ -378,7 +381,7 @@ def _combine_codec(args: argparse.Namespace) -> dict:
     stated = Path(args.checkpoint) if args.checkpoint else CHECKPOINT_DIR / "codec.safetensors"
     if stated.is_relative_to(Path.cwd()):  # the record names the parts as the command did, not by this machine's paths
         stated = stated.relative_to(Path.cwd())
-    parts = {"stated": str(stated), "partials": str(args.partials), "gap": args.gap, "glide_above_hz": args.glide_above}
+    parts = {"stated": str(stated), "partials": str(args.partials), "gap": combined.cfg.partials_gap, "glide_above_hz": combined.cfg.partials_above_hz}
     save_json({"step": 0, "name": "codec", "config": {"preset": "cpu-small", **combined.config_dict()}, "train": {"combined": parts},
                "metrics": {}}, run_dir / "state.json")
     return {"run_dir": str(run_dir), **parts, **({"exported": str(_export("codec", run_dir))} if args.export else {})}
@@ -729,10 +732,11 @@ def parser() -> argparse.ArgumentParser:
     rt.add_argument("--checkpoint", help="codec .safetensors or a training run folder")
     rt.add_argument("--json", action="store_true", help="print the result as JSON (the default)")
     cb = c_sub.add_parser("combine", help="voice the steady partials a codec's decoder loses by a gliding decoder fine-tuned from it")
-    cb.add_argument("--partials", required=True, help="the gliding decoder's run (train codec --init … --phase-glide --glide-rule)")
+    cb.add_argument("--partials", required=True, help="the gliding decoder's run (train codec --init … --phase-glide --glide-rule), "
+                                                      "or a combined codec whose gliding decoder, fine head and settings to keep beside a new stated decoder")
     cb.add_argument("--checkpoint", help="the codec whose decoder makes every other frame (default: the shipped one)")
-    cb.add_argument("--gap", type=_positive_float, default=CodecConfig.partials_gap,
-                    help="nats by which the gliding decoder's partial must stand above the first decoder's level to be voiced by it")
+    cb.add_argument("--gap", type=_positive_float,
+                    help=f"nats by which the gliding decoder's partial must stand above the first decoder's level to be voiced by it (default {CodecConfig.partials_gap:g})")
     cb.add_argument("--glide-above", type=_positive_float, metavar="HZ",
                     help="every steady partial above this frequency is voiced by the gliding decoder, wherever the first has it (default: none)")
     cb.add_argument("--out", required=True, help="the run folder to write")

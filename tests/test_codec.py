@@ -1037,7 +1037,7 @@ def test_a_fine_head_starts_from_its_decoders_magnitudes_and_needs_a_longer_fram
 
 
 def test_two_decoders_combine_only_when_they_read_the_same_tokens(codec):
-    from engine.nn.codec import with_partials, with_phase_glide
+    from engine.nn.codec import with_partials, with_phase_glide, with_stated
 
     torch.manual_seed(5)
     other = Codec(TINY).eval()  # another encoder: other tokens
@@ -1047,6 +1047,11 @@ def test_two_decoders_combine_only_when_they_read_the_same_tokens(codec):
         with_partials(codec, with_phase_glide(codec))  # learnt gates, not the rule
     with pytest.raises(ValueError, match="single stated-phase"):
         with_partials(with_phase_glide(codec, rule=True), with_phase_glide(codec, rule=True))
+    combined = with_partials(codec, with_phase_glide(codec, rule=True))
+    with pytest.raises(ValueError, match="combined one"):
+        with_stated(codec, codec)
+    with pytest.raises(ValueError, match="different tokens"):
+        with_stated(other, combined)
 
 
 def test_cli_combines_two_decoders_into_a_codec_that_loads_and_is_not_fine_tuned_as_one(codec, tmp_path):
@@ -1064,6 +1069,18 @@ def test_cli_combines_two_decoders_into_a_codec_that_loads_and_is_not_fine_tuned
     swapped = subprocess.run([*command[:5], "--checkpoint", str(gliding), "--partials", str(stated), "--out", str(tmp_path / "x")],
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert swapped.returncode == 2 and "single stated-phase" in swapped.stderr and "Traceback" not in swapped.stderr
+    retuned = Codec(TINY).eval()  # the stated decoder fine-tuned alone later: the same tokens, other decoder weights
+    retuned.load_state_dict(codec.state_dict())
+    torch.manual_seed(2)
+    retuned.decoder.head.bias.data += 0.1 * torch.randn_like(retuned.decoder.head.bias)
+    restate = [*command[:5], "--checkpoint", str(_run_folder(retuned, tmp_path / "retuned")), "--partials", str(tmp_path / "two"), "--out", str(tmp_path / "three")]
+    kept = subprocess.run([*restate, "--gap", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert kept.returncode == 2 and "own settings" in kept.stderr and "Traceback" not in kept.stderr
+    proc = subprocess.run(restate, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    three = load_codec(tmp_path / "three")
+    assert three.cfg == two.cfg and torch.equal(three.decoder.stated.head.bias, retuned.decoder.head.bias)
+    assert all(torch.equal(a, b) for a, b in zip(three.decoder.partials.state_dict().values(), two.decoder.partials.state_dict().values()))
     from engine.train.codec import codec_recipe
     from engine.train.loop import TrainConfig
 

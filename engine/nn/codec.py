@@ -364,15 +364,35 @@ def with_partials(codec: "Codec", gliding: "Codec", gap: float = CodecConfig.par
         raise ValueError("combine decoders without fine heads, then train the combined codec's (train codec --init … --fine-fft N)")
     if not gliding.cfg.glide_rule:
         raise ValueError("the partials' decoder must glide by the rule (trained with --phase-glide --glide-rule)")
-    outside_decoder = lambda model: {k: v for k, v in model.state_dict().items() if not k.startswith("decoder.")}  # noqa: E731
-    mine, theirs = outside_decoder(codec), outside_decoder(gliding)
-    trained = [k for k in mine if not k.endswith(TRAINING_ONLY_BUFFERS)]  # the EMA statistics are not the tokens
-    if mine.keys() != theirs.keys() or any(not torch.equal(mine[k], theirs[k]) for k in trained):
-        raise ValueError("the two codecs read different tokens: fine-tune the gliding decoder from this codec with its encoder and codebooks held")
+    mine = _outside_decoder(codec, gliding, "fine-tune the gliding decoder from this codec with its encoder and codebooks held")
     combined = Codec(replace(codec.cfg, partials=True, partials_gap=gap, partials_above_hz=above_hz, glide_prominence=gliding.cfg.glide_prominence))
     combined.load_state_dict({**mine, **{f"decoder.stated.{k}": v for k, v in codec.decoder.state_dict().items()},
                               **{f"decoder.partials.{k}": v for k, v in gliding.decoder.state_dict().items()}})
     return combined.eval()
+
+
+def with_stated(codec: "Codec", combined: "Codec") -> "Codec":
+    """``combined`` (two decoders already) with ``codec``'s decoder stating its frames: how a later
+    fine-tune of the stated decoder alone (``train codec --init`` the codec it was combined from)
+    joins the gliding decoder and fine head trained beside it, whose settings it keeps."""
+    if not combined.cfg.partials:
+        raise ValueError("the second codec must be a combined one (codec combine) to take a new stated decoder")
+    if codec.cfg.partials or codec.cfg.phase_glide or codec.cfg.fine_fft:
+        raise ValueError("the first codec must have a single stated-phase decoder: not a gliding one, nor two already combined")
+    _outside_decoder(codec, combined, "fine-tune the stated decoder from the codec it was combined from, with its encoder and codebooks held")
+    restated = Codec(combined.cfg)
+    restated.load_state_dict({**combined.state_dict(), **{f"decoder.stated.{k}": v for k, v in codec.decoder.state_dict().items()}})
+    return restated.eval()
+
+
+def _outside_decoder(codec: "Codec", other: "Codec", remedy: str) -> dict:
+    """``codec``'s weights outside its decoder, once ``other`` is known to hold the same ones (to read its tokens)."""
+    outside = lambda model: {k: v for k, v in model.state_dict().items() if not k.startswith("decoder.")}  # noqa: E731
+    mine, theirs = outside(codec), outside(other)
+    trained = [k for k in mine if not k.endswith(TRAINING_ONLY_BUFFERS)]  # the EMA statistics are not the tokens
+    if mine.keys() != theirs.keys() or any(not torch.equal(mine[k], theirs[k]) for k in trained):
+        raise ValueError(f"the two codecs read different tokens: {remedy}")
+    return mine
 
 
 def synthesize(mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
