@@ -4,7 +4,8 @@
 MuLan, semantic tokenizer, token caches, prior, the three stages) and judges the set with ``eval
 all``; ``python -m engine retrain acoustic --corpus corpus`` rebuilds what the pitch-true codec changes:
 the codec (with its note head, the fine STFT term and recorded music), its decoder tuned for what
-MuLan reads (the tokens stay), a gliding decoder for the steady partials that one loses, a fine head
+MuLan reads (the tokens stay), a gliding decoder for the steady partials that one loses, the first
+decoder again beside a critic that hears the comb, a fine head
 that revoices its partials off the 50 Hz comb, the token caches of its tokens, stages 2 and 3 on
 them, and the judges of the result: the codec's, then the
 whole set's (the runs folder holds ``codec/``, ``stage2/`` and ``stage3/``, which ``MusicLM.load``
@@ -54,7 +55,11 @@ CODEC = (  # the note-supervised codec from scratch, with recorded music, then i
                                 "--pitch-weight", "4", "--magnitude-weight", "40", "--tone-share", "0.2", "--lr", "1e-4", "--steps", "8000")),
     Step("partials-onsets", (*GLIDE, "--init", "{runs}/partials-3", "--run-dir", "{runs}/partials-4", "--magnitude-weight", "10", *PARTIALS)),
     Step("partials", (*GLIDE, "--init", "{runs}/partials-4", "--run-dir", "{runs}/partials", "--magnitude-weight", "20", *PARTIALS)),
-    Step("codec-two-path", ("codec", "combine", "--checkpoint", "{runs}/codec-stated", "--partials", "{runs}/partials", "--glide-above", "700",
+    # the stated decoder again, beside a critic that hears the comb in 8,192-point frames (the shipped one: run hcrit1 of 2026-12-07)
+    Step("codec-critic", ("train", "codec", "--preset", "cpu-small", "--corpus", "{corpus}", "--init", "{runs}/codec-stated", "--run-dir",
+                          "{runs}/codec-critic", "--steps", "2000", "--warmup", "100", "--lr", "3e-4", "--pitch-weight", "4", "--critic-weight", "1",
+                          "--critic-after", "200", "--critic-kind", "fine", "--quiet")),
+    Step("codec-two-path", ("codec", "combine", "--checkpoint", "{runs}/codec-critic", "--partials", "{runs}/partials", "--glide-above", "700",
                             "--out", "{runs}/codec-two-path", "--force", "--json"), "codec-two-path.json"),
     # a 1,920-point fine head on the gliding decoder, reading the 4 tokens before each (the partials revoiced off the 50 Hz comb),
     # then taught the plain tones more often, with the chorus its partials sound beside (the tokens stay: the shipped head's runs run6 and run8 of 2026-12-07)
