@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from ..audio import SAMPLE_RATE
+
 CRITIC_RESOLUTIONS = ((2048, 512), (1024, 256))  # 11.7 and 23 Hz bins: the comb's teeth are 50 Hz apart
 
 
@@ -65,7 +67,7 @@ class FineSpectrumCritic(nn.Module):
     def __init__(self, channels: int = 16, dilations: tuple[int, ...] = (1, 2, 4, 8)):
         super().__init__()
         self.n_fft, self.hop = FINE_STFT
-        freqs = torch.fft.rfftfreq(self.n_fft, 1 / 24_000)
+        freqs = torch.fft.rfftfreq(self.n_fft, 1 / SAMPLE_RATE)
         band = (freqs >= FINE_BAND_HZ[0]) & (freqs <= FINE_BAND_HZ[1])
         self.first, self.last = int(band.nonzero()[0]), int(band.nonzero()[-1]) + 1
         places = [f(2 * torch.pi * k * freqs[band] / FINE_GRID_HZ) for k in range(1, FINE_GRID_HARMONICS + 1) for f in (torch.cos, torch.sin)]
