@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from ..audio import SAMPLE_RATE
+from ..evaluate.metrics import COMB_BAND_HZ, COMB_SPACING_HZ
 
 CRITIC_RESOLUTIONS = ((2048, 512), (1024, 256))  # 11.7 and 23 Hz bins: the comb's teeth are 50 Hz apart
 
@@ -49,10 +50,8 @@ class STFTCritic(nn.Module):
 
 
 FINE_STFT = (8192, 2048)  # 2.9 Hz bins: a line on a grid tells from one beside it; 8 frames in a 1 s crop
-FINE_BAND_HZ = (90.0, 3000.0)  # where the comb sits (``evaluate.metrics.COMB_BAND_HZ``)
 FINE_ENVELOPE_HZ = 50.0  # the fine structure is each bin's log power over its ±25 Hz neighbourhood's
-FINE_GRID_HZ = 50.0  # the token rate: every comb the codec's output holds repeats along frequency with it
-FINE_GRID_HARMONICS = 8  # … and the critic knows each bin's place in it to 50 / 16 ≈ 3 Hz (harmonics 1–8 of its period)
+FINE_GRID_HARMONICS = 8  # each bin's place within the token rate (COMB_SPACING_HZ), where every comb repeats: to 50 / 16 ≈ 3 Hz
 
 
 class FineSpectrumCritic(nn.Module):
@@ -68,9 +67,9 @@ class FineSpectrumCritic(nn.Module):
         super().__init__()
         self.n_fft, self.hop = FINE_STFT
         freqs = torch.fft.rfftfreq(self.n_fft, 1 / SAMPLE_RATE)
-        band = (freqs >= FINE_BAND_HZ[0]) & (freqs <= FINE_BAND_HZ[1])
+        band = (freqs >= COMB_BAND_HZ[0]) & (freqs <= COMB_BAND_HZ[1])  # where the comb is measured
         self.first, self.last = int(band.nonzero()[0]), int(band.nonzero()[-1]) + 1
-        places = [f(2 * torch.pi * k * freqs[band] / FINE_GRID_HZ) for k in range(1, FINE_GRID_HARMONICS + 1) for f in (torch.cos, torch.sin)]
+        places = [f(2 * torch.pi * k * freqs[band] / COMB_SPACING_HZ) for k in range(1, FINE_GRID_HARMONICS + 1) for f in (torch.cos, torch.sin)]
         self.register_buffer("places", torch.stack(places), persistent=False)
         self.envelope = int(FINE_ENVELOPE_HZ / (freqs[1] - freqs[0])) // 2 * 2 + 1
         layers = [weight_norm(nn.Conv1d(1 + len(places), channels, 9, padding=4))]
